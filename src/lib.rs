@@ -7,3 +7,4 @@ pub mod fl;
 pub mod he;
 pub mod model;
 pub mod quant;
+pub mod report;

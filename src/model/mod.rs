@@ -1,1 +1,409 @@
-//! placeholder
+//! The multilayer perceptron that every party trains, and its optimizers.
+//!
+//! The model keeps all of its parameters in **one flat `Vec<f32>`**, because
+//! federated aggregation (plain, encrypted or differentially private) works on
+//! flat vectors: a gradient, a model delta and a parameter vector share one
+//! layout, documented on [`Mlp`], and nothing has to be copied between a
+//! "layered" and a "flat" view.
+//!
+//! This module knows nothing of parties, encryption or networks.
+//!
+//! ```
+//! use hefl::model::{Mlp, Optimizer, OptimizerKind};
+//! use ndarray::Array2;
+//!
+//! let mut mlp = Mlp::new(&[4, 8, 3], 7).unwrap();
+//! let x = Array2::<f32>::ones((2, 4));
+//! let (loss, grad) = mlp.loss_and_gradient(x.view(), &[0, 2]);
+//! assert!(loss.is_finite());
+//! let mut opt = Optimizer::new(OptimizerKind::Adam, 1e-3, mlp.num_params());
+//! opt.step(mlp.params_mut(), &grad);
+//! ```
+
+mod optim;
+
+pub use optim::{Optimizer, OptimizerKind};
+
+use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut2, Axis, linalg::general_mat_mul};
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use rand_distr::{Distribution, Normal};
+use serde::{Deserialize, Serialize};
+
+/// The default architecture: 784 inputs, one hidden layer of 128 ReLU units, 10 classes.
+pub const DEFAULT_LAYERS: [usize; 3] = [784, 128, 10];
+
+/// Why a model could not be built or a parameter vector not accepted.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ModelError {
+    /// Fewer than two layer sizes, or a zero-width layer.
+    #[error("an MLP needs at least an input and an output layer, all of width >= 1; got {0:?}")]
+    BadLayers(Vec<usize>),
+    /// A flat parameter vector of the wrong length.
+    #[error("parameter vector has {found} values, this {layers:?} MLP has {expected}")]
+    WrongLength {
+        /// The architecture.
+        layers: Vec<usize>,
+        /// Its parameter count.
+        expected: usize,
+        /// What was offered.
+        found: usize,
+    },
+}
+
+/// A fully connected network with ReLU hidden layers and a softmax output,
+/// trained with cross-entropy.
+///
+/// # Parameter layout
+///
+/// For each layer `l` (from the input), the weight matrix `W_l` of shape
+/// `(fan_in, fan_out)` in row-major order, then the bias `b_l` of length
+/// `fan_out`. The forward pass computes `h_{l+1} = relu(h_l W_l + b_l)` (no
+/// ReLU on the last layer). For the default 784-128-10 network that is
+/// 784*128 + 128 + 128*10 + 10 = 101,770 values.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Mlp {
+    layers: Vec<usize>,
+    params: Vec<f32>,
+}
+
+/// Where one layer's weights and bias sit in the flat vector.
+#[derive(Clone, Copy, Debug)]
+struct LayerSpan {
+    fan_in: usize,
+    fan_out: usize,
+    weights: usize,
+    bias: usize,
+}
+
+impl LayerSpan {
+    fn end(&self) -> usize {
+        self.bias + self.fan_out
+    }
+}
+
+fn spans(layers: &[usize]) -> Vec<LayerSpan> {
+    let mut offset = 0;
+    layers
+        .windows(2)
+        .map(|w| {
+            let span = LayerSpan {
+                fan_in: w[0],
+                fan_out: w[1],
+                weights: offset,
+                bias: offset + w[0] * w[1],
+            };
+            offset = span.end();
+            span
+        })
+        .collect()
+}
+
+/// Number of parameters of an MLP with these layer sizes.
+///
+/// ```
+/// assert_eq!(hefl::model::param_count(&hefl::model::DEFAULT_LAYERS), 101_770);
+/// ```
+pub fn param_count(layers: &[usize]) -> usize {
+    spans(layers).last().map_or(0, LayerSpan::end)
+}
+
+impl Mlp {
+    /// A network with the given layer sizes (input first, classes last), weights
+    /// drawn with He initialisation (normal, variance 2 / fan_in) from `seed` and
+    /// zero biases. The same seed gives the same network on every machine.
+    pub fn new(layers: &[usize], seed: u64) -> Result<Self, ModelError> {
+        if layers.len() < 2 || layers.contains(&0) {
+            return Err(ModelError::BadLayers(layers.to_vec()));
+        }
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let mut params = vec![0.0f32; param_count(layers)];
+        for span in spans(layers) {
+            let std = (2.0 / span.fan_in as f32).sqrt();
+            let normal = Normal::new(0.0f32, std).expect("He std is finite and positive");
+            for w in &mut params[span.weights..span.bias] {
+                *w = normal.sample(&mut rng);
+            }
+        }
+        Ok(Self {
+            layers: layers.to_vec(),
+            params,
+        })
+    }
+
+    /// Layer sizes, input first.
+    pub fn layers(&self) -> &[usize] {
+        &self.layers
+    }
+
+    /// Total number of parameters (the length of every flat vector of this model).
+    pub fn num_params(&self) -> usize {
+        self.params.len()
+    }
+
+    /// The flat parameter vector (layout in the type docs).
+    pub fn params(&self) -> &[f32] {
+        &self.params
+    }
+
+    /// The flat parameter vector, for optimizers and aggregation.
+    pub fn params_mut(&mut self) -> &mut [f32] {
+        &mut self.params
+    }
+
+    /// Replaces all parameters; the length must match.
+    pub fn set_params(&mut self, params: &[f32]) -> Result<(), ModelError> {
+        if params.len() != self.params.len() {
+            return Err(ModelError::WrongLength {
+                layers: self.layers.clone(),
+                expected: self.params.len(),
+                found: params.len(),
+            });
+        }
+        self.params.copy_from_slice(params);
+        Ok(())
+    }
+
+    fn weights(&self, span: &LayerSpan) -> ArrayView2<'_, f32> {
+        ArrayView2::from_shape((span.fan_in, span.fan_out), &self.params[span.weights..span.bias])
+            .expect("span matches layer shape")
+    }
+
+    fn bias(&self, span: &LayerSpan) -> ArrayView1<'_, f32> {
+        ArrayView1::from(&self.params[span.bias..span.end()])
+    }
+
+    /// Pre-activations of every layer for a batch (rows are examples); the last
+    /// entry is the logits. Hidden activations are `relu` of the entries before it.
+    fn forward_all(&self, x: ArrayView2<'_, f32>) -> Vec<Array2<f32>> {
+        assert_eq!(x.ncols(), self.layers[0], "input width must match the first layer");
+        let spans = spans(&self.layers);
+        let mut outs: Vec<Array2<f32>> = Vec::with_capacity(spans.len());
+        for (i, span) in spans.iter().enumerate() {
+            let mut z = Array2::<f32>::zeros((x.nrows(), span.fan_out));
+            z += &self.bias(span);
+            match outs.last() {
+                None => general_mat_mul(1.0, &x, &self.weights(span), 1.0, &mut z),
+                Some(prev) => {
+                    let h = prev.mapv(relu);
+                    general_mat_mul(1.0, &h, &self.weights(span), 1.0, &mut z)
+                }
+            }
+            debug_assert_eq!(outs.len(), i);
+            outs.push(z);
+        }
+        outs
+    }
+
+    /// Logits for a batch of inputs (rows are examples).
+    pub fn logits(&self, x: ArrayView2<'_, f32>) -> Array2<f32> {
+        self.forward_all(x).pop().expect("an MLP has at least one layer")
+    }
+
+    /// Mean cross-entropy loss and the gradient of that mean with respect to
+    /// every parameter, as a flat vector in the parameter layout.
+    ///
+    /// Panics if `labels.len()` differs from the batch size or a label is not a
+    /// valid class; both come from validated datasets, not from peers.
+    pub fn loss_and_gradient(&self, x: ArrayView2<'_, f32>, labels: &[u8]) -> (f32, Vec<f32>) {
+        let mut grad = vec![0.0f32; self.params.len()];
+        let loss = self.loss_and_gradient_into(x, labels, &mut grad);
+        (loss, grad)
+    }
+
+    /// As [`Mlp::loss_and_gradient`], writing the gradient into `grad`
+    /// (overwritten, not accumulated) to avoid an allocation per step.
+    pub fn loss_and_gradient_into(
+        &self,
+        x: ArrayView2<'_, f32>,
+        labels: &[u8],
+        grad: &mut [f32],
+    ) -> f32 {
+        let batch = x.nrows();
+        assert_eq!(labels.len(), batch, "one label per example");
+        assert_eq!(grad.len(), self.params.len(), "gradient buffer length");
+        let spans = spans(&self.layers);
+        let mut pre = self.forward_all(x);
+        let logits = pre.pop().expect("an MLP has at least one layer");
+        let (loss, mut delta) = softmax_cross_entropy(logits, labels);
+        for (l, span) in spans.iter().enumerate().rev() {
+            let (gw, gb) = grad[span.weights..span.end()].split_at_mut(span.fan_in * span.fan_out);
+            let mut gw = ArrayViewMut2::from_shape((span.fan_in, span.fan_out), gw)
+                .expect("span matches layer shape");
+            // Weight gradient: input activations transposed times delta.
+            match l {
+                0 => general_mat_mul(1.0, &x.t(), &delta, 0.0, &mut gw),
+                _ => {
+                    let h = pre[l - 1].mapv(relu);
+                    general_mat_mul(1.0, &h.t(), &delta, 0.0, &mut gw)
+                }
+            }
+            gb.copy_from_slice(
+                delta
+                    .sum_axis(Axis(0))
+                    .as_slice()
+                    .expect("fresh array is contiguous"),
+            );
+            if l > 0 {
+                let z_prev = &pre[l - 1];
+                let mut back = Array2::<f32>::zeros((batch, span.fan_in));
+                general_mat_mul(1.0, &delta, &self.weights(span).t(), 0.0, &mut back);
+                back.zip_mut_with(z_prev, |d, &z| {
+                    if z <= 0.0 {
+                        *d = 0.0;
+                    }
+                });
+                delta = back;
+            }
+        }
+        loss
+    }
+
+    /// Mean cross-entropy loss and accuracy (fraction in 0..=1) over a dataset,
+    /// evaluated in chunks so memory stays small.
+    pub fn evaluate(&self, x: ArrayView2<'_, f32>, labels: &[u8]) -> Evaluation {
+        const CHUNK: usize = 2000;
+        let n = x.nrows();
+        let (mut loss_sum, mut correct) = (0.0f64, 0usize);
+        for start in (0..n).step_by(CHUNK) {
+            let end = (start + CHUNK).min(n);
+            let logits = self.logits(x.slice(ndarray::s![start..end, ..]));
+            for (row, &label) in logits.rows().into_iter().zip(&labels[start..end]) {
+                let (argmax, lse) = argmax_and_logsumexp(row);
+                loss_sum += f64::from(lse - row[usize::from(label)]);
+                correct += usize::from(argmax == usize::from(label));
+            }
+        }
+        Evaluation {
+            loss: if n == 0 { 0.0 } else { loss_sum / n as f64 },
+            accuracy: if n == 0 { 0.0 } else { correct as f64 / n as f64 },
+        }
+    }
+}
+
+/// Test-set quality of a model.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    /// Mean cross-entropy.
+    pub loss: f64,
+    /// Fraction of examples classified correctly, in 0..=1.
+    pub accuracy: f64,
+}
+
+fn relu(z: f32) -> f32 {
+    z.max(0.0)
+}
+
+fn argmax_and_logsumexp(row: ArrayView1<'_, f32>) -> (usize, f32) {
+    let (mut best, mut max) = (0, f32::NEG_INFINITY);
+    for (i, &v) in row.iter().enumerate() {
+        if v > max {
+            (best, max) = (i, v);
+        }
+    }
+    let sum: f32 = row.iter().map(|&v| (v - max).exp()).sum();
+    (best, max + sum.ln())
+}
+
+/// Mean cross-entropy of softmax(logits), and its gradient with respect to the
+/// logits, (softmax - onehot) / batch, computed in place.
+fn softmax_cross_entropy(mut logits: Array2<f32>, labels: &[u8]) -> (f32, Array2<f32>) {
+    let batch = logits.nrows().max(1) as f32;
+    let mut loss = 0.0f32;
+    for (mut row, &label) in logits.rows_mut().into_iter().zip(labels) {
+        let (_, lse) = argmax_and_logsumexp(row.view());
+        let label = usize::from(label);
+        assert!(label < row.len(), "label {label} outside {} classes", row.len());
+        loss += lse - row[label];
+        row.mapv_inplace(|v| (v - lse).exp() / batch);
+        row[label] -= 1.0 / batch;
+    }
+    (loss / batch, logits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::Rng;
+
+    fn random_batch(n: usize, d: usize, classes: usize, seed: u64) -> (Array2<f32>, Vec<u8>) {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let x = Array2::from_shape_fn((n, d), |_| rng.random_range(-1.0f32..1.0));
+        let y = (0..n).map(|_| rng.random_range(0..classes) as u8).collect();
+        (x, y)
+    }
+
+    #[test]
+    fn default_has_101770_params() {
+        let mlp = Mlp::new(&DEFAULT_LAYERS, 0).unwrap();
+        assert_eq!(mlp.num_params(), 101_770);
+    }
+
+    #[test]
+    fn rejects_bad_layers() {
+        assert!(matches!(Mlp::new(&[784], 0), Err(ModelError::BadLayers(_))));
+        assert!(matches!(Mlp::new(&[784, 0, 10], 0), Err(ModelError::BadLayers(_))));
+    }
+
+    #[test]
+    fn same_seed_same_model_other_seed_differs() {
+        let a = Mlp::new(&[10, 5, 3], 1).unwrap();
+        assert_eq!(a, Mlp::new(&[10, 5, 3], 1).unwrap());
+        assert_ne!(a, Mlp::new(&[10, 5, 3], 2).unwrap());
+    }
+
+    #[test]
+    fn set_params_checks_length() {
+        let mut a = Mlp::new(&[3, 2], 1).unwrap();
+        assert!(matches!(a.set_params(&[0.0; 7]), Err(ModelError::WrongLength { expected: 8, found: 7, .. })));
+        a.set_params(&[0.5; 8]).unwrap();
+        assert_eq!(a.params(), &[0.5; 8]);
+    }
+
+    /// Central finite differences in f64-free form: the MLP is f32, so use a
+    /// step that balances truncation and rounding error and compare with a
+    /// relative tolerance on every parameter of a small network with two
+    /// hidden layers.
+    #[test]
+    fn gradient_matches_finite_differences() {
+        let layers = [6, 5, 4, 3];
+        let mut mlp = Mlp::new(&layers, 3).unwrap();
+        // Move biases off zero so every ReLU is well inside one side.
+        for (i, p) in mlp.params_mut().iter_mut().enumerate() {
+            *p += 0.01 * ((i % 7) as f32 - 3.0);
+        }
+        let (x, y) = random_batch(5, 6, 3, 9);
+        let (_, grad) = mlp.loss_and_gradient(x.view(), &y);
+        let h = 1e-2f32;
+        let mut worst = 0.0f32;
+        for i in 0..mlp.num_params() {
+            let orig = mlp.params()[i];
+            mlp.params_mut()[i] = orig + h;
+            let plus = mlp.loss_and_gradient(x.view(), &y).0;
+            mlp.params_mut()[i] = orig - h;
+            let minus = mlp.loss_and_gradient(x.view(), &y).0;
+            mlp.params_mut()[i] = orig;
+            let numeric = (plus - minus) / (2.0 * h);
+            let err = (numeric - grad[i]).abs() / (numeric.abs() + grad[i].abs()).max(1e-2);
+            worst = worst.max(err);
+        }
+        assert!(worst < 2e-2, "worst relative gradient error {worst}");
+    }
+
+    #[test]
+    fn loss_matches_evaluate_and_training_lowers_it() {
+        let (x, y) = random_batch(64, 20, 4, 5);
+        let mut mlp = Mlp::new(&[20, 16, 4], 5).unwrap();
+        let before = mlp.evaluate(x.view(), &y);
+        let (loss, _) = mlp.loss_and_gradient(x.view(), &y);
+        assert!((f64::from(loss) - before.loss).abs() < 1e-4);
+        let mut opt = Optimizer::new(OptimizerKind::Adam, 1e-2, mlp.num_params());
+        for _ in 0..200 {
+            let (_, g) = mlp.loss_and_gradient(x.view(), &y);
+            opt.step(mlp.params_mut(), &g);
+        }
+        let after = mlp.evaluate(x.view(), &y);
+        assert!(after.loss < before.loss * 0.5, "{before:?} -> {after:?}");
+        assert!(after.accuracy > 0.9, "memorising 64 points: {after:?}");
+    }
+}

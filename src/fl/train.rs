@@ -1,0 +1,362 @@
+//! The training loop shared by every mode, its configuration and its metrics.
+
+use super::client::{Client, Update};
+use crate::data::{DataError, Dataset, Mnist, Partition, partition};
+use crate::model::{Mlp, ModelError, OptimizerKind};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+use std::time::Instant;
+
+/// Who trains on what.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// One party alone on its own shard.
+    Local,
+    /// All training data in one place.
+    Centralized,
+    /// Several parties, updates aggregated every round.
+    Federated,
+}
+
+impl Mode {
+    /// Every mode, in the order reports list them.
+    pub const ALL: [Mode; 3] = [Mode::Local, Mode::Centralized, Mode::Federated];
+}
+
+impl FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "local" => Ok(Self::Local),
+            "centralized" | "centralised" => Ok(Self::Centralized),
+            "federated" => Ok(Self::Federated),
+            other => Err(format!(
+                "unknown mode {other:?}: expected local, centralized or federated"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Local => "local",
+            Self::Centralized => "centralized",
+            Self::Federated => "federated",
+        })
+    }
+}
+
+/// How the parties' updates are combined each round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "kind")]
+pub enum Strategy {
+    /// Federated SGD: every party sends the gradient of one local batch; the
+    /// sample-weighted mean gradient is applied by every party's optimizer.
+    FedSgd,
+    /// Federated averaging: every party takes `local_steps` optimizer steps on
+    /// its own data and sends the model delta; deltas are averaged weighted by
+    /// the number of samples each party used.
+    FedAvg {
+        /// Local optimizer steps per round (at least 1).
+        local_steps: usize,
+    },
+}
+
+impl Strategy {
+    fn steps_per_round(self) -> usize {
+        match self {
+            Self::FedSgd => 1,
+            Self::FedAvg { local_steps } => local_steps.max(1),
+        }
+    }
+}
+
+impl fmt::Display for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::FedSgd => f.write_str("fedsgd"),
+            Self::FedAvg { local_steps } => write!(f, "fedavg (k = {local_steps})"),
+        }
+    }
+}
+
+/// Everything that defines a training run. Serialized into the metrics file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Who trains on what.
+    pub mode: Mode,
+    /// Number of parties the training set is split into (local mode trains on
+    /// party 0's shard of this split; centralized ignores it).
+    pub parties: usize,
+    /// How the training set is split among parties.
+    pub partition: Partition,
+    /// How updates are combined (federated mode).
+    pub strategy: Strategy,
+    /// Passes over each party's data.
+    pub epochs: usize,
+    /// Learning rate.
+    pub lr: f32,
+    /// Samples per local batch.
+    pub batch_size: usize,
+    /// The optimizer every party runs.
+    pub optimizer: OptimizerKind,
+    /// Seeds the initial model, the partition and every batch order.
+    pub seed: u64,
+    /// Layer sizes, input first.
+    pub layers: Vec<usize>,
+    /// Use only the first N training images (quick runs); `None` = all.
+    pub train_subset: Option<usize>,
+    /// Evaluate on only the first N test images; `None` = all.
+    pub test_subset: Option<usize>,
+}
+
+impl Default for TrainConfig {
+    /// The paper's setting: 3 IID parties, default MLP, Adam at 1.5e-3, batch 64.
+    fn default() -> Self {
+        Self {
+            mode: Mode::Federated,
+            parties: 3,
+            partition: Partition::Iid,
+            strategy: Strategy::FedSgd,
+            epochs: 10,
+            lr: 1.5e-3,
+            batch_size: 64,
+            optimizer: OptimizerKind::Adam,
+            seed: 42,
+            layers: crate::model::DEFAULT_LAYERS.to_vec(),
+            train_subset: None,
+            test_subset: None,
+        }
+    }
+}
+
+/// Why a run could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// A configuration value out of range.
+    #[error("invalid training configuration: {0}")]
+    Config(String),
+    /// The data could not be split as asked.
+    #[error(transparent)]
+    Data(#[from] DataError),
+    /// The model could not be built.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
+
+/// Test-set results after one epoch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    /// 1-based epoch number.
+    pub epoch: usize,
+    /// Fraction of test images classified correctly, 0..=1.
+    pub test_accuracy: f64,
+    /// Mean test cross-entropy.
+    pub test_loss: f64,
+    /// Mean training loss over the epoch's batches.
+    pub train_loss: f64,
+    /// Wall-clock seconds this epoch took (training and evaluation).
+    pub wall_seconds: f64,
+    /// Wall-clock seconds since the run started.
+    pub elapsed_seconds: f64,
+    /// Aggregation rounds run in this epoch.
+    pub rounds: usize,
+}
+
+/// A whole run: its configuration and one entry per epoch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunMetrics {
+    /// The configuration that produced these numbers.
+    pub config: TrainConfig,
+    /// Training samples per party, in party order.
+    pub party_samples: Vec<usize>,
+    /// Per-epoch test results.
+    pub epochs: Vec<EpochMetrics>,
+    /// Wall-clock seconds of the whole run.
+    pub total_seconds: f64,
+}
+
+impl RunMetrics {
+    /// The last epoch's test accuracy, if any epoch ran.
+    pub fn final_accuracy(&self) -> Option<f64> {
+        self.epochs.last().map(|e| e.test_accuracy)
+    }
+}
+
+/// Receives progress from [`run`]; every method has an empty default.
+pub trait Observer {
+    /// Called once before training with the total number of rounds.
+    fn start(&mut self, _config: &TrainConfig, _total_rounds: usize) {}
+    /// Called after every aggregation round.
+    fn round(&mut self, _round: usize) {}
+    /// Called after every epoch's evaluation.
+    fn epoch(&mut self, _config: &TrainConfig, _metrics: &EpochMetrics) {}
+}
+
+/// An observer that ignores everything.
+impl Observer for () {}
+
+/// Sample-weighted mean of the updates: sum_i n_i u_i / sum_i n_i.
+///
+/// ```
+/// use hefl::fl::{Update, aggregate_plain};
+/// let a = Update { values: vec![1.0, 0.0], samples: 1, loss: 0.0 };
+/// let b = Update { values: vec![4.0, 3.0], samples: 2, loss: 0.0 };
+/// assert_eq!(aggregate_plain(&[a, b]), vec![3.0, 2.0]);
+/// ```
+pub fn aggregate_plain(updates: &[Update]) -> Vec<f32> {
+    let len = updates.first().map_or(0, |u| u.values.len());
+    let total: usize = updates.iter().map(|u| u.samples).sum();
+    let mut sum = vec![0.0f64; len];
+    for u in updates {
+        assert_eq!(u.values.len(), len, "all updates have the model's length");
+        let w = u.samples as f64;
+        for (s, &v) in sum.iter_mut().zip(&u.values) {
+            *s += w * f64::from(v);
+        }
+    }
+    let total = total.max(1) as f64;
+    sum.into_iter().map(|s| (s / total) as f32).collect()
+}
+
+fn validate(config: &TrainConfig) -> Result<(), TrainError> {
+    let bad = |msg: String| Err(TrainError::Config(msg));
+    if config.epochs == 0 {
+        return bad("--epochs must be at least 1".into());
+    }
+    if config.batch_size == 0 {
+        return bad("--batch-size must be at least 1".into());
+    }
+    if config.parties == 0 {
+        return bad("--parties must be at least 1".into());
+    }
+    if !(config.lr.is_finite() && config.lr > 0.0) {
+        return bad(format!("--lr must be a positive number, got {}", config.lr));
+    }
+    if config.strategy == (Strategy::FedAvg { local_steps: 0 }) {
+        return bad("--local-steps must be at least 1".into());
+    }
+    if config.layers.first() != Some(&crate::data::IMAGE_PIXELS)
+        || config.layers.last() != Some(&crate::data::NUM_CLASSES)
+    {
+        return bad(format!(
+            "layers must start with {} inputs and end with {} classes, got {:?}",
+            crate::data::IMAGE_PIXELS,
+            crate::data::NUM_CLASSES,
+            config.layers
+        ));
+    }
+    Ok(())
+}
+
+/// Splits the training set into the shards the mode trains on.
+fn shards(config: &TrainConfig, train: &Dataset) -> Result<Vec<Dataset>, TrainError> {
+    Ok(match config.mode {
+        Mode::Centralized => vec![train.clone()],
+        Mode::Local | Mode::Federated => {
+            let parts = partition(
+                &train.labels,
+                config.parties,
+                config.partition,
+                config.seed ^ 0x5EED_0F_5A4D,
+            )?;
+            let take = if config.mode == Mode::Local { 1 } else { parts.len() };
+            parts[..take].iter().map(|idx| train.subset(idx)).collect()
+        }
+    })
+}
+
+/// Trains as `config` says on `data`, evaluating on the test set after every
+/// epoch, and reports progress to `observer`.
+///
+/// One epoch is one pass over the largest party's shard: with FedSGD that is
+/// `ceil(shard / batch)` rounds, with FedAvg `k` times fewer.
+pub fn run(
+    config: &TrainConfig,
+    data: &Mnist,
+    observer: &mut dyn Observer,
+) -> Result<RunMetrics, TrainError> {
+    validate(config)?;
+    let started = Instant::now();
+    let train = match config.train_subset {
+        Some(n) => data.train.take(n),
+        None => data.train.clone(),
+    };
+    let test = match config.test_subset {
+        Some(n) => data.test.take(n),
+        None => data.test.clone(),
+    };
+    let initial = Mlp::new(&config.layers, config.seed)?;
+    let mut clients: Vec<Client> = shards(config, &train)?
+        .into_iter()
+        .enumerate()
+        .map(|(id, shard)| {
+            Client::new(
+                id,
+                shard,
+                initial.clone(),
+                config.optimizer,
+                config.lr,
+                config.seed,
+            )
+        })
+        .collect();
+    if let Some(empty) = clients.iter().find(|c| c.num_samples() == 0) {
+        return Err(TrainError::Config(format!(
+            "party {} has no training samples; use fewer parties or a larger Dirichlet alpha",
+            empty.id()
+        )));
+    }
+    let largest = clients.iter().map(Client::num_samples).max().unwrap_or(0);
+    let steps_per_epoch = largest.div_ceil(config.batch_size);
+    let rounds_per_epoch = steps_per_epoch
+        .div_ceil(config.strategy.steps_per_round())
+        .max(1);
+    observer.start(config, rounds_per_epoch * config.epochs);
+
+    let mut epochs = Vec::with_capacity(config.epochs);
+    let mut round = 0;
+    for epoch in 1..=config.epochs {
+        let epoch_start = Instant::now();
+        let mut loss_sum = 0.0f64;
+        for _ in 0..rounds_per_epoch {
+            let updates: Vec<Update> = clients
+                .par_iter_mut()
+                .map(|c| c.compute_update(config.strategy, config.batch_size))
+                .collect();
+            loss_sum += updates.iter().map(|u| f64::from(u.loss)).sum::<f64>() / updates.len() as f64;
+            let aggregate = aggregate_plain(&updates);
+            clients
+                .par_iter_mut()
+                .for_each(|c| c.apply(config.strategy, &aggregate));
+            round += 1;
+            observer.round(round);
+        }
+        let eval = clients[0].model().evaluate(test.images.view(), &test.labels);
+        let metrics = EpochMetrics {
+            epoch,
+            test_accuracy: eval.accuracy,
+            test_loss: eval.loss,
+            train_loss: loss_sum / rounds_per_epoch as f64,
+            wall_seconds: epoch_start.elapsed().as_secs_f64(),
+            elapsed_seconds: started.elapsed().as_secs_f64(),
+            rounds: rounds_per_epoch,
+        };
+        observer.epoch(config, &metrics);
+        epochs.push(metrics);
+    }
+    debug_assert!(
+        clients.windows(2).all(|w| w[0].model() == w[1].model()),
+        "every party applies the same aggregate, so models stay identical"
+    );
+    Ok(RunMetrics {
+        config: config.clone(),
+        party_samples: clients.iter().map(Client::num_samples).collect(),
+        epochs,
+        total_seconds: started.elapsed().as_secs_f64(),
+    })
+}

@@ -1,0 +1,148 @@
+//! Optimizers that step a flat parameter vector with a flat gradient.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// Which optimizer, as named on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// Plain stochastic gradient descent.
+    Sgd,
+    /// SGD with heavy-ball momentum 0.9.
+    Momentum,
+    /// Adam (Kingma & Ba) with beta1 = 0.9, beta2 = 0.999, eps = 1e-8.
+    Adam,
+}
+
+impl FromStr for OptimizerKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "sgd" => Ok(Self::Sgd),
+            "momentum" => Ok(Self::Momentum),
+            "adam" => Ok(Self::Adam),
+            other => Err(format!("unknown optimizer {other:?}: expected sgd, momentum or adam")),
+        }
+    }
+}
+
+impl fmt::Display for OptimizerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Sgd => "sgd",
+            Self::Momentum => "momentum",
+            Self::Adam => "adam",
+        })
+    }
+}
+
+const MOMENTUM: f32 = 0.9;
+const BETA1: f32 = 0.9;
+const BETA2: f32 = 0.999;
+const EPS: f32 = 1e-8;
+
+/// An optimizer with its state for one parameter vector.
+///
+/// ```
+/// use hefl::model::{Optimizer, OptimizerKind};
+/// let mut params = vec![1.0f32, -1.0];
+/// let mut sgd = Optimizer::new(OptimizerKind::Sgd, 0.5, 2);
+/// sgd.step(&mut params, &[1.0, 1.0]);
+/// assert_eq!(params, vec![0.5, -1.5]);
+/// ```
+#[derive(Clone, Debug)]
+pub struct Optimizer {
+    kind: OptimizerKind,
+    lr: f32,
+    /// Momentum velocity, or Adam's first moment.
+    m: Vec<f32>,
+    /// Adam's second moment.
+    v: Vec<f32>,
+    steps: i32,
+}
+
+impl Optimizer {
+    /// A fresh optimizer for `len` parameters with learning rate `lr`.
+    pub fn new(kind: OptimizerKind, lr: f32, len: usize) -> Self {
+        let state = |used: bool| if used { vec![0.0; len] } else { Vec::new() };
+        Self {
+            kind,
+            lr,
+            m: state(kind != OptimizerKind::Sgd),
+            v: state(kind == OptimizerKind::Adam),
+            steps: 0,
+        }
+    }
+
+    /// Which optimizer this is.
+    pub fn kind(&self) -> OptimizerKind {
+        self.kind
+    }
+
+    /// One descent step: `params -= update(grad)`.
+    ///
+    /// Panics if the lengths differ from the one given to [`Optimizer::new`].
+    pub fn step(&mut self, params: &mut [f32], grad: &[f32]) {
+        assert_eq!(params.len(), grad.len(), "params and gradient lengths");
+        self.steps = self.steps.saturating_add(1);
+        let lr = self.lr;
+        match self.kind {
+            OptimizerKind::Sgd => {
+                for (p, g) in params.iter_mut().zip(grad) {
+                    *p -= lr * g;
+                }
+            }
+            OptimizerKind::Momentum => {
+                assert_eq!(self.m.len(), params.len(), "optimizer state length");
+                for ((p, g), m) in params.iter_mut().zip(grad).zip(&mut self.m) {
+                    *m = MOMENTUM * *m + g;
+                    *p -= lr * *m;
+                }
+            }
+            OptimizerKind::Adam => {
+                assert_eq!(self.m.len(), params.len(), "optimizer state length");
+                let c1 = 1.0 - BETA1.powi(self.steps);
+                let c2 = 1.0 - BETA2.powi(self.steps);
+                let step = lr * c2.sqrt() / c1;
+                let eps = EPS * c2.sqrt();
+                for (((p, g), m), v) in params.iter_mut().zip(grad).zip(&mut self.m).zip(&mut self.v) {
+                    *m = BETA1 * *m + (1.0 - BETA1) * g;
+                    *v = BETA2 * *v + (1.0 - BETA2) * g * g;
+                    *p -= step * *m / (v.sqrt() + eps);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adam_first_step_moves_by_lr_in_sign_direction() {
+        let mut p = vec![0.0f32, 0.0, 0.0];
+        let mut adam = Optimizer::new(OptimizerKind::Adam, 0.1, 3);
+        adam.step(&mut p, &[3.0, -0.002, 0.0]);
+        assert!((p[0] + 0.1).abs() < 1e-5, "{p:?}");
+        assert!((p[1] - 0.1).abs() < 1e-4, "{p:?}");
+        assert_eq!(p[2], 0.0);
+    }
+
+    #[test]
+    fn momentum_accumulates() {
+        let mut p = vec![0.0f32];
+        let mut opt = Optimizer::new(OptimizerKind::Momentum, 1.0, 1);
+        opt.step(&mut p, &[1.0]);
+        opt.step(&mut p, &[1.0]);
+        assert!((p[0] + 2.9).abs() < 1e-6, "{p:?}");
+    }
+
+    #[test]
+    fn parses_names() {
+        assert_eq!("Adam".parse::<OptimizerKind>(), Ok(OptimizerKind::Adam));
+        assert!("rmsprop".parse::<OptimizerKind>().unwrap_err().contains("expected sgd"));
+    }
+}

@@ -1,0 +1,123 @@
+//! Human-readable results: markdown tables and accuracy plots of training runs.
+
+use crate::fl::RunMetrics;
+use plotters::prelude::*;
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// Why a plot could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("could not draw {path}: {message}")]
+pub struct PlotError {
+    /// The file being written.
+    pub path: String,
+    /// What the drawing backend said.
+    pub message: String,
+}
+
+/// A markdown table with one row per epoch and one accuracy column per run,
+/// then the final loss and the run time of each.
+///
+/// ```
+/// let table = hefl::report::accuracy_table(&[]);
+/// assert!(table.starts_with("| epoch |"));
+/// ```
+pub fn accuracy_table(runs: &[(&str, &RunMetrics)]) -> String {
+    let mut out = String::from("| epoch |");
+    for (name, _) in runs {
+        let _ = write!(out, " {name} |");
+    }
+    out.push_str("\n|---:|");
+    out.push_str(&"---:|".repeat(runs.len()));
+    out.push('\n');
+    let epochs = runs.iter().map(|(_, r)| r.epochs.len()).max().unwrap_or(0);
+    for e in 0..epochs {
+        let _ = write!(out, "| {} |", e + 1);
+        for (_, run) in runs {
+            match run.epochs.get(e) {
+                Some(m) => {
+                    let _ = write!(out, " {:.2}% |", 100.0 * m.test_accuracy);
+                }
+                None => out.push_str(" |"),
+            }
+        }
+        out.push('\n');
+    }
+    out.push_str("| final test loss |");
+    for (_, run) in runs {
+        let loss = run.epochs.last().map_or(f64::NAN, |m| m.test_loss);
+        let _ = write!(out, " {loss:.4} |");
+    }
+    out.push_str("\n| wall time |");
+    for (_, run) in runs {
+        let _ = write!(out, " {:.1} s |", run.total_seconds);
+    }
+    out.push('\n');
+    out
+}
+
+/// Distinguishable line colours (Okabe-Ito), in series order.
+const SERIES_COLORS: [RGBColor; 6] = [
+    RGBColor(213, 94, 0),
+    RGBColor(0, 114, 178),
+    RGBColor(0, 158, 115),
+    RGBColor(204, 121, 167),
+    RGBColor(230, 159, 0),
+    RGBColor(86, 180, 233),
+];
+
+/// Draws test accuracy (percent) against epoch for every run into a PNG.
+pub fn plot_accuracy(path: &Path, title: &str, runs: &[(&str, &RunMetrics)]) -> Result<(), PlotError> {
+    draw(path, title, runs).map_err(|e| PlotError {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })
+}
+
+fn draw(
+    path: &Path,
+    title: &str,
+    runs: &[(&str, &RunMetrics)],
+) -> Result<(), Box<dyn std::error::Error>> {
+    let points = || runs.iter().flat_map(|(_, r)| r.epochs.iter());
+    let max_epoch = points().map(|m| m.epoch).max().unwrap_or(1).max(2);
+    let lowest = points().map(|m| 100.0 * m.test_accuracy).fold(100.0, f64::min);
+    let y_min = (lowest - 1.0).clamp(0.0, 99.0).floor();
+
+    let root = BitMapBackend::new(path, (900, 600)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 26))
+        .margin(20)
+        .x_label_area_size(45)
+        .y_label_area_size(60)
+        .build_cartesian_2d(1f64..max_epoch as f64, y_min..100.0)?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .y_desc("test accuracy (%)")
+        .x_labels(max_epoch.min(20))
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .draw()?;
+    for (i, (name, run)) in runs.iter().enumerate() {
+        let color = SERIES_COLORS[i % SERIES_COLORS.len()].to_rgba();
+        let series: Vec<(f64, f64)> = run
+            .epochs
+            .iter()
+            .map(|m| (m.epoch as f64, 100.0 * m.test_accuracy))
+            .collect();
+        chart
+            .draw_series(LineSeries::new(series.clone(), color.stroke_width(2)))?
+            .label(*name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+        chart.draw_series(series.into_iter().map(|p| Circle::new(p, 3, color.filled())))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
