@@ -215,8 +215,11 @@ fn compare(args: &TrainArgs, out_dir: &Path) -> Result<()> {
         &named,
     )?;
     let md = out_dir.join("results.md");
-    std::fs::write(&md, format!("# local vs centralized vs federated\n\n{table}"))
-        .with_context(|| format!("writing {}", md.display()))?;
+    std::fs::write(
+        &md,
+        format!("# local vs centralized vs federated\n\n{table}"),
+    )
+    .with_context(|| format!("writing {}", md.display()))?;
     let json: serde_json::Map<String, serde_json::Value> = runs
         .iter()
         .map(|(n, m)| Ok((n.clone(), serde_json::to_value(m)?)))
@@ -240,6 +243,9 @@ fn main() -> Result<()> {
             train: args,
             metrics_out,
         } => train(mode, &args, metrics_out.as_deref()),
-        Command::Compare { train: args, out_dir } => compare(&args, &out_dir),
+        Command::Compare {
+            train: args,
+            out_dir,
+        } => compare(&args, &out_dir),
     }
 }

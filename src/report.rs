@@ -67,7 +67,11 @@ const SERIES_COLORS: [RGBColor; 6] = [
 ];
 
 /// Draws test accuracy (percent) against epoch for every run into a PNG.
-pub fn plot_accuracy(path: &Path, title: &str, runs: &[(&str, &RunMetrics)]) -> Result<(), PlotError> {
+pub fn plot_accuracy(
+    path: &Path,
+    title: &str,
+    runs: &[(&str, &RunMetrics)],
+) -> Result<(), PlotError> {
     draw(path, title, runs).map_err(|e| PlotError {
         path: path.display().to_string(),
         message: e.to_string(),
@@ -81,7 +85,9 @@ fn draw(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let points = || runs.iter().flat_map(|(_, r)| r.epochs.iter());
     let max_epoch = points().map(|m| m.epoch).max().unwrap_or(1).max(2);
-    let lowest = points().map(|m| 100.0 * m.test_accuracy).fold(100.0, f64::min);
+    let lowest = points()
+        .map(|m| 100.0 * m.test_accuracy)
+        .fold(100.0, f64::min);
     let y_min = (lowest - 1.0).clamp(0.0, 99.0).floor();
 
     let root = BitMapBackend::new(path, (900, 600)).into_drawing_area();
@@ -109,8 +115,14 @@ fn draw(
         chart
             .draw_series(LineSeries::new(series.clone(), color.stroke_width(2)))?
             .label(*name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
-        chart.draw_series(series.into_iter().map(|p| Circle::new(p, 3, color.filled())))?;
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+        chart.draw_series(
+            series
+                .into_iter()
+                .map(|p| Circle::new(p, 3, color.filled())),
+        )?;
     }
     chart
         .configure_series_labels()

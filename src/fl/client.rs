@@ -97,7 +97,8 @@ impl Client {
             dst.assign(&self.data.images.row(i));
         }
         self.batch_y.clear();
-        self.batch_y.extend(rows.iter().map(|&i| self.data.labels[i]));
+        self.batch_y
+            .extend(rows.iter().map(|&i| self.data.labels[i]));
     }
 
     /// One local optimizer step on the next batch; returns its loss.

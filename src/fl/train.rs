@@ -262,9 +262,13 @@ fn shards(config: &TrainConfig, train: &Dataset) -> Result<Vec<Dataset>, TrainEr
                 &train.labels,
                 config.parties,
                 config.partition,
-                config.seed ^ 0x5EED_0F_5A4D,
+                config.seed ^ 0x5EED_05A4D,
             )?;
-            let take = if config.mode == Mode::Local { 1 } else { parts.len() };
+            let take = if config.mode == Mode::Local {
+                1
+            } else {
+                parts.len()
+            };
             parts[..take].iter().map(|idx| train.subset(idx)).collect()
         }
     })
@@ -328,7 +332,8 @@ pub fn run(
                 .par_iter_mut()
                 .map(|c| c.compute_update(config.strategy, config.batch_size))
                 .collect();
-            loss_sum += updates.iter().map(|u| f64::from(u.loss)).sum::<f64>() / updates.len() as f64;
+            loss_sum +=
+                updates.iter().map(|u| f64::from(u.loss)).sum::<f64>() / updates.len() as f64;
             let aggregate = aggregate_plain(&updates);
             clients
                 .par_iter_mut()
@@ -336,7 +341,9 @@ pub fn run(
             round += 1;
             observer.round(round);
         }
-        let eval = clients[0].model().evaluate(test.images.view(), &test.labels);
+        let eval = clients[0]
+            .model()
+            .evaluate(test.images.view(), &test.labels);
         let metrics = EpochMetrics {
             epoch,
             test_accuracy: eval.accuracy,

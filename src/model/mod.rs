@@ -165,8 +165,11 @@ impl Mlp {
     }
 
     fn weights(&self, span: &LayerSpan) -> ArrayView2<'_, f32> {
-        ArrayView2::from_shape((span.fan_in, span.fan_out), &self.params[span.weights..span.bias])
-            .expect("span matches layer shape")
+        ArrayView2::from_shape(
+            (span.fan_in, span.fan_out),
+            &self.params[span.weights..span.bias],
+        )
+        .expect("span matches layer shape")
     }
 
     fn bias(&self, span: &LayerSpan) -> ArrayView1<'_, f32> {
@@ -176,7 +179,11 @@ impl Mlp {
     /// Pre-activations of every layer for a batch (rows are examples); the last
     /// entry is the logits. Hidden activations are `relu` of the entries before it.
     fn forward_all(&self, x: ArrayView2<'_, f32>) -> Vec<Array2<f32>> {
-        assert_eq!(x.ncols(), self.layers[0], "input width must match the first layer");
+        assert_eq!(
+            x.ncols(),
+            self.layers[0],
+            "input width must match the first layer"
+        );
         let spans = spans(&self.layers);
         let mut outs: Vec<Array2<f32>> = Vec::with_capacity(spans.len());
         for (i, span) in spans.iter().enumerate() {
@@ -197,7 +204,9 @@ impl Mlp {
 
     /// Logits for a batch of inputs (rows are examples).
     pub fn logits(&self, x: ArrayView2<'_, f32>) -> Array2<f32> {
-        self.forward_all(x).pop().expect("an MLP has at least one layer")
+        self.forward_all(x)
+            .pop()
+            .expect("an MLP has at least one layer")
     }
 
     /// Mean cross-entropy loss and the gradient of that mean with respect to
@@ -276,7 +285,11 @@ impl Mlp {
         }
         Evaluation {
             loss: if n == 0 { 0.0 } else { loss_sum / n as f64 },
-            accuracy: if n == 0 { 0.0 } else { correct as f64 / n as f64 },
+            accuracy: if n == 0 {
+                0.0
+            } else {
+                correct as f64 / n as f64
+            },
         }
     }
 }
@@ -313,7 +326,11 @@ fn softmax_cross_entropy(mut logits: Array2<f32>, labels: &[u8]) -> (f32, Array2
     for (mut row, &label) in logits.rows_mut().into_iter().zip(labels) {
         let (_, lse) = argmax_and_logsumexp(row.view());
         let label = usize::from(label);
-        assert!(label < row.len(), "label {label} outside {} classes", row.len());
+        assert!(
+            label < row.len(),
+            "label {label} outside {} classes",
+            row.len()
+        );
         loss += lse - row[label];
         row.mapv_inplace(|v| (v - lse).exp() / batch);
         row[label] -= 1.0 / batch;
@@ -342,7 +359,10 @@ mod tests {
     #[test]
     fn rejects_bad_layers() {
         assert!(matches!(Mlp::new(&[784], 0), Err(ModelError::BadLayers(_))));
-        assert!(matches!(Mlp::new(&[784, 0, 10], 0), Err(ModelError::BadLayers(_))));
+        assert!(matches!(
+            Mlp::new(&[784, 0, 10], 0),
+            Err(ModelError::BadLayers(_))
+        ));
     }
 
     #[test]
@@ -355,7 +375,14 @@ mod tests {
     #[test]
     fn set_params_checks_length() {
         let mut a = Mlp::new(&[3, 2], 1).unwrap();
-        assert!(matches!(a.set_params(&[0.0; 7]), Err(ModelError::WrongLength { expected: 8, found: 7, .. })));
+        assert!(matches!(
+            a.set_params(&[0.0; 7]),
+            Err(ModelError::WrongLength {
+                expected: 8,
+                found: 7,
+                ..
+            })
+        ));
         a.set_params(&[0.5; 8]).unwrap();
         assert_eq!(a.params(), &[0.5; 8]);
     }
@@ -376,7 +403,7 @@ mod tests {
         let (_, grad) = mlp.loss_and_gradient(x.view(), &y);
         let h = 1e-2f32;
         let mut worst = 0.0f32;
-        for i in 0..mlp.num_params() {
+        for (i, &analytic) in grad.iter().enumerate() {
             let orig = mlp.params()[i];
             mlp.params_mut()[i] = orig + h;
             let plus = mlp.loss_and_gradient(x.view(), &y).0;
@@ -384,7 +411,7 @@ mod tests {
             let minus = mlp.loss_and_gradient(x.view(), &y).0;
             mlp.params_mut()[i] = orig;
             let numeric = (plus - minus) / (2.0 * h);
-            let err = (numeric - grad[i]).abs() / (numeric.abs() + grad[i].abs()).max(1e-2);
+            let err = (numeric - analytic).abs() / (numeric.abs() + analytic.abs()).max(1e-2);
             worst = worst.max(err);
         }
         assert!(worst < 2e-2, "worst relative gradient error {worst}");

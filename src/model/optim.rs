@@ -23,7 +23,9 @@ impl FromStr for OptimizerKind {
             "sgd" => Ok(Self::Sgd),
             "momentum" => Ok(Self::Momentum),
             "adam" => Ok(Self::Adam),
-            other => Err(format!("unknown optimizer {other:?}: expected sgd, momentum or adam")),
+            other => Err(format!(
+                "unknown optimizer {other:?}: expected sgd, momentum or adam"
+            )),
         }
     }
 }
@@ -107,7 +109,12 @@ impl Optimizer {
                 let c2 = 1.0 - BETA2.powi(self.steps);
                 let step = lr * c2.sqrt() / c1;
                 let eps = EPS * c2.sqrt();
-                for (((p, g), m), v) in params.iter_mut().zip(grad).zip(&mut self.m).zip(&mut self.v) {
+                for (((p, g), m), v) in params
+                    .iter_mut()
+                    .zip(grad)
+                    .zip(&mut self.m)
+                    .zip(&mut self.v)
+                {
                     *m = BETA1 * *m + (1.0 - BETA1) * g;
                     *v = BETA2 * *v + (1.0 - BETA2) * g * g;
                     *p -= step * *m / (v.sqrt() + eps);
@@ -143,6 +150,11 @@ mod tests {
     #[test]
     fn parses_names() {
         assert_eq!("Adam".parse::<OptimizerKind>(), Ok(OptimizerKind::Adam));
-        assert!("rmsprop".parse::<OptimizerKind>().unwrap_err().contains("expected sgd"));
+        assert!(
+            "rmsprop"
+                .parse::<OptimizerKind>()
+                .unwrap_err()
+                .contains("expected sgd")
+        );
     }
 }
