@@ -1,6 +1,38 @@
-//! hefl: federated learning whose gradients are aggregated under homomorphic encryption.
+//! # hefl: federated learning with homomorphically encrypted aggregation
 //!
-//! (Crate documentation is completed as the modules land.)
+//! Parties who may not share data train one MLP together. No plaintext
+//! gradient leaves a client in HE mode:
+//!
+//! 1. every client computes the gradient (or, with local steps, the model
+//!    delta) of its MLP on its own data ([`fl::Client`]);
+//! 2. it quantizes the vector to fixed-point integers ([`quant`]) and encrypts
+//!    it under the key all clients share, as packed GLWE ciphertexts
+//!    ([`he`], built on `tfhe::core_crypto`; rayon spreads the work over cores);
+//! 3. the server adds the ciphertexts; it holds no key and sees only
+//!    ciphertexts, party ids and counts;
+//! 4. every client decrypts the sum, decodes and averages it, and steps its
+//!    local model. All clients start from the same seeded weights and apply the
+//!    same aggregate, so their models stay identical without the server ever
+//!    holding one.
+//!
+//! The plain federated mode and the local and centralized baselines run in the
+//! same loop ([`fl::run`]) so that users can see what collaboration gains and
+//! what privacy costs.
+//!
+//! ## Threat model
+//!
+//! The server is honest but curious: it follows the protocol and tries to learn
+//! from what it sees. Clients do not collude with the server. Every client holds
+//! the same secret key, so anyone holding it can decrypt any single client's
+//! ciphertext: the server must never see the key, and clients must not see each
+//! other's individual ciphertexts. Stronger models (threshold keys, where no
+//! single party can decrypt one update) are future work.
+//!
+//! ## Layers
+//!
+//! Dependencies point one way: [`data`], [`model`], [`quant`] and [`he`] know
+//! nothing of each other's concerns or of networks; [`fl`] composes them;
+//! [`report`] and the CLI only present results.
 
 pub mod data;
 pub mod fl;

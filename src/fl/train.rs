@@ -42,7 +42,7 @@ impl FromStr for Mode {
 
 impl fmt::Display for Mode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             Self::Local => "local",
             Self::Centralized => "centralized",
             Self::Federated => "federated",

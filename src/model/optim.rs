@@ -32,7 +32,7 @@ impl FromStr for OptimizerKind {
 
 impl fmt::Display for OptimizerKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             Self::Sgd => "sgd",
             Self::Momentum => "momentum",
             Self::Adam => "adam",
