@@ -4,6 +4,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use hefl::data::{Mnist, Partition};
 use hefl::fl::{EpochMetrics, Mode, Observer, RunMetrics, Strategy, TrainConfig};
+use hefl::he::keys::KeyFile;
 use hefl::model::OptimizerKind;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
@@ -42,6 +43,21 @@ enum Command {
         /// Folder for results.md, accuracy.png and metrics.json.
         #[arg(long, default_value = "runs/compare", value_name = "DIR")]
         out_dir: PathBuf,
+    },
+    /// Create the key that all clients of a federation share, for --privacy he.
+    ///
+    /// Draws a fresh 32-byte seed from the operating system's CSPRNG and writes it,
+    /// with its public key id and the tfhe parameter set, to a file of mode 0600.
+    /// Copy the file to every client over a secure channel; never give it to the
+    /// server (it needs only the key id, which each ciphertext carries).
+    Keygen {
+        /// Where to write the key file (parent folders are created).
+        #[arg(long, default_value = "keys/hefl.key", value_name = "FILE")]
+        out: PathBuf,
+        /// Replace an existing key file. Clients holding the old key can no
+        /// longer decrypt anything encrypted under the new one.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -247,5 +263,15 @@ fn main() -> Result<()> {
             train: args,
             out_dir,
         } => compare(&args, &out_dir),
+        Command::Keygen { out, force } => keygen(&out, force),
     }
+}
+
+fn keygen(out: &Path, force: bool) -> Result<()> {
+    let key = KeyFile::generate()?;
+    key.write_new(out, force)?;
+    // Loading back checks what a client will check: mode, format, key id.
+    let written = KeyFile::load(out)?;
+    println!("{} {}", written.key_id(), out.display());
+    Ok(())
 }

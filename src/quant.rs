@@ -1,1 +1,594 @@
-//! placeholder
+//! Fixed-point encoding of f32 vectors into u64 GLWE plaintexts, and the headroom checks that
+//! keep a homomorphic sum exact.
+//!
+//! # Encoding
+//!
+//! A value x is clipped to [-c, c], scaled by 2^f and rounded **stochastically** to an integer
+//! z (up with probability equal to the fractional part, so E[z] = x·2^f exactly: the rounding
+//! adds variance, never bias). z is stored in two's complement modulo 2^t in the top t bits
+//! of a u64: the plaintext is z·Δ with Δ = 2^(64−t). Summing P encrypted vectors adds the z's
+//! modulo 2^t; decoding rounds a decrypted word to the nearest multiple of Δ (removing the
+//! encryption noise), sign-extends the t-bit integer and divides by 2^f.
+//!
+//! # Headroom, checked by [`FixedPoint::new`]
+//!
+//! With M = ceil(c·2^f) the largest |z| one party can produce, P = `max_parties` and
+//! b = 17 the TUniform noise bound of [`PARAMS`](crate::he::params::PARAMS):
+//!
+//! - **no wrap-around**: P·M < 2^(t−1), so every sum of P values fits a signed t-bit integer;
+//! - **noise**: P·2^b < Δ/2 = 2^(63−t), so the summed noise never moves a word past the
+//!   half-way point between two multiples of Δ.
+//!
+//! Both are refused at construction with the numbers and a setting that works.
+//!
+//! # Choosing the parameters
+//!
+//! - **t** (`total_bits`) is capped by the noise: t ≤ 63 − b − ceil(log2(P + 1)), i.e. 44 for
+//!   3 parties, 39 for up to 127, 38 for up to 255. Everything lives in a u64 whatever t is,
+//!   so take the largest t the party count allows.
+//! - **c** (`clip`) bounds each coordinate. Gradients and local-step model deltas of an MNIST
+//!   MLP are almost all far below 1 in magnitude; c = 8 clips essentially nothing. Clipping is
+//!   the only biased step, so err on the large side.
+//! - **f** (`frac_bits`) sets the resolution 2^−f. Stochastic rounding keeps the sum unbiased
+//!   at any f; its standard deviation per coordinate is at most 2^−f−1 per party. f = 24
+//!   matches f32's 24-bit mantissa near 1. Then P·c·2^f < 2^(t−1) leaves
+//!   log2(2^(t−1) / (P·c·2^f)) bits of slack: with the defaults (c = 8, f = 24, t = 39,
+//!   P = 100), 100·8·2^24 ≈ 2^33.6 < 2^38.
+//!
+//! ```
+//! use hefl::quant::{FixedPoint, FixedPointParams};
+//! use rand::SeedableRng;
+//!
+//! let fp = FixedPoint::default(); // c = 8, f = 24, t = 39, up to 100 parties
+//! let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+//! let a = fp.encode(&[0.5, -1.25, 100.0], &mut rng)?;
+//! let b = fp.encode(&[0.25, 0.25, -3.0], &mut rng)?;
+//! let sum: Vec<u64> = a.iter().zip(&b).map(|(x, y)| x.wrapping_add(*y)).collect();
+//! // 100.0 was clipped to 8.0.
+//! assert_eq!(fp.decode_sum(&sum, 2)?, [0.75, -1.0, 5.0]);
+//! assert_eq!(fp.decode_mean(&sum, 2, 2.0)?, [0.375, -0.5, 2.5]);
+//!
+//! // A setting that could overflow is refused, with a suggestion.
+//! let err = FixedPoint::new(FixedPointParams { clip: 8.0, frac_bits: 40, total_bits: 39, max_parties: 100 })
+//!     .unwrap_err();
+//! assert!(err.to_string().contains("frac_bits 28"));
+//! # Ok::<(), hefl::quant::QuantError>(())
+//! ```
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::he::params::PARAMS;
+
+/// The four numbers of a fixed-point encoding, named so they cannot be swapped at a call
+/// site. Validate them with [`FixedPoint::new`].
+///
+/// ```
+/// use hefl::quant::{FixedPoint, FixedPointParams};
+///
+/// let params = FixedPointParams { clip: 4.0, frac_bits: 20, total_bits: 44, max_parties: 3 };
+/// assert_eq!(FixedPoint::new(params)?.params(), params);
+/// # Ok::<(), hefl::quant::QuantError>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FixedPointParams {
+    /// c: values are clipped to [-c, c].
+    pub clip: f32,
+    /// f: values are scaled by 2^f before rounding (resolution 2^-f).
+    pub frac_bits: u32,
+    /// t: integers are stored modulo 2^t in the top t bits of a u64 (Δ = 2^(64-t)).
+    pub total_bits: u32,
+    /// P: the largest number of parties whose sum must decode exactly.
+    pub max_parties: u32,
+}
+
+impl FixedPointParams {
+    /// The defaults: c = 8, f = 24, t = 39, up to 100 parties (see the [module docs](self)).
+    ///
+    /// ```
+    /// use hefl::quant::FixedPointParams;
+    ///
+    /// let d = FixedPointParams::DEFAULT;
+    /// assert_eq!((d.clip, d.frac_bits, d.total_bits, d.max_parties), (8.0, 24, 39, 100));
+    /// ```
+    pub const DEFAULT: Self = Self {
+        clip: 8.0,
+        frac_bits: 24,
+        total_bits: 39,
+        max_parties: 100,
+    };
+}
+
+impl Default for FixedPointParams {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+impl fmt::Display for FixedPointParams {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "clip {}, frac_bits {}, total_bits {}, max_parties {}",
+            self.clip, self.frac_bits, self.total_bits, self.max_parties
+        )
+    }
+}
+
+/// Errors of fixed-point configuration, encoding and decoding.
+#[derive(Debug, thiserror::Error)]
+pub enum QuantError {
+    /// A parameter outside its domain.
+    #[error("invalid fixed-point parameters ({params}): {reason}")]
+    Invalid {
+        /// The refused parameters.
+        params: FixedPointParams,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A sum of `max_parties` clipped values could wrap around modulo 2^t.
+    #[error(
+        "fixed-point overflow: {max_parties} parties x {max_magnitude} (= ceil({clip} x 2^{frac_bits})) \
+         = {worst} must stay below 2^{} = {limit} for total_bits {total_bits}; {}",
+        .total_bits - 1, Suggestion(.suggestion)
+    )]
+    Overflow {
+        /// c.
+        clip: f32,
+        /// f.
+        frac_bits: u32,
+        /// t.
+        total_bits: u32,
+        /// P.
+        max_parties: u32,
+        /// M = ceil(c·2^f).
+        max_magnitude: u128,
+        /// P·M.
+        worst: u128,
+        /// 2^(t-1).
+        limit: u128,
+        /// A setting that works, if any keeps c and P.
+        suggestion: Option<FixedPointParams>,
+    },
+    /// The summed noise of `max_parties` ciphertexts could reach half a quantization step.
+    #[error(
+        "decryption noise: {max_parties} parties x 2^{noise_bound_log2} = {worst} must stay below \
+         delta/2 = 2^{} = {limit} for total_bits {total_bits}; {}",
+        63 - .total_bits, Suggestion(.suggestion)
+    )]
+    Noise {
+        /// t.
+        total_bits: u32,
+        /// P.
+        max_parties: u32,
+        /// b of the TUniform(b) noise.
+        noise_bound_log2: u32,
+        /// P·2^b.
+        worst: u128,
+        /// Δ/2 = 2^(63-t).
+        limit: u128,
+        /// A setting that works, if any keeps c and P.
+        suggestion: Option<FixedPointParams>,
+    },
+    /// A NaN or infinite input value.
+    #[error("value {value} at index {index} is not finite")]
+    NonFinite {
+        /// Position in the input.
+        index: usize,
+        /// The value.
+        value: f32,
+    },
+    /// Decoding a sum of more parties than the configuration allows (or of none).
+    #[error(
+        "cannot decode a sum of {parties} parties: this encoding is valid for 1 to {max_parties}"
+    )]
+    Parties {
+        /// Parties in the sum.
+        parties: u32,
+        /// The configured maximum.
+        max_parties: u32,
+    },
+    /// A mean divisor that is not a positive finite number.
+    #[error("mean divisor {0} is not a positive finite number")]
+    Divisor(f64),
+}
+
+/// Formats the "setting that works" part of a headroom error.
+struct Suggestion<'a>(&'a Option<FixedPointParams>);
+
+impl fmt::Display for Suggestion<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(p) => write!(f, "a setting that works: {p}"),
+            None => write!(
+                f,
+                "no total_bits/frac_bits works for this clip and party count: lower clip or \
+                 max_parties"
+            ),
+        }
+    }
+}
+
+/// M = ceil(c·2^f), saturating at u128::MAX (far beyond any valid t).
+fn max_magnitude(clip: f32, frac_bits: u32) -> u128 {
+    // Float-to-int `as` saturates; c·2^f is exact in f64 for f <= 62.
+    (f64::from(clip) * 2f64.powi(frac_bits as i32)).ceil() as u128
+}
+
+fn worst_sum(clip: f32, frac_bits: u32, max_parties: u32) -> u128 {
+    u128::from(max_parties).saturating_mul(max_magnitude(clip, frac_bits))
+}
+
+fn fits_overflow(clip: f32, frac_bits: u32, total_bits: u32, max_parties: u32) -> bool {
+    worst_sum(clip, frac_bits, max_parties) < 1u128 << (total_bits - 1)
+}
+
+fn fits_noise(total_bits: u32, max_parties: u32) -> bool {
+    u128::from(max_parties) << PARAMS.noise_bound_log2() < 1u128 << (63 - total_bits)
+}
+
+/// A working setting keeping c and P: the largest t the noise allows, then the largest
+/// f <= the requested one that cannot overflow.
+fn suggest(params: &FixedPointParams) -> Option<FixedPointParams> {
+    let total_bits = (2..=63)
+        .rev()
+        .find(|&t| fits_noise(t, params.max_parties))?;
+    let frac_bits = (0..=params.frac_bits.min(62))
+        .rev()
+        .find(|&f| fits_overflow(params.clip, f, total_bits, params.max_parties))?;
+    Some(FixedPointParams {
+        total_bits,
+        frac_bits,
+        ..*params
+    })
+}
+
+/// A validated fixed-point encoding: [`FixedPointParams`] whose sums of up to `max_parties`
+/// encrypted vectors provably decode exactly.
+///
+/// ```
+/// use hefl::quant::{FixedPoint, FixedPointParams, QuantError};
+///
+/// assert!(FixedPoint::new(FixedPointParams::DEFAULT).is_ok());
+/// // 200 parties exceed the noise budget of t = 39 bits.
+/// let err = FixedPoint::new(FixedPointParams { max_parties: 200, ..FixedPointParams::DEFAULT });
+/// assert!(matches!(err, Err(QuantError::Noise { .. })));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FixedPoint {
+    params: FixedPointParams,
+    /// 2^f.
+    scale: f64,
+    /// 64 - t: the plaintext is z << shift.
+    shift: u32,
+}
+
+impl Default for FixedPoint {
+    /// [`FixedPointParams::DEFAULT`] (validated by a unit test).
+    fn default() -> Self {
+        Self::from_valid(FixedPointParams::DEFAULT)
+    }
+}
+
+impl FixedPoint {
+    /// Validates the parameters: c finite and positive, 1 <= P, f <= 62, 2 <= t <= 63, and the
+    /// two headroom conditions of the [module docs](self).
+    ///
+    /// ```
+    /// use hefl::quant::{FixedPoint, FixedPointParams};
+    ///
+    /// let err = FixedPoint::new(FixedPointParams { clip: 8.0, frac_bits: 24, total_bits: 44, max_parties: 100 })
+    ///     .unwrap_err()
+    ///     .to_string();
+    /// assert!(err.contains("100 parties x 2^17 = 13107200"));
+    /// assert!(err.contains("a setting that works: clip 8, frac_bits 24, total_bits 39, max_parties 100"));
+    /// ```
+    pub fn new(params: FixedPointParams) -> Result<Self, QuantError> {
+        let invalid = |reason: &str| QuantError::Invalid {
+            params,
+            reason: reason.to_owned(),
+        };
+        let FixedPointParams {
+            clip,
+            frac_bits,
+            total_bits,
+            max_parties,
+        } = params;
+        if !(clip.is_finite() && clip > 0.0) {
+            return Err(invalid("clip must be a positive finite number"));
+        }
+        if max_parties == 0 {
+            return Err(invalid("max_parties must be at least 1"));
+        }
+        if frac_bits > 62 {
+            return Err(invalid("frac_bits must be at most 62"));
+        }
+        if !(2..=63).contains(&total_bits) {
+            return Err(invalid("total_bits must be between 2 and 63"));
+        }
+        if !fits_overflow(clip, frac_bits, total_bits, max_parties) {
+            return Err(QuantError::Overflow {
+                clip,
+                frac_bits,
+                total_bits,
+                max_parties,
+                max_magnitude: max_magnitude(clip, frac_bits),
+                worst: worst_sum(clip, frac_bits, max_parties),
+                limit: 1 << (total_bits - 1),
+                suggestion: suggest(&params),
+            });
+        }
+        if !fits_noise(total_bits, max_parties) {
+            return Err(QuantError::Noise {
+                total_bits,
+                max_parties,
+                noise_bound_log2: PARAMS.noise_bound_log2(),
+                worst: u128::from(max_parties) << PARAMS.noise_bound_log2(),
+                limit: 1 << (63 - total_bits),
+                suggestion: suggest(&params),
+            });
+        }
+        Ok(Self::from_valid(params))
+    }
+
+    /// The defaults with another party count: the largest `total_bits` the noise budget
+    /// allows for `max_parties`, and `frac_bits` 24 or, if that could overflow, the largest
+    /// that cannot.
+    ///
+    /// ```
+    /// use hefl::quant::FixedPoint;
+    ///
+    /// assert_eq!(FixedPoint::for_parties(3)?.params().total_bits, 44);
+    /// assert_eq!(FixedPoint::for_parties(100)?.params().total_bits, 39);
+    /// assert!(FixedPoint::for_parties(0).is_err());
+    /// # Ok::<(), hefl::quant::QuantError>(())
+    /// ```
+    pub fn for_parties(max_parties: u32) -> Result<Self, QuantError> {
+        let wanted = FixedPointParams {
+            max_parties,
+            ..FixedPointParams::DEFAULT
+        };
+        Self::new(suggest(&wanted).unwrap_or(wanted))
+    }
+
+    fn from_valid(params: FixedPointParams) -> Self {
+        Self {
+            params,
+            scale: 2f64.powi(params.frac_bits as i32),
+            shift: 64 - params.total_bits,
+        }
+    }
+
+    /// The validated parameters.
+    ///
+    /// ```
+    /// use hefl::quant::{FixedPoint, FixedPointParams};
+    ///
+    /// assert_eq!(FixedPoint::default().params(), FixedPointParams::DEFAULT);
+    /// ```
+    pub fn params(&self) -> FixedPointParams {
+        self.params
+    }
+
+    /// Δ = 2^(64-t), the plaintext weight of one unit of z.
+    ///
+    /// ```
+    /// assert_eq!(hefl::quant::FixedPoint::default().delta(), 1 << 25);
+    /// ```
+    pub fn delta(&self) -> u64 {
+        1 << self.shift
+    }
+
+    /// M = ceil(c·2^f): the largest |z| one party's value can quantize to.
+    ///
+    /// ```
+    /// assert_eq!(hefl::quant::FixedPoint::default().max_magnitude(), 8 << 24);
+    /// ```
+    pub fn max_magnitude(&self) -> i64 {
+        // Validated: M < 2^(t-1) <= 2^62.
+        (f64::from(self.params.clip) * self.scale).ceil() as i64
+    }
+
+    /// Clips, scales by 2^f and rounds stochastically: z = floor(x·2^f) + 1 with probability
+    /// frac(x·2^f), so E[z] = clip(x)·2^f.
+    ///
+    /// The rounding randomness comes from `rng`. It protects no secret (the values are
+    /// encrypted afterwards), so any decent generator will do; pass a seeded one for
+    /// reproducible runs, or `rand::rng()` otherwise. Refuses NaN and infinite values.
+    ///
+    /// ```
+    /// use hefl::quant::FixedPoint;
+    /// use rand::SeedableRng;
+    ///
+    /// let fp = FixedPoint::default();
+    /// let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    /// let z = fp.quantize(&[1.0, -8.0, 9.0, 0.5 / (1 << 24) as f32], &mut rng)?;
+    /// assert_eq!(&z[..3], &[1 << 24, -8 << 24, 8 << 24]);
+    /// assert!(z[3] == 0 || z[3] == 1); // half a step: rounds either way
+    /// assert!(fp.quantize(&[f32::NAN], &mut rng).is_err());
+    /// # Ok::<(), hefl::quant::QuantError>(())
+    /// ```
+    pub fn quantize<R: rand::Rng + ?Sized>(
+        &self,
+        values: &[f32],
+        rng: &mut R,
+    ) -> Result<Vec<i64>, QuantError> {
+        values
+            .iter()
+            .enumerate()
+            .map(|(index, &value)| self.quantize_one(index, value, rng))
+            .collect()
+    }
+
+    fn quantize_one<R: rand::Rng + ?Sized>(
+        &self,
+        index: usize,
+        value: f32,
+        rng: &mut R,
+    ) -> Result<i64, QuantError> {
+        if !value.is_finite() {
+            return Err(QuantError::NonFinite { index, value });
+        }
+        let clip = self.params.clip;
+        // Exact: an f32 times a power of two is an f64 without rounding.
+        let scaled = f64::from(value.clamp(-clip, clip)) * self.scale;
+        let floor = scaled.floor();
+        let fraction = scaled - floor;
+        // A uniform in [0, 1) with 53 random bits.
+        let uniform = (rng.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64);
+        Ok(floor as i64 + i64::from(uniform < fraction))
+    }
+
+    /// z as a plaintext word: two's complement modulo 2^t in the top t bits, z·Δ mod 2^64.
+    ///
+    /// ```
+    /// let fp = hefl::quant::FixedPoint::default();
+    /// assert_eq!(fp.to_plaintext(1), fp.delta());
+    /// assert_eq!(fp.to_plaintext(-1), fp.delta().wrapping_neg());
+    /// ```
+    pub fn to_plaintext(&self, z: i64) -> u64 {
+        (z as u64) << self.shift
+    }
+
+    /// Rounds a decrypted word to the nearest multiple of Δ and returns the signed t-bit
+    /// integer it encodes: the inverse of [`FixedPoint::to_plaintext`] up to noise below Δ/2.
+    ///
+    /// ```
+    /// let fp = hefl::quant::FixedPoint::default();
+    /// let noisy = fp.to_plaintext(-5).wrapping_add(12_345);
+    /// assert_eq!(fp.from_plaintext(noisy), -5);
+    /// ```
+    pub fn from_plaintext(&self, word: u64) -> i64 {
+        let half = 1u64 << (self.shift - 1);
+        // The arithmetic shift sign-extends the top t bits.
+        (word.wrapping_add(half) as i64) >> self.shift
+    }
+
+    /// [`FixedPoint::quantize`] then [`FixedPoint::to_plaintext`]: the u64 words to encrypt.
+    ///
+    /// ```
+    /// use hefl::quant::FixedPoint;
+    /// use rand::SeedableRng;
+    ///
+    /// let fp = FixedPoint::default();
+    /// let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    /// assert_eq!(fp.encode(&[-2.0], &mut rng)?, [fp.to_plaintext(-2 << 24)]);
+    /// # Ok::<(), hefl::quant::QuantError>(())
+    /// ```
+    pub fn encode<R: rand::Rng + ?Sized>(
+        &self,
+        values: &[f32],
+        rng: &mut R,
+    ) -> Result<Vec<u64>, QuantError> {
+        values
+            .iter()
+            .enumerate()
+            .map(|(index, &value)| Ok(self.to_plaintext(self.quantize_one(index, value, rng)?)))
+            .collect()
+    }
+
+    /// The integer sums encoded in decrypted words ([`FixedPoint::from_plaintext`] of each).
+    ///
+    /// ```
+    /// let fp = hefl::quant::FixedPoint::default();
+    /// let words = [fp.to_plaintext(3), fp.to_plaintext(-7)];
+    /// assert_eq!(fp.decode_integers(&words), [3, -7]);
+    /// ```
+    pub fn decode_integers(&self, sum: &[u64]) -> Vec<i64> {
+        sum.iter().map(|&w| self.from_plaintext(w)).collect()
+    }
+
+    fn check_parties(&self, parties: u32) -> Result<(), QuantError> {
+        if parties == 0 || parties > self.params.max_parties {
+            return Err(QuantError::Parties {
+                parties,
+                max_parties: self.params.max_parties,
+            });
+        }
+        Ok(())
+    }
+
+    /// Decodes the decrypted sum of `parties` encoded vectors to the sum of their (clipped)
+    /// values. Refuses more parties than `max_parties`: beyond it the sum may have wrapped or
+    /// the noise may have reached Δ/2.
+    ///
+    /// ```
+    /// let fp = hefl::quant::FixedPoint::default();
+    /// let sum = [fp.to_plaintext(3 << 23)];
+    /// assert_eq!(fp.decode_sum(&sum, 3)?, [1.5]);
+    /// assert!(fp.decode_sum(&sum, 101).is_err());
+    /// # Ok::<(), hefl::quant::QuantError>(())
+    /// ```
+    pub fn decode_sum(&self, sum: &[u64], parties: u32) -> Result<Vec<f32>, QuantError> {
+        self.decode_scaled(sum, parties, 1.0)
+    }
+
+    /// Like [`FixedPoint::decode_sum`], divided by `divisor`: the party count for a plain mean,
+    /// or the total weight when each party pre-multiplied its values by its weight.
+    ///
+    /// ```
+    /// let fp = hefl::quant::FixedPoint::default();
+    /// let sum = [fp.to_plaintext(3 << 23)];
+    /// assert_eq!(fp.decode_mean(&sum, 3, 3.0)?, [0.5]);
+    /// assert!(fp.decode_mean(&sum, 3, 0.0).is_err());
+    /// # Ok::<(), hefl::quant::QuantError>(())
+    /// ```
+    pub fn decode_mean(
+        &self,
+        sum: &[u64],
+        parties: u32,
+        divisor: f64,
+    ) -> Result<Vec<f32>, QuantError> {
+        if !(divisor.is_finite() && divisor > 0.0) {
+            return Err(QuantError::Divisor(divisor));
+        }
+        self.decode_scaled(sum, parties, divisor)
+    }
+
+    fn decode_scaled(
+        &self,
+        sum: &[u64],
+        parties: u32,
+        divisor: f64,
+    ) -> Result<Vec<f32>, QuantError> {
+        self.check_parties(parties)?;
+        let factor = 1.0 / (self.scale * divisor);
+        Ok(sum
+            .iter()
+            .map(|&w| (self.from_plaintext(w) as f64 * factor) as f32)
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid() {
+        assert_eq!(
+            FixedPoint::new(FixedPointParams::DEFAULT).ok(),
+            Some(FixedPoint::default())
+        );
+    }
+
+    #[test]
+    fn suggestions_are_valid() {
+        for max_parties in [1, 2, 3, 10, 100, 127, 128, 1000, 100_000] {
+            for frac_bits in [0, 16, 24, 40, 62] {
+                for clip in [0.01f32, 1.0, 8.0, 1e6] {
+                    let p = FixedPointParams {
+                        clip,
+                        frac_bits,
+                        total_bits: 63,
+                        max_parties,
+                    };
+                    if let Some(s) = suggest(&p) {
+                        assert!(FixedPoint::new(s).is_ok(), "{s}");
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,1 +1,74 @@
-//! placeholder
+//! Packed GLWE encryption of quantized vectors, homomorphic sums, and their wire format.
+//!
+//! # The scheme
+//!
+//! hefl encrypts with tfhe's low-level `core_crypto` GLWE (RLWE, as k = 1) under the GLWE part
+//! of tfhe's 128-bit parameter set `V1_8_PARAM_MESSAGE_2_CARRY_2_KS_PBS_TUNIFORM_2M128`
+//! ([`params::PARAMS`]: N = 2048, q = 2^64, binary key, TUniform(17) noise). Only addition is
+//! needed, so there is no bootstrapping and no server key.
+//!
+//! - **Packing**: a vector of d u64 plaintexts fills ceil(d / N) ciphertexts, one value per
+//!   coefficient. Per ciphertext: mask A uniform, body B = A·S + M + E, products negacyclic
+//!   (mod X^N + 1) and coefficients mod 2^64, exactly tfhe's convention; so hefl ciphertexts
+//!   decrypt with tfhe's `decrypt_glwe_ciphertext_list` and tfhe's `encrypt_glwe_ciphertext_list`
+//!   output decrypts with hefl (both are tested).
+//! - **Fast path**: A·S is the only costly step. [`keys::SecretKey`] holds S in NTT form
+//!   (tfhe-ntt's `native_binary64::Plan32` primes), computed once per key, so each product is
+//!   one forward and one inverse transform instead of tfhe's Karatsuba product.
+//! - **Randomness**: the key from tfhe's `SecretRandomGenerator` under a 32-byte OS seed; masks
+//!   and noise from tfhe's AES-CTR CSPRNG, freshly OS-seeded per call: noise from one forked,
+//!   bounded `RandomGenerator` child per ciphertext, masks from the keystream of a fresh AES key
+//!   read a batch at a time on disjoint counter ranges (never a shared generator, never a
+//!   reused keystream byte).
+//! - **Sums**: wrapping addition of masks and bodies ([`EncryptedVector::add_assign`],
+//!   [`EncryptedVector::sum`]), parallel over ciphertexts. The noise of a sum of P fresh
+//!   ciphertexts is at most P·2^17; [`crate::quant::FixedPoint`] refuses settings whose decoding
+//!   could be disturbed by it.
+//!
+//! # Who holds what
+//!
+//! Encrypting and decrypting are methods of [`keys::SecretKey`]; an [`EncryptedVector`] cannot be
+//! opened without one, and nothing here turns plaintext into a ciphertext without the key. The
+//! server's side, [`EncryptedVector::from_bytes`], [`EncryptedVector::sum`] and
+//! [`EncryptedVector::to_bytes`], needs only the public [`keys::KeyId`].
+//!
+//! ```
+//! use hefl::he::{EncryptedVector, Expected, keys::KeyFile};
+//!
+//! // Clients share one key file (`hefl keygen`); here a fixed seed for the example.
+//! let key = KeyFile::from_seed([42; 32]).secret_key()?;
+//! let len = 3000;
+//!
+//! // Each client encrypts its (already encoded) vector and sends bytes.
+//! let messages: Vec<Vec<u8>> = (1..=3u64)
+//!     .map(|party| key.encrypt(&vec![party << 40; len]).map(|ct| ct.to_bytes()))
+//!     .collect::<Result<_, _>>()?;
+//!
+//! // The server parses (validating key id, parameter set, length), sums, sends the sum back.
+//! let expected = Expected::fresh(key.key_id(), len);
+//! let parsed: Vec<EncryptedVector> = messages
+//!     .iter()
+//!     .map(|m| EncryptedVector::from_bytes(m, &expected))
+//!     .collect::<Result<_, _>>()?;
+//! let aggregate = EncryptedVector::sum(&parsed)?.to_bytes();
+//!
+//! // Each client decrypts the aggregate.
+//! let received = EncryptedVector::from_bytes(
+//!     &aggregate,
+//!     &Expected { key_id: key.key_id(), plaintext_len: len, max_summands: 3 },
+//! )?;
+//! let sums = key.decrypt(&received)?;
+//! assert!(sums.iter().all(|&w| w.wrapping_add(1 << 39) >> 40 == 6));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod keys;
+mod mask;
+mod ntt;
+pub mod params;
+mod vector;
+pub mod wire;
+
+pub use ntt::NttError;
+pub use vector::{EncryptedVector, HeError, MAX_PLAINTEXT_LEN};
+pub use wire::{Expected, HEADER_LIMIT, MAGIC, WIRE_VERSION, WireError};

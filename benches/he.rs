@@ -1,0 +1,152 @@
+//! Encryption, decryption and homomorphic sums of a 101,770-value vector (the MNIST MLP's
+//! parameter count), against tfhe's stock `encrypt_glwe_ciphertext_list` /
+//! `decrypt_glwe_ciphertext_list` measured in the same run.
+//!
+//! ```text
+//! cargo bench --bench he -- --warm-up-time 1 --measurement-time 3
+//! ```
+
+use std::hint::black_box;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use hefl::he::keys::{KeyFile, SecretKey};
+use hefl::he::params::PARAMS;
+use hefl::he::{EncryptedVector, Expected};
+use hefl::quant::FixedPoint;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tfhe::core_crypto::prelude::*;
+
+const LEN: usize = 101_770;
+
+fn setup() -> (SecretKey, FixedPoint, Vec<u64>) {
+    let key = KeyFile::generate()
+        .and_then(|k| k.secret_key())
+        .expect("key");
+    let fp = FixedPoint::default();
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let values: Vec<f32> = (0..LEN).map(|_| rng.random_range(-0.1..0.1)).collect();
+    let plaintext = fp.encode(&values, &mut rng).expect("encode");
+    (key, fp, plaintext)
+}
+
+fn pools() -> Vec<(String, rayon::ThreadPool)> {
+    let all = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut counts = vec![1];
+    if all > 1 {
+        counts.push(all);
+    }
+    counts
+        .into_iter()
+        .map(|threads| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("thread pool");
+            (format!("{threads}_threads"), pool)
+        })
+        .collect()
+}
+
+fn bench_encrypt_decrypt(c: &mut Criterion) {
+    let (key, _, plaintext) = setup();
+    let ciphertext = key.encrypt(&plaintext).expect("encrypt");
+    let mut group = c.benchmark_group("101770_values");
+    group.throughput(Throughput::Elements(LEN as u64));
+    for (threads, pool) in pools() {
+        group.bench_function(BenchmarkId::new("hefl_encrypt", &threads), |b| {
+            pool.install(|| b.iter(|| key.encrypt(black_box(&plaintext)).expect("encrypt")))
+        });
+        group.bench_function(BenchmarkId::new("hefl_decrypt", &threads), |b| {
+            pool.install(|| b.iter(|| key.decrypt(black_box(&ciphertext)).expect("decrypt")))
+        });
+    }
+
+    // Baseline: tfhe's stock list encryption and decryption, one thread.
+    let n = PARAMS.polynomial_size().0;
+    let count = PARAMS.ciphertexts_for(LEN);
+    let mut padded = plaintext.clone();
+    padded.resize(count * n, 0);
+    let padded = PlaintextList::from_container(padded);
+    let mut seeder = new_seeder();
+    let mut generator =
+        EncryptionRandomGenerator::<DefaultRandomGenerator>::new(seeder.seed(), seeder.as_mut());
+    let mut list = GlweCiphertextList::new(
+        0u64,
+        PARAMS.glwe_size(),
+        PARAMS.polynomial_size(),
+        GlweCiphertextCount(count),
+        PARAMS.ciphertext_modulus(),
+    );
+    let glwe_key = key.as_glwe_secret_key();
+    group.bench_function(BenchmarkId::new("tfhe_encrypt", "1_threads"), |b| {
+        b.iter(|| {
+            encrypt_glwe_ciphertext_list(
+                &glwe_key,
+                &mut list,
+                black_box(&padded),
+                PARAMS.noise(),
+                &mut generator,
+            )
+        })
+    });
+    let mut out = PlaintextList::new(0u64, PlaintextCount(count * n));
+    group.bench_function(BenchmarkId::new("tfhe_decrypt", "1_threads"), |b| {
+        b.iter(|| decrypt_glwe_ciphertext_list(&glwe_key, black_box(&list), &mut out))
+    });
+    group.finish();
+}
+
+fn bench_sum(c: &mut Criterion) {
+    let (key, _, plaintext) = setup();
+    let one = key.encrypt(&plaintext).expect("encrypt");
+    let bytes = one.to_bytes();
+    println!(
+        "bytes per party: {} for {LEN} values ({} ciphertexts; {:.2} x the f32 vector)",
+        bytes.len(),
+        one.ciphertext_count().0,
+        bytes.len() as f64 / (LEN * 4) as f64
+    );
+    let mut group = c.benchmark_group("sum_101770_values");
+    for parties in [2usize, 3, 10, 100] {
+        // Sums do not depend on the ciphertexts' contents: clones of one fresh encryption
+        // cost the same as distinct ones.
+        let vectors = vec![one.clone(); parties];
+        group.throughput(Throughput::Elements(parties as u64));
+        for (threads, pool) in pools() {
+            group.bench_function(BenchmarkId::new(format!("P={parties}"), &threads), |b| {
+                pool.install(|| b.iter(|| EncryptedVector::sum(black_box(&vectors)).expect("sum")))
+            });
+        }
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("wire_101770_values");
+    group.throughput(Throughput::Bytes(bytes.len() as u64));
+    group.bench_function("to_bytes", |b| b.iter(|| black_box(&one).to_bytes()));
+    let expected = Expected::fresh(key.key_id(), LEN);
+    group.bench_function("from_bytes", |b| {
+        b.iter(|| EncryptedVector::from_bytes(black_box(&bytes), &expected).expect("parse"))
+    });
+    group.finish();
+}
+
+fn bench_quant(c: &mut Criterion) {
+    let (_, fp, plaintext) = setup();
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    let values: Vec<f32> = (0..LEN).map(|_| rng.random_range(-0.1..0.1)).collect();
+    let mut group = c.benchmark_group("quant_101770_values");
+    group.bench_function("encode", |b| {
+        b.iter(|| fp.encode(black_box(&values), &mut rng).expect("encode"))
+    });
+    group.bench_function("decode_mean", |b| {
+        b.iter(|| {
+            fp.decode_mean(black_box(&plaintext), 3, 3.0)
+                .expect("decode")
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_encrypt_decrypt, bench_sum, bench_quant);
+criterion_main!(benches);

@@ -1,0 +1,145 @@
+//! GLWE masks and noise at block-cipher speed, from tfhe's own AES-CTR CSPRNG.
+//!
+//! tfhe's `RandomGenerator` hands out the keystream of its AES-128-CTR generator one byte at
+//! a time; for the 50 ciphertexts of a 101,770-value vector (800 KiB of masks, 300 KiB of
+//! noise bytes) that bookkeeping costs more than the rest of encryption. [`KeyStream`] reads
+//! the same keystream (tfhe-csprng's AES block cipher, AES-NI where the CPU has it, on
+//! counters `first_block, first_block + 1, ...`) 128 bytes at a time, and turns it into
+//! uniform words and TUniform noise exactly as tfhe does: unit tests check both byte for byte
+//! against tfhe's `RandomGenerator` under the same key.
+//!
+//! Each encryption draws a fresh 128-bit AES key from an OS-seeded tfhe CSPRNG, and each
+//! ciphertext of the vector reads its own disjoint counter range, so no keystream byte is
+//! ever used twice.
+
+use tfhe::core_crypto::commons::math::random::TUniform;
+use tfhe_csprng::generators::aes_ctr::{
+    AES_CALLS_PER_BATCH, Aes128Key, AesBlockCipher, BYTES_PER_BATCH,
+};
+use tfhe_csprng::generators::default::DefaultAes128BlockCipher;
+
+/// The AES-128-CTR keystream under one key, read at arbitrary block offsets.
+#[derive(Clone)]
+pub(crate) struct KeyStream {
+    cipher: DefaultAes128BlockCipher,
+    bytes: Vec<u8>,
+}
+
+impl KeyStream {
+    /// The keystream under `key` (the round keys are expanded once, here).
+    pub(crate) fn new(key: u128) -> Self {
+        Self {
+            cipher: DefaultAes128BlockCipher::new(Aes128Key::new(key)),
+            bytes: Vec::new(),
+        }
+    }
+
+    /// AES blocks (16 bytes each) covering `bytes` bytes, rounded up to whole batches so
+    /// that consecutive ranges never share a block.
+    pub(crate) fn blocks_for(bytes: usize) -> u128 {
+        (bytes.div_ceil(BYTES_PER_BATCH) * AES_CALLS_PER_BATCH) as u128
+    }
+
+    /// Keystream bytes per TUniform sample: tfhe draws b + 2 bits, rounded up to bytes.
+    pub(crate) fn tuniform_bytes(noise: TUniform<u64>) -> usize {
+        (noise.bound_log2() as usize + 2).div_ceil(8)
+    }
+
+    /// Fills `out` with the keystream starting at block `first_block`.
+    fn fill_bytes(&mut self, first_block: u128, out: &mut [u8]) {
+        let mut counter = first_block;
+        for chunk in out.chunks_mut(BYTES_PER_BATCH) {
+            let inputs = std::array::from_fn(|i| counter.wrapping_add(i as u128).to_le());
+            let batch = self.cipher.generate_batch(inputs);
+            chunk.copy_from_slice(&batch[..chunk.len()]);
+            counter = counter.wrapping_add(AES_CALLS_PER_BATCH as u128);
+        }
+    }
+
+    /// Reads `len` bytes from `first_block` into the internal buffer.
+    fn refill(&mut self, first_block: u128, len: usize) {
+        let mut bytes = std::mem::take(&mut self.bytes);
+        bytes.resize(len, 0);
+        self.fill_bytes(first_block, &mut bytes);
+        self.bytes = bytes;
+    }
+
+    /// Fills `out` with uniform u64 words from the keystream at `first_block`, read as
+    /// little-endian (tfhe's byte order for uniform integers).
+    pub(crate) fn fill_uniform(&mut self, first_block: u128, out: &mut [u64]) {
+        self.refill(first_block, std::mem::size_of_val(out));
+        for (word, bytes) in out
+            .iter_mut()
+            .zip(self.bytes.chunks_exact(size_of::<u64>()))
+        {
+            let mut le = [0u8; 8];
+            le.copy_from_slice(bytes);
+            *word = u64::from_le_bytes(le);
+        }
+    }
+
+    /// Adds (wrapping) one TUniform(b) sample to each word of `out`, drawn from the keystream
+    /// at `first_block` as tfhe samples TUniform: take b + 2 random bits r (little-endian
+    /// bytes, masked), then e = (r >> 1) + (r & 1) - 2^b, uniform on [-2^b, 2^b] with the two
+    /// end points at half weight.
+    pub(crate) fn add_tuniform(
+        &mut self,
+        first_block: u128,
+        out: &mut [u64],
+        noise: TUniform<u64>,
+    ) {
+        let bound_log2 = noise.bound_log2();
+        let per_sample = Self::tuniform_bytes(noise);
+        let mod_mask = u64::MAX >> (u64::BITS - (bound_log2 + 2));
+        self.refill(first_block, out.len() * per_sample);
+        for (word, bytes) in out.iter_mut().zip(self.bytes.chunks_exact(per_sample)) {
+            let mut le = [0u8; 8];
+            le[..per_sample].copy_from_slice(bytes);
+            let r = u64::from_le_bytes(le) & mod_mask;
+            let e = (r >> 1).wrapping_add(r & 1).wrapping_sub(1 << bound_log2);
+            *word = word.wrapping_add(e);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tfhe::core_crypto::commons::math::random::{DefaultRandomGenerator, RandomGenerator};
+    use tfhe_csprng::seeders::Seed;
+
+    const KEY: u128 = 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210;
+
+    #[test]
+    fn same_uniform_words_as_tfhe_random_generator() {
+        let mut tfhe = RandomGenerator::<DefaultRandomGenerator>::new(Seed(KEY));
+        let mut expected = vec![0u64; 3 * 2048];
+        tfhe.fill_slice_with_random_uniform(&mut expected);
+
+        let mut ours = vec![0u64; 3 * 2048];
+        KeyStream::new(KEY).fill_uniform(0, &mut ours);
+        assert_eq!(ours, expected);
+
+        // Reading from a block offset continues the same stream.
+        let mut second = vec![0u64; 2048];
+        KeyStream::new(KEY).fill_uniform(KeyStream::blocks_for(2048 * 8), &mut second);
+        assert_eq!(second, expected[2048..2 * 2048]);
+    }
+
+    #[test]
+    fn same_tuniform_noise_as_tfhe_random_generator() {
+        for bound_log2 in [17, 5, 30] {
+            let noise = TUniform::<u64>::new(bound_log2);
+            let start: Vec<u64> = (0..2048u64).map(|i| i << 40).collect();
+            let mut tfhe = RandomGenerator::<DefaultRandomGenerator>::new(Seed(KEY));
+            let mut expected = start.clone();
+            tfhe.unsigned_integer_slice_wrapping_add_random_from_distribution_assign(
+                &mut expected,
+                noise,
+            );
+            let mut ours = start.clone();
+            KeyStream::new(KEY).add_tuniform(0, &mut ours, noise);
+            assert_eq!(ours, expected, "TUniform({bound_log2})");
+        }
+    }
+}

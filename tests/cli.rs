@@ -1,0 +1,60 @@
+//! The `hefl` binary as a user runs it.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use hefl::he::keys::KeyFile;
+
+fn hefl(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hefl"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("run hefl")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn keygen_writes_a_private_key_and_refuses_to_overwrite_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("keys").join("hefl.key");
+
+    // Default path is keys/hefl.key under the working directory.
+    let first = hefl(&["keygen"], dir.path());
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let mode = std::fs::metadata(&path)
+        .expect("key written")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let key = KeyFile::load(&path).expect("a valid key file");
+    let stdout = text(&first.stdout);
+    assert!(
+        stdout.starts_with(&key.key_id().to_string()),
+        "keygen should print the key id first: {stdout}"
+    );
+
+    let again = hefl(&["keygen"], dir.path());
+    assert!(!again.status.success());
+    assert!(
+        text(&again.stderr).contains("--force"),
+        "{}",
+        text(&again.stderr)
+    );
+    assert_eq!(
+        KeyFile::load(&path).expect("still there").key_id(),
+        key.key_id(),
+        "a refused keygen must leave the existing key untouched"
+    );
+
+    let forced = hefl(&["keygen", "--out", "keys/hefl.key", "--force"], dir.path());
+    assert!(forced.status.success(), "{}", text(&forced.stderr));
+    assert_ne!(
+        KeyFile::load(&path).expect("replaced").key_id(),
+        key.key_id()
+    );
+}

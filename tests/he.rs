@@ -1,0 +1,698 @@
+//! Integration tests of hefl::he: exactness of encrypted sums, interoperability with tfhe's own
+//! GLWE functions, key files, and the wire parser's refusals.
+
+use std::os::unix::fs::PermissionsExt;
+use std::sync::OnceLock;
+
+use hefl::he::keys::{KeyError, KeyFile, KeyId, SecretKey};
+use hefl::he::params::PARAMS;
+use hefl::he::{EncryptedVector, Expected, HeError, MAX_PLAINTEXT_LEN, WireError};
+use hefl::quant::{FixedPoint, FixedPointParams};
+use proptest::prelude::*;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tfhe::core_crypto::prelude::*;
+
+fn derived_key(cell: &'static OnceLock<SecretKey>, seed: u8) -> &'static SecretKey {
+    cell.get_or_init(|| {
+        KeyFile::from_seed([seed; 32])
+            .secret_key()
+            .expect("key derivation")
+    })
+}
+
+fn key() -> &'static SecretKey {
+    static KEY: OnceLock<SecretKey> = OnceLock::new();
+    derived_key(&KEY, 0x5e)
+}
+
+fn other_key() -> &'static SecretKey {
+    static KEY: OnceLock<SecretKey> = OnceLock::new();
+    derived_key(&KEY, 0xa7)
+}
+
+/// Signed distance of a decrypted word from the plaintext (the decryption noise).
+fn noise(decrypted: u64, plaintext: u64) -> i64 {
+    decrypted.wrapping_sub(plaintext) as i64
+}
+
+// ---------------------------------------------------------------------------------------------
+// Exactness
+
+/// Values for one party: mostly random in [-1.5c, 1.5c] (so some get clipped), with the
+/// clip edges forced at fixed positions shared by all parties (so the sum reaches ±P·M).
+fn party_values(len: usize, clip: f32, rng: &mut ChaCha8Rng) -> Vec<f32> {
+    let mut values: Vec<f32> = (0..len)
+        .map(|_| rng.random_range(-1.5 * clip..1.5 * clip))
+        .collect();
+    values[0] = clip;
+    if len > 1 {
+        values[1] = -clip;
+    }
+    if len > 3 {
+        values[len - 1] = -clip;
+        values[len - 2] = clip;
+    }
+    values
+}
+
+fn check_exact_sum(fp: &FixedPoint, parties: u32, len: usize, seed: u64) {
+    let key = key();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut expected = vec![0i64; len];
+    let mut ciphertexts = Vec::with_capacity(parties as usize);
+    for _ in 0..parties {
+        let values = party_values(len, fp.params().clip, &mut rng);
+        let z = fp.quantize(&values, &mut rng).expect("finite values");
+        for (e, z) in expected.iter_mut().zip(&z) {
+            *e += z;
+        }
+        let plaintext: Vec<u64> = z.iter().map(|&z| fp.to_plaintext(z)).collect();
+        ciphertexts.push(key.encrypt(&plaintext).expect("encrypt"));
+    }
+    let sum = EncryptedVector::sum(&ciphertexts).expect("sum");
+    assert_eq!(sum.summands(), parties);
+    let decrypted = key.decrypt(&sum).expect("decrypt");
+    let got = fp.decode_integers(&decrypted);
+    assert_eq!(
+        got.len(),
+        len,
+        "decrypted length for P = {parties}, len = {len}"
+    );
+    let first_bad = got.iter().zip(&expected).position(|(g, e)| g != e);
+    assert_eq!(
+        first_bad, None,
+        "P = {parties}, len = {len}: decrypted sum differs from the sum of encoded integers"
+    );
+    // The clip edges were reached.
+    let m = fp.max_magnitude();
+    assert_eq!(expected[0], i64::from(parties) * m);
+    if len > 1 {
+        assert_eq!(expected[1], -i64::from(parties) * m);
+    }
+}
+
+#[test]
+fn exact_sum_for_all_party_counts_and_lengths() {
+    let fp = FixedPoint::default();
+    for (i, parties) in [1u32, 2, 3, 10, 100].into_iter().enumerate() {
+        for (j, len) in [1usize, 2047, 2048, 2049, 101_770].into_iter().enumerate() {
+            check_exact_sum(&fp, parties, len, (i * 10 + j) as u64);
+        }
+    }
+}
+
+#[test]
+fn exact_sum_at_the_edge_of_headroom() {
+    // For each P, the tightest valid encoding: P * M just below 2^(t-1), noise just below Δ/2.
+    for parties in [1u32, 2, 3, 10, 100] {
+        let tight = FixedPoint::new(FixedPointParams {
+            clip: 1.0,
+            frac_bits: 62,
+            total_bits: 63,
+            max_parties: parties,
+        })
+        .err()
+        .and_then(|e| match e {
+            hefl::quant::QuantError::Overflow { suggestion, .. }
+            | hefl::quant::QuantError::Noise { suggestion, .. } => suggestion,
+            _ => None,
+        })
+        .expect("a suggestion");
+        let fp = FixedPoint::new(tight).expect("suggested setting is valid");
+        let p = tight;
+        assert!(
+            u128::from(parties) * fp.max_magnitude() as u128 * 2 >= 1u128 << (p.total_bits - 1),
+            "{p}: not tight"
+        );
+        check_exact_sum(&fp, parties, 4099, u64::from(parties));
+    }
+}
+
+#[test]
+fn add_assign_matches_sum() {
+    let key = key();
+    let fp = FixedPoint::default();
+    let mut rng = ChaCha8Rng::seed_from_u64(99);
+    let vectors: Vec<EncryptedVector> = (0..5)
+        .map(|_| {
+            let values = party_values(3000, 8.0, &mut rng);
+            key.encrypt(&fp.encode(&values, &mut rng).unwrap()).unwrap()
+        })
+        .collect();
+    let mut running = vectors[0].clone();
+    for v in &vectors[1..] {
+        running.add_assign(v).unwrap();
+    }
+    assert_eq!(running, EncryptedVector::sum(&vectors).unwrap());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn prop_sum_decrypts_to_sum_of_encodings(
+        parties in 1u32..=12,
+        len in 1usize..6000,
+        spread in 0.001f32..20.0,
+        seed in any::<u64>(),
+    ) {
+        let fp = FixedPoint::default();
+        let key = key();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut expected = vec![0i64; len];
+        let mut sum: Option<EncryptedVector> = None;
+        for _ in 0..parties {
+            let values: Vec<f32> = (0..len).map(|_| rng.random_range(-spread..spread)).collect();
+            let z = fp.quantize(&values, &mut rng).unwrap();
+            expected.iter_mut().zip(&z).for_each(|(e, z)| *e += z);
+            let words: Vec<u64> = z.iter().map(|&z| fp.to_plaintext(z)).collect();
+            let ct = key.encrypt(&words).unwrap();
+            match sum.as_mut() {
+                None => sum = Some(ct),
+                Some(s) => s.add_assign(&ct).unwrap(),
+            }
+        }
+        let sum = sum.unwrap();
+        // Through the wire, as a client would receive it.
+        let bytes = sum.to_bytes();
+        let received = EncryptedVector::from_bytes(
+            &bytes,
+            &Expected { key_id: key.key_id(), plaintext_len: len, max_summands: parties },
+        ).unwrap();
+        let decrypted = key.decrypt(&received).unwrap();
+        prop_assert_eq!(fp.decode_integers(&decrypted), expected);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Real GLWE: noise bounds and interoperability with tfhe's own functions
+
+#[test]
+fn fresh_noise_is_tuniform_17_and_masks_are_fresh() {
+    let key = key();
+    let plaintext: Vec<u64> = (0..4096u64).map(|i| i << 40).collect();
+    let a = key.encrypt(&plaintext).unwrap();
+    let b = key.encrypt(&plaintext).unwrap();
+    assert_ne!(a, b, "two encryptions of the same vector must differ");
+    let bound = 1i64 << PARAMS.noise_bound_log2();
+    let noises: Vec<i64> = key
+        .decrypt(&a)
+        .unwrap()
+        .iter()
+        .zip(&plaintext)
+        .map(|(&d, &p)| noise(d, p))
+        .collect();
+    assert!(noises.iter().all(|e| e.abs() <= bound));
+    // TUniform(17) has variance (2^35 + 1) / 6: check the sample is spread, not constant.
+    let mean = noises.iter().sum::<i64>() as f64 / noises.len() as f64;
+    let var = noises
+        .iter()
+        .map(|&e| (e as f64 - mean).powi(2))
+        .sum::<f64>()
+        / noises.len() as f64;
+    let expected_var = (2f64.powi(35) + 1.0) / 6.0;
+    assert!(mean.abs() < 5.0 * (expected_var / noises.len() as f64).sqrt());
+    assert!(
+        (var / expected_var - 1.0).abs() < 0.15,
+        "variance ratio {}",
+        var / expected_var
+    );
+}
+
+#[test]
+fn hefl_ciphertexts_decrypt_with_tfhe() {
+    let key = key();
+    for len in [1usize, 2048, 5000] {
+        let plaintext: Vec<u64> = (0..len as u64)
+            .map(|i| (i.wrapping_mul(0x9E37_79B9_7F4A_7C15)) & !((1 << 30) - 1))
+            .collect();
+        let ct = key.encrypt(&plaintext).unwrap();
+        let list = ct.as_glwe_list();
+        let mut out = PlaintextList::new(
+            0u64,
+            PlaintextCount(list.glwe_ciphertext_count().0 * PARAMS.polynomial_size().0),
+        );
+        decrypt_glwe_ciphertext_list(&key.as_glwe_secret_key(), &list, &mut out);
+        let bound = 1i64 << PARAMS.noise_bound_log2();
+        let out = out.into_container();
+        for (i, &p) in plaintext.iter().enumerate() {
+            assert!(noise(out[i], p).abs() <= bound, "len {len}, index {i}");
+        }
+        // Padding coefficients encrypt zero.
+        for &w in &out[len..] {
+            assert!(noise(w, 0).abs() <= bound);
+        }
+    }
+}
+
+#[test]
+fn tfhe_ciphertexts_decrypt_with_hefl() {
+    let key = key();
+    let len = 5000;
+    let count = PARAMS.ciphertexts_for(len);
+    let n = PARAMS.polynomial_size().0;
+    let plaintext: Vec<u64> = (0..len as u64).map(|i| (i % 97) << 45).collect();
+    let mut padded = plaintext.clone();
+    padded.resize(count * n, 0);
+
+    let mut seeder = new_seeder();
+    let mut generator =
+        EncryptionRandomGenerator::<DefaultRandomGenerator>::new(seeder.seed(), seeder.as_mut());
+    let mut list = GlweCiphertextList::new(
+        0u64,
+        PARAMS.glwe_size(),
+        PARAMS.polynomial_size(),
+        GlweCiphertextCount(count),
+        PARAMS.ciphertext_modulus(),
+    );
+    encrypt_glwe_ciphertext_list(
+        &key.as_glwe_secret_key(),
+        &mut list,
+        &PlaintextList::from_container(padded),
+        PARAMS.noise(),
+        &mut generator,
+    );
+    let ct = EncryptedVector::from_glwe_list(&list, len, key.key_id()).unwrap();
+    let decrypted = key.decrypt(&ct).unwrap();
+    let bound = 1i64 << PARAMS.noise_bound_log2();
+    for (i, (&d, &p)) in decrypted.iter().zip(&plaintext).enumerate() {
+        assert!(noise(d, p).abs() <= bound, "index {i}");
+    }
+    // And a tfhe ciphertext sums with hefl ones.
+    let ours = key.encrypt(&plaintext).unwrap();
+    let sum = EncryptedVector::sum([&ct, &ours]).unwrap();
+    for (&d, &p) in key.decrypt(&sum).unwrap().iter().zip(&plaintext) {
+        assert!(noise(d, p.wrapping_mul(2)).abs() <= 2 * bound);
+    }
+}
+
+#[test]
+fn foreign_glwe_lists_of_the_wrong_shape_are_refused() {
+    let list = GlweCiphertextList::new(
+        0u64,
+        GlweSize(2),
+        PolynomialSize(1024),
+        GlweCiphertextCount(1),
+        CiphertextModulus::new_native(),
+    );
+    assert!(matches!(
+        EncryptedVector::from_glwe_list(&list, 10, key().key_id()),
+        Err(HeError::ForeignShape(_))
+    ));
+}
+
+#[test]
+fn secret_key_is_binary_and_derived_deterministically() {
+    let a = KeyFile::from_seed([3; 32]).secret_key().unwrap();
+    let b = KeyFile::from_seed([3; 32]).secret_key().unwrap();
+    let c = KeyFile::from_seed([4; 32]).secret_key().unwrap();
+    let bits = a.as_glwe_secret_key().as_ref().to_vec();
+    assert_eq!(bits.len(), PARAMS.polynomial_size().0);
+    assert!(bits.iter().all(|&b| b <= 1));
+    let weight = bits.iter().sum::<u64>();
+    assert!((800..1250).contains(&weight), "hamming weight {weight}");
+    assert_eq!(bits, b.as_glwe_secret_key().as_ref());
+    assert_ne!(bits, c.as_glwe_secret_key().as_ref());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Refusals of operations
+
+#[test]
+fn operations_refuse_mismatched_inputs() {
+    let key = key();
+    let a = key.encrypt(&[1, 2, 3]).unwrap();
+    let longer = key.encrypt(&[1, 2, 3, 4]).unwrap();
+    let foreign = other_key().encrypt(&[1, 2, 3]).unwrap();
+
+    let mut acc = a.clone();
+    assert!(matches!(
+        acc.add_assign(&longer),
+        Err(HeError::LengthMismatch {
+            expected: 3,
+            found: 4
+        })
+    ));
+    let err = acc.add_assign(&foreign).unwrap_err();
+    assert!(matches!(err, HeError::KeyMismatch { .. }));
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "ciphertext for key id {}, expected {}",
+            other_key().key_id(),
+            key.key_id()
+        )
+    );
+    assert_eq!(
+        acc, a,
+        "a refused addition leaves the accumulator untouched"
+    );
+    assert!(EncryptedVector::sum([&a, &foreign]).is_err());
+    assert!(EncryptedVector::sum([&a, &longer]).is_err());
+    assert!(matches!(
+        EncryptedVector::sum(Vec::<&EncryptedVector>::new()),
+        Err(HeError::EmptySum)
+    ));
+    assert!(matches!(
+        other_key().decrypt(&a),
+        Err(HeError::KeyMismatch { .. })
+    ));
+    assert!(matches!(key.encrypt(&[]), Err(HeError::EmptyPlaintext)));
+    assert!(matches!(
+        key.encrypt(&vec![0; MAX_PLAINTEXT_LEN + 1]),
+        Err(HeError::PlaintextTooLong { .. })
+    ));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Wire format
+
+fn sample_message(len: usize) -> (EncryptedVector, Vec<u8>) {
+    let ct = key().encrypt(&vec![7 << 40; len]).unwrap();
+    let bytes = ct.to_bytes();
+    (ct, bytes)
+}
+
+/// Offset of the first byte of the body (after magic, version and header).
+fn body_offset(ct: &EncryptedVector, bytes: &[u8]) -> usize {
+    bytes.len() - ct.ciphertext_count().0 * PARAMS.ciphertext_bytes()
+}
+
+#[test]
+fn wire_round_trip_and_size() {
+    let (ct, bytes) = sample_message(101_770);
+    assert_eq!(bytes.len(), ct.wire_len());
+    assert!(bytes.len() < 50 * PARAMS.ciphertext_bytes() + 200);
+    let back =
+        EncryptedVector::from_bytes(&bytes, &Expected::fresh(key().key_id(), 101_770)).unwrap();
+    assert_eq!(back, ct);
+}
+
+#[test]
+fn wire_refuses_other_key_id() {
+    let (_, bytes) = sample_message(10);
+    let err = EncryptedVector::from_bytes(&bytes, &Expected::fresh(other_key().key_id(), 10))
+        .unwrap_err();
+    assert!(matches!(err, WireError::KeyId { .. }));
+    let text = err.to_string();
+    assert!(text.contains(&key().key_id().to_string()), "{text}");
+    assert!(text.contains(&other_key().key_id().to_string()), "{text}");
+}
+
+#[test]
+fn wire_refuses_other_length() {
+    let (_, bytes) = sample_message(10);
+    for len in [1, 9, 11, 2048, 4096] {
+        let err =
+            EncryptedVector::from_bytes(&bytes, &Expected::fresh(key().key_id(), len)).unwrap_err();
+        assert!(
+            matches!(err, WireError::Length { expected, found: 10 } if expected == len),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn wire_refuses_other_parameter_set() {
+    let (_, mut bytes) = sample_message(10);
+    let name = PARAMS.name().as_bytes();
+    let at = bytes
+        .windows(name.len())
+        .position(|w| w == name)
+        .expect("name in header");
+    // Same length, another tfhe parameter set.
+    bytes[at + 3] = b'7'; // V1_8_ -> V1_7_
+    let err =
+        EncryptedVector::from_bytes(&bytes, &Expected::fresh(key().key_id(), 10)).unwrap_err();
+    assert!(matches!(err, WireError::ParameterSet { .. }), "{err}");
+    assert!(err.to_string().contains("V1_7_PARAM"), "{err}");
+}
+
+#[test]
+fn wire_refuses_too_many_summands() {
+    let key = key();
+    let a = key.encrypt(&[1; 10]).unwrap();
+    let sum = EncryptedVector::sum([&a, &a, &a]).unwrap().to_bytes();
+    let fresh_only = EncryptedVector::from_bytes(&sum, &Expected::fresh(key.key_id(), 10));
+    assert!(matches!(
+        fresh_only,
+        Err(WireError::Summands { max: 1, found: 3 })
+    ));
+    let ok = EncryptedVector::from_bytes(
+        &sum,
+        &Expected {
+            key_id: key.key_id(),
+            plaintext_len: 10,
+            max_summands: 3,
+        },
+    );
+    assert!(ok.is_ok());
+}
+
+#[test]
+fn wire_refuses_every_truncation() {
+    let (ct, bytes) = sample_message(3000);
+    let expected = Expected::fresh(key().key_id(), 3000);
+    let body = body_offset(&ct, &bytes);
+    // Every cut in the prefix and header, and a spread of cuts in the body.
+    let cuts = (0..body + 16).chain((body..bytes.len()).step_by(997));
+    for cut in cuts {
+        let err = EncryptedVector::from_bytes(&bytes[..cut], &expected).unwrap_err();
+        assert!(
+            matches!(err, WireError::Truncated { .. }),
+            "cut at {cut}: {err}"
+        );
+    }
+    let mut longer = bytes.clone();
+    longer.push(0);
+    assert!(matches!(
+        EncryptedVector::from_bytes(&longer, &expected),
+        Err(WireError::TrailingBytes { found: 1, .. })
+    ));
+}
+
+#[test]
+fn wire_refuses_every_tampered_header_byte() {
+    let (ct, bytes) = sample_message(3000);
+    let expected = Expected::fresh(key().key_id(), 3000);
+    for at in 0..body_offset(&ct, &bytes) {
+        for flip in [0x01u8, 0x80, 0xff] {
+            let mut tampered = bytes.clone();
+            tampered[at] ^= flip;
+            assert!(
+                EncryptedVector::from_bytes(&tampered, &expected).is_err(),
+                "flipping {flip:#04x} at byte {at} went unnoticed"
+            );
+        }
+    }
+    let mut magic = bytes.clone();
+    magic[0] = b'X';
+    assert!(matches!(
+        EncryptedVector::from_bytes(&magic, &expected),
+        Err(WireError::Magic { .. })
+    ));
+    let mut version = bytes.clone();
+    version[8] = 2;
+    assert!(matches!(
+        EncryptedVector::from_bytes(&version, &expected),
+        Err(WireError::Version {
+            expected: 1,
+            found: 2
+        })
+    ));
+}
+
+#[test]
+fn wire_refuses_oversized_header_fields_without_allocating() {
+    let (_, bytes) = sample_message(10);
+    // The parameter-set string length is the u64 right after magic and version.
+    let mut huge = bytes.clone();
+    huge[10..18].copy_from_slice(&u64::MAX.to_le_bytes());
+    assert!(matches!(
+        EncryptedVector::from_bytes(&huge, &Expected::fresh(key().key_id(), 10)),
+        Err(WireError::Header(_))
+    ));
+    // A header claiming a huge vector, when the receiver expects it: refused before the body.
+    let big = MAX_PLAINTEXT_LEN + 1;
+    assert!(EncryptedVector::from_bytes(&bytes, &Expected::fresh(key().key_id(), big)).is_err());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn prop_random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+        let expected = Expected::fresh(key().key_id(), 10);
+        prop_assert!(EncryptedVector::from_bytes(&bytes, &expected).is_err());
+    }
+
+    #[test]
+    fn prop_random_tail_after_valid_prefix_never_panics(
+        keep in 0usize..200,
+        tail in proptest::collection::vec(any::<u8>(), 0..300),
+    ) {
+        static MESSAGE: OnceLock<Vec<u8>> = OnceLock::new();
+        let message = MESSAGE.get_or_init(|| sample_message(10).1);
+        let mut bytes = message[..keep.min(message.len())].to_vec();
+        bytes.extend_from_slice(&tail);
+        let _ = EncryptedVector::from_bytes(&bytes, &Expected::fresh(key().key_id(), 10));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Key files
+
+#[test]
+fn key_file_round_trip_with_private_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sub").join("hefl.key");
+    let key = KeyFile::generate().unwrap();
+    key.write_new(&path, false).unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let loaded = KeyFile::load(&path).unwrap();
+    assert_eq!(loaded.key_id(), key.key_id());
+    // The derived keys agree: what one encrypts, the other decrypts.
+    let ct = key.secret_key().unwrap().encrypt(&[5 << 40]).unwrap();
+    let d = loaded.secret_key().unwrap().decrypt(&ct).unwrap();
+    assert_eq!(d[0].wrapping_add(1 << 39) >> 40, 5);
+    // The file names the parameter set and key id, and Debug never shows the seed.
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains(PARAMS.name()));
+    assert!(text.contains(&key.key_id().to_string()));
+    assert!(!format!("{key:?}").contains("seed\""));
+    let seed_hex = serde_json::from_str::<serde_json::Value>(&text).unwrap()["seed"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(!format!("{key:?}{loaded:?}").contains(&seed_hex));
+    assert_eq!(KeyId::of_seed(&hex_seed(&seed_hex)), key.key_id());
+}
+
+fn hex_seed(text: &str) -> [u8; 32] {
+    let mut seed = [0u8; 32];
+    hex::decode_to_slice(text, &mut seed).unwrap();
+    seed
+}
+
+#[test]
+fn key_file_refuses_overwrite_unless_forced() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hefl.key");
+    let first = KeyFile::generate().unwrap();
+    first.write_new(&path, false).unwrap();
+    let second = KeyFile::generate().unwrap();
+    let err = second.write_new(&path, false).unwrap_err();
+    assert!(matches!(err, KeyError::AlreadyExists { .. }));
+    assert!(err.to_string().contains("--force"));
+    assert_eq!(KeyFile::load(&path).unwrap().key_id(), first.key_id());
+    second.write_new(&path, true).unwrap();
+    assert_eq!(KeyFile::load(&path).unwrap().key_id(), second.key_id());
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    // No temporary file left behind.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+#[test]
+fn key_file_refuses_group_or_world_access() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hefl.key");
+    KeyFile::generate()
+        .unwrap()
+        .write_new(&path, false)
+        .unwrap();
+    for mode in [0o644, 0o640, 0o604, 0o660, 0o610] {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        let err = KeyFile::load(&path).unwrap_err();
+        assert!(
+            matches!(err, KeyError::InsecurePermissions { mode: m, .. } if m == mode),
+            "{mode:o}: {err}"
+        );
+        let text = err.to_string();
+        assert!(text.contains("chmod 600"), "{text}");
+    }
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).unwrap();
+    assert!(KeyFile::load(&path).is_ok());
+}
+
+/// Writes `contents` as a private key file and loads it.
+fn load_text(contents: &str) -> Result<KeyFile, KeyError> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hefl.key");
+    std::fs::write(&path, contents).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    KeyFile::load(&path)
+}
+
+fn valid_key_json() -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hefl.key");
+    KeyFile::from_seed([8; 32]).write_new(&path, false).unwrap();
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+#[test]
+fn key_file_refuses_other_version_parameter_set_and_corruption() {
+    let valid = valid_key_json();
+    assert!(load_text(&valid.to_string()).is_ok());
+
+    let mut v = valid.clone();
+    v["version"] = 2.into();
+    assert!(matches!(
+        load_text(&v.to_string()),
+        Err(KeyError::Version {
+            expected: 1,
+            found: 2,
+            ..
+        })
+    ));
+
+    let mut v = valid.clone();
+    v["parameter_set"] = "V1_8_PARAM_MESSAGE_3_CARRY_3_KS_PBS_TUNIFORM_2M128".into();
+    let err = load_text(&v.to_string()).unwrap_err();
+    assert!(matches!(err, KeyError::ParameterSet { .. }), "{err}");
+
+    let mut v = valid.clone();
+    v["seed"] = hex::encode([9u8; 32]).into();
+    assert!(matches!(
+        load_text(&v.to_string()),
+        Err(KeyError::KeyIdMismatch { .. })
+    ));
+
+    let mut v = valid.clone();
+    v["seed"] = "abcd".into();
+    assert!(matches!(
+        load_text(&v.to_string()),
+        Err(KeyError::Malformed { .. })
+    ));
+
+    let mut v = valid.clone();
+    v["format"] = "something-else".into();
+    assert!(matches!(
+        load_text(&v.to_string()),
+        Err(KeyError::Malformed { .. })
+    ));
+
+    assert!(matches!(
+        load_text("not json"),
+        Err(KeyError::Malformed { .. })
+    ));
+    assert!(matches!(
+        load_text(&" ".repeat(5000)),
+        Err(KeyError::TooLarge { .. })
+    ));
+    assert!(matches!(
+        KeyFile::load(std::path::Path::new("/nonexistent/hefl.key")),
+        Err(KeyError::Io { .. })
+    ));
+}
+
+#[test]
+fn key_id_parses_and_refuses_garbage() {
+    let id = KeyFile::from_seed([1; 32]).key_id();
+    assert_eq!(id.to_string().parse::<KeyId>().unwrap(), id);
+    assert!("xyz".parse::<KeyId>().is_err());
+    assert!(id.to_string()[..62].parse::<KeyId>().is_err());
+}

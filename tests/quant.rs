@@ -1,0 +1,272 @@
+//! Tests of hefl::quant: encoding bounds, unbiased rounding, exact sums, refusals.
+
+use hefl::quant::{FixedPoint, FixedPointParams, QuantError};
+use proptest::prelude::*;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+fn sum_words(vectors: &[Vec<u64>]) -> Vec<u64> {
+    let mut sum = vec![0u64; vectors[0].len()];
+    for v in vectors {
+        for (s, w) in sum.iter_mut().zip(v) {
+            *s = s.wrapping_add(*w);
+        }
+    }
+    sum
+}
+
+#[test]
+fn overflow_configuration_is_refused_with_numbers_and_a_working_suggestion() {
+    let params = FixedPointParams {
+        clip: 8.0,
+        frac_bits: 40,
+        total_bits: 39,
+        max_parties: 100,
+    };
+    let err = FixedPoint::new(params).unwrap_err();
+    let QuantError::Overflow {
+        worst,
+        limit,
+        suggestion,
+        ..
+    } = &err
+    else {
+        panic!("expected an overflow error, got {err}");
+    };
+    assert_eq!(*worst, 100 * 8 * (1u128 << 40));
+    assert_eq!(*limit, 1u128 << 38);
+    let text = err.to_string();
+    assert!(text.contains(&worst.to_string()), "{text}");
+    assert!(text.contains("274877906944"), "{text}");
+    let suggestion = suggestion.expect("a suggestion");
+    assert!(text.contains(&suggestion.to_string()), "{text}");
+    assert!(FixedPoint::new(suggestion).is_ok());
+    assert_eq!(suggestion.clip, 8.0);
+    assert_eq!(suggestion.max_parties, 100);
+}
+
+#[test]
+fn noise_configuration_is_refused_with_numbers_and_a_working_suggestion() {
+    let err = FixedPoint::new(FixedPointParams {
+        clip: 1.0,
+        frac_bits: 10,
+        total_bits: 45,
+        max_parties: 2,
+    })
+    .unwrap_err();
+    let QuantError::Noise {
+        worst,
+        limit,
+        suggestion,
+        ..
+    } = &err
+    else {
+        panic!("expected a noise error, got {err}");
+    };
+    assert_eq!(*worst, 2 << 17);
+    assert_eq!(*limit, 1 << 18);
+    let suggestion = suggestion.expect("a suggestion");
+    assert_eq!(suggestion.total_bits, 44);
+    assert!(FixedPoint::new(suggestion).is_ok());
+    assert!(err.to_string().contains("262144"), "{err}");
+}
+
+#[test]
+fn hopeless_configuration_says_so() {
+    let err = FixedPoint::new(FixedPointParams {
+        clip: 1e30,
+        frac_bits: 10,
+        total_bits: 39,
+        max_parties: 100,
+    })
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            QuantError::Overflow {
+                suggestion: None,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("lower clip or max_parties"));
+}
+
+#[test]
+fn invalid_parameters_are_refused() {
+    let d = FixedPointParams::DEFAULT;
+    for bad in [
+        FixedPointParams { clip: 0.0, ..d },
+        FixedPointParams { clip: -1.0, ..d },
+        FixedPointParams {
+            clip: f32::NAN,
+            ..d
+        },
+        FixedPointParams {
+            clip: f32::INFINITY,
+            ..d
+        },
+        FixedPointParams {
+            max_parties: 0,
+            ..d
+        },
+        FixedPointParams { frac_bits: 63, ..d },
+        FixedPointParams {
+            total_bits: 64,
+            ..d
+        },
+        FixedPointParams { total_bits: 1, ..d },
+    ] {
+        assert!(
+            matches!(FixedPoint::new(bad), Err(QuantError::Invalid { .. })),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn non_finite_values_parties_and_divisors_are_refused() {
+    let fp = FixedPoint::default();
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        assert!(matches!(
+            fp.encode(&[0.0, bad], &mut rng),
+            Err(QuantError::NonFinite { index: 1, .. })
+        ));
+    }
+    let sum = [0u64; 4];
+    assert!(matches!(
+        fp.decode_sum(&sum, 0),
+        Err(QuantError::Parties { .. })
+    ));
+    assert!(matches!(
+        fp.decode_sum(&sum, 101),
+        Err(QuantError::Parties {
+            parties: 101,
+            max_parties: 100
+        })
+    ));
+    for divisor in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+        assert!(matches!(
+            fp.decode_mean(&sum, 3, divisor),
+            Err(QuantError::Divisor(_))
+        ));
+    }
+}
+
+#[test]
+fn stochastic_rounding_is_unbiased() {
+    // f = 2: x = 0.3 scales to 1.2, so z is 1 with probability 0.8 and 2 with 0.2.
+    let fp = FixedPoint::new(FixedPointParams {
+        clip: 1.0,
+        frac_bits: 2,
+        total_bits: 20,
+        max_parties: 1,
+    })
+    .unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(42);
+    let n = 200_000;
+    let z = fp.quantize(&vec![0.3; n], &mut rng).unwrap();
+    assert!(z.iter().all(|&z| z == 1 || z == 2));
+    let mean = z.iter().sum::<i64>() as f64 / n as f64;
+    // Standard deviation of the mean: sqrt(0.16 / n) ~ 0.0009.
+    assert!((mean - 1.2).abs() < 0.005, "mean {mean}");
+    // Negative values too: -0.3 scales to -1.2, floor -2.
+    let z = fp.quantize(&vec![-0.3; n], &mut rng).unwrap();
+    let mean = z.iter().sum::<i64>() as f64 / n as f64;
+    assert!((mean + 1.2).abs() < 0.005, "mean {mean}");
+}
+
+#[test]
+fn decode_averages() {
+    let fp = FixedPoint::default();
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let parts: Vec<Vec<u64>> = [[1.0f32, -2.0], [2.0, -4.0], [3.0, 0.0]]
+        .iter()
+        .map(|v| fp.encode(v, &mut rng).unwrap())
+        .collect();
+    let sum = sum_words(&parts);
+    assert_eq!(fp.decode_sum(&sum, 3).unwrap(), [6.0, -6.0]);
+    assert_eq!(fp.decode_mean(&sum, 3, 3.0).unwrap(), [2.0, -2.0]);
+    assert_eq!(fp.decode_mean(&sum, 3, 12.0).unwrap(), [0.5, -0.5]);
+}
+
+proptest! {
+    #[test]
+    fn prop_encode_decode_within_one_step(
+        values in proptest::collection::vec(-20.0f32..20.0, 1..200),
+        seed in any::<u64>(),
+    ) {
+        let fp = FixedPoint::default();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let words = fp.encode(&values, &mut rng).unwrap();
+        let decoded = fp.decode_sum(&words, 1).unwrap();
+        let step = 1.0 / (1u64 << fp.params().frac_bits) as f64;
+        for (x, y) in values.iter().zip(&decoded) {
+            let clipped = f64::from(x.clamp(-8.0, 8.0));
+            // One quantization step, plus the f32 rounding of the decoded value.
+            prop_assert!((f64::from(*y) - clipped).abs() <= step + 1e-6, "{x} -> {y}");
+        }
+    }
+
+    #[test]
+    fn prop_plaintext_round_trip_survives_noise(
+        z in -(1i64 << 37)..(1i64 << 37),
+        noise in -(1i64 << 24) + 1..(1i64 << 24),
+    ) {
+        let fp = FixedPoint::default(); // t = 39: delta/2 = 2^24
+        let word = fp.to_plaintext(z).wrapping_add(noise as u64);
+        prop_assert_eq!(fp.from_plaintext(word), z);
+    }
+
+    #[test]
+    fn prop_plaintext_sum_of_parties_decodes_exactly(
+        parties in 1usize..=100,
+        len in 1usize..50,
+        seed in any::<u64>(),
+    ) {
+        let fp = FixedPoint::default();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut expected = vec![0i64; len];
+        let mut words = Vec::new();
+        for p in 0..parties {
+            // Alternate full-scale and random values to hit the clip edges.
+            let values: Vec<f32> = (0..len)
+                .map(|i| match (p + i) % 3 {
+                    0 => 8.0,
+                    1 => -8.0,
+                    _ => ((seed >> (i % 60)) & 0xff) as f32 / 16.0 - 8.0,
+                })
+                .collect();
+            let z = fp.quantize(&values, &mut rng).unwrap();
+            expected.iter_mut().zip(&z).for_each(|(e, z)| *e += z);
+            words.push(z.iter().map(|&z| fp.to_plaintext(z)).collect::<Vec<u64>>());
+        }
+        let sum = sum_words(&words);
+        prop_assert_eq!(fp.decode_integers(&sum), expected);
+    }
+
+    #[test]
+    fn prop_accepted_configurations_satisfy_both_bounds(
+        clip in 0.001f32..1000.0,
+        frac_bits in 0u32..=62,
+        total_bits in 2u32..=63,
+        max_parties in 1u32..100_000,
+    ) {
+        let params = FixedPointParams { clip, frac_bits, total_bits, max_parties };
+        match FixedPoint::new(params) {
+            Ok(fp) => {
+                let p = u128::from(max_parties);
+                prop_assert!((p * fp.max_magnitude() as u128) < (1u128 << (total_bits - 1)));
+                prop_assert!(p << 17 < 1u128 << (63 - total_bits));
+            }
+            Err(QuantError::Overflow { suggestion, .. } | QuantError::Noise { suggestion, .. }) => {
+                if let Some(s) = suggestion {
+                    prop_assert!(FixedPoint::new(s).is_ok(), "{}", s);
+                }
+            }
+            Err(e) => prop_assert!(false, "unexpected error {}", e),
+        }
+    }
+}
