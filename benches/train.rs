@@ -44,7 +44,7 @@ fn epoch(c: &mut Criterion) {
         .sample_size(10)
         .measurement_time(Duration::from_secs(20));
     group.bench_function("centralized_epoch_60k_batch64_adam", |b| {
-        b.iter(|| run(&config, &data, &mut ()).expect("valid config"))
+        b.iter(|| run(&config, &data, None, &mut ()).expect("valid config"))
     });
     group.finish();
 }

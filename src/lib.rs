@@ -28,6 +28,14 @@
 //! other's individual ciphertexts. Stronger models (threshold keys, where no
 //! single party can decrypt one update) are future work.
 //!
+//! The server cannot decrypt, by construction: [`fl::Server`] is generic over
+//! the [`fl::Summable`] payload it folds, and in `he` mode that payload is
+//! [`he::EncryptedVector`], so every byte it keeps is ciphertext or public
+//! metadata (key id, lengths, party ids). It is built from a
+//! [`he::Expected`] (a public key id and a length), never from a key;
+//! decryption exists only as a method of [`he::keys::SecretKey`], which no
+//! server type holds or receives.
+//!
 //! ## Layers
 //!
 //! Dependencies point one way: [`data`], [`model`], [`quant`] and [`he`] know

@@ -3,11 +3,12 @@
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use hefl::data::{Mnist, Partition};
-use hefl::fl::{EpochMetrics, Mode, Observer, RunMetrics, Strategy, TrainConfig};
-use hefl::he::keys::KeyFile;
+use hefl::fl::{EpochMetrics, Mode, Observer, Privacy, RunMetrics, Strategy, TrainConfig};
+use hefl::he::keys::{KeyFile, SecretKey};
 use hefl::model::OptimizerKind;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Federated learning of an MNIST classifier in which clients' gradients are
 /// aggregated under homomorphic encryption.
@@ -35,14 +36,19 @@ enum Command {
         #[arg(long, value_name = "FILE.json")]
         metrics_out: Option<PathBuf>,
     },
-    /// Train local, centralized and federated with the same seed and settings;
-    /// write a markdown table, a PNG plot of accuracy per epoch and the metrics.
-    Compare {
+    /// The three-party experiment: local, centralized, federated-plain and
+    /// federated-he with the same seed and settings. Prints a per-epoch table and
+    /// the HE overhead; writes results.md, accuracy.png and metrics.json.
+    #[command(alias = "compare")]
+    Demo {
         #[command(flatten)]
         train: TrainArgs,
         /// Folder for results.md, accuracy.png and metrics.json.
-        #[arg(long, default_value = "runs/compare", value_name = "DIR")]
+        #[arg(long, default_value = "runs/demo", value_name = "DIR")]
         out_dir: PathBuf,
+        /// Also write the metrics (an object keyed by run name) to this file.
+        #[arg(long, value_name = "FILE.json")]
+        metrics_out: Option<PathBuf>,
     },
     /// Create the key that all clients of a federation share, for --privacy he.
     ///
@@ -114,6 +120,14 @@ struct TrainArgs {
     /// Folder with the MNIST IDX files (default: $MNIST_DIR, else the user cache).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// What the server sees in federated mode: `plain` (fixed-point updates in
+    /// the clear) or `he` (the same updates encrypted; the server sums ciphertexts).
+    #[arg(long, default_value = "plain")]
+    privacy: Privacy,
+    /// The shared key file for --privacy he (see `hefl keygen`). Without it, a
+    /// fresh key is generated in memory for this run only.
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
 }
 
 impl TrainArgs {
@@ -125,6 +139,7 @@ impl TrainArgs {
             mode,
             parties: self.parties,
             partition: self.partition,
+            privacy: self.privacy,
             strategy: match self.strategy {
                 StrategyArg::Fedsgd => Strategy::FedSgd,
                 StrategyArg::Fedavg => Strategy::FedAvg {
@@ -140,6 +155,18 @@ impl TrainArgs {
             train_subset: self.train_subset,
             test_subset: self.test_subset,
         }
+    }
+
+    /// The shared key: from --key, else a fresh in-memory key for this run.
+    fn key(&self) -> Result<Arc<SecretKey>> {
+        let file = match &self.key {
+            Some(path) => KeyFile::load(path)?,
+            None => {
+                eprintln!("no --key given: using a fresh in-memory key for this run");
+                KeyFile::generate()?
+            }
+        };
+        Ok(Arc::new(file.secret_key()?))
     }
 
     fn load(&self) -> Result<Mnist> {
@@ -165,12 +192,12 @@ impl Observer for Progress {
         self.bar = ProgressBar::new(total_rounds as u64);
         self.bar.set_style(
             ProgressStyle::with_template(
-                "{prefix:>12} [{bar:30}] {pos}/{len} rounds  {elapsed_precise} (eta {eta})",
+                "{prefix:>15} [{bar:30}] {pos}/{len} rounds  {elapsed_precise} (eta {eta})",
             )
             .expect("static template")
             .progress_chars("=> "),
         );
-        self.bar.set_prefix(config.mode.to_string());
+        self.bar.set_prefix(config.label());
     }
 
     fn round(&mut self, _round: usize) {
@@ -179,8 +206,8 @@ impl Observer for Progress {
 
     fn epoch(&mut self, config: &TrainConfig, m: &EpochMetrics) {
         let line = format!(
-            "{:>12} epoch {:>3}/{}: test accuracy {:6.2}%  test loss {:.4}  train loss {:.4}  {:.1} s",
-            config.mode,
+            "{:>15} epoch {:>3}/{}: test accuracy {:6.2}%  test loss {:.4}  train loss {:.4}  {:.1} s",
+            config.label(),
             m.epoch,
             config.epochs,
             100.0 * m.test_accuracy,
@@ -206,7 +233,17 @@ fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
 fn train(mode: Mode, args: &TrainArgs, metrics_out: Option<&Path>) -> Result<()> {
     let data = args.load()?;
     let config = args.config(mode);
-    let metrics = hefl::fl::run(&config, &data, &mut Progress::new())?;
+    let key = match (config.mode, config.privacy) {
+        (Mode::Federated, Privacy::He) => Some(args.key()?),
+        _ => None,
+    };
+    let metrics = hefl::fl::run(&config, &data, key, &mut Progress::new())?;
+    if let Some(overhead) = &metrics.overhead {
+        println!(
+            "{}",
+            hefl::report::overhead_summary(overhead, metrics.total_seconds)
+        );
+    }
     if let Some(path) = metrics_out {
         write_json(path, &metrics)?;
         eprintln!("metrics written to {}", path.display());
@@ -214,15 +251,39 @@ fn train(mode: Mode, args: &TrainArgs, metrics_out: Option<&Path>) -> Result<()>
     Ok(())
 }
 
-fn compare(args: &TrainArgs, out_dir: &Path) -> Result<()> {
+fn demo(args: &TrainArgs, out_dir: &Path, metrics_out: Option<&Path>) -> Result<()> {
     let data = args.load()?;
+    let key = args.key()?;
     let mut runs: Vec<(String, RunMetrics)> = Vec::new();
-    for mode in Mode::ALL {
-        let metrics = hefl::fl::run(&args.config(mode), &data, &mut Progress::new())?;
-        runs.push((mode.to_string(), metrics));
+    let plans = [
+        (Mode::Local, Privacy::Plain),
+        (Mode::Centralized, Privacy::Plain),
+        (Mode::Federated, Privacy::Plain),
+        (Mode::Federated, Privacy::He),
+    ];
+    for (mode, privacy) in plans {
+        let config = TrainConfig {
+            privacy,
+            ..args.config(mode)
+        };
+        let run_key = (privacy == Privacy::He).then(|| Arc::clone(&key));
+        let metrics = hefl::fl::run(&config, &data, run_key, &mut Progress::new())?;
+        runs.push((config.label(), metrics));
     }
     let named: Vec<(&str, &RunMetrics)> = runs.iter().map(|(n, m)| (n.as_str(), m)).collect();
     let table = hefl::report::accuracy_table(&named);
+    let overheads: Vec<String> = runs
+        .iter()
+        .filter_map(|(name, m)| {
+            m.overhead.as_ref().map(|o| {
+                format!(
+                    "- {name}: {}",
+                    hefl::report::overhead_summary(o, m.total_seconds)
+                )
+            })
+        })
+        .collect();
+    let overheads = overheads.join("\n");
     std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let plot = out_dir.join("accuracy.png");
     hefl::report::plot_accuracy(
@@ -233,20 +294,26 @@ fn compare(args: &TrainArgs, out_dir: &Path) -> Result<()> {
     let md = out_dir.join("results.md");
     std::fs::write(
         &md,
-        format!("# local vs centralized vs federated\n\n{table}"),
+        format!(
+            "# local vs centralized vs federated (plain, he)\n\n{table}\n## Time in the privacy envelope\n\n{overheads}\n"
+        ),
     )
     .with_context(|| format!("writing {}", md.display()))?;
     let json: serde_json::Map<String, serde_json::Value> = runs
         .iter()
         .map(|(n, m)| Ok((n.clone(), serde_json::to_value(m)?)))
         .collect::<Result<_, serde_json::Error>>()?;
-    write_json(&out_dir.join("metrics.json"), &json)?;
-    println!("\n{table}");
+    let json_path = out_dir.join("metrics.json");
+    write_json(&json_path, &json)?;
+    if let Some(path) = metrics_out {
+        write_json(path, &json)?;
+    }
+    println!("\n{table}\n{overheads}\n");
     println!(
         "wrote {}, {} and {}",
         md.display(),
         plot.display(),
-        out_dir.join("metrics.json").display()
+        json_path.display()
     );
     Ok(())
 }
@@ -259,10 +326,11 @@ fn main() -> Result<()> {
             train: args,
             metrics_out,
         } => train(mode, &args, metrics_out.as_deref()),
-        Command::Compare {
+        Command::Demo {
             train: args,
             out_dir,
-        } => compare(&args, &out_dir),
+            metrics_out,
+        } => demo(&args, &out_dir, metrics_out.as_deref()),
         Command::Keygen { out, force } => keygen(&out, force),
     }
 }

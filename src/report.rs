@@ -133,3 +133,45 @@ fn draw(
     root.present()?;
     Ok(())
 }
+
+/// One line on where a federated run's envelope time went, as a share of the run.
+///
+/// ```
+/// use hefl::fl::{EnvelopeCost, Overhead, Privacy};
+///
+/// let o = Overhead {
+///     privacy: Privacy::He,
+///     seal_seconds: 6.0,
+///     server_seconds: 1.0,
+///     open_seconds: 3.0,
+///     client_cpu: EnvelopeCost {
+///         encode_seconds: 2.0,
+///         encrypt_seconds: 8.0,
+///         decrypt_seconds: 5.0,
+///         decode_seconds: 1.0,
+///         bytes_per_update: 1_638_536,
+///     },
+/// };
+/// let line = hefl::report::overhead_summary(&o, 100.0);
+/// assert!(line.starts_with("he envelope 10.0 s of 100.0 s (10.0%)"));
+/// ```
+pub fn overhead_summary(o: &crate::fl::Overhead, total_seconds: f64) -> String {
+    let c = &o.client_cpu;
+    format!(
+        "{} envelope {:.1} s of {:.1} s ({:.1}%): seal {:.1} s, server sum {:.1} s, open {:.1} s \
+         (client CPU: encode {:.1} s, encrypt {:.1} s, decrypt {:.1} s, decode {:.1} s); \
+         {} bytes per update",
+        o.privacy,
+        o.total_seconds(),
+        total_seconds,
+        100.0 * o.total_seconds() / total_seconds.max(f64::MIN_POSITIVE),
+        o.seal_seconds,
+        o.server_seconds,
+        o.open_seconds,
+        c.encode_seconds,
+        c.encrypt_seconds,
+        c.decrypt_seconds,
+        c.decode_seconds,
+        c.bytes_per_update,
+    )
+}

@@ -2,9 +2,11 @@
 //! MNIST runs small enough for CI (skipped, with a printed reason, without MNIST).
 
 use hefl::data::{Dataset, IMAGE_PIXELS, Mnist, Partition};
-use hefl::fl::{Mode, Strategy, TrainConfig, TrainError, run};
+use hefl::fl::{Mode, Privacy, Strategy, TrainConfig, TrainError, run};
+use hefl::he::keys::KeyFile;
 use ndarray::Array2;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 fn real_mnist() -> Option<Mnist> {
     let Some(dir) = std::env::var_os("MNIST_DIR").map(PathBuf::from) else {
@@ -82,7 +84,7 @@ fn rejects_bad_configurations() {
         },
     ];
     for config in cases {
-        let err = run(&config, &data, &mut ()).expect_err("invalid config must be refused");
+        let err = run(&config, &data, None, &mut ()).expect_err("invalid config must be refused");
         assert!(matches!(err, TrainError::Config(_)), "{err}");
     }
     let too_many = TrainConfig {
@@ -90,7 +92,7 @@ fn rejects_bad_configurations() {
         ..quick(Mode::Federated)
     };
     assert!(
-        run(&too_many, &data, &mut ()).is_err(),
+        run(&too_many, &data, None, &mut ()).is_err(),
         "more parties than samples"
     );
 }
@@ -99,8 +101,8 @@ fn rejects_bad_configurations() {
 fn runs_are_deterministic_by_seed() {
     let data = tiny();
     for mode in Mode::ALL {
-        let a = run(&quick(mode), &data, &mut ()).unwrap();
-        let b = run(&quick(mode), &data, &mut ()).unwrap();
+        let a = run(&quick(mode), &data, None, &mut ()).unwrap();
+        let b = run(&quick(mode), &data, None, &mut ()).unwrap();
         let acc = |m: &hefl::fl::RunMetrics| {
             m.epochs
                 .iter()
@@ -114,6 +116,7 @@ fn runs_are_deterministic_by_seed() {
                 ..quick(mode)
             },
             &data,
+            None,
             &mut (),
         )
         .unwrap();
@@ -124,9 +127,9 @@ fn runs_are_deterministic_by_seed() {
 #[test]
 fn modes_split_the_data_as_documented() {
     let data = tiny();
-    let local = run(&quick(Mode::Local), &data, &mut ()).unwrap();
-    let central = run(&quick(Mode::Centralized), &data, &mut ()).unwrap();
-    let fed = run(&quick(Mode::Federated), &data, &mut ()).unwrap();
+    let local = run(&quick(Mode::Local), &data, None, &mut ()).unwrap();
+    let central = run(&quick(Mode::Centralized), &data, None, &mut ()).unwrap();
+    let fed = run(&quick(Mode::Federated), &data, None, &mut ()).unwrap();
     assert_eq!(central.party_samples, vec![600]);
     assert_eq!(fed.party_samples, vec![200, 200, 200]);
     assert_eq!(local.party_samples, vec![200]);
@@ -137,7 +140,10 @@ fn modes_split_the_data_as_documented() {
         strategy: Strategy::FedAvg { local_steps: 3 },
         ..quick(Mode::Federated)
     };
-    assert_eq!(run(&fedavg, &data, &mut ()).unwrap().epochs[0].rounds, 3);
+    assert_eq!(
+        run(&fedavg, &data, None, &mut ()).unwrap().epochs[0].rounds,
+        3
+    );
 }
 
 #[test]
@@ -156,7 +162,7 @@ fn every_mode_learns_separable_data() {
             ..quick(Mode::Federated)
         },
     ] {
-        let m = run(&config, &data, &mut ()).unwrap();
+        let m = run(&config, &data, None, &mut ()).unwrap();
         assert!(
             m.final_accuracy().unwrap() > 0.95,
             "{config:?}: {:?}",
@@ -165,24 +171,90 @@ fn every_mode_learns_separable_data() {
     }
 }
 
+fn shared_key() -> Arc<hefl::he::keys::SecretKey> {
+    Arc::new(KeyFile::generate().unwrap().secret_key().unwrap())
+}
+
+/// The server's ciphertext sum is exact: fed the same quantized updates (same seed, same
+/// stochastic rounding), federated-he and federated-plain end with bit-identical models.
+#[test]
+fn he_and_plain_federated_runs_give_bit_identical_models() {
+    let data = tiny();
+    for strategy in [Strategy::FedSgd, Strategy::FedAvg { local_steps: 2 }] {
+        let plain = TrainConfig {
+            strategy,
+            privacy: Privacy::Plain,
+            ..quick(Mode::Federated)
+        };
+        let he = TrainConfig {
+            privacy: Privacy::He,
+            ..plain.clone()
+        };
+        let plain_run = run(&plain, &data, None, &mut ()).unwrap();
+        let he_run = run(&he, &data, Some(shared_key()), &mut ()).unwrap();
+        assert_eq!(he_run.epochs.len(), 2);
+        assert!(!he_run.final_params.is_empty());
+        let same_bits = plain_run
+            .final_params
+            .iter()
+            .zip(&he_run.final_params)
+            .all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(same_bits, "{strategy}: he and plain models differ");
+        let overhead = he_run.overhead.expect("federated runs report overhead");
+        assert_eq!(overhead.privacy, Privacy::He);
+        assert!(overhead.client_cpu.encrypt_seconds > 0.0);
+        // The parameters plus the weight slot, packed 2048 per ciphertext.
+        let slots = hefl::model::param_count(&he.layers) + 1;
+        assert_eq!(
+            overhead.client_cpu.bytes_per_update,
+            he_bytes(hefl::he::params::PARAMS.ciphertexts_for(slots))
+        );
+        assert_eq!(plain_run.overhead.unwrap().client_cpu.encrypt_seconds, 0.0);
+    }
+}
+
+/// Wire bytes of a fresh ciphertext of `count` GLWE ciphertexts.
+fn he_bytes(count: usize) -> usize {
+    let key = KeyFile::from_seed([1; 32]).secret_key().unwrap();
+    let len = count * hefl::he::params::PARAMS.values_per_ciphertext();
+    key.encrypt(&vec![0; len]).unwrap().to_bytes().len()
+}
+
+#[test]
+fn he_without_a_key_is_refused() {
+    let config = TrainConfig {
+        privacy: Privacy::He,
+        ..quick(Mode::Federated)
+    };
+    let err = run(&config, &tiny(), None, &mut ()).unwrap_err();
+    assert!(matches!(err, TrainError::Config(_)), "{err}");
+}
+
 /// The CI-sized real runs: centralized, 1 epoch on 10,000 images (157 steps);
-/// federated, 2 epochs of 3 parties on the same 10,000 (105 rounds).
+/// federated plain and he, 2 epochs of 3 parties on the same 10,000 (105 rounds).
 #[test]
 fn real_mnist_on_10k_reaches_90_percent() {
     let Some(data) = real_mnist() else { return };
-    for (mode, epochs) in [(Mode::Centralized, 1), (Mode::Federated, 2)] {
+    for (mode, privacy, epochs) in [
+        (Mode::Centralized, Privacy::Plain, 1),
+        (Mode::Federated, Privacy::Plain, 2),
+        (Mode::Federated, Privacy::He, 2),
+    ] {
         let config = TrainConfig {
             mode,
+            privacy,
             epochs,
             train_subset: Some(10_000),
             ..TrainConfig::default()
         };
-        let m = run(&config, &data, &mut ()).unwrap();
+        let key = (privacy == Privacy::He).then(shared_key);
+        let m = run(&config, &data, key, &mut ()).unwrap();
         let acc = m.final_accuracy().unwrap();
         eprintln!(
-            "{mode}: {epochs} epoch(s) on 10,000 images: {:.2}%",
+            "{}: {epochs} epoch(s) on 10,000 images: {:.2}%",
+            config.label(),
             100.0 * acc
         );
-        assert!(acc >= 0.90, "{mode}: {acc}");
+        assert!(acc >= 0.90, "{}: {acc}", config.label());
     }
 }

@@ -15,10 +15,25 @@
 //! With one client, FedSGD reduces exactly to ordinary mini-batch training, so
 //! the baselines and the federated run share every line of the loop.
 
+//!
+//! Federated rounds run through the protocol's three roles: [`Client`]s compute
+//! updates and seal them in an [`Envelope`] of the run's [`Privacy`] mode; a
+//! [`Server`] (no key, no model) validates and sums what they send; the
+//! [`Strategy`] says what an update is and how the mean is applied. See
+//! [`payload`] for what travels in each mode.
+
 mod client;
+mod federation;
+pub mod payload;
+mod privacy;
+mod server;
 mod train;
 
 pub use client::{Client, Update};
+pub use federation::{Overhead, RoundError};
+pub use payload::{DecodeError, PayloadError, PlainSum, Summable, weighted, weighted_mean};
+pub use privacy::{Envelope, EnvelopeCost, EnvelopeError, Privacy};
+pub use server::{PartyId, Published, Refusal, Round, Server, ServerConfig, ServerConfigError};
 pub use train::{
     EpochMetrics, Mode, Observer, RunMetrics, Strategy, TrainConfig, TrainError, aggregate_plain,
     run,

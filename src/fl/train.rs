@@ -1,12 +1,15 @@
 //! The training loop shared by every mode, its configuration and its metrics.
 
 use super::client::{Client, Update};
+use super::federation::{Federation, Overhead, RoundError};
+use super::privacy::Privacy;
 use crate::data::{DataError, Dataset, Mnist, Partition, partition};
+use crate::he::keys::SecretKey;
 use crate::model::{Mlp, ModelError, OptimizerKind};
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Who trains on what.
@@ -67,7 +70,7 @@ pub enum Strategy {
 }
 
 impl Strategy {
-    fn steps_per_round(self) -> usize {
+    pub(crate) fn steps_per_round(self) -> usize {
         match self {
             Self::FedSgd => 1,
             Self::FedAvg { local_steps } => local_steps.max(1),
@@ -96,6 +99,10 @@ pub struct TrainConfig {
     pub partition: Partition,
     /// How updates are combined (federated mode).
     pub strategy: Strategy,
+    /// What the server sees of an update (federated mode): `plain` fixed-point words or
+    /// `he` ciphertexts of the same words.
+    #[serde(default)]
+    pub privacy: Privacy,
     /// Passes over each party's data.
     pub epochs: usize,
     /// Learning rate.
@@ -114,6 +121,25 @@ pub struct TrainConfig {
     pub test_subset: Option<usize>,
 }
 
+impl TrainConfig {
+    /// The run's name in reports: the mode, with the privacy mode for federated runs
+    /// (`local`, `centralized`, `federated-plain`, `federated-he`).
+    ///
+    /// ```
+    /// use hefl::fl::{Mode, Privacy, TrainConfig};
+    ///
+    /// let config = TrainConfig { privacy: Privacy::He, ..TrainConfig::default() };
+    /// assert_eq!(config.label(), "federated-he");
+    /// assert_eq!(TrainConfig { mode: Mode::Local, ..config }.label(), "local");
+    /// ```
+    pub fn label(&self) -> String {
+        match self.mode {
+            Mode::Federated => format!("{}-{}", self.mode, self.privacy),
+            Mode::Local | Mode::Centralized => self.mode.to_string(),
+        }
+    }
+}
+
 impl Default for TrainConfig {
     /// The paper's setting: 3 IID parties, default MLP, Adam at 1.5e-3, batch 64.
     fn default() -> Self {
@@ -122,6 +148,7 @@ impl Default for TrainConfig {
             parties: 3,
             partition: Partition::Iid,
             strategy: Strategy::FedSgd,
+            privacy: Privacy::Plain,
             epochs: 10,
             lr: 1.5e-3,
             batch_size: 64,
@@ -146,6 +173,17 @@ pub enum TrainError {
     /// The model could not be built.
     #[error(transparent)]
     Model(#[from] ModelError),
+    /// A federated round failed.
+    #[error(transparent)]
+    Round(#[from] Box<RoundError>),
+    /// The parties' models differ after a round: they did not apply the same aggregate.
+    #[error("party models diverged after epoch {epoch}: party {party} differs from party 0")]
+    Diverged {
+        /// The epoch after which the check failed.
+        epoch: usize,
+        /// The first party whose model differs.
+        party: usize,
+    },
 }
 
 /// Test-set results after one epoch.
@@ -178,6 +216,13 @@ pub struct RunMetrics {
     pub epochs: Vec<EpochMetrics>,
     /// Wall-clock seconds of the whole run.
     pub total_seconds: f64,
+    /// Federated runs: time spent sealing, summing and opening updates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overhead: Option<Overhead>,
+    /// The final model's parameters (party 0's; in federated runs every party's is
+    /// identical). Not written to metrics files.
+    #[serde(skip)]
+    pub final_params: Vec<f32>,
 }
 
 impl RunMetrics {
@@ -278,10 +323,13 @@ fn shards(config: &TrainConfig, train: &Dataset) -> Result<Vec<Dataset>, TrainEr
 /// epoch, and reports progress to `observer`.
 ///
 /// One epoch is one pass over the largest party's shard: with FedSGD that is
-/// `ceil(shard / batch)` rounds, with FedAvg `k` times fewer.
+/// `ceil(shard / batch)` rounds, with FedAvg `k` times fewer. Federated runs go
+/// through a [`Server`](super::Server) in this process with the configured
+/// privacy mode; `key` is the shared key for `he` (refused if missing).
 pub fn run(
     config: &TrainConfig,
     data: &Mnist,
+    key: Option<Arc<SecretKey>>,
     observer: &mut dyn Observer,
 ) -> Result<RunMetrics, TrainError> {
     validate(config)?;
@@ -320,6 +368,15 @@ pub fn run(
     let rounds_per_epoch = steps_per_epoch
         .div_ceil(config.strategy.steps_per_round())
         .max(1);
+    let mut federation = match config.mode {
+        Mode::Federated => Some(Federation::new(
+            config,
+            clients.len(),
+            initial.num_params(),
+            key,
+        )?),
+        Mode::Local | Mode::Centralized => None,
+    };
     observer.start(config, rounds_per_epoch * config.epochs);
 
     let mut epochs = Vec::with_capacity(config.epochs);
@@ -328,18 +385,25 @@ pub fn run(
         let epoch_start = Instant::now();
         let mut loss_sum = 0.0f64;
         for _ in 0..rounds_per_epoch {
-            let updates: Vec<Update> = clients
-                .par_iter_mut()
-                .map(|c| c.compute_update(config.strategy, config.batch_size))
-                .collect();
-            loss_sum +=
-                updates.iter().map(|u| f64::from(u.loss)).sum::<f64>() / updates.len() as f64;
-            let aggregate = aggregate_plain(&updates);
-            clients
-                .par_iter_mut()
-                .for_each(|c| c.apply(config.strategy, &aggregate));
+            let loss = match federation.as_mut() {
+                Some(federation) => federation.round(&mut clients).map_err(Box::new)?,
+                None => {
+                    // One party: its update is the aggregate.
+                    let update = clients[0].compute_update(config.strategy, config.batch_size);
+                    let aggregate = aggregate_plain(std::slice::from_ref(&update));
+                    clients[0].apply(config.strategy, &aggregate);
+                    update.loss
+                }
+            };
+            loss_sum += f64::from(loss);
             round += 1;
             observer.round(round);
+        }
+        if let Some(party) = clients
+            .iter()
+            .position(|c| c.model().params() != clients[0].model().params())
+        {
+            return Err(TrainError::Diverged { epoch, party });
         }
         let eval = clients[0]
             .model()
@@ -356,14 +420,12 @@ pub fn run(
         observer.epoch(config, &metrics);
         epochs.push(metrics);
     }
-    debug_assert!(
-        clients.windows(2).all(|w| w[0].model() == w[1].model()),
-        "every party applies the same aggregate, so models stay identical"
-    );
     Ok(RunMetrics {
         config: config.clone(),
         party_samples: clients.iter().map(Client::num_samples).collect(),
         epochs,
         total_seconds: started.elapsed().as_secs_f64(),
+        overhead: federation.as_ref().map(Federation::overhead),
+        final_params: clients[0].model().params().to_vec(),
     })
 }

@@ -1,0 +1,260 @@
+//! What an update looks like on the wire in each privacy mode, and how a server folds them.
+//!
+//! Both modes send the same thing in different envelopes: the client scales its update by
+//! its weight w (FedAvg: its share of the nominal samples per round), appends w itself, and
+//! quantizes the vector with [`FixedPoint`]. In `he` mode the words are encrypted
+//! ([`EncryptedVector`]); in `plain` mode they travel as they are ([`PlainSum`]). The server
+//! adds the vectors (integer addition modulo 2^64, exact and independent of arrival order), and
+//! each client divides the sum by the summed weight in the last slot. So the total weight,
+//! and hence each party's data size, travels encrypted in `he` mode, and the two modes differ
+//! by encryption alone: fed the same updates they produce bit-identical models (tested).
+
+use crate::he::{EncryptedVector, Expected, WireError};
+use crate::quant::FixedPoint;
+
+/// A vector a server can parse from untrusted bytes, add up and send back, without a key.
+///
+/// The server is generic over this trait; with [`EncryptedVector`] as the type, nothing the
+/// server holds can be anything but ciphertext.
+pub trait Summable: Sized + Send + 'static {
+    /// What a submission is checked against (length, key id).
+    type Expect: Clone + Send + Sync + 'static;
+
+    /// The name of the privacy mode, as users type it (`plain`, `he`).
+    const MODE: &'static str;
+
+    /// Parses one party's submission, checking every field against `expect`.
+    fn parse_submission(bytes: &[u8], expect: &Self::Expect) -> Result<Self, PayloadError>;
+
+    /// Parses an aggregate of at most `max_parties` submissions.
+    fn parse_aggregate(
+        bytes: &[u8],
+        expect: &Self::Expect,
+        max_parties: u32,
+    ) -> Result<Self, PayloadError>;
+
+    /// Adds `other` into `self` (both already validated against the same `Expect`).
+    fn add_assign(&mut self, other: &Self) -> Result<(), PayloadError>;
+
+    /// The wire bytes.
+    fn to_bytes(&self) -> Vec<u8>;
+}
+
+/// Why a payload was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PayloadError {
+    /// A ciphertext message failed validation.
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    /// Homomorphic addition refused the operands.
+    #[error(transparent)]
+    He(#[from] crate::he::HeError),
+    /// A plain message failed validation.
+    #[error("malformed plain update: {0}")]
+    Plain(String),
+}
+
+/// Fixed-point words sent in the clear (the `plain` privacy mode), with the number of
+/// submissions summed into them.
+///
+/// Wire format: `HEFLPLN1`, then `len: u64 LE`, `summands: u32 LE`, then `len` u64 LE words.
+///
+/// ```
+/// use hefl::fl::{PlainSum, Summable};
+///
+/// let a = PlainSum::fresh(vec![1, 2, 3]);
+/// let bytes = a.to_bytes();
+/// let mut sum = PlainSum::parse_submission(&bytes, &3)?;
+/// sum.add_assign(&a)?;
+/// assert_eq!(sum.words(), [2, 4, 6]);
+/// assert!(PlainSum::parse_submission(&bytes, &4).is_err());
+/// # Ok::<(), hefl::fl::PayloadError>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlainSum {
+    words: Vec<u64>,
+    summands: u32,
+}
+
+const PLAIN_MAGIC: &[u8; 8] = b"HEFLPLN1";
+const PLAIN_HEADER: usize = 8 + 8 + 4;
+
+impl PlainSum {
+    /// One party's words.
+    pub fn fresh(words: Vec<u64>) -> Self {
+        Self { words, summands: 1 }
+    }
+
+    /// The (summed) words.
+    pub fn words(&self) -> &[u64] {
+        &self.words
+    }
+
+    fn parse(bytes: &[u8], len: usize, max_summands: u32) -> Result<Self, PayloadError> {
+        let bad = |m: String| PayloadError::Plain(m);
+        let header = bytes.get(..PLAIN_HEADER).ok_or_else(|| {
+            bad(format!(
+                "{} bytes, shorter than the {PLAIN_HEADER}-byte header",
+                bytes.len()
+            ))
+        })?;
+        if &header[..8] != PLAIN_MAGIC {
+            return Err(bad("magic is not HEFLPLN1".into()));
+        }
+        let field = |range: std::ops::Range<usize>| {
+            let mut b = [0u8; 8];
+            b[..range.len()].copy_from_slice(&header[range]);
+            u64::from_le_bytes(b)
+        };
+        let found_len = field(8..16);
+        let summands = field(16..20) as u32;
+        if found_len != len as u64 {
+            return Err(bad(format!("{found_len} values, expected {len}")));
+        }
+        if summands == 0 || summands > max_summands {
+            return Err(bad(format!(
+                "sums {summands} updates, expected between 1 and {max_summands}"
+            )));
+        }
+        let body = &bytes[PLAIN_HEADER..];
+        if body.len() != len * 8 {
+            return Err(bad(format!(
+                "body of {} bytes, expected {} for {len} values",
+                body.len(),
+                len * 8
+            )));
+        }
+        let words = body
+            .chunks_exact(8)
+            .map(|c| {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(c);
+                u64::from_le_bytes(b)
+            })
+            .collect();
+        Ok(Self { words, summands })
+    }
+}
+
+impl Summable for PlainSum {
+    /// The exact number of words.
+    type Expect = usize;
+    const MODE: &'static str = "plain";
+
+    fn parse_submission(bytes: &[u8], len: &usize) -> Result<Self, PayloadError> {
+        Self::parse(bytes, *len, 1)
+    }
+
+    fn parse_aggregate(bytes: &[u8], len: &usize, max_parties: u32) -> Result<Self, PayloadError> {
+        Self::parse(bytes, *len, max_parties)
+    }
+
+    fn add_assign(&mut self, other: &Self) -> Result<(), PayloadError> {
+        if other.words.len() != self.words.len() {
+            return Err(PayloadError::Plain(format!(
+                "cannot add {} values to {}",
+                other.words.len(),
+                self.words.len()
+            )));
+        }
+        for (a, b) in self.words.iter_mut().zip(&other.words) {
+            *a = a.wrapping_add(*b);
+        }
+        self.summands = self.summands.saturating_add(other.summands);
+        Ok(())
+    }
+
+    fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(PLAIN_HEADER + self.words.len() * 8);
+        out.extend_from_slice(PLAIN_MAGIC);
+        out.extend_from_slice(&(self.words.len() as u64).to_le_bytes());
+        out.extend_from_slice(&self.summands.to_le_bytes());
+        for w in &self.words {
+            out.extend_from_slice(&w.to_le_bytes());
+        }
+        out
+    }
+}
+
+impl Summable for EncryptedVector {
+    /// Key id and plaintext length; `max_summands` is set per use.
+    type Expect = Expected;
+    const MODE: &'static str = "he";
+
+    fn parse_submission(bytes: &[u8], expect: &Expected) -> Result<Self, PayloadError> {
+        let fresh = Expected {
+            max_summands: 1,
+            ..*expect
+        };
+        Ok(EncryptedVector::from_bytes(bytes, &fresh)?)
+    }
+
+    fn parse_aggregate(
+        bytes: &[u8],
+        expect: &Expected,
+        max_parties: u32,
+    ) -> Result<Self, PayloadError> {
+        let sum = Expected {
+            max_summands: max_parties,
+            ..*expect
+        };
+        Ok(EncryptedVector::from_bytes(bytes, &sum)?)
+    }
+
+    fn add_assign(&mut self, other: &Self) -> Result<(), PayloadError> {
+        Ok(EncryptedVector::add_assign(self, other)?)
+    }
+
+    fn to_bytes(&self) -> Vec<u8> {
+        EncryptedVector::to_bytes(self)
+    }
+}
+
+/// The weighted vector a client quantizes: `values * weight` followed by `weight`.
+///
+/// ```
+/// assert_eq!(hefl::fl::weighted(&[1.0, -2.0], 0.5), [0.5, -1.0, 0.5]);
+/// ```
+pub fn weighted(values: &[f32], weight: f32) -> Vec<f32> {
+    values
+        .iter()
+        .map(|v| v * weight)
+        .chain(std::iter::once(weight))
+        .collect()
+}
+
+/// Turns summed integers (the decoded aggregate of [`weighted`] vectors) into the weighted
+/// mean: every slot but the last divided by the last (the total weight).
+///
+/// Refuses a non-positive total weight, which no honest set of parties produces.
+///
+/// ```
+/// use hefl::quant::FixedPoint;
+///
+/// let fp = FixedPoint::default();
+/// let sum = [fp.to_plaintext(3 << 24), fp.to_plaintext(2 << 24)];
+/// assert_eq!(hefl::fl::weighted_mean(&fp, &sum, 2)?, [1.5]);
+/// # Ok::<(), hefl::fl::DecodeError>(())
+/// ```
+pub fn weighted_mean(fp: &FixedPoint, sum: &[u64], parties: u32) -> Result<Vec<f32>, DecodeError> {
+    let (weight, values) = sum.split_last().ok_or(DecodeError::Empty)?;
+    let total = fp.decode_sum(std::slice::from_ref(weight), parties)?[0];
+    if total.is_nan() || total <= 0.0 {
+        return Err(DecodeError::Weight(total));
+    }
+    Ok(fp.decode_mean(values, parties, f64::from(total))?)
+}
+
+/// Why an aggregate could not be turned into a mean update.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The aggregate has no slots.
+    #[error("empty aggregate")]
+    Empty,
+    /// The summed weight is not positive.
+    #[error("aggregate total weight is {0}, expected a positive number")]
+    Weight(f32),
+    /// The fixed-point decoder refused.
+    #[error(transparent)]
+    Quant(#[from] crate::quant::QuantError),
+}

@@ -1,0 +1,321 @@
+//! The server's side of a round: collect one update per party, fold them, publish the sum.
+//!
+//! [`Server`] is a state machine with no clock of its own and no I/O: transports call
+//! [`Server::submit`] with the bytes a party sent, [`Server::tick`] with the time, and
+//! [`Server::aggregate`] when a party asks for a round's sum. It holds no key and no model.
+//! It is generic over the [`Summable`] payload, so a `Server<EncryptedVector>` (the `he`
+//! mode) can only ever hold ciphertexts: there is no field, argument or method through which
+//! a plaintext vector or a key could reach it.
+
+use super::payload::{PayloadError, Summable};
+use std::collections::{BTreeSet, VecDeque};
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A party's index, `0..parties`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PartyId(pub u32);
+
+impl fmt::Display for PartyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "party {}", self.0)
+    }
+}
+
+/// A round number, starting at 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Round(pub u64);
+
+impl fmt::Display for Round {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "round {}", self.0)
+    }
+}
+
+/// How a server runs its rounds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Parties in the federation, with ids `0..parties`.
+    pub parties: u32,
+    /// A round closes at its deadline only if at least this many parties submitted.
+    pub min_parties: u32,
+    /// Time from a round's opening to its deadline.
+    pub round_timeout: Duration,
+    /// How many published aggregates are kept for parties that fall behind.
+    pub keep_rounds: usize,
+}
+
+impl ServerConfig {
+    /// All `parties` required, a 30-second deadline, 16 aggregates kept.
+    ///
+    /// ```
+    /// let c = hefl::fl::ServerConfig::new(3);
+    /// assert_eq!((c.parties, c.min_parties), (3, 3));
+    /// ```
+    pub fn new(parties: u32) -> Self {
+        Self {
+            parties,
+            min_parties: parties,
+            round_timeout: Duration::from_secs(30),
+            keep_rounds: 16,
+        }
+    }
+}
+
+/// A closed round: the sum of the included parties' updates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Published {
+    /// The round.
+    pub round: Round,
+    /// The parties whose updates are in the sum, ascending.
+    pub parties: Vec<PartyId>,
+    /// The summed payload's wire bytes (shared, not copied, per reader).
+    pub bytes: Arc<Vec<u8>>,
+}
+
+/// Why the server refused a request. The round and the other parties' submissions are
+/// unaffected by a refusal.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// The server has no such party.
+    #[error("unknown {party}: this federation has parties 0 to {}", .parties - 1)]
+    UnknownParty {
+        /// The party named in the request.
+        party: PartyId,
+        /// Parties in the federation.
+        parties: u32,
+    },
+    /// An update for a round other than the open one.
+    #[error("update for {sent}, server is on {current}")]
+    WrongRound {
+        /// Round named in the update.
+        sent: Round,
+        /// The open round.
+        current: Round,
+    },
+    /// A second update from the same party in one round.
+    #[error("{party} already submitted an update for {round}")]
+    Duplicate {
+        /// The party.
+        party: PartyId,
+        /// The round.
+        round: Round,
+    },
+    /// The update's bytes failed validation (key id, parameter set, length, shape).
+    #[error("{party}, {round}: {source}")]
+    Payload {
+        /// The party.
+        party: PartyId,
+        /// The round.
+        round: Round,
+        /// What was wrong.
+        source: PayloadError,
+    },
+    /// The aggregate asked for is no longer kept, or the round is not open yet.
+    #[error(
+        "no aggregate for {asked}: the server is on {current} and keeps the last {kept} rounds"
+    )]
+    NoSuchAggregate {
+        /// The round asked for.
+        asked: Round,
+        /// The open round.
+        current: Round,
+        /// Rounds kept.
+        kept: usize,
+    },
+}
+
+impl Refusal {
+    /// Whether the request named a round the server has already closed: the sender
+    /// missed the deadline and is left out of that round.
+    pub fn is_late(&self) -> bool {
+        matches!(self, Self::WrongRound { sent, current } if sent < current)
+    }
+}
+
+/// Why a server configuration was refused.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid server configuration: {0}")]
+pub struct ServerConfigError(String);
+
+/// Runs rounds over payloads of type `S` (see the [module docs](self)).
+///
+/// ```
+/// use hefl::fl::{PartyId, PlainSum, Round, Server, ServerConfig, Summable};
+/// use std::time::Instant;
+///
+/// let now = Instant::now();
+/// let mut server = Server::<PlainSum>::new(ServerConfig::new(2), 3, now)?;
+/// server.submit(PartyId(0), Round(0), &PlainSum::fresh(vec![1, 2, 3]).to_bytes(), now)?;
+/// assert!(server.aggregate(Round(0))?.is_none()); // still waiting for party 1
+/// server.submit(PartyId(1), Round(0), &PlainSum::fresh(vec![10, 20, 30]).to_bytes(), now)?;
+/// let published = server.aggregate(Round(0))?.expect("both parties in");
+/// assert_eq!(published.parties, [PartyId(0), PartyId(1)]);
+/// let sum = PlainSum::parse_aggregate(&published.bytes, &3, 2)?;
+/// assert_eq!(sum.words(), [11, 22, 33]);
+/// assert_eq!(server.current_round(), Round(1));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Server<S: Summable> {
+    config: ServerConfig,
+    expect: S::Expect,
+    round: Round,
+    opened: Instant,
+    submitted: BTreeSet<PartyId>,
+    /// Parties left out of the previous round: the round does not wait for them.
+    absent: BTreeSet<PartyId>,
+    sum: Option<S>,
+    published: VecDeque<Published>,
+}
+
+impl<S: Summable> Server<S> {
+    /// A server whose first round opens at `now`; submissions are checked against `expect`.
+    pub fn new(
+        config: ServerConfig,
+        expect: S::Expect,
+        now: Instant,
+    ) -> Result<Self, ServerConfigError> {
+        if config.parties == 0 {
+            return Err(ServerConfigError("at least one party is needed".into()));
+        }
+        if config.min_parties == 0 || config.min_parties > config.parties {
+            return Err(ServerConfigError(format!(
+                "min parties is {}, expected 1 to {} (the number of parties)",
+                config.min_parties, config.parties
+            )));
+        }
+        if config.keep_rounds == 0 {
+            return Err(ServerConfigError(
+                "at least one published round must be kept".into(),
+            ));
+        }
+        Ok(Self {
+            config,
+            expect,
+            round: Round(0),
+            opened: now,
+            submitted: BTreeSet::new(),
+            absent: BTreeSet::new(),
+            sum: None,
+            published: VecDeque::new(),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// What submissions are checked against.
+    pub fn expect(&self) -> &S::Expect {
+        &self.expect
+    }
+
+    /// The open round.
+    pub fn current_round(&self) -> Round {
+        self.round
+    }
+
+    /// When the open round's deadline passes.
+    pub fn deadline(&self) -> Instant {
+        self.opened + self.config.round_timeout
+    }
+
+    /// Parties that have submitted to the open round so far.
+    pub fn submitted(&self) -> impl Iterator<Item = PartyId> + '_ {
+        self.submitted.iter().copied()
+    }
+
+    /// Validates and folds one party's update into the open round; closes the round when
+    /// every party expected has submitted. A refused update changes nothing.
+    pub fn submit(
+        &mut self,
+        party: PartyId,
+        round: Round,
+        bytes: &[u8],
+        now: Instant,
+    ) -> Result<(), Refusal> {
+        if party.0 >= self.config.parties {
+            return Err(Refusal::UnknownParty {
+                party,
+                parties: self.config.parties,
+            });
+        }
+        if round != self.round {
+            return Err(Refusal::WrongRound {
+                sent: round,
+                current: self.round,
+            });
+        }
+        if self.submitted.contains(&party) {
+            return Err(Refusal::Duplicate { party, round });
+        }
+        let payload_error = |source| Refusal::Payload {
+            party,
+            round,
+            source,
+        };
+        let update = S::parse_submission(bytes, &self.expect).map_err(payload_error)?;
+        match self.sum.as_mut() {
+            Some(sum) => sum.add_assign(&update).map_err(payload_error)?,
+            None => self.sum = Some(update),
+        }
+        self.submitted.insert(party);
+        self.close_if_ready(now);
+        Ok(())
+    }
+
+    /// Lets time pass: closes the open round if its deadline has passed and at least
+    /// `min_parties` have submitted. Returns whether a round closed.
+    pub fn tick(&mut self, now: Instant) -> bool {
+        self.close_if_ready(now)
+    }
+
+    /// The published sum of `round`: `Ok(None)` while that round is open.
+    pub fn aggregate(&self, round: Round) -> Result<Option<Published>, Refusal> {
+        if round == self.round {
+            return Ok(None);
+        }
+        self.published
+            .iter()
+            .find(|p| p.round == round)
+            .cloned()
+            .map(Some)
+            .ok_or(Refusal::NoSuchAggregate {
+                asked: round,
+                current: self.round,
+                kept: self.config.keep_rounds,
+            })
+    }
+
+    fn close_if_ready(&mut self, now: Instant) -> bool {
+        let enough = self.submitted.len() >= self.config.min_parties as usize;
+        let everyone_expected = (0..self.config.parties)
+            .map(PartyId)
+            .all(|p| self.submitted.contains(&p) || self.absent.contains(&p));
+        let due = now >= self.deadline();
+        if !(enough && (everyone_expected || due)) {
+            return false;
+        }
+        let Some(sum) = self.sum.take() else {
+            return false;
+        };
+        let parties: Vec<PartyId> = std::mem::take(&mut self.submitted).into_iter().collect();
+        self.absent = (0..self.config.parties)
+            .map(PartyId)
+            .filter(|p| !parties.contains(p))
+            .collect();
+        self.published.push_back(Published {
+            round: self.round,
+            parties,
+            bytes: Arc::new(sum.to_bytes()),
+        });
+        while self.published.len() > self.config.keep_rounds {
+            self.published.pop_front();
+        }
+        self.round = Round(self.round.0 + 1);
+        self.opened = now;
+        true
+    }
+}

@@ -1,0 +1,208 @@
+//! The round protocol's server: every refusal, deadlines, absent parties, and that a
+//! refused request leaves the round's other submissions intact.
+
+use hefl::fl::{PartyId, PayloadError, PlainSum, Refusal, Round, Server, ServerConfig, Summable};
+use hefl::he::keys::KeyFile;
+use hefl::he::{EncryptedVector, Expected, WireError};
+use std::time::{Duration, Instant};
+
+const LEN: usize = 5;
+
+fn plain(words: [u64; LEN]) -> Vec<u8> {
+    PlainSum::fresh(words.to_vec()).to_bytes()
+}
+
+fn config(parties: u32, min_parties: u32) -> ServerConfig {
+    ServerConfig {
+        min_parties,
+        round_timeout: Duration::from_secs(10),
+        ..ServerConfig::new(parties)
+    }
+}
+
+fn sum_of(server: &Server<PlainSum>, round: u64, parties: u32) -> (Vec<PartyId>, Vec<u64>) {
+    let published = server
+        .aggregate(Round(round))
+        .expect("kept")
+        .expect("closed");
+    let sum = PlainSum::parse_aggregate(&published.bytes, &LEN, parties).expect("valid sum");
+    (published.parties, sum.words().to_vec())
+}
+
+#[test]
+fn refusals_leave_the_round_intact() {
+    let t0 = Instant::now();
+    let mut server = Server::<PlainSum>::new(config(3, 3), LEN, t0).unwrap();
+    server
+        .submit(PartyId(0), Round(0), &plain([1; LEN]), t0)
+        .unwrap();
+
+    let refusals = [
+        server.submit(PartyId(7), Round(0), &plain([1; LEN]), t0),
+        server.submit(PartyId(1), Round(1), &plain([1; LEN]), t0),
+        server.submit(PartyId(0), Round(0), &plain([1; LEN]), t0),
+        server.submit(PartyId(1), Round(0), &plain([1; LEN])[..30], t0),
+        server.submit(
+            PartyId(1),
+            Round(0),
+            &PlainSum::fresh(vec![1; 4]).to_bytes(),
+            t0,
+        ),
+        server.submit(PartyId(1), Round(0), b"not an update at all", t0),
+    ];
+    let texts: Vec<String> = refusals
+        .iter()
+        .map(|r| r.as_ref().expect_err("refused").to_string())
+        .collect();
+    assert!(matches!(refusals[0], Err(Refusal::UnknownParty { .. })));
+    assert!(texts[0].contains("parties 0 to 2"), "{}", texts[0]);
+    assert!(matches!(refusals[1], Err(Refusal::WrongRound { .. })));
+    assert_eq!(texts[1], "update for round 1, server is on round 0");
+    assert!(matches!(refusals[2], Err(Refusal::Duplicate { .. })));
+    for (i, text) in texts.iter().enumerate().skip(3) {
+        assert!(
+            matches!(refusals[i], Err(Refusal::Payload { .. })),
+            "{text}"
+        );
+    }
+    assert!(texts[4].contains("4 values, expected 5"), "{}", texts[4]);
+
+    // None of that disturbed the round: the two honest submissions still close it.
+    assert_eq!(server.submitted().collect::<Vec<_>>(), [PartyId(0)]);
+    server
+        .submit(PartyId(1), Round(0), &plain([2; LEN]), t0)
+        .unwrap();
+    server
+        .submit(PartyId(2), Round(0), &plain([3; LEN]), t0)
+        .unwrap();
+    let (parties, sum) = sum_of(&server, 0, 3);
+    assert_eq!(parties, [PartyId(0), PartyId(1), PartyId(2)]);
+    assert_eq!(sum, [6; LEN]);
+}
+
+#[test]
+fn deadline_closes_with_min_parties_and_absent_party_rejoins() {
+    let t0 = Instant::now();
+    let mut server = Server::<PlainSum>::new(config(3, 2), LEN, t0).unwrap();
+    server
+        .submit(PartyId(0), Round(0), &plain([1; LEN]), t0)
+        .unwrap();
+    // Before the deadline, or with too few parties, nothing closes.
+    assert!(!server.tick(t0 + Duration::from_secs(5)));
+    assert!(!server.tick(t0 + Duration::from_secs(11)));
+    assert!(server.aggregate(Round(0)).unwrap().is_none());
+    let t1 = t0 + Duration::from_secs(12);
+    server
+        .submit(PartyId(1), Round(0), &plain([2; LEN]), t1)
+        .unwrap();
+    // Past the deadline with min_parties: closes without party 2.
+    let (parties, sum) = sum_of(&server, 0, 2);
+    assert_eq!(parties, [PartyId(0), PartyId(1)]);
+    assert_eq!(sum, [3; LEN]);
+
+    // Party 2's late update is refused as late, and it can still fetch round 0's sum.
+    let late = server
+        .submit(PartyId(2), Round(0), &plain([9; LEN]), t1)
+        .unwrap_err();
+    assert!(late.is_late(), "{late}");
+
+    // Round 1 does not wait for the absent party 2...
+    server
+        .submit(PartyId(0), Round(1), &plain([1; LEN]), t1)
+        .unwrap();
+    server
+        .submit(PartyId(1), Round(1), &plain([1; LEN]), t1)
+        .unwrap();
+    assert_eq!(sum_of(&server, 1, 2).0, [PartyId(0), PartyId(1)]);
+    // ...but includes it when it submits in time.
+    server
+        .submit(PartyId(2), Round(2), &plain([5; LEN]), t1)
+        .unwrap();
+    server
+        .submit(PartyId(0), Round(2), &plain([1; LEN]), t1)
+        .unwrap();
+    server
+        .submit(PartyId(1), Round(2), &plain([1; LEN]), t1)
+        .unwrap();
+    let (parties, sum) = sum_of(&server, 2, 3);
+    assert_eq!(parties, [PartyId(0), PartyId(1), PartyId(2)]);
+    assert_eq!(sum, [7; LEN]);
+}
+
+#[test]
+fn old_aggregates_are_dropped_after_keep_rounds() {
+    let t0 = Instant::now();
+    let cfg = ServerConfig {
+        keep_rounds: 2,
+        ..config(1, 1)
+    };
+    let mut server = Server::<PlainSum>::new(cfg, LEN, t0).unwrap();
+    for r in 0..4 {
+        server
+            .submit(PartyId(0), Round(r), &plain([r; LEN]), t0)
+            .unwrap();
+    }
+    assert!(matches!(
+        server.aggregate(Round(0)),
+        Err(Refusal::NoSuchAggregate { .. })
+    ));
+    assert_eq!(sum_of(&server, 3, 1).1, [3; LEN]);
+    assert!(server.aggregate(Round(9)).is_err());
+}
+
+#[test]
+fn bad_configurations_are_refused() {
+    let t0 = Instant::now();
+    for cfg in [config(0, 0), config(3, 0), config(3, 4)] {
+        assert!(Server::<PlainSum>::new(cfg, LEN, t0).is_err(), "{cfg:?}");
+    }
+}
+
+#[test]
+fn he_server_refuses_other_key_parameter_set_and_length() {
+    let key = KeyFile::from_seed([3; 32]).secret_key().unwrap();
+    let other = KeyFile::from_seed([4; 32]).secret_key().unwrap();
+    let t0 = Instant::now();
+    let expect = Expected::fresh(key.key_id(), LEN);
+    let mut server = Server::<EncryptedVector>::new(config(2, 2), expect, t0).unwrap();
+    let good = key.encrypt(&[1 << 40; LEN]).unwrap().to_bytes();
+
+    let wire = |r: Result<(), Refusal>| match r {
+        Err(Refusal::Payload {
+            source: PayloadError::Wire(e),
+            ..
+        }) => e,
+        other => panic!("expected a wire refusal, got {other:?}"),
+    };
+    let other_key = other.encrypt(&[1 << 40; LEN]).unwrap().to_bytes();
+    assert!(matches!(
+        wire(server.submit(PartyId(0), Round(0), &other_key, t0)),
+        WireError::KeyId { .. }
+    ));
+    let other_len = key.encrypt(&[1 << 40; LEN + 1]).unwrap().to_bytes();
+    assert!(matches!(
+        wire(server.submit(PartyId(0), Round(0), &other_len, t0)),
+        WireError::Length { .. }
+    ));
+    // The parameter-set name sits right after magic, version and its length prefix.
+    let mut other_params = good.clone();
+    other_params[18] ^= 1;
+    assert!(matches!(
+        wire(server.submit(PartyId(0), Round(0), &other_params, t0)),
+        WireError::ParameterSet { .. }
+    ));
+    // A sum posing as a fresh update is refused too.
+    let fresh = key.encrypt(&[1 << 40; LEN]).unwrap();
+    let two = EncryptedVector::sum([&fresh, &fresh]).unwrap().to_bytes();
+    assert!(matches!(
+        wire(server.submit(PartyId(0), Round(0), &two, t0)),
+        WireError::Summands { .. }
+    ));
+
+    server.submit(PartyId(0), Round(0), &good, t0).unwrap();
+    server.submit(PartyId(1), Round(0), &good, t0).unwrap();
+    let published = server.aggregate(Round(0)).unwrap().unwrap();
+    let sum = EncryptedVector::parse_aggregate(&published.bytes, &expect, 2).unwrap();
+    let words = key.decrypt(&sum).unwrap();
+    assert!(words.iter().all(|w| w.wrapping_add(1 << 39) >> 40 == 2));
+}
