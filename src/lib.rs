@@ -48,3 +48,4 @@ pub mod he;
 pub mod model;
 pub mod quant;
 pub mod report;
+pub mod transport;

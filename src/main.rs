@@ -1,14 +1,20 @@
 //! The `hefl` command line: parses arguments and wires the library together.
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use hefl::data::{Mnist, Partition};
-use hefl::fl::{EpochMetrics, Mode, Observer, Privacy, RunMetrics, Strategy, TrainConfig};
-use hefl::he::keys::{KeyFile, SecretKey};
+use hefl::fl::{
+    EpochMetrics, Mode, Observer, PlainSum, Plan, Privacy, RunMetrics, Server, ServerConfig,
+    Strategy, TrainConfig,
+};
+use hefl::he::keys::{KeyFile, KeyId, SecretKey};
+use hefl::he::{EncryptedVector, Expected};
 use hefl::model::OptimizerKind;
+use hefl::transport::http::{self, HttpUplink, Tokens};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Federated learning of an MNIST classifier in which clients' gradients are
 /// aggregated under homomorphic encryption.
@@ -49,6 +55,10 @@ enum Command {
         /// Also write the metrics (an object keyed by run name) to this file.
         #[arg(long, value_name = "FILE.json")]
         metrics_out: Option<PathBuf>,
+        /// Run federated-he as separate processes on loopback: one `hefl serve`
+        /// and one `hefl join` per party (their files go to OUT_DIR/network).
+        #[arg(long)]
+        network: bool,
     },
     /// Create the key that all clients of a federation share, for --privacy he.
     ///
@@ -65,6 +75,86 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Run a federation's server: it holds no key and no model, only sums what
+    /// the parties send. Prints `listening on http://ADDR`, then one line per
+    /// epoch and per round closed without every party; exits after the last round.
+    Serve {
+        /// Address to listen on (port 0 picks a free port).
+        #[arg(long, default_value = "127.0.0.1:7878", value_name = "ADDR")]
+        bind: String,
+        /// A round closes at its deadline if at least this many parties sent an
+        /// update (default: all parties).
+        #[arg(long, value_name = "N")]
+        min_parties: Option<u32>,
+        /// Time each round waits for updates, e.g. 30s, 500ms, 2m.
+        #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+        round_timeout: Duration,
+        /// With --privacy he: the public id of the shared key (printed by
+        /// `hefl keygen`). The server never needs the key itself.
+        #[arg(long, value_name = "HEX")]
+        key_id: Option<KeyId>,
+        /// Per-party tokens: read from this JSON file, or created there (mode
+        /// 0600) if missing. Give party i the i-th token.
+        #[arg(long, default_value = "keys/tokens.json", value_name = "FILE")]
+        tokens: PathBuf,
+        /// Training images the parties hold in total, to size an epoch.
+        #[arg(long, default_value_t = 60_000, value_name = "N")]
+        train_size: usize,
+        /// Rounds per epoch (default: one pass over the largest IID shard;
+        /// required with dirichlet partitions).
+        #[arg(long, value_name = "N")]
+        rounds_per_epoch: Option<usize>,
+        #[command(flatten)]
+        train: TrainArgs,
+    },
+    /// Join a federation as one party: fetch the server's plan, train on this
+    /// party's shard, send sealed updates, apply the published sums.
+    Join {
+        /// The server's URL, e.g. http://127.0.0.1:7878.
+        #[arg(long, value_name = "URL")]
+        server: String,
+        /// This party's id, 0 to parties - 1.
+        #[arg(long, value_name = "ID")]
+        party: u32,
+        /// This party's token (or set HEFL_TOKEN, or give --tokens).
+        #[arg(long, env = "HEFL_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+        token: Option<String>,
+        /// Read this party's token from the server's tokens file.
+        #[arg(long, value_name = "FILE", conflicts_with = "token")]
+        tokens: Option<PathBuf>,
+        /// The shared key file (needed when the server runs privacy he).
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+        /// Folder with the MNIST IDX files (default: $MNIST_DIR, else the user cache).
+        /// This party trains on its shard of the plan's partition.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// Write this party's configuration and per-epoch metrics to this JSON file.
+        #[arg(long, value_name = "FILE.json")]
+        metrics_out: Option<PathBuf>,
+    },
+}
+
+/// Parses `30s`, `500ms`, `2m` or a bare number of seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .map_or((text, "s"), |i| text.split_at(i));
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 30s, 500ms or 2m"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?}: use ms, s or m"
+            ));
+        }
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
 }
 
 /// How updates are combined in federated mode.
@@ -157,6 +247,40 @@ impl TrainArgs {
         }
     }
 
+    /// The flags that define a run's plan, to start `hefl serve` with the same settings.
+    fn plan_args(&self) -> Vec<String> {
+        let hidden: Vec<String> = self.hidden.iter().map(usize::to_string).collect();
+        let mut out: Vec<String> = [
+            ("--parties", self.parties.to_string()),
+            ("--partition", self.partition.to_string()),
+            ("--local-steps", self.local_steps.to_string()),
+            ("--epochs", self.epochs.to_string()),
+            ("--lr", self.lr.to_string()),
+            ("--batch-size", self.batch_size.to_string()),
+            ("--optimizer", self.optimizer.to_string()),
+            ("--seed", self.seed.to_string()),
+            ("--hidden", hidden.join(",")),
+        ]
+        .into_iter()
+        .flat_map(|(flag, value)| [flag.to_owned(), value])
+        .collect();
+        out.push("--strategy".into());
+        out.push(match self.strategy {
+            StrategyArg::Fedsgd => "fedsgd".into(),
+            StrategyArg::Fedavg => "fedavg".into(),
+        });
+        for (flag, value) in [
+            ("--train-subset", self.train_subset),
+            ("--test-subset", self.test_subset),
+        ] {
+            if let Some(n) = value {
+                out.push(flag.into());
+                out.push(n.to_string());
+            }
+        }
+        out
+    }
+
     /// The shared key: from --key, else a fresh in-memory key for this run.
     fn key(&self) -> Result<Arc<SecretKey>> {
         let file = match &self.key {
@@ -177,12 +301,23 @@ impl TrainArgs {
 /// Shows a progress bar over rounds and prints one line per epoch.
 struct Progress {
     bar: ProgressBar,
+    /// Names the run in lines and on the bar (default: the run's label).
+    prefix: String,
 }
 
 impl Progress {
     fn new() -> Self {
         Self {
             bar: ProgressBar::hidden(),
+            prefix: String::new(),
+        }
+    }
+
+    fn name(&self, config: &TrainConfig) -> String {
+        if self.prefix.is_empty() {
+            config.label()
+        } else {
+            self.prefix.clone()
         }
     }
 }
@@ -197,17 +332,22 @@ impl Observer for Progress {
             .expect("static template")
             .progress_chars("=> "),
         );
-        self.bar.set_prefix(config.label());
+        self.bar.set_prefix(self.name(config));
     }
 
     fn round(&mut self, _round: usize) {
         self.bar.inc(1);
     }
 
+    fn note(&mut self, message: &str) {
+        let line = format!("{:>15} {message}", self.prefix);
+        self.bar.suspend(|| eprintln!("{line}"));
+    }
+
     fn epoch(&mut self, config: &TrainConfig, m: &EpochMetrics) {
         let line = format!(
             "{:>15} epoch {:>3}/{}: test accuracy {:6.2}%  test loss {:.4}  train loss {:.4}  {:.1} s",
-            config.label(),
+            self.name(config),
             m.epoch,
             config.epochs,
             100.0 * m.test_accuracy,
@@ -251,7 +391,7 @@ fn train(mode: Mode, args: &TrainArgs, metrics_out: Option<&Path>) -> Result<()>
     Ok(())
 }
 
-fn demo(args: &TrainArgs, out_dir: &Path, metrics_out: Option<&Path>) -> Result<()> {
+fn demo(args: &TrainArgs, out_dir: &Path, metrics_out: Option<&Path>, network: bool) -> Result<()> {
     let data = args.load()?;
     let key = args.key()?;
     let mut runs: Vec<(String, RunMetrics)> = Vec::new();
@@ -266,8 +406,12 @@ fn demo(args: &TrainArgs, out_dir: &Path, metrics_out: Option<&Path>) -> Result<
             privacy,
             ..args.config(mode)
         };
-        let run_key = (privacy == Privacy::He).then(|| Arc::clone(&key));
-        let metrics = hefl::fl::run(&config, &data, run_key, &mut Progress::new())?;
+        let metrics = if network && privacy == Privacy::He {
+            network_run(args, &out_dir.join("network"))?
+        } else {
+            let run_key = (privacy == Privacy::He).then(|| Arc::clone(&key));
+            hefl::fl::run(&config, &data, run_key, &mut Progress::new())?
+        };
         runs.push((config.label(), metrics));
     }
     let named: Vec<(&str, &RunMetrics)> = runs.iter().map(|(n, m)| (n.as_str(), m)).collect();
@@ -330,9 +474,224 @@ fn main() -> Result<()> {
             train: args,
             out_dir,
             metrics_out,
-        } => demo(&args, &out_dir, metrics_out.as_deref()),
+            network,
+        } => demo(&args, &out_dir, metrics_out.as_deref(), network),
         Command::Keygen { out, force } => keygen(&out, force),
+        Command::Serve {
+            bind,
+            min_parties,
+            round_timeout,
+            key_id,
+            tokens,
+            train_size,
+            rounds_per_epoch,
+            train,
+        } => {
+            let plan = hefl::fl::plan_for(
+                &train.config(Mode::Federated),
+                train_size,
+                rounds_per_epoch,
+                key_id.map(|k| k.to_string()),
+                round_timeout.as_millis() as u64,
+            )?;
+            if train.key.is_some() {
+                bail!("the server never holds the key: give --key-id (printed by `hefl keygen`)");
+            }
+            serve(&bind, plan, min_parties, &tokens)
+        }
+        Command::Join {
+            server,
+            party,
+            token,
+            tokens,
+            key,
+            data_dir,
+            metrics_out,
+        } => {
+            let token = match (token, tokens) {
+                (Some(t), _) => t,
+                (None, Some(path)) => Tokens::read_party(&path, party)?,
+                (None, None) => {
+                    bail!("give this party's token: --token, HEFL_TOKEN or --tokens FILE")
+                }
+            };
+            join(
+                &server,
+                party,
+                &token,
+                key.as_deref(),
+                data_dir.as_deref(),
+                metrics_out.as_deref(),
+            )
+        }
     }
+}
+
+/// The federated-he run as processes on loopback: one server, one client per party.
+/// Returns party 0's metrics.
+fn network_run(args: &TrainArgs, dir: &Path) -> Result<RunMetrics> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let key_path = match &args.key {
+        Some(path) => path.clone(),
+        None => {
+            let path = dir.join("hefl.key");
+            KeyFile::generate()?.write_new(&path, true)?;
+            path
+        }
+    };
+    let key_id = KeyFile::load(&key_path)?.key_id().to_string();
+    let tokens = dir.join("tokens.json");
+    // Fresh tokens for this run.
+    if tokens.exists() {
+        std::fs::remove_file(&tokens).with_context(|| format!("removing {}", tokens.display()))?;
+    }
+    let exe = std::env::current_exe().context("locating the hefl binary")?;
+    let mut server = std::process::Command::new(&exe)
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--key-id",
+            &key_id,
+            "--privacy",
+            "he",
+        ])
+        .arg("--tokens")
+        .arg(&tokens)
+        .args(args.plan_args())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("starting hefl serve")?;
+    let mut line = String::new();
+    if let Some(out) = server.stdout.as_mut() {
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line)?;
+    }
+    let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) else {
+        let _ = server.kill();
+        bail!("hefl serve did not start: {line:?}");
+    };
+    eprintln!(
+        "network: server at {url}, {} client processes",
+        args.parties
+    );
+    let mut parties = Vec::new();
+    for party in 0..args.parties {
+        let mut join = std::process::Command::new(&exe);
+        join.args(["join", "--server", url, "--party", &party.to_string()])
+            .arg("--tokens")
+            .arg(&tokens)
+            .arg("--key")
+            .arg(&key_path)
+            .arg("--metrics-out")
+            .arg(dir.join(format!("party-{party}.json")));
+        if let Some(data_dir) = &args.data_dir {
+            join.arg("--data-dir").arg(data_dir);
+        }
+        if party > 0 {
+            // Party 0 speaks for all: every party prints the same epoch lines.
+            join.stdout(std::process::Stdio::null());
+        }
+        parties.push(join.spawn().context("starting hefl join")?);
+    }
+    let mut failed = Vec::new();
+    for (party, mut child) in parties.into_iter().enumerate() {
+        if !child.wait()?.success() {
+            failed.push(party);
+        }
+    }
+    let status = server.wait()?;
+    if !failed.is_empty() || !status.success() {
+        bail!("network run failed: parties {failed:?} exited with errors, server {status}");
+    }
+    let path = dir.join("party-0.json");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+fn serve(bind: &str, plan: Plan, min_parties: Option<u32>, tokens: &Path) -> Result<()> {
+    let parties = u32::try_from(plan.config.parties).context("too many parties")?;
+    let config = ServerConfig {
+        min_parties: min_parties.unwrap_or(parties),
+        round_timeout: Duration::from_millis(plan.round_timeout_ms),
+        ..ServerConfig::new(parties)
+    };
+    let issued = Tokens::load_or_create(tokens, plan.config.parties)?;
+    let listener = std::net::TcpListener::bind(bind).with_context(|| format!("binding {bind}"))?;
+    let addr = listener.local_addr()?;
+    let slots = hefl::model::param_count(&plan.config.layers) + 1;
+    let now = Instant::now();
+    let log = |line: &str| eprintln!("serve: {line}");
+    let started = Instant::now();
+    let announce = |privacy: Privacy| {
+        println!(
+            "listening on http://{addr} ({} parties, privacy {privacy}, {} rounds; tokens in {})",
+            plan.config.parties,
+            plan.total_rounds(),
+            tokens.display()
+        );
+        // The demo and scripts read this line: make sure it is out.
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+    };
+    let report = match (plan.config.privacy, &plan.key_id) {
+        (Privacy::Plain, _) => {
+            announce(Privacy::Plain);
+            let server = Server::<PlainSum>::new(config, slots, now)?;
+            http::serve(listener, server, plan, Tokens::from_issued(&issued), log)?
+        }
+        (Privacy::He, Some(key_id)) => {
+            let key_id: KeyId = key_id.parse()?;
+            announce(Privacy::He);
+            let server =
+                Server::<EncryptedVector>::new(config, Expected::fresh(key_id, slots), now)?;
+            http::serve(listener, server, plan, Tokens::from_issued(&issued), log)?
+        }
+        (Privacy::He, None) => bail!("--privacy he needs --key-id (printed by `hefl keygen`)"),
+    };
+    println!(
+        "done: {} rounds in {:.1} s, {} without every party",
+        report.rounds,
+        started.elapsed().as_secs_f64(),
+        report.short_rounds
+    );
+    Ok(())
+}
+
+fn join(
+    server: &str,
+    party: u32,
+    token: &str,
+    key: Option<&Path>,
+    data_dir: Option<&Path>,
+    metrics_out: Option<&Path>,
+) -> Result<()> {
+    let mut uplink = HttpUplink::new(server, party, token);
+    let plan = uplink.plan()?;
+    let key = match (plan.config.privacy, key) {
+        (Privacy::He, Some(path)) => Some(Arc::new(KeyFile::load(path)?.secret_key()?)),
+        (Privacy::He, None) => bail!("the server runs privacy he: pass the shared key with --key"),
+        (Privacy::Plain, _) => None,
+    };
+    let data = hefl::data::load_or_download(data_dir).context("loading MNIST")?;
+    let mut progress = Progress::new();
+    progress.prefix = format!("party {party}");
+    let metrics = hefl::fl::run_party(
+        &plan,
+        party as usize,
+        &data,
+        key,
+        &mut uplink,
+        &mut progress,
+    )?;
+    if let Some(path) = metrics_out {
+        write_json(path, &metrics)?;
+    }
+    println!(
+        "party {party}: final test accuracy {:.2}% after {} rounds",
+        100.0 * metrics.final_accuracy().unwrap_or(0.0),
+        plan.total_rounds()
+    );
+    Ok(())
 }
 
 fn keygen(out: &Path, force: bool) -> Result<()> {

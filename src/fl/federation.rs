@@ -83,6 +83,19 @@ pub enum RoundError {
     NotClosed(Round),
 }
 
+/// The generator of a party's stochastic rounding: seeded by the run's seed and the party,
+/// so that the same run quantizes the same way in every privacy mode and every transport.
+pub(crate) fn rounding_rng(seed: u64, party: usize) -> ChaCha20Rng {
+    ChaCha20Rng::seed_from_u64(seed ^ 0x0F1D_ED00 ^ ((party as u64) << 32))
+}
+
+/// The fixed-point encoding of a federation of `parties`.
+pub(crate) fn fixed_point(parties: usize) -> Result<FixedPoint, TrainError> {
+    let parties = u32::try_from(parties)
+        .map_err(|_| TrainError::Config(format!("{parties} parties is too many")))?;
+    FixedPoint::for_parties(parties).map_err(|e| TrainError::Config(e.to_string()))
+}
+
 /// P clients and a server in one process.
 pub(crate) struct Federation {
     envelope: Envelope,
@@ -101,11 +114,8 @@ impl Federation {
         num_params: usize,
         key: Option<Arc<SecretKey>>,
     ) -> Result<Self, TrainError> {
-        let parties_u32 = u32::try_from(parties)
-            .map_err(|_| TrainError::Config(format!("{parties} parties is too many")))?;
-        let fp =
-            FixedPoint::for_parties(parties_u32).map_err(|e| TrainError::Config(e.to_string()))?;
-        let server_config = ServerConfig::new(parties_u32);
+        let fp = fixed_point(parties)?;
+        let server_config = ServerConfig::new(fp.params().max_parties);
         let now = Instant::now();
         let bad_server = |e: super::server::ServerConfigError| TrainError::Config(e.to_string());
         let (envelope, server) = match config.privacy {
@@ -126,9 +136,7 @@ impl Federation {
                 (envelope, AnyServer::He(server))
             }
         };
-        let rounding = (0..parties)
-            .map(|p| ChaCha20Rng::seed_from_u64(config.seed ^ 0x0F1D_ED00 ^ ((p as u64) << 32)))
-            .collect();
+        let rounding = (0..parties).map(|p| rounding_rng(config.seed, p)).collect();
         Ok(Self {
             envelope,
             server,

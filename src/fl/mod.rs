@@ -24,6 +24,7 @@
 
 mod client;
 mod federation;
+mod party;
 pub mod payload;
 mod privacy;
 mod server;
@@ -31,9 +32,11 @@ mod train;
 
 pub use client::{Client, Update};
 pub use federation::{Overhead, RoundError};
+pub use party::{PartyError, Plan, Submitted, Uplink, UplinkError, plan_for, run_party};
 pub use payload::{DecodeError, PayloadError, PlainSum, Summable, weighted, weighted_mean};
 pub use privacy::{Envelope, EnvelopeCost, EnvelopeError, Privacy};
 pub use server::{PartyId, Published, Refusal, Round, Server, ServerConfig, ServerConfigError};
+pub(crate) use train::clients_and_test_set;
 pub use train::{
     EpochMetrics, Mode, Observer, RunMetrics, Strategy, TrainConfig, TrainError, aggregate_plain,
     run,

@@ -38,6 +38,10 @@ pub trait Summable: Sized + Send + 'static {
 
     /// The wire bytes.
     fn to_bytes(&self) -> Vec<u8>;
+
+    /// An upper bound on the size of any valid message for `expect` (the transport's body
+    /// limit).
+    fn max_wire_len(expect: &Self::Expect) -> usize;
 }
 
 /// Why a payload was refused.
@@ -174,6 +178,10 @@ impl Summable for PlainSum {
         }
         out
     }
+
+    fn max_wire_len(len: &usize) -> usize {
+        PLAIN_HEADER + len.saturating_mul(8)
+    }
 }
 
 impl Summable for EncryptedVector {
@@ -207,6 +215,16 @@ impl Summable for EncryptedVector {
 
     fn to_bytes(&self) -> Vec<u8> {
         EncryptedVector::to_bytes(self)
+    }
+
+    fn max_wire_len(expect: &Expected) -> usize {
+        let params = crate::he::params::PARAMS;
+        crate::he::MAGIC.len()
+            + size_of::<u16>()
+            + crate::he::HEADER_LIMIT as usize
+            + params
+                .ciphertexts_for(expect.plaintext_len)
+                .saturating_mul(params.ciphertext_bytes())
     }
 }
 

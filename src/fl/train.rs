@@ -122,6 +122,24 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
+    /// Rounds in one epoch (one pass over the largest shard): `ceil(shard / batch)` with
+    /// FedSGD, `k` times fewer with FedAvg, at least 1.
+    ///
+    /// ```
+    /// use hefl::fl::{Strategy, TrainConfig};
+    ///
+    /// let config = TrainConfig::default(); // batch 64, FedSGD
+    /// assert_eq!(config.rounds_per_epoch(20_000), 313);
+    /// let fedavg = TrainConfig { strategy: Strategy::FedAvg { local_steps: 5 }, ..config };
+    /// assert_eq!(fedavg.rounds_per_epoch(20_000), 63);
+    /// ```
+    pub fn rounds_per_epoch(&self, largest_shard: usize) -> usize {
+        largest_shard
+            .div_ceil(self.batch_size.max(1))
+            .div_ceil(self.strategy.steps_per_round())
+            .max(1)
+    }
+
     /// The run's name in reports: the mode, with the privacy mode for federated runs
     /// (`local`, `centralized`, `federated-plain`, `federated-he`).
     ///
@@ -240,6 +258,8 @@ pub trait Observer {
     fn round(&mut self, _round: usize) {}
     /// Called after every epoch's evaluation.
     fn epoch(&mut self, _config: &TrainConfig, _metrics: &EpochMetrics) {}
+    /// Something the user should know (a party left out of a round, ...).
+    fn note(&mut self, _message: &str) {}
 }
 
 /// An observer that ignores everything.
@@ -319,21 +339,13 @@ fn shards(config: &TrainConfig, train: &Dataset) -> Result<Vec<Dataset>, TrainEr
     })
 }
 
-/// Trains as `config` says on `data`, evaluating on the test set after every
-/// epoch, and reports progress to `observer`.
-///
-/// One epoch is one pass over the largest party's shard: with FedSGD that is
-/// `ceil(shard / batch)` rounds, with FedAvg `k` times fewer. Federated runs go
-/// through a [`Server`](super::Server) in this process with the configured
-/// privacy mode; `key` is the shared key for `he` (refused if missing).
-pub fn run(
+/// One client per party of `config` (all starting from the seeded initial model) and the
+/// test set, after validating the configuration.
+pub(crate) fn clients_and_test_set(
     config: &TrainConfig,
     data: &Mnist,
-    key: Option<Arc<SecretKey>>,
-    observer: &mut dyn Observer,
-) -> Result<RunMetrics, TrainError> {
+) -> Result<(Vec<Client>, Dataset), TrainError> {
     validate(config)?;
-    let started = Instant::now();
     let train = match config.train_subset {
         Some(n) => data.train.take(n),
         None => data.train.clone(),
@@ -343,7 +355,7 @@ pub fn run(
         None => data.test.clone(),
     };
     let initial = Mlp::new(&config.layers, config.seed)?;
-    let mut clients: Vec<Client> = shards(config, &train)?
+    let clients: Vec<Client> = shards(config, &train)?
         .into_iter()
         .enumerate()
         .map(|(id, shard)| {
@@ -363,18 +375,29 @@ pub fn run(
             empty.id()
         )));
     }
+    Ok((clients, test))
+}
+
+/// Trains as `config` says on `data`, evaluating on the test set after every
+/// epoch, and reports progress to `observer`.
+///
+/// One epoch is one pass over the largest party's shard: with FedSGD that is
+/// `ceil(shard / batch)` rounds, with FedAvg `k` times fewer. Federated runs go
+/// through a [`Server`](super::Server) in this process with the configured
+/// privacy mode; `key` is the shared key for `he` (refused if missing).
+pub fn run(
+    config: &TrainConfig,
+    data: &Mnist,
+    key: Option<Arc<SecretKey>>,
+    observer: &mut dyn Observer,
+) -> Result<RunMetrics, TrainError> {
+    let started = Instant::now();
+    let (mut clients, test) = clients_and_test_set(config, data)?;
     let largest = clients.iter().map(Client::num_samples).max().unwrap_or(0);
-    let steps_per_epoch = largest.div_ceil(config.batch_size);
-    let rounds_per_epoch = steps_per_epoch
-        .div_ceil(config.strategy.steps_per_round())
-        .max(1);
+    let rounds_per_epoch = config.rounds_per_epoch(largest);
+    let num_params = clients[0].model().num_params();
     let mut federation = match config.mode {
-        Mode::Federated => Some(Federation::new(
-            config,
-            clients.len(),
-            initial.num_params(),
-            key,
-        )?),
+        Mode::Federated => Some(Federation::new(config, clients.len(), num_params, key)?),
         Mode::Local | Mode::Centralized => None,
     };
     observer.start(config, rounds_per_epoch * config.epochs);

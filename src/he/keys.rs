@@ -548,8 +548,9 @@ fn temp_sibling(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// Creates a new file (never replacing one) readable and writable by its owner only.
 #[cfg(unix)]
-fn create_private(path: &Path) -> std::io::Result<fs::File> {
+pub(crate) fn create_private(path: &Path) -> std::io::Result<fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     fs::OpenOptions::new()
         .write(true)
@@ -558,16 +559,18 @@ fn create_private(path: &Path) -> std::io::Result<fs::File> {
         .open(path)
 }
 
+/// Creates a new file (never replacing one); without POSIX modes, ACLs are the user's concern.
 #[cfg(not(unix))]
-fn create_private(path: &Path) -> std::io::Result<fs::File> {
+pub(crate) fn create_private(path: &Path) -> std::io::Result<fs::File> {
     fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(path)
 }
 
+/// Refuses a file that group or others can access.
 #[cfg(unix)]
-fn check_private(path: &Path, metadata: &fs::Metadata) -> Result<(), KeyError> {
+pub(crate) fn check_private(path: &Path, metadata: &fs::Metadata) -> Result<(), KeyError> {
     use std::os::unix::fs::PermissionsExt;
     let mode = metadata.permissions().mode() & 0o7777;
     if mode & 0o077 != 0 {
@@ -579,8 +582,9 @@ fn check_private(path: &Path, metadata: &fs::Metadata) -> Result<(), KeyError> {
     Ok(())
 }
 
+/// Without POSIX modes there is nothing to check.
 #[cfg(not(unix))]
-fn check_private(_path: &Path, _metadata: &fs::Metadata) -> Result<(), KeyError> {
+pub(crate) fn check_private(_path: &Path, _metadata: &fs::Metadata) -> Result<(), KeyError> {
     // No POSIX permission bits: the file's ACL is the user's responsibility.
     Ok(())
 }
