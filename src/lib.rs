@@ -39,8 +39,9 @@
 //! ## Layers
 //!
 //! Dependencies point one way: [`data`], [`model`], [`quant`] and [`he`] know
-//! nothing of each other's concerns or of networks; [`fl`] composes them;
-//! [`report`] and the CLI only present results.
+//! nothing of each other's concerns or of networks; [`fl`] composes them into
+//! clients, the server and the training loop; [`transport`] only moves bytes
+//! between parties and the server; [`report`] and the CLI only present results.
 
 pub mod data;
 pub mod fl;

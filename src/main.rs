@@ -104,6 +104,12 @@ enum Command {
         /// required with dirichlet partitions).
         #[arg(long, value_name = "N")]
         rounds_per_epoch: Option<usize>,
+        /// Serve over TLS with this PEM certificate chain (with --tls-key).
+        #[arg(long, value_name = "FILE", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The PEM private key of --tls-cert.
+        #[arg(long, value_name = "FILE", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
         #[command(flatten)]
         train: TrainArgs,
     },
@@ -132,6 +138,10 @@ enum Command {
         /// Write this party's configuration and per-epoch metrics to this JSON file.
         #[arg(long, value_name = "FILE.json")]
         metrics_out: Option<PathBuf>,
+        /// For an https:// server: trust only this PEM CA certificate (e.g. the
+        /// server's self-signed certificate) instead of the usual web roots.
+        #[arg(long, value_name = "FILE")]
+        ca_cert: Option<PathBuf>,
     },
 }
 
@@ -485,6 +495,8 @@ fn main() -> Result<()> {
             tokens,
             train_size,
             rounds_per_epoch,
+            tls_cert,
+            tls_key,
             train,
         } => {
             let plan = hefl::fl::plan_for(
@@ -497,7 +509,10 @@ fn main() -> Result<()> {
             if train.key.is_some() {
                 bail!("the server never holds the key: give --key-id (printed by `hefl keygen`)");
             }
-            serve(&bind, plan, min_parties, &tokens)
+            let tls = tls_cert
+                .zip(tls_key)
+                .map(|(cert, key)| http::TlsFiles { cert, key });
+            serve(&bind, plan, min_parties, &tokens, tls)
         }
         Command::Join {
             server,
@@ -507,6 +522,7 @@ fn main() -> Result<()> {
             key,
             data_dir,
             metrics_out,
+            ca_cert,
         } => {
             let token = match (token, tokens) {
                 (Some(t), _) => t,
@@ -515,10 +531,17 @@ fn main() -> Result<()> {
                     bail!("give this party's token: --token, HEFL_TOKEN or --tokens FILE")
                 }
             };
+            let mut uplink = match ca_cert {
+                None => HttpUplink::new(&server, party, &token),
+                Some(path) => {
+                    let pem = std::fs::read(&path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    HttpUplink::with_ca(&server, party, &token, &pem)?
+                }
+            };
             join(
-                &server,
+                &mut uplink,
                 party,
-                &token,
                 key.as_deref(),
                 data_dir.as_deref(),
                 metrics_out.as_deref(),
@@ -609,7 +632,14 @@ fn network_run(args: &TrainArgs, dir: &Path) -> Result<RunMetrics> {
     Ok(serde_json::from_str(&text)?)
 }
 
-fn serve(bind: &str, plan: Plan, min_parties: Option<u32>, tokens: &Path) -> Result<()> {
+fn serve(
+    bind: &str,
+    plan: Plan,
+    min_parties: Option<u32>,
+    tokens: &Path,
+    tls: Option<http::TlsFiles>,
+) -> Result<()> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let parties = u32::try_from(plan.config.parties).context("too many parties")?;
     let config = ServerConfig {
         min_parties: min_parties.unwrap_or(parties),
@@ -625,7 +655,7 @@ fn serve(bind: &str, plan: Plan, min_parties: Option<u32>, tokens: &Path) -> Res
     let started = Instant::now();
     let announce = |privacy: Privacy| {
         println!(
-            "listening on http://{addr} ({} parties, privacy {privacy}, {} rounds; tokens in {})",
+            "listening on {scheme}://{addr} ({} parties, privacy {privacy}, {} rounds; tokens in {})",
             plan.config.parties,
             plan.total_rounds(),
             tokens.display()
@@ -637,14 +667,28 @@ fn serve(bind: &str, plan: Plan, min_parties: Option<u32>, tokens: &Path) -> Res
         (Privacy::Plain, _) => {
             announce(Privacy::Plain);
             let server = Server::<PlainSum>::new(config, slots, now)?;
-            http::serve(listener, server, plan, Tokens::from_issued(&issued), log)?
+            http::serve(
+                listener,
+                server,
+                plan,
+                Tokens::from_issued(&issued),
+                tls.clone(),
+                log,
+            )?
         }
         (Privacy::He, Some(key_id)) => {
             let key_id: KeyId = key_id.parse()?;
             announce(Privacy::He);
             let server =
                 Server::<EncryptedVector>::new(config, Expected::fresh(key_id, slots), now)?;
-            http::serve(listener, server, plan, Tokens::from_issued(&issued), log)?
+            http::serve(
+                listener,
+                server,
+                plan,
+                Tokens::from_issued(&issued),
+                tls.clone(),
+                log,
+            )?
         }
         (Privacy::He, None) => bail!("--privacy he needs --key-id (printed by `hefl keygen`)"),
     };
@@ -658,14 +702,12 @@ fn serve(bind: &str, plan: Plan, min_parties: Option<u32>, tokens: &Path) -> Res
 }
 
 fn join(
-    server: &str,
+    uplink: &mut HttpUplink,
     party: u32,
-    token: &str,
     key: Option<&Path>,
     data_dir: Option<&Path>,
     metrics_out: Option<&Path>,
 ) -> Result<()> {
-    let mut uplink = HttpUplink::new(server, party, token);
     let plan = uplink.plan()?;
     let key = match (plan.config.privacy, key) {
         (Privacy::He, Some(path)) => Some(Arc::new(KeyFile::load(path)?.secret_key()?)),
@@ -675,14 +717,7 @@ fn join(
     let data = hefl::data::load_or_download(data_dir).context("loading MNIST")?;
     let mut progress = Progress::new();
     progress.prefix = format!("party {party}");
-    let metrics = hefl::fl::run_party(
-        &plan,
-        party as usize,
-        &data,
-        key,
-        &mut uplink,
-        &mut progress,
-    )?;
+    let metrics = hefl::fl::run_party(&plan, party as usize, &data, key, uplink, &mut progress)?;
     if let Some(path) = metrics_out {
         write_json(path, &metrics)?;
     }

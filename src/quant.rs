@@ -4,7 +4,7 @@
 //! # Encoding
 //!
 //! A value x is clipped to [-c, c], scaled by 2^f and rounded **stochastically** to an integer
-//! z (up with probability equal to the fractional part, so E[z] = x·2^f exactly: the rounding
+//! z (up with probability equal to the fractional part, so E\[z\] = x·2^f exactly: the rounding
 //! adds variance, never bias). z is stored in two's complement modulo 2^t in the top t bits
 //! of a u64: the plaintext is z·Δ with Δ = 2^(64−t). Summing P encrypted vectors adds the z's
 //! modulo 2^t; decoding rounds a decrypted word to the nearest multiple of Δ (removing the
@@ -13,7 +13,7 @@
 //! # Headroom, checked by [`FixedPoint::new`]
 //!
 //! With M = ceil(c·2^f) the largest |z| one party can produce, P = `max_parties` and
-//! b = 17 the TUniform noise bound of [`PARAMS`](crate::he::params::PARAMS):
+//! b = 17 the TUniform noise bound of [`PARAMS`]:
 //!
 //! - **no wrap-around**: P·M < 2^(t−1), so every sum of P values fits a signed t-bit integer;
 //! - **noise**: P·2^b < Δ/2 = 2^(63−t), so the summed noise never moves a word past the
@@ -391,7 +391,7 @@ impl FixedPoint {
     }
 
     /// Clips, scales by 2^f and rounds stochastically: z = floor(x·2^f) + 1 with probability
-    /// frac(x·2^f), so E[z] = clip(x)·2^f.
+    /// frac(x·2^f), so E\[z\] = clip(x)·2^f.
     ///
     /// The rounding randomness comes from `rng`. It protects no secret (the values are
     /// encrypted afterwards), so any decent generator will do; pass a seeded one for

@@ -334,7 +334,8 @@ fn the_server_refuses_bad_requests_and_keeps_the_round() {
     let (tokens, issued) = Tokens::generate(3).expect("tokens");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let serving = std::thread::spawn(move || http::serve(listener, server, plan, tokens, |_| {}));
+    let serving =
+        std::thread::spawn(move || http::serve(listener, server, plan, tokens, None, |_| {}));
 
     let fp = FixedPoint::for_parties(3).expect("fp");
     let words: Vec<u64> = (0..slots as i64)
@@ -495,4 +496,50 @@ fn tokens_files_are_private_and_match_the_party_count() {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     let err = Tokens::read_party(&path, 0).expect_err("world-readable tokens");
     assert!(err.to_string().contains("chmod 600"), "{err}");
+}
+
+#[test]
+fn tls_serves_parties_that_trust_the_certificate() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+    let config = TrainConfig {
+        parties: 1,
+        epochs: 1,
+        layers: vec![IMAGE_PIXELS, 4, 10],
+        ..TrainConfig::default()
+    };
+    let plan = plan_for(&config, 600, Some(1), None, 20_000).expect("plan");
+    let slots = hefl::model::param_count(&config.layers) + 1;
+    let server = Server::<hefl::fl::PlainSum>::new(ServerConfig::new(1), slots, Instant::now())
+        .expect("server");
+    let (tokens, issued) = Tokens::generate(1).expect("tokens");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let tls = http::TlsFiles {
+        cert: fixtures.join("cert.pem"),
+        key: fixtures.join("key.pem"),
+    };
+    let serving =
+        std::thread::spawn(move || http::serve(listener, server, plan, tokens, Some(tls), |_| {}));
+
+    let url = format!("https://127.0.0.1:{port}");
+    // Not trusted by the web roots, and not spoken to in clear text.
+    let untrusted = HttpUplink::new(&url, 0, &issued[0]).plan();
+    assert!(untrusted.is_err());
+    let clear = HttpUplink::new(&format!("http://127.0.0.1:{port}"), 0, &issued[0]).plan();
+    assert!(clear.is_err());
+
+    let pem = std::fs::read(fixtures.join("cert.pem")).expect("cert");
+    let mut uplink = HttpUplink::with_ca(&url, 0, &issued[0], &pem).expect("uplink");
+    assert_eq!(uplink.plan().expect("plan over TLS").rounds_per_epoch, 1);
+    let update = hefl::fl::PlainSum::fresh(vec![5; slots]);
+    use hefl::fl::Summable;
+    assert_eq!(
+        uplink.submit(Round(0), update.to_bytes()).expect("submit"),
+        Submitted::Accepted
+    );
+    let (parties, bytes) = uplink.fetch(Round(0)).expect("fetch");
+    assert_eq!(parties, [PartyId(0)]);
+    assert_eq!(bytes, update.to_bytes());
+    let report = serving.join().expect("thread").expect("serve");
+    assert_eq!(report.rounds, 1);
 }

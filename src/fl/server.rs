@@ -139,7 +139,14 @@ impl Refusal {
 #[error("invalid server configuration: {0}")]
 pub struct ServerConfigError(String);
 
-/// Runs rounds over payloads of type `S` (see the [module docs](self)).
+/// Runs rounds over payloads of type `S`: collects one update per party, folds them,
+/// publishes the sum.
+///
+/// A state machine with no clock of its own and no I/O: transports call
+/// [`Server::submit`] with the bytes a party sent, [`Server::tick`] with the time, and
+/// [`Server::aggregate`] when a party asks for a round's sum. It holds no key and no model,
+/// and as a `Server<EncryptedVector>` (the `he` mode) nothing it holds can be anything but
+/// ciphertext: no field, argument or method lets a plaintext vector or a key reach it.
 ///
 /// ```
 /// use hefl::fl::{PartyId, PlainSum, Round, Server, ServerConfig, Summable};

@@ -14,6 +14,9 @@
 //! kept, `413` a body above the limit (the largest valid message), `422` a malformed update
 //! or one of another key id, parameter set or length.
 //!
+//! With [`TlsFiles`] the server speaks HTTPS (rustls, ring provider); clients verify it
+//! against the web roots ([`HttpUplink::new`]) or a given CA ([`HttpUplink::with_ca`]).
+//!
 //! This module only moves bytes: validation and sums are [`Server`]'s, the party's work is
 //! [`run_party`](crate::fl::run_party)'s.
 
@@ -362,7 +365,16 @@ async fn aggregate_handler<S: Summable>(
     }
 }
 
-/// Serves `server`'s rounds on `listener` until the plan's last round is published and
+/// A server certificate chain and its private key, PEM files, for serving over TLS.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    /// The certificate chain.
+    pub cert: std::path::PathBuf,
+    /// The private key.
+    pub key: std::path::PathBuf,
+}
+
+/// Serves `server`'s rounds on `listener` (over TLS with `tls`) until the plan's last round is published and
 /// fetched by every party in it (or one round deadline after it is published), then
 /// returns. `log` receives one line per epoch and per round closed without every party.
 pub fn serve<S: Summable>(
@@ -370,6 +382,7 @@ pub fn serve<S: Summable>(
     server: Server<S>,
     plan: Plan,
     tokens: Tokens,
+    tls: Option<TlsFiles>,
     log: impl Fn(&str) + Send + Sync + 'static,
 ) -> Result<ServeReport, TransportError> {
     let body_limit = S::max_wire_len(server.expect());
@@ -395,7 +408,6 @@ pub fn serve<S: Summable>(
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let listener = tokio::net::TcpListener::from_std(listener)?;
         let ticker = {
             let st = Arc::clone(&shared);
             async move {
@@ -418,10 +430,45 @@ pub fn serve<S: Summable>(
             }
         };
         let ticker = tokio::spawn(ticker);
-        let st = Arc::clone(&shared);
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { st.finished.notified().await })
-            .await?;
+        let handle = axum_server::Handle::new();
+        let stopper = {
+            let (st, handle) = (Arc::clone(&shared), handle.clone());
+            tokio::spawn(async move {
+                st.finished.notified().await;
+                handle.graceful_shutdown(Some(Duration::from_secs(5)));
+            })
+        };
+        let service = app.into_make_service();
+        match tls {
+            None => {
+                axum_server::from_tcp(listener)?
+                    .handle(handle)
+                    .serve(service)
+                    .await?
+            }
+            Some(files) => {
+                // ring, the provider ureq's rustls already uses; a no-op if one is installed.
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                let config =
+                    axum_server::tls_rustls::RustlsConfig::from_pem_file(&files.cert, &files.key)
+                        .await
+                        .map_err(|e| {
+                            std::io::Error::new(
+                                e.kind(),
+                                format!(
+                                    "TLS certificate {} or key {}: {e}",
+                                    files.cert.display(),
+                                    files.key.display()
+                                ),
+                            )
+                        })?;
+                axum_server::tls_rustls::from_tcp_rustls(listener, config)?
+                    .handle(handle)
+                    .serve(service)
+                    .await?
+            }
+        }
+        stopper.abort();
         ticker.abort();
         Ok::<(), std::io::Error>(())
     })?;
@@ -446,12 +493,44 @@ pub struct HttpUplink {
 
 impl HttpUplink {
     /// A connection to the server at `base` (e.g. `http://127.0.0.1:7878`) as `party`.
+    /// An `https://` server is verified against the usual web roots.
     pub fn new(base: &str, party: u32, token: &str) -> Self {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
+        Self::with_agent(base, party, token, Self::config_builder().build().into())
+    }
+
+    /// Like [`HttpUplink::new`], trusting only the CA certificate(s) in `ca_pem` (e.g. a
+    /// self-signed server certificate).
+    pub fn with_ca(
+        base: &str,
+        party: u32,
+        token: &str,
+        ca_pem: &[u8],
+    ) -> Result<Self, UplinkError> {
+        let certs = ureq::tls::parse_pem(ca_pem)
+            .filter_map(|item| match item {
+                Ok(ureq::tls::PemItem::Certificate(cert)) => Some(Ok(cert)),
+                Ok(_) => None,
+                Err(e) => Some(Err(e)),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| UplinkError(format!("CA certificate: {e}")))?;
+        if certs.is_empty() {
+            return Err(UplinkError("no certificate in the CA file".into()));
+        }
+        let tls = ureq::tls::TlsConfig::builder()
+            .root_certs(ureq::tls::RootCerts::Specific(Arc::new(certs)))
+            .build();
+        let agent = Self::config_builder().tls_config(tls).build().into();
+        Ok(Self::with_agent(base, party, token, agent))
+    }
+
+    fn config_builder() -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope> {
+        ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(MAX_WAIT + Duration::from_secs(30)))
-            .build()
-            .into();
+    }
+
+    fn with_agent(base: &str, party: u32, token: &str, agent: ureq::Agent) -> Self {
         Self {
             agent,
             base: base.trim_end_matches('/').to_owned(),
