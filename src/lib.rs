@@ -15,9 +15,10 @@
 //!    same aggregate, so their models stay identical without the server ever
 //!    holding one.
 //!
-//! The plain federated mode and the local and centralized baselines run in the
-//! same loop ([`fl::run`]) so that users can see what collaboration gains and
-//! what privacy costs.
+//! The plain federated mode, the DP variant (DP-SGD on every client with a
+//! Rényi-DP accountant, [`dp`]; HE mode itself has no DP option) and the local
+//! and centralized baselines run in the same loop ([`fl::run`]) so that users
+//! can see what collaboration gains and what each kind of privacy costs.
 //!
 //! ## Threat model
 //!
@@ -38,12 +39,14 @@
 //!
 //! ## Layers
 //!
-//! Dependencies point one way: [`data`], [`model`], [`quant`] and [`he`] know
-//! nothing of each other's concerns or of networks; [`fl`] composes them into
+//! Dependencies point one way: [`data`], [`model`], [`quant`], [`he`] and [`dp`]
+//! know nothing of networks or of the protocol ([`dp`] draws its noise from
+//! [`he::SecureRng`], tfhe's CSPRNG); [`fl`] composes them into
 //! clients, the server and the training loop; [`transport`] only moves bytes
 //! between parties and the server; [`report`] and the CLI only present results.
 
 pub mod data;
+pub mod dp;
 pub mod fl;
 pub mod he;
 pub mod model;

@@ -57,13 +57,15 @@ pub fn accuracy_table(runs: &[(&str, &RunMetrics)]) -> String {
 }
 
 /// Distinguishable line colours (Okabe-Ito), in series order.
-const SERIES_COLORS: [RGBColor; 6] = [
+const SERIES_COLORS: [RGBColor; 8] = [
     RGBColor(213, 94, 0),
     RGBColor(0, 114, 178),
     RGBColor(0, 158, 115),
     RGBColor(204, 121, 167),
     RGBColor(230, 159, 0),
     RGBColor(86, 180, 233),
+    RGBColor(0, 0, 0),
+    RGBColor(240, 228, 66),
 ];
 
 /// Draws test accuracy (percent) against epoch for every run into a PNG.
@@ -174,4 +176,59 @@ pub fn overhead_summary(o: &crate::fl::Overhead, total_seconds: f64) -> String {
         c.decode_seconds,
         c.bytes_per_update,
     )
+}
+
+/// One row of the accuracy-versus-epsilon table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SweepRow {
+    /// The run's name.
+    pub name: String,
+    /// Epsilon spent (`None` for the non-private and HE runs).
+    pub epsilon: Option<f64>,
+    /// Noise multiplier used (DP runs).
+    pub noise_multiplier: Option<f64>,
+    /// Final test accuracy, 0..=1.
+    pub accuracy: f64,
+    /// Wall-clock seconds of the run.
+    pub seconds: f64,
+}
+
+/// The sweep as a markdown table and as CSV.
+///
+/// ```
+/// use hefl::report::{SweepRow, sweep_tables};
+///
+/// let rows = [SweepRow { name: "federated-dp".into(), epsilon: Some(1.0), noise_multiplier: Some(1.2),
+///     accuracy: 0.9, seconds: 30.0 }];
+/// let (md, csv) = sweep_tables(&rows);
+/// assert!(md.contains("| federated-dp | 1.00 | 1.200 | 90.00% | 30.0 s |"));
+/// assert_eq!(csv.lines().nth(1), Some("federated-dp,1,1.2,0.9,30"));
+/// ```
+pub fn sweep_tables(rows: &[SweepRow]) -> (String, String) {
+    let mut md = String::from(
+        "| run | epsilon | noise multiplier | final test accuracy | wall time |\n|---|---:|---:|---:|---:|\n",
+    );
+    let mut csv = String::from("run,epsilon,noise_multiplier,test_accuracy,seconds\n");
+    for r in rows {
+        let eps = r.epsilon.map_or("∞ (none)".into(), |e| format!("{e:.2}"));
+        let sigma = r.noise_multiplier.map_or("-".into(), |s| format!("{s:.3}"));
+        let _ = writeln!(
+            md,
+            "| {} | {eps} | {sigma} | {:.2}% | {:.1} s |",
+            r.name,
+            100.0 * r.accuracy,
+            r.seconds
+        );
+        let opt = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
+        let _ = writeln!(
+            csv,
+            "{},{},{},{},{}",
+            r.name,
+            opt(r.epsilon),
+            opt(r.noise_multiplier),
+            r.accuracy,
+            r.seconds
+        );
+    }
+    (md, csv)
 }

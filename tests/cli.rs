@@ -58,3 +58,49 @@ fn keygen_writes_a_private_key_and_refuses_to_overwrite_it() {
         key.key_id()
     );
 }
+
+#[test]
+fn dp_epsilon_prints_a_bare_number_last() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = hefl(
+        &[
+            "dp-epsilon",
+            "--sampling-rate",
+            "0.04",
+            "--noise-multiplier",
+            "1.5",
+            "--steps",
+            "2250",
+            "--delta",
+            "1e-5",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let last: f64 = stdout
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("last line is not a number: {stdout}"));
+    assert!((last - 7.32911117143).abs() < 1e-6, "{last}");
+
+    let bad = hefl(
+        &[
+            "dp-epsilon",
+            "--sampling-rate",
+            "1.5",
+            "--noise-multiplier",
+            "1",
+            "--steps",
+            "1",
+        ],
+        dir.path(),
+    );
+    assert!(!bad.status.success());
+    assert!(
+        text(&bad.stderr).contains("not between 0 and 1"),
+        "{}",
+        text(&bad.stderr)
+    );
+}

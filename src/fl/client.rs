@@ -2,8 +2,11 @@
 
 use super::train::Strategy;
 use crate::data::{Dataset, IMAGE_PIXELS};
+use crate::dp::{DpSgd, Sampling, add_gaussian_noise};
+use crate::he::SecureRng;
 use crate::model::{Mlp, Optimizer, OptimizerKind};
 use ndarray::Array2;
+use rand::Rng;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha20Rng;
@@ -21,7 +24,9 @@ pub struct Update {
 }
 
 /// One party in a training run.
-#[derive(Clone, Debug)]
+///
+/// Not `Clone`: a DP client's secure generator must never be duplicated.
+#[derive(Debug)]
 pub struct Client {
     id: usize,
     data: Dataset,
@@ -34,6 +39,23 @@ pub struct Client {
     batch_y: Vec<u8>,
     grad: Vec<f32>,
     round_start: Vec<f32>,
+    dp: Option<DpState>,
+}
+
+/// A client's DP-SGD settings, its secure generator and its step count.
+struct DpState {
+    config: DpSgd,
+    rng: SecureRng,
+    steps: u64,
+}
+
+impl std::fmt::Debug for DpState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DpState")
+            .field("config", &self.config)
+            .field("steps", &self.steps)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Client {
@@ -60,6 +82,7 @@ impl Client {
             batch_y: Vec::new(),
             grad: vec![0.0; n],
             round_start: Vec::new(),
+            dp: None,
         };
         client.order.shuffle(&mut client.rng);
         client
@@ -73,6 +96,25 @@ impl Client {
     /// Number of local training samples.
     pub fn num_samples(&self) -> usize {
         self.data.len()
+    }
+
+    /// Makes every local step a DP-SGD step with these settings, drawing noise and
+    /// Poisson batches from `rng`.
+    pub fn enable_dp(&mut self, config: DpSgd, rng: SecureRng) {
+        self.dp = Some(DpState {
+            config,
+            rng,
+            steps: 0,
+        });
+    }
+
+    /// ε spent so far by this client's DP-SGD steps (`None` without DP), for a nominal
+    /// batch size `batch_size` (sampling rate batch / local samples).
+    pub fn epsilon(&self, batch_size: usize) -> Option<f64> {
+        self.dp.as_ref().map(|dp| {
+            let q = (batch_size as f64 / self.data.len().max(1) as f64).min(1.0);
+            dp.config.epsilon(q, dp.steps)
+        })
     }
 
     /// The client's current model.
@@ -101,29 +143,78 @@ impl Client {
             .extend(rows.iter().map(|&i| self.data.labels[i]));
     }
 
-    /// One local optimizer step on the next batch; returns its loss.
-    fn local_step(&mut self, batch_size: usize) -> f32 {
-        self.next_batch(batch_size);
-        let loss =
+    /// Fills the batch buffers with a Poisson sample: each example independently with
+    /// probability `q`.
+    fn poisson_batch(&mut self, q: f64) {
+        let Some(dp) = self.dp.as_mut() else { return };
+        let rows: Vec<usize> = (0..self.data.len())
+            .filter(|_| dp.rng.random::<f64>() < q)
+            .collect();
+        self.batch_x = Array2::zeros((rows.len(), IMAGE_PIXELS));
+        for (mut dst, &i) in self.batch_x.rows_mut().into_iter().zip(&rows) {
+            dst.assign(&self.data.images.row(i));
+        }
+        self.batch_y.clear();
+        self.batch_y
+            .extend(rows.iter().map(|&i| self.data.labels[i]));
+    }
+
+    /// Fills `self.grad` with the gradient of the next batch, plain or DP-SGD's noisy
+    /// clipped mean; returns the batch loss and the samples it stands for (DP: the
+    /// expected batch size, so that the weight reveals nothing of the draw).
+    fn batch_gradient(&mut self, batch_size: usize) -> (f32, usize) {
+        let Some(config) = self.dp.as_ref().map(|dp| dp.config) else {
+            self.next_batch(batch_size);
+            let loss = self.model.loss_and_gradient_into(
+                self.batch_x.view(),
+                &self.batch_y,
+                &mut self.grad,
+            );
+            return (loss, self.batch_y.len());
+        };
+        let expected = batch_size.min(self.data.len()).max(1);
+        match config.sampling {
+            Sampling::Poisson => self.poisson_batch(expected as f64 / self.data.len() as f64),
+            Sampling::Shuffle => self.next_batch(batch_size),
+        }
+        let loss = if self.batch_y.is_empty() {
+            self.grad.fill(0.0);
+            0.0
+        } else {
             self.model
-                .loss_and_gradient_into(self.batch_x.view(), &self.batch_y, &mut self.grad);
+                .clipped_gradient_sum_into(
+                    self.batch_x.view(),
+                    &self.batch_y,
+                    config.max_grad_norm,
+                    &mut self.grad,
+                )
+                .loss
+        };
+        let std = (config.noise_multiplier * f64::from(config.max_grad_norm)) as f32;
+        if let Some(dp) = self.dp.as_mut() {
+            add_gaussian_noise(&mut self.grad, std, &mut dp.rng);
+            dp.steps += 1;
+        }
+        let inv = 1.0 / expected as f32;
+        self.grad.iter_mut().for_each(|g| *g *= inv);
+        (loss, expected)
+    }
+
+    /// One local optimizer step on the next batch; returns its loss and samples.
+    fn local_step(&mut self, batch_size: usize) -> (f32, usize) {
+        let (loss, samples) = self.batch_gradient(batch_size);
         self.optimizer.step(self.model.params_mut(), &self.grad);
-        loss
+        (loss, samples)
     }
 
     /// Computes this round's update with the given strategy.
     pub fn compute_update(&mut self, strategy: Strategy, batch_size: usize) -> Update {
         match strategy {
             Strategy::FedSgd => {
-                self.next_batch(batch_size);
-                let loss = self.model.loss_and_gradient_into(
-                    self.batch_x.view(),
-                    &self.batch_y,
-                    &mut self.grad,
-                );
+                let (loss, samples) = self.batch_gradient(batch_size);
                 Update {
                     values: self.grad.clone(),
-                    samples: self.batch_y.len(),
+                    samples,
                     loss,
                 }
             }
@@ -133,8 +224,9 @@ impl Client {
                 let mut loss = 0.0;
                 let mut samples = 0;
                 for _ in 0..local_steps {
-                    loss += self.local_step(batch_size);
-                    samples += self.batch_y.len();
+                    let (step_loss, step_samples) = self.local_step(batch_size);
+                    loss += step_loss;
+                    samples += step_samples;
                 }
                 let values = self
                     .model

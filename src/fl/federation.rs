@@ -119,7 +119,7 @@ impl Federation {
         let now = Instant::now();
         let bad_server = |e: super::server::ServerConfigError| TrainError::Config(e.to_string());
         let (envelope, server) = match config.privacy {
-            Privacy::Plain => {
+            Privacy::Plain | Privacy::Dp => {
                 let envelope = Envelope::plain(fp, num_params);
                 let server =
                     Server::new(server_config, envelope.wire_len(), now).map_err(bad_server)?;

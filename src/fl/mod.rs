@@ -39,5 +39,5 @@ pub use server::{PartyId, Published, Refusal, Round, Server, ServerConfig, Serve
 pub(crate) use train::clients_and_test_set;
 pub use train::{
     EpochMetrics, Mode, Observer, RunMetrics, Strategy, TrainConfig, TrainError, aggregate_plain,
-    run,
+    calibrate_noise, run,
 };

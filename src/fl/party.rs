@@ -160,7 +160,7 @@ pub fn run_party(
     let fp = fixed_point(config.parties)?;
     let len = client.model().num_params();
     let envelope = match (config.privacy, key) {
-        (Privacy::Plain, _) => Envelope::plain(fp, len),
+        (Privacy::Plain | Privacy::Dp, _) => Envelope::plain(fp, len),
         (Privacy::He, None) => {
             return Err(PartyError::Key(
                 "the server runs privacy he: pass the shared key file (--key)".into(),
@@ -223,6 +223,7 @@ pub fn run_party(
             wall_seconds: epoch_start.elapsed().as_secs_f64(),
             elapsed_seconds: started.elapsed().as_secs_f64(),
             rounds: plan.rounds_per_epoch,
+            epsilon: client.epsilon(config.batch_size),
         };
         observer.epoch(config, &metrics);
         epochs.push(metrics);

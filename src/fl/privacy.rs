@@ -20,6 +20,9 @@ pub enum Privacy {
     Plain,
     /// The same words as packed GLWE ciphertexts; the server sums ciphertexts.
     He,
+    /// DP-SGD on every client (clipping and Gaussian noise); noisy updates sent in the
+    /// clear. The comparison mode: HE itself has no DP option.
+    Dp,
 }
 
 impl FromStr for Privacy {
@@ -28,8 +31,9 @@ impl FromStr for Privacy {
         match s.to_ascii_lowercase().as_str() {
             "plain" => Ok(Self::Plain),
             "he" => Ok(Self::He),
+            "dp" => Ok(Self::Dp),
             other => Err(format!(
-                "unknown privacy mode {other:?}: expected plain or he"
+                "unknown privacy mode {other:?}: expected plain, he or dp"
             )),
         }
     }
@@ -40,6 +44,7 @@ impl fmt::Display for Privacy {
         f.pad(match self {
             Self::Plain => "plain",
             Self::He => "he",
+            Self::Dp => "dp",
         })
     }
 }

@@ -4,6 +4,8 @@ use super::client::{Client, Update};
 use super::federation::{Federation, Overhead, RoundError};
 use super::privacy::Privacy;
 use crate::data::{DataError, Dataset, Mnist, Partition, partition};
+use crate::dp::{DpSgd, InputDp};
+use crate::he::SecureRng;
 use crate::he::keys::SecretKey;
 use crate::model::{Mlp, ModelError, OptimizerKind};
 use serde::{Deserialize, Serialize};
@@ -103,6 +105,13 @@ pub struct TrainConfig {
     /// `he` ciphertexts of the same words.
     #[serde(default)]
     pub privacy: Privacy,
+    /// DP-SGD settings, used exactly when `privacy` is `dp` (also for the local and
+    /// centralized baselines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dp: Option<DpSgd>,
+    /// Input perturbation of the training images before any training (any mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_dp: Option<InputDp>,
     /// Passes over each party's data.
     pub epochs: usize,
     /// Learning rate.
@@ -151,9 +160,14 @@ impl TrainConfig {
     /// assert_eq!(TrainConfig { mode: Mode::Local, ..config }.label(), "local");
     /// ```
     pub fn label(&self) -> String {
-        match self.mode {
-            Mode::Federated => format!("{}-{}", self.mode, self.privacy),
-            Mode::Local | Mode::Centralized => self.mode.to_string(),
+        let base = match (self.mode, self.privacy) {
+            (Mode::Federated, privacy) => format!("{}-{privacy}", self.mode),
+            (_, Privacy::Dp) => format!("{}-dp", self.mode),
+            (mode, _) => mode.to_string(),
+        };
+        match self.input_dp {
+            Some(input) => format!("{base}-input-dp{}", input.epsilon),
+            None => base,
         }
     }
 }
@@ -167,6 +181,8 @@ impl Default for TrainConfig {
             partition: Partition::Iid,
             strategy: Strategy::FedSgd,
             privacy: Privacy::Plain,
+            dp: None,
+            input_dp: None,
             epochs: 10,
             lr: 1.5e-3,
             batch_size: 64,
@@ -221,6 +237,9 @@ pub struct EpochMetrics {
     pub elapsed_seconds: f64,
     /// Aggregation rounds run in this epoch.
     pub rounds: usize,
+    /// DP runs: the (ε, δ) guarantee's ε spent so far by each party.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epsilon: Option<f64>,
 }
 
 /// A whole run: its configuration and one entry per epoch.
@@ -302,6 +321,33 @@ fn validate(config: &TrainConfig) -> Result<(), TrainError> {
     if !(config.lr.is_finite() && config.lr > 0.0) {
         return bad(format!("--lr must be a positive number, got {}", config.lr));
     }
+    match (config.privacy, &config.dp) {
+        (Privacy::Dp, None) => return bad("privacy dp needs DP-SGD settings".into()),
+        (Privacy::Dp, Some(dp)) => {
+            if !(dp.noise_multiplier.is_finite() && dp.noise_multiplier > 0.0) {
+                return bad(format!(
+                    "--noise-multiplier must be positive, got {}",
+                    dp.noise_multiplier
+                ));
+            }
+            if !(dp.max_grad_norm.is_finite() && dp.max_grad_norm > 0.0) {
+                return bad(format!(
+                    "--max-grad-norm must be positive, got {}",
+                    dp.max_grad_norm
+                ));
+            }
+            if !(dp.delta > 0.0 && dp.delta < 1.0) {
+                return bad(format!("--delta must be in (0, 1), got {}", dp.delta));
+            }
+        }
+        (_, Some(_)) => {
+            return bad(format!(
+                "DP-SGD settings need --privacy dp ({} mode has no DP option)",
+                config.privacy
+            ));
+        }
+        (_, None) => {}
+    }
     if config.strategy == (Strategy::FedAvg { local_steps: 0 }) {
         return bad("--local-steps must be at least 1".into());
     }
@@ -339,6 +385,44 @@ fn shards(config: &TrainConfig, train: &Dataset) -> Result<Vec<Dataset>, TrainEr
     })
 }
 
+/// Sets `config`'s DP noise multiplier to the smallest that keeps the whole run within
+/// `target_epsilon` (to within 1%), for a training set of `train_size` images split as
+/// `config` says (IID shard sizes); returns it. Refused unless `config` is a DP run.
+pub fn calibrate_noise(
+    config: &mut TrainConfig,
+    train_size: usize,
+    target_epsilon: f64,
+) -> Result<f64, TrainError> {
+    let Some(delta) = config.dp.as_ref().map(|dp| dp.delta) else {
+        return Err(TrainError::Config(
+            "--target-epsilon needs --privacy dp".into(),
+        ));
+    };
+    if !(target_epsilon.is_finite() && target_epsilon > 0.0) {
+        return Err(TrainError::Config(format!(
+            "--target-epsilon must be positive, got {target_epsilon}"
+        )));
+    }
+    let n = config.train_subset.unwrap_or(train_size).min(train_size);
+    let shard = match config.mode {
+        Mode::Centralized => n,
+        Mode::Local | Mode::Federated => n.div_ceil(config.parties.max(1)),
+    };
+    let q = (config.batch_size as f64 / shard.max(1) as f64).min(1.0);
+    let rounds = config.rounds_per_epoch(shard) * config.epochs;
+    let steps = (rounds * config.strategy.steps_per_round()) as u64;
+    let sigma =
+        crate::dp::noise_multiplier_for(target_epsilon, delta, q, steps).ok_or_else(|| {
+            TrainError::Config(format!(
+                "epsilon {target_epsilon} is out of reach for {steps} steps at sampling rate {q}"
+            ))
+        })?;
+    if let Some(dp) = config.dp.as_mut() {
+        dp.noise_multiplier = sigma;
+    }
+    Ok(sigma)
+}
+
 /// One client per party of `config` (all starting from the seeded initial model) and the
 /// test set, after validating the configuration.
 pub(crate) fn clients_and_test_set(
@@ -346,14 +430,31 @@ pub(crate) fn clients_and_test_set(
     data: &Mnist,
 ) -> Result<(Vec<Client>, Dataset), TrainError> {
     validate(config)?;
-    let train = match config.train_subset {
+    let mut train = match config.train_subset {
         Some(n) => data.train.take(n),
         None => data.train.clone(),
     };
-    let test = match config.test_subset {
+    if let Some(input_dp) = config.input_dp {
+        let valid = input_dp.epsilon.is_finite()
+            && input_dp.epsilon > 0.0
+            && input_dp.delta > 0.0
+            && input_dp.delta < 1.0;
+        if !valid {
+            return Err(TrainError::Config(format!(
+                "--input-dp needs a positive epsilon and a delta in (0, 1), got {input_dp:?}"
+            )));
+        }
+        let mut rng = SecureRng::from_os()
+            .map_err(|e| TrainError::Config(format!("input noise generator: {e}")))?;
+        input_dp.apply(&mut train.images, &mut rng);
+    }
+    let mut test = match config.test_subset {
         Some(n) => data.test.take(n),
         None => data.test.clone(),
     };
+    if config.input_dp.is_some() {
+        InputDp::normalize(&mut test.images);
+    }
     let initial = Mlp::new(&config.layers, config.seed)?;
     let clients: Vec<Client> = shards(config, &train)?
         .into_iter()
@@ -374,6 +475,14 @@ pub(crate) fn clients_and_test_set(
             "party {} has no training samples; use fewer parties or a larger Dirichlet alpha",
             empty.id()
         )));
+    }
+    let mut clients = clients;
+    if let (Privacy::Dp, Some(dp)) = (config.privacy, config.dp) {
+        for client in &mut clients {
+            let rng = SecureRng::from_os()
+                .map_err(|e| TrainError::Config(format!("DP noise generator: {e}")))?;
+            client.enable_dp(dp, rng);
+        }
     }
     Ok((clients, test))
 }
@@ -439,6 +548,7 @@ pub fn run(
             wall_seconds: epoch_start.elapsed().as_secs_f64(),
             elapsed_seconds: started.elapsed().as_secs_f64(),
             rounds: rounds_per_epoch,
+            epsilon: clients[0].epsilon(config.batch_size),
         };
         observer.epoch(config, &metrics);
         epochs.push(metrics);

@@ -102,6 +102,69 @@ impl KeyStream {
     }
 }
 
+/// A cryptographically secure `rand::RngCore`: tfhe-csprng's AES-128-CTR keystream under a
+/// fresh key from an OS-seeded tfhe CSPRNG. DP-SGD draws its noise and its Poisson batches
+/// from it, so neither is predictable from the run's seed.
+///
+/// ```
+/// use hefl::he::SecureRng;
+/// use rand::RngCore;
+///
+/// let mut a = SecureRng::from_os()?;
+/// let mut b = SecureRng::from_os()?;
+/// assert_ne!(a.next_u64(), b.next_u64());
+/// # Ok::<(), hefl::he::HeError>(())
+/// ```
+pub struct SecureRng {
+    stream: KeyStream,
+    next_block: u128,
+    words: Vec<u64>,
+    used: usize,
+}
+
+impl SecureRng {
+    /// Words drawn from the keystream per refill.
+    const WORDS: usize = 1024;
+
+    /// A generator keyed from fresh OS entropy through tfhe's CSPRNG.
+    pub fn from_os() -> Result<Self, super::HeError> {
+        Ok(Self::from_key(super::vector::fresh_key()?))
+    }
+
+    /// A generator under a known key: reproducible, for tests only.
+    pub fn from_key(key: u128) -> Self {
+        Self {
+            stream: KeyStream::new(key),
+            next_block: 0,
+            words: vec![0; Self::WORDS],
+            used: Self::WORDS,
+        }
+    }
+}
+
+impl rand::RngCore for SecureRng {
+    fn next_u32(&mut self) -> u32 {
+        (self.next_u64() >> 32) as u32
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        if self.used == Self::WORDS {
+            self.stream.fill_uniform(self.next_block, &mut self.words);
+            self.next_block += KeyStream::blocks_for(Self::WORDS * size_of::<u64>());
+            self.used = 0;
+        }
+        self.used += 1;
+        self.words[self.used - 1]
+    }
+
+    fn fill_bytes(&mut self, dst: &mut [u8]) {
+        for chunk in dst.chunks_mut(size_of::<u64>()) {
+            let word = self.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&word[..chunk.len()]);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -69,6 +69,7 @@ pub mod params;
 mod vector;
 pub mod wire;
 
+pub use mask::SecureRng;
 pub use ntt::NttError;
 pub use vector::{EncryptedVector, HeError, MAX_PLAINTEXT_LEN};
 pub use wire::{Expected, HEADER_LIMIT, MAGIC, WIRE_VERSION, WireError};

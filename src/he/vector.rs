@@ -371,6 +371,11 @@ fn check_plaintext_len(len: usize) -> Result<(), HeError> {
     Ok(())
 }
 
+/// A fresh 128-bit key drawn from an OS-seeded tfhe CSPRNG.
+pub(crate) fn fresh_key() -> Result<u128, HeError> {
+    Ok(os_seeded_generator()?.random_uniform::<u128>())
+}
+
 /// A fresh tfhe AES-CTR CSPRNG seeded through tfhe's XOF from 32 bytes of OS randomness.
 fn os_seeded_generator() -> Result<RandomGenerator<DefaultRandomGenerator>, HeError> {
     let mut seed = Zeroizing::new(vec![0u8; 32]);
@@ -415,7 +420,7 @@ impl SecretKey {
         // its own counter range of the keystream.
         let mask_blocks = KeyStream::blocks_for(k * n * size_of::<u64>());
         let noise_blocks = KeyStream::blocks_for(n * KeyStream::tuniform_bytes(noise));
-        let stream = KeyStream::new(os_seeded_generator()?.random_uniform::<u128>());
+        let stream = KeyStream::new(fresh_key()?);
 
         let mut data = vec![0u64; count * words];
         data.par_chunks_exact_mut(words)

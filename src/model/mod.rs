@@ -228,44 +228,123 @@ impl Mlp {
         labels: &[u8],
         grad: &mut [f32],
     ) -> f32 {
+        assert_eq!(grad.len(), self.params.len(), "gradient buffer length");
+        let backward = self.backward(x, labels);
+        self.write_gradient(x, &backward, grad);
+        backward.loss
+    }
+
+    /// DP-SGD's gradient: the **sum** over the batch of each example's gradient clipped
+    /// to L2 norm at most `max_norm` (`g_b · min(1, C / (‖g_b‖ + 1e-6))`, as Opacus
+    /// clips), written into `grad`. Returns the mean loss and each example's gradient
+    /// norm before clipping.
+    ///
+    /// No per-example backward pass: for a dense layer the example's weight gradient is
+    /// the outer product of its input `a_b` and output delta `δ_b`, so its squared norm
+    /// is `‖a_b‖²·‖δ_b‖²` (plus `‖δ_b‖²` for the bias), and the clipped sum is
+    /// `aᵀ·diag(c)·δ`: one batched backward pass and the same matrix products as plain SGD.
+    ///
+    /// ```
+    /// use hefl::model::Mlp;
+    /// use ndarray::Array2;
+    ///
+    /// let mlp = Mlp::new(&[4, 3, 2], 1)?;
+    /// let x = Array2::from_shape_fn((5, 4), |(i, j)| (i * 4 + j) as f32 / 10.0);
+    /// let mut grad = vec![0.0; mlp.num_params()];
+    /// let clipped = mlp.clipped_gradient_sum_into(x.view(), &[0, 1, 0, 1, 1], 0.5, &mut grad);
+    /// assert_eq!(clipped.norms.len(), 5);
+    /// let norm = grad.iter().map(|g| g * g).sum::<f32>().sqrt();
+    /// assert!(norm <= 5.0 * 0.5 + 1e-4); // a sum of five vectors of norm <= 0.5
+    /// # Ok::<(), hefl::model::ModelError>(())
+    /// ```
+    pub fn clipped_gradient_sum_into(
+        &self,
+        x: ArrayView2<'_, f32>,
+        labels: &[u8],
+        max_norm: f32,
+        grad: &mut [f32],
+    ) -> ClippedBatch {
+        assert_eq!(grad.len(), self.params.len(), "gradient buffer length");
+        let mut backward = self.backward(x, labels);
+        let batch = x.nrows();
+        // The deltas are those of the mean loss: each example's own is `batch` times larger.
+        let scale = batch as f32;
+        let mut sq_norms = vec![0.0f32; batch];
+        for (l, delta) in backward.deltas.iter().enumerate() {
+            let input = layer_input(x, &backward.hidden, l);
+            for (b, sq) in sq_norms.iter_mut().enumerate() {
+                let a2: f32 = input.row(b).iter().map(|v| v * v).sum();
+                let d2: f32 = delta.row(b).iter().map(|v| v * v).sum();
+                *sq += (a2 + 1.0) * d2 * scale * scale;
+            }
+        }
+        let norms: Vec<f32> = sq_norms.iter().map(|s| s.sqrt()).collect();
+        for delta in &mut backward.deltas {
+            for (mut row, norm) in delta.rows_mut().into_iter().zip(&norms) {
+                let factor = (max_norm / (norm + 1e-6)).min(1.0) * scale;
+                row.mapv_inplace(|v| v * factor);
+            }
+        }
+        self.write_gradient(x, &backward, grad);
+        ClippedBatch {
+            loss: backward.loss,
+            norms,
+        }
+    }
+
+    /// One forward and one backward pass: the mean loss, the hidden activations and
+    /// every layer's output delta (for the mean loss).
+    fn backward(&self, x: ArrayView2<'_, f32>, labels: &[u8]) -> Backward {
         let batch = x.nrows();
         assert_eq!(labels.len(), batch, "one label per example");
-        assert_eq!(grad.len(), self.params.len(), "gradient buffer length");
         let spans = spans(&self.layers);
         let mut pre = self.forward_all(x);
         let logits = pre.pop().expect("an MLP has at least one layer");
         let (loss, mut delta) = softmax_cross_entropy(logits, labels);
+        let mut deltas = Vec::with_capacity(spans.len());
         for (l, span) in spans.iter().enumerate().rev() {
+            let next = (l > 0).then(|| {
+                let mut back = Array2::<f32>::zeros((batch, span.fan_in));
+                general_mat_mul(1.0, &delta, &self.weights(span).t(), 0.0, &mut back);
+                back.zip_mut_with(&pre[l - 1], |d, &z| {
+                    if z <= 0.0 {
+                        *d = 0.0;
+                    }
+                });
+                back
+            });
+            deltas.push(delta);
+            match next {
+                Some(back) => delta = back,
+                None => break,
+            }
+        }
+        deltas.reverse();
+        let hidden = pre.iter().map(|z| z.mapv(relu)).collect();
+        Backward {
+            loss,
+            hidden,
+            deltas,
+        }
+    }
+
+    /// `grad` = for every layer, input activations transposed times delta, and the
+    /// column sums of delta.
+    fn write_gradient(&self, x: ArrayView2<'_, f32>, backward: &Backward, grad: &mut [f32]) {
+        for (l, span) in spans(&self.layers).iter().enumerate() {
+            let delta = &backward.deltas[l];
             let (gw, gb) = grad[span.weights..span.end()].split_at_mut(span.fan_in * span.fan_out);
             let mut gw = ArrayViewMut2::from_shape((span.fan_in, span.fan_out), gw)
                 .expect("span matches layer shape");
-            // Weight gradient: input activations transposed times delta.
-            match l {
-                0 => general_mat_mul(1.0, &x.t(), &delta, 0.0, &mut gw),
-                _ => {
-                    let h = pre[l - 1].mapv(relu);
-                    general_mat_mul(1.0, &h.t(), &delta, 0.0, &mut gw)
-                }
-            }
+            let input = layer_input(x, &backward.hidden, l);
+            general_mat_mul(1.0, &input.t(), delta, 0.0, &mut gw);
             gb.copy_from_slice(
                 delta
                     .sum_axis(Axis(0))
                     .as_slice()
                     .expect("fresh array is contiguous"),
             );
-            if l > 0 {
-                let z_prev = &pre[l - 1];
-                let mut back = Array2::<f32>::zeros((batch, span.fan_in));
-                general_mat_mul(1.0, &delta, &self.weights(span).t(), 0.0, &mut back);
-                back.zip_mut_with(z_prev, |d, &z| {
-                    if z <= 0.0 {
-                        *d = 0.0;
-                    }
-                });
-                delta = back;
-            }
         }
-        loss
     }
 
     /// Mean cross-entropy loss and accuracy (fraction in 0..=1) over a dataset,
@@ -291,6 +370,36 @@ impl Mlp {
                 correct as f64 / n as f64
             },
         }
+    }
+}
+
+/// What [`Mlp::clipped_gradient_sum_into`] reports besides the gradient.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClippedBatch {
+    /// Mean cross-entropy loss of the batch.
+    pub loss: f32,
+    /// Each example's gradient norm before clipping.
+    pub norms: Vec<f32>,
+}
+
+/// A batch's backward pass.
+struct Backward {
+    loss: f32,
+    /// `relu` of each hidden layer's pre-activation: the input of layers 1, 2, ...
+    hidden: Vec<Array2<f32>>,
+    /// Each layer's output delta for the mean loss.
+    deltas: Vec<Array2<f32>>,
+}
+
+/// The input of layer `l`: the batch itself for the first layer, else a hidden activation.
+fn layer_input<'a>(
+    x: ArrayView2<'a, f32>,
+    hidden: &'a [Array2<f32>],
+    l: usize,
+) -> ArrayView2<'a, f32> {
+    match l {
+        0 => x,
+        _ => hidden[l - 1].view(),
     }
 }
 
