@@ -801,32 +801,19 @@ fn serve(
         // The demo and scripts read this line: make sure it is out.
         let _ = std::io::Write::flush(&mut std::io::stdout());
     };
+    let tokens = Tokens::from_issued(&issued);
     let report = match (plan.config.privacy, &plan.key_id) {
         (privacy @ (Privacy::Plain | Privacy::Dp), _) => {
             announce(privacy);
             let server = Server::<PlainSum>::new(config, slots, now)?;
-            http::serve(
-                listener,
-                server,
-                plan,
-                Tokens::from_issued(&issued),
-                tls.clone(),
-                log,
-            )?
+            http::serve(listener, server, plan, tokens, tls, log)?
         }
         (Privacy::He, Some(key_id)) => {
             let key_id: KeyId = key_id.parse()?;
             announce(Privacy::He);
             let server =
                 Server::<EncryptedVector>::new(config, Expected::fresh(key_id, slots), now)?;
-            http::serve(
-                listener,
-                server,
-                plan,
-                Tokens::from_issued(&issued),
-                tls.clone(),
-                log,
-            )?
+            http::serve(listener, server, plan, tokens, tls, log)?
         }
         (Privacy::He, None) => bail!("--privacy he needs --key-id (printed by `hefl keygen`)"),
     };

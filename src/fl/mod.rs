@@ -38,6 +38,6 @@ pub use privacy::{Envelope, EnvelopeCost, EnvelopeError, Privacy};
 pub use server::{PartyId, Published, Refusal, Round, Server, ServerConfig, ServerConfigError};
 pub(crate) use train::clients_and_test_set;
 pub use train::{
-    EpochMetrics, Mode, Observer, RunMetrics, Strategy, TrainConfig, TrainError, aggregate_plain,
-    calibrate_noise, run,
+    EpochMetrics, Mode, Observer, RunMetrics, Strategy, TrainConfig, TrainError, calibrate_noise,
+    run,
 };

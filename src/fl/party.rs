@@ -152,10 +152,10 @@ pub fn run_party(
         ))
         .into());
     }
-    let (clients, test) = clients_and_test_set(config, data)?;
+    let (clients, test) = clients_and_test_set(config, data, Some(party))?;
     let mut client: Client = clients
         .into_iter()
-        .nth(party)
+        .next()
         .ok_or_else(|| TrainError::Config(format!("no shard for party {party}")))?;
     let fp = fixed_point(config.parties)?;
     let len = client.model().num_params();
@@ -257,11 +257,14 @@ pub fn plan_for(
     key_id: Option<String>,
     round_timeout_ms: u64,
 ) -> Result<Plan, TrainError> {
+    let config = TrainConfig {
+        mode: Mode::Federated,
+        ..config.clone()
+    };
     let rounds_per_epoch = match (rounds_per_epoch, config.partition) {
         (Some(r), _) => r,
         (None, crate::data::Partition::Iid) => {
-            let shard = config.train_subset.unwrap_or(train_size).min(train_size);
-            config.rounds_per_epoch(shard.div_ceil(config.parties.max(1)))
+            config.rounds_per_epoch(config.largest_iid_shard(train_size))
         }
         (None, partition) => {
             return Err(TrainError::Config(format!(
@@ -271,10 +274,7 @@ pub fn plan_for(
         }
     };
     let plan = Plan {
-        config: TrainConfig {
-            mode: Mode::Federated,
-            ..config.clone()
-        },
+        config,
         rounds_per_epoch,
         key_id,
         round_timeout_ms,

@@ -1,6 +1,6 @@
 //! The training loop shared by every mode, its configuration and its metrics.
 
-use super::client::{Client, Update};
+use super::client::Client;
 use super::federation::{Federation, Overhead, RoundError};
 use super::privacy::Privacy;
 use crate::data::{DataError, Dataset, Mnist, Partition, partition};
@@ -142,6 +142,25 @@ impl TrainConfig {
     /// let fedavg = TrainConfig { strategy: Strategy::FedAvg { local_steps: 5 }, ..config };
     /// assert_eq!(fedavg.rounds_per_epoch(20_000), 63);
     /// ```
+    /// The largest shard of a training set of `train_size` images (after
+    /// `train_subset`) split IID as the mode says: all of it when centralized, else
+    /// `ceil(n / parties)`.
+    ///
+    /// ```
+    /// use hefl::fl::{Mode, TrainConfig};
+    ///
+    /// assert_eq!(TrainConfig::default().largest_iid_shard(60_000), 20_000);
+    /// let central = TrainConfig { mode: Mode::Centralized, ..TrainConfig::default() };
+    /// assert_eq!(central.largest_iid_shard(60_000), 60_000);
+    /// ```
+    pub fn largest_iid_shard(&self, train_size: usize) -> usize {
+        let n = self.train_subset.unwrap_or(train_size).min(train_size);
+        match self.mode {
+            Mode::Centralized => n,
+            Mode::Local | Mode::Federated => n.div_ceil(self.parties.max(1)),
+        }
+    }
+
     pub fn rounds_per_epoch(&self, largest_shard: usize) -> usize {
         largest_shard
             .div_ceil(self.batch_size.max(1))
@@ -284,29 +303,6 @@ pub trait Observer {
 /// An observer that ignores everything.
 impl Observer for () {}
 
-/// Sample-weighted mean of the updates: sum_i n_i u_i / sum_i n_i.
-///
-/// ```
-/// use hefl::fl::{Update, aggregate_plain};
-/// let a = Update { values: vec![1.0, 0.0], samples: 1, loss: 0.0 };
-/// let b = Update { values: vec![4.0, 3.0], samples: 2, loss: 0.0 };
-/// assert_eq!(aggregate_plain(&[a, b]), vec![3.0, 2.0]);
-/// ```
-pub fn aggregate_plain(updates: &[Update]) -> Vec<f32> {
-    let len = updates.first().map_or(0, |u| u.values.len());
-    let total: usize = updates.iter().map(|u| u.samples).sum();
-    let mut sum = vec![0.0f64; len];
-    for u in updates {
-        assert_eq!(u.values.len(), len, "all updates have the model's length");
-        let w = u.samples as f64;
-        for (s, &v) in sum.iter_mut().zip(&u.values) {
-            *s += w * f64::from(v);
-        }
-    }
-    let total = total.max(1) as f64;
-    sum.into_iter().map(|s| (s / total) as f32).collect()
-}
-
 fn validate(config: &TrainConfig) -> Result<(), TrainError> {
     let bad = |msg: String| Err(TrainError::Config(msg));
     if config.epochs == 0 {
@@ -348,6 +344,17 @@ fn validate(config: &TrainConfig) -> Result<(), TrainError> {
         }
         (_, None) => {}
     }
+    if let Some(input_dp) = config.input_dp {
+        let valid = input_dp.epsilon.is_finite()
+            && input_dp.epsilon > 0.0
+            && input_dp.delta > 0.0
+            && input_dp.delta < 1.0;
+        if !valid {
+            return bad(format!(
+                "--input-dp needs a positive epsilon and a delta in (0, 1), got {input_dp:?}"
+            ));
+        }
+    }
     if config.strategy == (Strategy::FedAvg { local_steps: 0 }) {
         return bad("--local-steps must be at least 1".into());
     }
@@ -364,23 +371,21 @@ fn validate(config: &TrainConfig) -> Result<(), TrainError> {
     Ok(())
 }
 
-/// Splits the training set into the shards the mode trains on.
-fn shards(config: &TrainConfig, train: &Dataset) -> Result<Vec<Dataset>, TrainError> {
+/// The indices of the training examples of each party the mode trains.
+fn shard_indices(config: &TrainConfig, train: &Dataset) -> Result<Vec<Vec<usize>>, TrainError> {
     Ok(match config.mode {
-        Mode::Centralized => vec![train.clone()],
+        Mode::Centralized => vec![(0..train.len()).collect()],
         Mode::Local | Mode::Federated => {
-            let parts = partition(
+            let mut parts = partition(
                 &train.labels,
                 config.parties,
                 config.partition,
                 config.seed ^ 0x5EED_05A4D,
             )?;
-            let take = if config.mode == Mode::Local {
-                1
-            } else {
-                parts.len()
-            };
-            parts[..take].iter().map(|idx| train.subset(idx)).collect()
+            if config.mode == Mode::Local {
+                parts.truncate(1);
+            }
+            parts
         }
     })
 }
@@ -403,11 +408,7 @@ pub fn calibrate_noise(
             "--target-epsilon must be positive, got {target_epsilon}"
         )));
     }
-    let n = config.train_subset.unwrap_or(train_size).min(train_size);
-    let shard = match config.mode {
-        Mode::Centralized => n,
-        Mode::Local | Mode::Federated => n.div_ceil(config.parties.max(1)),
-    };
+    let shard = config.largest_iid_shard(train_size);
     let q = (config.batch_size as f64 / shard.max(1) as f64).min(1.0);
     let rounds = config.rounds_per_epoch(shard) * config.epochs;
     let steps = (rounds * config.strategy.steps_per_round()) as u64;
@@ -423,66 +424,54 @@ pub fn calibrate_noise(
     Ok(sigma)
 }
 
-/// One client per party of `config` (all starting from the seeded initial model) and the
-/// test set, after validating the configuration.
+/// The clients of `config`'s parties (all starting from the seeded initial model; only
+/// party `only` if given) and the test set, after validating the configuration.
 pub(crate) fn clients_and_test_set(
     config: &TrainConfig,
     data: &Mnist,
+    only: Option<usize>,
 ) -> Result<(Vec<Client>, Dataset), TrainError> {
     validate(config)?;
     let mut train = match config.train_subset {
         Some(n) => data.train.take(n),
         None => data.train.clone(),
     };
-    if let Some(input_dp) = config.input_dp {
-        let valid = input_dp.epsilon.is_finite()
-            && input_dp.epsilon > 0.0
-            && input_dp.delta > 0.0
-            && input_dp.delta < 1.0;
-        if !valid {
-            return Err(TrainError::Config(format!(
-                "--input-dp needs a positive epsilon and a delta in (0, 1), got {input_dp:?}"
-            )));
-        }
-        let mut rng = SecureRng::from_os()
-            .map_err(|e| TrainError::Config(format!("input noise generator: {e}")))?;
-        input_dp.apply(&mut train.images, &mut rng);
-    }
     let mut test = match config.test_subset {
         Some(n) => data.test.take(n),
         None => data.test.clone(),
     };
-    if config.input_dp.is_some() {
+    if let Some(input_dp) = config.input_dp {
+        let mut rng = SecureRng::from_os()
+            .map_err(|e| TrainError::Config(format!("input noise generator: {e}")))?;
+        input_dp.apply(&mut train.images, &mut rng);
         InputDp::normalize(&mut test.images);
     }
-    let initial = Mlp::new(&config.layers, config.seed)?;
-    let clients: Vec<Client> = shards(config, &train)?
-        .into_iter()
-        .enumerate()
-        .map(|(id, shard)| {
-            Client::new(
-                id,
-                shard,
-                initial.clone(),
-                config.optimizer,
-                config.lr,
-                config.seed,
-            )
-        })
-        .collect();
-    if let Some(empty) = clients.iter().find(|c| c.num_samples() == 0) {
+    let shards = shard_indices(config, &train)?;
+    if let Some(empty) = shards.iter().position(Vec::is_empty) {
         return Err(TrainError::Config(format!(
-            "party {} has no training samples; use fewer parties or a larger Dirichlet alpha",
-            empty.id()
+            "party {empty} has no training samples; use fewer parties or a larger Dirichlet alpha"
         )));
     }
-    let mut clients = clients;
-    if let (Privacy::Dp, Some(dp)) = (config.privacy, config.dp) {
-        for client in &mut clients {
+    let initial = Mlp::new(&config.layers, config.seed)?;
+    let mut clients = Vec::with_capacity(shards.len());
+    for (id, indices) in shards.iter().enumerate() {
+        if only.is_some_and(|party| party != id) {
+            continue;
+        }
+        let mut client = Client::new(
+            id,
+            train.subset(indices),
+            initial.clone(),
+            config.optimizer,
+            config.lr,
+            config.seed,
+        );
+        if let (Privacy::Dp, Some(dp)) = (config.privacy, config.dp) {
             let rng = SecureRng::from_os()
                 .map_err(|e| TrainError::Config(format!("DP noise generator: {e}")))?;
             client.enable_dp(dp, rng);
         }
+        clients.push(client);
     }
     Ok((clients, test))
 }
@@ -501,7 +490,7 @@ pub fn run(
     observer: &mut dyn Observer,
 ) -> Result<RunMetrics, TrainError> {
     let started = Instant::now();
-    let (mut clients, test) = clients_and_test_set(config, data)?;
+    let (mut clients, test) = clients_and_test_set(config, data, None)?;
     let largest = clients.iter().map(Client::num_samples).max().unwrap_or(0);
     let rounds_per_epoch = config.rounds_per_epoch(largest);
     let num_params = clients[0].model().num_params();
@@ -522,8 +511,7 @@ pub fn run(
                 None => {
                     // One party: its update is the aggregate.
                     let update = clients[0].compute_update(config.strategy, config.batch_size);
-                    let aggregate = aggregate_plain(std::slice::from_ref(&update));
-                    clients[0].apply(config.strategy, &aggregate);
+                    clients[0].apply(config.strategy, &update.values);
                     update.loss
                 }
             };

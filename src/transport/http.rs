@@ -186,7 +186,8 @@ struct Shared<S: Summable> {
     finished: Notify,
     last_fetched: Mutex<BTreeSet<PartyId>>,
     log: Box<dyn Fn(&str) + Send + Sync>,
-    seen: Mutex<(u64, u64)>,
+    /// Rounds published so far (logged up to `rounds`).
+    report: Mutex<ServeReport>,
 }
 
 impl<S: Summable> Shared<S> {
@@ -205,18 +206,15 @@ impl<S: Summable> Shared<S> {
         let published = {
             let server = self.server();
             let current = server.current_round().0;
-            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-            let from = seen.0;
-            let mut short = 0;
-            let published: Vec<_> = (from..current)
+            let mut report = self.report.lock().unwrap_or_else(|p| p.into_inner());
+            let published: Vec<_> = (report.rounds..current)
                 .filter_map(|r| server.aggregate(Round(r)).ok().flatten())
                 .collect();
-            for p in &published {
-                if p.parties.len() < self.plan.config.parties {
-                    short += 1;
-                }
-            }
-            *seen = (current, seen.1 + short);
+            report.rounds = current;
+            report.short_rounds += published
+                .iter()
+                .filter(|p| p.parties.len() < self.plan.config.parties)
+                .count() as u64;
             published
         };
         if published.is_empty() {
@@ -394,7 +392,10 @@ pub fn serve<S: Summable>(
         finished: Notify::new(),
         last_fetched: Mutex::new(BTreeSet::new()),
         log: Box::new(log),
-        seen: Mutex::new((0, 0)),
+        report: Mutex::new(ServeReport {
+            rounds: 0,
+            short_rounds: 0,
+        }),
     });
     let app = Router::new()
         .route("/v1/plan", get(plan_handler::<S>))
@@ -472,11 +473,12 @@ pub fn serve<S: Summable>(
         ticker.abort();
         Ok::<(), std::io::Error>(())
     })?;
-    let (rounds, short_rounds) = *shared.seen.lock().unwrap_or_else(|p| p.into_inner());
-    Ok(ServeReport {
-        rounds,
-        short_rounds,
-    })
+    let report = shared
+        .report
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    Ok(report)
 }
 
 /// A party's connection to a server: implements [`Uplink`] over HTTP.
