@@ -1,6 +1,7 @@
 //! Encryption, decryption and homomorphic sums of a 101,770-value vector (the MNIST MLP's
 //! parameter count), against tfhe's stock `encrypt_glwe_ciphertext_list` /
-//! `decrypt_glwe_ciphertext_list` measured in the same run.
+//! `decrypt_glwe_ciphertext_list` measured in the same run; then encryption and decryption
+//! of 10^4 to 10^7 values on 1 and all threads (how cost grows with model size).
 //!
 //! ```text
 //! cargo bench --bench he -- --warm-up-time 1 --measurement-time 3
@@ -12,12 +13,18 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use hefl::he::keys::{KeyFile, SecretKey};
 use hefl::he::params::PARAMS;
 use hefl::he::{EncryptedVector, Expected};
+use hefl::perf::suite::VECTOR_LENGTHS;
+use hefl::perf::workloads::vector_to_encrypt;
+use hefl::perf::{thread_counts, thread_pool};
 use hefl::quant::FixedPoint;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tfhe::core_crypto::prelude::*;
 
 const LEN: usize = 101_770;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn setup() -> (SecretKey, FixedPoint, Vec<u64>) {
     let key = KeyFile::generate()
@@ -30,19 +37,12 @@ fn setup() -> (SecretKey, FixedPoint, Vec<u64>) {
     (key, fp, plaintext)
 }
 
+/// Pools of 1 thread, powers of two, and all threads.
 fn pools() -> Vec<(String, rayon::ThreadPool)> {
-    let all = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut counts = vec![1];
-    if all > 1 {
-        counts.push(all);
-    }
-    counts
+    thread_counts()
         .into_iter()
         .map(|threads| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .expect("thread pool");
+            let pool = thread_pool(threads).expect("thread pool");
             (format!("{threads}_threads"), pool)
         })
         .collect()
@@ -148,5 +148,33 @@ fn bench_quant(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_encrypt_decrypt, bench_sum, bench_quant);
+fn bench_sizes(c: &mut Criterion) {
+    let key = KeyFile::generate()
+        .and_then(|k| k.secret_key())
+        .expect("key");
+    let mut group = c.benchmark_group("he_vector_length");
+    group.sample_size(10);
+    for len in VECTOR_LENGTHS {
+        let plaintext = vector_to_encrypt(len, 3, len as u64).expect("encode");
+        let ciphertext = key.encrypt(&plaintext).expect("encrypt");
+        group.throughput(Throughput::Elements(len as u64));
+        for (threads, pool) in pools() {
+            group.bench_function(BenchmarkId::new(format!("encrypt_{threads}"), len), |b| {
+                pool.install(|| b.iter(|| key.encrypt(black_box(&plaintext)).expect("encrypt")))
+            });
+            group.bench_function(BenchmarkId::new(format!("decrypt_{threads}"), len), |b| {
+                pool.install(|| b.iter(|| key.decrypt(black_box(&ciphertext)).expect("decrypt")))
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_encrypt_decrypt,
+    bench_sum,
+    bench_quant,
+    bench_sizes
+);
 criterion_main!(benches);

@@ -6,10 +6,13 @@
 //! 5.5 s per epoch on the 2-core machine this project is developed on.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use hefl::data::{Dataset, IMAGE_PIXELS, Mnist};
+use hefl::data::Mnist;
 use hefl::fl::{Mode, TrainConfig, run};
-use ndarray::Array2;
+use hefl::perf::workloads::synthetic_shard;
 use std::time::Duration;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn data() -> Mnist {
     if let Some(dir) = std::env::var_os("MNIST_DIR") {
@@ -18,15 +21,9 @@ fn data() -> Mnist {
             Err(e) => eprintln!("MNIST_DIR unusable ({e}); timing random images instead"),
         }
     }
-    let fake = |n: usize| Dataset {
-        images: Array2::from_shape_fn((n, IMAGE_PIXELS), |(r, c)| {
-            ((r * 7 + c * 13) % 256) as f32 / 255.0
-        }),
-        labels: (0..n).map(|i| (i % 10) as u8).collect(),
-    };
     Mnist {
-        train: fake(60_000),
-        test: fake(10_000),
+        train: synthetic_shard(60_000),
+        test: synthetic_shard(10_000),
     }
 }
 

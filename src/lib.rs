@@ -50,6 +50,7 @@ pub mod dp;
 pub mod fl;
 pub mod he;
 pub mod model;
+pub mod perf;
 pub mod quant;
 pub mod report;
 pub mod transport;

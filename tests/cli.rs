@@ -104,3 +104,53 @@ fn dp_epsilon_prints_a_bare_number_last() {
         text(&bad.stderr)
     );
 }
+
+#[test]
+fn bench_report_quick_writes_tables_csv_and_plots() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = hefl(
+        &["bench-report", "--quick", "--out-dir", "bench"],
+        dir.path(),
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}\n{}", stdout, text(&out.stderr));
+    for heading in [
+        "One client's round",
+        "Server aggregation latency",
+        "Bytes per party per round",
+        "Encryption throughput",
+    ] {
+        assert!(stdout.contains(heading), "missing {heading:?}:\n{stdout}");
+    }
+    assert!(
+        stdout.contains("ms × parties"),
+        "no fitted slope:\n{stdout}"
+    );
+    let bench = dir.path().join("bench");
+    for file in [
+        "report.md",
+        "client_round.csv",
+        "aggregation.csv",
+        "bytes.csv",
+        "he_throughput.csv",
+        "aggregation.png",
+        "client_round.png",
+        "bytes.png",
+        "he_threads.png",
+        "he_sizes.png",
+    ] {
+        let len = std::fs::metadata(bench.join(file)).map_or(0, |m| m.len());
+        assert!(len > 100, "{file} missing or empty");
+    }
+    // Every party count in both modes; the bytes are the real message sizes.
+    let aggregation = std::fs::read_to_string(bench.join("aggregation.csv")).unwrap();
+    let rows: Vec<&str> = aggregation
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .collect();
+    assert_eq!(rows.len(), 1 + 2 * 10, "{aggregation}");
+    assert!(rows.iter().any(|r| r.starts_with("he,1000,")));
+    let bytes = std::fs::read_to_string(bench.join("bytes.csv")).unwrap();
+    assert!(bytes.contains("he,1638536,1638536,407080"), "{bytes}");
+    assert!(bytes.contains("plain,814188,814188,407080"), "{bytes}");
+}

@@ -206,3 +206,99 @@ fn he_server_refuses_other_key_parameter_set_and_length() {
     let words = key.decrypt(&sum).unwrap();
     assert!(words.iter().all(|w| w.wrapping_add(1 << 39) >> 40 == 2));
 }
+
+#[test]
+fn folded_he_submissions_decrypt_to_the_sum_and_refused_ones_change_nothing() {
+    let key = KeyFile::from_seed([5; 32]).secret_key().unwrap();
+    let other = KeyFile::from_seed([6; 32]).secret_key().unwrap();
+    let len = 3000; // two ciphertexts, the second partly filled
+    let t0 = Instant::now();
+    let parties = 5u32;
+    let mut server = Server::<EncryptedVector>::new(
+        config(parties, parties),
+        Expected::fresh(key.key_id(), len),
+        t0,
+    )
+    .unwrap();
+    let words = |p: u64| -> Vec<u64> { (0..len as u64).map(|i| (i * 7 + p) << 40).collect() };
+    let fresh = |p: u64| key.encrypt(&words(p)).unwrap().to_bytes();
+    server.submit(PartyId(0), Round(0), &fresh(0), t0).unwrap();
+    let bad = [
+        other.encrypt(&words(1)).unwrap().to_bytes(),
+        fresh(1)[..fresh(1).len() - 8].to_vec(),
+        key.encrypt(&words(1)[..len - 1]).unwrap().to_bytes(),
+        {
+            let one = key.encrypt(&words(1)).unwrap();
+            EncryptedVector::sum([&one, &one]).unwrap().to_bytes()
+        },
+    ];
+    for bytes in &bad {
+        assert!(matches!(
+            server.submit(PartyId(1), Round(0), bytes, t0),
+            Err(Refusal::Payload {
+                source: PayloadError::Wire(_),
+                ..
+            })
+        ));
+    }
+    for p in 1..parties {
+        server
+            .submit(PartyId(p), Round(0), &fresh(u64::from(p)), t0)
+            .unwrap();
+    }
+    let published = server.aggregate(Round(0)).unwrap().expect("closed");
+    let expect = Expected {
+        max_summands: parties,
+        ..Expected::fresh(key.key_id(), len)
+    };
+    let sum = EncryptedVector::from_bytes(&published.bytes, &expect).unwrap();
+    assert_eq!(sum.summands(), parties);
+    let decrypted: Vec<u64> = key
+        .decrypt(&sum)
+        .unwrap()
+        .iter()
+        .map(|w| w.wrapping_add(1 << 39) >> 40)
+        .collect();
+    let expected: Vec<u64> = (0..len as u64)
+        .map(|i| (0..u64::from(parties)).map(|p| i * 7 + p).sum::<u64>() & ((1 << 24) - 1))
+        .collect();
+    assert_eq!(decrypted, expected);
+}
+
+#[test]
+fn folded_plain_submissions_sum_exactly() {
+    let t0 = Instant::now();
+    let mut server = Server::<PlainSum>::new(config(3, 3), 10_000, t0).unwrap();
+    let words = |p: u64| -> Vec<u64> {
+        (0..10_000u64)
+            .map(|i| i.wrapping_mul(p + 3) << 33)
+            .collect()
+    };
+    for p in 0..3u64 {
+        let bytes = PlainSum::fresh(words(p)).to_bytes();
+        if p == 1 {
+            // A sum posing as one update, and a truncated one, are refused mid-fold.
+            let mut two = PlainSum::parse_submission(&bytes, &10_000).unwrap();
+            two.add_submission(&bytes, &10_000).unwrap();
+            assert!(
+                server
+                    .submit(PartyId(1), Round(0), &two.to_bytes(), t0)
+                    .is_err()
+            );
+            assert!(
+                server
+                    .submit(PartyId(1), Round(0), &bytes[..bytes.len() - 1], t0)
+                    .is_err()
+            );
+        }
+        server
+            .submit(PartyId(p as u32), Round(0), &bytes, t0)
+            .unwrap();
+    }
+    let published = server.aggregate(Round(0)).unwrap().expect("closed");
+    let sum = PlainSum::parse_aggregate(&published.bytes, &10_000, 3).unwrap();
+    let expected: Vec<u64> = (0..10_000)
+        .map(|i| (0..3).fold(0u64, |acc, p| acc.wrapping_add(words(p)[i])))
+        .collect();
+    assert_eq!(sum.words(), expected);
+}

@@ -9,8 +9,10 @@
 //! and hence each party's data size, travels encrypted in `he` mode, and the two modes differ
 //! by encryption alone: fed the same updates they produce bit-identical models (tested).
 
+use crate::he::wire::le_word;
 use crate::he::{EncryptedVector, Expected, WireError};
 use crate::quant::FixedPoint;
+use rayon::prelude::*;
 
 /// A vector a server can parse from untrusted bytes, add up and send back, without a key.
 ///
@@ -33,8 +35,10 @@ pub trait Summable: Sized + Send + 'static {
         max_parties: u32,
     ) -> Result<Self, PayloadError>;
 
-    /// Adds `other` into `self` (both already validated against the same `Expect`).
-    fn add_assign(&mut self, other: &Self) -> Result<(), PayloadError>;
+    /// Validates `bytes` exactly as [`Summable::parse_submission`] does and adds the
+    /// submission into `self` without keeping a parsed copy (a server folds each message
+    /// once, holding only the running sum). On any error `self` is unchanged.
+    fn add_submission(&mut self, bytes: &[u8], expect: &Self::Expect) -> Result<(), PayloadError>;
 
     /// The wire bytes.
     fn to_bytes(&self) -> Vec<u8>;
@@ -66,12 +70,13 @@ pub enum PayloadError {
 /// ```
 /// use hefl::fl::{PlainSum, Summable};
 ///
-/// let a = PlainSum::fresh(vec![1, 2, 3]);
-/// let bytes = a.to_bytes();
+/// let bytes = PlainSum::fresh(vec![1, 2, 3]).to_bytes();
 /// let mut sum = PlainSum::parse_submission(&bytes, &3)?;
-/// sum.add_assign(&a)?;
+/// sum.add_submission(&bytes, &3)?;
 /// assert_eq!(sum.words(), [2, 4, 6]);
 /// assert!(PlainSum::parse_submission(&bytes, &4).is_err());
+/// assert!(sum.add_submission(&bytes[..30], &3).is_err());
+/// assert_eq!(sum.words(), [2, 4, 6]);
 /// # Ok::<(), hefl::fl::PayloadError>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,6 +100,15 @@ impl PlainSum {
     }
 
     fn parse(bytes: &[u8], len: usize, max_summands: u32) -> Result<Self, PayloadError> {
+        let (summands, body) = Self::validate(bytes, len, max_summands)?;
+        Ok(Self {
+            words: body.chunks_exact(8).map(le_word).collect(),
+            summands,
+        })
+    }
+
+    /// Checks a message's header and length; returns its summand count and body.
+    fn validate(bytes: &[u8], len: usize, max_summands: u32) -> Result<(u32, &[u8]), PayloadError> {
         let bad = |m: String| PayloadError::Plain(m);
         let header = bytes.get(..PLAIN_HEADER).ok_or_else(|| {
             bad(format!(
@@ -105,13 +119,8 @@ impl PlainSum {
         if &header[..8] != PLAIN_MAGIC {
             return Err(bad("magic is not HEFLPLN1".into()));
         }
-        let field = |range: std::ops::Range<usize>| {
-            let mut b = [0u8; 8];
-            b[..range.len()].copy_from_slice(&header[range]);
-            u64::from_le_bytes(b)
-        };
-        let found_len = field(8..16);
-        let summands = field(16..20) as u32;
+        let found_len = le_word(&header[8..16]);
+        let summands = u32::from_le_bytes([header[16], header[17], header[18], header[19]]);
         if found_len != len as u64 {
             return Err(bad(format!("{found_len} values, expected {len}")));
         }
@@ -128,15 +137,7 @@ impl PlainSum {
                 len * 8
             )));
         }
-        let words = body
-            .chunks_exact(8)
-            .map(|c| {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(c);
-                u64::from_le_bytes(b)
-            })
-            .collect();
-        Ok(Self { words, summands })
+        Ok((summands, body))
     }
 }
 
@@ -153,18 +154,25 @@ impl Summable for PlainSum {
         Self::parse(bytes, *len, max_parties)
     }
 
-    fn add_assign(&mut self, other: &Self) -> Result<(), PayloadError> {
-        if other.words.len() != self.words.len() {
+    fn add_submission(&mut self, bytes: &[u8], len: &usize) -> Result<(), PayloadError> {
+        if self.words.len() != *len {
             return Err(PayloadError::Plain(format!(
-                "cannot add {} values to {}",
-                other.words.len(),
+                "cannot add {len} values to a sum of {}",
                 self.words.len()
             )));
         }
-        for (a, b) in self.words.iter_mut().zip(&other.words) {
-            *a = a.wrapping_add(*b);
-        }
-        self.summands = self.summands.saturating_add(other.summands);
+        let room = u32::MAX - self.summands;
+        let (summands, body) = Self::validate(bytes, *len, room.min(1))?;
+        const CHUNK: usize = 4096;
+        self.words
+            .par_chunks_mut(CHUNK)
+            .zip(body.par_chunks(CHUNK * 8))
+            .for_each(|(acc, add)| {
+                for (a, b) in acc.iter_mut().zip(add.chunks_exact(8)) {
+                    *a = a.wrapping_add(le_word(b));
+                }
+            });
+        self.summands += summands;
         Ok(())
     }
 
@@ -209,8 +217,12 @@ impl Summable for EncryptedVector {
         Ok(EncryptedVector::from_bytes(bytes, &sum)?)
     }
 
-    fn add_assign(&mut self, other: &Self) -> Result<(), PayloadError> {
-        Ok(EncryptedVector::add_assign(self, other)?)
+    fn add_submission(&mut self, bytes: &[u8], expect: &Expected) -> Result<(), PayloadError> {
+        let fresh = Expected {
+            max_summands: 1,
+            ..*expect
+        };
+        Ok(self.add_from_bytes(bytes, &fresh)?)
     }
 
     fn to_bytes(&self) -> Vec<u8> {

@@ -172,6 +172,8 @@ pub struct Server<S: Summable> {
     submitted: BTreeSet<PartyId>,
     /// Parties left out of the previous round: the round does not wait for them.
     absent: BTreeSet<PartyId>,
+    /// Parties the open round still waits for (not absent, not yet submitted).
+    waiting_for: usize,
     sum: Option<S>,
     published: VecDeque<Published>,
 }
@@ -204,6 +206,7 @@ impl<S: Summable> Server<S> {
             opened: now,
             submitted: BTreeSet::new(),
             absent: BTreeSet::new(),
+            waiting_for: config.parties as usize,
             sum: None,
             published: VecDeque::new(),
         })
@@ -263,12 +266,18 @@ impl<S: Summable> Server<S> {
             round,
             source,
         };
-        let update = S::parse_submission(bytes, &self.expect).map_err(payload_error)?;
         match self.sum.as_mut() {
-            Some(sum) => sum.add_assign(&update).map_err(payload_error)?,
-            None => self.sum = Some(update),
+            Some(sum) => sum
+                .add_submission(bytes, &self.expect)
+                .map_err(payload_error)?,
+            None => {
+                self.sum = Some(S::parse_submission(bytes, &self.expect).map_err(payload_error)?)
+            }
         }
         self.submitted.insert(party);
+        if !self.absent.contains(&party) {
+            self.waiting_for -= 1;
+        }
         self.close_if_ready(now);
         Ok(())
     }
@@ -298,21 +307,20 @@ impl<S: Summable> Server<S> {
 
     fn close_if_ready(&mut self, now: Instant) -> bool {
         let enough = self.submitted.len() >= self.config.min_parties as usize;
-        let everyone_expected = (0..self.config.parties)
-            .map(PartyId)
-            .all(|p| self.submitted.contains(&p) || self.absent.contains(&p));
         let due = now >= self.deadline();
-        if !(enough && (everyone_expected || due)) {
+        if !(enough && (self.waiting_for == 0 || due)) {
             return false;
         }
         let Some(sum) = self.sum.take() else {
             return false;
         };
-        let parties: Vec<PartyId> = std::mem::take(&mut self.submitted).into_iter().collect();
+        let submitted = std::mem::take(&mut self.submitted);
         self.absent = (0..self.config.parties)
             .map(PartyId)
-            .filter(|p| !parties.contains(p))
+            .filter(|p| !submitted.contains(p))
             .collect();
+        self.waiting_for = self.config.parties as usize - self.absent.len();
+        let parties: Vec<PartyId> = submitted.into_iter().collect();
         self.published.push_back(Published {
             round: self.round,
             parties,

@@ -18,6 +18,7 @@
 //! summable), so integrity and authenticity of messages come from the transport (TLS) and
 //! the protocol layer, not from here.
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use bincode::Options;
@@ -265,57 +266,8 @@ impl EncryptedVector {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn from_bytes(bytes: &[u8], expected: &Expected) -> Result<Self, WireError> {
-        let prefix = bytes.get(..PREFIX_LEN).ok_or(WireError::Truncated {
-            part: "magic and version",
-            needed: PREFIX_LEN as u64,
-            found: bytes.len() as u64,
-        })?;
-        let (magic, version) = prefix.split_at(MAGIC.len());
-        if magic != MAGIC.as_slice() {
-            let mut found = [0u8; 8];
-            found.copy_from_slice(magic);
-            return Err(WireError::Magic { found });
-        }
-        let version = u16::from_le_bytes([version[0], version[1]]);
-        if version != WIRE_VERSION {
-            return Err(WireError::Version {
-                expected: WIRE_VERSION,
-                found: version,
-            });
-        }
-
-        let mut rest = &bytes[PREFIX_LEN..];
-        let available = rest.len() as u64;
-        let header: Header = bincode_options()
-            .deserialize_from(&mut rest)
-            .map_err(|e| header_error(*e, available))?;
-        validate_header(&header, expected)?;
-
-        let words = PARAMS.ciphertext_words() as u64;
-        // count <= ceil(MAX_PLAINTEXT_LEN / N) here, so no overflow.
-        let body_len = header.ciphertext_count * words * size_of::<u64>() as u64;
-        let found = rest.len() as u64;
-        if found < body_len {
-            return Err(WireError::Truncated {
-                part: "ciphertext body",
-                needed: body_len,
-                found,
-            });
-        }
-        if found > body_len {
-            return Err(WireError::TrailingBytes {
-                body: body_len,
-                found: found - body_len,
-            });
-        }
-        let data = rest
-            .chunks_exact(size_of::<u64>())
-            .map(|chunk| {
-                let mut word = [0u8; 8];
-                word.copy_from_slice(chunk);
-                u64::from_le_bytes(word)
-            })
-            .collect();
+        let (header, body) = validate(bytes, expected)?;
+        let data = body.chunks_exact(size_of::<u64>()).map(le_word).collect();
         Ok(Self {
             key_id: KeyId(header.key_id),
             plaintext_len: expected.plaintext_len,
@@ -323,6 +275,102 @@ impl EncryptedVector {
             data,
         })
     }
+
+    /// Validates untrusted bytes exactly as [`EncryptedVector::from_bytes`] does, then adds
+    /// the ciphertexts they hold into `self` straight from the buffer (no parsed copy: a
+    /// server folding many submissions reads each once). On any error `self` is unchanged.
+    ///
+    /// ```
+    /// use hefl::he::{EncryptedVector, Expected, keys::KeyFile};
+    ///
+    /// let key = KeyFile::from_seed([1; 32]).secret_key()?;
+    /// let expected = Expected::fresh(key.key_id(), 2);
+    /// let mut sum = key.encrypt(&[1 << 50, 2 << 50])?;
+    /// sum.add_from_bytes(&key.encrypt(&[3 << 50, 4 << 50])?.to_bytes(), &expected)?;
+    /// let words = key.decrypt(&sum)?;
+    /// assert_eq!(words.iter().map(|w| w.wrapping_add(1 << 49) >> 50).collect::<Vec<_>>(), [4, 6]);
+    /// assert_eq!(sum.summands(), 2);
+    /// assert!(sum.add_from_bytes(&key.encrypt(&[1])?.to_bytes(), &expected).is_err());
+    /// assert_eq!(sum.summands(), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn add_from_bytes(&mut self, bytes: &[u8], expected: &Expected) -> Result<(), WireError> {
+        // `self` must fit the same expectations as the message.
+        let room = Expected {
+            key_id: self.key_id,
+            plaintext_len: self.plaintext_len,
+            max_summands: expected.max_summands.min(u32::MAX - self.summands),
+        };
+        let (header, body) = validate(bytes, &room)?;
+        validate_header(&header, expected)?;
+        let words = PARAMS.ciphertext_words();
+        self.data
+            .par_chunks_mut(words)
+            .zip(body.par_chunks(words * size_of::<u64>()))
+            .for_each(|(acc, add)| {
+                for (a, b) in acc.iter_mut().zip(add.chunks_exact(size_of::<u64>())) {
+                    *a = a.wrapping_add(le_word(b));
+                }
+            });
+        self.summands += header.summands;
+        Ok(())
+    }
+}
+
+/// A little-endian u64 from exactly eight bytes (a chunk of a message body).
+pub(crate) fn le_word(chunk: &[u8]) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(chunk);
+    u64::from_le_bytes(word)
+}
+
+/// Checks every field of a message against `expected`; returns its header and its body
+/// (exactly the ciphertext words' bytes).
+fn validate<'a>(bytes: &'a [u8], expected: &Expected) -> Result<(Header, &'a [u8]), WireError> {
+    let prefix = bytes.get(..PREFIX_LEN).ok_or(WireError::Truncated {
+        part: "magic and version",
+        needed: PREFIX_LEN as u64,
+        found: bytes.len() as u64,
+    })?;
+    let (magic, version) = prefix.split_at(MAGIC.len());
+    if magic != MAGIC.as_slice() {
+        let mut found = [0u8; 8];
+        found.copy_from_slice(magic);
+        return Err(WireError::Magic { found });
+    }
+    let version = u16::from_le_bytes([version[0], version[1]]);
+    if version != WIRE_VERSION {
+        return Err(WireError::Version {
+            expected: WIRE_VERSION,
+            found: version,
+        });
+    }
+
+    let mut rest = &bytes[PREFIX_LEN..];
+    let available = rest.len() as u64;
+    let header: Header = bincode_options()
+        .deserialize_from(&mut rest)
+        .map_err(|e| header_error(*e, available))?;
+    validate_header(&header, expected)?;
+
+    let words = PARAMS.ciphertext_words() as u64;
+    // count <= ceil(MAX_PLAINTEXT_LEN / N) here, so no overflow.
+    let body_len = header.ciphertext_count * words * size_of::<u64>() as u64;
+    let found = rest.len() as u64;
+    if found < body_len {
+        return Err(WireError::Truncated {
+            part: "ciphertext body",
+            needed: body_len,
+            found,
+        });
+    }
+    if found > body_len {
+        return Err(WireError::TrailingBytes {
+            body: body_len,
+            found: found - body_len,
+        });
+    }
+    Ok((header, rest))
 }
 
 fn header_error(error: bincode::ErrorKind, available: u64) -> WireError {
