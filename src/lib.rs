@@ -43,7 +43,10 @@
 //! know nothing of networks or of the protocol ([`dp`] draws its noise from
 //! [`he::SecureRng`], tfhe's CSPRNG); [`fl`] composes them into
 //! clients, the server and the training loop; [`transport`] only moves bytes
-//! between parties and the server; [`report`] and the CLI only present results.
+//! between parties and the server; [`perf`] measures what each mode costs;
+//! [`report`] and the CLI only present results.
+
+#![warn(missing_docs)]
 
 pub mod data;
 pub mod dp;

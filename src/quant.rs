@@ -220,6 +220,17 @@ fn worst_sum(clip: f32, frac_bits: u32, max_parties: u32) -> u128 {
     u128::from(max_parties).saturating_mul(max_magnitude(clip, frac_bits))
 }
 
+/// Refuses the first NaN or infinite value (a diverged model), naming its index.
+fn check_finite(values: &[f32]) -> Result<(), QuantError> {
+    match values.iter().position(|v| !v.is_finite()) {
+        Some(index) => Err(QuantError::NonFinite {
+            index,
+            value: values[index],
+        }),
+        None => Ok(()),
+    }
+}
+
 fn fits_overflow(clip: f32, frac_bits: u32, total_bits: u32, max_parties: u32) -> bool {
     worst_sum(clip, frac_bits, max_parties) < 1u128 << (total_bits - 1)
 }
@@ -414,22 +425,13 @@ impl FixedPoint {
         values: &[f32],
         rng: &mut R,
     ) -> Result<Vec<i64>, QuantError> {
-        values
-            .iter()
-            .enumerate()
-            .map(|(index, &value)| self.quantize_one(index, value, rng))
-            .collect()
+        check_finite(values)?;
+        Ok(values.iter().map(|&v| self.round(v, rng)).collect())
     }
 
-    fn quantize_one<R: rand::Rng + ?Sized>(
-        &self,
-        index: usize,
-        value: f32,
-        rng: &mut R,
-    ) -> Result<i64, QuantError> {
-        if !value.is_finite() {
-            return Err(QuantError::NonFinite { index, value });
-        }
+    /// Stochastic rounding of one finite value (checked by the caller).
+    #[inline]
+    fn round<R: rand::Rng + ?Sized>(&self, value: f32, rng: &mut R) -> i64 {
         let clip = self.params.clip;
         // Exact: an f32 times a power of two is an f64 without rounding.
         let scaled = f64::from(value.clamp(-clip, clip)) * self.scale;
@@ -437,7 +439,7 @@ impl FixedPoint {
         let fraction = scaled - floor;
         // A uniform in [0, 1) with 53 random bits.
         let uniform = (rng.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64);
-        Ok(floor as i64 + i64::from(uniform < fraction))
+        floor as i64 + i64::from(uniform < fraction)
     }
 
     /// z as a plaintext word: two's complement modulo 2^t in the top t bits, z·Δ mod 2^64.
@@ -481,11 +483,11 @@ impl FixedPoint {
         values: &[f32],
         rng: &mut R,
     ) -> Result<Vec<u64>, QuantError> {
-        values
+        check_finite(values)?;
+        Ok(values
             .iter()
-            .enumerate()
-            .map(|(index, &value)| Ok(self.to_plaintext(self.quantize_one(index, value, rng)?)))
-            .collect()
+            .map(|&v| self.to_plaintext(self.round(v, rng)))
+            .collect())
     }
 
     /// The integer sums encoded in decrypted words ([`FixedPoint::from_plaintext`] of each).

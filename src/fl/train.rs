@@ -161,6 +161,13 @@ impl TrainConfig {
         }
     }
 
+    /// Rounds in one epoch: enough for the party with `largest_shard` samples to pass over
+    /// its data once (batches of `batch_size`, `steps_per_round` of them per round).
+    ///
+    /// ```
+    /// let config = hefl::fl::TrainConfig::default(); // FedSGD, batch 64
+    /// assert_eq!(config.rounds_per_epoch(20_000), 313);
+    /// ```
     pub fn rounds_per_epoch(&self, largest_shard: usize) -> usize {
         largest_shard
             .div_ceil(self.batch_size.max(1))
