@@ -63,21 +63,11 @@ fn bench_encrypt_decrypt(c: &mut Criterion) {
     }
 
     // Baseline: tfhe's stock list encryption and decryption, one thread.
-    let n = PARAMS.polynomial_size().0;
-    let count = PARAMS.ciphertexts_for(LEN);
-    let mut padded = plaintext.clone();
-    padded.resize(count * n, 0);
-    let padded = PlaintextList::from_container(padded);
+    let padded = PARAMS.padded_plaintext_list(&plaintext);
     let mut seeder = new_seeder();
     let mut generator =
         EncryptionRandomGenerator::<DefaultRandomGenerator>::new(seeder.seed(), seeder.as_mut());
-    let mut list = GlweCiphertextList::new(
-        0u64,
-        PARAMS.glwe_size(),
-        PARAMS.polynomial_size(),
-        GlweCiphertextCount(count),
-        PARAMS.ciphertext_modulus(),
-    );
+    let mut list = PARAMS.zeroed_glwe_list(PARAMS.ciphertexts_for(LEN));
     let glwe_key = key.as_glwe_secret_key();
     group.bench_function(BenchmarkId::new("tfhe_encrypt", "1_threads"), |b| {
         b.iter(|| {
@@ -90,7 +80,7 @@ fn bench_encrypt_decrypt(c: &mut Criterion) {
             )
         })
     });
-    let mut out = PlaintextList::new(0u64, PlaintextCount(count * n));
+    let mut out = PlaintextList::new(0u64, padded.plaintext_count());
     group.bench_function(BenchmarkId::new("tfhe_decrypt", "1_threads"), |b| {
         b.iter(|| decrypt_glwe_ciphertext_list(&glwe_key, black_box(&list), &mut out))
     });

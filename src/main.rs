@@ -503,12 +503,19 @@ impl Observer for Progress {
     }
 }
 
+fn create_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))
+}
+
+fn write_file(path: &Path, contents: impl AsRef<[u8]>) -> Result<()> {
+    std::fs::write(path, contents).with_context(|| format!("writing {}", path.display()))
+}
+
 fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        create_dir(dir)?;
     }
-    let json = serde_json::to_string_pretty(value)?;
-    std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))
+    write_file(path, serde_json::to_string_pretty(value)? + "\n")
 }
 
 fn train(mode: Mode, args: &TrainArgs, metrics_out: Option<&Path>) -> Result<()> {
@@ -570,7 +577,7 @@ fn demo(args: &TrainArgs, out_dir: &Path, metrics_out: Option<&Path>, network: b
         })
         .collect();
     let overheads = overheads.join("\n");
-    std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    create_dir(out_dir)?;
     let plot = out_dir.join("accuracy.png");
     hefl::report::plot_accuracy(
         &plot,
@@ -578,13 +585,12 @@ fn demo(args: &TrainArgs, out_dir: &Path, metrics_out: Option<&Path>, network: b
         &named,
     )?;
     let md = out_dir.join("results.md");
-    std::fs::write(
+    write_file(
         &md,
         format!(
             "# local vs centralized vs federated (plain, he)\n\n{table}\n## Time in the privacy envelope\n\n{overheads}\n"
         ),
-    )
-    .with_context(|| format!("writing {}", md.display()))?;
+    )?;
     let json: serde_json::Map<String, serde_json::Value> = runs
         .iter()
         .map(|(n, m)| Ok((n.clone(), serde_json::to_value(m)?)))
@@ -715,7 +721,7 @@ fn main() -> Result<()> {
 /// The federated-he run as processes on loopback: one server, one client per party.
 /// Returns party 0's metrics.
 fn network_run(args: &TrainArgs, dir: &Path) -> Result<RunMetrics> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    create_dir(dir)?;
     let key_path = match &args.key {
         Some(path) => path.clone(),
         None => {
@@ -879,7 +885,7 @@ fn join(
 }
 
 fn bench_report(quick: bool, out_dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    create_dir(out_dir)?;
     if cfg!(debug_assertions) {
         eprintln!(
             "warning: this binary was built without --release; run `cargo run --release -- \
@@ -897,18 +903,17 @@ fn bench_report(quick: bool, out_dir: &Path) -> Result<()> {
     } else {
         "hefl bench-report"
     };
-    std::fs::write(
+    write_file(
         &md_path,
         format!(
             "# Performance report\n\nMeasured by `{command}` in {:.0} s.\n\n{markdown}",
             start.elapsed().as_secs_f64()
         ),
-    )
-    .with_context(|| format!("writing {}", md_path.display()))?;
+    )?;
     let mut written = vec![md_path];
     for (name, contents) in report.csv() {
         let path = out_dir.join(name);
-        std::fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))?;
+        write_file(&path, contents)?;
         written.push(path);
     }
     written.extend(report.plot(out_dir)?);
@@ -970,7 +975,7 @@ fn dp_sweep(args: &TrainArgs, epsilons: &[f64], out_dir: &Path) -> Result<()> {
         runs.push((name, m));
     }
     let (md, csv) = hefl::report::sweep_tables(&rows);
-    std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    create_dir(out_dir)?;
     let named: Vec<(&str, &RunMetrics)> = runs.iter().map(|(n, m)| (n.as_str(), m)).collect();
     let plot = out_dir.join("dp-sweep.png");
     hefl::report::plot_accuracy(
@@ -982,7 +987,7 @@ fn dp_sweep(args: &TrainArgs, epsilons: &[f64], out_dir: &Path) -> Result<()> {
         &named,
     )?;
     let md_path = out_dir.join("dp-sweep.md");
-    std::fs::write(
+    write_file(
         &md_path,
         format!(
             "# Accuracy against epsilon (delta = {}, C = {}, {} epochs)\n\n{md}\n{}",
@@ -991,10 +996,9 @@ fn dp_sweep(args: &TrainArgs, epsilons: &[f64], out_dir: &Path) -> Result<()> {
             args.epochs,
             hefl::report::accuracy_table(&named)
         ),
-    )
-    .with_context(|| format!("writing {}", md_path.display()))?;
+    )?;
     let csv_path = out_dir.join("dp-sweep.csv");
-    std::fs::write(&csv_path, csv).with_context(|| format!("writing {}", csv_path.display()))?;
+    write_file(&csv_path, csv)?;
     println!("\n{md}");
     println!(
         "wrote {}, {} and {}",

@@ -250,26 +250,16 @@ fn hefl_ciphertexts_decrypt_with_tfhe() {
 fn tfhe_ciphertexts_decrypt_with_hefl() {
     let key = key();
     let len = 5000;
-    let count = PARAMS.ciphertexts_for(len);
-    let n = PARAMS.polynomial_size().0;
     let plaintext: Vec<u64> = (0..len as u64).map(|i| (i % 97) << 45).collect();
-    let mut padded = plaintext.clone();
-    padded.resize(count * n, 0);
 
     let mut seeder = new_seeder();
     let mut generator =
         EncryptionRandomGenerator::<DefaultRandomGenerator>::new(seeder.seed(), seeder.as_mut());
-    let mut list = GlweCiphertextList::new(
-        0u64,
-        PARAMS.glwe_size(),
-        PARAMS.polynomial_size(),
-        GlweCiphertextCount(count),
-        PARAMS.ciphertext_modulus(),
-    );
+    let mut list = PARAMS.zeroed_glwe_list(PARAMS.ciphertexts_for(len));
     encrypt_glwe_ciphertext_list(
         &key.as_glwe_secret_key(),
         &mut list,
-        &PlaintextList::from_container(padded),
+        &PARAMS.padded_plaintext_list(&plaintext),
         PARAMS.noise(),
         &mut generator,
     );

@@ -8,7 +8,8 @@
 
 use tfhe::core_crypto::commons::math::random::{DynamicDistribution, TUniform};
 use tfhe::core_crypto::prelude::{
-    CiphertextModulus, GlweDimension, GlweSize, PolynomialSize, glwe_ciphertext_size,
+    CiphertextModulus, GlweCiphertextCount, GlweCiphertextList, GlweDimension, GlweSize,
+    PlaintextList, PolynomialSize, glwe_ciphertext_size,
 };
 use tfhe::shortint::parameters::v1_8::V1_8_PARAM_MESSAGE_2_CARRY_2_KS_PBS_TUNIFORM_2M128 as TFHE_PARAMETER_SET;
 
@@ -182,6 +183,38 @@ impl GlweParams {
     /// ```
     pub const fn ciphertexts_for(&self, len: usize) -> usize {
         len.div_ceil(self.polynomial_size.0)
+    }
+
+    /// `values` zero-padded to whole ciphertexts, as tfhe's `encrypt_glwe_ciphertext_list`
+    /// takes them; with [`GlweParams::zeroed_glwe_list`], for running tfhe's own list
+    /// encryption on the vectors hefl encrypts (interop tests, baselines).
+    ///
+    /// ```
+    /// use hefl::he::params::PARAMS;
+    ///
+    /// let plaintext = PARAMS.padded_plaintext_list(&[7; 3000]);
+    /// assert_eq!(plaintext.plaintext_count().0, 4096);
+    /// let list = PARAMS.zeroed_glwe_list(PARAMS.ciphertexts_for(3000));
+    /// assert_eq!(list.glwe_ciphertext_count().0, 2);
+    /// ```
+    pub fn padded_plaintext_list(&self, values: &[u64]) -> PlaintextList<Vec<u64>> {
+        let mut padded = values.to_vec();
+        padded.resize(
+            self.ciphertexts_for(values.len()) * self.polynomial_size.0,
+            0,
+        );
+        PlaintextList::from_container(padded)
+    }
+
+    /// A zeroed tfhe list of `count` ciphertexts of these parameters.
+    pub fn zeroed_glwe_list(&self, count: usize) -> GlweCiphertextList<Vec<u64>> {
+        GlweCiphertextList::new(
+            0u64,
+            self.glwe_size(),
+            self.polynomial_size,
+            GlweCiphertextCount(count),
+            self.ciphertext_modulus,
+        )
     }
 }
 

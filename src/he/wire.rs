@@ -295,14 +295,27 @@ impl EncryptedVector {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn add_from_bytes(&mut self, bytes: &[u8], expected: &Expected) -> Result<(), WireError> {
-        // `self` must fit the same expectations as the message.
-        let room = Expected {
-            key_id: self.key_id,
-            plaintext_len: self.plaintext_len,
-            max_summands: expected.max_summands.min(u32::MAX - self.summands),
-        };
-        let (header, body) = validate(bytes, &room)?;
-        validate_header(&header, expected)?;
+        let (header, body) = validate(bytes, expected)?;
+        // The message fits `expected`; the running sum must fit it too.
+        if self.key_id != expected.key_id {
+            return Err(WireError::KeyId {
+                expected: self.key_id,
+                found: expected.key_id,
+            });
+        }
+        if self.plaintext_len != expected.plaintext_len {
+            return Err(WireError::Length {
+                expected: self.plaintext_len,
+                found: expected.plaintext_len as u64,
+            });
+        }
+        let summands = self
+            .summands
+            .checked_add(header.summands)
+            .ok_or(WireError::Summands {
+                max: u32::MAX - self.summands,
+                found: header.summands,
+            })?;
         let words = PARAMS.ciphertext_words();
         self.data
             .par_chunks_mut(words)
@@ -312,7 +325,7 @@ impl EncryptedVector {
                     *a = a.wrapping_add(le_word(b));
                 }
             });
-        self.summands += header.summands;
+        self.summands = summands;
         Ok(())
     }
 }

@@ -238,15 +238,15 @@ fn mib(bytes: u64) -> f64 {
 impl Report {
     /// The baseline every client ratio divides by.
     pub fn plaintext_step(&self) -> Option<Timing> {
-        self.client_timing(ClientWork::PlaintextStep)
-    }
-
-    /// The timing of one client operation.
-    pub fn client_timing(&self, work: ClientWork) -> Option<Timing> {
         self.client
             .iter()
-            .find(|r| r.work == work)
+            .find(|r| r.work == ClientWork::PlaintextStep)
             .map(|r| r.timing)
+    }
+
+    /// `timing` as a multiple of the plaintext step (NaN if that was not measured).
+    pub fn times_plaintext_step(&self, timing: Timing) -> f64 {
+        timing.median / self.plaintext_step().map_or(f64::NAN, |t| t.median)
     }
 
     /// The aggregation rows of one mode, in party order.
@@ -296,14 +296,13 @@ impl Report {
             workloads::BATCH,
             workloads::SHARD
         );
-        let base = self.plaintext_step().map_or(f64::NAN, |t| t.median);
         for row in &self.client {
             let _ = writeln!(
                 md,
                 "| {} | {:.2} ms | {:.2} |",
                 row.work.describe(),
                 row.timing.median * 1e3,
-                row.timing.median / base
+                self.times_plaintext_step(row.timing)
             );
         }
         md
@@ -320,7 +319,7 @@ impl Report {
              prepared messages.\n\n\
              | parties | he | plain | he peak memory | he memory growth |\n\
              |---:|---:|---:|---:|---:|\n",
-            workloads::model_len() + 1,
+            workloads::submission_len(),
             mib(self.aggregation_fixture_bytes as u64)
         );
         for (h, p) in he.iter().zip(&plain) {
@@ -406,7 +405,6 @@ impl Report {
             "# {}\n",
             self.machine.to_string().replace(['\n', '\r'], " ")
         );
-        let base = self.plaintext_step().map_or(f64::NAN, |t| t.median);
         let mut client = format!("{machine}operation,median_seconds,min_seconds,runs,ratio\n");
         for r in &self.client {
             let _ = writeln!(
@@ -416,7 +414,7 @@ impl Report {
                 r.timing.median,
                 r.timing.min,
                 r.timing.runs,
-                r.timing.median / base
+                self.times_plaintext_step(r.timing)
             );
         }
         let mut aggregation = format!(
@@ -519,11 +517,15 @@ impl Report {
         )?;
         written.push(path);
 
-        let base = self.plaintext_step().map_or(f64::NAN, |t| t.median);
         let bars: Vec<(String, f64)> = self
             .client
             .iter()
-            .map(|r| (r.work.id().replace('_', " "), r.timing.median / base))
+            .map(|r| {
+                (
+                    r.work.id().replace('_', " "),
+                    self.times_plaintext_step(r.timing),
+                )
+            })
             .collect();
         let path = dir.join("client_round.png");
         plot_bars(

@@ -247,23 +247,27 @@ pub fn vector_to_encrypt(
     fp.encode(&values, &mut rng)
 }
 
-fn largest_party_count() -> u32 {
-    PARTY_COUNTS[PARTY_COUNTS.len() - 1]
+/// Slots of every submission: the model's parameters and the weight.
+pub fn submission_len() -> usize {
+    model_len() + 1
+}
+
+/// [`DISTINCT_MESSAGES`] updates encoded for the largest party count, each sealed by `seal`.
+fn sealed_messages(
+    seal: impl Fn(Vec<u64>) -> Result<Vec<u8>, PerfError>,
+) -> Result<Vec<Vec<u8>>, PerfError> {
+    let parties = PARTY_COUNTS[PARTY_COUNTS.len() - 1];
+    (0..DISTINCT_MESSAGES)
+        .map(|i| seal(vector_to_encrypt(submission_len(), parties, i as u64)?))
+        .collect()
 }
 
 impl Submissions<EncryptedVector> {
     /// Fresh encryptions under `key`, as a server in `he` mode receives them.
     pub fn he(key: &SecretKey) -> Result<Self, PerfError> {
-        let len = model_len() + 1;
-        let messages = (0..DISTINCT_MESSAGES)
-            .map(|i| {
-                let words = vector_to_encrypt(len, largest_party_count(), i as u64)?;
-                Ok(key.encrypt(&words)?.to_bytes())
-            })
-            .collect::<Result<_, PerfError>>()?;
         Ok(Self {
-            expect: Expected::fresh(key.key_id(), len),
-            messages,
+            expect: Expected::fresh(key.key_id(), submission_len()),
+            messages: sealed_messages(|words| Ok(key.encrypt(&words)?.to_bytes()))?,
         })
     }
 }
@@ -271,16 +275,9 @@ impl Submissions<EncryptedVector> {
 impl Submissions<PlainSum> {
     /// Fixed-point words in the clear, as a server in `plain` (or `dp`) mode receives them.
     pub fn plain() -> Result<Self, PerfError> {
-        let len = model_len() + 1;
-        let messages = (0..DISTINCT_MESSAGES)
-            .map(|i| {
-                let words = vector_to_encrypt(len, largest_party_count(), i as u64)?;
-                Ok(PlainSum::fresh(words).to_bytes())
-            })
-            .collect::<Result<_, PerfError>>()?;
         Ok(Self {
-            expect: len,
-            messages,
+            expect: submission_len(),
+            messages: sealed_messages(|words| Ok(PlainSum::fresh(words).to_bytes()))?,
         })
     }
 }
