@@ -7,8 +7,8 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use hefl::data::Mnist;
+use hefl::data::synthetic::separable;
 use hefl::fl::{Mode, TrainConfig, run};
-use hefl::perf::workloads::synthetic_shard;
 use std::time::Duration;
 
 #[global_allocator]
@@ -22,8 +22,8 @@ fn data() -> Mnist {
         }
     }
     Mnist {
-        train: synthetic_shard(60_000),
-        test: synthetic_shard(10_000),
+        train: separable(60_000),
+        test: separable(10_000),
     }
 }
 

@@ -136,6 +136,7 @@ pub enum DataError {
     },
 
     /// The HTTP request failed (connection, TLS, timeout, protocol).
+    #[cfg(feature = "download")]
     #[error("downloading {url}: {source}")]
     Http {
         /// URL requested.

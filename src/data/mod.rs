@@ -5,9 +5,9 @@
 //!   a directory into a [`Mnist`] of two [`Dataset`]s, images scaled to `[0, 1]`.
 //! - [`resolve_data_dir`] decides where the files live: a CLI flag, else `$MNIST_DIR`,
 //!   else a per-user cache directory.
-//! - [`load_or_download`] loads from there and, when the files are missing, first
-//!   downloads them from a public mirror, verifying the SHA-256 of their decompressed
-//!   content before anything is written into the cache.
+//! - [`load_or_download`] (feature `download`) loads from there and, when the files are
+//!   missing, first downloads them from a public mirror, verifying the SHA-256 of their
+//!   decompressed content before anything is written into the cache.
 //! - [`partition`] splits a data set's indices among parties, IID or skewed by label
 //!   with a Dirichlet distribution, deterministically from a seed.
 //!
@@ -16,24 +16,29 @@
 //! [`DataError`] naming the file and what was expected and found, never a panic.
 //!
 //! ```no_run
+//! # #[cfg(feature = "download")] {
 //! use hefl::data::{Partition, load_or_download, partition};
 //!
 //! let mnist = load_or_download(None)?;
 //! let parts = partition(&mnist.train.labels, 3, Partition::Dirichlet { alpha: 0.5 }, 42)?;
 //! let first_party = mnist.train.subset(&parts[0]);
 //! println!("party 0 holds {} images", first_party.len());
+//! # }
 //! # Ok::<(), hefl::data::DataError>(())
 //! ```
 
+#[cfg(feature = "download")]
 mod download;
 mod error;
 mod idx;
 mod partition;
+pub mod synthetic;
 
 use std::path::{Path, PathBuf};
 
 use ndarray::{Array2, Axis, s};
 
+#[cfg(feature = "download")]
 pub use download::{
     DEFAULT_MIRROR, MAX_DOWNLOAD_BYTES, MIRROR_ENV, MNIST_SHA256, download_mnist,
     download_mnist_with, load_or_download, load_or_download_with,
@@ -69,7 +74,7 @@ pub const DATA_DIR_ENV: &str = "MNIST_DIR";
 /// assert_eq!(data.subset(&[2, 0]).labels, vec![4, 7]);
 /// assert_eq!(data.take(2).len(), 2);
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Dataset {
     /// `(n, IMAGE_PIXELS)` pixel intensities in `[0, 1]`.
     pub images: Array2<f32>,
@@ -112,7 +117,7 @@ impl Dataset {
 }
 
 /// The MNIST training (60,000 images) and test (10,000 images) sets.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Mnist {
     /// Training set (`train-images` / `train-labels`).
     pub train: Dataset,

@@ -1,6 +1,7 @@
 //! A party: its own data, its own copy of the model, its own optimizer.
 
-use super::train::Strategy;
+use super::server::PartyId;
+use super::strategy::Strategy;
 use crate::data::{Dataset, IMAGE_PIXELS};
 use crate::dp::{DpSgd, Sampling, add_gaussian_noise};
 use crate::he::SecureRng;
@@ -28,7 +29,7 @@ pub struct Update {
 /// Not `Clone`: a DP client's secure generator must never be duplicated.
 #[derive(Debug)]
 pub struct Client {
-    id: usize,
+    id: PartyId,
     data: Dataset,
     model: Mlp,
     optimizer: Optimizer,
@@ -62,7 +63,7 @@ impl Client {
     /// A client with party index `id`, its local `data`, a copy of the common
     /// initial `model`, and a fresh optimizer. `seed` fixes its batch order.
     pub fn new(
-        id: usize,
+        id: PartyId,
         data: Dataset,
         model: Mlp,
         optimizer: OptimizerKind,
@@ -77,7 +78,9 @@ impl Client {
             optimizer: Optimizer::new(optimizer, lr, n),
             model,
             cursor: 0,
-            rng: ChaCha20Rng::seed_from_u64(seed ^ (id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+            rng: ChaCha20Rng::seed_from_u64(
+                seed ^ u64::from(id.0).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            ),
             batch_x: Array2::zeros((0, IMAGE_PIXELS)),
             batch_y: Vec::new(),
             grad: vec![0.0; n],
@@ -89,7 +92,7 @@ impl Client {
     }
 
     /// The party index.
-    pub fn id(&self) -> usize {
+    pub fn id(&self) -> PartyId {
         self.id
     }
 

@@ -1,4 +1,5 @@
-//! Training: one loop for the local, centralized and federated modes.
+//! Federated training: the round protocol's three roles, one training loop for every mode,
+//! and the hub every transport drives.
 //!
 //! Every mode is a set of [`Client`]s running rounds:
 //!
@@ -7,37 +8,63 @@
 //! * **centralized**: one client holding all the training data (the upper
 //!   baseline: what pooling the data would give);
 //! * **federated**: `P` clients, one per shard. Each round every client computes
-//!   an update on its own data, the updates are combined by the [`Strategy`]
-//!   (FedSGD: one batch gradient each; FedAvg: `k` local steps, deltas weighted
-//!   by sample count), and every client applies the same aggregate, so all
-//!   models stay identical without anyone holding a central copy.
+//!   an update on its own data, seals it in an [`Envelope`] of the run's [`Privacy`] mode
+//!   and submits it; a [`Server`] (no key, no model) validates and sums what they send; the
+//!   [`Strategy`] says what an update is and how the mean is applied. Every client applies
+//!   the same aggregate, so all models stay identical without anyone holding a central
+//!   copy. See [`payload`] for what travels in each mode.
 //!
-//! With one client, FedSGD reduces exactly to ordinary mini-batch training, so
-//! the baselines and the federated run share every line of the loop.
-
+//! hefl applies the strategy on every client, where Flower applies it on the server,
+//! because its server holds no model and in `he` mode cannot read an update: it can only
+//! add ciphertexts.
 //!
-//! Federated rounds run through the protocol's three roles: [`Client`]s compute
-//! updates and seal them in an [`Envelope`] of the run's [`Privacy`] mode; a
-//! [`Server`] (no key, no model) validates and sums what they send; the
-//! [`Strategy`] says what an update is and how the mean is applied. See
-//! [`payload`] for what travels in each mode.
+//! # One loop, one hub, two transports
+//!
+//! ```text
+//!   run_party (the only client loop)            Hub (Server + clock + waiters, no I/O)
+//!   compute -> seal -> Uplink::submit  ------->  Hub::submit
+//!   apply   <- open <- Uplink::fetch   <-------  Hub::fetch (ticks deadlines while waiting)
+//!            HubUplink: in-process threads  |  transport::http: HTTP handlers
+//! ```
+//!
+//! [`run`] in federated mode is one [`Hub`] and one thread per party, each running
+//! [`run_party`]'s loop through a [`HubUplink`]; `hefl serve` puts the same [`Hub`] behind
+//! HTTP handlers and `hefl join` runs the same loop through an HTTP uplink. So a
+//! simulation is a deployment on one machine: deadlines and `min_parties`
+//! ([`RoundRules`]) act the same way. The baselines run the same loop with one party whose
+//! update is the aggregate (with one client, FedSGD is ordinary mini-batch training).
+//!
+//! Modules depend one way: [`strategy`](Strategy) and [`config`](TrainConfig) at the bottom;
+//! payload, envelope, client, server above them; error, metrics, plan, setup; then party
+//! (the loop), hub (which implements the in-process uplink) and run.
 
 mod client;
-mod federation;
+mod config;
+mod envelope;
+mod error;
+mod hub;
+mod metrics;
 mod party;
 pub mod payload;
-mod privacy;
+mod plan;
+mod run;
 mod server;
-mod train;
+mod setup;
+mod strategy;
 
 pub use client::{Client, Update};
-pub use federation::{Overhead, RoundError};
-pub use party::{PartyError, Plan, Submitted, Uplink, UplinkError, plan_for, run_party};
-pub use payload::{DecodeError, PayloadError, PlainSum, Summable, weighted, weighted_mean};
-pub use privacy::{Envelope, EnvelopeCost, EnvelopeError, Privacy};
-pub use server::{PartyId, Published, Refusal, Round, Server, ServerConfig, ServerConfigError};
-pub(crate) use train::clients_and_test_set;
-pub use train::{
-    EpochMetrics, Mode, Observer, RunMetrics, Strategy, TrainConfig, TrainError, calibrate_noise,
-    run,
+pub use config::{
+    ConfigError, Field, MAX_BATCH_SIZE, MAX_EPOCHS, MAX_LOCAL_STEPS, MAX_PARTIES, Mode, Privacy,
+    TrainConfig, ValidConfig,
 };
+pub use envelope::{Envelope, EnvelopeCost, EnvelopeError};
+pub use error::{PartyError, RefusalKind, TrainError, UplinkError};
+pub use hub::{Hub, HubEvent, HubUplink, ServeReport};
+pub use metrics::{EpochMetrics, Observer, Overhead, RunMetrics};
+pub use party::{Submitted, Uplink, run_party};
+pub use payload::{DecodeError, PayloadError, PlainSum, Summable, weighted, weighted_mean};
+pub use plan::{MAX_ROUND_TIMEOUT, MAX_ROUNDS, Plan, ValidPlan, plan_for};
+pub use run::{RoundRules, run, run_with};
+pub use server::{PartyId, Published, Refusal, Round, Server, ServerConfig};
+pub use setup::calibrate_noise;
+pub use strategy::Strategy;

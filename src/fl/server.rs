@@ -7,6 +7,7 @@
 //! mode) can only ever hold ciphertexts: there is no field, argument or method through which
 //! a plaintext vector or a key could reach it.
 
+use super::config::{ConfigError, Field, MAX_PARTIES, check_range};
 use super::payload::{PayloadError, Summable};
 use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
@@ -47,6 +48,36 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
+    /// Refuses a federation without parties, a `min_parties` outside `1..=parties`, a zero
+    /// deadline, and keeping no published round.
+    ///
+    /// ```
+    /// use hefl::fl::{Field, ServerConfig};
+    ///
+    /// let bad = ServerConfig { min_parties: 4, ..ServerConfig::new(3) };
+    /// assert_eq!(bad.validate().unwrap_err().field(), Field::MinParties);
+    /// ```
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let parties = self.parties as usize;
+        check_range(Field::Parties, parties, 1, MAX_PARTIES)?;
+        check_range(Field::MinParties, self.min_parties as usize, 1, parties)?;
+        if self.round_timeout.is_zero() {
+            return Err(ConfigError::Invalid {
+                field: Field::RoundTimeout,
+                expected: "a positive duration".into(),
+                found: "0".into(),
+            });
+        }
+        if self.keep_rounds == 0 {
+            return Err(ConfigError::Invalid {
+                field: Field::KeepRounds,
+                expected: "at least one published round kept".into(),
+                found: "0".into(),
+            });
+        }
+        Ok(())
+    }
+
     /// All `parties` required, a 30-second deadline, 16 aggregates kept.
     ///
     /// ```
@@ -134,11 +165,6 @@ impl Refusal {
     }
 }
 
-/// Why a server configuration was refused.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid server configuration: {0}")]
-pub struct ServerConfigError(String);
-
 /// Runs rounds over payloads of type `S`: collects one update per party, folds them,
 /// publishes the sum.
 ///
@@ -180,25 +206,8 @@ pub struct Server<S: Summable> {
 
 impl<S: Summable> Server<S> {
     /// A server whose first round opens at `now`; submissions are checked against `expect`.
-    pub fn new(
-        config: ServerConfig,
-        expect: S::Expect,
-        now: Instant,
-    ) -> Result<Self, ServerConfigError> {
-        if config.parties == 0 {
-            return Err(ServerConfigError("at least one party is needed".into()));
-        }
-        if config.min_parties == 0 || config.min_parties > config.parties {
-            return Err(ServerConfigError(format!(
-                "min parties is {}, expected 1 to {} (the number of parties)",
-                config.min_parties, config.parties
-            )));
-        }
-        if config.keep_rounds == 0 {
-            return Err(ServerConfigError(
-                "at least one published round must be kept".into(),
-            ));
-        }
+    pub fn new(config: ServerConfig, expect: S::Expect, now: Instant) -> Result<Self, ConfigError> {
+        config.validate()?;
         Ok(Self {
             config,
             expect,

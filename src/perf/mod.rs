@@ -33,7 +33,7 @@ pub enum PerfError {
     Envelope(#[from] crate::fl::EnvelopeError),
     /// The server refused its configuration.
     #[error(transparent)]
-    ServerConfig(#[from] crate::fl::ServerConfigError),
+    ServerConfig(#[from] crate::fl::ConfigError),
     /// The server refused a submission.
     #[error(transparent)]
     Refusal(#[from] crate::fl::Refusal),

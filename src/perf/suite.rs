@@ -11,9 +11,12 @@ use super::{
 use crate::fl::{PlainSum, Summable};
 use crate::he::EncryptedVector;
 use crate::he::keys::KeyFile;
+#[cfg(feature = "plot")]
 use crate::report::{Axis, LinePlot, PlotError, Scale, Series, SeriesStyle, plot_bars, plot_lines};
+#[cfg(feature = "plot")]
 use plotters::prelude::SeriesLabelPosition;
 use std::fmt::Write as _;
+#[cfg(feature = "plot")]
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -466,6 +469,7 @@ impl Report {
     }
 
     /// Draws the plots into `dir`; returns the files written.
+    #[cfg(feature = "plot")]
     pub fn plot(&self, dir: &Path) -> Result<Vec<PathBuf>, PlotError> {
         let machine = format!("{} threads, {}", self.machine.cores, self.machine.date);
         let mut written = Vec::new();

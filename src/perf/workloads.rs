@@ -12,7 +12,6 @@
 //! randomness still comes from the CSPRNG inside [`SecretKey::encrypt`].
 
 use super::PerfError;
-use crate::data::{Dataset, IMAGE_PIXELS};
 use crate::dp::{DpSgd, Sampling};
 use crate::fl::{
     Client, Envelope, EnvelopeCost, PartyId, PlainSum, Published, Round, Server, ServerConfig,
@@ -22,7 +21,6 @@ use crate::he::keys::SecretKey;
 use crate::he::{EncryptedVector, Expected, SecureRng};
 use crate::model::{DEFAULT_LAYERS, Mlp, OptimizerKind, param_count};
 use crate::quant::FixedPoint;
-use ndarray::Array2;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use std::sync::Arc;
@@ -44,21 +42,6 @@ pub const DISTINCT_MESSAGES: usize = 24;
 /// The default MLP's parameter count, the length of every measured update.
 pub fn model_len() -> usize {
     param_count(&DEFAULT_LAYERS)
-}
-
-/// `n` synthetic MNIST-shaped examples (a fixed pixel pattern, labels cycling 0..9).
-///
-/// ```
-/// let shard = hefl::perf::workloads::synthetic_shard(100);
-/// assert_eq!((shard.len(), shard.images.ncols()), (100, 784));
-/// ```
-pub fn synthetic_shard(n: usize) -> Dataset {
-    Dataset {
-        images: Array2::from_shape_fn((n, IMAGE_PIXELS), |(r, c)| {
-            ((r * 7 + c * 13) % 256) as f32 / 255.0
-        }),
-        labels: (0..n).map(|i| (i % 10) as u8).collect(),
-    }
 }
 
 /// The DP-SGD settings of the measured DP step: σ = 1, C = 1, δ = 1e-5 (the cost does not
@@ -155,8 +138,8 @@ impl ClientRound {
         let client = || -> Result<Client, PerfError> {
             let model = Mlp::new(&DEFAULT_LAYERS, 42)?;
             Ok(Client::new(
-                0,
-                synthetic_shard(SHARD),
+                PartyId(0),
+                crate::data::synthetic::separable(SHARD),
                 model,
                 OptimizerKind::Adam,
                 1.5e-3,

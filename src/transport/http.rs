@@ -3,7 +3,7 @@
 //!
 //! | request | what it does |
 //! |---|---|
-//! | `GET /v1/plan` | the run's [`Plan`] as JSON |
+//! | `GET /v1/plan` | the run's [`Plan`](crate::fl::Plan) as JSON |
 //! | `POST /v1/rounds/{r}/update` | one party's sealed update for round r (body: wire bytes) |
 //! | `GET /v1/rounds/{r}/aggregate?wait_ms=W` | round r's sum once it is published (long poll: `204 No Content` if still open after W ms); header `x-hefl-parties` lists the parties in it |
 //!
@@ -17,10 +17,15 @@
 //! With [`TlsFiles`] the server speaks HTTPS (rustls, ring provider); clients verify it
 //! against the web roots ([`HttpUplink::new`]) or a given CA ([`HttpUplink::with_ca`]).
 //!
-//! This module only moves bytes: validation and sums are [`Server`]'s, the party's work is
-//! [`run_party`](crate::fl::run_party)'s.
+//! This module only moves bytes: the handlers call the federation's [`Hub`], exactly as the
+//! in-process [`HubUplink`](crate::fl::HubUplink) does, and [`HttpUplink`] is the party's
+//! side for [`run_party`](crate::fl::run_party).
 
-use crate::fl::{PartyId, Plan, Refusal, Round, Server, Submitted, Summable, Uplink, UplinkError};
+use super::tokens::Tokens;
+use crate::fl::{
+    Hub, PartyId, Plan, Published, Refusal, RefusalKind, Round, ServeReport, Submitted, Uplink,
+    UplinkError, ValidPlan,
+};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, State};
@@ -28,13 +33,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
-use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::Notify;
 
 /// Header naming the requesting party.
 pub const PARTY_HEADER: &str = "x-hefl-party";
@@ -45,217 +45,52 @@ pub const REFUSAL_HEADER: &str = "x-hefl-refusal";
 /// Longest a single aggregate request waits before answering `204 No Content`.
 const MAX_WAIT: Duration = Duration::from_secs(10);
 
-/// Errors setting up or running the transport.
+/// Errors running the server.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
-    /// A tokens file could not be read, written or parsed.
-    #[error("tokens file {path}: {reason}")]
-    Tokens {
-        /// The file.
-        path: std::path::PathBuf,
-        /// What was wrong.
-        reason: String,
-    },
-    /// A socket or runtime error.
+    /// A socket, runtime or certificate error.
     #[error("network: {0}")]
     Io(#[from] std::io::Error),
 }
 
-/// The per-party bearer tokens of a federation. The server keeps only their SHA-256.
-///
-/// ```
-/// use hefl::transport::http::Tokens;
-///
-/// let (tokens, issued) = Tokens::generate(3)?;
-/// assert_eq!(issued.len(), 3);
-/// assert!(tokens.check(1, &issued[1]));
-/// assert!(!tokens.check(1, &issued[0]));
-/// assert!(!tokens.check(7, &issued[0]));
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-#[derive(Clone)]
-pub struct Tokens {
-    digests: Vec<[u8; 32]>,
-}
-
-impl Tokens {
-    /// Fresh tokens for `parties` parties: 32 bytes each from the OS CSPRNG, hex-encoded.
-    pub fn generate(parties: usize) -> Result<(Self, Vec<String>), getrandom::Error> {
-        let issued = (0..parties)
-            .map(|_| {
-                let mut bytes = [0u8; 32];
-                getrandom::fill(&mut bytes)?;
-                Ok(hex::encode(bytes))
-            })
-            .collect::<Result<Vec<_>, getrandom::Error>>()?;
-        Ok((Self::from_issued(&issued), issued))
-    }
-
-    /// The tokens as issued (party i holds `issued[i]`).
-    pub fn from_issued(issued: &[String]) -> Self {
-        Self {
-            digests: issued.iter().map(|t| digest(t)).collect(),
-        }
-    }
-
-    /// Whether `presented` is party `party`'s token.
-    pub fn check(&self, party: u32, presented: &str) -> bool {
-        self.digests
-            .get(party as usize)
-            .is_some_and(|d| *d == digest(presented))
-    }
-
-    /// Reads the tokens file at `path` (a JSON list, party i's token at index i), or creates
-    /// one with fresh tokens for `parties` parties (mode 0600) if there is none.
-    pub fn load_or_create(path: &Path, parties: usize) -> Result<Vec<String>, TransportError> {
-        let err = |reason: String| TransportError::Tokens {
-            path: path.to_path_buf(),
-            reason,
-        };
-        if path.exists() {
-            let issued = read_tokens(path)?;
-            if issued.len() != parties {
-                return Err(err(format!(
-                    "holds {} tokens, expected one per party ({parties}); delete it to issue new ones",
-                    issued.len()
-                )));
-            }
-            return Ok(issued);
-        }
-        let (_, issued) = Self::generate(parties).map_err(|e| err(e.to_string()))?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
-        }
-        let json = serde_json::to_string_pretty(&issued).map_err(|e| err(e.to_string()))?;
-        let mut file = crate::he::keys::create_private(path).map_err(|e| err(e.to_string()))?;
-        file.write_all(json.as_bytes())
-            .map_err(|e| err(e.to_string()))?;
-        Ok(issued)
-    }
-
-    /// Party `party`'s token from a tokens file.
-    pub fn read_party(path: &Path, party: u32) -> Result<String, TransportError> {
-        read_tokens(path)?
-            .into_iter()
-            .nth(party as usize)
-            .ok_or_else(|| TransportError::Tokens {
-                path: path.to_path_buf(),
-                reason: format!("no token for party {party}"),
-            })
+/// The status code of each kind of refusal, and back: the one table both sides use.
+fn status_of(kind: RefusalKind) -> StatusCode {
+    match kind {
+        RefusalKind::Unauthorized => StatusCode::UNAUTHORIZED,
+        RefusalKind::UnknownParty => StatusCode::FORBIDDEN,
+        RefusalKind::Conflict => StatusCode::CONFLICT,
+        RefusalKind::Gone => StatusCode::GONE,
+        RefusalKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        RefusalKind::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
+        RefusalKind::Other => StatusCode::BAD_REQUEST,
     }
 }
 
-fn read_tokens(path: &Path) -> Result<Vec<String>, TransportError> {
-    let err = |reason: String| TransportError::Tokens {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let file = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
-    let metadata = file.metadata().map_err(|e| err(e.to_string()))?;
-    crate::he::keys::check_private(path, &metadata).map_err(|e| err(e.to_string()))?;
-    let mut text = String::new();
-    file.take(1 << 20)
-        .read_to_string(&mut text)
-        .map_err(|e| err(e.to_string()))?;
-    serde_json::from_str(&text).map_err(|e| err(format!("expected a JSON list of tokens: {e}")))
+fn kind_of(status: StatusCode) -> RefusalKind {
+    [
+        RefusalKind::Unauthorized,
+        RefusalKind::UnknownParty,
+        RefusalKind::Conflict,
+        RefusalKind::Gone,
+        RefusalKind::TooLarge,
+        RefusalKind::Invalid,
+    ]
+    .into_iter()
+    .find(|&kind| status_of(kind) == status)
+    .unwrap_or(RefusalKind::Other)
 }
 
-fn digest(token: &str) -> [u8; 32] {
-    Sha256::new_with_prefix(b"hefl/v1/token\0")
-        .chain_update(token.as_bytes())
-        .finalize()
-        .into()
-}
-
-/// What a finished server reports.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ServeReport {
-    /// Rounds published.
-    pub rounds: u64,
-    /// Rounds published without every party.
-    pub short_rounds: u64,
-}
-
-struct Shared<S: Summable> {
-    server: Mutex<Server<S>>,
-    plan: Plan,
+struct Shared {
+    hub: Arc<Hub>,
     tokens: Tokens,
-    /// Woken whenever a round closes.
-    changed: Notify,
-    /// Woken once the run is over.
-    finished: Notify,
-    last_fetched: Mutex<BTreeSet<PartyId>>,
-    log: Box<dyn Fn(&str) + Send + Sync>,
-    /// Rounds published so far (logged up to `rounds`).
-    report: Mutex<ServeReport>,
-}
-
-impl<S: Summable> Shared<S> {
-    fn server(&self) -> MutexGuard<'_, Server<S>> {
-        // A panic while holding the lock would be a bug in Server; its state is still the
-        // last consistent one (every method validates before it mutates).
-        self.server.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn total_rounds(&self) -> u64 {
-        self.plan.total_rounds()
-    }
-
-    /// Logs newly closed rounds (epoch ends and rounds without every party) and wakes waiters.
-    fn after_change(&self) {
-        let published = {
-            let server = self.server();
-            let current = server.current_round().0;
-            let mut report = self.report.lock().unwrap_or_else(|p| p.into_inner());
-            let published: Vec<_> = (report.rounds..current)
-                .filter_map(|r| server.aggregate(Round(r)).ok().flatten())
-                .collect();
-            report.rounds = current;
-            report.short_rounds += published
-                .iter()
-                .filter(|p| p.parties.len() < self.plan.config.parties)
-                .count() as u64;
-            published
-        };
-        if published.is_empty() {
-            return;
-        }
-        self.changed.notify_waiters();
-        let parties = self.plan.config.parties;
-        for p in published {
-            let r = p.round.0 + 1;
-            if p.parties.len() < parties {
-                let list: Vec<String> = p.parties.iter().map(|p| p.0.to_string()).collect();
-                (self.log)(&format!(
-                    "{} closed at its deadline with parties {} ({} of {parties})",
-                    p.round,
-                    list.join(", "),
-                    p.parties.len()
-                ));
-            }
-            if r % self.plan.rounds_per_epoch as u64 == 0 {
-                (self.log)(&format!(
-                    "epoch {} done ({r} of {} rounds)",
-                    r / self.plan.rounds_per_epoch as u64,
-                    self.total_rounds()
-                ));
-            }
-        }
-    }
 }
 
 fn unauthorized(reason: String) -> Response {
-    (StatusCode::UNAUTHORIZED, reason).into_response()
+    (status_of(RefusalKind::Unauthorized), reason).into_response()
 }
 
 fn refusal_response(refusal: &Refusal) -> Response {
-    let status = match refusal {
-        Refusal::UnknownParty { .. } => StatusCode::FORBIDDEN,
-        Refusal::WrongRound { .. } | Refusal::Duplicate { .. } => StatusCode::CONFLICT,
-        Refusal::Payload { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-        Refusal::NoSuchAggregate { .. } => StatusCode::GONE,
-    };
-    let mut response = (status, refusal.to_string()).into_response();
+    let mut response = (status_of(RefusalKind::from(refusal)), refusal.to_string()).into_response();
     if refusal.is_late() {
         response
             .headers_mut()
@@ -266,35 +101,31 @@ fn refusal_response(refusal: &Refusal) -> Response {
 
 /// The party a request authenticates as, or the reason for a `401`.
 fn authenticate(tokens: &Tokens, headers: &HeaderMap) -> Result<PartyId, String> {
-    let unauthorized = |m: &str| m.to_owned();
     let party = headers
         .get(PARTY_HEADER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u32>().ok())
-        .ok_or_else(|| unauthorized("missing or invalid x-hefl-party header"))?;
+        .ok_or_else(|| "missing or invalid x-hefl-party header".to_owned())?;
     let token = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| unauthorized("missing authorization: Bearer <token> header"))?;
+        .ok_or_else(|| "missing authorization: Bearer <token> header".to_owned())?;
     if !tokens.check(party, token) {
-        return Err(unauthorized(&format!("wrong token for party {party}")));
+        return Err(format!("wrong token for party {party}"));
     }
     Ok(PartyId(party))
 }
 
-async fn plan_handler<S: Summable>(
-    State(st): State<Arc<Shared<S>>>,
-    headers: HeaderMap,
-) -> Response {
+async fn plan_handler(State(st): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     match authenticate(&st.tokens, &headers) {
-        Ok(_) => axum::Json(st.plan.clone()).into_response(),
+        Ok(_) => axum::Json(Plan::clone(st.hub.plan())).into_response(),
         Err(reason) => unauthorized(reason),
     }
 }
 
-async fn update_handler<S: Summable>(
-    State(st): State<Arc<Shared<S>>>,
+async fn update_handler(
+    State(st): State<Arc<Shared>>,
     UrlPath(round): UrlPath<u64>,
     headers: HeaderMap,
     body: Bytes,
@@ -303,14 +134,8 @@ async fn update_handler<S: Summable>(
         Ok(p) => p,
         Err(reason) => return unauthorized(reason),
     };
-    let result = st
-        .server()
-        .submit(party, Round(round), &body, Instant::now());
-    match result {
-        Ok(()) => {
-            st.after_change();
-            (StatusCode::OK, format!("accepted for round {round}")).into_response()
-        }
+    match st.hub.submit(party, Round(round), &body) {
+        Ok(()) => (StatusCode::OK, format!("accepted for round {round}")).into_response(),
         Err(refusal) => refusal_response(&refusal),
     }
 }
@@ -320,8 +145,8 @@ struct WaitQuery {
     wait_ms: Option<u64>,
 }
 
-async fn aggregate_handler<S: Summable>(
-    State(st): State<Arc<Shared<S>>>,
+async fn aggregate_handler(
+    State(st): State<Arc<Shared>>,
     UrlPath(round): UrlPath<u64>,
     Query(query): Query<WaitQuery>,
     headers: HeaderMap,
@@ -331,35 +156,20 @@ async fn aggregate_handler<S: Summable>(
         Err(reason) => return unauthorized(reason),
     };
     let wait = Duration::from_millis(query.wait_ms.unwrap_or(0)).min(MAX_WAIT);
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let notified = st.changed.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        let found = st.server().aggregate(Round(round));
-        match found {
-            Ok(Some(published)) => {
-                if round + 1 == st.total_rounds() {
-                    let mut fetched = st.last_fetched.lock().unwrap_or_else(|p| p.into_inner());
-                    fetched.insert(party);
-                    if published.parties.iter().all(|p| fetched.contains(p)) {
-                        st.finished.notify_one();
-                    }
-                }
-                let parties: Vec<String> =
-                    published.parties.iter().map(|p| p.0.to_string()).collect();
-                let mut response = (StatusCode::OK, published.bytes.to_vec()).into_response();
-                if let Ok(value) = HeaderValue::from_str(&parties.join(",")) {
-                    response.headers_mut().insert(PARTIES_HEADER, value);
-                }
-                return response;
+    let hub = Arc::clone(&st.hub);
+    let found = tokio::task::spawn_blocking(move || hub.fetch(party, Round(round), wait)).await;
+    match found {
+        Ok(Ok(Some(published))) => {
+            let parties: Vec<String> = published.parties.iter().map(|p| p.0.to_string()).collect();
+            let mut response = (StatusCode::OK, published.bytes.to_vec()).into_response();
+            if let Ok(value) = HeaderValue::from_str(&parties.join(",")) {
+                response.headers_mut().insert(PARTIES_HEADER, value);
             }
-            Ok(None) => {}
-            Err(refusal) => return refusal_response(&refusal),
+            response
         }
-        if tokio::time::timeout_at(deadline, notified).await.is_err() {
-            return StatusCode::NO_CONTENT.into_response();
-        }
+        Ok(Ok(None)) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Err(refusal)) => refusal_response(&refusal),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
 
@@ -372,70 +182,36 @@ pub struct TlsFiles {
     pub key: std::path::PathBuf,
 }
 
-/// Serves `server`'s rounds on `listener` (over TLS with `tls`) until the plan's last round is published and
-/// fetched by every party in it (or one round deadline after it is published), then
-/// returns. `log` receives one line per epoch and per round closed without every party.
-pub fn serve<S: Summable>(
+/// Serves `hub`'s rounds on `listener` (over TLS with `tls`) until the hub's run is over
+/// ([`Hub::wait_finished`]), then returns what was published.
+pub fn serve(
     listener: std::net::TcpListener,
-    server: Server<S>,
-    plan: Plan,
+    hub: Arc<Hub>,
     tokens: Tokens,
     tls: Option<TlsFiles>,
-    log: impl Fn(&str) + Send + Sync + 'static,
 ) -> Result<ServeReport, TransportError> {
-    let body_limit = S::max_wire_len(server.expect());
+    let body_limit = hub.max_submission_len();
     let shared = Arc::new(Shared {
-        server: Mutex::new(server),
-        plan,
+        hub: Arc::clone(&hub),
         tokens,
-        changed: Notify::new(),
-        finished: Notify::new(),
-        last_fetched: Mutex::new(BTreeSet::new()),
-        log: Box::new(log),
-        report: Mutex::new(ServeReport {
-            rounds: 0,
-            short_rounds: 0,
-        }),
     });
     let app = Router::new()
-        .route("/v1/plan", get(plan_handler::<S>))
-        .route("/v1/rounds/{round}/update", post(update_handler::<S>))
-        .route("/v1/rounds/{round}/aggregate", get(aggregate_handler::<S>))
+        .route("/v1/plan", get(plan_handler))
+        .route("/v1/rounds/{round}/update", post(update_handler))
+        .route("/v1/rounds/{round}/aggregate", get(aggregate_handler))
         .layer(DefaultBodyLimit::max(body_limit))
-        .with_state(Arc::clone(&shared));
+        .with_state(shared);
     listener.set_nonblocking(true)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let ticker = {
-            let st = Arc::clone(&shared);
-            async move {
-                let mut last_round_at: Option<Instant> = None;
-                loop {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    let current = {
-                        let mut server = st.server();
-                        server.tick(Instant::now());
-                        server.current_round().0
-                    };
-                    st.after_change();
-                    if current >= st.total_rounds() {
-                        let at = *last_round_at.get_or_insert_with(Instant::now);
-                        if at.elapsed() >= Duration::from_millis(st.plan.round_timeout_ms) {
-                            st.finished.notify_one();
-                        }
-                    }
-                }
-            }
-        };
-        let ticker = tokio::spawn(ticker);
         let handle = axum_server::Handle::new();
         let stopper = {
-            let (st, handle) = (Arc::clone(&shared), handle.clone());
+            let (hub, handle) = (Arc::clone(&hub), handle.clone());
             tokio::spawn(async move {
-                st.finished.notified().await;
+                let _ = tokio::task::spawn_blocking(move || hub.wait_finished()).await;
                 handle.graceful_shutdown(Some(Duration::from_secs(5)));
             })
         };
@@ -470,15 +246,11 @@ pub fn serve<S: Summable>(
             }
         }
         stopper.abort();
-        ticker.abort();
         Ok::<(), std::io::Error>(())
     })?;
-    let report = shared
-        .report
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
-    Ok(report)
+    // The serving loop ended (finished, or the listener failed): release any waiter.
+    hub.stop();
+    Ok(hub.report())
 }
 
 /// A party's connection to a server: implements [`Uplink`] over HTTP.
@@ -515,9 +287,11 @@ impl HttpUplink {
                 Err(e) => Some(Err(e)),
             })
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| UplinkError(format!("CA certificate: {e}")))?;
+            .map_err(|e| UplinkError::Malformed(format!("CA certificate: {e}")))?;
         if certs.is_empty() {
-            return Err(UplinkError("no certificate in the CA file".into()));
+            return Err(UplinkError::Malformed(
+                "no certificate in the CA file".into(),
+            ));
         }
         let tls = ureq::tls::TlsConfig::builder()
             .root_certs(ureq::tls::RootCerts::Specific(Arc::new(certs)))
@@ -550,15 +324,21 @@ impl HttpUplink {
     }
 
     fn unreachable(&self, e: ureq::Error) -> UplinkError {
-        UplinkError(format!("cannot reach the server at {}: {e}", self.base))
+        UplinkError::Unreachable {
+            server: self.base.clone(),
+            reason: e.to_string(),
+        }
     }
 
-    fn refused(status: u16, body: &str) -> UplinkError {
-        UplinkError(format!("server refused ({status}): {}", body.trim()))
+    fn refused(status: StatusCode, body: &str) -> UplinkError {
+        UplinkError::Refused {
+            kind: kind_of(status),
+            reason: format!("{status}: {}", body.trim()),
+        }
     }
 
     /// Fetches and validates the run's plan.
-    pub fn plan(&mut self) -> Result<Plan, UplinkError> {
+    pub fn plan(&mut self) -> Result<ValidPlan, UplinkError> {
         let mut response = self
             .agent
             .get(format!("{}/v1/plan", self.base))
@@ -566,27 +346,24 @@ impl HttpUplink {
             .header("authorization", &self.authorization)
             .call()
             .map_err(|e| self.unreachable(e))?;
-        let status = response.status().as_u16();
+        let status = response.status();
         let body = response
             .body_mut()
             .with_config()
             .limit(1 << 20)
             .read_to_string()
             .map_err(|e| self.unreachable(e))?;
-        if status != 200 {
+        if status != StatusCode::OK {
             return Err(Self::refused(status, &body));
         }
         let plan: Plan = serde_json::from_str(&body)
-            .map_err(|e| UplinkError(format!("the server's plan does not parse: {e}")))?;
-        plan.validate().map_err(|e| UplinkError(e.to_string()))?;
-        self.give_up = Duration::from_millis(plan.round_timeout_ms)
+            .map_err(|e| UplinkError::Malformed(format!("the plan does not parse: {e}")))?;
+        let plan = plan.validate().map_err(UplinkError::Plan)?;
+        self.give_up = plan
+            .round_timeout
             .saturating_mul(4)
             .max(Duration::from_secs(60));
-        // Both envelopes fit in a ciphertext-sized message (plain words are half as big).
-        let slots = crate::model::param_count(&plan.config.layers) + 1;
-        self.max_body = <crate::he::EncryptedVector as Summable>::max_wire_len(
-            &crate::he::Expected::fresh(crate::he::keys::KeyId([0; 32]), slots),
-        ) as u64;
+        self.max_body = plan.max_message_len() as u64;
         Ok(plan)
     }
 }
@@ -601,7 +378,7 @@ impl Uplink for HttpUplink {
             .header("content-type", "application/octet-stream")
             .send(&bytes[..])
             .map_err(|e| self.unreachable(e))?;
-        let status = response.status().as_u16();
+        let status = response.status();
         let late = response
             .headers()
             .get(REFUSAL_HEADER)
@@ -613,13 +390,13 @@ impl Uplink for HttpUplink {
             .read_to_string()
             .unwrap_or_default();
         match status {
-            200 => Ok(Submitted::Accepted),
-            409 if late => Ok(Submitted::Late(body.trim().to_owned())),
+            StatusCode::OK => Ok(Submitted::Accepted),
+            StatusCode::CONFLICT if late => Ok(Submitted::Late(body.trim().to_owned())),
             _ => Err(Self::refused(status, &body)),
         }
     }
 
-    fn fetch(&mut self, round: Round) -> Result<(Vec<PartyId>, Vec<u8>), UplinkError> {
+    fn fetch(&mut self, round: Round) -> Result<Published, UplinkError> {
         let started = Instant::now();
         loop {
             let mut response = self
@@ -634,13 +411,13 @@ impl Uplink for HttpUplink {
                 .header("authorization", &self.authorization)
                 .call()
                 .map_err(|e| self.unreachable(e))?;
-            let status = response.status().as_u16();
-            if status == 204 {
+            let status = response.status();
+            if status == StatusCode::NO_CONTENT {
                 if started.elapsed() > self.give_up {
-                    return Err(UplinkError(format!(
-                        "{round} was not published within {:?}",
-                        self.give_up
-                    )));
+                    return Err(UplinkError::NotPublished {
+                        round,
+                        waited: self.give_up,
+                    });
                 }
                 continue;
             }
@@ -660,18 +437,22 @@ impl Uplink for HttpUplink {
                 .limit(self.max_body)
                 .read_to_vec()
                 .map_err(|e| self.unreachable(e))?;
-            if status != 200 {
+            if status != StatusCode::OK {
                 return Err(Self::refused(status, &String::from_utf8_lossy(&body)));
             }
             let parties = match parties {
                 Some(Ok(p)) if !p.is_empty() => p,
                 _ => {
-                    return Err(UplinkError(format!(
+                    return Err(UplinkError::Malformed(format!(
                         "{round}: missing or malformed {PARTIES_HEADER} header"
                     )));
                 }
             };
-            return Ok((parties, body));
+            return Ok(Published {
+                round,
+                parties,
+                bytes: Arc::new(body),
+            });
         }
     }
 }

@@ -1,8 +1,13 @@
-//! Moving a federation's bytes between parties and the server.
+//! Moving a federation's bytes between parties and the server across processes or machines.
 //!
-//! In one process no transport is needed: [`fl::run`](crate::fl::run) passes the sealed
-//! bytes to the [`Server`](crate::fl::Server) by value. Across processes or machines,
-//! [`http`] carries the same bytes over HTTP. Transports only move bytes: validating and
-//! summing updates is the server's job, training the parties'.
+//! In one process the parties call the [`Hub`](crate::fl::Hub) through
+//! [`HubUplink`](crate::fl::HubUplink); across processes, [`http`] puts the same hub behind
+//! HTTP handlers and gives parties an [`Uplink`](crate::fl::Uplink) that calls them.
+//! Transports only move bytes and check who is speaking ([`Tokens`]): validating and summing
+//! updates is the server's job, training the parties'.
 
+#[cfg(feature = "net")]
 pub mod http;
+mod tokens;
+
+pub use tokens::{Tokens, TokensError};

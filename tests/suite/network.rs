@@ -4,13 +4,14 @@
 
 use hefl::data::IMAGE_PIXELS;
 use hefl::fl::{
-    Mode, PartyId, Plan, Privacy, Round, Server, ServerConfig, Submitted, TrainConfig, Uplink,
-    plan_for, run,
+    Hub, HubEvent, Mode, PartyId, Plan, Privacy, Round, Submitted, TrainConfig, Uplink, plan_for,
+    run,
 };
 use hefl::he::keys::KeyFile;
 use hefl::he::{EncryptedVector, Expected};
 use hefl::quant::FixedPoint;
-use hefl::transport::http::{self, HttpUplink, Tokens};
+use hefl::transport::Tokens;
+use hefl::transport::http::{self, HttpUplink};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -20,37 +21,7 @@ use std::time::{Duration, Instant};
 const HIDDEN: &str = "16";
 const BATCH: &str = "32";
 
-/// Ten separable classes, as in tests/train.rs, written as raw IDX files.
-fn write_synthetic_mnist(dir: &Path) {
-    let write = |name: &str, n: usize, images: bool| {
-        let mut bytes = Vec::new();
-        if images {
-            bytes.extend_from_slice(&0x0803u32.to_be_bytes());
-            bytes.extend_from_slice(&(n as u32).to_be_bytes());
-            bytes.extend_from_slice(&28u32.to_be_bytes());
-            bytes.extend_from_slice(&28u32.to_be_bytes());
-            for r in 0..n {
-                let label = r % 10;
-                bytes.extend((0..IMAGE_PIXELS).map(|c| {
-                    if c / 78 == label {
-                        230
-                    } else {
-                        ((r * 31 + c * 17) % 13) as u8 * 2
-                    }
-                }));
-            }
-        } else {
-            bytes.extend_from_slice(&0x0801u32.to_be_bytes());
-            bytes.extend_from_slice(&(n as u32).to_be_bytes());
-            bytes.extend((0..n).map(|r| (r % 10) as u8));
-        }
-        std::fs::write(dir.join(name), bytes).expect("write fixture");
-    };
-    write("train-images-idx3-ubyte", 600, true);
-    write("train-labels-idx1-ubyte", 600, false);
-    write("t10k-images-idx3-ubyte", 200, true);
-    write("t10k-labels-idx1-ubyte", 200, false);
-}
+use crate::util::write_tiny_mnist as write_synthetic_mnist;
 
 fn hefl() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_hefl"));
@@ -316,26 +287,20 @@ fn the_server_refuses_bad_requests_and_keeps_the_round() {
         layers: vec![IMAGE_PIXELS, 4, 10],
         ..TrainConfig::default()
     };
-    let plan: Plan = plan_for(
+    let plan = plan_for(
         &config,
         600,
         Some(1),
-        Some(key.key_id().to_string()),
-        20_000,
+        Some(key.key_id()),
+        Duration::from_secs(20),
     )
     .expect("plan");
     let slots = hefl::model::param_count(&config.layers) + 1;
-    let server = Server::<EncryptedVector>::new(
-        ServerConfig::new(3),
-        Expected::fresh(key.key_id(), slots),
-        Instant::now(),
-    )
-    .expect("server");
+    let hub = Arc::new(Hub::new(plan, None, |_: &HubEvent| {}).expect("hub"));
     let (tokens, issued) = Tokens::generate(3).expect("tokens");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let serving =
-        std::thread::spawn(move || http::serve(listener, server, plan, tokens, None, |_| {}));
+    let serving = std::thread::spawn(move || http::serve(listener, hub, tokens, None));
 
     let fp = FixedPoint::for_parties(3).expect("fp");
     let words: Vec<u64> = (0..slots as i64)
@@ -417,8 +382,9 @@ fn the_server_refuses_bad_requests_and_keeps_the_round() {
         Submitted::Late("update for round 0, server is on round 1".into())
     );
     for uplink in &mut uplinks {
-        let (parties, bytes) = uplink.fetch(Round(0)).expect("fetch");
-        assert_eq!(parties, [PartyId(0), PartyId(1), PartyId(2)]);
+        let published = uplink.fetch(Round(0)).expect("fetch");
+        assert_eq!(published.parties, [PartyId(0), PartyId(1), PartyId(2)]);
+        let bytes = &published.bytes;
         let sum = EncryptedVector::from_bytes(
             &bytes,
             &Expected {
@@ -440,7 +406,16 @@ fn the_server_refuses_bad_requests_and_keeps_the_round() {
 
 #[test]
 fn hostile_plans_are_refused() {
-    let good = plan_for(&TrainConfig::default(), 60_000, None, None, 30_000).expect("plan");
+    let good = Plan::clone(
+        &plan_for(
+            &TrainConfig::default(),
+            60_000,
+            None,
+            None,
+            Duration::from_secs(30),
+        )
+        .expect("plan"),
+    );
     assert!(good.validate().is_ok());
     let bad = [
         Plan {
@@ -507,10 +482,9 @@ fn tls_serves_parties_that_trust_the_certificate() {
         layers: vec![IMAGE_PIXELS, 4, 10],
         ..TrainConfig::default()
     };
-    let plan = plan_for(&config, 600, Some(1), None, 20_000).expect("plan");
+    let plan = plan_for(&config, 600, Some(1), None, Duration::from_secs(20)).expect("plan");
     let slots = hefl::model::param_count(&config.layers) + 1;
-    let server = Server::<hefl::fl::PlainSum>::new(ServerConfig::new(1), slots, Instant::now())
-        .expect("server");
+    let hub = Arc::new(Hub::new(plan, None, |_: &HubEvent| {}).expect("hub"));
     let (tokens, issued) = Tokens::generate(1).expect("tokens");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
@@ -518,8 +492,7 @@ fn tls_serves_parties_that_trust_the_certificate() {
         cert: fixtures.join("cert.pem"),
         key: fixtures.join("key.pem"),
     };
-    let serving =
-        std::thread::spawn(move || http::serve(listener, server, plan, tokens, Some(tls), |_| {}));
+    let serving = std::thread::spawn(move || http::serve(listener, hub, tokens, Some(tls)));
 
     let url = format!("https://127.0.0.1:{port}");
     // Not trusted by the web roots, and not spoken to in clear text.
@@ -537,9 +510,9 @@ fn tls_serves_parties_that_trust_the_certificate() {
         uplink.submit(Round(0), update.to_bytes()).expect("submit"),
         Submitted::Accepted
     );
-    let (parties, bytes) = uplink.fetch(Round(0)).expect("fetch");
-    assert_eq!(parties, [PartyId(0)]);
-    assert_eq!(bytes, update.to_bytes());
+    let published = uplink.fetch(Round(0)).expect("fetch");
+    assert_eq!(published.parties, [PartyId(0)]);
+    assert_eq!(*published.bytes, update.to_bytes());
     let report = serving.join().expect("thread").expect("serve");
     assert_eq!(report.rounds, 1);
 }

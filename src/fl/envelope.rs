@@ -1,53 +1,14 @@
 //! A client's envelope for its updates in each privacy mode: quantize, encrypt (in `he`),
 //! and open the round's aggregate back into a mean update.
 
+use super::config::Privacy;
 use super::payload::{DecodeError, PayloadError, PlainSum, Summable, weighted, weighted_mean};
 use crate::he::keys::SecretKey;
 use crate::he::{EncryptedVector, Expected, HeError};
 use crate::quant::{FixedPoint, QuantError};
 use serde::{Deserialize, Serialize};
-use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Instant;
-
-/// What the server gets to see of an update.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Privacy {
-    /// Fixed-point words in the clear; the server sums plaintext.
-    #[default]
-    Plain,
-    /// The same words as packed GLWE ciphertexts; the server sums ciphertexts.
-    He,
-    /// DP-SGD on every client (clipping and Gaussian noise); noisy updates sent in the
-    /// clear. The comparison mode: HE itself has no DP option.
-    Dp,
-}
-
-impl FromStr for Privacy {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "plain" => Ok(Self::Plain),
-            "he" => Ok(Self::He),
-            "dp" => Ok(Self::Dp),
-            other => Err(format!(
-                "unknown privacy mode {other:?}: expected plain, he or dp"
-            )),
-        }
-    }
-}
-
-impl fmt::Display for Privacy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(match self {
-            Self::Plain => "plain",
-            Self::He => "he",
-            Self::Dp => "dp",
-        })
-    }
-}
 
 /// Time a client spends on its envelope, summed over rounds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]

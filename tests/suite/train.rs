@@ -1,47 +1,12 @@
 //! The training loop end to end: configuration errors, determinism, and real
 //! MNIST runs small enough for CI (skipped, with a printed reason, without MNIST).
 
-use hefl::data::{Dataset, IMAGE_PIXELS, Mnist, Partition};
+use hefl::data::{IMAGE_PIXELS, Partition};
 use hefl::fl::{Mode, Privacy, Strategy, TrainConfig, TrainError, run};
 use hefl::he::keys::KeyFile;
-use ndarray::Array2;
-use std::path::PathBuf;
 use std::sync::Arc;
 
-fn real_mnist() -> Option<Mnist> {
-    let Some(dir) = std::env::var_os("MNIST_DIR").map(PathBuf::from) else {
-        eprintln!("skipped: MNIST_DIR is not set (CI sets MNIST_DIR=../shared/mnist)");
-        return None;
-    };
-    match hefl::data::load_mnist_dir(&dir) {
-        Ok(m) => Some(m),
-        Err(e) => {
-            eprintln!("skipped: no MNIST in {}: {e}", dir.display());
-            None
-        }
-    }
-}
-
-/// Ten well-separated synthetic classes: class c lights up pixel block c.
-fn synthetic(n: usize) -> Dataset {
-    let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
-    let images = Array2::from_shape_fn((n, IMAGE_PIXELS), |(r, c)| {
-        let noise = ((r * 31 + c * 17) % 13) as f32 / 100.0;
-        if c / 78 == usize::from(labels[r]) {
-            0.9
-        } else {
-            noise
-        }
-    });
-    Dataset { images, labels }
-}
-
-fn tiny() -> Mnist {
-    Mnist {
-        train: synthetic(600),
-        test: synthetic(200),
-    }
-}
+use crate::util::{real_mnist, tiny_mnist as tiny};
 
 fn quick(mode: Mode) -> TrainConfig {
     TrainConfig {
@@ -227,7 +192,7 @@ fn he_without_a_key_is_refused() {
         ..quick(Mode::Federated)
     };
     let err = run(&config, &tiny(), None, &mut ()).unwrap_err();
-    assert!(matches!(err, TrainError::Config(_)), "{err}");
+    assert!(matches!(err, TrainError::MissingKey), "{err}");
 }
 
 /// The CI-sized real runs: centralized, 1 epoch on 10,000 images (157 steps);

@@ -152,24 +152,7 @@ fn noise_has_the_configured_standard_deviation() {
     }
 }
 
-fn tiny_mnist() -> hefl::data::Mnist {
-    use hefl::data::{Dataset, IMAGE_PIXELS, Mnist};
-    let synthetic = |n: usize| {
-        let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
-        let images = ndarray::Array2::from_shape_fn((n, IMAGE_PIXELS), |(r, c)| {
-            if c / 78 == usize::from(labels[r]) {
-                0.9
-            } else {
-                ((r * 31 + c * 17) % 13) as f32 / 100.0
-            }
-        });
-        Dataset { images, labels }
-    };
-    Mnist {
-        train: synthetic(600),
-        test: synthetic(200),
-    }
-}
+use crate::util::tiny_mnist;
 
 /// DP-SGD in the training loop: every mode runs it, epsilon is reported per epoch as the
 /// accountant computes it, and HE refuses DP settings.

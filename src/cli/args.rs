@@ -1,0 +1,259 @@
+//! Arguments shared by several commands, the step from arguments to a library
+//! configuration, and the one table from library fields to flag names.
+
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+use hefl::data::{Mnist, Partition};
+use hefl::dp::{DpSgd, InputDp, Sampling};
+use hefl::fl::{ConfigError, Field, Mode, Privacy, Strategy, TrainConfig};
+use hefl::he::keys::{KeyFile, SecretKey};
+use hefl::model::OptimizerKind;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The flag a user types for a library field: the one place that knows both names.
+pub fn flag(field: Field) -> String {
+    match field {
+        Field::Layers => "--hidden".into(),
+        Field::KeepRounds => "the number of published rounds kept".into(),
+        other => format!("--{}", other.name().replace('_', "-")),
+    }
+}
+
+/// The message and exit code for a failed command: 2 for a setting out of range (named by
+/// its flag), 1 for anything else.
+pub fn explain(error: &anyhow::Error) -> (String, u8) {
+    match error.chain().find_map(|e| e.downcast_ref::<ConfigError>()) {
+        Some(config) => (config.render(flag), 2),
+        None => (format!("{error:#}"), 1),
+    }
+}
+
+/// Checks a probability-like flag.
+pub fn parse_rate(text: &str) -> Result<f64, String> {
+    let v: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number"))?;
+    if (0.0..=1.0).contains(&v) && v.is_finite() {
+        Ok(v)
+    } else {
+        Err(format!("{v} is not between 0 and 1"))
+    }
+}
+
+/// Parses `30s`, `500ms`, `2m` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .map_or((text, "s"), |i| text.split_at(i));
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 30s, 500ms or 2m"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?}: use ms, s or m"
+            ));
+        }
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+}
+
+/// `hefl dp-epsilon` flags.
+#[derive(Args)]
+pub struct DpEpsilonArgs {
+    /// Probability that a sample is in a batch: batch size / local dataset size.
+    #[arg(long, value_parser = parse_rate, value_name = "Q")]
+    pub sampling_rate: f64,
+    /// Noise standard deviation as a multiple of the clipping norm.
+    #[arg(long, value_name = "SIGMA")]
+    pub noise_multiplier: f64,
+    /// Number of DP-SGD steps.
+    #[arg(long, value_name = "T")]
+    pub steps: u64,
+    /// The delta of the (epsilon, delta) guarantee.
+    #[arg(long, default_value_t = 1e-5, value_parser = parse_rate, value_name = "D")]
+    pub delta: f64,
+}
+
+/// DP-SGD batch formation.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum SamplingArg {
+    /// Each example independently with probability batch / local samples.
+    Poisson,
+    /// Shuffled fixed-size batches.
+    Shuffle,
+}
+
+/// How updates are combined in federated mode.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum StrategyArg {
+    /// Each round every party sends one batch gradient; the mean is applied.
+    Fedsgd,
+    /// Each round every party takes --local-steps steps and sends its model
+    /// delta; deltas are averaged weighted by sample count.
+    Fedavg,
+}
+
+/// Settings shared by every training command.
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Number of parties the training set is split into.
+    #[arg(long, default_value_t = 3)]
+    pub parties: usize,
+    /// How the data is split: `iid` (shuffled, equal shares) or `dirichlet:ALPHA`
+    /// (label skew; smaller ALPHA = more skewed, e.g. dirichlet:0.5).
+    #[arg(long, default_value = "iid")]
+    pub partition: Partition,
+    /// Aggregation strategy for federated mode.
+    #[arg(long, value_enum, default_value = "fedsgd")]
+    pub strategy: StrategyArg,
+    /// Local optimizer steps per round with --strategy fedavg.
+    #[arg(long, default_value_t = 5)]
+    pub local_steps: usize,
+    /// Passes over each party's data.
+    #[arg(long, default_value_t = 10)]
+    pub epochs: usize,
+    /// Learning rate.
+    #[arg(long, default_value_t = 1.5e-3)]
+    pub lr: f32,
+    /// Samples per batch (per party, per step).
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Optimizer: sgd, momentum (0.9) or adam.
+    #[arg(long, default_value = "adam")]
+    pub optimizer: OptimizerKind,
+    /// Seed for the initial model, the partition and batch orders.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Hidden layer widths, comma-separated (input 784 and output 10 are implied).
+    #[arg(long, value_delimiter = ',', default_value = "128")]
+    pub hidden: Vec<usize>,
+    /// Use only the first N training images (quick experiments).
+    #[arg(long, value_name = "N")]
+    pub train_subset: Option<usize>,
+    /// Evaluate on only the first N test images.
+    #[arg(long, value_name = "N")]
+    pub test_subset: Option<usize>,
+    /// Folder with the MNIST IDX files (default: $MNIST_DIR, else the user cache).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// What the server sees in federated mode: `plain` (fixed-point updates in
+    /// the clear), `he` (the same updates encrypted; the server sums ciphertexts)
+    /// or `dp` (DP-SGD on every client, noisy updates in the clear; also applies
+    /// to local and centralized training).
+    #[arg(long, default_value = "plain")]
+    pub privacy: Privacy,
+    /// DP-SGD: noise standard deviation as a multiple of --max-grad-norm.
+    #[arg(long, default_value_t = 1.0, value_name = "SIGMA")]
+    pub noise_multiplier: f64,
+    /// DP-SGD: choose the noise multiplier so that the run ends at this epsilon
+    /// (overrides --noise-multiplier).
+    #[arg(long, value_name = "EPS")]
+    pub target_epsilon: Option<f64>,
+    /// DP-SGD: every example's gradient is clipped to this L2 norm.
+    #[arg(long, default_value_t = 1.0, value_name = "C")]
+    pub max_grad_norm: f32,
+    /// DP-SGD: the delta of the reported (epsilon, delta) guarantee. The default
+    /// 1e-5 is below 1/n for every party of a 3-party MNIST split (1/20,000).
+    #[arg(long, default_value_t = 1e-5, value_parser = parse_rate, value_name = "D")]
+    pub delta: f64,
+    /// DP-SGD batches: `poisson` (each example with probability batch/n; what the
+    /// accountant analyses) or `shuffle` (fixed-size shuffled batches; the
+    /// accountant's epsilon is then an approximation).
+    #[arg(long, default_value = "poisson", value_enum)]
+    pub dp_sampling: SamplingArg,
+    /// Input perturbation baseline: L2-normalise every training image and add
+    /// Gaussian noise for (EPS, --delta)-DP per image, before any training.
+    #[arg(long, value_name = "EPS")]
+    pub input_dp: Option<f64>,
+    /// The shared key file for --privacy he (see `hefl keygen`). Without it, a
+    /// fresh key is generated in memory for this run only.
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+}
+
+impl TrainArgs {
+    /// The run these flags describe in `mode` (not validated yet: the library validates).
+    pub fn config(&self, mode: Mode) -> TrainConfig {
+        let mut layers = vec![hefl::data::IMAGE_PIXELS];
+        layers.extend(&self.hidden);
+        layers.push(hefl::data::NUM_CLASSES);
+        TrainConfig {
+            mode,
+            parties: self.parties,
+            partition: self.partition,
+            privacy: self.privacy,
+            dp: (self.privacy == Privacy::Dp).then_some(self.dp_sgd()),
+            input_dp: self.input_dp.map(|epsilon| InputDp {
+                epsilon,
+                delta: self.delta,
+            }),
+            strategy: match self.strategy {
+                StrategyArg::Fedsgd => Strategy::FedSgd,
+                StrategyArg::Fedavg => Strategy::FedAvg {
+                    local_steps: self.local_steps,
+                },
+            },
+            epochs: self.epochs,
+            lr: self.lr,
+            batch_size: self.batch_size,
+            optimizer: self.optimizer,
+            seed: self.seed,
+            layers,
+            train_subset: self.train_subset,
+            test_subset: self.test_subset,
+        }
+    }
+
+    /// The DP-SGD settings of these flags.
+    pub fn dp_sgd(&self) -> DpSgd {
+        DpSgd {
+            noise_multiplier: self.noise_multiplier,
+            max_grad_norm: self.max_grad_norm,
+            delta: self.delta,
+            sampling: match self.dp_sampling {
+                SamplingArg::Poisson => Sampling::Poisson,
+                SamplingArg::Shuffle => Sampling::Shuffle,
+            },
+        }
+    }
+
+    /// The shared key: from --key, else a fresh in-memory key for this run.
+    pub fn key(&self) -> Result<Arc<SecretKey>> {
+        let file = match &self.key {
+            Some(path) => KeyFile::load(path)?,
+            None => {
+                eprintln!("no --key given: using a fresh in-memory key for this run");
+                KeyFile::generate()?
+            }
+        };
+        Ok(Arc::new(file.secret_key()?))
+    }
+
+    /// The run's configuration for `mode` on `data`, validated, with the noise multiplier
+    /// calibrated to --target-epsilon when given.
+    pub fn config_for(&self, mode: Mode, data: &Mnist) -> Result<TrainConfig> {
+        let mut config = self.config(mode);
+        config.validate()?;
+        if let Some(target) = self.target_epsilon {
+            let sigma = hefl::fl::calibrate_noise(&mut config, data.train.len(), target)?;
+            eprintln!(
+                "{}: noise multiplier {sigma:.4} for epsilon {target} at delta {}",
+                config.label(),
+                self.delta
+            );
+        }
+        Ok(config)
+    }
+
+    /// MNIST from --data-dir, $MNIST_DIR or the user cache (downloaded when missing).
+    pub fn load(&self) -> Result<Mnist> {
+        hefl::data::load_or_download(self.data_dir.as_deref()).context("loading MNIST")
+    }
+}

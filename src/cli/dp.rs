@@ -1,0 +1,115 @@
+//! `hefl dp-epsilon` and `hefl dp-sweep`: the DP variant's accountant and its
+//! accuracy-against-epsilon table.
+
+use super::args::{DpEpsilonArgs, TrainArgs};
+use super::output::{create_dir, write_file};
+use super::progress::Progress;
+use anyhow::{Result, bail};
+use hefl::dp::{DpSgd, Sampling};
+use hefl::fl::{Mode, Privacy, RunMetrics, TrainConfig};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Prints the epsilon of a DP-SGD run; the bare number last.
+pub fn epsilon(args: &DpEpsilonArgs) -> Result<()> {
+    if !(args.noise_multiplier.is_finite() && args.noise_multiplier > 0.0) {
+        bail!("--noise-multiplier must be a positive number");
+    }
+    let (eps, order) = hefl::dp::epsilon(
+        args.sampling_rate,
+        args.noise_multiplier,
+        args.steps,
+        args.delta,
+    );
+    println!(
+        "epsilon for q = {}, sigma = {}, {} steps, delta = {} (best order {order}):",
+        args.sampling_rate, args.noise_multiplier, args.steps, args.delta
+    );
+    println!("{eps}");
+    Ok(())
+}
+
+/// Runs plain, HE and DP-SGD at each target epsilon; writes the table, CSV and plot.
+pub fn sweep(args: &TrainArgs, epsilons: &[f64], out_dir: &Path) -> Result<()> {
+    args.config(Mode::Federated).validate()?;
+    let data = args.load()?;
+    let key = args.key()?;
+    let base = TrainConfig {
+        dp: None,
+        input_dp: None,
+        ..args.config(Mode::Federated)
+    };
+    let mut runs: Vec<(String, RunMetrics)> = Vec::new();
+    let mut rows = Vec::new();
+    for privacy in [Privacy::Plain, Privacy::He] {
+        let config = TrainConfig {
+            privacy,
+            ..base.clone()
+        };
+        let run_key = (privacy == Privacy::He).then(|| Arc::clone(&key));
+        let m = hefl::fl::run(&config, &data, run_key, &mut Progress::new())?;
+        rows.push(hefl::report::SweepRow {
+            name: config.label(),
+            epsilon: None,
+            noise_multiplier: None,
+            accuracy: m.final_accuracy().unwrap_or(0.0),
+            seconds: m.total_seconds,
+        });
+        runs.push((config.label(), m));
+    }
+    for &target in epsilons {
+        let mut config = TrainConfig {
+            privacy: Privacy::Dp,
+            dp: Some(DpSgd {
+                sampling: Sampling::Poisson,
+                ..args.dp_sgd()
+            }),
+            ..base.clone()
+        };
+        let sigma = hefl::fl::calibrate_noise(&mut config, data.train.len(), target)?;
+        let mut progress = Progress::named(&format!("dp eps {target}"));
+        let m = hefl::fl::run(&config, &data, None, &mut progress)?;
+        let name = format!("federated-dp eps={target}");
+        rows.push(hefl::report::SweepRow {
+            name: name.clone(),
+            epsilon: m.epochs.last().and_then(|e| e.epsilon),
+            noise_multiplier: Some(sigma),
+            accuracy: m.final_accuracy().unwrap_or(0.0),
+            seconds: m.total_seconds,
+        });
+        runs.push((name, m));
+    }
+    let (md, csv) = hefl::report::sweep_tables(&rows);
+    create_dir(out_dir)?;
+    let named: Vec<(&str, &RunMetrics)> = runs.iter().map(|(n, m)| (n.as_str(), m)).collect();
+    let plot = out_dir.join("dp-sweep.png");
+    hefl::report::plot_accuracy(
+        &plot,
+        &format!(
+            "Federated MNIST, {} parties: DP-SGD vs plain vs HE",
+            args.parties
+        ),
+        &named,
+    )?;
+    let md_path = out_dir.join("dp-sweep.md");
+    write_file(
+        &md_path,
+        format!(
+            "# Accuracy against epsilon (delta = {}, C = {}, {} epochs)\n\n{md}\n{}",
+            args.delta,
+            args.max_grad_norm,
+            args.epochs,
+            hefl::report::accuracy_table(&named)
+        ),
+    )?;
+    let csv_path = out_dir.join("dp-sweep.csv");
+    write_file(&csv_path, csv)?;
+    println!("\n{md}");
+    println!(
+        "wrote {}, {} and {}",
+        md_path.display(),
+        csv_path.display(),
+        plot.display()
+    );
+    Ok(())
+}

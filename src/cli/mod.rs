@@ -1,0 +1,263 @@
+//! The commands: arguments ([`args`]), one file per command, progress and output helpers.
+
+mod args;
+mod bench;
+mod demo;
+mod dp;
+mod join;
+mod keygen;
+mod output;
+mod progress;
+mod serve;
+mod train;
+
+use args::{DpEpsilonArgs, TrainArgs, parse_duration};
+use clap::{Parser, Subcommand};
+use hefl::fl::Mode;
+use hefl::he::keys::KeyId;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use args::explain;
+
+/// Federated learning of an MNIST classifier in which clients' gradients are
+/// aggregated under homomorphic encryption.
+///
+/// Data: MNIST is read from --data-dir, else $MNIST_DIR, else a per-user cache
+/// directory (downloaded there, checksum-verified, when missing).
+#[derive(Parser)]
+#[command(name = "hefl", version, about, long_about)]
+pub struct Cli {
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// One `hefl` command and its arguments.
+#[derive(Subcommand)]
+pub enum Command {
+    /// Train one model (local, centralized or federated) and report test accuracy per epoch.
+    Train {
+        /// Who trains on what: `local` (party 0 alone on its shard), `centralized`
+        /// (all data in one place) or `federated` (P parties, aggregated updates).
+        #[arg(long, default_value = "federated")]
+        mode: Mode,
+        #[command(flatten)]
+        train: TrainArgs,
+        /// Write the configuration and per-epoch metrics to this JSON file.
+        #[arg(long, value_name = "FILE.json")]
+        metrics_out: Option<PathBuf>,
+    },
+    /// The three-party experiment: local, centralized, federated-plain and
+    /// federated-he with the same seed and settings. Prints a per-epoch table and
+    /// the HE overhead; writes results.md, accuracy.png and metrics.json.
+    #[command(alias = "compare")]
+    Demo {
+        #[command(flatten)]
+        train: TrainArgs,
+        /// Folder for results.md, accuracy.png and metrics.json.
+        #[arg(long, default_value = "runs/demo", value_name = "DIR")]
+        out_dir: PathBuf,
+        /// Also write the metrics (an object keyed by run name) to this file.
+        #[arg(long, value_name = "FILE.json")]
+        metrics_out: Option<PathBuf>,
+        /// Run federated-he as separate processes on loopback: one `hefl serve`
+        /// (started from the run's plan file) and one `hefl join` per party (their
+        /// files go to OUT_DIR/network).
+        #[arg(long)]
+        network: bool,
+    },
+    /// Create the key that all clients of a federation share, for --privacy he.
+    ///
+    /// Draws a fresh 32-byte seed from the operating system's CSPRNG and writes it,
+    /// with its public key id and the tfhe parameter set, to a file of mode 0600.
+    /// Copy the file to every client over a secure channel; never give it to the
+    /// server (it needs only the key id, which each ciphertext carries).
+    Keygen {
+        /// Where to write the key file (parent folders are created).
+        #[arg(long, default_value = "keys/hefl.key", value_name = "FILE")]
+        out: PathBuf,
+        /// Replace an existing key file. Clients holding the old key can no
+        /// longer decrypt anything encrypted under the new one.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Run a federation's server: it holds no key and no model, only sums what
+    /// the parties send. Validates the whole run before it listens, then prints
+    /// `listening on http://ADDR`, one line per epoch and per round closed without
+    /// every party; exits after the last round.
+    Serve {
+        /// Address to listen on (port 0 picks a free port).
+        #[arg(long, default_value = "127.0.0.1:7878", value_name = "ADDR")]
+        bind: String,
+        /// A round closes at its deadline if at least this many parties sent an
+        /// update (default: all parties).
+        #[arg(long, value_name = "N")]
+        min_parties: Option<u32>,
+        /// Time each round waits for updates, e.g. 30s, 500ms, 2m.
+        #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+        round_timeout: Duration,
+        /// With --privacy he: the public id of the shared key (printed by
+        /// `hefl keygen`). The server never needs the key itself.
+        #[arg(long, value_name = "HEX")]
+        key_id: Option<KeyId>,
+        /// Per-party tokens: read from this JSON file, or created there (mode
+        /// 0600) if missing. Give party i the i-th token.
+        #[arg(long, default_value = "keys/tokens.json", value_name = "FILE")]
+        tokens: PathBuf,
+        /// Training images the parties hold in total, to size an epoch.
+        #[arg(long, default_value_t = 60_000, value_name = "N")]
+        train_size: usize,
+        /// Rounds per epoch (default: one pass over the largest IID shard;
+        /// required with dirichlet partitions).
+        #[arg(long, value_name = "N")]
+        rounds_per_epoch: Option<usize>,
+        /// Serve the run described by this plan file (JSON, as `GET /v1/plan`
+        /// returns it) instead of the training flags, --key-id, --round-timeout,
+        /// --train-size and --rounds-per-epoch.
+        #[arg(long, value_name = "FILE.json", conflicts_with_all = ["key_id", "rounds_per_epoch", "train_size", "round_timeout", "TrainArgs"])]
+        plan: Option<PathBuf>,
+        /// Serve over TLS with this PEM certificate chain (with --tls-key).
+        #[arg(long, value_name = "FILE", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The PEM private key of --tls-cert.
+        #[arg(long, value_name = "FILE", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        #[command(flatten)]
+        train: TrainArgs,
+    },
+    /// Accuracy against epsilon: federated DP-SGD calibrated to each target
+    /// epsilon, beside the non-private (plain) and HE runs, same seed and epochs.
+    /// Writes dp-sweep.md, dp-sweep.csv and dp-sweep.png.
+    DpSweep {
+        #[command(flatten)]
+        train: TrainArgs,
+        /// Target epsilons, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "0.5,1,2,4,8")]
+        epsilons: Vec<f64>,
+        /// Folder for the table, CSV and plot.
+        #[arg(long, default_value = "runs/dp-sweep", value_name = "DIR")]
+        out_dir: PathBuf,
+    },
+    /// Measure what privacy costs on this machine: one client's round in each mode
+    /// (plaintext, DP-SGD, HE) as a multiple of the plaintext step, server aggregation
+    /// latency for 2 to 1000 parties with a fitted slope and peak memory, bytes per
+    /// party per round, and encryption throughput against threads and vector length
+    /// (10^4 to 10^7 values). Prints markdown tables; writes report.md, CSV files and
+    /// PNG plots. Takes under a minute on two cores (--quick: about 10 s). Build with --release:
+    /// `cargo run --release -- bench-report`. The criterion benches (`cargo bench`)
+    /// measure the same operations with full statistics.
+    BenchReport {
+        /// Fewer and shorter repetitions: rough medians in about 10 seconds.
+        #[arg(long)]
+        quick: bool,
+        /// Folder for report.md, the CSV files and the plots.
+        #[arg(long, default_value = "runs/bench", value_name = "DIR")]
+        out_dir: PathBuf,
+    },
+    /// Print the epsilon of a DP-SGD run (Rényi-DP accountant of the sampled
+    /// Gaussian mechanism, Opacus's orders and conversion). The last line is the
+    /// bare number, for scripts.
+    DpEpsilon {
+        #[command(flatten)]
+        args: DpEpsilonArgs,
+    },
+    /// Join a federation as one party: fetch the server's plan, train on this
+    /// party's shard, send sealed updates, apply the published sums.
+    Join {
+        /// The server's URL, e.g. http://127.0.0.1:7878.
+        #[arg(long, value_name = "URL")]
+        server: String,
+        /// This party's id, 0 to parties - 1.
+        #[arg(long, value_name = "ID")]
+        party: u32,
+        /// This party's token (or set HEFL_TOKEN, or give --tokens).
+        #[arg(long, env = "HEFL_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+        token: Option<String>,
+        /// Read this party's token from the server's tokens file.
+        #[arg(long, value_name = "FILE", conflicts_with = "token")]
+        tokens: Option<PathBuf>,
+        /// The shared key file (needed when the server runs privacy he).
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+        /// Folder with the MNIST IDX files (default: $MNIST_DIR, else the user cache).
+        /// This party trains on its shard of the plan's partition.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// Write this party's configuration and per-epoch metrics to this JSON file.
+        #[arg(long, value_name = "FILE.json")]
+        metrics_out: Option<PathBuf>,
+        /// For an https:// server: trust only this PEM CA certificate (e.g. the
+        /// server's self-signed certificate) instead of the usual web roots.
+        #[arg(long, value_name = "FILE")]
+        ca_cert: Option<PathBuf>,
+    },
+}
+
+/// Runs one command.
+pub fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Train {
+            mode,
+            train,
+            metrics_out,
+        } => train::run(mode, &train, metrics_out.as_deref()),
+        Command::Demo {
+            train,
+            out_dir,
+            metrics_out,
+            network,
+        } => demo::run(&train, &out_dir, metrics_out.as_deref(), network),
+        Command::Keygen { out, force } => keygen::run(&out, force),
+        Command::DpSweep {
+            train,
+            epsilons,
+            out_dir,
+        } => dp::sweep(&train, &epsilons, &out_dir),
+        Command::BenchReport { quick, out_dir } => bench::run(quick, &out_dir),
+        Command::DpEpsilon { args } => dp::epsilon(&args),
+        Command::Serve {
+            bind,
+            min_parties,
+            round_timeout,
+            key_id,
+            tokens,
+            train_size,
+            rounds_per_epoch,
+            plan,
+            tls_cert,
+            tls_key,
+            train,
+        } => serve::run(serve::ServeArgs {
+            bind,
+            min_parties,
+            round_timeout,
+            key_id,
+            tokens,
+            train_size,
+            rounds_per_epoch,
+            plan,
+            tls: tls_cert.zip(tls_key),
+            train,
+        }),
+        Command::Join {
+            server,
+            party,
+            token,
+            tokens,
+            key,
+            data_dir,
+            metrics_out,
+            ca_cert,
+        } => join::run(join::JoinArgs {
+            server,
+            party,
+            token,
+            tokens,
+            key,
+            data_dir,
+            metrics_out,
+            ca_cert,
+        }),
+    }
+}

@@ -1,0 +1,22 @@
+//! Writing the commands' output files, with the path in every error.
+
+use anyhow::{Context, Result};
+use std::path::Path;
+
+/// Creates `dir` and its parents.
+pub fn create_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))
+}
+
+/// Writes `contents` to `path`.
+pub fn write_file(path: &Path, contents: impl AsRef<[u8]>) -> Result<()> {
+    std::fs::write(path, contents).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Writes `value` as pretty JSON to `path`, creating its folder.
+pub fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        create_dir(dir)?;
+    }
+    write_file(path, serde_json::to_string_pretty(value)? + "\n")
+}

@@ -1,0 +1,31 @@
+//! `hefl train`: one run, one mode.
+
+use super::args::TrainArgs;
+use super::output::write_json;
+use super::progress::Progress;
+use anyhow::Result;
+use hefl::fl::{Mode, Privacy};
+use std::path::Path;
+
+/// Trains as the flags say and prints progress; writes the metrics file if asked.
+pub fn run(mode: Mode, args: &TrainArgs, metrics_out: Option<&Path>) -> Result<()> {
+    args.config(mode).validate()?;
+    let data = args.load()?;
+    let config = args.config_for(mode, &data)?;
+    let key = match (config.mode, config.privacy) {
+        (Mode::Federated, Privacy::He) => Some(args.key()?),
+        _ => None,
+    };
+    let metrics = hefl::fl::run(&config, &data, key, &mut Progress::new())?;
+    if let Some(overhead) = &metrics.overhead {
+        println!(
+            "{}",
+            hefl::report::overhead_summary(overhead, metrics.total_seconds)
+        );
+    }
+    if let Some(path) = metrics_out {
+        write_json(path, &metrics)?;
+        eprintln!("metrics written to {}", path.display());
+    }
+    Ok(())
+}

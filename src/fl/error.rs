@@ -1,0 +1,179 @@
+//! Why a run, a party or a transport stopped: one enum per concern, each variant naming
+//! what was expected and what came.
+
+use super::config::ConfigError;
+use super::envelope::EnvelopeError;
+use super::server::{PartyId, Refusal, Round};
+use crate::data::DataError;
+use crate::he::HeError;
+use crate::he::keys::KeyId;
+use crate::model::ModelError;
+use crate::quant::QuantError;
+use std::time::Duration;
+
+/// Why a run could not start or did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// A setting out of range.
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// The data could not be split as asked.
+    #[error(transparent)]
+    Data(#[from] DataError),
+    /// The model could not be built.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// No fixed-point encoding has the headroom for this many parties.
+    #[error(transparent)]
+    Quant(#[from] QuantError),
+    /// The secure generator (DP noise, input perturbation) could not be seeded.
+    #[error("secure random generator: {0}")]
+    Entropy(#[source] HeError),
+    /// A party's shard of the partition is empty.
+    #[error("{party} has no training samples; use fewer parties or a larger Dirichlet alpha")]
+    EmptyShard {
+        /// The party.
+        party: PartyId,
+    },
+    /// `he` mode without the shared key.
+    #[error("privacy he needs the shared key")]
+    MissingKey,
+    /// The server could not be set up.
+    #[error("server: {0}")]
+    Server(#[source] ConfigError),
+    /// A party of a federation run in this process failed.
+    #[error("{party}: {source}")]
+    Party {
+        /// The party.
+        party: PartyId,
+        /// What failed.
+        source: Box<PartyError>,
+    },
+    /// The parties' models differ at the end: they did not apply the same aggregates.
+    #[error("party models diverged: {party} differs from party 0")]
+    Diverged {
+        /// The first party whose model differs from party 0's.
+        party: PartyId,
+    },
+}
+
+/// Why one party's run stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum PartyError {
+    /// The plan or the local data did not fit.
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    /// The transport failed.
+    #[error("{round}: {source}")]
+    Uplink {
+        /// The round.
+        round: Round,
+        /// What failed.
+        source: UplinkError,
+    },
+    /// Sealing or opening failed.
+    #[error("{round}: {source}")]
+    Envelope {
+        /// The round.
+        round: Round,
+        /// What failed.
+        source: EnvelopeError,
+    },
+    /// The server runs `he` and this party has no key.
+    #[error("the server runs privacy he: this party needs the shared key file")]
+    MissingKey,
+    /// The party's key is not the one the server expects.
+    #[error("key id mismatch: the server expects {expected}, this key is {found}")]
+    KeyMismatch {
+        /// The server's key id.
+        expected: KeyId,
+        /// This party's key id.
+        found: KeyId,
+    },
+    /// The party is not in the plan's federation.
+    #[error("{party} is not in this federation of {parties} parties")]
+    NotInFederation {
+        /// The party.
+        party: PartyId,
+        /// Parties in the plan.
+        parties: usize,
+    },
+}
+
+/// What a server refused, in transport-neutral terms (the HTTP transport maps each to one
+/// status code).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefusalKind {
+    /// The party did not authenticate (wrong or missing token).
+    Unauthorized,
+    /// The party is not in the federation.
+    UnknownParty,
+    /// Wrong round or a duplicate.
+    Conflict,
+    /// The aggregate asked for is no longer kept.
+    Gone,
+    /// The message is larger than any valid one.
+    TooLarge,
+    /// The message failed validation.
+    Invalid,
+    /// Any other refusal.
+    Other,
+}
+
+impl From<&Refusal> for RefusalKind {
+    fn from(refusal: &Refusal) -> Self {
+        match refusal {
+            Refusal::UnknownParty { .. } => Self::UnknownParty,
+            Refusal::WrongRound { .. } | Refusal::Duplicate { .. } => Self::Conflict,
+            Refusal::Payload { .. } => Self::Invalid,
+            Refusal::NoSuchAggregate { .. } => Self::Gone,
+        }
+    }
+}
+
+/// Why an [`Uplink`](super::Uplink) call failed. [`UplinkError::is_transient`] tells a retry
+/// policy whether asking again can help.
+#[derive(Debug, thiserror::Error)]
+pub enum UplinkError {
+    /// The server could not be reached, or the connection broke.
+    #[error("cannot reach the server at {server}: {reason}")]
+    Unreachable {
+        /// The server's address.
+        server: String,
+        /// What the transport said.
+        reason: String,
+    },
+    /// The round was not published within the time the party waits.
+    #[error("{round} was not published within {waited:?}")]
+    NotPublished {
+        /// The round.
+        round: Round,
+        /// How long the party waited.
+        waited: Duration,
+    },
+    /// The server refused the request.
+    #[error("server refused ({kind:?}): {reason}")]
+    Refused {
+        /// What kind of refusal.
+        kind: RefusalKind,
+        /// The server's message.
+        reason: String,
+    },
+    /// The server's answer does not parse.
+    #[error("malformed answer from the server: {0}")]
+    Malformed(String),
+    /// The federation in this process stopped because another party failed.
+    #[error("the federation stopped: another party failed")]
+    Stopped,
+    /// The plan the server sent was refused.
+    #[error("the server's plan is refused: {0}")]
+    Plan(#[source] ConfigError),
+}
+
+impl UplinkError {
+    /// Whether the same request may succeed later (the server was unreachable or slow),
+    /// as opposed to a refusal or a malformed answer, which will not change.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unreachable { .. } | Self::NotPublished { .. })
+    }
+}

@@ -1,0 +1,93 @@
+//! What a run reports: per-epoch test results, the cost of the privacy envelope, progress.
+
+use super::config::{Privacy, TrainConfig};
+use super::envelope::EnvelopeCost;
+use serde::{Deserialize, Serialize};
+
+/// Test-set results after one epoch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    /// 1-based epoch number.
+    pub epoch: usize,
+    /// Fraction of test images classified correctly, 0..=1.
+    pub test_accuracy: f64,
+    /// Mean test cross-entropy.
+    pub test_loss: f64,
+    /// Mean training loss over the epoch's batches of the reporting party (party 0 in a
+    /// federation run in one process).
+    pub train_loss: f64,
+    /// Wall-clock seconds this epoch took (training and evaluation).
+    pub wall_seconds: f64,
+    /// Wall-clock seconds since the run started.
+    pub elapsed_seconds: f64,
+    /// Aggregation rounds run in this epoch.
+    pub rounds: usize,
+    /// DP runs: the (ε, δ) guarantee's ε spent so far by each party.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epsilon: Option<f64>,
+}
+
+/// A whole run: its configuration and one entry per epoch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunMetrics {
+    /// The configuration that produced these numbers.
+    pub config: TrainConfig,
+    /// Training samples per party, in party order (one entry for a single party's run).
+    pub party_samples: Vec<usize>,
+    /// Per-epoch test results.
+    pub epochs: Vec<EpochMetrics>,
+    /// Wall-clock seconds of the whole run.
+    pub total_seconds: f64,
+    /// Federated runs: time spent sealing, summing and opening updates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overhead: Option<Overhead>,
+    /// The final model's parameters (party 0's; in federated runs every party's is
+    /// identical). Not written to metrics files.
+    #[serde(skip)]
+    pub final_params: Vec<f32>,
+}
+
+impl RunMetrics {
+    /// The last epoch's test accuracy, if any epoch ran.
+    pub fn final_accuracy(&self) -> Option<f64> {
+        self.epochs.last().map(|e| e.test_accuracy)
+    }
+}
+
+/// Where the time of a federated run's envelopes went.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Overhead {
+    /// The privacy mode.
+    pub privacy: Privacy,
+    /// Wall-clock seconds the reporting party spent sealing updates (encode + encrypt).
+    pub seal_seconds: f64,
+    /// Wall-clock seconds in the server (validating and summing submissions); known only
+    /// when the server runs in the same process.
+    pub server_seconds: f64,
+    /// Wall-clock seconds the reporting party spent opening aggregates (decrypt + decode).
+    pub open_seconds: f64,
+    /// CPU seconds per operation, summed over the parties in this process.
+    pub client_cpu: EnvelopeCost,
+}
+
+impl Overhead {
+    /// Wall-clock seconds spent on envelopes and the server's sum.
+    pub fn total_seconds(&self) -> f64 {
+        self.seal_seconds + self.server_seconds + self.open_seconds
+    }
+}
+
+/// Receives progress from a run; every method has an empty default.
+pub trait Observer {
+    /// Called once before training with the total number of rounds.
+    fn start(&mut self, _config: &TrainConfig, _total_rounds: usize) {}
+    /// Called after every aggregation round with the number of rounds done.
+    fn round(&mut self, _round: usize) {}
+    /// Called after every epoch's evaluation.
+    fn epoch(&mut self, _config: &TrainConfig, _metrics: &EpochMetrics) {}
+    /// Something the user should know (a party left out of a round, ...).
+    fn note(&mut self, _message: &str) {}
+}
+
+/// An observer that ignores everything.
+impl Observer for () {}

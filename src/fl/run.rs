@@ -1,0 +1,214 @@
+//! Running a whole experiment in one process: the baselines with one trainer, a federation
+//! as one [`Hub`] and one thread per party, each running [`run_party`](super::run_party)'s
+//! loop against the hub through a [`HubUplink`].
+
+use super::client::Client;
+use super::config::{Mode, Privacy, TrainConfig, ValidConfig};
+use super::error::{PartyError, TrainError, UplinkError};
+use super::hub::{Hub, HubEvent, HubUplink};
+use super::metrics::{Observer, RunMetrics};
+use super::party::{run_alone, run_client};
+use super::plan::Plan;
+use super::server::PartyId;
+use super::setup::{Setup, setup};
+use crate::data::Mnist;
+use crate::he::keys::SecretKey;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How the server of a federation run in one process closes its rounds: as a deployment's
+/// `hefl serve --min-parties N --round-timeout T`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RoundRules {
+    /// A round closes at its deadline if at least this many parties submitted (default:
+    /// all, so every round waits for every party).
+    pub min_parties: Option<u32>,
+    /// Time from a round's opening to its deadline.
+    pub round_timeout: Duration,
+}
+
+impl Default for RoundRules {
+    /// All parties in every round, a 30-second deadline.
+    fn default() -> Self {
+        Self {
+            min_parties: None,
+            round_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Trains as `config` says on `data`, evaluating on the test set after every epoch, and
+/// reports progress to `observer`, with the default [`RoundRules`].
+///
+/// One epoch is one pass over the largest party's shard: with FedSGD that is
+/// `ceil(shard / batch)` rounds, with FedAvg `k` times fewer. Federated runs go through a
+/// [`Hub`] in this process with the configured privacy mode; `key` is the shared key for
+/// `he` (refused if missing).
+pub fn run(
+    config: &TrainConfig,
+    data: &Mnist,
+    key: Option<Arc<SecretKey>>,
+    observer: &mut dyn Observer,
+) -> Result<RunMetrics, TrainError> {
+    run_with(config, RoundRules::default(), data, key, observer)
+}
+
+/// [`run`] with the server's round rules given: a simulation of a deployment whose parties
+/// all run here.
+pub fn run_with(
+    config: &TrainConfig,
+    rules: RoundRules,
+    data: &Mnist,
+    key: Option<Arc<SecretKey>>,
+    observer: &mut dyn Observer,
+) -> Result<RunMetrics, TrainError> {
+    let started = Instant::now();
+    let config = config.validate()?;
+    let Setup { mut clients, test } = setup(&config, data, None)?;
+    match config.mode {
+        Mode::Local | Mode::Centralized => {
+            let client = clients
+                .pop()
+                .ok_or(TrainError::EmptyShard { party: PartyId(0) })?;
+            run_alone(&config, client, &test, observer, started)
+                .map_err(|e| party_error(PartyId(0), e))
+        }
+        Mode::Federated => federate(&config, rules, clients, &test, key, observer, started),
+    }
+}
+
+fn party_error(party: PartyId, error: PartyError) -> TrainError {
+    TrainError::Party {
+        party,
+        source: Box::new(error),
+    }
+}
+
+fn federate(
+    config: &ValidConfig,
+    rules: RoundRules,
+    clients: Vec<Client>,
+    test: &crate::data::Dataset,
+    key: Option<Arc<SecretKey>>,
+    observer: &mut dyn Observer,
+    started: Instant,
+) -> Result<RunMetrics, TrainError> {
+    let key_id = match (config.privacy, &key) {
+        (Privacy::He, None) => return Err(TrainError::MissingKey),
+        (Privacy::He, Some(key)) => Some(key.key_id()),
+        (Privacy::Plain | Privacy::Dp, _) => None,
+    };
+    let largest = clients.iter().map(Client::num_samples).max().unwrap_or(0);
+    let party_samples: Vec<usize> = clients.iter().map(Client::num_samples).collect();
+    let plan = Plan {
+        config: config.clone().into_inner(),
+        rounds_per_epoch: config.rounds_per_epoch(largest),
+        key_id,
+        round_timeout: rules.round_timeout,
+    }
+    .validate()?;
+    let notes = Arc::new(Mutex::new(Vec::<String>::new()));
+    let hub = {
+        let notes = Arc::clone(&notes);
+        Arc::new(
+            Hub::new(plan.clone(), rules.min_parties, move |event: &HubEvent| {
+                // Epoch ends are the observer's own epoch lines here; short rounds are news.
+                if let HubEvent::ShortRound { .. } = event {
+                    let mut notes = notes.lock().unwrap_or_else(|p| p.into_inner());
+                    notes.push(event.to_string());
+                }
+            })
+            .map_err(TrainError::Server)?,
+        )
+    };
+
+    // Party 0 runs on this thread and reports to `observer`; the others on their own.
+    let mut clients = clients.into_iter();
+    let first = clients
+        .next()
+        .ok_or(TrainError::EmptyShard { party: PartyId(0) })?;
+    let results = std::thread::scope(|scope| {
+        let others: Vec<_> = clients
+            .map(|client| {
+                let (hub, key, plan) = (Arc::clone(&hub), key.clone(), &plan);
+                let party = client.id();
+                let handle = scope.spawn(move || {
+                    let mut uplink = HubUplink::new(Arc::clone(&hub), party);
+                    let result = run_client(plan, client, None, key, &mut uplink, &mut (), started);
+                    if result.is_err() {
+                        hub.stop();
+                    }
+                    result
+                });
+                (party, handle)
+            })
+            .collect();
+        let mut uplink = HubUplink::new(Arc::clone(&hub), PartyId(0));
+        let first = run_client(
+            &plan,
+            first,
+            Some(test),
+            key.clone(),
+            &mut uplink,
+            observer,
+            started,
+        );
+        if first.is_err() {
+            hub.stop();
+        }
+        let mut results = vec![(PartyId(0), first)];
+        for (party, handle) in others {
+            let result = handle
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            results.push((party, result));
+        }
+        results
+    });
+    for note in notes.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+        observer.note(&note);
+    }
+
+    // The cause is the failure of a party that was not merely stopped by another's.
+    let (runs, mut failures): (Vec<_>, Vec<_>) = results.into_iter().partition(|(_, r)| r.is_ok());
+    if !failures.is_empty() {
+        let cause = failures
+            .iter()
+            .position(|(_, r)| {
+                !matches!(
+                    r,
+                    Err(PartyError::Uplink {
+                        source: UplinkError::Stopped,
+                        ..
+                    })
+                )
+            })
+            .unwrap_or(0);
+        let (party, result) = failures.swap_remove(cause);
+        if let Err(error) = result {
+            return Err(party_error(party, error));
+        }
+    }
+    let runs: Vec<(PartyId, RunMetrics)> = runs
+        .into_iter()
+        .filter_map(|(party, r)| r.ok().map(|run| (party, run)))
+        .collect();
+    let mut runs = runs.into_iter();
+    let Some((_, mut metrics)) = runs.next() else {
+        return Err(TrainError::EmptyShard { party: PartyId(0) });
+    };
+    for (party, run) in runs {
+        if run.final_params != metrics.final_params {
+            return Err(TrainError::Diverged { party });
+        }
+        if let (Some(total), Some(other)) = (metrics.overhead.as_mut(), run.overhead) {
+            total.client_cpu.add(&other.client_cpu);
+        }
+    }
+    if let Some(overhead) = metrics.overhead.as_mut() {
+        overhead.server_seconds = hub.server_seconds();
+    }
+    metrics.party_samples = party_samples;
+    metrics.total_seconds = started.elapsed().as_secs_f64();
+    Ok(metrics)
+}

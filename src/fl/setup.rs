@@ -1,0 +1,164 @@
+//! Turning a validated configuration and the data into the parties' starting state: shards,
+//! clients on the common initial model, the test set, the fixed-point encoding and each
+//! party's envelope.
+
+use super::client::Client;
+use super::config::{ConfigError, Field, Mode, Privacy, TrainConfig, ValidConfig};
+use super::envelope::Envelope;
+use super::error::{PartyError, TrainError};
+use super::server::PartyId;
+use crate::data::{Dataset, Mnist, partition};
+use crate::dp::InputDp;
+use crate::he::SecureRng;
+use crate::he::keys::{KeyId, SecretKey};
+use crate::model::Mlp;
+use crate::quant::FixedPoint;
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use std::sync::Arc;
+
+/// The parties' clients (all on the seeded initial model) and the test set.
+pub(crate) struct Setup {
+    /// One client per party trained here, in party order.
+    pub clients: Vec<Client>,
+    /// The test set (normalised like the training images under input DP).
+    pub test: Dataset,
+}
+
+/// The clients of `config`'s parties (only party `only` if given) and the test set.
+pub(crate) fn setup(
+    config: &ValidConfig,
+    data: &Mnist,
+    only: Option<PartyId>,
+) -> Result<Setup, TrainError> {
+    let mut train = match config.train_subset {
+        Some(n) => data.train.take(n),
+        None => data.train.clone(),
+    };
+    let mut test = match config.test_subset {
+        Some(n) => data.test.take(n),
+        None => data.test.clone(),
+    };
+    if let Some(input_dp) = config.input_dp {
+        let mut rng = SecureRng::from_os().map_err(TrainError::Entropy)?;
+        input_dp.apply(&mut train.images, &mut rng);
+        InputDp::normalize(&mut test.images);
+    }
+    let shards = shard_indices(config, &train)?;
+    if let Some(empty) = shards.iter().position(Vec::is_empty) {
+        return Err(TrainError::EmptyShard {
+            party: party_id(empty),
+        });
+    }
+    let initial = Mlp::new(&config.layers, config.seed)?;
+    let mut clients = Vec::with_capacity(shards.len());
+    for (index, indices) in shards.iter().enumerate() {
+        let id = party_id(index);
+        if only.is_some_and(|party| party != id) {
+            continue;
+        }
+        let mut client = Client::new(
+            id,
+            train.subset(indices),
+            initial.clone(),
+            config.optimizer,
+            config.lr,
+            config.seed,
+        );
+        if let (Privacy::Dp, Some(dp)) = (config.privacy, config.dp) {
+            client.enable_dp(dp, SecureRng::from_os().map_err(TrainError::Entropy)?);
+        }
+        clients.push(client);
+    }
+    Ok(Setup { clients, test })
+}
+
+/// Party index `index` of a validated configuration (at most `MAX_PARTIES`, so it fits).
+fn party_id(index: usize) -> PartyId {
+    PartyId(u32::try_from(index).unwrap_or(u32::MAX))
+}
+
+/// The indices of the training examples of each party the mode trains.
+fn shard_indices(config: &TrainConfig, train: &Dataset) -> Result<Vec<Vec<usize>>, TrainError> {
+    Ok(match config.mode {
+        Mode::Centralized => vec![(0..train.len()).collect()],
+        Mode::Local | Mode::Federated => {
+            let mut parts = partition(
+                &train.labels,
+                config.parties,
+                config.partition,
+                config.seed ^ 0x5EED_05A4D,
+            )?;
+            if config.mode == Mode::Local {
+                parts.truncate(1);
+            }
+            parts
+        }
+    })
+}
+
+/// The fixed-point encoding of a federation of `parties` (validated: at most `MAX_PARTIES`).
+pub(crate) fn fixed_point(parties: usize) -> Result<FixedPoint, TrainError> {
+    Ok(FixedPoint::for_parties(party_id(parties).0)?)
+}
+
+/// The generator of a party's stochastic rounding: seeded by the run's seed and the party,
+/// so that the same run quantizes the same way in every privacy mode and every transport.
+pub(crate) fn rounding_rng(seed: u64, party: PartyId) -> ChaCha20Rng {
+    ChaCha20Rng::seed_from_u64(seed ^ 0x0F1D_ED00 ^ (u64::from(party.0) << 32))
+}
+
+/// A party's envelope for a federation of `config`: plain words, or ciphertexts under `key`,
+/// which must be the key `key_id` names.
+pub(crate) fn envelope(
+    config: &ValidConfig,
+    key_id: Option<KeyId>,
+    key: Option<Arc<SecretKey>>,
+    len: usize,
+) -> Result<Envelope, PartyError> {
+    let fp = fixed_point(config.parties)?;
+    match (config.privacy, key) {
+        (Privacy::Plain | Privacy::Dp, _) => Ok(Envelope::plain(fp, len)),
+        (Privacy::He, None) => Err(PartyError::MissingKey),
+        (Privacy::He, Some(key)) => match key_id {
+            Some(expected) if expected != key.key_id() => Err(PartyError::KeyMismatch {
+                expected,
+                found: key.key_id(),
+            }),
+            _ => Ok(Envelope::he(fp, key, len)),
+        },
+    }
+}
+
+/// Sets `config`'s DP noise multiplier to the smallest that keeps the whole run within
+/// `target_epsilon` (to within 1%), for a training set of `train_size` images split as
+/// `config` says (IID shard sizes); returns it. Refused unless `config` is a DP run.
+pub fn calibrate_noise(
+    config: &mut TrainConfig,
+    train_size: usize,
+    target_epsilon: f64,
+) -> Result<f64, ConfigError> {
+    let Some(delta) = config.dp.as_ref().map(|dp| dp.delta) else {
+        return Err(ConfigError::Needs {
+            field: Field::TargetEpsilon,
+            needs: "privacy dp".into(),
+        });
+    };
+    super::config::check_positive(Field::TargetEpsilon, target_epsilon)?;
+    let shard = config.largest_iid_shard(train_size);
+    let q = (config.batch_size as f64 / shard.max(1) as f64).min(1.0);
+    let rounds = config.rounds_per_epoch(shard).saturating_mul(config.epochs);
+    let steps = rounds.saturating_mul(config.strategy.steps_per_round()) as u64;
+    let sigma =
+        crate::dp::noise_multiplier_for(target_epsilon, delta, q, steps).ok_or_else(|| {
+            ConfigError::Invalid {
+                field: Field::TargetEpsilon,
+                expected: format!("an epsilon reachable in {steps} steps at sampling rate {q}"),
+                found: target_epsilon.to_string(),
+            }
+        })?;
+    if let Some(dp) = config.dp.as_mut() {
+        dp.noise_multiplier = sigma;
+    }
+    Ok(sigma)
+}

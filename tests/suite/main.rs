@@ -1,0 +1,14 @@
+//! hefl's integration tests, one binary (each test file a module; shared helpers in
+//! [`util`]): the library and the `hefl` command end to end, on synthetic data, on real
+//! MNIST when `MNIST_DIR` points at it, and on loopback for the network transport.
+
+mod cli;
+mod data;
+mod dp;
+mod he;
+#[cfg(feature = "net")]
+mod network;
+mod quant;
+mod server;
+mod train;
+mod util;
