@@ -39,12 +39,15 @@
 //!
 //! ## Layers
 //!
-//! Dependencies point one way: [`data`], [`model`], [`quant`], [`he`] and [`dp`]
-//! know nothing of networks or of the protocol ([`dp`] draws its noise from
-//! [`he::SecureRng`], tfhe's CSPRNG); [`fl`] composes them into
-//! clients, the server and the training loop; [`transport`] only moves bytes
-//! between parties and the server; [`perf`] measures what each mode costs;
-//! [`report`] and the CLI only present results.
+//! Dependencies point one way. At the bottom, [`he::csprng`] (OS seeding and
+//! tfhe's AES-CTR CSPRNG) and [`secret_file`] (files that hold secrets: mode
+//! 0600, checked on read, replaced atomically) depend on nothing else in hefl.
+//! [`data`], [`model`], [`quant`], [`he`] and [`dp`] know nothing of networks
+//! or of the protocol ([`dp`] draws its noise from [`he::csprng::SecureRng`];
+//! [`he`] keeps its key files through [`secret_file`]); [`fl`] composes them
+//! into clients, the server and the training loop; [`transport`] only moves
+//! bytes between parties and the server; [`perf`] measures what each mode
+//! costs; [`report`] and the CLI only present results.
 
 #![warn(missing_docs)]
 
@@ -56,4 +59,5 @@ pub mod model;
 pub mod perf;
 pub mod quant;
 pub mod report;
+pub mod secret_file;
 pub mod transport;

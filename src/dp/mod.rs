@@ -11,10 +11,10 @@ use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
 /// Adds independent N(0, std²) noise to every value (floating-point Gaussian: see the
-/// caveat on [`DpSgd`]). Pass a [`crate::he::SecureRng`] for real runs.
+/// caveat on [`DpSgd`]). Pass a [`crate::he::csprng::SecureRng`] for real runs.
 ///
 /// ```
-/// use hefl::{dp::add_gaussian_noise, he::SecureRng};
+/// use hefl::{dp::add_gaussian_noise, he::csprng::SecureRng};
 ///
 /// let mut v = vec![0.0f32; 4];
 /// add_gaussian_noise(&mut v, 2.0, &mut SecureRng::from_key(1));
@@ -44,7 +44,7 @@ pub enum Sampling {
 ///
 /// Each step: every example's gradient clipped to L2 norm `max_grad_norm` (C), summed,
 /// Gaussian noise N(0, σ²C²) added to every coordinate (σ = `noise_multiplier`), divided by
-/// the expected batch size. Noise and Poisson batches come from [`crate::he::SecureRng`]
+/// the expected batch size. Noise and Poisson batches come from [`crate::he::csprng::SecureRng`]
 /// (tfhe's AES-CTR CSPRNG). Caveat: the noise is floating-point Gaussian (ziggurat on f64,
 /// rounded to f32); like Opacus's default sampler, it is not a discrete Gaussian, and
 /// floating-point samplers are known to leak through the low-order bits of their outputs

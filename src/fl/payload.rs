@@ -230,13 +230,7 @@ impl Summable for EncryptedVector {
     }
 
     fn max_wire_len(expect: &Expected) -> usize {
-        let params = crate::he::params::PARAMS;
-        crate::he::MAGIC.len()
-            + size_of::<u16>()
-            + crate::he::HEADER_LIMIT as usize
-            + params
-                .ciphertexts_for(expect.plaintext_len)
-                .saturating_mul(params.ciphertext_bytes())
+        EncryptedVector::max_wire_len(expect.plaintext_len)
     }
 }
 

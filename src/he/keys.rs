@@ -7,7 +7,8 @@
 //! `SHA-256("hefl/v1/key-id" || 0x00 || seed)`: it names the key in ciphertext headers so a
 //! server can refuse ciphertexts made under another key, and reveals nothing about the seed.
 //!
-//! On disk (`keys/hefl.key` by default) the file is JSON, written with mode 0600:
+//! On disk (`keys/hefl.key` by default) the file is JSON, written with mode 0600 through
+//! [`crate::secret_file`]:
 //!
 //! ```text
 //! {"format":"hefl-key","version":1,"parameter_set":"V1_8_PARAM_MESSAGE_2_CARRY_2_KS_PBS_TUNIFORM_2M128",
@@ -18,8 +19,6 @@
 //! version or parameter set, and a file whose key id does not match its seed.
 
 use std::fmt;
-use std::fs;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -34,6 +33,7 @@ use zeroize::{Zeroize, Zeroizing};
 
 use super::ntt::{KeyNtt, NttError};
 use super::params::PARAMS;
+use crate::secret_file::{self, SecretFileError};
 
 /// Bytes of secret seed in a key file.
 pub const SEED_BYTES: usize = 32;
@@ -75,7 +75,7 @@ pub enum KeyError {
         /// Its permission bits.
         mode: u32,
     },
-    /// An I/O error on a key file.
+    /// An I/O error on a key file (or its temporary sibling, or its directory).
     #[error("key file {path}: {source}")]
     Io {
         /// The file being read or written.
@@ -92,6 +92,14 @@ pub enum KeyError {
         found: u64,
         /// The limit.
         limit: u64,
+    },
+    /// The path is a directory, a device, a link or another file that is not a regular one.
+    #[error("key file {path} is {found}, expected a regular file")]
+    NotRegularFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is, e.g. "a directory".
+        found: &'static str,
     },
     /// The file is not a parseable hefl key file.
     #[error("key file {path} is not a hefl key file: {reason}")]
@@ -140,6 +148,24 @@ pub enum KeyError {
     /// The precomputed fast product could not be set up.
     #[error(transparent)]
     Ntt(#[from] NttError),
+}
+
+/// Key files are secret files: their failures, in the words of a key file (`--force`,
+/// `chmod 600`).
+impl From<SecretFileError> for KeyError {
+    fn from(error: SecretFileError) -> Self {
+        match error {
+            SecretFileError::Io { path, source } => Self::Io { path, source },
+            SecretFileError::AlreadyExists { path } => Self::AlreadyExists { path },
+            SecretFileError::InsecurePermissions { path, mode } => {
+                Self::InsecurePermissions { path, mode }
+            }
+            SecretFileError::TooLarge { path, found, limit } => {
+                Self::TooLarge { path, found, limit }
+            }
+            SecretFileError::NotRegularFile { path, found } => Self::NotRegularFile { path, found },
+        }
+    }
 }
 
 /// The public identifier of a shared key: `SHA-256("hefl/v1/key-id" || 0x00 || seed)`.
@@ -293,9 +319,10 @@ impl KeyFile {
 
     /// Writes the key to `path` with mode 0600, creating missing parent directories.
     ///
-    /// Refuses to replace an existing file unless `force`. The file is written to a
-    /// temporary sibling first and moved into place, so a crash never leaves a half-written
-    /// key, and the no-overwrite check is atomic (a hard link that fails if `path` exists).
+    /// Refuses to replace an existing file unless `force`, and even then replaces only a
+    /// regular file. Written by [`secret_file::write_private_atomic`]: to a temporary sibling
+    /// first and moved into place, so a crash never leaves a half-written key, and the
+    /// no-overwrite check is atomic (a hard link that fails if `path` exists).
     ///
     /// ```
     /// use hefl::he::keys::{KeyError, KeyFile};
@@ -309,21 +336,6 @@ impl KeyFile {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn write_new(&self, path: &Path, force: bool) -> Result<(), KeyError> {
-        let io = |source| KeyError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        if !force && fs::symlink_metadata(path).is_ok() {
-            return Err(KeyError::AlreadyExists {
-                path: path.to_path_buf(),
-            });
-        }
-        let parent = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        fs::create_dir_all(&parent).map_err(io)?;
-
         let on_disk = KeyFileOnDisk {
             format: FILE_FORMAT.to_owned(),
             version: KEY_FILE_VERSION,
@@ -338,32 +350,7 @@ impl KeyFile {
             }
         })?);
         text.push('\n');
-
-        let tmp = temp_sibling(path);
-        let write_tmp = || -> std::io::Result<()> {
-            let mut file = create_private(&tmp)?;
-            file.write_all(text.as_bytes())?;
-            file.sync_all()
-        };
-        if let Err(e) = write_tmp() {
-            let _ = fs::remove_file(&tmp);
-            return Err(io(e));
-        }
-        let placed = if force {
-            fs::rename(&tmp, path)
-        } else {
-            // hard_link fails if `path` appeared meanwhile: no silent overwrite.
-            fs::hard_link(&tmp, path).and_then(|()| fs::remove_file(&tmp))
-        };
-        if let Err(e) = placed {
-            let _ = fs::remove_file(&tmp);
-            if e.kind() == std::io::ErrorKind::AlreadyExists {
-                return Err(KeyError::AlreadyExists {
-                    path: path.to_path_buf(),
-                });
-            }
-            return Err(io(e));
-        }
+        secret_file::write_private_atomic(path, text.as_bytes(), force)?;
         Ok(())
     }
 
@@ -384,30 +371,13 @@ impl KeyFile {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn load(path: &Path) -> Result<Self, KeyError> {
-        let io = |source| KeyError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
         let malformed = |reason: String| KeyError::Malformed {
             path: path.to_path_buf(),
             reason,
         };
-        let file = fs::File::open(path).map_err(io)?;
-        let metadata = file.metadata().map_err(io)?;
-        check_private(path, &metadata)?;
-        if metadata.len() > MAX_KEY_FILE_BYTES {
-            return Err(KeyError::TooLarge {
-                path: path.to_path_buf(),
-                found: metadata.len(),
-                limit: MAX_KEY_FILE_BYTES,
-            });
-        }
-        let mut text = Zeroizing::new(String::new());
-        file.take(MAX_KEY_FILE_BYTES)
-            .read_to_string(&mut text)
-            .map_err(io)?;
+        let text = secret_file::read_private(path, MAX_KEY_FILE_BYTES)?;
         let on_disk: KeyFileOnDisk =
-            serde_json::from_str(&text).map_err(|e| malformed(e.to_string()))?;
+            serde_json::from_slice(&text).map_err(|e| malformed(e.to_string()))?;
         if on_disk.format != FILE_FORMAT {
             return Err(malformed(format!(
                 "format tag is {:?}, expected {FILE_FORMAT:?}",
@@ -539,52 +509,16 @@ impl Drop for SecretKey {
     }
 }
 
-fn temp_sibling(path: &Path) -> PathBuf {
-    let mut name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(format!(".tmp-{}", std::process::id()));
-    path.with_file_name(name)
+// TODO(lead): tokens use secret_file directly, then delete these two forwarders.
+/// Forwards to [`secret_file::create_private`] (for the transport's tokens file).
+pub(crate) fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+    secret_file::create_private(path)
 }
 
-/// Creates a new file (never replacing one) readable and writable by its owner only.
-#[cfg(unix)]
-pub(crate) fn create_private(path: &Path) -> std::io::Result<fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-}
-
-/// Creates a new file (never replacing one); without POSIX modes, ACLs are the user's concern.
-#[cfg(not(unix))]
-pub(crate) fn create_private(path: &Path) -> std::io::Result<fs::File> {
-    fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-}
-
-/// Refuses a file that group or others can access.
-#[cfg(unix)]
-pub(crate) fn check_private(path: &Path, metadata: &fs::Metadata) -> Result<(), KeyError> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = metadata.permissions().mode() & 0o7777;
-    if mode & 0o077 != 0 {
-        return Err(KeyError::InsecurePermissions {
-            path: path.to_path_buf(),
-            mode,
-        });
-    }
-    Ok(())
-}
-
-/// Without POSIX modes there is nothing to check.
-#[cfg(not(unix))]
-pub(crate) fn check_private(_path: &Path, _metadata: &fs::Metadata) -> Result<(), KeyError> {
-    // No POSIX permission bits: the file's ACL is the user's responsibility.
-    Ok(())
+/// Forwards to [`secret_file::check_private`] (for the transport's tokens file).
+pub(crate) fn check_private(
+    path: &Path,
+    metadata: &std::fs::Metadata,
+) -> Result<(), SecretFileError> {
+    secret_file::check_private(path, metadata)
 }

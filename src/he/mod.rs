@@ -15,15 +15,29 @@
 //! - **Fast path**: A·S is the only costly step. [`keys::SecretKey`] holds S in NTT form
 //!   (tfhe-ntt's `native_binary64::Plan32` primes), computed once per key, so each product is
 //!   one forward and one inverse transform instead of tfhe's Karatsuba product.
-//! - **Randomness**: the key from tfhe's `SecretRandomGenerator` under a 32-byte OS seed; masks
-//!   and noise from tfhe's AES-CTR CSPRNG, freshly OS-seeded per call: noise from one forked,
-//!   bounded `RandomGenerator` child per ciphertext, masks from the keystream of a fresh AES key
-//!   read a batch at a time on disjoint counter ranges (never a shared generator, never a
-//!   reused keystream byte).
+//! - **Randomness** ([`csprng`]): the key from tfhe's `SecretRandomGenerator` under a 32-byte
+//!   OS seed; per call, a fresh AES key from an OS-seeded tfhe AES-CTR CSPRNG, whose keystream
+//!   gives every ciphertext its mask and its TUniform noise, read a batch at a time on a
+//!   counter range of its own (never a shared generator, never a reused keystream byte).
 //! - **Sums**: wrapping addition of masks and bodies ([`EncryptedVector::add_assign`],
 //!   [`EncryptedVector::sum`]), parallel over ciphertexts. The noise of a sum of P fresh
 //!   ciphertexts is at most P·2^17; [`crate::quant::FixedPoint`] refuses settings whose decoding
 //!   could be disturbed by it.
+//!
+//! # Layers
+//!
+//! The files read bottom-up, like tfhe's `core_crypto` (commons, entities, algorithms), and each
+//! imports only the layers below it, never one above (so there is no import cycle):
+//!
+//! 1. [`params`] (the parameter set) and [`csprng`] (OS seeding, the AES-CTR keystream,
+//!    [`SecureRng`], also used by [`crate::dp`]): the bottom, importing nothing of `he`;
+//! 2. [`keys`] (key files, [`keys::KeyId`], [`keys::SecretKey`]) and `ntt.rs` (the mask-key
+//!    product against the key in NTT form), on `params`; key files are written and read
+//!    through [`crate::secret_file`];
+//! 3. `ciphertext.rs`: the entity [`EncryptedVector`] (accessors, tfhe view, homomorphic sums)
+//!    and [`HeError`];
+//! 4. `encrypt.rs`: [`keys::SecretKey::encrypt`] and [`keys::SecretKey::decrypt`];
+//! 5. [`wire`]: the message format, its validating parser and [`EncryptedVector::max_wire_len`].
 //!
 //! # Who holds what
 //!
@@ -62,14 +76,15 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod ciphertext;
+pub mod csprng;
+mod encrypt;
 pub mod keys;
-mod mask;
 mod ntt;
 pub mod params;
-mod vector;
 pub mod wire;
 
-pub use mask::SecureRng;
+pub use ciphertext::{EncryptedVector, HeError, MAX_PLAINTEXT_LEN};
+pub use csprng::SecureRng;
 pub use ntt::NttError;
-pub use vector::{EncryptedVector, HeError, MAX_PLAINTEXT_LEN};
-pub use wire::{Expected, HEADER_LIMIT, MAGIC, WIRE_VERSION, WireError};
+pub use wire::{Expected, WIRE_VERSION, WireError};

@@ -3,7 +3,7 @@
 //! ```text
 //! magic      8 bytes   "HEFLGLWE"
 //! version    u16 LE    WIRE_VERSION
-//! header     bincode 1.3 (fixed-width little-endian integers, at most HEADER_LIMIT bytes):
+//! header     bincode 1.3 (fixed-width little-endian integers, at most 512 bytes):
 //!              parameter_set: String, glwe_dimension: u64, polynomial_size: u64,
 //!              key_id: [u8; 32], plaintext_len: u64, ciphertext_count: u64, summands: u32
 //! body       ciphertext_count * (k + 1) * N u64 LE, tfhe's GlweCiphertextList layout
@@ -23,16 +23,16 @@ use serde::{Deserialize, Serialize};
 
 use bincode::Options;
 
+use super::ciphertext::{EncryptedVector, MAX_PLAINTEXT_LEN};
 use super::keys::KeyId;
 use super::params::PARAMS;
-use super::vector::{EncryptedVector, MAX_PLAINTEXT_LEN};
 
 /// First bytes of every serialized [`EncryptedVector`].
-pub const MAGIC: [u8; 8] = *b"HEFLGLWE";
+const MAGIC: [u8; 8] = *b"HEFLGLWE";
 /// Version of the wire format this release writes and reads.
 pub const WIRE_VERSION: u16 = 1;
 /// Upper bound on the bincode header (the real one is about 150 bytes).
-pub const HEADER_LIMIT: u64 = 512;
+const HEADER_LIMIT: u64 = 512;
 
 /// What the receiver expects of a message, checked before the body is read.
 ///
@@ -102,7 +102,7 @@ pub enum WireError {
         /// Version in the message.
         found: u16,
     },
-    /// The header does not parse (or exceeds [`HEADER_LIMIT`]).
+    /// The header does not parse (or exceeds its 512-byte limit).
     #[error("malformed ciphertext header: {0}")]
     Header(String),
     /// Made under another parameter set.
@@ -200,6 +200,27 @@ impl EncryptedVector {
             ciphertext_count: self.ciphertext_count().0 as u64,
             summands: self.summands,
         }
+    }
+
+    /// An upper bound on the size of any valid message of `plaintext_len` values (magic,
+    /// version, the header's size limit, the ciphertexts), saturating at `usize::MAX`: what a
+    /// receiver may accept before parsing.
+    ///
+    /// ```
+    /// use hefl::he::{EncryptedVector, keys::KeyFile};
+    ///
+    /// let key = KeyFile::from_seed([1; 32]).secret_key()?;
+    /// let message = key.encrypt(&[7; 5000])?.to_bytes();
+    /// let bound = EncryptedVector::max_wire_len(5000);
+    /// assert!(message.len() <= bound, "message of {} bytes, bound {bound}", message.len());
+    /// assert_eq!(EncryptedVector::max_wire_len(usize::MAX), usize::MAX);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn max_wire_len(plaintext_len: usize) -> usize {
+        PARAMS
+            .ciphertexts_for(plaintext_len)
+            .saturating_mul(PARAMS.ciphertext_bytes())
+            .saturating_add(PREFIX_LEN + HEADER_LIMIT as usize)
     }
 
     /// Size of [`EncryptedVector::to_bytes`] output.

@@ -148,7 +148,10 @@ impl ClientRound {
         };
         let plain = client()?;
         let mut dp = client()?;
-        dp.enable_dp(dp_settings(sampling), SecureRng::from_os()?);
+        dp.enable_dp(
+            dp_settings(sampling),
+            SecureRng::from_os().map_err(crate::he::HeError::from)?,
+        );
         let key = Arc::new(crate::he::keys::KeyFile::generate()?.secret_key()?);
         let fp = FixedPoint::for_parties(DEMO_PARTIES)?;
         let len = model_len();

@@ -1,13 +1,14 @@
-//! Packed GLWE encryption of u64 plaintext vectors, homomorphic sums, decryption.
+//! The ciphertext entity: [`EncryptedVector`], a packed list of GLWE ciphertexts with its key
+//! id, length and summand count, its tfhe view and its homomorphic sums, and [`HeError`].
+//!
+//! Nothing here needs a secret key: encrypting and decrypting live one layer up, in
+//! `encrypt.rs`, and (de)serialising in `wire.rs`.
 
 use rayon::prelude::*;
-use tfhe::core_crypto::commons::math::random::{DefaultRandomGenerator, RandomGenerator, XofSeed};
 use tfhe::core_crypto::prelude::{GlweCiphertextCount, GlweCiphertextList};
-use zeroize::Zeroizing;
 
-use super::keys::{KeyId, SecretKey};
-use super::mask::KeyStream;
-use super::ntt::{Accumulate, Scratch};
+use super::csprng::EntropyError;
+use super::keys::KeyId;
 use super::params::PARAMS;
 
 /// Longest plaintext vector hefl encrypts or accepts: 2^26 values (32,768 ciphertexts,
@@ -59,8 +60,8 @@ pub enum HeError {
     #[error("GLWE ciphertext list does not match: {0}")]
     ForeignShape(String),
     /// The operating system's random source failed.
-    #[error("cannot seed the encryption CSPRNG from the operating system: {0}")]
-    Entropy(getrandom::Error),
+    #[error("cannot seed the encryption CSPRNG: {0}")]
+    Entropy(#[from] EntropyError),
 }
 
 /// A vector of u64 plaintexts encrypted under a shared key as a packed list of GLWE
@@ -70,7 +71,7 @@ pub enum HeError {
 /// It carries the key id it was encrypted under, the plaintext length and the number of
 /// fresh encryptions summed into it ("summands", 1 for a fresh one; with one vector per party
 /// it is the party count, which bounds the accumulated noise). Summing and (de)serialising
-/// need no key; decrypting takes a [`SecretKey`].
+/// need no key; decrypting takes a [`SecretKey`](super::keys::SecretKey).
 ///
 /// The data layout is tfhe's `GlweCiphertextList` (per ciphertext: k mask polynomials, then
 /// the body), so [`EncryptedVector::as_glwe_list`] hands it to tfhe's own functions.
@@ -358,7 +359,8 @@ fn wrapping_add_assign(acc: &mut [u64], add: &[u64]) {
         .for_each(|(a, b)| *a = a.wrapping_add(*b));
 }
 
-fn check_plaintext_len(len: usize) -> Result<(), HeError> {
+/// Refuses an empty vector and one longer than [`MAX_PLAINTEXT_LEN`].
+pub(crate) fn check_plaintext_len(len: usize) -> Result<(), HeError> {
     if len == 0 {
         return Err(HeError::EmptyPlaintext);
     }
@@ -369,133 +371,4 @@ fn check_plaintext_len(len: usize) -> Result<(), HeError> {
         });
     }
     Ok(())
-}
-
-/// A fresh 128-bit key drawn from an OS-seeded tfhe CSPRNG.
-pub(crate) fn fresh_key() -> Result<u128, HeError> {
-    Ok(os_seeded_generator()?.random_uniform::<u128>())
-}
-
-/// A fresh tfhe AES-CTR CSPRNG seeded through tfhe's XOF from 32 bytes of OS randomness.
-fn os_seeded_generator() -> Result<RandomGenerator<DefaultRandomGenerator>, HeError> {
-    let mut seed = Zeroizing::new(vec![0u8; 32]);
-    getrandom::fill(&mut seed[..]).map_err(HeError::Entropy)?;
-    Ok(RandomGenerator::new(XofSeed::new(
-        seed.to_vec(),
-        *b"heflENCR",
-    )))
-}
-
-impl SecretKey {
-    /// Encrypts a vector of u64 plaintexts (already encoded, e.g. by
-    /// [`FixedPoint::encode`](crate::quant::FixedPoint::encode)) as packed GLWE ciphertexts.
-    ///
-    /// Parallel over ciphertexts with rayon. Randomness: a tfhe AES-CTR CSPRNG
-    /// (`tfhe::core_crypto::commons::math::random::RandomGenerator`) seeded from fresh OS
-    /// entropy draws a fresh AES-128 key per call; each ciphertext's uniform mask and
-    /// TUniform(17) noise come from that key's CTR keystream (tfhe-csprng's block cipher,
-    /// sampled exactly as tfhe samples them) on a counter range of its own, so tasks share
-    /// no generator and no keystream byte is used twice. Per ciphertext: body = plaintext +
-    /// noise + mask * key (the negacyclic product through the precomputed NTT key), exactly as
-    /// tfhe's `encrypt_glwe_ciphertext` would compute it.
-    ///
-    /// ```
-    /// use hefl::he::keys::KeyFile;
-    ///
-    /// let key = KeyFile::from_seed([1; 32]).secret_key()?;
-    /// let ct = key.encrypt(&vec![42 << 40; 101_770])?;
-    /// assert_eq!(ct.ciphertext_count().0, 50);
-    /// assert!(key.encrypt(&[]).is_err());
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn encrypt(&self, plaintext: &[u64]) -> Result<EncryptedVector, HeError> {
-        check_plaintext_len(plaintext.len())?;
-        let n = PARAMS.values_per_ciphertext();
-        let k = PARAMS.glwe_dimension().0;
-        let words = PARAMS.ciphertext_words();
-        let count = PARAMS.ciphertexts_for(plaintext.len());
-        let noise = PARAMS.noise();
-
-        // One fresh AES key per call; ciphertext i reads its mask, then its noise bytes, from
-        // its own counter range of the keystream.
-        let mask_blocks = KeyStream::blocks_for(k * n * size_of::<u64>());
-        let noise_blocks = KeyStream::blocks_for(n * KeyStream::tuniform_bytes(noise));
-        let stream = KeyStream::new(fresh_key()?);
-
-        let mut data = vec![0u64; count * words];
-        data.par_chunks_exact_mut(words)
-            .zip(plaintext.par_chunks(n))
-            .enumerate()
-            .for_each_init(
-                || (Scratch::new(n), stream.clone()),
-                |(scratch, stream), (index, (ciphertext, values))| {
-                    let first_block = index as u128 * (mask_blocks + noise_blocks);
-                    let (mask, body) = ciphertext.split_at_mut(k * n);
-                    stream.fill_uniform(first_block, mask);
-                    body[..values.len()].copy_from_slice(values);
-                    stream.add_tuniform(first_block + mask_blocks, body, noise);
-                    for (index, mask_poly) in mask.chunks_exact(n).enumerate() {
-                        self.ntt.accumulate_product(
-                            body,
-                            mask_poly,
-                            index,
-                            scratch,
-                            Accumulate::Add,
-                        );
-                    }
-                },
-            );
-        Ok(EncryptedVector {
-            key_id: self.key_id(),
-            plaintext_len: plaintext.len(),
-            summands: 1,
-            data,
-        })
-    }
-
-    /// Decrypts to the u64 plaintexts plus noise (body - mask * key per ciphertext);
-    /// [`FixedPoint::decode_sum`](crate::quant::FixedPoint::decode_sum) rounds the noise away.
-    /// Parallel over ciphertexts. Refuses a vector under another key id.
-    ///
-    /// ```
-    /// use hefl::he::{HeError, keys::KeyFile};
-    ///
-    /// let key = KeyFile::from_seed([1; 32]).secret_key()?;
-    /// let other = KeyFile::from_seed([2; 32]).secret_key()?;
-    /// let ct = key.encrypt(&[9 << 40])?;
-    /// assert_eq!(key.decrypt(&ct)?[0].wrapping_add(1 << 39) >> 40, 9);
-    /// assert!(matches!(other.decrypt(&ct), Err(HeError::KeyMismatch { .. })));
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn decrypt(&self, ciphertext: &EncryptedVector) -> Result<Vec<u64>, HeError> {
-        if ciphertext.key_id != self.key_id() {
-            return Err(HeError::KeyMismatch {
-                expected: self.key_id(),
-                found: ciphertext.key_id,
-            });
-        }
-        let n = PARAMS.values_per_ciphertext();
-        let k = PARAMS.glwe_dimension().0;
-        let words = PARAMS.ciphertext_words();
-        let mut out = vec![0u64; ciphertext.plaintext_len];
-        out.par_chunks_mut(n)
-            .zip(ciphertext.data.par_chunks_exact(words))
-            .for_each_init(
-                || Scratch::new(n),
-                |scratch, (values, ciphertext)| {
-                    let (mask, body) = ciphertext.split_at(k * n);
-                    values.copy_from_slice(&body[..values.len()]);
-                    for (index, mask_poly) in mask.chunks_exact(n).enumerate() {
-                        self.ntt.accumulate_product(
-                            values,
-                            mask_poly,
-                            index,
-                            scratch,
-                            Accumulate::Sub,
-                        );
-                    }
-                },
-            );
-        Ok(out)
-    }
 }

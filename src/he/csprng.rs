@@ -1,8 +1,15 @@
-//! GLWE masks and noise at block-cipher speed, from tfhe's own AES-CTR CSPRNG.
+//! Randomness, the bottom layer of `he`: OS seeding, tfhe's AES-CTR keystream read in batches,
+//! and a CSPRNG for everything else that must not be predictable.
+//!
+//! Nothing here imports anything else of `he` (only tfhe, tfhe-csprng, getrandom, zeroize and
+//! rand), so encryption above it and [`crate::dp`] beside it both draw from it: DP-SGD takes its
+//! noise and its Poisson batches from [`SecureRng`].
+//!
+//! # Why a keystream of our own
 //!
 //! tfhe's `RandomGenerator` hands out the keystream of its AES-128-CTR generator one byte at
 //! a time; for the 50 ciphertexts of a 101,770-value vector (800 KiB of masks, 300 KiB of
-//! noise bytes) that bookkeeping costs more than the rest of encryption. [`KeyStream`] reads
+//! noise bytes) that bookkeeping costs more than the rest of encryption. `KeyStream` reads
 //! the same keystream (tfhe-csprng's AES block cipher, AES-NI where the CPU has it, on
 //! counters `first_block, first_block + 1, ...`) 128 bytes at a time, and turns it into
 //! uniform words and TUniform noise exactly as tfhe does: unit tests check both byte for byte
@@ -12,11 +19,41 @@
 //! ciphertext of the vector reads its own disjoint counter range, so no keystream byte is
 //! ever used twice.
 
-use tfhe::core_crypto::commons::math::random::TUniform;
+use tfhe::core_crypto::commons::math::random::{
+    DefaultRandomGenerator, RandomGenerator, TUniform, XofSeed,
+};
 use tfhe_csprng::generators::aes_ctr::{
     AES_CALLS_PER_BATCH, Aes128Key, AesBlockCipher, BYTES_PER_BATCH,
 };
 use tfhe_csprng::generators::default::DefaultAes128BlockCipher;
+use zeroize::Zeroizing;
+
+/// The operating system's random source failed, so nothing could be seeded.
+///
+/// ```
+/// use hefl::he::csprng::{EntropyError, SecureRng};
+///
+/// let rng: Result<SecureRng, EntropyError> = SecureRng::from_os();
+/// assert!(rng.is_ok());
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[error("the operating system's random source failed: {0}")]
+pub struct EntropyError(getrandom::Error);
+
+/// A fresh 128-bit key drawn from an OS-seeded tfhe CSPRNG.
+pub(crate) fn fresh_key() -> Result<u128, EntropyError> {
+    Ok(os_seeded_generator()?.random_uniform::<u128>())
+}
+
+/// A fresh tfhe AES-CTR CSPRNG seeded through tfhe's XOF from 32 bytes of OS randomness.
+fn os_seeded_generator() -> Result<RandomGenerator<DefaultRandomGenerator>, EntropyError> {
+    let mut seed = Zeroizing::new(vec![0u8; 32]);
+    getrandom::fill(&mut seed[..]).map_err(EntropyError)?;
+    Ok(RandomGenerator::new(XofSeed::new(
+        seed.to_vec(),
+        *b"heflENCR",
+    )))
+}
 
 /// The AES-128-CTR keystream under one key, read at arbitrary block offsets.
 #[derive(Clone)]
@@ -107,13 +144,13 @@ impl KeyStream {
 /// from it, so neither is predictable from the run's seed.
 ///
 /// ```
-/// use hefl::he::SecureRng;
+/// use hefl::he::csprng::SecureRng;
 /// use rand::RngCore;
 ///
 /// let mut a = SecureRng::from_os()?;
 /// let mut b = SecureRng::from_os()?;
 /// assert_ne!(a.next_u64(), b.next_u64());
-/// # Ok::<(), hefl::he::HeError>(())
+/// # Ok::<(), hefl::he::csprng::EntropyError>(())
 /// ```
 pub struct SecureRng {
     stream: KeyStream,
@@ -127,8 +164,8 @@ impl SecureRng {
     const WORDS: usize = 1024;
 
     /// A generator keyed from fresh OS entropy through tfhe's CSPRNG.
-    pub fn from_os() -> Result<Self, super::HeError> {
-        Ok(Self::from_key(super::vector::fresh_key()?))
+    pub fn from_os() -> Result<Self, EntropyError> {
+        Ok(Self::from_key(fresh_key()?))
     }
 
     /// A generator under a known key: reproducible, for tests only.
@@ -168,10 +205,15 @@ impl rand::RngCore for SecureRng {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tfhe::core_crypto::commons::math::random::{DefaultRandomGenerator, RandomGenerator};
     use tfhe_csprng::seeders::Seed;
 
     const KEY: u128 = 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210;
+
+    #[test]
+    fn fresh_keys_differ() {
+        let (a, b) = (fresh_key().unwrap(), fresh_key().unwrap());
+        assert_ne!(a, b, "two OS-seeded keys: {a:#x} and {b:#x}");
+    }
 
     #[test]
     fn same_uniform_words_as_tfhe_random_generator() {

@@ -1,0 +1,386 @@
+//! Files that hold secrets: created readable and writable by their owner only, refused when
+//! group or others can access them, read under a size limit, and replaced atomically.
+//!
+//! Key files (`hefl::he::keys::KeyFile`) are written and read here; the transport's tokens
+//! file and the checkpoints are meant to follow, so that every secret on disk gets the same
+//! treatment. This module depends on nothing else in hefl.
+//!
+//! On unix a secret file has mode 0600 and reading refuses any group or world permission bit.
+//! Elsewhere there are no POSIX modes: the file's ACL is the user's concern and the mode check
+//! passes.
+//!
+//! ```
+//! use hefl::secret_file::{read_private, write_private_atomic, SecretFileError};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let path = dir.path().join("secrets").join("token");
+//! write_private_atomic(&path, b"s3cret", false)?;
+//! assert_eq!(&read_private(&path, 64)?[..], b"s3cret");
+//! // Without `replace`, an existing file stays as it is.
+//! let refused = write_private_atomic(&path, b"other", false);
+//! assert!(matches!(refused, Err(SecretFileError::AlreadyExists { .. })));
+//! write_private_atomic(&path, b"other", true)?;
+//! assert_eq!(&read_private(&path, 64)?[..], b"other");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::fs::{self, File, Metadata};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use zeroize::Zeroizing;
+
+/// Why a secret file could not be created, read or replaced.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretFileError {
+    /// An I/O error on the file, its temporary sibling or its directory.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory the operation failed on.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// The target exists and replacing it was not asked for.
+    #[error("refusing to replace the existing file {path}")]
+    AlreadyExists {
+        /// The existing file.
+        path: PathBuf,
+    },
+    /// The file is readable or writable by group or others.
+    #[error(
+        "{path} has mode {mode:04o}: a file holding secrets must not be accessible to group or \
+         others; run `chmod 600 {path}`"
+    )]
+    InsecurePermissions {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The file is larger than the caller's limit.
+    #[error("{path} is {found} bytes, more than the limit of {limit} bytes")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Bytes found (at least; reading stops after `limit + 1`).
+        found: u64,
+        /// The caller's limit.
+        limit: u64,
+    },
+    /// The path names a directory, a device, a link or another file that is not a regular one.
+    #[error("{path} is {found}, expected a regular file")]
+    NotRegularFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is, e.g. "a directory" or "a character device".
+        found: &'static str,
+    },
+}
+
+/// Creates a new file (never replacing one) readable and writable by its owner only
+/// (mode 0600 on unix).
+///
+/// ```
+/// use std::os::unix::fs::PermissionsExt;
+///
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("secret");
+/// hefl::secret_file::create_private(&path)?;
+/// assert_eq!(std::fs::metadata(&path)?.permissions().mode() & 0o777, 0o600);
+/// assert!(hefl::secret_file::create_private(&path).is_err());
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn create_private(path: &Path) -> io::Result<File> {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
+}
+
+/// Refuses a file that group or others can access, naming `path` and its mode (in octal).
+/// Without POSIX modes (not unix) there is nothing to check.
+///
+/// ```
+/// use hefl::secret_file::{check_private, SecretFileError};
+/// use std::os::unix::fs::PermissionsExt;
+///
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("secret");
+/// std::fs::write(&path, b"x")?;
+/// std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640))?;
+/// let err = check_private(&path, &std::fs::metadata(&path)?).unwrap_err();
+/// assert!(matches!(err, SecretFileError::InsecurePermissions { mode: 0o640, .. }));
+/// assert!(err.to_string().contains("0640"), "{err}");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn check_private(path: &Path, metadata: &Metadata) -> Result<(), SecretFileError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = metadata.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            return Err(SecretFileError::InsecurePermissions {
+                path: path.to_path_buf(),
+                mode,
+            });
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, metadata);
+    Ok(())
+}
+
+/// Reads a secret file: refuses anything but a regular file, a file group or others can
+/// access ([`check_private`]) and a file of more than `limit` bytes.
+///
+/// The bytes are wiped from memory when the result is dropped; they are read into one buffer
+/// of the file's size, so no reallocation leaves a copy behind (unless the file grows while
+/// it is read).
+///
+/// ```
+/// use hefl::secret_file::{read_private, write_private_atomic, SecretFileError};
+///
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("secret");
+/// write_private_atomic(&path, &[7; 100], false)?;
+/// assert_eq!(read_private(&path, 100)?.len(), 100);
+/// let err = read_private(&path, 99).unwrap_err();
+/// assert!(matches!(err, SecretFileError::TooLarge { found: 100, limit: 99, .. }));
+/// assert!(matches!(read_private(dir.path(), 99), Err(SecretFileError::NotRegularFile { .. })));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn read_private(path: &Path, limit: u64) -> Result<Zeroizing<Vec<u8>>, SecretFileError> {
+    let io = |source| SecretFileError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    // Checked before opening too: opening a named pipe would block.
+    require_regular(path, &fs::metadata(path).map_err(io)?)?;
+    let file = File::open(path).map_err(io)?;
+    let metadata = file.metadata().map_err(io)?;
+    require_regular(path, &metadata)?;
+    check_private(path, &metadata)?;
+    let too_large = |found| SecretFileError::TooLarge {
+        path: path.to_path_buf(),
+        found,
+        limit,
+    };
+    if metadata.len() > limit {
+        return Err(too_large(metadata.len()));
+    }
+    // The file's size plus one byte, to see the end without growing the buffer.
+    let capacity = usize::try_from(metadata.len().saturating_add(1)).map_err(|_| {
+        too_large(metadata.len()) // a size above usize::MAX: only on 32-bit targets
+    })?;
+    let mut bytes = Zeroizing::new(Vec::with_capacity(capacity));
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    let found = bytes.len() as u64;
+    if found > limit {
+        return Err(too_large(found));
+    }
+    Ok(bytes)
+}
+
+/// Writes `bytes` as the secret file `path`, atomically: creates missing parent directories,
+/// writes a temporary sibling with mode 0600, flushes it to disk, moves it into place and (on
+/// unix) flushes the directory, so a crash leaves either the old file or the new one, never a
+/// half-written one.
+///
+/// Without `replace` an existing `path` is refused ([`SecretFileError::AlreadyExists`]), and
+/// the check is atomic: the new file is put in place by a hard link, which fails if `path`
+/// appeared meanwhile. With `replace`, only a regular file is replaced: a directory, a device
+/// or a symbolic link at `path` is refused ([`SecretFileError::NotRegularFile`]).
+///
+/// ```
+/// use hefl::secret_file::{write_private_atomic, SecretFileError};
+///
+/// let dir = tempfile::tempdir()?;
+/// let refused = write_private_atomic(dir.path(), b"secret", true);
+/// assert!(matches!(refused, Err(SecretFileError::NotRegularFile { found: "a directory", .. })));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn write_private_atomic(
+    path: &Path,
+    bytes: &[u8],
+    replace: bool,
+) -> Result<(), SecretFileError> {
+    let io = |at: &Path| {
+        let path = at.to_path_buf();
+        move |source| SecretFileError::Io { path, source }
+    };
+    let already_exists = || SecretFileError::AlreadyExists {
+        path: path.to_path_buf(),
+    };
+    match fs::symlink_metadata(path) {
+        Ok(_) if !replace => return Err(already_exists()),
+        Ok(existing) => require_regular(path, &existing)?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(path)(e)),
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    fs::create_dir_all(parent).map_err(io(parent))?;
+
+    let tmp = temp_sibling(path);
+    let write_tmp = || -> io::Result<()> {
+        let mut file = create_private(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()
+    };
+    if let Err(e) = write_tmp() {
+        let _ = fs::remove_file(&tmp);
+        return Err(io(&tmp)(e));
+    }
+    let placed = if replace {
+        fs::rename(&tmp, path)
+    } else {
+        // hard_link fails if `path` appeared meanwhile: no silent overwrite.
+        fs::hard_link(&tmp, path).and_then(|()| fs::remove_file(&tmp))
+    };
+    if let Err(e) = placed {
+        let _ = fs::remove_file(&tmp);
+        if e.kind() == io::ErrorKind::AlreadyExists {
+            return Err(already_exists());
+        }
+        return Err(io(path)(e));
+    }
+    // The rename or link is durable only once the directory entry is.
+    #[cfg(unix)]
+    File::open(parent)
+        .and_then(|dir| dir.sync_all())
+        .map_err(io(parent))?;
+    Ok(())
+}
+
+/// Refuses anything but a regular file, saying what `path` is instead.
+fn require_regular(path: &Path, metadata: &Metadata) -> Result<(), SecretFileError> {
+    if metadata.is_file() {
+        return Ok(());
+    }
+    Err(SecretFileError::NotRegularFile {
+        path: path.to_path_buf(),
+        found: kind_of(metadata),
+    })
+}
+
+/// What a file that is not a regular file is, in words.
+fn kind_of(metadata: &Metadata) -> &'static str {
+    let file_type = metadata.file_type();
+    if file_type.is_dir() {
+        return "a directory";
+    }
+    if file_type.is_symlink() {
+        return "a symbolic link";
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if file_type.is_char_device() {
+            return "a character device";
+        }
+        if file_type.is_block_device() {
+            return "a block device";
+        }
+        if file_type.is_fifo() {
+            return "a named pipe";
+        }
+        if file_type.is_socket() {
+            return "a socket";
+        }
+    }
+    "not a regular file"
+}
+
+/// A sibling of `path` for writing before the move into place, unique within this process
+/// (pid and a counter) so that concurrent writers never share one.
+fn temp_sibling(path: &Path) -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(format!(
+        ".tmp-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    path.with_file_name(name)
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn refuses_to_replace_a_device() {
+        let dev = Path::new("/dev/full");
+        if !dev.exists() {
+            eprintln!("skipped: no /dev/full");
+            return;
+        }
+        let err = write_private_atomic(dev, b"secret", true).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SecretFileError::NotRegularFile {
+                    found: "a character device",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("/dev/full"), "{err}");
+    }
+
+    #[test]
+    fn refuses_to_replace_a_symbolic_link_and_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        let link = dir.path().join("link");
+        fs::write(&target, b"kept").unwrap();
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let err = write_private_atomic(&link, b"secret", true).unwrap_err();
+        assert!(
+            matches!(err, SecretFileError::NotRegularFile { .. }),
+            "{err}"
+        );
+        assert_eq!(fs::read(&target).unwrap(), b"kept");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn replaces_a_regular_file_with_a_private_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        fs::write(&path, b"old").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        write_private_atomic(&path, b"new", true).unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(&read_private(&path, 3).unwrap()[..], b"new");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn read_refuses_group_or_world_access() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        write_private_atomic(&path, b"x", false).unwrap();
+        for mode in [0o604, 0o620, 0o700 | 0o001] {
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+            let err = read_private(&path, 10).unwrap_err();
+            assert!(
+                matches!(err, SecretFileError::InsecurePermissions { mode: m, .. } if m == mode),
+                "mode {mode:o}: {err}"
+            );
+        }
+    }
+}
