@@ -45,8 +45,10 @@
 //! [`data`], [`model`], [`quant`], [`he`] and [`dp`] know nothing of networks
 //! or of the protocol ([`dp`] draws its noise from [`he::csprng::SecureRng`];
 //! [`he`] keeps its key files through [`secret_file`]); [`fl`] composes them
-//! into clients, the server and the training loop; [`transport`] only moves
-//! bytes between parties and the server; [`perf`] measures what each mode
+//! into clients, the server and the training loop: one loop
+//! ([`fl::run_party`]) against one hub ([`fl::Hub`]), in one process through
+//! [`fl::HubUplink`] and over the network through [`transport`], which only
+//! moves bytes between parties and the hub; [`perf`] measures what each mode
 //! costs; [`report`] and the CLI only present results.
 
 #![warn(missing_docs)]

@@ -3,6 +3,7 @@
 use super::output::write_json;
 use super::progress::Progress;
 use anyhow::{Context, Result, bail};
+use clap::Args;
 use hefl::fl::{PartyId, Privacy};
 use hefl::he::keys::KeyFile;
 use hefl::transport::Tokens;
@@ -10,15 +11,34 @@ use hefl::transport::http::HttpUplink;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// What `hefl join` was given.
+/// `hefl join` flags.
+#[derive(Args)]
 pub struct JoinArgs {
+    /// The server's URL, e.g. http://127.0.0.1:7878.
+    #[arg(long, value_name = "URL")]
     pub server: String,
+    /// This party's id, 0 to parties - 1.
+    #[arg(long, value_name = "ID")]
     pub party: u32,
+    /// This party's token (or set HEFL_TOKEN, or give --tokens).
+    #[arg(long, env = "HEFL_TOKEN", hide_env_values = true, value_name = "TOKEN")]
     pub token: Option<String>,
+    /// Read this party's token from the server's tokens file.
+    #[arg(long, value_name = "FILE", conflicts_with = "token")]
     pub tokens: Option<PathBuf>,
+    /// The shared key file (needed when the server runs privacy he).
+    #[arg(long, value_name = "FILE")]
     pub key: Option<PathBuf>,
+    /// Folder with the MNIST IDX files (default: $MNIST_DIR, else the user cache).
+    /// This party trains on its shard of the plan's partition.
+    #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Write this party's configuration and per-epoch metrics to this JSON file.
+    #[arg(long, value_name = "FILE.json")]
     pub metrics_out: Option<PathBuf>,
+    /// For an https:// server: trust only this PEM CA certificate (e.g. the
+    /// server's self-signed certificate) instead of the usual web roots.
+    #[arg(long, value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
 }
 

@@ -11,12 +11,10 @@ mod progress;
 mod serve;
 mod train;
 
-use args::{DpEpsilonArgs, TrainArgs, parse_duration};
+use args::{DpEpsilonArgs, TrainArgs};
 use clap::{Parser, Subcommand};
 use hefl::fl::Mode;
-use hefl::he::keys::KeyId;
 use std::path::PathBuf;
-use std::time::Duration;
 
 pub use args::explain;
 
@@ -86,46 +84,7 @@ pub enum Command {
     /// the parties send. Validates the whole run before it listens, then prints
     /// `listening on http://ADDR`, one line per epoch and per round closed without
     /// every party; exits after the last round.
-    Serve {
-        /// Address to listen on (port 0 picks a free port).
-        #[arg(long, default_value = "127.0.0.1:7878", value_name = "ADDR")]
-        bind: String,
-        /// A round closes at its deadline if at least this many parties sent an
-        /// update (default: all parties).
-        #[arg(long, value_name = "N")]
-        min_parties: Option<u32>,
-        /// Time each round waits for updates, e.g. 30s, 500ms, 2m.
-        #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
-        round_timeout: Duration,
-        /// With --privacy he: the public id of the shared key (printed by
-        /// `hefl keygen`). The server never needs the key itself.
-        #[arg(long, value_name = "HEX")]
-        key_id: Option<KeyId>,
-        /// Per-party tokens: read from this JSON file, or created there (mode
-        /// 0600) if missing. Give party i the i-th token.
-        #[arg(long, default_value = "keys/tokens.json", value_name = "FILE")]
-        tokens: PathBuf,
-        /// Training images the parties hold in total, to size an epoch.
-        #[arg(long, default_value_t = 60_000, value_name = "N")]
-        train_size: usize,
-        /// Rounds per epoch (default: one pass over the largest IID shard;
-        /// required with dirichlet partitions).
-        #[arg(long, value_name = "N")]
-        rounds_per_epoch: Option<usize>,
-        /// Serve the run described by this plan file (JSON, as `GET /v1/plan`
-        /// returns it) instead of the training flags, --key-id, --round-timeout,
-        /// --train-size and --rounds-per-epoch.
-        #[arg(long, value_name = "FILE.json", conflicts_with_all = ["key_id", "rounds_per_epoch", "train_size", "round_timeout", "TrainArgs"])]
-        plan: Option<PathBuf>,
-        /// Serve over TLS with this PEM certificate chain (with --tls-key).
-        #[arg(long, value_name = "FILE", requires = "tls_key")]
-        tls_cert: Option<PathBuf>,
-        /// The PEM private key of --tls-cert.
-        #[arg(long, value_name = "FILE", requires = "tls_cert")]
-        tls_key: Option<PathBuf>,
-        #[command(flatten)]
-        train: TrainArgs,
-    },
+    Serve(serve::ServeArgs),
     /// Accuracy against epsilon: federated DP-SGD calibrated to each target
     /// epsilon, beside the non-private (plain) and HE runs, same seed and epochs.
     /// Writes dp-sweep.md, dp-sweep.csv and dp-sweep.png.
@@ -164,34 +123,7 @@ pub enum Command {
     },
     /// Join a federation as one party: fetch the server's plan, train on this
     /// party's shard, send sealed updates, apply the published sums.
-    Join {
-        /// The server's URL, e.g. http://127.0.0.1:7878.
-        #[arg(long, value_name = "URL")]
-        server: String,
-        /// This party's id, 0 to parties - 1.
-        #[arg(long, value_name = "ID")]
-        party: u32,
-        /// This party's token (or set HEFL_TOKEN, or give --tokens).
-        #[arg(long, env = "HEFL_TOKEN", hide_env_values = true, value_name = "TOKEN")]
-        token: Option<String>,
-        /// Read this party's token from the server's tokens file.
-        #[arg(long, value_name = "FILE", conflicts_with = "token")]
-        tokens: Option<PathBuf>,
-        /// The shared key file (needed when the server runs privacy he).
-        #[arg(long, value_name = "FILE")]
-        key: Option<PathBuf>,
-        /// Folder with the MNIST IDX files (default: $MNIST_DIR, else the user cache).
-        /// This party trains on its shard of the plan's partition.
-        #[arg(long, value_name = "DIR")]
-        data_dir: Option<PathBuf>,
-        /// Write this party's configuration and per-epoch metrics to this JSON file.
-        #[arg(long, value_name = "FILE.json")]
-        metrics_out: Option<PathBuf>,
-        /// For an https:// server: trust only this PEM CA certificate (e.g. the
-        /// server's self-signed certificate) instead of the usual web roots.
-        #[arg(long, value_name = "FILE")]
-        ca_cert: Option<PathBuf>,
-    },
+    Join(join::JoinArgs),
 }
 
 /// Runs one command.
@@ -216,48 +148,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         } => dp::sweep(&train, &epsilons, &out_dir),
         Command::BenchReport { quick, out_dir } => bench::run(quick, &out_dir),
         Command::DpEpsilon { args } => dp::epsilon(&args),
-        Command::Serve {
-            bind,
-            min_parties,
-            round_timeout,
-            key_id,
-            tokens,
-            train_size,
-            rounds_per_epoch,
-            plan,
-            tls_cert,
-            tls_key,
-            train,
-        } => serve::run(serve::ServeArgs {
-            bind,
-            min_parties,
-            round_timeout,
-            key_id,
-            tokens,
-            train_size,
-            rounds_per_epoch,
-            plan,
-            tls: tls_cert.zip(tls_key),
-            train,
-        }),
-        Command::Join {
-            server,
-            party,
-            token,
-            tokens,
-            key,
-            data_dir,
-            metrics_out,
-            ca_cert,
-        } => join::run(join::JoinArgs {
-            server,
-            party,
-            token,
-            tokens,
-            key,
-            data_dir,
-            metrics_out,
-            ca_cert,
-        }),
+        Command::Serve(args) => serve::run(args),
+        Command::Join(args) => join::run(args),
     }
 }

@@ -1,7 +1,8 @@
 //! `hefl serve`: one federation's server over HTTP.
 
-use super::args::TrainArgs;
+use super::args::{TrainArgs, parse_duration};
 use anyhow::{Context, Result, bail};
+use clap::Args;
 use hefl::fl::{Hub, HubEvent, Mode, Plan, ValidPlan};
 use hefl::he::keys::KeyId;
 use hefl::transport::Tokens;
@@ -10,17 +11,46 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// What `hefl serve` was given.
+/// `hefl serve` flags.
+#[derive(Args)]
 pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:7878", value_name = "ADDR")]
     pub bind: String,
+    /// A round closes at its deadline if at least this many parties sent an
+    /// update (default: all parties).
+    #[arg(long, value_name = "N")]
     pub min_parties: Option<u32>,
+    /// Time each round waits for updates, e.g. 30s, 500ms, 2m.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     pub round_timeout: Duration,
+    /// With --privacy he: the public id of the shared key (printed by
+    /// `hefl keygen`). The server never needs the key itself.
+    #[arg(long, value_name = "HEX")]
     pub key_id: Option<KeyId>,
+    /// Per-party tokens: read from this JSON file, or created there (mode
+    /// 0600) if missing. Give party i the i-th token.
+    #[arg(long, default_value = "keys/tokens.json", value_name = "FILE")]
     pub tokens: PathBuf,
+    /// Training images the parties hold in total, to size an epoch.
+    #[arg(long, default_value_t = 60_000, value_name = "N")]
     pub train_size: usize,
+    /// Rounds per epoch (default: one pass over the largest IID shard;
+    /// required with dirichlet partitions).
+    #[arg(long, value_name = "N")]
     pub rounds_per_epoch: Option<usize>,
+    /// Serve the run described by this plan file (JSON, as `GET /v1/plan`
+    /// returns it) instead of the training flags, --key-id, --round-timeout,
+    /// --train-size and --rounds-per-epoch.
+    #[arg(long, value_name = "FILE.json", conflicts_with_all = ["key_id", "rounds_per_epoch", "train_size", "round_timeout", "TrainArgs"])]
     pub plan: Option<PathBuf>,
-    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Serve over TLS with this PEM certificate chain (with --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    #[command(flatten)]
     pub train: TrainArgs,
 }
 
@@ -58,7 +88,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let listener = std::net::TcpListener::bind(&args.bind)
         .with_context(|| format!("binding {}", args.bind))?;
     let addr = listener.local_addr()?;
-    let scheme = if args.tls.is_some() { "https" } else { "http" };
+    let scheme = if args.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     println!(
         "listening on {scheme}://{addr} ({} parties, privacy {}, {} rounds; tokens in {})",
         plan.config.parties,
@@ -69,7 +103,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
     // The demo and scripts read this line: make sure it is out.
     let _ = std::io::Write::flush(&mut std::io::stdout());
     let started = Instant::now();
-    let tls = args.tls.map(|(cert, key)| TlsFiles { cert, key });
+    let tls = args
+        .tls_cert
+        .zip(args.tls_key)
+        .map(|(cert, key)| TlsFiles { cert, key });
     let report = http::serve(
         listener,
         Arc::clone(&hub),

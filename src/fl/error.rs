@@ -5,7 +5,7 @@ use super::config::ConfigError;
 use super::envelope::EnvelopeError;
 use super::server::{PartyId, Refusal, Round};
 use crate::data::DataError;
-use crate::he::HeError;
+use crate::he::csprng::EntropyError;
 use crate::he::keys::KeyId;
 use crate::model::ModelError;
 use crate::quant::QuantError;
@@ -28,7 +28,7 @@ pub enum TrainError {
     Quant(#[from] QuantError),
     /// The secure generator (DP noise, input perturbation) could not be seeded.
     #[error("secure random generator: {0}")]
-    Entropy(#[source] HeError),
+    Entropy(#[from] EntropyError),
     /// A party's shard of the partition is empty.
     #[error("{party} has no training samples; use fewer parties or a larger Dirichlet alpha")]
     EmptyShard {

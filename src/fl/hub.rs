@@ -149,8 +149,8 @@ impl Hub {
     ///
     /// let config = TrainConfig { parties: 2, epochs: 1, layers: vec![784, 1, 10], ..TrainConfig::default() };
     /// let plan = plan_for(&config, 100, Some(1), None, Duration::from_secs(30))?;
+    /// let update = PlainSum::fresh(vec![1; plan.wire_slots()]).to_bytes(); // 795 + weight
     /// let hub = Hub::new(plan, None, |_: &hefl::fl::HubEvent| {})?;
-    /// let update = PlainSum::fresh(vec![1; 796]).to_bytes();
     /// hub.submit(PartyId(0), Round(0), &update)?;
     /// assert!(hub.fetch(PartyId(0), Round(0), Duration::ZERO)?.is_none()); // party 1 missing
     /// hub.submit(PartyId(1), Round(0), &update)?;

@@ -508,17 +508,3 @@ impl Drop for SecretKey {
         self.glwe.as_mut().zeroize();
     }
 }
-
-// TODO(lead): tokens use secret_file directly, then delete these two forwarders.
-/// Forwards to [`secret_file::create_private`] (for the transport's tokens file).
-pub(crate) fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
-    secret_file::create_private(path)
-}
-
-/// Forwards to [`secret_file::check_private`] (for the transport's tokens file).
-pub(crate) fn check_private(
-    path: &Path,
-    metadata: &std::fs::Metadata,
-) -> Result<(), SecretFileError> {
-    secret_file::check_private(path, metadata)
-}

@@ -628,6 +628,7 @@ impl Report {
     }
 }
 
+#[cfg(feature = "plot")]
 fn thread_counts_in(rows: &[ThroughputRow]) -> Vec<usize> {
     let mut counts: Vec<usize> = rows.iter().map(|r| r.threads).collect();
     counts.sort_unstable();

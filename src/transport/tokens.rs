@@ -1,17 +1,32 @@
 //! The per-party bearer tokens of a federation, and the tokens file the server issues.
 
+use crate::secret_file::SecretFileError;
 use sha2::{Digest, Sha256};
-use std::io::{Read, Write};
 use std::path::Path;
+
+/// Shortest token accepted from a tokens file (issued tokens have 64 hex characters).
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// Largest tokens file read (a million parties' tokens fit).
+const MAX_TOKENS_FILE: u64 = 128 << 20;
 
 /// Errors reading or writing a tokens file.
 #[derive(Debug, thiserror::Error)]
-#[error("tokens file {path}: {reason}")]
-pub struct TokensError {
-    /// The file.
-    pub path: std::path::PathBuf,
-    /// What was wrong.
-    pub reason: String,
+pub enum TokensError {
+    /// The file could not be read or written, or others may read it.
+    #[error("tokens file: {0}")]
+    File(#[from] SecretFileError),
+    /// The file's contents are not what the server issued.
+    #[error("tokens file {path}: {reason}")]
+    Invalid {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The operating system's random source failed.
+    #[error("issuing tokens: {0}")]
+    Entropy(#[from] getrandom::Error),
 }
 
 /// The per-party bearer tokens of a federation. The server keeps only their SHA-256.
@@ -61,28 +76,26 @@ impl Tokens {
     /// Reads the tokens file at `path` (a JSON list, party i's token at index i), or creates
     /// one with fresh tokens for `parties` parties (mode 0600) if there is none.
     pub fn load_or_create(path: &Path, parties: usize) -> Result<Vec<String>, TokensError> {
-        let err = |reason: String| TokensError {
-            path: path.to_path_buf(),
-            reason,
-        };
         if path.exists() {
             let issued = read_tokens(path)?;
             if issued.len() != parties {
-                return Err(err(format!(
-                    "holds {} tokens, expected one per party ({parties}); delete it to issue new ones",
-                    issued.len()
-                )));
+                return Err(TokensError::Invalid {
+                    path: path.to_path_buf(),
+                    reason: format!(
+                        "holds {} tokens, expected one per party ({parties}); delete it to \
+                         issue new ones",
+                        issued.len()
+                    ),
+                });
             }
             return Ok(issued);
         }
-        let (_, issued) = Self::generate(parties).map_err(|e| err(e.to_string()))?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
-        }
-        let json = serde_json::to_string_pretty(&issued).map_err(|e| err(e.to_string()))?;
-        let mut file = crate::he::keys::create_private(path).map_err(|e| err(e.to_string()))?;
-        file.write_all(json.as_bytes())
-            .map_err(|e| err(e.to_string()))?;
+        let (_, issued) = Self::generate(parties)?;
+        let json = serde_json::to_string_pretty(&issued).map_err(|e| TokensError::Invalid {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        crate::secret_file::write_private_atomic(path, json.as_bytes(), false)?;
         Ok(issued)
     }
 
@@ -91,7 +104,7 @@ impl Tokens {
         read_tokens(path)?
             .into_iter()
             .nth(party as usize)
-            .ok_or_else(|| TokensError {
+            .ok_or_else(|| TokensError::Invalid {
                 path: path.to_path_buf(),
                 reason: format!("no token for party {party}"),
             })
@@ -99,18 +112,20 @@ impl Tokens {
 }
 
 fn read_tokens(path: &Path) -> Result<Vec<String>, TokensError> {
-    let err = |reason: String| TokensError {
+    let invalid = |reason: String| TokensError::Invalid {
         path: path.to_path_buf(),
         reason,
     };
-    let file = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
-    let metadata = file.metadata().map_err(|e| err(e.to_string()))?;
-    crate::he::keys::check_private(path, &metadata).map_err(|e| err(e.to_string()))?;
-    let mut text = String::new();
-    file.take(1 << 20)
-        .read_to_string(&mut text)
-        .map_err(|e| err(e.to_string()))?;
-    serde_json::from_str(&text).map_err(|e| err(format!("expected a JSON list of tokens: {e}")))
+    let bytes = crate::secret_file::read_private(path, MAX_TOKENS_FILE)?;
+    let tokens: Vec<String> = serde_json::from_slice(&bytes)
+        .map_err(|e| invalid(format!("expected a JSON list of tokens: {e}")))?;
+    if let Some(party) = tokens.iter().position(|t| t.len() < MIN_TOKEN_LEN) {
+        return Err(invalid(format!(
+            "party {party}'s token has {} characters, expected at least {MIN_TOKEN_LEN}",
+            tokens[party].len()
+        )));
+    }
+    Ok(tokens)
 }
 
 fn digest(token: &str) -> [u8; 32] {

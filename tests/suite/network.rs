@@ -386,7 +386,7 @@ fn the_server_refuses_bad_requests_and_keeps_the_round() {
         assert_eq!(published.parties, [PartyId(0), PartyId(1), PartyId(2)]);
         let bytes = &published.bytes;
         let sum = EncryptedVector::from_bytes(
-            &bytes,
+            bytes,
             &Expected {
                 key_id: key.key_id(),
                 plaintext_len: slots,
