@@ -1,15 +1,17 @@
 //! `hefl join`: one party of a federation whose server runs elsewhere.
 
+use super::args::parse_duration;
 use super::output::write_json;
 use super::progress::Progress;
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use hefl::fl::{PartyId, Privacy};
+use hefl::fl::{PartyId, PartyOptions, Privacy, Retry};
 use hefl::he::keys::KeyFile;
 use hefl::transport::Tokens;
 use hefl::transport::http::HttpUplink;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// `hefl join` flags.
 #[derive(Args)]
@@ -40,6 +42,17 @@ pub struct JoinArgs {
     /// server's self-signed certificate) instead of the usual web roots.
     #[arg(long, value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
+    /// Keep checkpoints here (every epoch and every --checkpoint-every rounds),
+    /// and continue from the one found here, if it is of this federation.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Rounds between checkpoints (with --state-dir).
+    #[arg(long, default_value_t = 50, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub checkpoint_every: u64,
+    /// How long to keep retrying a server that cannot be reached (backoff from
+    /// 0.5 s doubling to 15 s), e.g. while it restarts.
+    #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
+    pub retry_for: Duration,
 }
 
 /// Fetches the plan, trains this party's shard through the server, writes its metrics.
@@ -57,14 +70,24 @@ pub fn run(args: JoinArgs) -> Result<()> {
             HttpUplink::with_ca(&args.server, party, &token, &pem)?
         }
     };
-    let plan = uplink.plan()?;
+    let options = PartyOptions {
+        retry: Retry {
+            give_up_after: args.retry_for,
+            ..Retry::default()
+        },
+        state_dir: args.state_dir.clone(),
+        checkpoint_every: args.checkpoint_every,
+    };
+    let mut progress = Progress::named(&format!("party {party}"));
+    let plan = options
+        .retry
+        .call("fetching the plan", &mut progress, || uplink.plan())?;
     let key = match (plan.config.privacy, &args.key) {
         (Privacy::He, Some(path)) => Some(Arc::new(KeyFile::load(path)?.secret_key()?)),
         (Privacy::He, None) => bail!("the server runs privacy he: pass the shared key with --key"),
         (Privacy::Plain | Privacy::Dp, _) => None,
     };
     let data = hefl::data::load_or_download(args.data_dir.as_deref()).context("loading MNIST")?;
-    let mut progress = Progress::named(&format!("party {party}"));
     let metrics = hefl::fl::run_party(
         &plan,
         PartyId(party),
@@ -72,6 +95,7 @@ pub fn run(args: JoinArgs) -> Result<()> {
         key,
         &mut uplink,
         &mut progress,
+        &options,
     )?;
     if let Some(path) = &args.metrics_out {
         write_json(path, &metrics)?;

@@ -3,7 +3,7 @@
 use super::args::{TrainArgs, parse_byte_rate, parse_duration};
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use hefl::fl::{Hub, HubEvent, Mode, Plan, ValidPlan};
+use hefl::fl::{Hub, HubEvent, HubRules, Mode, Plan, ValidPlan};
 use hefl::he::keys::KeyId;
 use hefl::transport::http::{self, TlsFiles};
 use hefl::transport::{Limits, Tokens};
@@ -21,6 +21,18 @@ pub struct ServeArgs {
     /// update (default: all parties).
     #[arg(long, value_name = "N")]
     pub min_parties: Option<u32>,
+    /// Round 0's clock starts when every party has joined, or after this long
+    /// if --min-parties have.
+    #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
+    pub join_timeout: Duration,
+    /// A party that missed this many rounds in a row is gone: rounds stop
+    /// waiting for it until it submits on time again.
+    #[arg(long, default_value_t = hefl::fl::DEFAULT_ABSENT_AFTER, value_name = "K")]
+    pub absent_after: u32,
+    /// Give up when no party has been heard from (joined, sent an update, or
+    /// fetched the last sum) for this long: exit 1, naming the parties missing.
+    #[arg(long, default_value = "10m", value_parser = parse_duration, value_name = "DURATION")]
+    pub idle_timeout: Duration,
     /// Time each round waits for updates, e.g. 30s, 500ms, 2m.
     #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     pub round_timeout: Duration,
@@ -133,7 +145,13 @@ pub fn run(args: ServeArgs) -> Result<()> {
         ),
         _ => None,
     };
-    let hub = Arc::new(Hub::new(plan, args.min_parties, |event: &HubEvent| {
+    let rules = HubRules {
+        min_parties: args.min_parties,
+        join_timeout: args.join_timeout,
+        absent_after: args.absent_after,
+        idle_timeout: args.idle_timeout,
+    };
+    let hub = Arc::new(Hub::new(plan, rules, |event: &HubEvent| {
         eprintln!("serve: {event}")
     })?);
     let plan = hub.plan();
@@ -164,6 +182,16 @@ pub fn run(args: ServeArgs) -> Result<()> {
         &limits,
         |line: &str| eprintln!("serve: {line}"),
     )?;
+    if !report.missing.is_empty() {
+        let missing: Vec<String> = report.missing.iter().map(|m| m.to_string()).collect();
+        bail!(
+            "gave up after {} of {} rounds: no party heard from for {:?}; missing: {}",
+            report.rounds,
+            plan.total_rounds(),
+            args.idle_timeout,
+            missing.join(", ")
+        );
+    }
     println!(
         "done: {} rounds in {:.1} s, {} without every party",
         report.rounds,

@@ -1,5 +1,6 @@
 //! A party: its own data, its own copy of the model, its own optimizer.
 
+use super::checkpoint::{ClientState, RngState};
 use super::server::PartyId;
 use super::strategy::Strategy;
 use crate::data::{Dataset, IMAGE_PIXELS};
@@ -245,6 +246,64 @@ impl Client {
                 }
             }
         }
+    }
+
+    /// What a checkpoint holds of this client: parameters, optimizer, data order and its
+    /// generator, DP steps. (The DP noise generator is not saved: a resumed client draws
+    /// fresh noise from the OS, which is as private and needs no secret on disk.)
+    pub(crate) fn snapshot(&self) -> ClientState {
+        ClientState {
+            params: self.model.params().to_vec(),
+            optimizer: self.optimizer.state(),
+            order: self.order.iter().map(|&i| i as u64).collect(),
+            cursor: self.cursor as u64,
+            rng: RngState::of(&self.rng),
+            dp_steps: self.dp.as_ref().map(|dp| dp.steps),
+        }
+    }
+
+    /// Restores a [`Client::snapshot`], checking everything against this client (the file
+    /// it came from is input): parameter and moment lengths, that the order is a
+    /// permutation of this shard, the cursor within it.
+    pub(crate) fn restore(&mut self, state: ClientState) -> Result<(), String> {
+        let n = self.data.len();
+        if state.params.len() != self.model.num_params() {
+            return Err(format!(
+                "{} parameters, expected {}",
+                state.params.len(),
+                self.model.num_params()
+            ));
+        }
+        let mut seen = vec![false; n];
+        let order = state
+            .order
+            .iter()
+            .map(|&i| {
+                let i = usize::try_from(i).ok().filter(|&i| i < n && !seen[i]);
+                if let Some(i) = i {
+                    seen[i] = true;
+                }
+                i
+            })
+            .collect::<Option<Vec<usize>>>()
+            .filter(|o| o.len() == n)
+            .ok_or_else(|| format!("a data order that is not a permutation of {n} samples"))?;
+        let cursor = usize::try_from(state.cursor)
+            .ok()
+            .filter(|&c| c <= n)
+            .ok_or_else(|| format!("data cursor {}, expected at most {n}", state.cursor))?;
+        if state.dp_steps.is_some() != self.dp.is_some() {
+            return Err("a DP state where the plan has none, or none where it has one".into());
+        }
+        self.optimizer.restore(state.optimizer)?;
+        self.model.params_mut().copy_from_slice(&state.params);
+        self.order = order;
+        self.cursor = cursor;
+        self.rng = state.rng.restore();
+        if let (Some(dp), Some(steps)) = (self.dp.as_mut(), state.dp_steps) {
+            dp.steps = steps;
+        }
+        Ok(())
     }
 
     /// Leaves the model where the round started, for a round whose sum is skipped: FedSGD

@@ -9,7 +9,6 @@ use crate::he::csprng::EntropyError;
 use crate::he::keys::KeyId;
 use crate::model::ModelError;
 use crate::quant::QuantError;
-use std::time::Duration;
 
 /// Why a run could not start or did not finish.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +62,9 @@ pub enum PartyError {
     /// The plan or the local data did not fit.
     #[error(transparent)]
     Train(#[from] TrainError),
+    /// The checkpoint could not be read, written, or belongs to another run.
+    #[error(transparent)]
+    Checkpoint(#[from] super::checkpoint::CheckpointError),
     /// The transport failed.
     #[error("{round}: {source}")]
     Uplink {
@@ -124,7 +126,9 @@ impl From<&Refusal> for RefusalKind {
     fn from(refusal: &Refusal) -> Self {
         match refusal {
             Refusal::UnknownParty { .. } => Self::UnknownParty,
-            Refusal::WrongRound { .. } | Refusal::Duplicate { .. } => Self::Conflict,
+            Refusal::WrongRound { .. } | Refusal::Duplicate { .. } | Refusal::NotYet { .. } => {
+                Self::Conflict
+            }
             Refusal::Payload { .. } => Self::Invalid,
             Refusal::NoSuchAggregate { .. } => Self::Gone,
         }
@@ -142,14 +146,6 @@ pub enum UplinkError {
         server: String,
         /// What the transport said.
         reason: String,
-    },
-    /// The round was not published within the time the party waits.
-    #[error("{round} was not published within {waited:?}")]
-    NotPublished {
-        /// The round.
-        round: Round,
-        /// How long the party waited.
-        waited: Duration,
     },
     /// The server refused the request.
     #[error("server refused ({kind:?}): {reason}")]
@@ -171,9 +167,10 @@ pub enum UplinkError {
 }
 
 impl UplinkError {
-    /// Whether the same request may succeed later (the server was unreachable or slow),
-    /// as opposed to a refusal or a malformed answer, which will not change.
+    /// Whether the same request may succeed later (the server was unreachable, or the
+    /// connection broke), as opposed to a refusal or a malformed answer, which will not
+    /// change.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Unreachable { .. } | Self::NotPublished { .. })
+        matches!(self, Self::Unreachable { .. })
     }
 }

@@ -12,16 +12,35 @@
 //! as a deployment does.
 
 use super::config::ConfigError;
+use super::config::{Field, check_range};
 use super::error::{RefusalKind, UplinkError};
 use super::party::{Submitted, Uplink};
-use super::payload::{PlainSum, Summable};
+use super::payload::PlainSum;
 use super::plan::ValidPlan;
-use super::server::{PartyId, Published, Refusal, Round, Server, ServerConfig};
+use super::server::{
+    DEFAULT_ABSENT_AFTER, PartyId, Published, Refusal, Round, Server, ServerConfig,
+};
 use crate::he::EncryptedVector;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+/// A party the run ended without: it had not fetched the last sum, or the open round was
+/// waiting for it, when the server gave up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Missing {
+    /// The party.
+    pub party: PartyId,
+    /// The first round it missed (left out of, or did not fetch).
+    pub since: Round,
+}
+
+impl std::fmt::Display for Missing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (missing since {})", self.party, self.since)
+    }
+}
 
 /// What a finished server reports.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -30,11 +49,82 @@ pub struct ServeReport {
     pub rounds: u64,
     /// Rounds published without every party.
     pub short_rounds: u64,
+    /// Parties the run ended without, when it ended because no party had been heard from
+    /// for the idle timeout (empty when every party fetched the last sum).
+    pub missing: Vec<Missing>,
 }
+
+/// When a hub's rounds start, who they wait for, and when the server gives up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HubRules {
+    /// A round closes at its deadline if at least this many parties submitted (default:
+    /// all).
+    pub min_parties: Option<u32>,
+    /// The first round's clock starts when every party has joined (asked for the plan or
+    /// submitted), or after this long if `min_parties` have. Default 5 minutes.
+    pub join_timeout: Duration,
+    /// A party that missed this many rounds in a row is gone: rounds stop waiting for it
+    /// until it submits on time again. Default 3.
+    pub absent_after: u32,
+    /// The server gives up when no party has been heard from (no party joined, no update
+    /// arrived, no party fetched the last sum for the first time) for this long. Default
+    /// 10 minutes.
+    pub idle_timeout: Duration,
+}
+
+impl Default for HubRules {
+    fn default() -> Self {
+        Self {
+            min_parties: None,
+            join_timeout: Duration::from_secs(300),
+            absent_after: DEFAULT_ABSENT_AFTER,
+            idle_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Shortest and longest join and idle timeouts accepted.
+const TIMEOUT_RANGE: (Duration, Duration) = (
+    Duration::from_millis(100),
+    Duration::from_secs(7 * 24 * 3600),
+);
+
+impl HubRules {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (field, value) in [
+            (Field::JoinTimeout, self.join_timeout),
+            (Field::IdleTimeout, self.idle_timeout),
+        ] {
+            if !(TIMEOUT_RANGE.0..=TIMEOUT_RANGE.1).contains(&value) {
+                return Err(ConfigError::Invalid {
+                    field,
+                    expected: "a duration from 100ms to 7 days".into(),
+                    found: format!("{value:?}"),
+                });
+            }
+        }
+        check_range(
+            Field::AbsentAfter,
+            self.absent_after as usize,
+            1,
+            MAX_ABSENT_AFTER,
+        )
+    }
+}
+
+/// Most missed rounds `absent_after` may allow.
+const MAX_ABSENT_AFTER: usize = 1_000_000;
 
 /// Something a server operator should know, reported through the hub's log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HubEvent {
+    /// The first round's clock started.
+    Started {
+        /// The parties that had joined.
+        joined: Vec<PartyId>,
+        /// Parties in the federation.
+        of: usize,
+    },
     /// A round closed at its deadline without every party, and with other parties than the
     /// round before (later rounds with the same parties are not logged again).
     ShortRound {
@@ -49,6 +139,13 @@ pub enum HubEvent {
     Complete {
         /// The round.
         round: Round,
+    },
+    /// A party missed `absent_after` rounds in a row: rounds stop waiting for it.
+    Gone {
+        /// The party.
+        party: PartyId,
+        /// The first round it missed.
+        since: Round,
     },
     /// A party skipped a round whose sum could not be a sum of valid updates (a party sent
     /// garbage): every party skips it alike, and training goes on.
@@ -82,6 +179,12 @@ fn party_list(parties: &[PartyId]) -> String {
 impl std::fmt::Display for HubEvent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            Self::Started { joined, of } => write!(
+                f,
+                "round 0 started with parties {} ({} of {of} joined)",
+                party_list(joined),
+                joined.len()
+            ),
             Self::ShortRound { round, parties, of } => write!(
                 f,
                 "{round} closed at its deadline with parties {} ({} of {of}); later rounds with the same parties are not logged",
@@ -89,6 +192,10 @@ impl std::fmt::Display for HubEvent {
                 parties.len()
             ),
             Self::Complete { round } => write!(f, "{round} closed with every party again"),
+            Self::Gone { party, since } => write!(
+                f,
+                "{party} is gone: it missed every round since {since}; rounds no longer wait for it until it submits on time"
+            ),
             Self::Skipped {
                 round,
                 party,
@@ -108,57 +215,40 @@ impl std::fmt::Display for HubEvent {
     }
 }
 
-/// A [`Server`] of either payload type, behind one object-safe interface: the one place
-/// where the plan's privacy mode picks what the server folds.
-trait Rounds: Send {
-    fn submit(
-        &mut self,
-        party: PartyId,
-        round: Round,
-        bytes: &[u8],
-        now: Instant,
-    ) -> Result<(), Refusal>;
-    fn tick(&mut self, now: Instant) -> bool;
-    fn aggregate(&self, round: Round) -> Result<Option<Published>, Refusal>;
-    fn current_round(&self) -> Round;
-    fn deadline(&self) -> Instant;
+/// A [`Server`] of either payload type: the one place where the plan's privacy mode picks
+/// what the server folds.
+enum AnyServer {
+    Plain(Server<PlainSum>),
+    He(Server<EncryptedVector>),
 }
 
-impl<S: Summable> Rounds for Server<S> {
-    fn submit(
-        &mut self,
-        party: PartyId,
-        round: Round,
-        bytes: &[u8],
-        now: Instant,
-    ) -> Result<(), Refusal> {
-        Server::submit(self, party, round, bytes, now)
-    }
-    fn tick(&mut self, now: Instant) -> bool {
-        Server::tick(self, now)
-    }
-    fn aggregate(&self, round: Round) -> Result<Option<Published>, Refusal> {
-        Server::aggregate(self, round)
-    }
-    fn current_round(&self) -> Round {
-        Server::current_round(self)
-    }
-    fn deadline(&self) -> Instant {
-        Server::deadline(self)
-    }
+/// Calls the same method on whichever server it is.
+macro_rules! either {
+    ($server:expr, $s:ident => $call:expr) => {
+        match $server {
+            AnyServer::Plain($s) => $call,
+            AnyServer::He($s) => $call,
+        }
+    };
 }
 
 struct State {
-    server: Box<dyn Rounds>,
+    server: AnyServer,
     report: ServeReport,
-    /// Parties that fetched the last round's sum.
-    last_fetched: BTreeSet<PartyId>,
-    /// The parties in the last round's sum and when it was published.
-    last_published: Option<(Vec<PartyId>, Instant)>,
+    /// Parties that have joined (asked for the plan, or submitted).
+    joined: BTreeSet<PartyId>,
     /// The parties of the last round published without every party, until one has all.
     short: Option<Vec<PartyId>>,
-    /// Skip reports already logged, as (round, party), for rounds still kept.
+    /// Parties logged as gone (until they are back).
+    gone: BTreeSet<PartyId>,
+    /// Skip reports already logged, as (round, party), for recent rounds.
     skip_reports: BTreeSet<(Round, PartyId)>,
+    /// The parties in each of the last rounds' sums (for skip reports, which may come after
+    /// the sum itself was dropped).
+    recent: std::collections::VecDeque<(Round, Vec<PartyId>)>,
+    /// When a party was last heard from (joined, an update accepted, the last sum fetched
+    /// for the first time).
+    heard: Instant,
     /// Seconds spent validating and folding submissions.
     server_seconds: f64,
 }
@@ -166,6 +256,9 @@ struct State {
 /// One federation's server, clock and waiters (see the [module docs](self)).
 pub struct Hub {
     plan: ValidPlan,
+    rules: HubRules,
+    parties: u32,
+    created: Instant,
     state: Mutex<State>,
     changed: Condvar,
     stopped: AtomicBool,
@@ -175,19 +268,20 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// A hub for `plan` whose first round opens now. A round closes when every party has
-    /// submitted, or at its deadline (`plan.round_timeout` after it opened) with at least
-    /// `min_parties` (default: all). `log` receives an event per epoch and per round closed
-    /// without every party.
+    /// A hub for `plan` under `rules`. Round 0's clock starts when every party has joined
+    /// ([`Hub::join`], or a first submission), or at the join timeout if `min_parties`
+    /// have. A round closes when every party not gone has submitted, or at its deadline
+    /// (`plan.round_timeout` after it opened) with at least `min_parties` (default: all).
+    /// `log` receives what an operator should know ([`HubEvent`]).
     ///
     /// ```
-    /// use hefl::fl::{Hub, PartyId, PlainSum, Round, Summable, TrainConfig, plan_for};
+    /// use hefl::fl::{Hub, HubRules, PartyId, PlainSum, Round, Summable, TrainConfig, plan_for};
     /// use std::time::Duration;
     ///
     /// let config = TrainConfig { parties: 2, epochs: 1, layers: vec![784, 1, 10], ..TrainConfig::default() };
     /// let plan = plan_for(&config, 100, Some(1), None, Duration::from_secs(30))?;
     /// let update = PlainSum::fresh(vec![1; plan.wire_slots()]).to_bytes(); // 795 + weight
-    /// let hub = Hub::new(plan, None, |_: &hefl::fl::HubEvent| {})?;
+    /// let hub = Hub::new(plan, HubRules::default(), |_: &hefl::fl::HubEvent| {})?;
     /// hub.submit(PartyId(0), Round(0), &update)?;
     /// assert!(hub.fetch(PartyId(0), Round(0), Duration::ZERO)?.is_none()); // party 1 missing
     /// hub.submit(PartyId(1), Round(0), &update)?;
@@ -197,31 +291,38 @@ impl Hub {
     /// ```
     pub fn new(
         plan: ValidPlan,
-        min_parties: Option<u32>,
+        rules: HubRules,
         log: impl Fn(&HubEvent) + Send + Sync + 'static,
     ) -> Result<Self, ConfigError> {
+        rules.validate()?;
         let parties = u32::try_from(plan.config.parties).unwrap_or(u32::MAX);
         let config = ServerConfig {
-            min_parties: min_parties.unwrap_or(parties),
+            min_parties: rules.min_parties.unwrap_or(parties),
             round_timeout: plan.round_timeout,
+            absent_after: rules.absent_after,
             ..ServerConfig::new(parties)
         };
         let keep_rounds = config.keep_rounds;
-        let now = Instant::now();
-        let server: Box<dyn Rounds> = match plan.expected_he() {
-            Some(expect) => Box::new(Server::<EncryptedVector>::new(config, expect, now)?),
-            None => Box::new(Server::<PlainSum>::new(config, plan.wire_slots(), now)?),
+        let server = match plan.expected_he() {
+            Some(expect) => AnyServer::He(Server::waiting(config, expect)?),
+            None => AnyServer::Plain(Server::waiting(config, plan.wire_slots())?),
         };
         let max_submission_len = plan.max_message_len();
+        let now = Instant::now();
         Ok(Self {
             plan,
+            rules,
+            parties,
+            created: now,
             state: Mutex::new(State {
                 server,
                 report: ServeReport::default(),
-                last_fetched: BTreeSet::new(),
-                last_published: None,
+                joined: BTreeSet::new(),
                 short: None,
+                gone: BTreeSet::new(),
                 skip_reports: BTreeSet::new(),
+                recent: std::collections::VecDeque::new(),
+                heard: now,
                 server_seconds: 0.0,
             }),
             changed: Condvar::new(),
@@ -248,20 +349,35 @@ impl Hub {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Notes that `party` joined (it asked for the plan): round 0's clock starts once every
+    /// party has.
+    pub fn join(&self, party: PartyId) {
+        if party.0 >= self.parties {
+            return;
+        }
+        let mut state = self.state();
+        if state.joined.insert(party) {
+            state.heard = Instant::now();
+            self.advance(&mut state, Instant::now());
+        }
+    }
+
     /// Validates and folds `party`'s update for `round` (see [`Server::submit`]).
     pub fn submit(&self, party: PartyId, round: Round, bytes: &[u8]) -> Result<(), Refusal> {
         let mut state = self.state();
         let start = Instant::now();
-        let result = state.server.submit(party, round, bytes, start);
+        let result = either!(&mut state.server, s => s.submit(party, round, bytes, start));
         state.server_seconds += start.elapsed().as_secs_f64();
         result?;
-        self.after_change(&mut state);
+        state.heard = Instant::now();
+        state.joined.insert(party);
+        state.gone.remove(&party);
+        self.advance(&mut state, Instant::now());
         Ok(())
     }
 
     /// `round`'s published sum, waiting at most `wait` for it (`Ok(None)` if it is still
-    /// open then). While waiting, closes the open round at its deadline if enough parties
-    /// are in.
+    /// open then). While waiting, lets the open round's deadline pass.
     pub fn fetch(
         &self,
         party: PartyId,
@@ -271,28 +387,21 @@ impl Hub {
         let until = Instant::now() + wait;
         let mut state = self.state();
         loop {
-            let now = Instant::now();
-            if state.server.tick(now) {
-                self.after_change(&mut state);
-            }
-            if let Some(published) = state.server.aggregate(round)? {
-                if round.0 + 1 == self.plan.total_rounds() {
-                    state.last_fetched.insert(party);
+            self.advance(&mut state, Instant::now());
+            if let Some(published) = either!(&state.server, s => s.aggregate(round))? {
+                let last = round.0 + 1 == self.plan.total_rounds();
+                let first_time = either!(&state.server, s => s.next_fetch(party)) <= round;
+                either!(&mut state.server, s => s.fetched(party, round));
+                if last && first_time {
+                    state.heard = Instant::now();
                     self.changed.notify_all();
                 }
                 return Ok(Some(published));
             }
-            if now >= until || self.is_stopped() {
+            if Instant::now() >= until || self.is_stopped() {
                 return Ok(None);
             }
-            let wake = until
-                .min(state.server.deadline())
-                .max(now + Duration::from_millis(1));
-            state = self
-                .changed
-                .wait_timeout(state, wake - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            state = self.wait(state, Some(until));
         }
     }
 
@@ -301,10 +410,18 @@ impl Hub {
     /// ([`HubEvent::Skipped`]). Refuses a round that is not published or no longer kept.
     pub fn skipped(&self, party: PartyId, round: Round, reason: &str) -> Result<(), Refusal> {
         let mut state = self.state();
-        let current = state.server.current_round();
-        let published = state
-            .server
-            .aggregate(round)?
+        let current = either!(&state.server, s => s.current_round());
+        if round >= current {
+            return Err(Refusal::NotYet {
+                asked: round,
+                current,
+            });
+        }
+        let parties = state
+            .recent
+            .iter()
+            .find(|(r, _)| *r == round)
+            .map(|(_, parties)| parties.clone())
             .ok_or(Refusal::NoSuchAggregate {
                 asked: round,
                 current,
@@ -321,51 +438,101 @@ impl Hub {
             (self.log)(&HubEvent::Skipped {
                 round,
                 party,
-                parties: published.parties,
+                parties,
                 reason,
             });
         }
         Ok(())
     }
 
-    /// Whether the run is over: the last round is published and every party in it has
-    /// fetched it, or one round timeout has passed since it was published.
+    /// Whether the run is over: every party fetched the last sum.
     pub fn is_finished(&self) -> bool {
         self.finished(&self.state())
     }
 
     fn finished(&self, state: &State) -> bool {
-        state.last_published.as_ref().is_some_and(|(parties, at)| {
-            parties.iter().all(|p| state.last_fetched.contains(p))
-                || at.elapsed() >= self.plan.round_timeout
-        })
+        let total = self.plan.total_rounds();
+        (0..self.parties).all(|p| either!(&state.server, s => s.next_fetch(PartyId(p))).0 >= total)
     }
 
-    /// Blocks until [`Hub::is_finished`] or [`Hub::stop`], letting the rounds' deadlines
-    /// pass meanwhile; returns what was published.
+    fn idle(&self, state: &State, now: Instant) -> bool {
+        now >= state.heard + self.rules.idle_timeout
+    }
+
+    /// Blocks until the run is over: every party fetched the last sum, or no party has been
+    /// heard from for the idle timeout (then the report names the parties missing), or
+    /// [`Hub::stop`]. Lets the rounds' deadlines pass meanwhile.
     pub fn wait_finished(&self) -> ServeReport {
         let mut state = self.state();
         loop {
             let now = Instant::now();
-            if state.server.tick(now) {
-                self.after_change(&mut state);
-            }
+            self.advance(&mut state, now);
             if self.finished(&state) || self.is_stopped() {
                 return state.report.clone();
             }
-            let wake = match &state.last_published {
-                Some((_, at)) => *at + self.plan.round_timeout,
-                None => state.server.deadline(),
-            };
-            let timeout = wake
-                .saturating_duration_since(now)
-                .max(Duration::from_millis(1));
-            state = self
-                .changed
-                .wait_timeout(state, timeout)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            if self.idle(&state, now) {
+                state.report.missing = self.missing(&state);
+                return state.report.clone();
+            }
+            state = self.wait(state, None);
         }
+    }
+
+    /// The parties the run is waiting for: those that have not fetched the last sum once it
+    /// is published, else those the open round has not heard from.
+    fn missing(&self, state: &State) -> Vec<Missing> {
+        let server = &state.server;
+        let current = either!(server, s => s.current_round());
+        let submitted: BTreeSet<PartyId> = either!(server, s => s.submitted().collect());
+        let done = current.0 >= self.plan.total_rounds();
+        (0..self.parties)
+            .map(PartyId)
+            .filter(|&p| {
+                if done {
+                    either!(server, s => s.next_fetch(p)) < current
+                } else {
+                    !submitted.contains(&p)
+                }
+            })
+            .map(|party| {
+                let missed = u64::from(either!(server, s => s.missed(party)));
+                let since = if missed > 0 {
+                    Round(current.0.saturating_sub(missed))
+                } else {
+                    either!(server, s => s.next_fetch(party)).min(current)
+                };
+                Missing { party, since }
+            })
+            .collect()
+    }
+
+    /// Waits on the condition variable until something changes, `until`, or the next time
+    /// the state machine needs the clock (the open round's deadline, the join timeout, the
+    /// idle timeout), whichever comes first.
+    fn wait<'a>(
+        &self,
+        state: MutexGuard<'a, State>,
+        until: Option<Instant>,
+    ) -> MutexGuard<'a, State> {
+        let now = Instant::now();
+        let clock = match either!(&state.server, s => s.deadline()) {
+            Some(deadline) => deadline,
+            None => self.created + self.rules.join_timeout,
+        };
+        let wake = [
+            Some(clock),
+            until,
+            Some(state.heard + self.rules.idle_timeout),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(now)
+        .max(now + Duration::from_millis(1));
+        self.changed
+            .wait_timeout(state, wake - now)
+            .unwrap_or_else(|p| p.into_inner())
+            .0
     }
 
     /// Ends the run early (a party in this process failed): waiters return at once.
@@ -390,19 +557,40 @@ impl Hub {
         self.state().server_seconds
     }
 
-    /// Logs newly closed rounds (epoch ends and rounds without every party) and wakes
-    /// waiters.
-    fn after_change(&self, state: &mut State) {
-        let current = state.server.current_round().0;
+    /// Lets time pass for the state machine: starts round 0's clock when the parties have
+    /// joined, closes the open round at its deadline; then logs newly closed rounds (epoch
+    /// ends, changes in who is in, parties gone) and wakes waiters.
+    fn advance(&self, state: &mut State, now: Instant) {
+        let started = either!(&state.server, s => s.is_started());
+        if !started {
+            let all = state.joined.len() == self.parties as usize;
+            let min = self.rules.min_parties.unwrap_or(self.parties) as usize;
+            let timed_out = now >= self.created + self.rules.join_timeout;
+            if all || (timed_out && state.joined.len() >= min) {
+                either!(&mut state.server, s => s.start(now));
+                (self.log)(&HubEvent::Started {
+                    joined: state.joined.iter().copied().collect(),
+                    of: self.parties as usize,
+                });
+            }
+        }
+        either!(&mut state.server, s => s.tick(now));
+        let current = either!(&state.server, s => s.current_round()).0;
         if current == state.report.rounds {
             return;
         }
-        let parties = self.plan.config.parties;
+        let parties = self.parties as usize;
         let per_epoch = self.plan.rounds_per_epoch as u64;
         for r in state.report.rounds..current {
-            let Ok(Some(published)) = state.server.aggregate(Round(r)) else {
+            let Ok(Some(published)) = either!(&state.server, s => s.aggregate(Round(r))) else {
                 continue;
             };
+            state
+                .recent
+                .push_back((published.round, published.parties.clone()));
+            while state.recent.len() > self.keep_rounds {
+                state.recent.pop_front();
+            }
             if published.parties.len() < parties {
                 state.report.short_rounds += 1;
                 if state.short.as_ref() != Some(&published.parties) {
@@ -425,8 +613,14 @@ impl Hub {
                     total_rounds: self.plan.total_rounds(),
                 });
             }
-            if r + 1 == self.plan.total_rounds() {
-                state.last_published = Some((published.parties, Instant::now()));
+        }
+        for party in (0..self.parties).map(PartyId) {
+            if either!(&state.server, s => s.is_gone(party)) && state.gone.insert(party) {
+                let missed = u64::from(either!(&state.server, s => s.missed(party)));
+                (self.log)(&HubEvent::Gone {
+                    party,
+                    since: Round(current.saturating_sub(missed)),
+                });
             }
         }
         state.report.rounds = current;
@@ -441,8 +635,9 @@ pub struct HubUplink {
 }
 
 impl HubUplink {
-    /// `party`'s connection to `hub`.
+    /// `party`'s connection to `hub`; the party joins the federation ([`Hub::join`]).
     pub fn new(hub: Arc<Hub>, party: PartyId) -> Self {
+        hub.join(party);
         Self { hub, party }
     }
 }
@@ -452,6 +647,7 @@ impl Uplink for HubUplink {
         match self.hub.submit(self.party, round, &bytes) {
             Ok(()) => Ok(Submitted::Accepted),
             Err(refusal) if refusal.is_late() => Ok(Submitted::Late(refusal.to_string())),
+            Err(refusal) if refusal.is_duplicate() => Ok(Submitted::AlreadyIn),
             Err(refusal) => Err(refused(&refusal)),
         }
     }

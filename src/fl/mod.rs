@@ -38,6 +38,7 @@
 //! payload, envelope, client, server above them; error, metrics, plan, setup; then party
 //! (the loop), hub (which implements the in-process uplink) and run.
 
+pub mod checkpoint;
 mod client;
 mod config;
 mod envelope;
@@ -60,12 +61,15 @@ pub use config::{
 };
 pub use envelope::{Envelope, EnvelopeCost, EnvelopeError};
 pub use error::{PartyError, RefusalKind, TrainError, UplinkError};
-pub use hub::{Hub, HubEvent, HubUplink, ServeReport};
+pub use hub::{Hub, HubEvent, HubRules, HubUplink, Missing, ServeReport};
 pub use metrics::{EpochMetrics, Observer, Overhead, RunMetrics};
-pub use party::{Submitted, Uplink, run_party};
+pub use party::{PartyOptions, Retry, Submitted, Uplink, run_party};
 pub use payload::{DecodeError, PayloadError, PlainSum, Summable, weighted, weighted_mean};
 pub use plan::{MAX_ROUND_TIMEOUT, MAX_ROUNDS, Plan, ValidPlan, plan_for};
 pub use run::{RoundRules, run, run_with};
-pub use server::{PartyId, Published, Refusal, Round, Server, ServerConfig};
+pub use server::{
+    DEFAULT_ABSENT_AFTER, DEFAULT_KEEP_ROUNDS, PartyId, Published, Refusal, Round, Server,
+    ServerConfig,
+};
 pub use setup::calibrate_noise;
 pub use strategy::Strategy;

@@ -6,6 +6,7 @@
 //! local and centralized baselines run the same loop with one party whose update is the
 //! aggregate (with one client, FedSGD is ordinary mini-batch training).
 
+use super::checkpoint::{Checkpoints, Progress};
 use super::client::{Client, Update};
 use super::config::ValidConfig;
 use super::envelope::{Envelope, EnvelopeCost, EnvelopeError};
@@ -18,8 +19,9 @@ use crate::data::{Dataset, Mnist};
 use crate::he::keys::SecretKey;
 use rand_chacha::ChaCha20Rng;
 use std::borrow::Cow;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// What the server said to a submission.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,6 +30,92 @@ pub enum Submitted {
     Accepted,
     /// The round closed before the update arrived: this party is left out of it.
     Late(String),
+    /// This party's update for the round was already in (a retried submission).
+    AlreadyIn,
+}
+
+/// How a party runs besides the plan: how it waits out a lost server, and where it keeps
+/// its checkpoints.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartyOptions {
+    /// Retrying a lost server.
+    pub retry: Retry,
+    /// Where to keep checkpoints (none without); a checkpoint found there is resumed from
+    /// (see [`checkpoint`](super::checkpoint)).
+    pub state_dir: Option<PathBuf>,
+    /// Rounds between checkpoints, besides every epoch's end.
+    pub checkpoint_every: u64,
+}
+
+impl Default for PartyOptions {
+    /// The default [`Retry`], no checkpoints (every 50 rounds when a directory is given).
+    fn default() -> Self {
+        Self {
+            retry: Retry::default(),
+            state_dir: None,
+            checkpoint_every: 50,
+        }
+    }
+}
+
+/// How a party waits out a lost server: it asks again after `first_delay`, doubling the
+/// wait up to `max_delay`, until `give_up_after` has passed since the first failure. A
+/// server that comes back within that window (restarted from its `--state-dir`) finds the
+/// party where it was: it resends its update for the open round (a server that already
+/// has it answers [`Submitted::AlreadyIn`]) and goes on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retry {
+    /// First wait after a failure.
+    pub first_delay: Duration,
+    /// Longest wait between two attempts.
+    pub max_delay: Duration,
+    /// Give up once the server has been unreachable this long.
+    pub give_up_after: Duration,
+}
+
+impl Default for Retry {
+    /// 0.5 s, doubling to 15 s, for up to 5 minutes.
+    fn default() -> Self {
+        Self {
+            first_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(15),
+            give_up_after: Duration::from_secs(300),
+        }
+    }
+}
+
+impl Retry {
+    /// Calls `attempt` until it succeeds, fails for good, or the server has been
+    /// unreachable for `give_up_after`; notes each wait to `observer` as `what: error`.
+    pub fn call<T>(
+        &self,
+        what: &str,
+        observer: &mut dyn Observer,
+        mut attempt: impl FnMut() -> Result<T, UplinkError>,
+    ) -> Result<T, UplinkError> {
+        let mut failing_since: Option<Instant> = None;
+        let mut delay = self.first_delay;
+        loop {
+            match attempt() {
+                Err(e) if e.is_transient() => {
+                    let since = *failing_since.get_or_insert_with(Instant::now);
+                    let left = self.give_up_after.saturating_sub(since.elapsed());
+                    if left.is_zero() {
+                        return Err(e);
+                    }
+                    let wait = delay.min(left);
+                    observer.note(&format!(
+                        "{what}: {e}; retrying in {:.1} s (giving up in {:.0} s)",
+                        wait.as_secs_f64(),
+                        left.as_secs_f64()
+                    ));
+                    std::thread::sleep(wait);
+                    delay = (delay * 2).min(self.max_delay);
+                }
+                other => return other,
+            }
+        }
+    }
 }
 
 /// Moves one party's bytes to and from the server.
@@ -59,6 +147,7 @@ pub fn run_party(
     key: Option<Arc<SecretKey>>,
     uplink: &mut dyn Uplink,
     observer: &mut dyn Observer,
+    options: &PartyOptions,
 ) -> Result<RunMetrics, PartyError> {
     let started = Instant::now();
     let parties = plan.config.parties;
@@ -77,12 +166,14 @@ pub fn run_party(
         key,
         uplink,
         observer,
+        options,
         started,
     )
 }
 
 /// A party's run once its client is built: `test` is `None` for parties that do not
 /// report (in one process only party 0 evaluates; all models are identical).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn run_client(
     plan: &ValidPlan,
     mut client: Client,
@@ -90,6 +181,7 @@ pub(crate) fn run_client(
     key: Option<Arc<SecretKey>>,
     uplink: &mut dyn Uplink,
     observer: &mut dyn Observer,
+    options: &PartyOptions,
     started: Instant,
 ) -> Result<RunMetrics, PartyError> {
     let config = plan.config();
@@ -104,9 +196,31 @@ pub(crate) fn run_client(
             privacy: config.privacy,
             ..Overhead::default()
         },
-        skipped: Vec::new(),
+        retry: options.retry,
     };
-    let epochs = train(
+    let total_rounds = plan.total_rounds();
+    let checkpoints = options
+        .state_dir
+        .as_deref()
+        .map(|dir| Checkpoints::new(dir, plan, client.id(), options.checkpoint_every));
+    let mut progress = Progress::default();
+    if let Some(checkpoints) = &checkpoints {
+        if let Some(resumed) =
+            checkpoints.load(&mut client, Some(&mut exchange.rng), total_rounds)?
+        {
+            observer.note(&format!(
+                "resuming from the checkpoint in {}: round {} of {total_rounds}",
+                options
+                    .state_dir
+                    .as_deref()
+                    .unwrap_or(Path::new("."))
+                    .display(),
+                resumed.next_round
+            ));
+            progress = resumed;
+        }
+    }
+    train(
         config,
         plan.rounds_per_epoch,
         &mut client,
@@ -114,10 +228,13 @@ pub(crate) fn run_client(
         &mut exchange,
         observer,
         started,
+        &mut progress,
+        checkpoints.as_ref(),
     )?;
     let mut overhead = exchange.overhead;
     overhead.client_cpu = exchange.cost;
-    overhead.skipped_rounds = exchange.skipped;
+    overhead.skipped_rounds = progress.skipped;
+    let epochs = progress.epochs;
     Ok(RunMetrics {
         config: config.clone().into_inner(),
         party_samples: vec![client.num_samples()],
@@ -137,7 +254,8 @@ pub(crate) fn run_alone(
     started: Instant,
 ) -> Result<RunMetrics, PartyError> {
     let rounds_per_epoch = config.rounds_per_epoch(client.num_samples());
-    let epochs = train(
+    let mut progress = Progress::default();
+    train(
         config,
         rounds_per_epoch,
         &mut client,
@@ -145,7 +263,10 @@ pub(crate) fn run_alone(
         &mut Alone,
         observer,
         started,
+        &mut progress,
+        None,
     )?;
+    let epochs = progress.epochs;
     Ok(RunMetrics {
         config: config.clone().into_inner(),
         party_samples: vec![client.num_samples()],
@@ -166,6 +287,10 @@ trait Exchange {
         update: &'a Update,
         observer: &mut dyn Observer,
     ) -> Result<Option<Cow<'a, [f32]>>, PartyError>;
+    /// The generator that rounds this party's updates, if it has one (a checkpoint saves it).
+    fn rounding(&self) -> Option<&ChaCha20Rng> {
+        None
+    }
 }
 
 /// One trainer: its update is the aggregate.
@@ -191,11 +316,14 @@ struct Federated<'u> {
     uplink: &'u mut dyn Uplink,
     cost: EnvelopeCost,
     overhead: Overhead,
-    /// Rounds skipped because their sum could not be a sum of valid updates.
-    skipped: Vec<u64>,
+    retry: Retry,
 }
 
 impl Exchange for Federated<'_> {
+    fn rounding(&self) -> Option<&ChaCha20Rng> {
+        Some(&self.rng)
+    }
+
     fn aggregate<'a>(
         &'a mut self,
         round: Round,
@@ -210,10 +338,30 @@ impl Exchange for Federated<'_> {
             .map_err(|source| PartyError::Envelope { round, source })?;
         self.overhead.seal_seconds += sealing.elapsed().as_secs_f64();
         let uplink_error = |source| PartyError::Uplink { round, source };
-        if let Submitted::Late(reason) = self.uplink.submit(round, bytes).map_err(uplink_error)? {
+        let uplink = &mut *self.uplink;
+        let submitted = self
+            .retry
+            .call(&format!("sending {round}"), observer, || {
+                uplink.submit(round, bytes.clone())
+            })
+            .map_err(uplink_error)?;
+        if let Submitted::Late(reason) = submitted {
             observer.note(&format!("left out of {round}: {reason}"));
         }
-        let published = self.uplink.fetch(round).map_err(uplink_error)?;
+        // After the connection broke the server may have restarted without this round's
+        // updates: send ours again before waiting (a refusal there is the fetch's to tell).
+        let mut resend = false;
+        let published = self
+            .retry
+            .call(&format!("waiting for {round}"), observer, || {
+                if resend {
+                    uplink.submit(round, bytes.clone())?;
+                }
+                let fetched = uplink.fetch(round);
+                resend = fetched.as_ref().is_err_and(UplinkError::is_transient);
+                fetched
+            })
+            .map_err(uplink_error)?;
         let opening = Instant::now();
         let parties = u32::try_from(published.parties.len()).unwrap_or(u32::MAX);
         let opened = self
@@ -232,7 +380,6 @@ impl Exchange for Federated<'_> {
                 if let Err(e) = self.uplink.skipped(round, &reason) {
                     observer.note(&format!("could not tell the server about {round}: {e}"));
                 }
-                self.skipped.push(round.0);
                 Ok(None)
             }
             Err(source) => Err(PartyError::Envelope { round, source }),
@@ -242,7 +389,10 @@ impl Exchange for Federated<'_> {
 
 /// The training loop of every mode: `epochs` passes of `rounds_per_epoch` rounds, each
 /// computing the client's update, exchanging it for the round's aggregate and applying that;
-/// after each epoch, evaluation on `test` (if this party reports).
+/// after each epoch, evaluation on `test` (if this party reports). Runs from
+/// `progress.next_round` (a resumed run) and, with `checkpoints`, saves one at every
+/// epoch's end and every `checkpoints.every` rounds.
+#[allow(clippy::too_many_arguments)]
 fn train(
     config: &ValidConfig,
     rounds_per_epoch: usize,
@@ -251,37 +401,51 @@ fn train(
     exchange: &mut dyn Exchange,
     observer: &mut dyn Observer,
     started: Instant,
-) -> Result<Vec<EpochMetrics>, PartyError> {
-    observer.start(config, rounds_per_epoch.saturating_mul(config.epochs));
-    let mut epochs = Vec::new();
-    let mut round = Round(0);
-    for epoch in 1..=config.epochs {
-        let epoch_start = Instant::now();
-        let mut loss_sum = 0.0f64;
-        for _ in 0..rounds_per_epoch {
-            let update = client.compute_update(config.strategy, config.batch_size);
-            loss_sum += f64::from(update.loss);
-            match exchange.aggregate(round, &update, observer)? {
-                Some(aggregate) => client.apply(config.strategy, &aggregate),
-                None => client.skip(config.strategy),
+    progress: &mut Progress,
+    checkpoints: Option<&Checkpoints>,
+) -> Result<(), PartyError> {
+    let per_epoch = rounds_per_epoch as u64;
+    let total = per_epoch.saturating_mul(config.epochs as u64);
+    observer.start(config, total as usize);
+    let mut epoch_start = Instant::now();
+    while progress.next_round < total {
+        let round = Round(progress.next_round);
+        let update = client.compute_update(config.strategy, config.batch_size);
+        progress.loss_sum += f64::from(update.loss);
+        match exchange.aggregate(round, &update, observer)? {
+            Some(aggregate) => client.apply(config.strategy, &aggregate),
+            None => {
+                client.skip(config.strategy);
+                progress.skipped.push(round.0);
             }
-            round = Round(round.0 + 1);
-            observer.round(round.0 as usize);
         }
-        let Some(test) = test else { continue };
-        let eval = client.model().evaluate(test.images.view(), &test.labels);
-        let metrics = EpochMetrics {
-            epoch,
-            test_accuracy: eval.accuracy,
-            test_loss: eval.loss,
-            train_loss: loss_sum / rounds_per_epoch as f64,
-            wall_seconds: epoch_start.elapsed().as_secs_f64(),
-            elapsed_seconds: started.elapsed().as_secs_f64(),
-            rounds: rounds_per_epoch,
-            epsilon: client.epsilon(config.batch_size),
-        };
-        observer.epoch(config, &metrics);
-        epochs.push(metrics);
+        progress.next_round += 1;
+        observer.round(progress.next_round as usize);
+        let epoch_end = progress.next_round % per_epoch == 0;
+        if epoch_end {
+            if let Some(test) = test {
+                let eval = client.model().evaluate(test.images.view(), &test.labels);
+                let metrics = EpochMetrics {
+                    epoch: (progress.next_round / per_epoch) as usize,
+                    test_accuracy: eval.accuracy,
+                    test_loss: eval.loss,
+                    train_loss: progress.loss_sum / rounds_per_epoch as f64,
+                    wall_seconds: epoch_start.elapsed().as_secs_f64(),
+                    elapsed_seconds: started.elapsed().as_secs_f64(),
+                    rounds: rounds_per_epoch,
+                    epsilon: client.epsilon(config.batch_size),
+                };
+                observer.epoch(config, &metrics);
+                progress.epochs.push(metrics);
+            }
+            progress.loss_sum = 0.0;
+            epoch_start = Instant::now();
+        }
+        if let Some(checkpoints) = checkpoints {
+            if epoch_end || progress.next_round % checkpoints.every == 0 {
+                checkpoints.save(client, exchange.rounding(), progress)?;
+            }
+        }
     }
-    Ok(epochs)
+    Ok(())
 }

@@ -5,8 +5,9 @@
 use super::client::Client;
 use super::config::{Mode, Privacy, TrainConfig, ValidConfig};
 use super::error::{PartyError, TrainError, UplinkError};
-use super::hub::{Hub, HubEvent, HubUplink};
+use super::hub::{Hub, HubEvent, HubRules, HubUplink};
 use super::metrics::{Observer, RunMetrics};
+use super::party::PartyOptions;
 use super::party::{run_alone, run_client};
 use super::plan::Plan;
 use super::server::PartyId;
@@ -16,23 +17,22 @@ use crate::he::keys::SecretKey;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// How the server of a federation run in one process closes its rounds: as a deployment's
-/// `hefl serve --min-parties N --round-timeout T`.
+/// How the server of a federation run in one process runs its rounds: as a deployment's
+/// `hefl serve --round-timeout T --min-parties N ...`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RoundRules {
-    /// A round closes at its deadline if at least this many parties submitted (default:
-    /// all, so every round waits for every party).
-    pub min_parties: Option<u32>,
     /// Time from a round's opening to its deadline.
     pub round_timeout: Duration,
+    /// Who rounds wait for and when the server gives up ([`HubRules`]).
+    pub hub: HubRules,
 }
 
 impl Default for RoundRules {
-    /// All parties in every round, a 30-second deadline.
+    /// All parties in every round, a 30-second deadline, the default [`HubRules`].
     fn default() -> Self {
         Self {
-            min_parties: None,
             round_timeout: Duration::from_secs(30),
+            hub: HubRules::default(),
         }
     }
 }
@@ -111,7 +111,7 @@ fn federate(
     let hub = {
         let notes = Arc::clone(&notes);
         Arc::new(
-            Hub::new(plan.clone(), rules.min_parties, move |event: &HubEvent| {
+            Hub::new(plan.clone(), rules.hub, move |event: &HubEvent| {
                 // Epoch ends are the observer's own epoch lines here; short rounds are news.
                 if let HubEvent::ShortRound { .. } = event {
                     let mut notes = notes.lock().unwrap_or_else(|p| p.into_inner());
@@ -134,7 +134,16 @@ fn federate(
                 let party = client.id();
                 let handle = scope.spawn(move || {
                     let mut uplink = HubUplink::new(Arc::clone(&hub), party);
-                    let result = run_client(plan, client, None, key, &mut uplink, &mut (), started);
+                    let result = run_client(
+                        plan,
+                        client,
+                        None,
+                        key,
+                        &mut uplink,
+                        &mut (),
+                        &PartyOptions::default(),
+                        started,
+                    );
                     if result.is_err() {
                         hub.stop();
                     }
@@ -151,6 +160,7 @@ fn federate(
             key.clone(),
             &mut uplink,
             observer,
+            &PartyOptions::default(),
             started,
         );
         if first.is_err() {

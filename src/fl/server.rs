@@ -34,6 +34,11 @@ impl fmt::Display for Round {
     }
 }
 
+/// Most published aggregates a server keeps by default.
+pub const DEFAULT_KEEP_ROUNDS: usize = 64;
+/// Missed rounds in a row after which a party is gone, by default.
+pub const DEFAULT_ABSENT_AFTER: u32 = 3;
+
 /// How a server runs its rounds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ServerConfig {
@@ -43,8 +48,13 @@ pub struct ServerConfig {
     pub min_parties: u32,
     /// Time from a round's opening to its deadline.
     pub round_timeout: Duration,
-    /// How many published aggregates are kept for parties that fall behind.
+    /// Most published aggregates kept for parties that fall behind (a memory bound). An
+    /// aggregate is dropped sooner, once every party not [gone](Server::is_gone) has
+    /// fetched it.
     pub keep_rounds: usize,
+    /// A party that missed this many rounds in a row is gone: rounds stop waiting for it
+    /// (and keeping aggregates for it) until it submits on time again.
+    pub absent_after: u32,
 }
 
 impl ServerConfig {
@@ -68,6 +78,13 @@ impl ServerConfig {
                 found: "0".into(),
             });
         }
+        if self.absent_after == 0 {
+            return Err(ConfigError::Invalid {
+                field: Field::AbsentAfter,
+                expected: "at least one missed round".into(),
+                found: "0".into(),
+            });
+        }
         if self.keep_rounds == 0 {
             return Err(ConfigError::Invalid {
                 field: Field::KeepRounds,
@@ -78,7 +95,8 @@ impl ServerConfig {
         Ok(())
     }
 
-    /// All `parties` required, a 30-second deadline, 16 aggregates kept.
+    /// All `parties` required, a 30-second deadline, at most 64 aggregates kept, a party
+    /// gone after 3 missed rounds in a row.
     ///
     /// ```
     /// let c = hefl::fl::ServerConfig::new(3);
@@ -89,7 +107,8 @@ impl ServerConfig {
             parties,
             min_parties: parties,
             round_timeout: Duration::from_secs(30),
-            keep_rounds: 16,
+            keep_rounds: DEFAULT_KEEP_ROUNDS,
+            absent_after: DEFAULT_ABSENT_AFTER,
         }
     }
 }
@@ -143,21 +162,34 @@ pub enum Refusal {
         /// What was wrong.
         source: PayloadError,
     },
-    /// The aggregate asked for is no longer kept, or the round is not open yet.
+    /// The round asked for is not open yet.
+    #[error("no aggregate for {asked}: the server is on {current}")]
+    NotYet {
+        /// The round asked for.
+        asked: Round,
+        /// The open round.
+        current: Round,
+    },
+    /// The aggregate asked for is no longer kept: the asking party missed it.
     #[error(
-        "no aggregate for {asked}: the server is on {current} and keeps the last {kept} rounds"
+        "no aggregate for {asked}: it was dropped (the server is on {current}; it keeps a sum until every party not gone has fetched it, and at most {kept}). This party cannot catch up: restart it from a checkpoint (--state-dir) newer than {asked}, or leave it out of this federation"
     )]
     NoSuchAggregate {
         /// The round asked for.
         asked: Round,
         /// The open round.
         current: Round,
-        /// Rounds kept.
+        /// Most rounds kept.
         kept: usize,
     },
 }
 
 impl Refusal {
+    /// Whether the party's update for the round is already in (a retried submission).
+    pub fn is_duplicate(&self) -> bool {
+        matches!(self, Self::Duplicate { .. })
+    }
+
     /// Whether the request named a round the server has already closed: the sender
     /// missed the deadline and is left out of that round.
     pub fn is_late(&self) -> bool {
@@ -194,11 +226,15 @@ pub struct Server<S: Summable> {
     config: ServerConfig,
     expect: S::Expect,
     round: Round,
-    opened: Instant,
+    /// When the open round opened; `None` before the first round's clock starts
+    /// ([`Server::waiting`]).
+    opened: Option<Instant>,
     submitted: BTreeSet<PartyId>,
-    /// Parties left out of the previous round: the round does not wait for them.
-    absent: BTreeSet<PartyId>,
-    /// Parties the open round still waits for (not absent, not yet submitted).
+    /// Rounds each party missed in a row (left out of the sum).
+    missed: Vec<u32>,
+    /// The first round each party has not fetched yet.
+    next_fetch: Vec<u64>,
+    /// Parties the open round still waits for (not gone, not yet submitted).
     waiting_for: usize,
     sum: Option<S>,
     published: VecDeque<Published>,
@@ -207,18 +243,79 @@ pub struct Server<S: Summable> {
 impl<S: Summable> Server<S> {
     /// A server whose first round opens at `now`; submissions are checked against `expect`.
     pub fn new(config: ServerConfig, expect: S::Expect, now: Instant) -> Result<Self, ConfigError> {
+        let mut server = Self::waiting(config, expect)?;
+        server.start(now);
+        Ok(server)
+    }
+
+    /// A server whose first round's clock has not started: it takes submissions, but round
+    /// 0 closes only with every party until [`Server::start`] (so a deadline cannot pass
+    /// before the parties have joined).
+    pub fn waiting(config: ServerConfig, expect: S::Expect) -> Result<Self, ConfigError> {
         config.validate()?;
+        let parties = config.parties as usize;
         Ok(Self {
             config,
             expect,
             round: Round(0),
-            opened: now,
+            opened: None,
             submitted: BTreeSet::new(),
-            absent: BTreeSet::new(),
-            waiting_for: config.parties as usize,
+            missed: vec![0; parties],
+            next_fetch: vec![0; parties],
+            waiting_for: parties,
             sum: None,
             published: VecDeque::new(),
         })
+    }
+
+    /// Starts the open round's clock at `now` (once; later calls change nothing).
+    pub fn start(&mut self, now: Instant) {
+        self.opened.get_or_insert(now);
+        self.close_if_ready(now);
+    }
+
+    /// Whether the first round's clock has started.
+    pub fn is_started(&self) -> bool {
+        self.opened.is_some()
+    }
+
+    /// Whether `party` missed [`ServerConfig::absent_after`] rounds in a row: rounds do
+    /// not wait for it, nor keep aggregates for it, until it submits on time again.
+    pub fn is_gone(&self, party: PartyId) -> bool {
+        self.missed
+            .get(party.0 as usize)
+            .is_some_and(|&m| m >= self.config.absent_after)
+    }
+
+    /// Rounds `party` missed in a row.
+    pub fn missed(&self, party: PartyId) -> u32 {
+        self.missed.get(party.0 as usize).copied().unwrap_or(0)
+    }
+
+    /// The first round `party` has not fetched.
+    pub fn next_fetch(&self, party: PartyId) -> Round {
+        Round(self.next_fetch.get(party.0 as usize).copied().unwrap_or(0))
+    }
+
+    /// Notes that `party` fetched `round`'s sum: once every party not gone has, the
+    /// server drops it.
+    pub fn fetched(&mut self, party: PartyId, round: Round) {
+        if let Some(next) = self.next_fetch.get_mut(party.0 as usize) {
+            *next = (*next).max(round.0 + 1);
+        }
+        self.drop_fetched();
+    }
+
+    fn drop_fetched(&mut self) {
+        while let Some(oldest) = self.published.front() {
+            let needed = (0..self.config.parties)
+                .map(PartyId)
+                .any(|p| !self.is_gone(p) && self.next_fetch[p.0 as usize] <= oldest.round.0);
+            if needed && self.published.len() <= self.config.keep_rounds {
+                break;
+            }
+            self.published.pop_front();
+        }
     }
 
     /// The configuration.
@@ -236,9 +333,9 @@ impl<S: Summable> Server<S> {
         self.round
     }
 
-    /// When the open round's deadline passes.
-    pub fn deadline(&self) -> Instant {
-        self.opened + self.config.round_timeout
+    /// When the open round's deadline passes (`None` before the clock starts).
+    pub fn deadline(&self) -> Option<Instant> {
+        self.opened.map(|opened| opened + self.config.round_timeout)
     }
 
     /// Parties that have submitted to the open round so far.
@@ -284,7 +381,7 @@ impl<S: Summable> Server<S> {
             }
         }
         self.submitted.insert(party);
-        if !self.absent.contains(&party) {
+        if !self.is_gone(party) {
             self.waiting_for -= 1;
         }
         self.close_if_ready(now);
@@ -302,6 +399,12 @@ impl<S: Summable> Server<S> {
         if round == self.round {
             return Ok(None);
         }
+        if round > self.round {
+            return Err(Refusal::NotYet {
+                asked: round,
+                current: self.round,
+            });
+        }
         self.published
             .iter()
             .find(|p| p.round == round)
@@ -316,30 +419,34 @@ impl<S: Summable> Server<S> {
 
     fn close_if_ready(&mut self, now: Instant) -> bool {
         let enough = self.submitted.len() >= self.config.min_parties as usize;
-        let due = now >= self.deadline();
-        if !(enough && (self.waiting_for == 0 || due)) {
+        let due = self.deadline().is_some_and(|deadline| now >= deadline);
+        let everyone = self.submitted.len() == self.config.parties as usize;
+        if !(everyone || (enough && self.is_started() && (self.waiting_for == 0 || due))) {
             return false;
         }
         let Some(sum) = self.sum.take() else {
             return false;
         };
         let submitted = std::mem::take(&mut self.submitted);
-        self.absent = (0..self.config.parties)
-            .map(PartyId)
-            .filter(|p| !submitted.contains(p))
-            .collect();
-        self.waiting_for = self.config.parties as usize - self.absent.len();
+        for (p, missed) in self.missed.iter_mut().enumerate() {
+            if submitted.contains(&PartyId(p as u32)) {
+                *missed = 0;
+            } else {
+                *missed = missed.saturating_add(1);
+            }
+        }
+        self.waiting_for = (0..self.config.parties)
+            .filter(|&p| !self.is_gone(PartyId(p)))
+            .count();
         let parties: Vec<PartyId> = submitted.into_iter().collect();
         self.published.push_back(Published {
             round: self.round,
             parties,
             bytes: Arc::new(sum.to_bytes()),
         });
-        while self.published.len() > self.config.keep_rounds {
-            self.published.pop_front();
-        }
+        self.drop_fetched();
         self.round = Round(self.round.0 + 1);
-        self.opened = now;
+        self.opened = Some(now);
         true
     }
 }

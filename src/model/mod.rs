@@ -22,7 +22,7 @@
 
 mod optim;
 
-pub use optim::{Optimizer, OptimizerKind};
+pub use optim::{Optimizer, OptimizerKind, OptimizerState};
 
 use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut2, Axis, linalg::general_mat_mul};
 use rand::SeedableRng;

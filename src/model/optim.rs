@@ -45,6 +45,17 @@ const BETA1: f32 = 0.9;
 const BETA2: f32 = 0.999;
 const EPS: f32 = 1e-8;
 
+/// An optimizer's state: what [`Optimizer::state`] saves and [`Optimizer::restore`] loads.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct OptimizerState {
+    /// Momentum velocity, or Adam's first moment (empty for SGD).
+    pub m: Vec<f32>,
+    /// Adam's second moment (empty otherwise).
+    pub v: Vec<f32>,
+    /// Steps taken.
+    pub steps: i32,
+}
+
 /// An optimizer with its state for one parameter vector.
 ///
 /// ```
@@ -81,6 +92,35 @@ impl Optimizer {
     /// Which optimizer this is.
     pub fn kind(&self) -> OptimizerKind {
         self.kind
+    }
+
+    /// The state a checkpoint needs: moments and step count.
+    pub fn state(&self) -> OptimizerState {
+        OptimizerState {
+            m: self.m.clone(),
+            v: self.v.clone(),
+            steps: self.steps,
+        }
+    }
+
+    /// Restores a [`Optimizer::state`]; refuses one whose moment lengths do not fit this
+    /// optimizer (a checkpoint of another model or optimizer), naming the lengths.
+    pub fn restore(&mut self, state: OptimizerState) -> Result<(), String> {
+        if state.m.len() != self.m.len() || state.v.len() != self.v.len() || state.steps < 0 {
+            return Err(format!(
+                "optimizer state of {} and {} moments at step {}, expected {} and {} for {}",
+                state.m.len(),
+                state.v.len(),
+                state.steps,
+                self.m.len(),
+                self.v.len(),
+                self.kind
+            ));
+        }
+        self.m = state.m;
+        self.v = state.v;
+        self.steps = state.steps;
+        Ok(())
     }
 
     /// One descent step: `params -= update(grad)`.

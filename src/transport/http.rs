@@ -14,7 +14,8 @@
 //! token `401`, and the connection is closed with the body unread. A `Content-Length` above
 //! the largest valid message gets `413` at once. Refusals keep the round intact and say why
 //! in the body: `409` wrong round or duplicate (with `x-hefl-refusal: late` when the round
-//! already closed), `410` an aggregate no longer kept, `413` a body above the limit, `422` a
+//! already closed, `duplicate` when the party's update is already in), `410` an aggregate
+//! no longer kept, `413` a body above the limit, `422` a
 //! malformed update or one of another key id, parameter set or length, `408` an upload
 //! slower than the floor rate. [`Limits`] bounds what any peer can hold: time to send
 //! headers, pauses in a body, upload rate, and open connections in total and per address.
@@ -45,7 +46,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 
@@ -53,7 +54,8 @@ use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 pub const PARTY_HEADER: &str = "x-hefl-party";
 /// Header listing the parties in a published sum, comma-separated.
 pub const PARTIES_HEADER: &str = "x-hefl-parties";
-/// Header set to `late` on the refusal of an update whose round already closed.
+/// Header set on a `409`: `late` when the update's round already closed, `duplicate` when
+/// the party's update for the round is already in.
 pub const REFUSAL_HEADER: &str = "x-hefl-refusal";
 /// Longest a single aggregate request waits before answering `204 No Content`.
 const MAX_WAIT: Duration = Duration::from_secs(10);
@@ -111,10 +113,17 @@ struct Shared {
 
 fn refusal_response(refusal: &Refusal) -> Response {
     let mut response = (status_of(RefusalKind::from(refusal)), refusal.to_string()).into_response();
-    if refusal.is_late() {
+    let tag = if refusal.is_late() {
+        Some("late")
+    } else if refusal.is_duplicate() {
+        Some("duplicate")
+    } else {
+        None
+    };
+    if let Some(tag) = tag {
         response
             .headers_mut()
-            .insert(REFUSAL_HEADER, HeaderValue::from_static("late"));
+            .insert(REFUSAL_HEADER, HeaderValue::from_static(tag));
     }
     response
 }
@@ -165,7 +174,12 @@ async fn require_party(
     }
 }
 
-async fn plan_handler(State(st): State<Arc<Shared>>) -> Response {
+/// The plan; asking for it is how a party joins ([`Hub::join`]).
+async fn plan_handler(
+    State(st): State<Arc<Shared>>,
+    Extension(party): Extension<PartyId>,
+) -> Response {
+    st.hub.join(party);
     axum::Json(Plan::clone(st.hub.plan())).into_response()
 }
 
@@ -403,8 +417,6 @@ pub struct HttpUplink {
     base: String,
     party: u32,
     authorization: String,
-    /// How long to keep waiting for one round's sum before giving up.
-    give_up: Duration,
     /// Largest aggregate body accepted (set from the plan).
     max_body: u64,
 }
@@ -456,15 +468,8 @@ impl HttpUplink {
             base: base.trim_end_matches('/').to_owned(),
             party,
             authorization: format!("Bearer {token}"),
-            give_up: Duration::from_secs(300),
             max_body: 1 << 20,
         }
-    }
-
-    /// Waits at most this long for a round's sum (default 5 minutes; [`HttpUplink::plan`]
-    /// sets it from the server's round deadline).
-    pub fn set_give_up(&mut self, give_up: Duration) {
-        self.give_up = give_up;
     }
 
     fn unreachable(&self, e: ureq::Error) -> UplinkError {
@@ -503,10 +508,6 @@ impl HttpUplink {
         let plan: Plan = serde_json::from_str(&body)
             .map_err(|e| UplinkError::Malformed(format!("the plan does not parse: {e}")))?;
         let plan = plan.validate().map_err(UplinkError::Plan)?;
-        self.give_up = plan
-            .round_timeout
-            .saturating_mul(4)
-            .max(Duration::from_secs(60));
         self.max_body = plan.max_message_len() as u64;
         Ok(plan)
     }
@@ -523,19 +524,20 @@ impl Uplink for HttpUplink {
             .send(&bytes[..])
             .map_err(|e| self.unreachable(e))?;
         let status = response.status();
-        let late = response
+        let tag = response
             .headers()
             .get(REFUSAL_HEADER)
-            .is_some_and(|v| v.as_bytes() == b"late");
+            .map(|v| v.as_bytes().to_vec());
         let body = response
             .body_mut()
             .with_config()
             .limit(1 << 16)
             .read_to_string()
             .unwrap_or_default();
-        match status {
-            StatusCode::OK => Ok(Submitted::Accepted),
-            StatusCode::CONFLICT if late => Ok(Submitted::Late(body.trim().to_owned())),
+        match (status, tag.as_deref()) {
+            (StatusCode::OK, _) => Ok(Submitted::Accepted),
+            (StatusCode::CONFLICT, Some(b"late")) => Ok(Submitted::Late(body.trim().to_owned())),
+            (StatusCode::CONFLICT, Some(b"duplicate")) => Ok(Submitted::AlreadyIn),
             _ => Err(Self::refused(status, &body)),
         }
     }
@@ -562,8 +564,10 @@ impl Uplink for HttpUplink {
         Err(Self::refused(status, &body))
     }
 
+    /// Waits for the sum as long as the server says it is coming (`204`): a stalled
+    /// server gives up by itself (its idle timeout), and a lost one is the caller's to
+    /// retry.
     fn fetch(&mut self, round: Round) -> Result<Published, UplinkError> {
-        let started = Instant::now();
         loop {
             let mut response = self
                 .agent
@@ -579,12 +583,6 @@ impl Uplink for HttpUplink {
                 .map_err(|e| self.unreachable(e))?;
             let status = response.status();
             if status == StatusCode::NO_CONTENT {
-                if started.elapsed() > self.give_up {
-                    return Err(UplinkError::NotPublished {
-                        round,
-                        waited: self.give_up,
-                    });
-                }
                 continue;
             }
             let parties = response

@@ -83,7 +83,11 @@ fn refusals_leave_the_round_intact() {
 #[test]
 fn deadline_closes_with_min_parties_and_absent_party_rejoins() {
     let t0 = Instant::now();
-    let mut server = Server::<PlainSum>::new(config(3, 2), LEN, t0).unwrap();
+    let cfg = ServerConfig {
+        absent_after: 1,
+        ..config(3, 2)
+    };
+    let mut server = Server::<PlainSum>::new(cfg, LEN, t0).unwrap();
     server
         .submit(PartyId(0), Round(0), &plain([1; LEN]), t0)
         .unwrap();
@@ -346,7 +350,10 @@ impl hefl::fl::Observer for Notes {
 /// which parties' round was skipped.
 #[test]
 fn a_garbage_update_costs_one_round_not_the_run() {
-    use hefl::fl::{Hub, HubEvent, HubUplink, Mode, Privacy, TrainConfig, plan_for, run_party};
+    use hefl::fl::{
+        Hub, HubEvent, HubRules, HubUplink, Mode, PartyOptions, Privacy, TrainConfig, plan_for,
+        run_party,
+    };
     use std::sync::{Arc, Mutex};
     let data = crate::util::tiny_mnist();
     let key = Arc::new(KeyFile::from_seed([3; 32]).secret_key().expect("key"));
@@ -371,7 +378,7 @@ fn a_garbage_update_costs_one_round_not_the_run() {
     let hub = {
         let log = Arc::clone(&log);
         Arc::new(
-            Hub::new(plan.clone(), None, move |e: &HubEvent| {
+            Hub::new(plan.clone(), HubRules::default(), move |e: &HubEvent| {
                 log.lock().expect("log").push(e.clone())
             })
             .expect("hub"),
@@ -394,10 +401,26 @@ fn a_garbage_update_costs_one_round_not_the_run() {
                         inner,
                         at: bad_round,
                     };
-                    run_party(&plan, PartyId(p), &data, Some(key), &mut uplink, &mut notes)
+                    run_party(
+                        &plan,
+                        PartyId(p),
+                        &data,
+                        Some(key),
+                        &mut uplink,
+                        &mut notes,
+                        &PartyOptions::default(),
+                    )
                 } else {
                     let mut uplink = inner;
-                    run_party(&plan, PartyId(p), &data, Some(key), &mut uplink, &mut notes)
+                    run_party(
+                        &plan,
+                        PartyId(p),
+                        &data,
+                        Some(key),
+                        &mut uplink,
+                        &mut notes,
+                        &PartyOptions::default(),
+                    )
                 };
                 (metrics.expect("the run goes on"), notes.0)
             })

@@ -1,0 +1,236 @@
+//! A party's checkpoint: everything it needs to continue a run where it stopped, written
+//! atomically to its `--state-dir`.
+//!
+//! A checkpoint holds the model's parameters, the optimizer's moments, the data order and
+//! the generators that draw batches and round updates, the next round to run, the epochs'
+//! metrics so far, and the plan's fingerprint (the SHA-256 of the plan's JSON: a public
+//! value computed from public data, so it leaks nothing). A party restarted on the same
+//! directory recomputes, from the checkpoint on, exactly the updates it computed before it
+//! stopped, fetches the sums it missed from the server and applies them in order, so it
+//! ends with the parameters of a run that never stopped. A checkpoint of another
+//! federation (another plan) or another party is refused.
+//!
+//! The file is written with [`write_private_atomic`] (temporary file, fsync, rename, mode
+//! 0600: the parameters are the party's model) and read back as untrusted input: its size
+//! is bounded and every field is checked against the plan before use.
+
+use super::client::Client;
+use super::error::PartyError;
+use super::metrics::EpochMetrics;
+use super::plan::{Plan, ValidPlan};
+use super::server::PartyId;
+use crate::model::OptimizerState;
+use crate::secret_file::{SecretFileError, read_private, write_private_atomic};
+use bincode::Options;
+use rand_chacha::ChaCha20Rng;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+/// Version of the checkpoint format.
+const FORMAT: u32 = 1;
+
+/// Why a checkpoint could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// The file could not be read or written.
+    #[error("checkpoint {path}: {source}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        source: SecretFileError,
+    },
+    /// The file is not a checkpoint of this party in this federation, or is damaged.
+    #[error("checkpoint {path}: {reason}")]
+    Refused {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// A ChaCha20 generator's exact position.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RngState {
+    seed: [u8; 32],
+    stream: u64,
+    word_pos: u128,
+}
+
+impl RngState {
+    pub(crate) fn of(rng: &ChaCha20Rng) -> Self {
+        Self {
+            seed: rng.get_seed(),
+            stream: rng.get_stream(),
+            word_pos: rng.get_word_pos(),
+        }
+    }
+
+    pub(crate) fn restore(&self) -> ChaCha20Rng {
+        let mut rng = <ChaCha20Rng as rand::SeedableRng>::from_seed(self.seed);
+        rng.set_stream(self.stream);
+        rng.set_word_pos(self.word_pos);
+        rng
+    }
+}
+
+/// A client's state ([`Client::snapshot`]).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct ClientState {
+    pub(crate) params: Vec<f32>,
+    pub(crate) optimizer: OptimizerState,
+    pub(crate) order: Vec<u64>,
+    pub(crate) cursor: u64,
+    pub(crate) rng: RngState,
+    pub(crate) dp_steps: Option<u64>,
+}
+
+/// Where a party's run stands, besides its client's state.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct Progress {
+    /// The next round to run.
+    pub(crate) next_round: u64,
+    /// Metrics of the epochs done (reporting parties only).
+    pub(crate) epochs: Vec<EpochMetrics>,
+    /// Sum of this epoch's train losses so far.
+    pub(crate) loss_sum: f64,
+    /// Rounds skipped: their sums could not be sums of valid updates.
+    pub(crate) skipped: Vec<u64>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PartyCheckpoint {
+    format: u32,
+    fingerprint: [u8; 32],
+    party: u32,
+    progress: Progress,
+    client: ClientState,
+    /// The generator that rounds updates (federated runs).
+    rounding: Option<RngState>,
+}
+
+/// The plan's fingerprint: SHA-256 of its JSON.
+pub fn plan_fingerprint(plan: &Plan) -> [u8; 32] {
+    // Serializing a plain struct of numbers and strings cannot fail.
+    let json = serde_json::to_vec(plan).unwrap_or_default();
+    Sha256::digest(&json).into()
+}
+
+/// Writes and reads one party's checkpoints in a directory.
+pub(crate) struct Checkpoints {
+    path: PathBuf,
+    fingerprint: [u8; 32],
+    party: PartyId,
+    /// Rounds between checkpoints (besides every epoch's end).
+    pub(crate) every: u64,
+}
+
+/// Largest checkpoint read: parameters, two moments and the data order of the largest
+/// model and shard the library accepts fit many times over.
+const MAX_CHECKPOINT: u64 = 1 << 30;
+
+impl Checkpoints {
+    pub(crate) fn new(dir: &Path, plan: &ValidPlan, party: PartyId, every: u64) -> Self {
+        Self {
+            path: dir.join(format!("party-{}.checkpoint", party.0)),
+            fingerprint: plan_fingerprint(plan),
+            party,
+            every: every.max(1),
+        }
+    }
+
+    fn refused(&self, reason: impl Into<String>) -> PartyError {
+        PartyError::Checkpoint(CheckpointError::Refused {
+            path: self.path.clone(),
+            reason: reason.into(),
+        })
+    }
+
+    /// Restores `client` (and the rounding generator) from the checkpoint if there is one;
+    /// returns where the run stands (`None`: start from round 0).
+    pub(crate) fn load(
+        &self,
+        client: &mut Client,
+        rounding: Option<&mut ChaCha20Rng>,
+        total_rounds: u64,
+    ) -> Result<Option<Progress>, PartyError> {
+        if !self.path.exists() {
+            return Ok(None);
+        }
+        let bytes = read_private(&self.path, MAX_CHECKPOINT).map_err(|source| {
+            PartyError::Checkpoint(CheckpointError::File {
+                path: self.path.clone(),
+                source,
+            })
+        })?;
+        let checkpoint: PartyCheckpoint = bincode::options()
+            .with_limit(MAX_CHECKPOINT)
+            .with_fixint_encoding()
+            .deserialize(&bytes)
+            .map_err(|e| self.refused(format!("not a hefl checkpoint ({e})")))?;
+        if checkpoint.format != FORMAT {
+            return Err(self.refused(format!("format {}, expected {FORMAT}", checkpoint.format)));
+        }
+        if checkpoint.fingerprint != self.fingerprint {
+            return Err(self.refused(format!(
+                "it belongs to another federation (plan fingerprint {}, this server's plan is {}): use another --state-dir, or delete it to start over",
+                hex::encode(&checkpoint.fingerprint[..8]),
+                hex::encode(&self.fingerprint[..8])
+            )));
+        }
+        if checkpoint.party != self.party.0 {
+            return Err(self.refused(format!(
+                "it is party {}'s, expected {}'s",
+                checkpoint.party, self.party
+            )));
+        }
+        if checkpoint.progress.next_round > total_rounds {
+            return Err(self.refused(format!(
+                "next round {}, beyond the run's {total_rounds}",
+                checkpoint.progress.next_round
+            )));
+        }
+        client
+            .restore(checkpoint.client)
+            .map_err(|reason| self.refused(reason))?;
+        match (rounding, checkpoint.rounding) {
+            (Some(rng), Some(state)) => *rng = state.restore(),
+            (None, None) => {}
+            _ => {
+                return Err(self.refused(
+                    "a rounding generator where the run has none, or none where it has one",
+                ));
+            }
+        }
+        Ok(Some(checkpoint.progress))
+    }
+
+    /// Writes the checkpoint atomically.
+    pub(crate) fn save(
+        &self,
+        client: &Client,
+        rounding: Option<&ChaCha20Rng>,
+        progress: &Progress,
+    ) -> Result<(), PartyError> {
+        let checkpoint = PartyCheckpoint {
+            format: FORMAT,
+            fingerprint: self.fingerprint,
+            party: self.party.0,
+            progress: progress.clone(),
+            client: client.snapshot(),
+            rounding: rounding.map(RngState::of),
+        };
+        let bytes = bincode::options()
+            .with_fixint_encoding()
+            .serialize(&checkpoint)
+            .map_err(|e| self.refused(format!("cannot encode: {e}")))?;
+        write_private_atomic(&self.path, &bytes, true).map_err(|source| {
+            PartyError::Checkpoint(CheckpointError::File {
+                path: self.path.clone(),
+                source,
+            })
+        })
+    }
+}
