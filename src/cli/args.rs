@@ -42,6 +42,29 @@ pub fn parse_rate(text: &str) -> Result<f64, String> {
     }
 }
 
+/// Parses a rate in bytes per second: `16384`, `16KiB` or `1MiB`.
+pub fn parse_byte_rate(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (number, unit) = text
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((text, ""), |i| text.split_at(i));
+    let shift = match unit {
+        "" | "B" => 0,
+        "KiB" => 10,
+        "MiB" => 20,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?}: use B, KiB or MiB"
+            ));
+        }
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| format!("{text:?} is not a byte count like 16384, 16KiB or 1MiB"))
+}
+
 /// Parses `30s`, `500ms`, `2m` or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();

@@ -84,7 +84,7 @@ pub enum Command {
     /// the parties send. Validates the whole run before it listens, then prints
     /// `listening on http://ADDR`, one line per epoch and per round closed without
     /// every party; exits after the last round.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Accuracy against epsilon: federated DP-SGD calibrated to each target
     /// epsilon, beside the non-private (plain) and HE runs, same seed and epochs.
     /// Writes dp-sweep.md, dp-sweep.csv and dp-sweep.png.
@@ -148,7 +148,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         } => dp::sweep(&train, &epsilons, &out_dir),
         Command::BenchReport { quick, out_dir } => bench::run(quick, &out_dir),
         Command::DpEpsilon { args } => dp::epsilon(&args),
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Join(args) => join::run(args),
     }
 }

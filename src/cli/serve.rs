@@ -1,12 +1,12 @@
 //! `hefl serve`: one federation's server over HTTP.
 
-use super::args::{TrainArgs, parse_duration};
+use super::args::{TrainArgs, parse_byte_rate, parse_duration};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use hefl::fl::{Hub, HubEvent, Mode, Plan, ValidPlan};
 use hefl::he::keys::KeyId;
-use hefl::transport::Tokens;
 use hefl::transport::http::{self, TlsFiles};
+use hefl::transport::{Limits, Tokens};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -51,7 +51,48 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     #[command(flatten)]
+    pub limits: LimitArgs,
+    #[command(flatten)]
     pub train: TrainArgs,
+}
+
+/// What any peer, authenticated or not, may hold of the server.
+#[derive(Args)]
+#[command(next_help_heading = "Connection limits")]
+pub struct LimitArgs {
+    /// Time a connection has to send a request's headers (from when it opens, or from its
+    /// previous answer: idle connections close after it too); also the TLS handshake's.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub header_timeout: Duration,
+    /// Longest pause within an upload's body.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub body_timeout: Duration,
+    /// Slowest upload accepted (bytes per second; KiB and MiB suffixes): an update must
+    /// arrive within --body-timeout plus its largest size at this rate.
+    #[arg(long, default_value = "16KiB", value_parser = parse_byte_rate, value_name = "BYTES")]
+    pub min_upload_rate: u64,
+    /// Connections open at once, in total (raise it, and the open-file limit, for
+    /// federations of more than a few hundred parties).
+    #[arg(long, default_value_t = 512, value_name = "N")]
+    pub max_connections: usize,
+    /// Connections open at once from one IP address.
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub max_connections_per_peer: usize,
+}
+
+impl LimitArgs {
+    /// The validated limits.
+    fn limits(&self) -> Result<Limits> {
+        let limits = Limits {
+            header_timeout: self.header_timeout,
+            body_timeout: self.body_timeout,
+            min_upload_rate: self.min_upload_rate,
+            max_connections: self.max_connections,
+            max_connections_per_peer: self.max_connections_per_peer,
+        };
+        limits.validate()?;
+        Ok(limits)
+    }
 }
 
 /// The run the server will hand out, validated: from the plan file or from the flags.
@@ -77,9 +118,21 @@ fn plan(args: &ServeArgs) -> Result<ValidPlan> {
     }
 }
 
-/// Validates everything, then listens and serves the run until it is over.
+/// Validates everything (plan, limits, tokens, TLS files), then listens and serves the run
+/// until it is over.
 pub fn run(args: ServeArgs) -> Result<()> {
     let plan = plan(&args)?;
+    let limits = args.limits.limits()?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }
+            .load()?,
+        ),
+        _ => None,
+    };
     let hub = Arc::new(Hub::new(plan, args.min_parties, |event: &HubEvent| {
         eprintln!("serve: {event}")
     })?);
@@ -103,15 +156,13 @@ pub fn run(args: ServeArgs) -> Result<()> {
     // The demo and scripts read this line: make sure it is out.
     let _ = std::io::Write::flush(&mut std::io::stdout());
     let started = Instant::now();
-    let tls = args
-        .tls_cert
-        .zip(args.tls_key)
-        .map(|(cert, key)| TlsFiles { cert, key });
     let report = http::serve(
         listener,
         Arc::clone(&hub),
         Tokens::from_issued(&issued),
         tls,
+        &limits,
+        |line: &str| eprintln!("serve: {line}"),
     )?;
     println!(
         "done: {} rounds in {:.1} s, {} without every party",

@@ -247,6 +247,15 @@ impl Client {
         }
     }
 
+    /// Leaves the model where the round started, for a round whose sum is skipped: FedSGD
+    /// has not moved it; FedAvg's local steps are undone. Every client skips alike, so
+    /// models stay equal.
+    pub fn skip(&mut self, strategy: Strategy) {
+        if let Strategy::FedAvg { .. } = strategy {
+            self.model.params_mut().copy_from_slice(&self.round_start);
+        }
+    }
+
     /// Applies the round's aggregate: FedSGD steps the optimizer with the mean
     /// gradient; FedAvg sets the model to the round's starting point plus the
     /// mean delta. Every client applies the same aggregate, so models stay equal.

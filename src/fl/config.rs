@@ -369,6 +369,11 @@ pub enum Field {
     RoundTimeout,
     MinParties,
     KeepRounds,
+    HeaderTimeout,
+    BodyTimeout,
+    MinUploadRate,
+    MaxConnections,
+    MaxConnectionsPerPeer,
     Steps,
 }
 
@@ -399,6 +404,11 @@ impl Field {
             Self::RoundTimeout => "round_timeout",
             Self::MinParties => "min_parties",
             Self::KeepRounds => "keep_rounds",
+            Self::HeaderTimeout => "header_timeout",
+            Self::BodyTimeout => "body_timeout",
+            Self::MinUploadRate => "min_upload_rate",
+            Self::MaxConnections => "max_connections",
+            Self::MaxConnectionsPerPeer => "max_connections_per_peer",
             Self::Steps => "steps",
         }
     }

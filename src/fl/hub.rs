@@ -35,7 +35,8 @@ pub struct ServeReport {
 /// Something a server operator should know, reported through the hub's log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HubEvent {
-    /// A round closed at its deadline without every party.
+    /// A round closed at its deadline without every party, and with other parties than the
+    /// round before (later rounds with the same parties are not logged again).
     ShortRound {
         /// The round.
         round: Round,
@@ -43,6 +44,23 @@ pub enum HubEvent {
         parties: Vec<PartyId>,
         /// Parties in the federation.
         of: usize,
+    },
+    /// A round closed with every party again, after rounds without some.
+    Complete {
+        /// The round.
+        round: Round,
+    },
+    /// A party skipped a round whose sum could not be a sum of valid updates (a party sent
+    /// garbage): every party skips it alike, and training goes on.
+    Skipped {
+        /// The round.
+        round: Round,
+        /// The party that reported it.
+        party: PartyId,
+        /// The parties in that round's sum (one or more of them sent garbage).
+        parties: Vec<PartyId>,
+        /// What the party found, as it said it (control characters removed, truncated).
+        reason: String,
     },
     /// An epoch's last round closed.
     EpochDone {
@@ -55,18 +73,32 @@ pub enum HubEvent {
     },
 }
 
+/// `0, 1, 2`.
+fn party_list(parties: &[PartyId]) -> String {
+    let list: Vec<String> = parties.iter().map(|p| p.0.to_string()).collect();
+    list.join(", ")
+}
+
 impl std::fmt::Display for HubEvent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::ShortRound { round, parties, of } => {
-                let list: Vec<String> = parties.iter().map(|p| p.0.to_string()).collect();
-                write!(
-                    f,
-                    "{round} closed at its deadline with parties {} ({} of {of})",
-                    list.join(", "),
-                    parties.len()
-                )
-            }
+            Self::ShortRound { round, parties, of } => write!(
+                f,
+                "{round} closed at its deadline with parties {} ({} of {of}); later rounds with the same parties are not logged",
+                party_list(parties),
+                parties.len()
+            ),
+            Self::Complete { round } => write!(f, "{round} closed with every party again"),
+            Self::Skipped {
+                round,
+                party,
+                parties,
+                reason,
+            } => write!(
+                f,
+                "{party} skipped {round} (parties {}): {reason}",
+                party_list(parties)
+            ),
             Self::EpochDone {
                 epoch,
                 rounds,
@@ -123,6 +155,10 @@ struct State {
     last_fetched: BTreeSet<PartyId>,
     /// The parties in the last round's sum and when it was published.
     last_published: Option<(Vec<PartyId>, Instant)>,
+    /// The parties of the last round published without every party, until one has all.
+    short: Option<Vec<PartyId>>,
+    /// Skip reports already logged, as (round, party), for rounds still kept.
+    skip_reports: BTreeSet<(Round, PartyId)>,
     /// Seconds spent validating and folding submissions.
     server_seconds: f64,
 }
@@ -134,6 +170,7 @@ pub struct Hub {
     changed: Condvar,
     stopped: AtomicBool,
     max_submission_len: usize,
+    keep_rounds: usize,
     log: Box<dyn Fn(&HubEvent) + Send + Sync>,
 }
 
@@ -169,6 +206,7 @@ impl Hub {
             round_timeout: plan.round_timeout,
             ..ServerConfig::new(parties)
         };
+        let keep_rounds = config.keep_rounds;
         let now = Instant::now();
         let server: Box<dyn Rounds> = match plan.expected_he() {
             Some(expect) => Box::new(Server::<EncryptedVector>::new(config, expect, now)?),
@@ -182,11 +220,14 @@ impl Hub {
                 report: ServeReport::default(),
                 last_fetched: BTreeSet::new(),
                 last_published: None,
+                short: None,
+                skip_reports: BTreeSet::new(),
                 server_seconds: 0.0,
             }),
             changed: Condvar::new(),
             stopped: AtomicBool::new(false),
             max_submission_len,
+            keep_rounds,
             log: Box::new(log),
         })
     }
@@ -253,6 +294,38 @@ impl Hub {
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
+    }
+
+    /// Notes that `party` skipped `round`, a published round whose sum it found could not
+    /// be a sum of valid updates (`reason`), and logs it once per party and round
+    /// ([`HubEvent::Skipped`]). Refuses a round that is not published or no longer kept.
+    pub fn skipped(&self, party: PartyId, round: Round, reason: &str) -> Result<(), Refusal> {
+        let mut state = self.state();
+        let current = state.server.current_round();
+        let published = state
+            .server
+            .aggregate(round)?
+            .ok_or(Refusal::NoSuchAggregate {
+                asked: round,
+                current,
+                kept: self.keep_rounds,
+            })?;
+        let keep_from = Round(current.0.saturating_sub(self.keep_rounds as u64));
+        state.skip_reports.retain(|(r, _)| *r >= keep_from);
+        if state.skip_reports.insert((round, party)) {
+            let reason: String = reason
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(200)
+                .collect();
+            (self.log)(&HubEvent::Skipped {
+                round,
+                party,
+                parties: published.parties,
+                reason,
+            });
+        }
+        Ok(())
     }
 
     /// Whether the run is over: the last round is published and every party in it has
@@ -332,10 +405,17 @@ impl Hub {
             };
             if published.parties.len() < parties {
                 state.report.short_rounds += 1;
-                (self.log)(&HubEvent::ShortRound {
+                if state.short.as_ref() != Some(&published.parties) {
+                    (self.log)(&HubEvent::ShortRound {
+                        round: published.round,
+                        parties: published.parties.clone(),
+                        of: parties,
+                    });
+                    state.short = Some(published.parties.clone());
+                }
+            } else if state.short.take().is_some() {
+                (self.log)(&HubEvent::Complete {
                     round: published.round,
-                    parties: published.parties.clone(),
-                    of: parties,
                 });
             }
             if (r + 1) % per_epoch == 0 {
@@ -389,6 +469,12 @@ impl Uplink for HubUplink {
                 return Err(UplinkError::Stopped);
             }
         }
+    }
+
+    fn skipped(&mut self, round: Round, reason: &str) -> Result<(), UplinkError> {
+        self.hub
+            .skipped(self.party, round, reason)
+            .map_err(|r| refused(&r))
     }
 }
 

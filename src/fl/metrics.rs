@@ -55,7 +55,7 @@ impl RunMetrics {
 }
 
 /// Where the time of a federated run's envelopes went.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Overhead {
     /// The privacy mode.
     pub privacy: Privacy,
@@ -68,6 +68,10 @@ pub struct Overhead {
     pub open_seconds: f64,
     /// CPU seconds per operation, summed over the parties in this process.
     pub client_cpu: EnvelopeCost,
+    /// Rounds the reporting party skipped because their sum could not be a sum of valid
+    /// updates (some party sent garbage).
+    #[serde(default)]
+    pub skipped_rounds: Vec<u64>,
 }
 
 impl Overhead {

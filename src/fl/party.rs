@@ -8,7 +8,7 @@
 
 use super::client::{Client, Update};
 use super::config::ValidConfig;
-use super::envelope::{Envelope, EnvelopeCost};
+use super::envelope::{Envelope, EnvelopeCost, EnvelopeError};
 use super::error::{PartyError, UplinkError};
 use super::metrics::{EpochMetrics, Observer, Overhead, RunMetrics};
 use super::plan::ValidPlan;
@@ -36,6 +36,9 @@ pub trait Uplink {
     fn submit(&mut self, round: Round, bytes: Vec<u8>) -> Result<Submitted, UplinkError>;
     /// Waits for `round`'s published sum.
     fn fetch(&mut self, round: Round) -> Result<Published, UplinkError>;
+    /// Tells the server this party skipped `round`: its sum could not be a sum of valid
+    /// updates, for `reason` (the server logs it for its operator).
+    fn skipped(&mut self, round: Round, reason: &str) -> Result<(), UplinkError>;
 }
 
 /// Runs party `party`'s side of a federated run as `plan` says, on its shard of `data`.
@@ -43,6 +46,12 @@ pub trait Uplink {
 /// Each round: compute the update, seal it, submit it (if the round already closed, the
 /// party is left out of it and says so to `observer`), fetch the round's sum, open it and
 /// step. After each epoch the party evaluates its model on the test set.
+///
+/// A sum that cannot be a sum of valid updates (a weight outside (0, parties], a value
+/// beyond what the parties' clipped updates can add up to: some party sent garbage) costs
+/// one round, not the run: the party skips that round's step, notes it to `observer` and
+/// to the server ([`Uplink::skipped`]), and goes on. Every party opens the same bytes with
+/// the same key, so all skip the same rounds and their models stay identical.
 pub fn run_party(
     plan: &ValidPlan,
     party: PartyId,
@@ -95,6 +104,7 @@ pub(crate) fn run_client(
             privacy: config.privacy,
             ..Overhead::default()
         },
+        skipped: Vec::new(),
     };
     let epochs = train(
         config,
@@ -107,6 +117,7 @@ pub(crate) fn run_client(
     )?;
     let mut overhead = exchange.overhead;
     overhead.client_cpu = exchange.cost;
+    overhead.skipped_rounds = exchange.skipped;
     Ok(RunMetrics {
         config: config.clone().into_inner(),
         party_samples: vec![client.num_samples()],
@@ -147,13 +158,14 @@ pub(crate) fn run_alone(
 
 /// How a party turns its update into the round's aggregate.
 trait Exchange {
-    /// The mean update to apply for `round`, given this party's `update`.
+    /// The mean update to apply for `round`, given this party's `update`; `None` if the
+    /// round is skipped (its sum could not be a sum of valid updates).
     fn aggregate<'a>(
         &'a mut self,
         round: Round,
         update: &'a Update,
         observer: &mut dyn Observer,
-    ) -> Result<Cow<'a, [f32]>, PartyError>;
+    ) -> Result<Option<Cow<'a, [f32]>>, PartyError>;
 }
 
 /// One trainer: its update is the aggregate.
@@ -165,8 +177,8 @@ impl Exchange for Alone {
         _round: Round,
         update: &'a Update,
         _observer: &mut dyn Observer,
-    ) -> Result<Cow<'a, [f32]>, PartyError> {
-        Ok(Cow::Borrowed(&update.values))
+    ) -> Result<Option<Cow<'a, [f32]>>, PartyError> {
+        Ok(Some(Cow::Borrowed(&update.values)))
     }
 }
 
@@ -179,6 +191,8 @@ struct Federated<'u> {
     uplink: &'u mut dyn Uplink,
     cost: EnvelopeCost,
     overhead: Overhead,
+    /// Rounds skipped because their sum could not be a sum of valid updates.
+    skipped: Vec<u64>,
 }
 
 impl Exchange for Federated<'_> {
@@ -187,7 +201,7 @@ impl Exchange for Federated<'_> {
         round: Round,
         update: &'a Update,
         observer: &mut dyn Observer,
-    ) -> Result<Cow<'a, [f32]>, PartyError> {
+    ) -> Result<Option<Cow<'a, [f32]>>, PartyError> {
         let sealing = Instant::now();
         let weight = update.samples as f32 / self.nominal;
         let bytes = self
@@ -202,12 +216,27 @@ impl Exchange for Federated<'_> {
         let published = self.uplink.fetch(round).map_err(uplink_error)?;
         let opening = Instant::now();
         let parties = u32::try_from(published.parties.len()).unwrap_or(u32::MAX);
-        let mean = self
+        let opened = self
             .envelope
-            .open(&published.bytes, parties, &mut self.cost)
-            .map_err(|source| PartyError::Envelope { round, source })?;
+            .open(&published.bytes, parties, &mut self.cost);
         self.overhead.open_seconds += opening.elapsed().as_secs_f64();
-        Ok(Cow::Owned(mean))
+        match opened {
+            Ok(mean) => Ok(Some(Cow::Owned(mean))),
+            Err(EnvelopeError::Decode(invalid)) => {
+                let reason = format!("its sum is not a sum of valid updates: {invalid}");
+                let list: Vec<String> = published.parties.iter().map(|p| p.0.to_string()).collect();
+                observer.note(&format!(
+                    "skipped {round} (parties {}): {reason}",
+                    list.join(", ")
+                ));
+                if let Err(e) = self.uplink.skipped(round, &reason) {
+                    observer.note(&format!("could not tell the server about {round}: {e}"));
+                }
+                self.skipped.push(round.0);
+                Ok(None)
+            }
+            Err(source) => Err(PartyError::Envelope { round, source }),
+        }
     }
 }
 
@@ -232,8 +261,10 @@ fn train(
         for _ in 0..rounds_per_epoch {
             let update = client.compute_update(config.strategy, config.batch_size);
             loss_sum += f64::from(update.loss);
-            let aggregate = exchange.aggregate(round, &update, observer)?;
-            client.apply(config.strategy, &aggregate);
+            match exchange.aggregate(round, &update, observer)? {
+                Some(aggregate) => client.apply(config.strategy, &aggregate),
+                None => client.skip(config.strategy),
+            }
             round = Round(round.0 + 1);
             observer.round(round.0 as usize);
         }

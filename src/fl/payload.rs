@@ -250,7 +250,11 @@ pub fn weighted(values: &[f32], weight: f32) -> Vec<f32> {
 /// Turns summed integers (the decoded aggregate of [`weighted`] vectors) into the weighted
 /// mean: every slot but the last divided by the last (the total weight).
 ///
-/// Refuses a non-positive total weight, which no honest set of parties produces.
+/// Refuses a sum that `parties` valid updates cannot add up to: each party's weight is in
+/// (0, 1] and each of its values is clipped to [-c, c] before encoding, so the total weight
+/// must be in (0, parties] and every summed value within `parties`·c. Garbage from any party
+/// (random words under a well-formed header) fails these checks with overwhelming
+/// probability; the caller skips such a round.
 ///
 /// ```
 /// use hefl::quant::FixedPoint;
@@ -258,26 +262,60 @@ pub fn weighted(values: &[f32], weight: f32) -> Vec<f32> {
 /// let fp = FixedPoint::default();
 /// let sum = [fp.to_plaintext(3 << 24), fp.to_plaintext(2 << 24)];
 /// assert_eq!(hefl::fl::weighted_mean(&fp, &sum, 2)?, [1.5]);
+/// // A total weight of 3 cannot come from 2 parties:
+/// let sum = [fp.to_plaintext(3 << 24), fp.to_plaintext(3 << 24)];
+/// assert!(hefl::fl::weighted_mean(&fp, &sum, 2).is_err());
 /// # Ok::<(), hefl::fl::DecodeError>(())
 /// ```
 pub fn weighted_mean(fp: &FixedPoint, sum: &[u64], parties: u32) -> Result<Vec<f32>, DecodeError> {
     let (weight, values) = sum.split_last().ok_or(DecodeError::Empty)?;
     let total = fp.decode_sum(std::slice::from_ref(weight), parties)?[0];
-    if total.is_nan() || total <= 0.0 {
-        return Err(DecodeError::Weight(total));
+    let weight_units = i128::from(fp.from_plaintext(*weight));
+    let one = 1i128 << fp.params().frac_bits;
+    if weight_units <= 0 || weight_units > one * i128::from(parties) {
+        return Err(DecodeError::Weight { total, parties });
+    }
+    let bound = i128::from(fp.max_magnitude()) * i128::from(parties);
+    if let Some(slot) = values
+        .iter()
+        .position(|&w| i128::from(fp.from_plaintext(w)).abs() > bound)
+    {
+        return Err(DecodeError::OutOfRange {
+            slot,
+            parties,
+            clip: fp.params().clip,
+        });
     }
     Ok(fp.decode_mean(values, parties, f64::from(total))?)
 }
 
-/// Why an aggregate could not be turned into a mean update.
+/// Why an aggregate could not be turned into a mean update: it cannot be a sum of valid
+/// updates.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
     /// The aggregate has no slots.
     #[error("empty aggregate")]
     Empty,
-    /// The summed weight is not positive.
-    #[error("aggregate total weight is {0}, expected a positive number")]
-    Weight(f32),
+    /// The summed weight is not what the parties' weights can add up to.
+    #[error("total weight is {total}, expected a number in (0, {parties}] for {parties} parties")]
+    Weight {
+        /// The decoded total weight.
+        total: f32,
+        /// Parties in the sum.
+        parties: u32,
+    },
+    /// A summed value beyond what the parties' clipped values can add up to.
+    #[error(
+        "value {slot} is beyond {parties} x {clip}, the most {parties} clipped updates add up to"
+    )]
+    OutOfRange {
+        /// Its index in the update.
+        slot: usize,
+        /// Parties in the sum.
+        parties: u32,
+        /// The clip bound c of one party's values.
+        clip: f32,
+    },
     /// The fixed-point decoder refused.
     #[error(transparent)]
     Quant(#[from] crate::quant::QuantError),

@@ -69,6 +69,7 @@ pub fn accuracy_table(runs: &[(&str, &RunMetrics)]) -> String {
 ///         decode_seconds: 1.0,
 ///         bytes_per_update: 1_638_536,
 ///     },
+///     skipped_rounds: Vec::new(),
 /// };
 /// let line = hefl::report::overhead_summary(&o, 100.0);
 /// assert!(line.starts_with("he envelope 10.0 s of 100.0 s (10.0%)"));

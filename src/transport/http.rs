@@ -6,13 +6,18 @@
 //! | `GET /v1/plan` | the run's [`Plan`](crate::fl::Plan) as JSON |
 //! | `POST /v1/rounds/{r}/update` | one party's sealed update for round r (body: wire bytes) |
 //! | `GET /v1/rounds/{r}/aggregate?wait_ms=W` | round r's sum once it is published (long poll: `204 No Content` if still open after W ms); header `x-hefl-parties` lists the parties in it |
+//! | `POST /v1/rounds/{r}/skipped` | the party skipped round r: its sum could not be a sum of valid updates (body: the reason, at most 4 KiB); the server logs it |
 //!
 //! Every request carries `x-hefl-party: ID` and `authorization: Bearer TOKEN`, the per-party
-//! token issued at setup ([`Tokens`]); a missing or wrong token gets `401`. Refusals keep the
-//! round intact and say why in the body: `403` unknown party, `409` wrong round or duplicate
-//! (with `x-hefl-refusal: late` when the round already closed), `410` an aggregate no longer
-//! kept, `413` a body above the limit (the largest valid message), `422` a malformed update
-//! or one of another key id, parameter set or length.
+//! token issued at setup ([`Tokens`]). Both are checked from the headers before a byte of
+//! the body is read: a party the federation does not have gets `403`, a missing or wrong
+//! token `401`, and the connection is closed with the body unread. A `Content-Length` above
+//! the largest valid message gets `413` at once. Refusals keep the round intact and say why
+//! in the body: `409` wrong round or duplicate (with `x-hefl-refusal: late` when the round
+//! already closed), `410` an aggregate no longer kept, `413` a body above the limit, `422` a
+//! malformed update or one of another key id, parameter set or length, `408` an upload
+//! slower than the floor rate. [`Limits`] bounds what any peer can hold: time to send
+//! headers, pauses in a body, upload rate, and open connections in total and per address.
 //!
 //! With [`TlsFiles`] the server speaks HTTPS (rustls, ring provider); clients verify it
 //! against the web roots ([`HttpUplink::new`]) or a given CA ([`HttpUplink::with_ca`]).
@@ -21,20 +26,28 @@
 //! in-process [`HubUplink`](crate::fl::HubUplink) does, and [`HttpUplink`] is the party's
 //! side for [`run_party`](crate::fl::run_party).
 
+use super::limits::{Limits, PeerCaps};
 use super::tokens::Tokens;
 use crate::fl::{
     Hub, PartyId, Plan, Published, Refusal, RefusalKind, Round, ServeReport, Submitted, Uplink,
     UplinkError, ValidPlan,
 };
+use crate::secret_file::{self, SecretFileError};
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, State};
+use axum::extract::{DefaultBodyLimit, Extension, Path as UrlPath, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 
 /// Header naming the requesting party.
 pub const PARTY_HEADER: &str = "x-hefl-party";
@@ -45,12 +58,23 @@ pub const REFUSAL_HEADER: &str = "x-hefl-refusal";
 /// Longest a single aggregate request waits before answering `204 No Content`.
 const MAX_WAIT: Duration = Duration::from_secs(10);
 
-/// Errors running the server.
+/// Longest reason a party may give for skipping a round.
+const MAX_SKIP_REASON: usize = 4096;
+/// Largest PEM certificate chain read.
+const MAX_CERT_FILE: u64 = 1 << 20;
+
+/// Errors setting up or running the server.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
-    /// A socket, runtime or certificate error.
+    /// A socket or runtime error.
     #[error("network: {0}")]
     Io(#[from] std::io::Error),
+    /// The TLS certificate or key cannot be used.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The TLS private key file is not private, not a file, or unreadable.
+    #[error("TLS: {0}")]
+    TlsKey(#[from] SecretFileError),
 }
 
 /// The status code of each kind of refusal, and back: the one table both sides use.
@@ -85,10 +109,6 @@ struct Shared {
     tokens: Tokens,
 }
 
-fn unauthorized(reason: String) -> Response {
-    (status_of(RefusalKind::Unauthorized), reason).into_response()
-}
-
 fn refusal_response(refusal: &Refusal) -> Response {
     let mut response = (status_of(RefusalKind::from(refusal)), refusal.to_string()).into_response();
     if refusal.is_late() {
@@ -99,41 +119,62 @@ fn refusal_response(refusal: &Refusal) -> Response {
     response
 }
 
-/// The party a request authenticates as, or the reason for a `401`.
-fn authenticate(tokens: &Tokens, headers: &HeaderMap) -> Result<PartyId, String> {
+/// The party a request authenticates as, from its headers alone, or the `401`/`403` refusal.
+fn authenticate(st: &Shared, headers: &HeaderMap) -> Result<PartyId, (RefusalKind, String)> {
+    let unauthorized = |reason: String| (RefusalKind::Unauthorized, reason);
     let party = headers
         .get(PARTY_HEADER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u32>().ok())
-        .ok_or_else(|| "missing or invalid x-hefl-party header".to_owned())?;
+        .ok_or_else(|| unauthorized("missing or invalid x-hefl-party header".to_owned()))?;
+    let parties = st.hub.plan().config.parties;
+    if party as usize >= parties {
+        return Err((
+            RefusalKind::UnknownParty,
+            format!(
+                "unknown party {party}: this federation has parties 0 to {}",
+                parties - 1
+            ),
+        ));
+    }
     let token = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| "missing authorization: Bearer <token> header".to_owned())?;
-    if !tokens.check(party, token) {
-        return Err(format!("wrong token for party {party}"));
+        .ok_or_else(|| unauthorized("missing authorization: Bearer <token> header".to_owned()))?;
+    if !st.tokens.check(party, token) {
+        return Err(unauthorized(format!("wrong token for party {party}")));
     }
     Ok(PartyId(party))
 }
 
-async fn plan_handler(State(st): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    match authenticate(&st.tokens, &headers) {
-        Ok(_) => axum::Json(Plan::clone(st.hub.plan())).into_response(),
-        Err(reason) => unauthorized(reason),
+/// Runs before any handler and before a byte of the body is read: a request that does not
+/// authenticate is answered at once (and its connection closed with the body unread), so
+/// an unauthenticated peer costs the server one parsed header block.
+async fn require_party(
+    State(st): State<Arc<Shared>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    match authenticate(&st, request.headers()) {
+        Ok(party) => {
+            request.extensions_mut().insert(party);
+            next.run(request).await
+        }
+        Err((kind, reason)) => (status_of(kind), reason).into_response(),
     }
+}
+
+async fn plan_handler(State(st): State<Arc<Shared>>) -> Response {
+    axum::Json(Plan::clone(st.hub.plan())).into_response()
 }
 
 async fn update_handler(
     State(st): State<Arc<Shared>>,
+    Extension(party): Extension<PartyId>,
     UrlPath(round): UrlPath<u64>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let party = match authenticate(&st.tokens, &headers) {
-        Ok(p) => p,
-        Err(reason) => return unauthorized(reason),
-    };
     match st.hub.submit(party, Round(round), &body) {
         Ok(()) => (StatusCode::OK, format!("accepted for round {round}")).into_response(),
         Err(refusal) => refusal_response(&refusal),
@@ -147,14 +188,10 @@ struct WaitQuery {
 
 async fn aggregate_handler(
     State(st): State<Arc<Shared>>,
+    Extension(party): Extension<PartyId>,
     UrlPath(round): UrlPath<u64>,
     Query(query): Query<WaitQuery>,
-    headers: HeaderMap,
 ) -> Response {
-    let party = match authenticate(&st.tokens, &headers) {
-        Ok(p) => p,
-        Err(reason) => return unauthorized(reason),
-    };
     let wait = Duration::from_millis(query.wait_ms.unwrap_or(0)).min(MAX_WAIT);
     let hub = Arc::clone(&st.hub);
     let found = tokio::task::spawn_blocking(move || hub.fetch(party, Round(round), wait)).await;
@@ -173,34 +210,152 @@ async fn aggregate_handler(
     }
 }
 
+/// A party's report that it skipped `round` (its sum could not be a sum of valid updates):
+/// logged by the hub, for the operator.
+async fn skipped_handler(
+    State(st): State<Arc<Shared>>,
+    Extension(party): Extension<PartyId>,
+    UrlPath(round): UrlPath<u64>,
+    reason: String,
+) -> Response {
+    match st.hub.skipped(party, Round(round), &reason) {
+        Ok(()) => (StatusCode::OK, format!("noted: {round} skipped")).into_response(),
+        Err(refusal) => refusal_response(&refusal),
+    }
+}
+
 /// A server certificate chain and its private key, PEM files, for serving over TLS.
 #[derive(Clone, Debug)]
 pub struct TlsFiles {
     /// The certificate chain.
-    pub cert: std::path::PathBuf,
-    /// The private key.
-    pub key: std::path::PathBuf,
+    pub cert: PathBuf,
+    /// The private key (a secret file: mode 0600, like key files).
+    pub key: PathBuf,
+}
+
+/// A loaded, checked TLS server identity ([`TlsFiles::load`]).
+#[derive(Clone, Debug)]
+pub struct TlsIdentity(Arc<rustls::ServerConfig>);
+
+impl TlsFiles {
+    /// Reads and checks both files and pairs them into a server identity: done before the
+    /// server listens, so a bad certificate never follows a `listening on` line. Refuses a
+    /// key file that group or others can read, an empty chain, and a key that does not
+    /// match the certificate.
+    pub fn load(&self) -> Result<TlsIdentity, TransportError> {
+        let tls = |what: String| TransportError::Tls(what);
+        let cert_pem = read_cert_file(&self.cert).map_err(|e| {
+            tls(format!(
+                "cannot read the certificate {}: {e}",
+                self.cert.display()
+            ))
+        })?;
+        let chain = CertificateDer::pem_slice_iter(&cert_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| {
+                tls(format!(
+                    "{} is not a PEM certificate chain: {e}",
+                    self.cert.display()
+                ))
+            })?;
+        if chain.is_empty() {
+            return Err(tls(format!(
+                "no certificate in {}: expected a PEM chain (BEGIN CERTIFICATE)",
+                self.cert.display()
+            )));
+        }
+        let key_pem = secret_file::read_private(&self.key, MAX_CERT_FILE)?;
+        let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+            tls(format!(
+                "{} is not a PEM private key: {e}",
+                self.key.display()
+            ))
+        })?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| tls(e.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .map_err(|e| {
+                tls(format!(
+                    "certificate {} and key {} do not make a server identity: {e}",
+                    self.cert.display(),
+                    self.key.display()
+                ))
+            })?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(TlsIdentity(Arc::new(config)))
+    }
+}
+
+/// A certificate file's bytes: a regular file of at most [`MAX_CERT_FILE`] bytes.
+fn read_cert_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    let metadata = file.metadata()?;
+    if !metadata.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    if metadata.len() > MAX_CERT_FILE {
+        return Err(std::io::Error::other(format!(
+            "{} bytes, expected at most {MAX_CERT_FILE}",
+            metadata.len()
+        )));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_CERT_FILE).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// The routes, behind the limits: a `Content-Length` above the largest valid message gets
+/// `413` before anything else; then every request authenticates from its headers
+/// ([`require_party`]) before its body is read; an upload must keep arriving (no gap longer
+/// than `body_timeout`) and finish within its deadline ([`Limits::upload_deadline`]).
+fn router(shared: Arc<Shared>, limits: &Limits) -> Router {
+    let body_limit = shared.hub.max_submission_len();
+    let upload_deadline = limits.upload_deadline(body_limit);
+    Router::new()
+        .route("/v1/plan", get(plan_handler))
+        .route(
+            "/v1/rounds/{round}/update",
+            post(update_handler).layer(TimeoutLayer::with_status_code(
+                StatusCode::REQUEST_TIMEOUT,
+                upload_deadline,
+            )),
+        )
+        .route("/v1/rounds/{round}/aggregate", get(aggregate_handler))
+        .route(
+            "/v1/rounds/{round}/skipped",
+            post(skipped_handler).layer(DefaultBodyLimit::max(MAX_SKIP_REASON)),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&shared),
+            require_party,
+        ))
+        .layer(RequestBodyTimeoutLayer::new(limits.body_timeout))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(RequestBodyLimitLayer::new(body_limit))
+        .with_state(shared)
 }
 
 /// Serves `hub`'s rounds on `listener` (over TLS with `tls`) until the hub's run is over
-/// ([`Hub::wait_finished`]), then returns what was published.
+/// ([`Hub::wait_finished`]), then returns what was published. `limits` bound what any peer
+/// can hold; `log` receives a line when a connection cap is reached.
 pub fn serve(
     listener: std::net::TcpListener,
     hub: Arc<Hub>,
     tokens: Tokens,
-    tls: Option<TlsFiles>,
+    tls: Option<TlsIdentity>,
+    limits: &Limits,
+    log: impl Fn(&str) + Send + Sync + 'static,
 ) -> Result<ServeReport, TransportError> {
-    let body_limit = hub.max_submission_len();
     let shared = Arc::new(Shared {
         hub: Arc::clone(&hub),
         tokens,
     });
-    let app = Router::new()
-        .route("/v1/plan", get(plan_handler))
-        .route("/v1/rounds/{round}/update", post(update_handler))
-        .route("/v1/rounds/{round}/aggregate", get(aggregate_handler))
-        .layer(DefaultBodyLimit::max(body_limit))
-        .with_state(shared);
+    let app = router(shared, limits);
+    let caps = PeerCaps::new(limits, log);
     listener.set_nonblocking(true)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -216,33 +371,22 @@ pub fn serve(
             })
         };
         let service = app.into_make_service();
+        let server = axum_server::from_tcp(listener)?.handle(handle);
         match tls {
             None => {
-                axum_server::from_tcp(listener)?
-                    .handle(handle)
-                    .serve(service)
-                    .await?
+                let mut server = server.acceptor(caps).http1_only();
+                limits.tune(server.http_builder());
+                server.serve(service).await?
             }
-            Some(files) => {
-                // ring, the provider ureq's rustls already uses; a no-op if one is installed.
-                let _ = rustls::crypto::ring::default_provider().install_default();
-                let config =
-                    axum_server::tls_rustls::RustlsConfig::from_pem_file(&files.cert, &files.key)
-                        .await
-                        .map_err(|e| {
-                            std::io::Error::new(
-                                e.kind(),
-                                format!(
-                                    "TLS certificate {} or key {}: {e}",
-                                    files.cert.display(),
-                                    files.key.display()
-                                ),
-                            )
-                        })?;
-                axum_server::tls_rustls::from_tcp_rustls(listener, config)?
-                    .handle(handle)
-                    .serve(service)
-                    .await?
+            Some(TlsIdentity(config)) => {
+                let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(
+                    axum_server::tls_rustls::RustlsConfig::from_config(config),
+                )
+                .handshake_timeout(limits.header_timeout)
+                .acceptor(caps);
+                let mut server = server.acceptor(acceptor).http1_only();
+                limits.tune(server.http_builder());
+                server.serve(service).await?
             }
         }
         stopper.abort();
@@ -394,6 +538,28 @@ impl Uplink for HttpUplink {
             StatusCode::CONFLICT if late => Ok(Submitted::Late(body.trim().to_owned())),
             _ => Err(Self::refused(status, &body)),
         }
+    }
+
+    fn skipped(&mut self, round: Round, reason: &str) -> Result<(), UplinkError> {
+        let mut response = self
+            .agent
+            .post(format!("{}/v1/rounds/{}/skipped", self.base, round.0))
+            .header(PARTY_HEADER, self.party.to_string())
+            .header("authorization", &self.authorization)
+            .header("content-type", "text/plain; charset=utf-8")
+            .send(reason.as_bytes())
+            .map_err(|e| self.unreachable(e))?;
+        let status = response.status();
+        if status == StatusCode::OK {
+            return Ok(());
+        }
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(1 << 16)
+            .read_to_string()
+            .unwrap_or_default();
+        Err(Self::refused(status, &body))
     }
 
     fn fetch(&mut self, round: Round) -> Result<Published, UplinkError> {

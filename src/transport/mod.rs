@@ -8,6 +8,10 @@
 
 #[cfg(feature = "net")]
 pub mod http;
+#[cfg(feature = "net")]
+mod limits;
 mod tokens;
 
+#[cfg(feature = "net")]
+pub use limits::{Limits, MAX_CONNECTIONS};
 pub use tokens::{Tokens, TokensError};

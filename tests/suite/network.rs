@@ -10,8 +10,8 @@ use hefl::fl::{
 use hefl::he::keys::KeyFile;
 use hefl::he::{EncryptedVector, Expected};
 use hefl::quant::FixedPoint;
-use hefl::transport::Tokens;
 use hefl::transport::http::{self, HttpUplink};
+use hefl::transport::{Limits, Tokens};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -153,22 +153,26 @@ fn three_processes_match_the_in_process_run() {
         text(&out.stdout)
     );
 
-    // Every party ends with the same model, and it is the in-process run's model.
+    assert_parties_match_the_in_process_run(dir.path(), 2);
+}
+
+/// Every party's final accuracy is that of the same run in one process: the same model.
+fn assert_parties_match_the_in_process_run(dir: &Path, epochs: usize) {
     let accuracies: Vec<f64> = (0..3)
-        .map(|p| final_accuracy(&dir.path().join(format!("party-{p}.json"))))
+        .map(|p| final_accuracy(&dir.join(format!("party-{p}.json"))))
         .collect();
-    let data = hefl::data::load_mnist_dir(dir.path()).expect("fixture loads");
+    let data = hefl::data::load_mnist_dir(dir).expect("fixture loads");
     let config = TrainConfig {
         mode: Mode::Federated,
         privacy: Privacy::He,
-        epochs: 2,
+        epochs,
         batch_size: 32,
         lr: 1e-2,
         layers: vec![IMAGE_PIXELS, 16, 10],
         ..TrainConfig::default()
     };
     let key = Arc::new(
-        KeyFile::load(&dir.path().join("hefl.key"))
+        KeyFile::load(&dir.join("hefl.key"))
             .and_then(|k| k.secret_key())
             .expect("key"),
     );
@@ -179,6 +183,213 @@ fn three_processes_match_the_in_process_run() {
         "the synthetic task is learnable: {expected}"
     );
     assert_eq!(accuracies, [expected; 3]);
+}
+
+/// A process's resident memory, from /proc (`None` once it has exited).
+fn resident_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+}
+
+/// What a hostile socket does before it holds still.
+#[derive(Clone, Copy, Debug)]
+enum Hostile {
+    /// An upload with no token: headers, then all but the last byte of a maximal body.
+    Upload,
+    /// Half a request line and one header.
+    HalfHeaders,
+    /// Nothing at all.
+    Silent,
+}
+
+/// Opens a hostile socket from `source` (a loopback address), does what `kind` says, then
+/// waits for the server to close it; returns how long after opening that happened.
+fn hostile_socket(
+    addr: std::net::SocketAddr,
+    source: std::net::IpAddr,
+    kind: Hostile,
+    body_len: usize,
+) -> Duration {
+    use std::io::{Read, Write};
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket
+        .bind(&std::net::SocketAddr::new(source, 0).into())
+        .expect("bind a loopback source");
+    let opened = Instant::now();
+    socket.connect(&addr.into()).expect("connect");
+    let mut socket: std::net::TcpStream = socket.into();
+    socket
+        .set_write_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    // Errors while sending mean the server already closed the socket: that is the point.
+    let _ = match kind {
+        Hostile::Upload => write!(
+            socket,
+            "POST /v1/rounds/0/update HTTP/1.1\r\nhost: x\r\ncontent-length: {body_len}\r\n\r\n"
+        )
+        .and_then(|()| socket.write_all(&vec![0u8; body_len - 1])),
+        Hostile::HalfHeaders => socket.write_all(b"POST /v1/rounds/0/upd"),
+        Hostile::Silent => Ok(()),
+    };
+    let mut sink = [0u8; 4096];
+    loop {
+        match socket.read(&mut sink) {
+            Ok(0) | Err(_) => return opened.elapsed(),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Unauthenticated uploads held one byte short, half-sent headers and silent sockets cost
+/// the server almost nothing and are closed within its timeouts, while three honest parties
+/// train exactly the model of an undisturbed run. `HEFL_FLOOD_CONNECTIONS` sets the number
+/// of hostile uploads (default 100); half that many each of the other two kinds are added.
+#[test]
+fn hostile_connections_cost_the_server_nothing() {
+    let uploads: usize = std::env::var("HEFL_FLOOD_CONNECTIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let (dir, key_id) = setup();
+    let header_timeout = Duration::from_secs(2);
+    // Room for every hostile socket: the timeouts, not the connection cap, must stop them.
+    let cap = (uploads * 2 + 64).to_string();
+    let (mut server, url) = start_server(
+        dir.path(),
+        &[
+            "--privacy",
+            "he",
+            "--key-id",
+            &key_id,
+            "--epochs",
+            "2",
+            "--header-timeout",
+            "2s",
+            "--body-timeout",
+            "2s",
+            "--max-connections",
+            &cap,
+        ],
+    );
+    let pid = server.child().id();
+    let addr: std::net::SocketAddr = url.trim_start_matches("http://").parse().expect("addr");
+    let token = Tokens::read_party(&dir.path().join("tokens.json"), 0).expect("token");
+    let body_len = HttpUplink::new(&url, 0, &token)
+        .plan()
+        .expect("plan")
+        .max_message_len();
+    let before = resident_bytes(pid).expect("the server is running");
+
+    let kinds = std::iter::repeat_n(Hostile::Upload, uploads)
+        .chain(std::iter::repeat_n(Hostile::HalfHeaders, uploads / 2))
+        .chain(std::iter::repeat_n(Hostile::Silent, uploads / 2));
+    let attackers: Vec<_> = kinds
+        .enumerate()
+        .map(|(i, kind)| {
+            // Spread over many source addresses, as a botnet would be, so the per-peer
+            // cap is not what stops them.
+            let source = std::net::IpAddr::from([127, 0, (1 + i / 250) as u8, (2 + i % 250) as u8]);
+            std::thread::spawn(move || (kind, hostile_socket(addr, source, kind, body_len)))
+        })
+        .collect();
+    let parties: Vec<Guard> = (0..3).map(|p| start_party(dir.path(), &url, p)).collect();
+
+    let mut peak = before;
+    while !attackers.iter().all(|a| a.is_finished()) {
+        peak = peak.max(resident_bytes(pid).unwrap_or(0));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let slack = Duration::from_secs(3);
+    for attacker in attackers {
+        let (kind, closed_after) = attacker.join().expect("attacker thread");
+        let limit = match kind {
+            // Refused (401) as soon as its headers are in.
+            Hostile::Upload => slack,
+            Hostile::HalfHeaders | Hostile::Silent => header_timeout + slack,
+        };
+        assert!(
+            closed_after <= limit,
+            "{kind:?} socket closed after {closed_after:?}, expected within {limit:?}"
+        );
+    }
+    for (p, guard) in parties.into_iter().enumerate() {
+        peak = peak.max(resident_bytes(pid).unwrap_or(0));
+        let out = wait_bounded(guard, Duration::from_secs(120), "a party");
+        assert!(out.status.success(), "party {p}: {}", text(&out.stderr));
+    }
+    let growth = peak.saturating_sub(before);
+    eprintln!(
+        "{uploads} hostile uploads + {} half-headers + {} silent: server resident memory {:.1} MB before, peak growth {:.1} MB",
+        uploads / 2,
+        uploads / 2,
+        before as f64 / 1e6,
+        growth as f64 / 1e6
+    );
+    assert!(growth < 32 << 20, "resident memory grew by {growth} bytes");
+    let out = wait_bounded(server, Duration::from_secs(30), "the server");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_parties_match_the_in_process_run(dir.path(), 2);
+}
+
+/// Connections over the per-address cap are closed at once, and the cap is logged once.
+#[test]
+fn connections_over_the_per_peer_cap_are_closed() {
+    use std::io::Read;
+    let (dir, key_id) = setup();
+    let (server, url) = start_server(
+        dir.path(),
+        &[
+            "--privacy",
+            "he",
+            "--key-id",
+            &key_id,
+            "--max-connections-per-peer",
+            "4",
+            "--header-timeout",
+            "5s",
+        ],
+    );
+    let addr = url.trim_start_matches("http://");
+    let held: Vec<_> = (0..4)
+        .map(|_| std::net::TcpStream::connect(addr).expect("connect"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    for _ in 0..3 {
+        let mut extra = std::net::TcpStream::connect(addr).expect("connect");
+        extra
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        let started = Instant::now();
+        let closed = matches!(extra.read(&mut [0u8; 16]), Ok(0) | Err(_));
+        assert!(
+            closed && started.elapsed() < Duration::from_secs(1),
+            "a fifth connection from one address stays open"
+        );
+    }
+    drop(held);
+    let mut server = server;
+    server.child().kill().expect("kill");
+    let out = server
+        .0
+        .take()
+        .expect("child")
+        .wait_with_output()
+        .expect("output");
+    let log = text(&out.stderr);
+    assert_eq!(
+        log.matches("connection limit reached for 127.0.0.1")
+            .count(),
+        1,
+        "{log}"
+    );
 }
 
 #[test]
@@ -226,6 +437,8 @@ fn a_killed_party_is_left_out_and_the_others_finish() {
         log.contains("closed at its deadline with parties 0, 1 (2 of 3)"),
         "{log}"
     );
+    // Logged when the parties change, not every round after.
+    assert_eq!(log.matches("closed at its deadline").count(), 1, "{log}");
     assert!(
         text(&out.stdout).contains("done: 210 rounds"),
         "{}",
@@ -277,6 +490,30 @@ fn raw(
     )
 }
 
+/// Sends `Content-Length: 1000000000000` and 8 bytes; returns the status the server
+/// answered and how long that took.
+fn announce_huge_body(url: &str, token: Option<&str>) -> (u16, Duration) {
+    use std::io::{Read, Write};
+    let addr = url.trim_start_matches("http://");
+    let mut socket = std::net::TcpStream::connect(addr).expect("connect");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let auth = token.map_or(String::new(), |t| {
+        format!("x-hefl-party: 1\r\nauthorization: Bearer {t}\r\n")
+    });
+    let started = Instant::now();
+    write!(
+        socket,
+        "POST /v1/rounds/0/update HTTP/1.1\r\nhost: x\r\n{auth}content-length: 1000000000000\r\n\r\n12345678"
+    )
+    .expect("send");
+    let mut answer = [0u8; 12];
+    socket.read_exact(&mut answer).expect("an answer");
+    let status = text(&answer[9..12]).parse().expect("a status code");
+    (status, started.elapsed())
+}
+
 #[test]
 fn the_server_refuses_bad_requests_and_keeps_the_round() {
     let key = KeyFile::from_seed([8; 32]).secret_key().expect("key");
@@ -300,7 +537,16 @@ fn the_server_refuses_bad_requests_and_keeps_the_round() {
     let (tokens, issued) = Tokens::generate(3).expect("tokens");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let serving = std::thread::spawn(move || http::serve(listener, hub, tokens, None));
+    let serving = std::thread::spawn(move || {
+        http::serve(
+            listener,
+            hub,
+            tokens,
+            None,
+            &Limits::default(),
+            |_: &str| {},
+        )
+    });
 
     let fp = FixedPoint::for_parties(3).expect("fp");
     let words: Vec<u64> = (0..slots as i64)
@@ -319,10 +565,16 @@ fn the_server_refuses_bad_requests_and_keeps_the_round() {
         raw(&url, update, Some("0"), Some(&issued[1]), Some(&good)).0,
         401
     );
-    assert_eq!(
-        raw(&url, update, Some("7"), Some(&issued[0]), Some(&good)).0,
-        401
-    );
+    let (status, message) = raw(&url, update, Some("7"), Some(&issued[0]), Some(&good));
+    assert_eq!(status, 403, "{message}");
+    assert!(message.contains("unknown party 7"), "{message}");
+    // A body announced far above the largest valid message is refused before it is read,
+    // with a token or without.
+    for token in [Some(issued[1].as_str()), None] {
+        let (status, waited) = announce_huge_body(&url, token);
+        assert_eq!(status, 413);
+        assert!(waited < Duration::from_secs(2), "413 after {waited:?}");
+    }
     assert_eq!(raw(&url, "/v1/plan", Some("0"), Some("nope"), None).0, 401);
 
     // Party 0 submits; then every kind of bad submission is refused.
@@ -380,6 +632,17 @@ fn the_server_refuses_bad_requests_and_keeps_the_round() {
     assert_eq!(
         uplinks[2].submit(Round(0), good.clone()).expect("submit"),
         Submitted::Late("update for round 0, server is on round 1".into())
+    );
+    // A party may report a published round as skipped, not one that is not published.
+    uplinks[1]
+        .skipped(Round(0), "total weight is 7, expected a number in (0, 3]")
+        .expect("a published round");
+    let err = uplinks[1]
+        .skipped(Round(5), "no such round")
+        .expect_err("an unpublished round");
+    assert!(
+        err.to_string().contains("no aggregate for round 5"),
+        "{err}"
     );
     for uplink in &mut uplinks {
         let published = uplink.fetch(Round(0)).expect("fetch");
@@ -488,11 +751,38 @@ fn tls_serves_parties_that_trust_the_certificate() {
     let (tokens, issued) = Tokens::generate(1).expect("tokens");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
-    let tls = http::TlsFiles {
+    // The private key is a secret file: refused unless only its owner can read it (git
+    // checks it out 0644).
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key = dir.path().join("key.pem");
+    std::fs::copy(fixtures.join("key.pem"), &key).expect("copy key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let files = http::TlsFiles {
         cert: fixtures.join("cert.pem"),
-        key: fixtures.join("key.pem"),
+        key: key.clone(),
     };
-    let serving = std::thread::spawn(move || http::serve(listener, hub, tokens, Some(tls)));
+    let err = files.load().expect_err("a readable key");
+    assert!(err.to_string().contains("0644"), "{err}");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    // A certificate file that holds no certificate is refused when loading, before serving.
+    let not_a_cert = http::TlsFiles {
+        cert: key.clone(),
+        key: key.clone(),
+    };
+    let err = not_a_cert.load().expect_err("no certificate");
+    assert!(err.to_string().contains("no certificate"), "{err}");
+    let tls = files.load().expect("certificate and key");
+    let serving = std::thread::spawn(move || {
+        http::serve(
+            listener,
+            hub,
+            tokens,
+            Some(tls),
+            &Limits::default(),
+            |_: &str| {},
+        )
+    });
 
     let url = format!("https://127.0.0.1:{port}");
     // Not trusted by the web roots, and not spoken to in clear text.

@@ -302,3 +302,137 @@ fn folded_plain_submissions_sum_exactly() {
         .collect();
     assert_eq!(sum.words(), expected);
 }
+
+/// Party 2's uplink, but in round `at` it sends a well-formed header over random words.
+struct Garbling {
+    inner: hefl::fl::HubUplink,
+    at: Round,
+}
+
+impl hefl::fl::Uplink for Garbling {
+    fn submit(
+        &mut self,
+        round: Round,
+        mut bytes: Vec<u8>,
+    ) -> Result<hefl::fl::Submitted, hefl::fl::UplinkError> {
+        if round == self.at {
+            // The header (magic, version, bincode) is under 600 bytes; the body is words
+            // modulo 2^64, so any bytes there pass the server's checks.
+            let mut rng = <rand_chacha::ChaCha20Rng as rand::SeedableRng>::seed_from_u64(7);
+            rand::RngCore::fill_bytes(&mut rng, &mut bytes[600..]);
+        }
+        self.inner.submit(round, bytes)
+    }
+    fn fetch(&mut self, round: Round) -> Result<hefl::fl::Published, hefl::fl::UplinkError> {
+        self.inner.fetch(round)
+    }
+    fn skipped(&mut self, round: Round, reason: &str) -> Result<(), hefl::fl::UplinkError> {
+        self.inner.skipped(round, reason)
+    }
+}
+
+/// Notes the parties' observers receive.
+#[derive(Default)]
+struct Notes(Vec<String>);
+
+impl hefl::fl::Observer for Notes {
+    fn note(&mut self, message: &str) {
+        self.0.push(message.to_owned());
+    }
+}
+
+/// One party sending garbage ciphertext costs the federation one round: every party skips
+/// it alike (models stay bit-identical), the run goes on and learns, and the server logs
+/// which parties' round was skipped.
+#[test]
+fn a_garbage_update_costs_one_round_not_the_run() {
+    use hefl::fl::{Hub, HubEvent, HubUplink, Mode, Privacy, TrainConfig, plan_for, run_party};
+    use std::sync::{Arc, Mutex};
+    let data = crate::util::tiny_mnist();
+    let key = Arc::new(KeyFile::from_seed([3; 32]).secret_key().expect("key"));
+    let config = TrainConfig {
+        mode: Mode::Federated,
+        privacy: Privacy::He,
+        epochs: 2,
+        batch_size: 32,
+        lr: 1e-2,
+        layers: vec![hefl::data::IMAGE_PIXELS, 16, 10],
+        ..TrainConfig::default()
+    };
+    let plan = plan_for(
+        &config,
+        data.train.len(),
+        None,
+        Some(key.key_id()),
+        Duration::from_secs(60),
+    )
+    .expect("plan");
+    let log = Arc::new(Mutex::new(Vec::<HubEvent>::new()));
+    let hub = {
+        let log = Arc::clone(&log);
+        Arc::new(
+            Hub::new(plan.clone(), None, move |e: &HubEvent| {
+                log.lock().expect("log").push(e.clone())
+            })
+            .expect("hub"),
+        )
+    };
+    let bad_round = Round(3);
+    let runs: Vec<_> = (0..3u32)
+        .map(|p| {
+            let (hub, plan, data, key) = (
+                Arc::clone(&hub),
+                plan.clone(),
+                data.clone(),
+                Arc::clone(&key),
+            );
+            std::thread::spawn(move || {
+                let inner = HubUplink::new(hub, PartyId(p));
+                let mut notes = Notes::default();
+                let metrics = if p == 2 {
+                    let mut uplink = Garbling {
+                        inner,
+                        at: bad_round,
+                    };
+                    run_party(&plan, PartyId(p), &data, Some(key), &mut uplink, &mut notes)
+                } else {
+                    let mut uplink = inner;
+                    run_party(&plan, PartyId(p), &data, Some(key), &mut uplink, &mut notes)
+                };
+                (metrics.expect("the run goes on"), notes.0)
+            })
+        })
+        .collect();
+    let results: Vec<_> = runs.into_iter().map(|r| r.join().expect("party")).collect();
+    for (metrics, notes) in &results {
+        assert_eq!(metrics.final_params, results[0].0.final_params);
+        let overhead = metrics.overhead.as_ref().expect("federated");
+        assert_eq!(overhead.skipped_rounds, [bad_round.0]);
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.starts_with("skipped round 3 (parties 0, 1, 2)")),
+            "{notes:?}"
+        );
+        assert!(
+            metrics.final_accuracy().expect("epochs") > 0.9,
+            "training went on"
+        );
+    }
+    let skipped: Vec<_> = log
+        .lock()
+        .expect("log")
+        .iter()
+        .filter_map(|e| match e {
+            HubEvent::Skipped {
+                round,
+                party,
+                parties,
+                ..
+            } => Some((*round, *party, parties.len())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(skipped.len(), 3, "{skipped:?}");
+    assert!(skipped.iter().all(|&(r, _, n)| r == bad_round && n == 3));
+}
