@@ -193,8 +193,9 @@ pub fn read_private(path: &Path, limit: u64) -> Result<Zeroizing<Vec<u8>>, Secre
 ///
 /// Without `replace` an existing `path` is refused ([`SecretFileError::AlreadyExists`]), and
 /// the check is atomic: the new file is put in place by a hard link, which fails if `path`
-/// appeared meanwhile. With `replace`, only a regular file is replaced: a directory, a device
-/// or a symbolic link at `path` is refused ([`SecretFileError::NotRegularFile`]).
+/// appeared meanwhile. With `replace`, only a regular file is replaced: a directory, a device,
+/// a named pipe or a symbolic link at `path` is refused ([`SecretFileError::NotRegularFile`],
+/// also without `replace`, so that the message says why and not "pass --force").
 ///
 /// ```
 /// use hefl::secret_file::{write_private_atomic, SecretFileError};
@@ -217,8 +218,13 @@ pub fn write_private_atomic(
         path: path.to_path_buf(),
     };
     match fs::symlink_metadata(path) {
-        Ok(_) if !replace => return Err(already_exists()),
-        Ok(existing) => require_regular(path, &existing)?,
+        // Not a regular file: refused whether or not replacing was asked for.
+        Ok(existing) => {
+            require_regular(path, &existing)?;
+            if !replace {
+                return Err(already_exists());
+            }
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(io(path)(e)),
     }

@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use hefl::data::{Mnist, Partition};
 use hefl::dp::{DpSgd, InputDp, Sampling};
-use hefl::fl::{ConfigError, Field, Mode, Privacy, Strategy, TrainConfig};
+use hefl::fl::{ConfigError, Field, Mode, Privacy, Strategy, TrainConfig, check_positive};
 use hefl::he::keys::{KeyFile, SecretKey};
 use hefl::model::OptimizerKind;
 use std::path::PathBuf;
@@ -87,7 +87,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
 }
 
-/// `hefl dp-epsilon` flags.
+/// `hefl dp-epsilon` flags (bounded by [`DpEpsilonArgs::check`]).
 #[derive(Args)]
 pub struct DpEpsilonArgs {
     /// Probability that a sample is in a batch: batch size / local dataset size.
@@ -102,6 +102,17 @@ pub struct DpEpsilonArgs {
     /// The delta of the (epsilon, delta) guarantee.
     #[arg(long, default_value_t = 1e-5, value_parser = parse_rate, value_name = "D")]
     pub delta: f64,
+}
+
+impl DpEpsilonArgs {
+    /// Refuses a noise multiplier that is not a positive number, no steps, and a delta
+    /// outside (0, 1).
+    pub fn check(&self) -> Result<(), ConfigError> {
+        check_positive(Field::NoiseMultiplier, self.noise_multiplier)?;
+        let steps = usize::try_from(self.steps).unwrap_or(usize::MAX);
+        hefl::fl::check_range(Field::Steps, steps, 1, usize::MAX)?;
+        hefl::fl::check_probability(Field::Delta, self.delta)
+    }
 }
 
 /// DP-SGD batch formation.
@@ -259,13 +270,30 @@ impl TrainArgs {
         Ok(Arc::new(file.secret_key()?))
     }
 
-    /// The run's configuration for `mode` on `data`, validated, with the noise multiplier
-    /// calibrated to --target-epsilon when given.
-    pub fn config_for(&self, mode: Mode, data: &Mnist) -> Result<TrainConfig> {
-        let mut config = self.config(mode);
+    /// The run these flags describe in `mode`, checked before any work: the library's gate
+    /// on the configuration, and on the flags it holds only in some modes (the DP-SGD flags
+    /// without --privacy dp, --target-epsilon), so that every flag has its bound.
+    pub fn validated(&self, mode: Mode) -> Result<TrainConfig, ConfigError> {
+        let config = self.config(mode);
+        TrainConfig {
+            privacy: Privacy::Dp,
+            dp: Some(self.dp_sgd()),
+            ..config.clone()
+        }
+        .validate()?;
         config.validate()?;
         if let Some(target) = self.target_epsilon {
-            let sigma = hefl::fl::calibrate_noise(&mut config, data.train.len(), target)?;
+            check_positive(Field::TargetEpsilon, target)?;
+        }
+        Ok(config)
+    }
+
+    /// The run's configuration for `mode` on a training set of `train_size` images,
+    /// validated, with the noise multiplier calibrated to --target-epsilon when given.
+    pub fn config_for(&self, mode: Mode, train_size: usize) -> Result<TrainConfig> {
+        let mut config = self.validated(mode)?;
+        if let Some(target) = self.target_epsilon {
+            let sigma = hefl::fl::calibrate_noise(&mut config, train_size, target)?;
             eprintln!(
                 "{}: noise multiplier {sigma:.4} for epsilon {target} at delta {}",
                 config.label(),

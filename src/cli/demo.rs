@@ -19,7 +19,7 @@ pub fn run(
     metrics_out: Option<&Path>,
     network: bool,
 ) -> Result<()> {
-    args.config(Mode::Federated).validate()?;
+    args.validated(Mode::Federated)?;
     let data = args.load()?;
     let key = args.key()?;
     let mut runs: Vec<(String, RunMetrics)> = Vec::new();

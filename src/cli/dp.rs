@@ -4,17 +4,16 @@
 use super::args::{DpEpsilonArgs, TrainArgs};
 use super::output::{create_dir, write_file};
 use super::progress::Progress;
-use anyhow::{Result, bail};
+use anyhow::Result;
 use hefl::dp::{DpSgd, Sampling};
-use hefl::fl::{Mode, Privacy, RunMetrics, TrainConfig};
+use hefl::fl::{Field, Mode, Privacy, RunMetrics, TrainConfig, check_positive};
 use std::path::Path;
 use std::sync::Arc;
 
-/// Prints the epsilon of a DP-SGD run; the bare number last.
+/// Prints the epsilon of a DP-SGD run; the bare number last (`inf` when the noise is too
+/// small for any finite guarantee).
 pub fn epsilon(args: &DpEpsilonArgs) -> Result<()> {
-    if !(args.noise_multiplier.is_finite() && args.noise_multiplier > 0.0) {
-        bail!("--noise-multiplier must be a positive number");
-    }
+    args.check()?;
     let (eps, order) = hefl::dp::epsilon(
         args.sampling_rate,
         args.noise_multiplier,
@@ -31,7 +30,10 @@ pub fn epsilon(args: &DpEpsilonArgs) -> Result<()> {
 
 /// Runs plain, HE and DP-SGD at each target epsilon; writes the table, CSV and plot.
 pub fn sweep(args: &TrainArgs, epsilons: &[f64], out_dir: &Path) -> Result<()> {
-    args.config(Mode::Federated).validate()?;
+    args.validated(Mode::Federated)?;
+    for &target in epsilons {
+        check_positive(Field::TargetEpsilon, target)?;
+    }
     let data = args.load()?;
     let key = args.key()?;
     let base = TrainConfig {

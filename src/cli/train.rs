@@ -9,9 +9,9 @@ use std::path::Path;
 
 /// Trains as the flags say and prints progress; writes the metrics file if asked.
 pub fn run(mode: Mode, args: &TrainArgs, metrics_out: Option<&Path>) -> Result<()> {
-    args.config(mode).validate()?;
+    args.validated(mode)?;
     let data = args.load()?;
-    let config = args.config_for(mode, &data)?;
+    let config = args.config_for(mode, data.train.len())?;
     let key = match (config.mode, config.privacy) {
         (Mode::Federated, Privacy::He) => Some(args.key()?),
         _ => None,

@@ -263,10 +263,19 @@ impl TrainConfig {
     }
 
     fn check_layers(&self) -> Result<(), ConfigError> {
+        // A list of any length may come in: the message shows its ends.
+        let found = match self.layers.len() {
+            0..=8 => format!("{:?}", self.layers),
+            n => format!(
+                "{n} layers {:?} ... {:?}",
+                &self.layers[..4],
+                &self.layers[n - 4..]
+            ),
+        };
         let invalid = |expected: String| ConfigError::Invalid {
             field: Field::Layers,
             expected,
-            found: format!("{:?}", self.layers),
+            found: found.clone(),
         };
         if self.layers.len() < 2
             || self.layers.first() != Some(&IMAGE_PIXELS)
@@ -368,6 +377,7 @@ pub enum Field {
     MinUploadRate,
     MaxConnections,
     MaxConnectionsPerPeer,
+    Steps,
 }
 
 impl Field {
@@ -405,6 +415,7 @@ impl Field {
             Self::MinUploadRate => "min_upload_rate",
             Self::MaxConnections => "max_connections",
             Self::MaxConnectionsPerPeer => "max_connections_per_peer",
+            Self::Steps => "steps",
         }
     }
 }
@@ -467,13 +478,17 @@ impl ConfigError {
     }
 }
 
-/// Refuses `value` outside `min..=max`.
-pub(crate) fn check_range(
-    field: Field,
-    value: usize,
-    min: usize,
-    max: usize,
-) -> Result<(), ConfigError> {
+/// Refuses `value` outside `min..=max`: the one range check of every count the library and
+/// the CLI bound.
+///
+/// ```
+/// use hefl::fl::{Field, check_range};
+///
+/// assert!(check_range(Field::Parties, 3, 1, 10).is_ok());
+/// let err = check_range(Field::Parties, 11, 1, 10).unwrap_err();
+/// assert_eq!(err.to_string(), "parties is 11, expected 1 to 10");
+/// ```
+pub fn check_range(field: Field, value: usize, min: usize, max: usize) -> Result<(), ConfigError> {
     if (min..=max).contains(&value) {
         return Ok(());
     }
@@ -490,7 +505,15 @@ pub(crate) fn check_range(
 }
 
 /// Refuses anything but a positive finite number.
-pub(crate) fn check_positive(field: Field, value: f64) -> Result<(), ConfigError> {
+///
+/// ```
+/// use hefl::fl::{Field, check_positive};
+///
+/// assert!(check_positive(Field::Lr, 0.1).is_ok());
+/// assert!(check_positive(Field::Lr, f64::NAN).is_err());
+/// assert!(check_positive(Field::Lr, f64::INFINITY).is_err());
+/// ```
+pub fn check_positive(field: Field, value: f64) -> Result<(), ConfigError> {
     if value.is_finite() && value > 0.0 {
         return Ok(());
     }
@@ -502,7 +525,14 @@ pub(crate) fn check_positive(field: Field, value: f64) -> Result<(), ConfigError
 }
 
 /// Refuses anything outside the open interval (0, 1).
-fn check_probability(field: Field, value: f64) -> Result<(), ConfigError> {
+///
+/// ```
+/// use hefl::fl::{Field, check_probability};
+///
+/// assert!(check_probability(Field::Delta, 1e-5).is_ok());
+/// assert!(check_probability(Field::Delta, 0.0).is_err());
+/// ```
+pub fn check_probability(field: Field, value: f64) -> Result<(), ConfigError> {
     if value > 0.0 && value < 1.0 {
         return Ok(());
     }

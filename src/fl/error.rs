@@ -54,6 +54,19 @@ pub enum TrainError {
         /// The first party whose model differs from party 0's.
         party: PartyId,
     },
+    /// Training diverged: a model's parameters are NaN or infinite at the end.
+    #[error(
+        "training diverged: {party}'s model has {count} non-finite parameters (NaN or \
+         infinite), the first at index {index}; try a lower learning rate (lr)"
+    )]
+    NonFinite {
+        /// The first party whose model went non-finite.
+        party: PartyId,
+        /// How many parameters are not finite.
+        count: usize,
+        /// The first of them.
+        index: usize,
+    },
 }
 
 /// Why one party's run stopped.

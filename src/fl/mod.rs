@@ -54,10 +54,9 @@ mod setup;
 mod strategy;
 
 pub use client::{Client, Update};
-pub(crate) use config::check_range;
 pub use config::{
     ConfigError, Field, MAX_BATCH_SIZE, MAX_EPOCHS, MAX_LOCAL_STEPS, MAX_PARTIES, Mode, Privacy,
-    TrainConfig, ValidConfig,
+    TrainConfig, ValidConfig, check_positive, check_probability, check_range,
 };
 pub use envelope::{Envelope, EnvelopeCost, EnvelopeError};
 pub use error::{PartyError, RefusalKind, TrainError, UplinkError};

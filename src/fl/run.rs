@@ -70,11 +70,26 @@ pub fn run_with(
             let client = clients
                 .pop()
                 .ok_or(TrainError::EmptyShard { party: PartyId(0) })?;
-            run_alone(&config, client, &test, observer, started)
-                .map_err(|e| party_error(PartyId(0), e))
+            let metrics = run_alone(&config, client, &test, observer, started)
+                .map_err(|e| party_error(PartyId(0), e))?;
+            check_finite(PartyId(0), &metrics.final_params)?;
+            Ok(metrics)
         }
         Mode::Federated => federate(&config, rules, clients, &test, key, observer, started),
     }
+}
+
+/// Refuses a final model with NaN or infinite parameters: the run diverged, and saying so
+/// beats a comparison of NaNs.
+fn check_finite(party: PartyId, params: &[f32]) -> Result<(), TrainError> {
+    let Some(index) = params.iter().position(|v| !v.is_finite()) else {
+        return Ok(());
+    };
+    Err(TrainError::NonFinite {
+        party,
+        count: params.iter().filter(|v| !v.is_finite()).count(),
+        index,
+    })
 }
 
 fn party_error(party: PartyId, error: PartyError) -> TrainError {
@@ -203,12 +218,18 @@ fn federate(
         .into_iter()
         .filter_map(|(party, r)| r.ok().map(|run| (party, run)))
         .collect();
+    for (party, run) in &runs {
+        check_finite(*party, &run.final_params)?;
+    }
     let mut runs = runs.into_iter();
     let Some((_, mut metrics)) = runs.next() else {
         return Err(TrainError::EmptyShard { party: PartyId(0) });
     };
+    // Bit patterns: the parties must agree exactly, and a float comparison would not.
+    let bits = |params: &[f32]| params.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    let first = bits(&metrics.final_params);
     for (party, run) in runs {
-        if run.final_params != metrics.final_params {
+        if bits(&run.final_params) != first {
             return Err(TrainError::Diverged { party });
         }
         if let (Some(total), Some(other)) = (metrics.overhead.as_mut(), run.overhead) {

@@ -125,6 +125,16 @@ fn read_tokens(path: &Path) -> Result<Vec<String>, TokensError> {
             tokens[party].len()
         )));
     }
+    // A shared token would let one party submit as another.
+    let mut first_holder = std::collections::HashMap::with_capacity(tokens.len());
+    for (party, token) in tokens.iter().enumerate() {
+        if let Some(earlier) = first_holder.insert(token.as_str(), party) {
+            return Err(invalid(format!(
+                "party {party}'s token is the same as party {earlier}'s, expected a distinct \
+                 token per party; delete the file to issue new ones"
+            )));
+        }
+    }
     Ok(tokens)
 }
 

@@ -154,3 +154,198 @@ fn bench_report_quick_writes_tables_csv_and_plots() {
     assert!(bytes.contains("he,1638536,1638536,407080"), "{bytes}");
     assert!(bytes.contains("plain,814188,814188,407080"), "{bytes}");
 }
+
+fn owned(args: &[&str]) -> Vec<String> {
+    args.iter().map(|a| a.to_string()).collect()
+}
+
+/// As the noise vanishes epsilon is infinite, not 0 (the accountant used to underflow below
+/// a noise multiplier of about 1e-154): in `dp-epsilon` and in a DP-SGD training run.
+#[test]
+fn vanishing_noise_gives_an_infinite_epsilon() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = hefl(
+        &[
+            "dp-epsilon",
+            "--sampling-rate",
+            "0.01",
+            "--noise-multiplier",
+            "1e-160",
+            "--steps",
+            "100",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert_eq!(stdout.lines().last(), Some("inf"), "{stdout}");
+
+    let data = dir.path().join("mnist");
+    std::fs::create_dir(&data).expect("data folder");
+    crate::util::write_tiny_mnist(&data);
+    let data = data.to_string_lossy().into_owned();
+    let out = hefl(
+        &[
+            "train",
+            "--privacy",
+            "dp",
+            "--noise-multiplier",
+            "1e-160",
+            "--epochs",
+            "1",
+            "--hidden",
+            "8",
+            "--data-dir",
+            &data,
+        ],
+        dir.path(),
+    );
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("epsilon inf"), "{stdout}\n{stderr}");
+}
+
+/// Every setting `hefl serve` is given is checked before it binds: a bad one exits with
+/// status 2 and a one-line reason at once, without `listening on`.
+#[test]
+fn serve_validates_before_it_listens() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cases: &[&[&str]] = &[
+        &["--epochs", "0"],
+        &["--batch-size", "0"],
+        &["--lr", "NaN"],
+        &["--lr=-1"],
+        &["--lr", "inf"],
+        &["--hidden", "0"],
+        &["--hidden", "1,0,1"],
+        &["--strategy", "fedavg", "--local-steps", "0"],
+        &["--train-size", "0"],
+        &["--train-subset", "0"],
+        &["--privacy", "dp", "--noise-multiplier", "0"],
+        &["--privacy", "dp", "--delta", "0"],
+        &["--privacy", "dp", "--target-epsilon=-1"],
+        &["--input-dp", "NaN"],
+        &["--parties", "3", "--min-parties", "4"],
+        &["--parties", "4294967295"],
+        &["--parties", "1000000"],
+    ];
+    for case in cases {
+        let mut args = owned(&["serve", "--bind", "127.0.0.1:0", "--tokens", "tokens.json"]);
+        args.extend(owned(case));
+        let run = crate::util::hefl_bounded(
+            &args,
+            dir.path(),
+            std::time::Duration::from_secs(10),
+            Some("listening on"),
+        );
+        assert!(
+            !run.stopped,
+            "{case:?}: the server listened: {}",
+            run.stdout
+        );
+        assert_eq!(
+            run.status.and_then(|s| s.code()),
+            Some(2),
+            "{case:?}: {}",
+            run.stderr
+        );
+        let message = run.stderr.trim();
+        assert!(
+            message.starts_with("error: ") && message.lines().count() == 1,
+            "{case:?}: {message}"
+        );
+        // Generous for a shared 2-core machine; the refusal itself takes milliseconds.
+        assert!(
+            run.elapsed < std::time::Duration::from_secs(3),
+            "{case:?} took {:?}",
+            run.elapsed
+        );
+        assert!(!dir.path().join("tokens.json").exists(), "{case:?}");
+    }
+}
+
+/// `keygen --force` replaces a key file, never a device, a named pipe or a link.
+#[test]
+fn keygen_refuses_to_replace_what_is_not_a_regular_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fifo = dir.path().join("fifo");
+    let made_fifo = Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .is_ok_and(|s| s.success());
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink("/dev/null", &link).expect("symlink");
+    let mut targets = vec![link.clone()];
+    if made_fifo {
+        targets.push(fifo);
+    }
+    if Path::new("/dev/full").exists() {
+        targets.push("/dev/full".into());
+    }
+    for target in &targets {
+        let target_text = target.to_string_lossy().into_owned();
+        for force in [true, false] {
+            let mut args = vec!["keygen", "--out", &target_text];
+            if force {
+                args.push("--force");
+            }
+            let out = hefl(&args, dir.path());
+            let stderr = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{target_text}: {stderr}");
+            assert!(
+                stderr.contains("expected a regular file") && stderr.contains(&target_text),
+                "{target_text}: {stderr}"
+            );
+        }
+    }
+    let still_a_link = std::fs::symlink_metadata(&link).expect("link kept");
+    assert!(still_a_link.file_type().is_symlink());
+    if let Ok(full) = std::fs::metadata("/dev/full") {
+        use std::os::unix::fs::FileTypeExt;
+        assert!(full.file_type().is_char_device());
+    }
+}
+
+/// A tokens file nobody could join with is refused, naming the file and the party.
+#[test]
+fn serve_refuses_empty_short_and_shared_tokens() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let good = "0123456789abcdef0123456789abcdef";
+    let cases = [
+        (
+            r#"["", "", ""]"#.to_string(),
+            "party 0's token has 0 characters",
+        ),
+        (
+            format!(r#"["{good}", "short", "{good}x"]"#),
+            "party 1's token has 5 characters",
+        ),
+        (
+            format!(r#"["{good}", "{good}x", "{good}"]"#),
+            "party 2's token is the same as party 0's",
+        ),
+    ];
+    let path = dir.path().join("tokens.json");
+    for (json, expected) in cases {
+        std::fs::write(&path, &json).expect("write tokens");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let args = owned(&["serve", "--bind", "127.0.0.1:0", "--tokens", "tokens.json"]);
+        let run = crate::util::hefl_bounded(
+            &args,
+            dir.path(),
+            std::time::Duration::from_secs(10),
+            Some("listening on"),
+        );
+        assert!(!run.stopped, "{json}: the server listened");
+        assert!(
+            run.status.is_some_and(|s| !s.success()),
+            "{json}: {}",
+            run.stderr
+        );
+        assert!(
+            run.stderr.contains(expected) && run.stderr.contains("tokens.json"),
+            "{json}: {}",
+            run.stderr
+        );
+    }
+}

@@ -248,3 +248,41 @@ fn input_perturbation_normalises_and_adds_the_documented_noise() {
         Err(TrainError::Config(_))
     ));
 }
+
+/// Less noise never buys a smaller epsilon, and no noise at all buys none: from σ = 10 down
+/// to 1e-300 epsilon never decreases, and once the RDP terms are beyond an f64 it is
+/// infinite (it used to underflow to 0 below σ ≈ 1e-154).
+#[test]
+fn epsilon_grows_without_bound_as_the_noise_vanishes() {
+    for (q, steps) in [(0.01, 100), (0.3, 10), (1.0, 1)] {
+        let mut previous = (f64::INFINITY, 0.0);
+        // log10 σ from -300 to 1 in steps of 0.25.
+        for k in 0..=1204 {
+            let sigma = 10f64.powf(-300.0 + 0.25 * f64::from(k));
+            let (eps, _) = epsilon(q, sigma, steps, 1e-5);
+            assert!(!eps.is_nan(), "q {q}: NaN at sigma {sigma:e}");
+            assert!(
+                eps <= previous.0 * (1.0 + 1e-9),
+                "q {q}: epsilon {eps} at sigma {sigma:e} is above {} at the smaller sigma {:e}",
+                previous.0,
+                previous.1
+            );
+            previous = (eps, sigma);
+        }
+        for sigma in [1e-300, 1e-200, 1e-160, 1e-155] {
+            assert_eq!(
+                epsilon(q, sigma, steps, 1e-5).0,
+                f64::INFINITY,
+                "q {q}, {sigma:e}"
+            );
+        }
+        assert!(epsilon(q, 1e-3, steps, 1e-5).0 > 1e3, "q {q}");
+    }
+    for alpha in [1.1, 2.0, 2.5, 10.9, 63.0] {
+        assert_eq!(
+            rdp_step(0.01, 1e-160, alpha),
+            f64::INFINITY,
+            "alpha {alpha}"
+        );
+    }
+}

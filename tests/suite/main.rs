@@ -6,6 +6,7 @@ mod cli;
 mod data;
 mod dp;
 mod he;
+mod hostile;
 #[cfg(feature = "net")]
 mod network;
 mod quant;

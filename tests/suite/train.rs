@@ -223,3 +223,29 @@ fn real_mnist_on_10k_reaches_90_percent() {
         assert!(acc >= 0.90, "{}: {acc}", config.label());
     }
 }
+
+/// A learning rate that blows the model up is reported as divergence, naming the party and
+/// the learning rate, not as parties that differ (NaN != NaN) nor as a success.
+#[test]
+fn a_model_gone_non_finite_is_reported_as_divergence() {
+    let data = tiny();
+    for mode in [Mode::Local, Mode::Federated] {
+        let config = TrainConfig {
+            lr: f32::MAX,
+            optimizer: hefl::model::OptimizerKind::Sgd,
+            epochs: 3,
+            ..quick(mode)
+        };
+        let err = run(&config, &data, None, &mut ()).expect_err("lr f32::MAX cannot train");
+        let message = format!("{err:#}");
+        assert!(
+            !matches!(err, TrainError::Diverged { .. }) && !message.contains("differs from"),
+            "{mode}: {message}"
+        );
+        assert!(
+            message.contains("non-finite") || message.contains("not finite"),
+            "{mode}: {message}"
+        );
+        assert!(message.contains("party 0"), "{mode}: {message}");
+    }
+}
