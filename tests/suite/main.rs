@@ -6,6 +6,7 @@ mod cli;
 mod data;
 mod dp;
 mod he;
+mod model_file;
 #[cfg(feature = "net")]
 mod network;
 mod quant;
