@@ -44,7 +44,8 @@
 //! 0600, checked on read, replaced atomically) depend on nothing else in hefl.
 //! [`data`], [`model`], [`quant`], [`he`] and [`dp`] know nothing of networks
 //! or of the protocol ([`dp`] draws its noise from [`he::csprng::SecureRng`];
-//! [`he`] keeps its key files through [`secret_file`]); [`fl`] composes them
+//! [`he`] keeps its key files through [`secret_file`], and [`model`] its model files
+//! through the same atomic write); [`fl`] composes them
 //! into clients, the server and the training loop: one loop
 //! ([`fl::run_party`]) against one hub ([`fl::Hub`]), in one process through
 //! [`fl::HubUplink`] and over the network through [`transport`], which only

@@ -3,7 +3,9 @@
 //!
 //! Key files (`hefl::he::keys::KeyFile`) are written and read here; the transport's tokens
 //! file and the checkpoints are meant to follow, so that every secret on disk gets the same
-//! treatment. This module depends on nothing else in hefl.
+//! treatment. Files that are not secret but must never be seen half-written (model files,
+//! `hefl::model::write_model`) use the same atomic write with [`Access::Default`] and the same
+//! bounded read ([`read_limited`]). This module depends on nothing else in hefl.
 //!
 //! On unix a secret file has mode 0600 and reading refuses any group or world permission bit.
 //! Elsewhere there are no POSIX modes: the file's ACL is the user's concern and the mode check
@@ -153,6 +155,34 @@ pub fn check_private(path: &Path, metadata: &Metadata) -> Result<(), SecretFileE
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn read_private(path: &Path, limit: u64) -> Result<Zeroizing<Vec<u8>>, SecretFileError> {
+    read_regular(path, limit, Access::OwnerOnly)
+}
+
+/// Reads a file that need not be secret: refuses anything but a regular file and a file of
+/// more than `limit` bytes, as [`read_private`] does, without the permission check.
+///
+/// ```
+/// use hefl::secret_file::{read_limited, write_atomic, Access, SecretFileError};
+///
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("model");
+/// write_atomic(&path, &[7; 100], false, Access::Default)?;
+/// assert_eq!(read_limited(&path, 100)?.len(), 100);
+/// let err = read_limited(&path, 99).unwrap_err();
+/// assert!(matches!(err, SecretFileError::TooLarge { found: 100, limit: 99, .. }));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, SecretFileError> {
+    let mut bytes = read_regular(path, limit, Access::Default)?;
+    Ok(std::mem::take(&mut *bytes))
+}
+
+/// [`read_private`] and [`read_limited`]: the permission check only for [`Access::OwnerOnly`].
+fn read_regular(
+    path: &Path,
+    limit: u64,
+    access: Access,
+) -> Result<Zeroizing<Vec<u8>>, SecretFileError> {
     let io = |source| SecretFileError::Io {
         path: path.to_path_buf(),
         source,
@@ -162,7 +192,9 @@ pub fn read_private(path: &Path, limit: u64) -> Result<Zeroizing<Vec<u8>>, Secre
     let file = File::open(path).map_err(io)?;
     let metadata = file.metadata().map_err(io)?;
     require_regular(path, &metadata)?;
-    check_private(path, &metadata)?;
+    if access == Access::OwnerOnly {
+        check_private(path, &metadata)?;
+    }
     let too_large = |found| SecretFileError::TooLarge {
         path: path.to_path_buf(),
         found,
@@ -210,6 +242,39 @@ pub fn write_private_atomic(
     bytes: &[u8],
     replace: bool,
 ) -> Result<(), SecretFileError> {
+    write_atomic(path, bytes, replace, Access::OwnerOnly)
+}
+
+/// Who may read a file written by [`write_atomic`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Its owner only: mode 0600 on unix, for secrets.
+    OwnerOnly,
+    /// Whoever the process's umask lets read it (usually everyone): for files that are not
+    /// secret, such as models.
+    Default,
+}
+
+/// Writes `bytes` as `path` atomically, exactly as [`write_private_atomic`] does (parent
+/// directories created, temporary sibling flushed to disk, moved into place, directory
+/// flushed; `replace` as there), with the file readable as `access` says.
+///
+/// ```
+/// use hefl::secret_file::{write_atomic, Access};
+///
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("models").join("mlp.safetensors");
+/// write_atomic(&path, b"weights", false, Access::Default)?;
+/// write_atomic(&path, b"better weights", true, Access::Default)?;
+/// assert_eq!(std::fs::read(&path)?, b"better weights");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn write_atomic(
+    path: &Path,
+    bytes: &[u8],
+    replace: bool,
+    access: Access,
+) -> Result<(), SecretFileError> {
     let io = |at: &Path| {
         let path = at.to_path_buf();
         move |source| SecretFileError::Io { path, source }
@@ -236,7 +301,13 @@ pub fn write_private_atomic(
 
     let tmp = temp_sibling(path);
     let write_tmp = || -> io::Result<()> {
-        let mut file = create_private(&tmp)?;
+        let mut file = match access {
+            Access::OwnerOnly => create_private(&tmp)?,
+            Access::Default => fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)?,
+        };
         file.write_all(bytes)?;
         file.sync_all()
     };

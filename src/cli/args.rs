@@ -8,7 +8,7 @@ use hefl::dp::{DpSgd, InputDp, Sampling};
 use hefl::fl::{ConfigError, Field, Mode, Privacy, Strategy, TrainConfig, check_positive};
 use hefl::he::keys::{KeyFile, SecretKey};
 use hefl::model::OptimizerKind;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -305,6 +305,12 @@ impl TrainArgs {
 
     /// MNIST from --data-dir, $MNIST_DIR or the user cache (downloaded when missing).
     pub fn load(&self) -> Result<Mnist> {
-        hefl::data::load_or_download(self.data_dir.as_deref()).context("loading MNIST")
+        load_mnist(self.data_dir.as_deref())
     }
+}
+
+/// MNIST from `data_dir` (a --data-dir flag), else $MNIST_DIR, else the user cache
+/// (downloaded when missing): how every command finds its data.
+pub fn load_mnist(data_dir: Option<&Path>) -> Result<Mnist> {
+    hefl::data::load_or_download(data_dir).context("loading MNIST")
 }

@@ -1,7 +1,7 @@
 //! `hefl demo`: local, centralized, federated-plain and federated-he with one seed.
 
 use super::args::TrainArgs;
-use super::output::{create_dir, write_file, write_json};
+use super::output::{create_dir, write_file, write_json, write_model};
 use super::progress::Progress;
 use anyhow::{Context, Result, bail};
 use hefl::data::Mnist;
@@ -12,11 +12,13 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The demo's four runs, its table, plot and metrics.
+/// The demo's four runs, its table, plot and metrics; with `model_out`, each run's model as
+/// `model_out/LABEL.safetensors`.
 pub fn run(
     args: &TrainArgs,
     out_dir: &Path,
     metrics_out: Option<&Path>,
+    model_out: Option<&Path>,
     network: bool,
 ) -> Result<()> {
     args.validated(Mode::Federated)?;
@@ -35,11 +37,18 @@ pub fn run(
             dp: None,
             ..args.config(mode)
         };
+        let model_path = model_out.map(|dir| dir.join(format!("{}.safetensors", config.label())));
         let metrics = if network && privacy == Privacy::He {
-            network_run(args, &config, &data, &out_dir.join("network"))?
+            // Party 0's process writes the model: its metrics file holds no parameters.
+            let dir = out_dir.join("network");
+            network_run(args, &config, &data, &dir, model_path.as_deref())?
         } else {
             let run_key = (privacy == Privacy::He).then(|| Arc::clone(&key));
-            hefl::fl::run(&config, &data, run_key, &mut Progress::new())?
+            let metrics = hefl::fl::run(&config, &data, run_key, &mut Progress::new())?;
+            if let Some(path) = &model_path {
+                write_model(path, &metrics)?;
+            }
+            metrics
         };
         runs.push((config.label(), metrics));
     }
@@ -91,12 +100,14 @@ pub fn run(
 }
 
 /// The federated-he run as processes on loopback: `hefl serve --plan` with the run's plan
-/// file, and one `hefl join` per party. Returns party 0's metrics.
+/// file, and one `hefl join` per party (party 0's writing its model to `model_out`).
+/// Returns party 0's metrics.
 fn network_run(
     args: &TrainArgs,
     config: &TrainConfig,
     data: &Mnist,
     dir: &Path,
+    model_out: Option<&Path>,
 ) -> Result<RunMetrics> {
     create_dir(dir)?;
     let key_path = match &args.key {
@@ -159,6 +170,8 @@ fn network_run(
         if party > 0 {
             // Party 0 speaks for all: every party prints the same epoch lines.
             join.stdout(Stdio::null());
+        } else if let Some(path) = model_out {
+            join.arg("--model-out").arg(path);
         }
         parties.push(join.spawn().context("starting hefl join")?);
     }

@@ -1,7 +1,7 @@
 //! `hefl join`: one party of a federation whose server runs elsewhere.
 
-use super::args::parse_duration;
-use super::output::write_json;
+use super::args::{load_mnist, parse_duration};
+use super::output::{write_json, write_model};
 use super::progress::Progress;
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -38,6 +38,10 @@ pub struct JoinArgs {
     /// Write this party's configuration and per-epoch metrics to this JSON file.
     #[arg(long, value_name = "FILE.json")]
     pub metrics_out: Option<PathBuf>,
+    /// Write this party's final model to this safetensors file (format in the README;
+    /// `hefl evaluate --model FILE` reports its test accuracy).
+    #[arg(long, value_name = "FILE.safetensors")]
+    pub model_out: Option<PathBuf>,
     /// For an https:// server: trust only this PEM CA certificate (e.g. the
     /// server's self-signed certificate) instead of the usual web roots.
     #[arg(long, value_name = "FILE")]
@@ -87,7 +91,7 @@ pub fn run(args: JoinArgs) -> Result<()> {
         (Privacy::He, None) => bail!("the server runs privacy he: pass the shared key with --key"),
         (Privacy::Plain | Privacy::Dp, _) => None,
     };
-    let data = hefl::data::load_or_download(args.data_dir.as_deref()).context("loading MNIST")?;
+    let data = load_mnist(args.data_dir.as_deref())?;
     let metrics = hefl::fl::run_party(
         &plan,
         PartyId(party),
@@ -99,6 +103,9 @@ pub fn run(args: JoinArgs) -> Result<()> {
     )?;
     if let Some(path) = &args.metrics_out {
         write_json(path, &metrics)?;
+    }
+    if let Some(path) = &args.model_out {
+        write_model(path, &metrics)?;
     }
     println!(
         "party {party}: final test accuracy {:.2}% after {} rounds",

@@ -1,6 +1,7 @@
 //! Writing the commands' output files, with the path in every error.
 
 use anyhow::{Context, Result};
+use hefl::fl::RunMetrics;
 use std::path::Path;
 
 /// Creates `dir` and its parents.
@@ -19,4 +20,25 @@ pub fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
         create_dir(dir)?;
     }
     write_file(path, serde_json::to_string_pretty(value)? + "\n")
+}
+
+/// Writes a run's final model to `path` as a safetensors file and says so on stderr.
+pub fn write_model(path: &Path, run: &RunMetrics) -> Result<()> {
+    let model = run.final_model().context("the run holds no final model")?;
+    hefl::model::write_model(path, &model)?;
+    eprintln!("model written to {}", path.display());
+    Ok(())
+}
+
+/// `n` with commas between thousands: `10,000`.
+pub fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }

@@ -1,14 +1,19 @@
 //! `hefl train`: one run, one mode.
 
 use super::args::TrainArgs;
-use super::output::write_json;
+use super::output::{write_json, write_model};
 use super::progress::Progress;
 use anyhow::Result;
 use hefl::fl::{Mode, Privacy};
 use std::path::Path;
 
-/// Trains as the flags say and prints progress; writes the metrics file if asked.
-pub fn run(mode: Mode, args: &TrainArgs, metrics_out: Option<&Path>) -> Result<()> {
+/// Trains as the flags say and prints progress; writes the metrics and model files if asked.
+pub fn run(
+    mode: Mode,
+    args: &TrainArgs,
+    metrics_out: Option<&Path>,
+    model_out: Option<&Path>,
+) -> Result<()> {
     args.validated(mode)?;
     let data = args.load()?;
     let config = args.config_for(mode, data.train.len())?;
@@ -26,6 +31,9 @@ pub fn run(mode: Mode, args: &TrainArgs, metrics_out: Option<&Path>) -> Result<(
     if let Some(path) = metrics_out {
         write_json(path, &metrics)?;
         eprintln!("metrics written to {}", path.display());
+    }
+    if let Some(path) = model_out {
+        write_model(path, &metrics)?;
     }
     Ok(())
 }

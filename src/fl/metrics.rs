@@ -2,6 +2,7 @@
 
 use super::config::{Privacy, TrainConfig};
 use super::envelope::EnvelopeCost;
+use crate::model::{Mlp, ModelError};
 use serde::{Deserialize, Serialize};
 
 /// Test-set results after one epoch.
@@ -51,6 +52,13 @@ impl RunMetrics {
     /// The last epoch's test accuracy, if any epoch ran.
     pub fn final_accuracy(&self) -> Option<f64> {
         self.epochs.last().map(|e| e.test_accuracy)
+    }
+
+    /// The run's final model (party 0's): the configuration's layers with
+    /// [`RunMetrics::final_params`]. Fails for metrics read back from a metrics file, which
+    /// does not hold the parameters.
+    pub fn final_model(&self) -> Result<Mlp, ModelError> {
+        Mlp::from_params(&self.config.layers, self.final_params.clone())
     }
 }
 

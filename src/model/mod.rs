@@ -6,6 +6,9 @@
 //! layout, documented on [`Mlp`], and nothing has to be copied between a
 //! "layered" and a "flat" view.
 //!
+//! A trained model is saved and loaded as a safetensors file ([`write_model`],
+//! [`read_model`]; the format is documented in [`file`](mod@file) and in the README).
+//!
 //! This module knows nothing of parties, encryption or networks.
 //!
 //! ```
@@ -20,8 +23,13 @@
 //! opt.step(mlp.params_mut(), &grad);
 //! ```
 
+pub mod file;
 mod optim;
 
+pub use file::{
+    MAX_MODEL_FILE_BYTES, MAX_MODEL_LAYERS, MAX_MODEL_PARAMS, MODEL_FORMAT, MODEL_FORMAT_VERSION,
+    ModelFileError, ModelFormatError, model_from_bytes, model_to_bytes, read_model, write_model,
+};
 pub use optim::{Optimizer, OptimizerKind, OptimizerState};
 
 use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut2, Axis, linalg::general_mat_mul};
@@ -48,6 +56,30 @@ pub enum ModelError {
         expected: usize,
         /// What was offered.
         found: usize,
+    },
+    /// Inputs of another width than the model's first layer.
+    #[error("the model takes {inputs} inputs per example, the data has {found}")]
+    WrongInputWidth {
+        /// The first layer's width.
+        inputs: usize,
+        /// The data's.
+        found: usize,
+    },
+    /// Not one label per example.
+    #[error("{examples} examples but {labels} labels")]
+    LabelCount {
+        /// Examples (rows) in the data.
+        examples: usize,
+        /// Labels given.
+        labels: usize,
+    },
+    /// A label that is not one of the model's classes.
+    #[error("label {label} is not one of the model's {classes} classes")]
+    LabelOutOfRange {
+        /// The first such label.
+        label: u8,
+        /// The last layer's width.
+        classes: usize,
     },
 }
 
@@ -124,6 +156,38 @@ impl Mlp {
             for w in &mut params[span.weights..span.bias] {
                 *w = normal.sample(&mut rng);
             }
+        }
+        Ok(Self {
+            layers: layers.to_vec(),
+            params,
+        })
+    }
+
+    /// A network with the given layer sizes and parameters (in the flat layout of the type
+    /// docs), e.g. a run's final parameters or a model read from a file.
+    ///
+    /// ```
+    /// use hefl::model::{Mlp, ModelError};
+    ///
+    /// let mlp = Mlp::from_params(&[3, 2], vec![0.5; 8])?;
+    /// assert_eq!(mlp.params(), &[0.5; 8]);
+    /// assert!(matches!(
+    ///     Mlp::from_params(&[3, 2], vec![0.5; 7]),
+    ///     Err(ModelError::WrongLength { expected: 8, found: 7, .. })
+    /// ));
+    /// # Ok::<(), ModelError>(())
+    /// ```
+    pub fn from_params(layers: &[usize], params: Vec<f32>) -> Result<Self, ModelError> {
+        if layers.len() < 2 || layers.contains(&0) {
+            return Err(ModelError::BadLayers(layers.to_vec()));
+        }
+        let expected = param_count(layers);
+        if params.len() != expected {
+            return Err(ModelError::WrongLength {
+                layers: layers.to_vec(),
+                expected,
+                found: params.len(),
+            });
         }
         Ok(Self {
             layers: layers.to_vec(),
@@ -345,6 +409,50 @@ impl Mlp {
                     .expect("fresh array is contiguous"),
             );
         }
+    }
+
+    /// [`Mlp::evaluate`] for a model and data that may not fit each other (a model read from a
+    /// file): refuses inputs of another width than the first layer and labels that are not
+    /// one of the last layer's classes, instead of panicking.
+    ///
+    /// ```
+    /// use hefl::model::{Mlp, ModelError};
+    /// use ndarray::Array2;
+    ///
+    /// let mlp = Mlp::new(&[4, 3], 1)?;
+    /// assert!(mlp.try_evaluate(Array2::zeros((2, 4)).view(), &[0, 2]).is_ok());
+    /// assert_eq!(
+    ///     mlp.try_evaluate(Array2::zeros((2, 5)).view(), &[0, 2]),
+    ///     Err(ModelError::WrongInputWidth { inputs: 4, found: 5 })
+    /// );
+    /// assert_eq!(
+    ///     mlp.try_evaluate(Array2::zeros((2, 4)).view(), &[0, 3]),
+    ///     Err(ModelError::LabelOutOfRange { label: 3, classes: 3 })
+    /// );
+    /// # Ok::<(), ModelError>(())
+    /// ```
+    pub fn try_evaluate(
+        &self,
+        x: ArrayView2<'_, f32>,
+        labels: &[u8],
+    ) -> Result<Evaluation, ModelError> {
+        let (inputs, classes) = (self.layers[0], self.layers[self.layers.len() - 1]);
+        if x.ncols() != inputs {
+            return Err(ModelError::WrongInputWidth {
+                inputs,
+                found: x.ncols(),
+            });
+        }
+        if x.nrows() != labels.len() {
+            return Err(ModelError::LabelCount {
+                examples: x.nrows(),
+                labels: labels.len(),
+            });
+        }
+        if let Some(&label) = labels.iter().find(|&&l| usize::from(l) >= classes) {
+            return Err(ModelError::LabelOutOfRange { label, classes });
+        }
+        Ok(self.evaluate(x, labels))
     }
 
     /// Mean cross-entropy loss and accuracy (fraction in 0..=1) over a dataset,

@@ -6,6 +6,8 @@ use std::process::{Command, Output};
 
 use hefl::he::keys::KeyFile;
 
+use crate::util::write_tiny_mnist;
+
 fn hefl(args: &[&str], cwd: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_hefl"))
         .args(args)
@@ -348,4 +350,89 @@ fn serve_refuses_empty_short_and_shared_tokens() {
             run.stderr
         );
     }
+}
+
+/// The cells of the demo's table row that starts with `| {first} |`, by run name.
+fn table_row(stdout: &str, first: &str) -> Vec<(String, String)> {
+    let cells = |line: &str| -> Vec<String> {
+        line.trim()
+            .trim_matches('|')
+            .split('|')
+            .map(|c| c.trim().to_owned())
+            .collect()
+    };
+    let header = stdout
+        .lines()
+        .find(|l| l.starts_with("| epoch |"))
+        .unwrap_or_else(|| panic!("no table in the demo's output:\n{stdout}"));
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with(&format!("| {first} |")))
+        .unwrap_or_else(|| panic!("no row {first:?} in the demo's output:\n{stdout}"));
+    cells(header).into_iter().zip(cells(row)).skip(1).collect()
+}
+
+#[test]
+fn evaluate_reports_what_the_demo_printed_for_each_saved_model() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    write_tiny_mnist(dir.path());
+    let demo = hefl(
+        &[
+            "demo",
+            "--data-dir",
+            ".",
+            "--hidden",
+            "8",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "32",
+            "--lr",
+            "3e-4",
+            "--out-dir",
+            "demo",
+            "--model-out",
+            "models",
+        ],
+        dir.path(),
+    );
+    let stdout = text(&demo.stdout);
+    assert!(demo.status.success(), "{stdout}\n{}", text(&demo.stderr));
+    let accuracies = table_row(&stdout, "2");
+    let losses: std::collections::HashMap<_, _> =
+        table_row(&stdout, "final test loss").into_iter().collect();
+    let names: Vec<&str> = accuracies.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["local", "centralized", "federated-plain", "federated-he"]
+    );
+    for (name, accuracy) in &accuracies {
+        let model = format!("models/{name}.safetensors");
+        let eval = hefl(
+            &["evaluate", "--model", &model, "--data-dir", "."],
+            dir.path(),
+        );
+        let line = text(&eval.stdout);
+        assert!(eval.status.success(), "{name}: {}", text(&eval.stderr));
+        let expected = format!(
+            "test accuracy {accuracy}, test loss {} (200 images)",
+            losses[name]
+        );
+        eprintln!(
+            "{name}: demo printed {accuracy}, evaluate printed {}",
+            line.trim()
+        );
+        assert_eq!(line.trim(), expected, "{name}");
+    }
+
+    let bad = hefl(
+        &["evaluate", "--model", "demo/results.md", "--data-dir", "."],
+        dir.path(),
+    );
+    let stderr = text(&bad.stderr);
+    assert!(!bad.status.success());
+    assert!(
+        stderr.contains("demo/results.md") && stderr.contains("not a valid safetensors file"),
+        "{stderr}"
+    );
 }

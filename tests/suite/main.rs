@@ -7,6 +7,7 @@ mod data;
 mod dp;
 mod he;
 mod hostile;
+mod model_file;
 #[cfg(feature = "net")]
 mod network;
 mod quant;
