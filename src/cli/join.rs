@@ -50,8 +50,9 @@ pub struct JoinArgs {
     /// and continue from the one found here, if it is of this federation.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
-    /// Rounds between checkpoints (with --state-dir).
-    #[arg(long, default_value_t = 50, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    /// Rounds between checkpoints (with --state-dir). At most 32: the server
+    /// keeps a sum for a party's restart only as far back as 64 rounds.
+    #[arg(long, default_value_t = 16, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=32))]
     pub checkpoint_every: u64,
     /// How long to keep retrying a server that cannot be reached (backoff from
     /// 0.5 s doubling to 15 s), e.g. while it restarts.

@@ -88,7 +88,7 @@ pub(crate) struct ClientState {
 }
 
 /// Where a party's run stands, besides its client's state.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Progress {
     /// The next round to run.
     pub(crate) next_round: u64,
@@ -105,7 +105,12 @@ struct PartyCheckpoint {
     format: u32,
     fingerprint: [u8; 32],
     party: u32,
-    progress: Progress,
+    next_round: u64,
+    loss_sum: f64,
+    skipped: Vec<u64>,
+    /// The epochs' metrics as JSON (their optional fields are skipped when empty, which a
+    /// positional encoding cannot express).
+    epochs: String,
     client: ClientState,
     /// The generator that rounds updates (federated runs).
     rounding: Option<RngState>,
@@ -121,6 +126,7 @@ pub fn plan_fingerprint(plan: &Plan) -> [u8; 32] {
 /// Writes and reads one party's checkpoints in a directory.
 pub(crate) struct Checkpoints {
     path: PathBuf,
+    model_path: PathBuf,
     fingerprint: [u8; 32],
     party: PartyId,
     /// Rounds between checkpoints (besides every epoch's end).
@@ -135,6 +141,7 @@ impl Checkpoints {
     pub(crate) fn new(dir: &Path, plan: &ValidPlan, party: PartyId, every: u64) -> Self {
         Self {
             path: dir.join(format!("party-{}.checkpoint", party.0)),
+            model_path: dir.join(format!("party-{}.model.safetensors", party.0)),
             fingerprint: plan_fingerprint(plan),
             party,
             every: every.max(1),
@@ -186,12 +193,14 @@ impl Checkpoints {
                 checkpoint.party, self.party
             )));
         }
-        if checkpoint.progress.next_round > total_rounds {
+        if checkpoint.next_round > total_rounds {
             return Err(self.refused(format!(
                 "next round {}, beyond the run's {total_rounds}",
-                checkpoint.progress.next_round
+                checkpoint.next_round
             )));
         }
+        let epochs: Vec<EpochMetrics> = serde_json::from_str(&checkpoint.epochs)
+            .map_err(|e| self.refused(format!("its epoch metrics do not parse: {e}")))?;
         client
             .restore(checkpoint.client)
             .map_err(|reason| self.refused(reason))?;
@@ -204,7 +213,12 @@ impl Checkpoints {
                 ));
             }
         }
-        Ok(Some(checkpoint.progress))
+        Ok(Some(Progress {
+            next_round: checkpoint.next_round,
+            epochs,
+            loss_sum: checkpoint.loss_sum,
+            skipped: checkpoint.skipped,
+        }))
     }
 
     /// Writes the checkpoint atomically.
@@ -218,7 +232,11 @@ impl Checkpoints {
             format: FORMAT,
             fingerprint: self.fingerprint,
             party: self.party.0,
-            progress: progress.clone(),
+            next_round: progress.next_round,
+            loss_sum: progress.loss_sum,
+            skipped: progress.skipped.clone(),
+            epochs: serde_json::to_string(&progress.epochs)
+                .map_err(|e| self.refused(format!("cannot encode the epoch metrics: {e}")))?,
             client: client.snapshot(),
             rounding: rounding.map(RngState::of),
         };
@@ -231,6 +249,12 @@ impl Checkpoints {
                 path: self.path.clone(),
                 source,
             })
+        })?;
+        crate::model::write_model(&self.model_path, client.model()).map_err(|e| {
+            self.refused(format!(
+                "cannot write the model {}: {e}",
+                self.model_path.display()
+            ))
         })
     }
 }

@@ -283,9 +283,9 @@ impl Hub {
     /// let update = PlainSum::fresh(vec![1; plan.wire_slots()]).to_bytes(); // 795 + weight
     /// let hub = Hub::new(plan, HubRules::default(), |_: &hefl::fl::HubEvent| {})?;
     /// hub.submit(PartyId(0), Round(0), &update)?;
-    /// assert!(hub.fetch(PartyId(0), Round(0), Duration::ZERO)?.is_none()); // party 1 missing
+    /// assert!(hub.fetch(PartyId(0), Round(0), Duration::ZERO, None)?.is_none()); // party 1 missing
     /// hub.submit(PartyId(1), Round(0), &update)?;
-    /// let sum = hub.fetch(PartyId(0), Round(0), Duration::ZERO)?.expect("published");
+    /// let sum = hub.fetch(PartyId(0), Round(0), Duration::ZERO, None)?.expect("published");
     /// assert_eq!(sum.parties, [PartyId(0), PartyId(1)]);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -378,11 +378,15 @@ impl Hub {
 
     /// `round`'s published sum, waiting at most `wait` for it (`Ok(None)` if it is still
     /// open then). While waiting, lets the open round's deadline pass.
+    ///
+    /// `keep_from` is the oldest round `party` may still ask for (its last checkpoint; `None`:
+    /// nothing before `round`): the server keeps the sums from there on.
     pub fn fetch(
         &self,
         party: PartyId,
         round: Round,
         wait: Duration,
+        keep_from: Option<Round>,
     ) -> Result<Option<Published>, Refusal> {
         let until = Instant::now() + wait;
         let mut state = self.state();
@@ -391,7 +395,7 @@ impl Hub {
             if let Some(published) = either!(&state.server, s => s.aggregate(round))? {
                 let last = round.0 + 1 == self.plan.total_rounds();
                 let first_time = either!(&state.server, s => s.next_fetch(party)) <= round;
-                either!(&mut state.server, s => s.fetched(party, round));
+                either!(&mut state.server, s => s.fetched(party, round, keep_from));
                 if last && first_time {
                     state.heard = Instant::now();
                     self.changed.notify_all();
@@ -632,13 +636,18 @@ impl Hub {
 pub struct HubUplink {
     hub: Arc<Hub>,
     party: PartyId,
+    keep_from: Option<Round>,
 }
 
 impl HubUplink {
     /// `party`'s connection to `hub`; the party joins the federation ([`Hub::join`]).
     pub fn new(hub: Arc<Hub>, party: PartyId) -> Self {
         hub.join(party);
-        Self { hub, party }
+        Self {
+            hub,
+            party,
+            keep_from: None,
+        }
     }
 }
 
@@ -656,7 +665,7 @@ impl Uplink for HubUplink {
         loop {
             if let Some(published) = self
                 .hub
-                .fetch(self.party, round, Duration::from_secs(1))
+                .fetch(self.party, round, Duration::from_secs(1), self.keep_from)
                 .map_err(|r| refused(&r))?
             {
                 return Ok(published);
@@ -665,6 +674,10 @@ impl Uplink for HubUplink {
                 return Err(UplinkError::Stopped);
             }
         }
+    }
+
+    fn keep_from(&mut self, round: Round) {
+        self.keep_from = Some(round);
     }
 
     fn skipped(&mut self, round: Round, reason: &str) -> Result<(), UplinkError> {

@@ -48,12 +48,13 @@ pub struct PartyOptions {
 }
 
 impl Default for PartyOptions {
-    /// The default [`Retry`], no checkpoints (every 50 rounds when a directory is given).
+    /// The default [`Retry`], no checkpoints (every 16 rounds when a directory is given:
+    /// the server keeps sums for a restart at most [`DEFAULT_KEEP_ROUNDS`](super::DEFAULT_KEEP_ROUNDS) rounds back).
     fn default() -> Self {
         Self {
             retry: Retry::default(),
             state_dir: None,
-            checkpoint_every: 50,
+            checkpoint_every: 16,
         }
     }
 }
@@ -124,6 +125,10 @@ pub trait Uplink {
     fn submit(&mut self, round: Round, bytes: Vec<u8>) -> Result<Submitted, UplinkError>;
     /// Waits for `round`'s published sum.
     fn fetch(&mut self, round: Round) -> Result<Published, UplinkError>;
+    /// Tells the server (with the next fetch) that this party may still ask for sums from
+    /// `round` on: its last checkpoint is there, and a restart would go back to it. Without
+    /// it the server drops a sum once every party has fetched it.
+    fn keep_from(&mut self, round: Round);
     /// Tells the server this party skipped `round`: its sum could not be a sum of valid
     /// updates, for `reason` (the server logs it for its operator).
     fn skipped(&mut self, round: Round, reason: &str) -> Result<(), UplinkError>;
@@ -291,6 +296,8 @@ trait Exchange {
     fn rounding(&self) -> Option<&ChaCha20Rng> {
         None
     }
+    /// A checkpoint was saved at `round`: the server should keep the sums from there on.
+    fn checkpointed(&mut self, _round: Round) {}
 }
 
 /// One trainer: its update is the aggregate.
@@ -322,6 +329,10 @@ struct Federated<'u> {
 impl Exchange for Federated<'_> {
     fn rounding(&self) -> Option<&ChaCha20Rng> {
         Some(&self.rng)
+    }
+
+    fn checkpointed(&mut self, round: Round) {
+        self.uplink.keep_from(round);
     }
 
     fn aggregate<'a>(
@@ -408,6 +419,9 @@ fn train(
     let total = per_epoch.saturating_mul(config.epochs as u64);
     observer.start(config, total as usize);
     let mut epoch_start = Instant::now();
+    if checkpoints.is_some() {
+        exchange.checkpointed(Round(progress.next_round));
+    }
     while progress.next_round < total {
         let round = Round(progress.next_round);
         let update = client.compute_update(config.strategy, config.batch_size);
@@ -444,6 +458,7 @@ fn train(
         if let Some(checkpoints) = checkpoints {
             if epoch_end || progress.next_round % checkpoints.every == 0 {
                 checkpoints.save(client, exchange.rounding(), progress)?;
+                exchange.checkpointed(Round(progress.next_round));
             }
         }
     }

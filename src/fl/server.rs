@@ -234,6 +234,8 @@ pub struct Server<S: Summable> {
     missed: Vec<u32>,
     /// The first round each party has not fetched yet.
     next_fetch: Vec<u64>,
+    /// The oldest round each party may still ask for (its last checkpoint).
+    keep_from: Vec<u64>,
     /// Parties the open round still waits for (not gone, not yet submitted).
     waiting_for: usize,
     sum: Option<S>,
@@ -262,6 +264,7 @@ impl<S: Summable> Server<S> {
             submitted: BTreeSet::new(),
             missed: vec![0; parties],
             next_fetch: vec![0; parties],
+            keep_from: vec![0; parties],
             waiting_for: parties,
             sum: None,
             published: VecDeque::new(),
@@ -297,11 +300,14 @@ impl<S: Summable> Server<S> {
         Round(self.next_fetch.get(party.0 as usize).copied().unwrap_or(0))
     }
 
-    /// Notes that `party` fetched `round`'s sum: once every party not gone has, the
-    /// server drops it.
-    pub fn fetched(&mut self, party: PartyId, round: Round) {
-        if let Some(next) = self.next_fetch.get_mut(party.0 as usize) {
+    /// Notes that `party` fetched `round`'s sum and may still ask for the sums from
+    /// `keep_from` on (its last checkpoint; `None`: none before `round + 1`). A sum is
+    /// dropped once no party that is not gone may ask for it.
+    pub fn fetched(&mut self, party: PartyId, round: Round, keep_from: Option<Round>) {
+        let p = party.0 as usize;
+        if let (Some(next), Some(keep)) = (self.next_fetch.get_mut(p), self.keep_from.get_mut(p)) {
             *next = (*next).max(round.0 + 1);
+            *keep = keep_from.map_or(round.0 + 1, |k| k.0.min(round.0 + 1));
         }
         self.drop_fetched();
     }
@@ -310,7 +316,7 @@ impl<S: Summable> Server<S> {
         while let Some(oldest) = self.published.front() {
             let needed = (0..self.config.parties)
                 .map(PartyId)
-                .any(|p| !self.is_gone(p) && self.next_fetch[p.0 as usize] <= oldest.round.0);
+                .any(|p| !self.is_gone(p) && self.keep_from[p.0 as usize] <= oldest.round.0);
             if needed && self.published.len() <= self.config.keep_rounds {
                 break;
             }

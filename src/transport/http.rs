@@ -5,7 +5,7 @@
 //! |---|---|
 //! | `GET /v1/plan` | the run's [`Plan`](crate::fl::Plan) as JSON |
 //! | `POST /v1/rounds/{r}/update` | one party's sealed update for round r (body: wire bytes) |
-//! | `GET /v1/rounds/{r}/aggregate?wait_ms=W` | round r's sum once it is published (long poll: `204 No Content` if still open after W ms); header `x-hefl-parties` lists the parties in it |
+//! | `GET /v1/rounds/{r}/aggregate?wait_ms=W&keep_from=K` | round r's sum once it is published (long poll: `204 No Content` if still open after W ms); header `x-hefl-parties` lists the parties in it. `keep_from`: the party may still ask for the sums from round K on (its last checkpoint), so the server keeps them |
 //! | `POST /v1/rounds/{r}/skipped` | the party skipped round r: its sum could not be a sum of valid updates (body: the reason, at most 4 KiB); the server logs it |
 //!
 //! Every request carries `x-hefl-party: ID` and `authorization: Bearer TOKEN`, the per-party
@@ -198,6 +198,8 @@ async fn update_handler(
 #[derive(Deserialize)]
 struct WaitQuery {
     wait_ms: Option<u64>,
+    /// The oldest round the party may still ask for ([`Uplink::keep_from`]).
+    keep_from: Option<u64>,
 }
 
 async fn aggregate_handler(
@@ -208,7 +210,9 @@ async fn aggregate_handler(
 ) -> Response {
     let wait = Duration::from_millis(query.wait_ms.unwrap_or(0)).min(MAX_WAIT);
     let hub = Arc::clone(&st.hub);
-    let found = tokio::task::spawn_blocking(move || hub.fetch(party, Round(round), wait)).await;
+    let keep_from = query.keep_from.map(Round);
+    let found =
+        tokio::task::spawn_blocking(move || hub.fetch(party, Round(round), wait, keep_from)).await;
     match found {
         Ok(Ok(Some(published))) => {
             let parties: Vec<String> = published.parties.iter().map(|p| p.0.to_string()).collect();
@@ -419,6 +423,8 @@ pub struct HttpUplink {
     authorization: String,
     /// Largest aggregate body accepted (set from the plan).
     max_body: u64,
+    /// The oldest round this party may still ask for, sent with every fetch.
+    keep_from: Option<Round>,
 }
 
 impl HttpUplink {
@@ -469,6 +475,7 @@ impl HttpUplink {
             party,
             authorization: format!("Bearer {token}"),
             max_body: 1 << 20,
+            keep_from: None,
         }
     }
 
@@ -542,6 +549,10 @@ impl Uplink for HttpUplink {
         }
     }
 
+    fn keep_from(&mut self, round: Round) {
+        self.keep_from = Some(round);
+    }
+
     fn skipped(&mut self, round: Round, reason: &str) -> Result<(), UplinkError> {
         let mut response = self
             .agent
@@ -572,10 +583,12 @@ impl Uplink for HttpUplink {
             let mut response = self
                 .agent
                 .get(format!(
-                    "{}/v1/rounds/{}/aggregate?wait_ms={}",
+                    "{}/v1/rounds/{}/aggregate?wait_ms={}{}",
                     self.base,
                     round.0,
-                    MAX_WAIT.as_millis()
+                    MAX_WAIT.as_millis(),
+                    self.keep_from
+                        .map_or(String::new(), |k| format!("&keep_from={}", k.0))
                 ))
                 .header(PARTY_HEADER, self.party.to_string())
                 .header("authorization", &self.authorization)

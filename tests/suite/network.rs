@@ -97,6 +97,12 @@ fn start_server(dir: &Path, extra: &[&str]) -> (Guard, String) {
 }
 
 fn start_party(dir: &Path, url: &str, party: u32) -> Guard {
+    start_party_with(dir, url, party, &[])
+}
+
+/// Starts `hefl join` for `party`, writing its metrics to `party-P.json` and its model to
+/// `party-P.safetensors` in `dir`.
+fn start_party_with(dir: &Path, url: &str, party: u32, extra: &[&str]) -> Guard {
     let child = hefl()
         .args(["join", "--server", url, "--party", &party.to_string()])
         .arg("--tokens")
@@ -107,11 +113,22 @@ fn start_party(dir: &Path, url: &str, party: u32) -> Guard {
         .arg(dir)
         .arg("--metrics-out")
         .arg(dir.join(format!("party-{party}.json")))
+        .arg("--model-out")
+        .arg(dir.join(format!("party-{party}.safetensors")))
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn join");
     Guard(Some(child))
+}
+
+/// The parameters of the model party `party` saved.
+fn saved_params(dir: &Path, party: u32) -> Vec<f32> {
+    hefl::model::read_model(&dir.join(format!("party-{party}.safetensors")))
+        .expect("a saved model")
+        .params()
+        .to_vec()
 }
 
 fn setup() -> (tempfile::TempDir, String) {
@@ -156,11 +173,8 @@ fn three_processes_match_the_in_process_run() {
     assert_parties_match_the_in_process_run(dir.path(), 2);
 }
 
-/// Every party's final accuracy is that of the same run in one process: the same model.
-fn assert_parties_match_the_in_process_run(dir: &Path, epochs: usize) {
-    let accuracies: Vec<f64> = (0..3)
-        .map(|p| final_accuracy(&dir.join(format!("party-{p}.json"))))
-        .collect();
+/// The run of `epochs` epochs in one process, undisturbed: the reference model.
+fn reference_run(dir: &Path, epochs: usize) -> hefl::fl::RunMetrics {
     let data = hefl::data::load_mnist_dir(dir).expect("fixture loads");
     let config = TrainConfig {
         mode: Mode::Federated,
@@ -176,13 +190,28 @@ fn assert_parties_match_the_in_process_run(dir: &Path, epochs: usize) {
             .and_then(|k| k.secret_key())
             .expect("key"),
     );
-    let local = run(&config, &data, Some(key), &mut ()).expect("in-process run");
-    let expected = local.final_accuracy().expect("epochs");
+    run(&config, &data, Some(key), &mut ()).expect("in-process run")
+}
+
+/// Every party ends with the model of the same run in one process, bit for bit, and
+/// reports its accuracy.
+fn assert_parties_match_the_in_process_run(dir: &Path, epochs: usize) {
+    let reference = reference_run(dir, epochs);
+    let expected = reference.final_accuracy().expect("epochs");
     assert!(
         expected > 0.9,
         "the synthetic task is learnable: {expected}"
     );
-    assert_eq!(accuracies, [expected; 3]);
+    for p in 0..3 {
+        assert_eq!(
+            final_accuracy(&dir.join(format!("party-{p}.json"))),
+            expected
+        );
+        assert!(
+            saved_params(dir, p) == reference.final_params,
+            "party {p}'s model differs from the undisturbed run's"
+        );
+    }
 }
 
 /// A process's resident memory, from /proc (`None` once it has exited).
@@ -817,4 +846,154 @@ fn tls_serves_parties_that_trust_the_certificate() {
     assert_eq!(*published.bytes, update.to_bytes());
     let report = serving.join().expect("thread").expect("serve");
     assert_eq!(report.rounds, 1);
+}
+
+/// Sends a signal to a child process with kill(1).
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .args([name, &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {name}");
+}
+
+/// Reads a party's progress lines until one mentions an epoch.
+fn wait_for_an_epoch(party: &mut Guard) -> BufReader<std::process::ChildStdout> {
+    let mut reader = BufReader::new(party.child().stdout.take().expect("stdout"));
+    let mut line = String::new();
+    while !line.contains("epoch") {
+        line.clear();
+        assert!(
+            reader.read_line(&mut line).expect("read") > 0,
+            "the party ended before its first epoch"
+        );
+    }
+    reader
+}
+
+/// Three parties started 5 s after a server with a 3 s round timeout and `--min-parties 2`:
+/// round 0's clock starts when they have joined, so nobody is left out and the model is
+/// the undisturbed run's.
+#[test]
+fn parties_that_start_late_train_the_undisturbed_model() {
+    let (dir, key_id) = setup();
+    let (server, url) = start_server(
+        dir.path(),
+        &[
+            "--privacy",
+            "he",
+            "--key-id",
+            &key_id,
+            "--epochs",
+            "2",
+            "--round-timeout",
+            "3s",
+            "--min-parties",
+            "2",
+        ],
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    let parties: Vec<Guard> = (0..3).map(|p| start_party(dir.path(), &url, p)).collect();
+    for (p, guard) in parties.into_iter().enumerate() {
+        let out = wait_bounded(guard, Duration::from_secs(120), "a party");
+        assert!(out.status.success(), "party {p}: {}", text(&out.stderr));
+    }
+    let out = wait_bounded(server, Duration::from_secs(30), "the server");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let log = text(&out.stderr);
+    assert!(
+        log.contains("round 0 started with parties 0, 1, 2"),
+        "{log}"
+    );
+    assert!(!log.contains("closed at its deadline"), "{log}");
+    assert_parties_match_the_in_process_run(dir.path(), 2);
+}
+
+/// A party paused (SIGSTOP) for twice the round timeout misses a couple of rounds, then
+/// applies the sums it missed, in order, and is back: all three end with the same model.
+#[test]
+fn a_paused_party_catches_up() {
+    let (dir, key_id) = setup();
+    let (server, url) = start_server(
+        dir.path(),
+        &[
+            "--privacy",
+            "he",
+            "--key-id",
+            &key_id,
+            "--epochs",
+            "6",
+            "--round-timeout",
+            "1s",
+            "--min-parties",
+            "2",
+        ],
+    );
+    let others: Vec<Guard> = (0..2).map(|p| start_party(dir.path(), &url, p)).collect();
+    let mut paused = start_party(dir.path(), &url, 2);
+    let _stdout = wait_for_an_epoch(&mut paused);
+    signal(paused.child(), "-STOP");
+    std::thread::sleep(Duration::from_secs(2));
+    signal(paused.child(), "-CONT");
+    for (p, guard) in others.into_iter().chain([paused]).enumerate() {
+        let out = wait_bounded(guard, Duration::from_secs(120), "a party");
+        assert!(out.status.success(), "party {p}: {}", text(&out.stderr));
+    }
+    let out = wait_bounded(server, Duration::from_secs(30), "the server");
+    let log = text(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains("closed at its deadline with parties 0, 1 (2 of 3)"),
+        "party 2 was not left out of any round: {log}"
+    );
+    assert!(log.contains("closed with every party again"), "{log}");
+    assert!(!log.contains("is gone"), "{log}");
+    let model = saved_params(dir.path(), 0);
+    for p in 1..3 {
+        assert!(saved_params(dir.path(), p) == model, "party {p} differs");
+    }
+    assert!(final_accuracy(&dir.path().join("party-2.json")) > 0.9);
+}
+
+/// A party killed (SIGKILL) mid-run and restarted with the same `--state-dir` continues from
+/// its checkpoint; the rounds wait for it (every party is required), and all three end with
+/// the undisturbed run's model, bit for bit.
+#[test]
+fn a_killed_party_restarted_from_its_state_dir_ends_with_the_undisturbed_model() {
+    let (dir, key_id) = setup();
+    let (server, url) = start_server(
+        dir.path(),
+        &["--privacy", "he", "--key-id", &key_id, "--epochs", "6"],
+    );
+    let state = dir.path().join("state-2");
+    let state_args = [
+        "--state-dir",
+        state.to_str().expect("utf-8 path"),
+        "--checkpoint-every",
+        "3",
+    ];
+    let others: Vec<Guard> = (0..2).map(|p| start_party(dir.path(), &url, p)).collect();
+    let mut victim = start_party_with(dir.path(), &url, 2, &state_args);
+    let _stdout = wait_for_an_epoch(&mut victim);
+    signal(victim.child(), "-KILL");
+    let _ = victim.child().wait();
+    assert!(state.join("party-2.checkpoint").exists());
+    // The checkpoint's model is a model file like any other.
+    assert!(hefl::model::read_model(&state.join("party-2.model.safetensors")).is_ok());
+
+    let restarted = start_party_with(dir.path(), &url, 2, &state_args);
+    for (p, guard) in others.into_iter().chain([restarted]).enumerate() {
+        let out = wait_bounded(guard, Duration::from_secs(120), "a party");
+        assert!(out.status.success(), "party {p}: {}", text(&out.stderr));
+        if p == 2 {
+            assert!(
+                text(&out.stderr).contains("resuming from the checkpoint"),
+                "{}",
+                text(&out.stderr)
+            );
+        }
+    }
+    let out = wait_bounded(server, Duration::from_secs(30), "the server");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_parties_match_the_in_process_run(dir.path(), 6);
 }

@@ -330,6 +330,9 @@ impl hefl::fl::Uplink for Garbling {
     fn fetch(&mut self, round: Round) -> Result<hefl::fl::Published, hefl::fl::UplinkError> {
         self.inner.fetch(round)
     }
+    fn keep_from(&mut self, round: Round) {
+        self.inner.keep_from(round)
+    }
     fn skipped(&mut self, round: Round, reason: &str) -> Result<(), hefl::fl::UplinkError> {
         self.inner.skipped(round, reason)
     }
