@@ -21,6 +21,11 @@ pub struct ServeArgs {
     /// update (default: all parties).
     #[arg(long, value_name = "N")]
     pub min_parties: Option<u32>,
+    /// Keep the server's checkpoint here (written after every round), and
+    /// continue from the one found here if it is of the same plan: a server
+    /// killed and restarted with it loses nothing (the parties retry meanwhile).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
     /// Round 0's clock starts when every party has joined, or after this long
     /// if --min-parties have.
     #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
@@ -151,9 +156,22 @@ pub fn run(args: ServeArgs) -> Result<()> {
         absent_after: args.absent_after,
         idle_timeout: args.idle_timeout,
     };
-    let hub = Arc::new(Hub::new(plan, rules, |event: &HubEvent| {
-        eprintln!("serve: {event}")
-    })?);
+    rules.validate()?;
+    let log = |event: &HubEvent| eprintln!("serve: {event}");
+    let hub = match &args.state_dir {
+        None => Hub::new(plan, rules, log)?,
+        Some(dir) => {
+            let (hub, resumed) = Hub::with_state_dir(plan, rules, dir, log)?;
+            if let Some(round) = resumed {
+                eprintln!(
+                    "serve: resuming from the checkpoint in {} at {round}",
+                    dir.display()
+                );
+            }
+            hub
+        }
+    };
+    let hub = Arc::new(hub);
     let plan = hub.plan();
     let issued = Tokens::load_or_create(&args.tokens, plan.config.parties)?;
     let listener = std::net::TcpListener::bind(&args.bind)

@@ -41,6 +41,9 @@ pub enum CheckpointError {
         /// What went wrong.
         source: SecretFileError,
     },
+    /// The plan or rules of a resumed server do not validate.
+    #[error(transparent)]
+    Config(#[from] super::config::ConfigError),
     /// The file is not a checkpoint of this party in this federation, or is damaged.
     #[error("checkpoint {path}: {reason}")]
     Refused {
@@ -256,5 +259,160 @@ impl Checkpoints {
                 self.model_path.display()
             ))
         })
+    }
+}
+
+/// A server's checkpoint in its `--state-dir`: `server.state` (the plan's fingerprint, the
+/// open round, each party's missed rounds and fetch positions, the rounds kept and who is
+/// in each) and one `sums/R.sum` file per kept sum (ciphertext in `he` mode: the server
+/// never holds anything else). Written after every round that closes, sums first and the
+/// state last (each atomically), so the state never names a sum that is not on disk. A
+/// restarted server continues from the open round; the parties resend their updates for
+/// it (the open round's submissions are not saved).
+pub(crate) struct ServerStore {
+    dir: PathBuf,
+    fingerprint: [u8; 32],
+    /// Sum files on disk.
+    written: std::collections::BTreeSet<u64>,
+    /// Largest sum file read.
+    max_sum: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredServer {
+    format: u32,
+    fingerprint: [u8; 32],
+    round: u64,
+    missed: Vec<u32>,
+    next_fetch: Vec<u64>,
+    keep_from: Vec<u64>,
+    short_rounds: u64,
+    /// (round, parties in its sum) of the sums kept.
+    kept: Vec<(u64, Vec<u32>)>,
+}
+
+impl ServerStore {
+    /// A store for `plan`'s server in `dir`; sums read back are at most `max_sum` bytes.
+    pub(crate) fn new(dir: &Path, plan: &Plan, max_sum: usize) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            fingerprint: plan_fingerprint(plan),
+            written: std::collections::BTreeSet::new(),
+            max_sum: max_sum as u64,
+        }
+    }
+
+    fn state_path(&self) -> PathBuf {
+        self.dir.join("server.state")
+    }
+
+    fn sum_path(&self, round: u64) -> PathBuf {
+        self.dir.join("sums").join(format!("{round}.sum"))
+    }
+
+    fn refused(&self, reason: impl Into<String>) -> CheckpointError {
+        CheckpointError::Refused {
+            path: self.state_path(),
+            reason: reason.into(),
+        }
+    }
+
+    fn file_error(path: PathBuf) -> impl FnOnce(SecretFileError) -> CheckpointError {
+        move |source| CheckpointError::File { path, source }
+    }
+
+    /// The saved state and its short-round count, if the directory holds one (checked
+    /// against the plan; the sums are checked by [`Server::restore`](super::Server::restore)).
+    pub(crate) fn load(
+        &mut self,
+    ) -> Result<Option<(super::server::ServerSnapshot, u64)>, CheckpointError> {
+        let path = self.state_path();
+        if !path.exists() {
+            return Ok(None);
+        }
+        let bytes = crate::secret_file::read_limited(&path, MAX_CHECKPOINT)
+            .map_err(Self::file_error(path.clone()))?;
+        let stored: StoredServer = bincode::options()
+            .with_limit(MAX_CHECKPOINT)
+            .with_fixint_encoding()
+            .deserialize(&bytes)
+            .map_err(|e| self.refused(format!("not a hefl server state ({e})")))?;
+        if stored.format != FORMAT {
+            return Err(self.refused(format!("format {}, expected {FORMAT}", stored.format)));
+        }
+        if stored.fingerprint != self.fingerprint {
+            return Err(self.refused(format!(
+                "it is another federation's (plan fingerprint {}, this plan's is {}): serve the same plan, use another --state-dir, or delete it to start over",
+                hex::encode(&stored.fingerprint[..8]),
+                hex::encode(&self.fingerprint[..8])
+            )));
+        }
+        let mut published = Vec::with_capacity(stored.kept.len());
+        for (round, parties) in stored.kept {
+            let sum_path = self.sum_path(round);
+            let bytes = crate::secret_file::read_limited(&sum_path, self.max_sum)
+                .map_err(Self::file_error(sum_path))?;
+            self.written.insert(round);
+            published.push(super::server::Published {
+                round: super::server::Round(round),
+                parties: parties.into_iter().map(PartyId).collect(),
+                bytes: std::sync::Arc::new(bytes),
+            });
+        }
+        let snapshot = super::server::ServerSnapshot {
+            round: super::server::Round(stored.round),
+            missed: stored.missed,
+            next_fetch: stored.next_fetch,
+            keep_from: stored.keep_from,
+            published,
+        };
+        Ok(Some((snapshot, stored.short_rounds)))
+    }
+
+    /// Saves `snapshot`: new sums first, then the state; then removes dropped sums.
+    pub(crate) fn save(
+        &mut self,
+        snapshot: &super::server::ServerSnapshot,
+        short_rounds: u64,
+    ) -> Result<(), CheckpointError> {
+        use crate::secret_file::{Access, write_atomic};
+        for published in &snapshot.published {
+            let round = published.round.0;
+            if !self.written.contains(&round) {
+                let path = self.sum_path(round);
+                write_atomic(&path, &published.bytes, true, Access::Default)
+                    .map_err(Self::file_error(path))?;
+                self.written.insert(round);
+            }
+        }
+        let stored = StoredServer {
+            format: FORMAT,
+            fingerprint: self.fingerprint,
+            round: snapshot.round.0,
+            missed: snapshot.missed.clone(),
+            next_fetch: snapshot.next_fetch.clone(),
+            keep_from: snapshot.keep_from.clone(),
+            short_rounds,
+            kept: snapshot
+                .published
+                .iter()
+                .map(|p| (p.round.0, p.parties.iter().map(|q| q.0).collect()))
+                .collect(),
+        };
+        let bytes = bincode::options()
+            .with_fixint_encoding()
+            .serialize(&stored)
+            .map_err(|e| self.refused(format!("cannot encode: {e}")))?;
+        let path = self.state_path();
+        write_atomic(&path, &bytes, true, Access::Default).map_err(Self::file_error(path))?;
+        let kept: std::collections::BTreeSet<u64> =
+            snapshot.published.iter().map(|p| p.round.0).collect();
+        let dropped: Vec<u64> = self.written.difference(&kept).copied().collect();
+        for round in dropped {
+            // A sum left behind is only disk space: the state no longer names it.
+            let _ = std::fs::remove_file(self.sum_path(round));
+            self.written.remove(&round);
+        }
+        Ok(())
     }
 }

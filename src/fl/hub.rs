@@ -11,6 +11,7 @@
 //! loop drives the same hub, so a simulation exercises deadlines and `min_parties` exactly
 //! as a deployment does.
 
+use super::checkpoint::{CheckpointError, ServerStore};
 use super::config::ConfigError;
 use super::config::{Field, check_range};
 use super::error::{RefusalKind, UplinkError};
@@ -22,6 +23,7 @@ use super::server::{
 };
 use crate::he::EncryptedVector;
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -90,7 +92,9 @@ const TIMEOUT_RANGE: (Duration, Duration) = (
 );
 
 impl HubRules {
-    fn validate(&self) -> Result<(), ConfigError> {
+    /// Checks the bounds: join and idle timeouts from 100 ms to 7 days, `absent_after` from
+    /// 1 to 1,000,000 (`min_parties` is checked against the plan by [`Hub::new`]).
+    pub fn validate(&self) -> Result<(), ConfigError> {
         for (field, value) in [
             (Field::JoinTimeout, self.join_timeout),
             (Field::IdleTimeout, self.idle_timeout),
@@ -159,6 +163,12 @@ pub enum HubEvent {
         /// What the party found, as it said it (control characters removed, truncated).
         reason: String,
     },
+    /// The server's checkpoint could not be written (the run goes on; a restart would
+    /// resume from the last one written).
+    StoreFailed {
+        /// What went wrong.
+        reason: String,
+    },
     /// An epoch's last round closed.
     EpochDone {
         /// 1-based epoch number.
@@ -206,6 +216,7 @@ impl std::fmt::Display for HubEvent {
                 "{party} skipped {round} (parties {}): {reason}",
                 party_list(parties)
             ),
+            Self::StoreFailed { reason } => write!(f, "could not write the checkpoint: {reason}"),
             Self::EpochDone {
                 epoch,
                 rounds,
@@ -251,6 +262,8 @@ struct State {
     heard: Instant,
     /// Seconds spent validating and folding submissions.
     server_seconds: f64,
+    /// Where the server's checkpoint goes (`--state-dir`).
+    store: Option<ServerStore>,
 }
 
 /// One federation's server, clock and waiters (see the [module docs](self)).
@@ -324,6 +337,7 @@ impl Hub {
                 recent: std::collections::VecDeque::new(),
                 heard: now,
                 server_seconds: 0.0,
+                store: None,
             }),
             changed: Condvar::new(),
             stopped: AtomicBool::new(false),
@@ -331,6 +345,52 @@ impl Hub {
             keep_rounds,
             log: Box::new(log),
         })
+    }
+
+    /// Like [`Hub::new`], with the server's checkpoint in `state_dir` (see
+    /// [`checkpoint`](super::checkpoint)): written after every round that closes, and
+    /// continued from when the directory already holds one of this plan (then the open
+    /// round starts at once; the parties resend their updates for it). A checkpoint of
+    /// another plan is refused. Returns the hub and the round it resumed at, if it did.
+    pub fn with_state_dir(
+        plan: ValidPlan,
+        rules: HubRules,
+        state_dir: &Path,
+        log: impl Fn(&HubEvent) + Send + Sync + 'static,
+    ) -> Result<(Self, Option<Round>), CheckpointError> {
+        let hub = Self::new(plan, rules, log)?;
+        let mut store = ServerStore::new(state_dir, &hub.plan, hub.max_submission_len);
+        let loaded = store.load()?;
+        let mut state = hub.state();
+        let mut resumed = None;
+        if let Some((snapshot, short_rounds)) = loaded {
+            let round = snapshot.round;
+            let recent: Vec<(Round, Vec<PartyId>)> = snapshot
+                .published
+                .iter()
+                .map(|p| (p.round, p.parties.clone()))
+                .collect();
+            let now = Instant::now();
+            let refused = |reason: String| CheckpointError::Refused {
+                path: state_dir.join("server.state"),
+                reason,
+            };
+            state.server = match &state.server {
+                AnyServer::Plain(s) => AnyServer::Plain(
+                    Server::restore(*s.config(), *s.expect(), snapshot, now).map_err(refused)?,
+                ),
+                AnyServer::He(s) => AnyServer::He(
+                    Server::restore(*s.config(), *s.expect(), snapshot, now).map_err(refused)?,
+                ),
+            };
+            state.report.rounds = round.0;
+            state.report.short_rounds = short_rounds;
+            state.recent = recent.into();
+            resumed = Some(round);
+        }
+        state.store = Some(store);
+        drop(state);
+        Ok((hub, resumed))
     }
 
     /// The run's plan.
@@ -628,6 +688,15 @@ impl Hub {
             }
         }
         state.report.rounds = current;
+        let snapshot = either!(&state.server, s => s.snapshot());
+        let short_rounds = state.report.short_rounds;
+        if let Some(store) = state.store.as_mut() {
+            if let Err(e) = store.save(&snapshot, short_rounds) {
+                (self.log)(&HubEvent::StoreFailed {
+                    reason: e.to_string(),
+                });
+            }
+        }
         self.changed.notify_all();
     }
 }

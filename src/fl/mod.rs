@@ -68,7 +68,7 @@ pub use plan::{MAX_ROUND_TIMEOUT, MAX_ROUNDS, Plan, ValidPlan, plan_for};
 pub use run::{RoundRules, run, run_with};
 pub use server::{
     DEFAULT_ABSENT_AFTER, DEFAULT_KEEP_ROUNDS, PartyId, Published, Refusal, Round, Server,
-    ServerConfig,
+    ServerConfig, ServerSnapshot,
 };
 pub use setup::calibrate_noise;
 pub use strategy::Strategy;

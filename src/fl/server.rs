@@ -197,6 +197,22 @@ impl Refusal {
     }
 }
 
+/// A server's state between rounds: what its checkpoint holds ([`Server::snapshot`]). The
+/// open round's submissions are not in it: after a restart the parties send them again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerSnapshot {
+    /// The open round.
+    pub round: Round,
+    /// Rounds each party missed in a row.
+    pub missed: Vec<u32>,
+    /// The first round each party has not fetched.
+    pub next_fetch: Vec<u64>,
+    /// The oldest round each party may still ask for.
+    pub keep_from: Vec<u64>,
+    /// The sums still kept.
+    pub published: Vec<Published>,
+}
+
 /// Runs rounds over payloads of type `S`: collects one update per party, folds them,
 /// publishes the sum.
 ///
@@ -269,6 +285,64 @@ impl<S: Summable> Server<S> {
             sum: None,
             published: VecDeque::new(),
         })
+    }
+
+    /// The state between rounds, for a checkpoint.
+    pub fn snapshot(&self) -> ServerSnapshot {
+        ServerSnapshot {
+            round: self.round,
+            missed: self.missed.clone(),
+            next_fetch: self.next_fetch.clone(),
+            keep_from: self.keep_from.clone(),
+            published: self.published.iter().cloned().collect(),
+        }
+    }
+
+    /// A server that continues from `snapshot` (its open round starting afresh at `now`),
+    /// checking it as input: one entry per party, kept sums before the open round, in
+    /// order, each a valid sum of its parties' updates under `expect`.
+    pub fn restore(
+        config: ServerConfig,
+        expect: S::Expect,
+        snapshot: ServerSnapshot,
+        now: Instant,
+    ) -> Result<Self, String> {
+        let mut server = Self::waiting(config, expect).map_err(|e| e.to_string())?;
+        let parties = config.parties as usize;
+        if snapshot.missed.len() != parties
+            || snapshot.next_fetch.len() != parties
+            || snapshot.keep_from.len() != parties
+        {
+            return Err(format!(
+                "state for another number of parties, expected {parties}"
+            ));
+        }
+        let mut previous: Option<Round> = None;
+        for published in &snapshot.published {
+            if published.round >= snapshot.round || previous.is_some_and(|p| p >= published.round) {
+                return Err(format!("kept sums out of order at {}", published.round));
+            }
+            previous = Some(published.round);
+            let summed = u32::try_from(published.parties.len()).unwrap_or(u32::MAX);
+            if published.parties.iter().any(|p| p.0 >= config.parties) {
+                return Err(format!(
+                    "{} names a party this federation does not have",
+                    published.round
+                ));
+            }
+            S::parse_aggregate(&published.bytes, &server.expect, summed)
+                .map_err(|e| format!("the kept sum of {}: {e}", published.round))?;
+        }
+        server.round = snapshot.round;
+        server.missed = snapshot.missed;
+        server.next_fetch = snapshot.next_fetch;
+        server.keep_from = snapshot.keep_from;
+        server.published = snapshot.published.into();
+        server.waiting_for = (0..config.parties)
+            .filter(|&p| !server.is_gone(PartyId(p)))
+            .count();
+        server.start(now);
+        Ok(server)
     }
 
     /// Starts the open round's clock at `now` (once; later calls change nothing).

@@ -68,7 +68,12 @@ fn text(bytes: &[u8]) -> String {
 /// Starts `hefl serve` on a free port; returns the process and its URL.
 fn start_server(dir: &Path, extra: &[&str]) -> (Guard, String) {
     let mut child = hefl()
-        .args(["serve", "--bind", "127.0.0.1:0", "--parties", "3"])
+        .args(["serve", "--parties", "3"])
+        .args(if extra.contains(&"--bind") {
+            &[][..]
+        } else {
+            &["--bind", "127.0.0.1:0"][..]
+        })
         .args([
             "--train-size",
             "600",
@@ -995,5 +1000,52 @@ fn a_killed_party_restarted_from_its_state_dir_ends_with_the_undisturbed_model()
     }
     let out = wait_bounded(server, Duration::from_secs(30), "the server");
     assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_parties_match_the_in_process_run(dir.path(), 6);
+}
+
+/// A free loopback port (for a server that must come back on the same address).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// The server killed (SIGKILL) mid-run and restarted with its `--state-dir` on the same
+/// address within the parties' retry window: they wait, resend their updates for the open
+/// round, and the run completes with the undisturbed run's model, bit for bit.
+#[test]
+fn a_killed_server_restarted_from_its_state_dir_completes_the_run() {
+    let (dir, key_id) = setup();
+    let bind = format!("127.0.0.1:{}", free_port());
+    let state = dir.path().join("server-state");
+    let args = [
+        "--privacy",
+        "he",
+        "--key-id",
+        &key_id,
+        "--epochs",
+        "6",
+        "--bind",
+        &bind,
+        "--state-dir",
+        state.to_str().expect("utf-8 path"),
+    ];
+    let (mut server, url) = start_server(dir.path(), &args);
+    let mut parties: Vec<Guard> = (0..3).map(|p| start_party(dir.path(), &url, p)).collect();
+    let _stdout = wait_for_an_epoch(&mut parties[0]);
+    signal(server.child(), "-KILL");
+    let _ = server.child().wait();
+    assert!(state.join("server.state").exists());
+    std::thread::sleep(Duration::from_secs(1));
+    let (server, _) = start_server(dir.path(), &args);
+    for (p, guard) in parties.into_iter().enumerate() {
+        let out = wait_bounded(guard, Duration::from_secs(120), "a party");
+        assert!(out.status.success(), "party {p}: {}", text(&out.stderr));
+    }
+    let out = wait_bounded(server, Duration::from_secs(30), "the restarted server");
+    let log = text(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("resuming from the checkpoint"), "{log}");
     assert_parties_match_the_in_process_run(dir.path(), 6);
 }

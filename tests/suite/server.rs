@@ -462,3 +462,175 @@ fn a_garbage_update_costs_one_round_not_the_run() {
     assert_eq!(skipped.len(), 3, "{skipped:?}");
     assert!(skipped.iter().all(|&(r, _, n)| r == bad_round && n == 3));
 }
+
+/// Party 2's uplink, but it sends its update for round `at` only after `delay`.
+struct Slow {
+    inner: hefl::fl::HubUplink,
+    at: Round,
+    delay: Duration,
+}
+
+impl hefl::fl::Uplink for Slow {
+    fn submit(
+        &mut self,
+        round: Round,
+        bytes: Vec<u8>,
+    ) -> Result<hefl::fl::Submitted, hefl::fl::UplinkError> {
+        if round == self.at {
+            std::thread::sleep(self.delay);
+        }
+        self.inner.submit(round, bytes)
+    }
+    fn fetch(&mut self, round: Round) -> Result<hefl::fl::Published, hefl::fl::UplinkError> {
+        self.inner.fetch(round)
+    }
+    fn keep_from(&mut self, round: Round) {
+        self.inner.keep_from(round)
+    }
+    fn skipped(&mut self, round: Round, reason: &str) -> Result<(), hefl::fl::UplinkError> {
+        self.inner.skipped(round, reason)
+    }
+}
+
+/// A party that misses the last round's deadline is left out of that sum but still
+/// fetches it (the server keeps it until every party not gone has): it ends with the
+/// others' model and its metrics, and only then is the run over.
+#[test]
+fn a_party_late_in_the_last_round_still_ends_with_the_model() {
+    use hefl::fl::{
+        Hub, HubEvent, HubRules, HubUplink, Mode, PartyOptions, Privacy, TrainConfig, plan_for,
+        run_party,
+    };
+    use std::sync::Arc;
+    let data = crate::util::tiny_mnist();
+    let config = TrainConfig {
+        mode: Mode::Federated,
+        privacy: Privacy::Plain,
+        epochs: 1,
+        batch_size: 32,
+        lr: 1e-2,
+        layers: vec![hefl::data::IMAGE_PIXELS, 16, 10],
+        ..TrainConfig::default()
+    };
+    let plan = plan_for(
+        &config,
+        data.train.len(),
+        None,
+        None,
+        Duration::from_millis(500),
+    )
+    .expect("plan");
+    let last = Round(plan.total_rounds() - 1);
+    let rules = HubRules {
+        min_parties: Some(2),
+        ..HubRules::default()
+    };
+    let hub = Arc::new(Hub::new(plan.clone(), rules, |_: &HubEvent| {}).expect("hub"));
+    let runs: Vec<_> = (0..3u32)
+        .map(|p| {
+            let (hub, plan, data) = (Arc::clone(&hub), plan.clone(), data.clone());
+            std::thread::spawn(move || {
+                let inner = HubUplink::new(hub, PartyId(p));
+                let mut notes = Notes::default();
+                let options = PartyOptions::default();
+                let metrics = if p == 2 {
+                    let mut uplink = Slow {
+                        inner,
+                        at: last,
+                        delay: Duration::from_millis(1500),
+                    };
+                    run_party(
+                        &plan,
+                        PartyId(p),
+                        &data,
+                        None,
+                        &mut uplink,
+                        &mut notes,
+                        &options,
+                    )
+                } else {
+                    let mut uplink = inner;
+                    run_party(
+                        &plan,
+                        PartyId(p),
+                        &data,
+                        None,
+                        &mut uplink,
+                        &mut notes,
+                        &options,
+                    )
+                };
+                (metrics.expect("the party finishes"), notes.0)
+            })
+        })
+        .collect();
+    let results: Vec<_> = runs.into_iter().map(|r| r.join().expect("party")).collect();
+    let (late, notes) = &results[2];
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.starts_with(&format!("left out of {last}"))),
+        "{notes:?}"
+    );
+    assert_eq!(late.epochs.len(), 1, "the late party reports its epoch");
+    for (metrics, _) in &results {
+        assert!(metrics.final_params == results[0].0.final_params);
+    }
+    assert!(hub.is_finished());
+}
+
+/// A party's `--state-dir` holds its checkpoint: resumed when it is of the same plan (a
+/// finished run resumes at its end), refused when it is of another federation.
+#[test]
+fn a_checkpoint_of_another_federation_is_refused() {
+    use hefl::fl::{
+        Hub, HubEvent, HubRules, HubUplink, Mode, PartyOptions, Privacy, TrainConfig, plan_for,
+        run_party,
+    };
+    use std::sync::Arc;
+    let data = crate::util::tiny_mnist();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let options = PartyOptions {
+        state_dir: Some(dir.path().to_path_buf()),
+        ..PartyOptions::default()
+    };
+    let run = |lr: f32| {
+        let config = TrainConfig {
+            mode: Mode::Federated,
+            privacy: Privacy::Plain,
+            parties: 1,
+            epochs: 1,
+            lr,
+            layers: vec![hefl::data::IMAGE_PIXELS, 8, 10],
+            ..TrainConfig::default()
+        };
+        let plan = plan_for(
+            &config,
+            data.train.len(),
+            None,
+            None,
+            Duration::from_secs(30),
+        )
+        .expect("plan");
+        let hub =
+            Arc::new(Hub::new(plan.clone(), HubRules::default(), |_: &HubEvent| {}).expect("hub"));
+        let mut uplink = HubUplink::new(hub, PartyId(0));
+        run_party(
+            &plan,
+            PartyId(0),
+            &data,
+            None,
+            &mut uplink,
+            &mut (),
+            &options,
+        )
+    };
+    let first = run(1e-2).expect("a fresh run");
+    assert!(dir.path().join("party-0.checkpoint").exists());
+    // The same plan again: resumed at its end, the same model and metrics.
+    let again = run(1e-2).expect("resumed");
+    assert!(again.final_params == first.final_params);
+    assert_eq!(again.epochs, first.epochs);
+    let err = run(2e-2).expect_err("another plan").to_string();
+    assert!(err.contains("another federation"), "{err}");
+}
