@@ -631,6 +631,6 @@ fn a_checkpoint_of_another_federation_is_refused() {
     let again = run(1e-2).expect("resumed");
     assert!(again.final_params == first.final_params);
     assert_eq!(again.epochs, first.epochs);
-    let err = run(2e-2).expect_err("another plan").to_string();
+    let err = run(2e-2).expect_err("another plan");
     assert!(err.contains("another federation"), "{err}");
 }
