@@ -624,6 +624,7 @@ fn a_checkpoint_of_another_federation_is_refused() {
             &mut (),
             &options,
         )
+        .map_err(|e| e.to_string())
     };
     let first = run(1e-2).expect("a fresh run");
     assert!(dir.path().join("party-0.checkpoint").exists());
