@@ -61,6 +61,25 @@ fn wait_bounded(mut guard: Guard, limit: Duration, what: &str) -> Output {
     child.wait_with_output().expect("output")
 }
 
+/// Waits for every party and then the server to exit successfully (each bounded in
+/// time); returns the parties' stderr and the server's (stdout, stderr).
+fn finish(parties: Vec<Guard>, server: Guard) -> (Vec<String>, (String, String)) {
+    let logs = parties
+        .into_iter()
+        .enumerate()
+        .map(|(p, guard)| {
+            let out = wait_bounded(guard, Duration::from_secs(120), "a party");
+            let log = text(&out.stderr);
+            assert!(out.status.success(), "party {p}: {log}");
+            log
+        })
+        .collect();
+    let out = wait_bounded(server, Duration::from_secs(30), "the server");
+    let log = text(&out.stderr);
+    assert!(out.status.success(), "the server: {log}");
+    (logs, (text(&out.stdout), log))
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -163,17 +182,8 @@ fn three_processes_match_the_in_process_run() {
         &["--privacy", "he", "--key-id", &key_id, "--epochs", "2"],
     );
     let parties: Vec<Guard> = (0..3).map(|p| start_party(dir.path(), &url, p)).collect();
-    for (p, guard) in parties.into_iter().enumerate() {
-        let out = wait_bounded(guard, Duration::from_secs(120), "a party");
-        assert!(out.status.success(), "party {p}: {}", text(&out.stderr));
-    }
-    let out = wait_bounded(server, Duration::from_secs(30), "the server");
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stdout).contains("done: 14 rounds"),
-        "{}",
-        text(&out.stdout)
-    );
+    let (_, (stdout, _)) = finish(parties, server);
+    assert!(stdout.contains("done: 14 rounds"), "{stdout}");
 
     assert_parties_match_the_in_process_run(dir.path(), 2);
 }
@@ -899,13 +909,7 @@ fn parties_that_start_late_train_the_undisturbed_model() {
     );
     std::thread::sleep(Duration::from_secs(5));
     let parties: Vec<Guard> = (0..3).map(|p| start_party(dir.path(), &url, p)).collect();
-    for (p, guard) in parties.into_iter().enumerate() {
-        let out = wait_bounded(guard, Duration::from_secs(120), "a party");
-        assert!(out.status.success(), "party {p}: {}", text(&out.stderr));
-    }
-    let out = wait_bounded(server, Duration::from_secs(30), "the server");
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let log = text(&out.stderr);
+    let (_, (_, log)) = finish(parties, server);
     assert!(
         log.contains("round 0 started with parties 0, 1, 2"),
         "{log}"
@@ -940,13 +944,7 @@ fn a_paused_party_catches_up() {
     signal(paused.child(), "-STOP");
     std::thread::sleep(Duration::from_secs(2));
     signal(paused.child(), "-CONT");
-    for (p, guard) in others.into_iter().chain([paused]).enumerate() {
-        let out = wait_bounded(guard, Duration::from_secs(120), "a party");
-        assert!(out.status.success(), "party {p}: {}", text(&out.stderr));
-    }
-    let out = wait_bounded(server, Duration::from_secs(30), "the server");
-    let log = text(&out.stderr);
-    assert!(out.status.success(), "{log}");
+    let (_, (_, log)) = finish(others.into_iter().chain([paused]).collect(), server);
     assert!(
         log.contains("closed at its deadline with parties 0, 1 (2 of 3)"),
         "party 2 was not left out of any round: {log}"
@@ -987,19 +985,12 @@ fn a_killed_party_restarted_from_its_state_dir_ends_with_the_undisturbed_model()
     assert!(hefl::model::read_model(&state.join("party-2.model.safetensors")).is_ok());
 
     let restarted = start_party_with(dir.path(), &url, 2, &state_args);
-    for (p, guard) in others.into_iter().chain([restarted]).enumerate() {
-        let out = wait_bounded(guard, Duration::from_secs(120), "a party");
-        assert!(out.status.success(), "party {p}: {}", text(&out.stderr));
-        if p == 2 {
-            assert!(
-                text(&out.stderr).contains("resuming from the checkpoint"),
-                "{}",
-                text(&out.stderr)
-            );
-        }
-    }
-    let out = wait_bounded(server, Duration::from_secs(30), "the server");
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (logs, _) = finish(others.into_iter().chain([restarted]).collect(), server);
+    assert!(
+        logs[2].contains("resuming from the checkpoint"),
+        "{}",
+        logs[2]
+    );
     assert_parties_match_the_in_process_run(dir.path(), 6);
 }
 
@@ -1039,13 +1030,7 @@ fn a_killed_server_restarted_from_its_state_dir_completes_the_run() {
     assert!(state.join("server.state").exists());
     std::thread::sleep(Duration::from_secs(1));
     let (server, _) = start_server(dir.path(), &args);
-    for (p, guard) in parties.into_iter().enumerate() {
-        let out = wait_bounded(guard, Duration::from_secs(120), "a party");
-        assert!(out.status.success(), "party {p}: {}", text(&out.stderr));
-    }
-    let out = wait_bounded(server, Duration::from_secs(30), "the restarted server");
-    let log = text(&out.stderr);
-    assert!(out.status.success(), "{log}");
+    let (_, (_, log)) = finish(parties, server);
     assert!(log.contains("resuming from the checkpoint"), "{log}");
     assert_parties_match_the_in_process_run(dir.path(), 6);
 }

@@ -307,6 +307,40 @@ fn folded_plain_submissions_sum_exactly() {
     assert_eq!(sum.words(), expected);
 }
 
+/// Runs parties 0, 1 and 2 of `plan` against `hub`, each on its own thread, party 2 through
+/// `wrap` of its uplink; returns each party's metrics and the notes it was given.
+fn run_three(
+    plan: &hefl::fl::ValidPlan,
+    hub: &std::sync::Arc<hefl::fl::Hub>,
+    data: &hefl::data::Mnist,
+    key: Option<std::sync::Arc<hefl::he::keys::SecretKey>>,
+    wrap: impl Fn(hefl::fl::HubUplink) -> Box<dyn hefl::fl::Uplink + Send> + Copy + Send + 'static,
+) -> Vec<(hefl::fl::RunMetrics, Vec<String>)> {
+    let runs: Vec<_> = (0..3u32)
+        .map(|p| {
+            let (hub, plan, data, key) = (hub.clone(), plan.clone(), data.clone(), key.clone());
+            std::thread::spawn(move || {
+                let inner = hefl::fl::HubUplink::new(hub, PartyId(p));
+                let mut uplink: Box<dyn hefl::fl::Uplink + Send> =
+                    if p == 2 { wrap(inner) } else { Box::new(inner) };
+                let mut notes = Notes::default();
+                let metrics = hefl::fl::run_party(
+                    &plan,
+                    PartyId(p),
+                    &data,
+                    key,
+                    uplink.as_mut(),
+                    &mut notes,
+                    &hefl::fl::PartyOptions::default(),
+                )
+                .unwrap_or_else(|e| panic!("party {p}: {e}"));
+                (metrics, notes.0)
+            })
+        })
+        .collect();
+    runs.into_iter().map(|r| r.join().expect("party")).collect()
+}
+
 /// Party 2's uplink, but in round `at` it sends a well-formed header over random words.
 struct Garbling {
     inner: hefl::fl::HubUplink,
@@ -353,10 +387,7 @@ impl hefl::fl::Observer for Notes {
 /// which parties' round was skipped.
 #[test]
 fn a_garbage_update_costs_one_round_not_the_run() {
-    use hefl::fl::{
-        Hub, HubEvent, HubRules, HubUplink, Mode, PartyOptions, Privacy, TrainConfig, plan_for,
-        run_party,
-    };
+    use hefl::fl::{Hub, HubEvent, HubRules, Mode, Privacy, TrainConfig, plan_for};
     use std::sync::{Arc, Mutex};
     let data = crate::util::tiny_mnist();
     let key = Arc::new(KeyFile::from_seed([3; 32]).secret_key().expect("key"));
@@ -388,48 +419,12 @@ fn a_garbage_update_costs_one_round_not_the_run() {
         )
     };
     let bad_round = Round(3);
-    let runs: Vec<_> = (0..3u32)
-        .map(|p| {
-            let (hub, plan, data, key) = (
-                Arc::clone(&hub),
-                plan.clone(),
-                data.clone(),
-                Arc::clone(&key),
-            );
-            std::thread::spawn(move || {
-                let inner = HubUplink::new(hub, PartyId(p));
-                let mut notes = Notes::default();
-                let metrics = if p == 2 {
-                    let mut uplink = Garbling {
-                        inner,
-                        at: bad_round,
-                    };
-                    run_party(
-                        &plan,
-                        PartyId(p),
-                        &data,
-                        Some(key),
-                        &mut uplink,
-                        &mut notes,
-                        &PartyOptions::default(),
-                    )
-                } else {
-                    let mut uplink = inner;
-                    run_party(
-                        &plan,
-                        PartyId(p),
-                        &data,
-                        Some(key),
-                        &mut uplink,
-                        &mut notes,
-                        &PartyOptions::default(),
-                    )
-                };
-                (metrics.expect("the run goes on"), notes.0)
-            })
+    let results = run_three(&plan, &hub, &data, Some(key), move |inner| {
+        Box::new(Garbling {
+            inner,
+            at: bad_round,
         })
-        .collect();
-    let results: Vec<_> = runs.into_iter().map(|r| r.join().expect("party")).collect();
+    });
     for (metrics, notes) in &results {
         assert_eq!(metrics.final_params, results[0].0.final_params);
         let overhead = metrics.overhead.as_ref().expect("federated");
@@ -497,10 +492,7 @@ impl hefl::fl::Uplink for Slow {
 /// others' model and its metrics, and only then is the run over.
 #[test]
 fn a_party_late_in_the_last_round_still_ends_with_the_model() {
-    use hefl::fl::{
-        Hub, HubEvent, HubRules, HubUplink, Mode, PartyOptions, Privacy, TrainConfig, plan_for,
-        run_party,
-    };
+    use hefl::fl::{Hub, HubEvent, HubRules, Mode, Privacy, TrainConfig, plan_for};
     use std::sync::Arc;
     let data = crate::util::tiny_mnist();
     let config = TrainConfig {
@@ -526,45 +518,13 @@ fn a_party_late_in_the_last_round_still_ends_with_the_model() {
         ..HubRules::default()
     };
     let hub = Arc::new(Hub::new(plan.clone(), rules, |_: &HubEvent| {}).expect("hub"));
-    let runs: Vec<_> = (0..3u32)
-        .map(|p| {
-            let (hub, plan, data) = (Arc::clone(&hub), plan.clone(), data.clone());
-            std::thread::spawn(move || {
-                let inner = HubUplink::new(hub, PartyId(p));
-                let mut notes = Notes::default();
-                let options = PartyOptions::default();
-                let metrics = if p == 2 {
-                    let mut uplink = Slow {
-                        inner,
-                        at: last,
-                        delay: Duration::from_millis(1500),
-                    };
-                    run_party(
-                        &plan,
-                        PartyId(p),
-                        &data,
-                        None,
-                        &mut uplink,
-                        &mut notes,
-                        &options,
-                    )
-                } else {
-                    let mut uplink = inner;
-                    run_party(
-                        &plan,
-                        PartyId(p),
-                        &data,
-                        None,
-                        &mut uplink,
-                        &mut notes,
-                        &options,
-                    )
-                };
-                (metrics.expect("the party finishes"), notes.0)
-            })
+    let results = run_three(&plan, &hub, &data, None, move |inner| {
+        Box::new(Slow {
+            inner,
+            at: last,
+            delay: Duration::from_millis(1500),
         })
-        .collect();
-    let results: Vec<_> = runs.into_iter().map(|r| r.join().expect("party")).collect();
+    });
     let (late, notes) = &results[2];
     assert!(
         notes
