@@ -36,6 +36,7 @@ use crate::fl::{
 use crate::secret_file::{self, SecretFileError};
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Extension, Path as UrlPath, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
@@ -48,7 +49,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
+use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutError, TimeoutLayer};
 
 /// Header naming the requesting party.
 pub const PARTY_HEADER: &str = "x-hefl-party";
@@ -187,11 +188,35 @@ async fn update_handler(
     State(st): State<Arc<Shared>>,
     Extension(party): Extension<PartyId>,
     UrlPath(round): UrlPath<u64>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => return body_refusal(rejection),
+    };
     match st.hub.submit(party, Round(round), &body) {
         Ok(()) => (StatusCode::OK, format!("accepted for round {round}")).into_response(),
         Err(refusal) => refusal_response(&refusal),
+    }
+}
+
+/// An upload whose body did not arrive: `408` when it paused longer than the body timeout
+/// (tower-http's [`TimeoutError`] under the rejection), else axum's own answer (`413` over
+/// the limit, `400` a broken body).
+fn body_refusal(rejection: BytesRejection) -> Response {
+    let timed_out = std::iter::successors(
+        Some(&rejection as &(dyn std::error::Error + 'static)),
+        |e| e.source(),
+    )
+    .any(|e| e.is::<TimeoutError>());
+    if timed_out {
+        (
+            StatusCode::REQUEST_TIMEOUT,
+            "the upload paused longer than the body timeout".to_owned(),
+        )
+            .into_response()
+    } else {
+        rejection.into_response()
     }
 }
 

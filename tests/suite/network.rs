@@ -1034,3 +1034,70 @@ fn a_killed_server_restarted_from_its_state_dir_completes_the_run() {
     assert!(log.contains("resuming from the checkpoint"), "{log}");
     assert_parties_match_the_in_process_run(dir.path(), 6);
 }
+
+/// An authenticated upload that pauses longer than `--body-timeout`, or trickles in slower
+/// than `--min-upload-rate`, is cut off with a `408` within its deadline.
+#[test]
+fn slow_uploads_are_cut_off() {
+    use std::io::{Read, Write};
+    let (dir, key_id) = setup();
+    let (server, url) = start_server(
+        dir.path(),
+        &[
+            "--privacy",
+            "he",
+            "--key-id",
+            &key_id,
+            "--body-timeout",
+            "1s",
+            "--min-upload-rate",
+            "1MiB",
+        ],
+    );
+    let token = Tokens::read_party(&dir.path().join("tokens.json"), 1).expect("token");
+    let body_len = HttpUplink::new(&url, 1, &token)
+        .plan()
+        .expect("plan")
+        .max_message_len();
+    // The deadline: one body timeout plus the largest upload at 1 MiB/s.
+    let deadline = Duration::from_secs(1) + Duration::from_secs_f64(body_len as f64 / 1048576.0);
+    let addr = url.trim_start_matches("http://");
+    for trickle in [false, true] {
+        let mut socket = std::net::TcpStream::connect(addr).expect("connect");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("timeout");
+        let started = Instant::now();
+        write!(
+            socket,
+            "POST /v1/rounds/0/update HTTP/1.1\r\nhost: x\r\nx-hefl-party: 1\r\nauthorization: Bearer {token}\r\ncontent-length: {body_len}\r\n\r\n"
+        )
+        .expect("send headers");
+        let mut answer = Vec::new();
+        while started.elapsed() < deadline + Duration::from_secs(3) {
+            if trickle {
+                // 64 bytes every 0.5 s: never a pause of 1 s, far below 1 MiB/s.
+                let _ = socket.write_all(&[0u8; 64]);
+            }
+            let mut buf = [0u8; 256];
+            match socket.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+                Err(_) if answer.is_empty() => {}
+                Err(_) => break,
+            }
+            std::thread::sleep(Duration::from_millis(400));
+        }
+        let waited = started.elapsed();
+        let answer = text(&answer);
+        assert!(
+            answer.starts_with("HTTP/1.1 408"),
+            "trickle {trickle}: {answer:?} after {waited:?}"
+        );
+        assert!(
+            waited < deadline + Duration::from_secs(2),
+            "cut off after {waited:?}"
+        );
+    }
+    drop(server);
+}
