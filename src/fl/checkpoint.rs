@@ -14,12 +14,10 @@
 //! 0600: the parameters are the party's model) and read back as untrusted input: its size
 //! is bounded and every field is checked against the plan before use.
 
-use super::client::Client;
-use super::error::PartyError;
+use super::client::{Client, ClientState, RngState};
 use super::metrics::EpochMetrics;
 use super::plan::{Plan, ValidPlan};
 use super::server::PartyId;
-use crate::model::OptimizerState;
 use crate::secret_file::{SecretFileError, read_private, write_private_atomic};
 use bincode::Options;
 use rand_chacha::ChaCha20Rng;
@@ -52,42 +50,6 @@ pub enum CheckpointError {
         /// What is wrong with it.
         reason: String,
     },
-}
-
-/// A ChaCha20 generator's exact position.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct RngState {
-    seed: [u8; 32],
-    stream: u64,
-    word_pos: u128,
-}
-
-impl RngState {
-    pub(crate) fn of(rng: &ChaCha20Rng) -> Self {
-        Self {
-            seed: rng.get_seed(),
-            stream: rng.get_stream(),
-            word_pos: rng.get_word_pos(),
-        }
-    }
-
-    pub(crate) fn restore(&self) -> ChaCha20Rng {
-        let mut rng = <ChaCha20Rng as rand::SeedableRng>::from_seed(self.seed);
-        rng.set_stream(self.stream);
-        rng.set_word_pos(self.word_pos);
-        rng
-    }
-}
-
-/// A client's state ([`Client::snapshot`]).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) struct ClientState {
-    pub(crate) params: Vec<f32>,
-    pub(crate) optimizer: OptimizerState,
-    pub(crate) order: Vec<u64>,
-    pub(crate) cursor: u64,
-    pub(crate) rng: RngState,
-    pub(crate) dp_steps: Option<u64>,
 }
 
 /// Where a party's run stands, besides its client's state.
@@ -151,11 +113,11 @@ impl Checkpoints {
         }
     }
 
-    fn refused(&self, reason: impl Into<String>) -> PartyError {
-        PartyError::Checkpoint(CheckpointError::Refused {
+    fn refused(&self, reason: impl Into<String>) -> CheckpointError {
+        CheckpointError::Refused {
             path: self.path.clone(),
             reason: reason.into(),
-        })
+        }
     }
 
     /// Restores `client` (and the rounding generator) from the checkpoint if there is one;
@@ -165,16 +127,15 @@ impl Checkpoints {
         client: &mut Client,
         rounding: Option<&mut ChaCha20Rng>,
         total_rounds: u64,
-    ) -> Result<Option<Progress>, PartyError> {
+    ) -> Result<Option<Progress>, CheckpointError> {
         if !self.path.exists() {
             return Ok(None);
         }
-        let bytes = read_private(&self.path, MAX_CHECKPOINT).map_err(|source| {
-            PartyError::Checkpoint(CheckpointError::File {
+        let bytes =
+            read_private(&self.path, MAX_CHECKPOINT).map_err(|source| CheckpointError::File {
                 path: self.path.clone(),
                 source,
-            })
-        })?;
+            })?;
         let checkpoint: PartyCheckpoint = bincode::options()
             .with_limit(MAX_CHECKPOINT)
             .with_fixint_encoding()
@@ -230,7 +191,7 @@ impl Checkpoints {
         client: &Client,
         rounding: Option<&ChaCha20Rng>,
         progress: &Progress,
-    ) -> Result<(), PartyError> {
+    ) -> Result<(), CheckpointError> {
         let checkpoint = PartyCheckpoint {
             format: FORMAT,
             fingerprint: self.fingerprint,
@@ -247,11 +208,9 @@ impl Checkpoints {
             .with_fixint_encoding()
             .serialize(&checkpoint)
             .map_err(|e| self.refused(format!("cannot encode: {e}")))?;
-        write_private_atomic(&self.path, &bytes, true).map_err(|source| {
-            PartyError::Checkpoint(CheckpointError::File {
-                path: self.path.clone(),
-                source,
-            })
+        write_private_atomic(&self.path, &bytes, true).map_err(|source| CheckpointError::File {
+            path: self.path.clone(),
+            source,
         })?;
         crate::model::write_model(&self.model_path, client.model()).map_err(|e| {
             self.refused(format!(

@@ -1,6 +1,5 @@
 //! A party: its own data, its own copy of the model, its own optimizer.
 
-use super::checkpoint::{ClientState, RngState};
 use super::server::PartyId;
 use super::strategy::Strategy;
 use crate::data::{Dataset, IMAGE_PIXELS};
@@ -338,4 +337,40 @@ impl Client {
             }
         }
     }
+}
+
+/// A ChaCha20 generator's exact position.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct RngState {
+    seed: [u8; 32],
+    stream: u64,
+    word_pos: u128,
+}
+
+impl RngState {
+    pub(crate) fn of(rng: &ChaCha20Rng) -> Self {
+        Self {
+            seed: rng.get_seed(),
+            stream: rng.get_stream(),
+            word_pos: rng.get_word_pos(),
+        }
+    }
+
+    pub(crate) fn restore(&self) -> ChaCha20Rng {
+        let mut rng = <ChaCha20Rng as rand::SeedableRng>::from_seed(self.seed);
+        rng.set_stream(self.stream);
+        rng.set_word_pos(self.word_pos);
+        rng
+    }
+}
+
+/// A client's state ([`Client::snapshot`]).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct ClientState {
+    pub(crate) params: Vec<f32>,
+    pub(crate) optimizer: crate::model::OptimizerState,
+    pub(crate) order: Vec<u64>,
+    pub(crate) cursor: u64,
+    pub(crate) rng: RngState,
+    pub(crate) dp_steps: Option<u64>,
 }
