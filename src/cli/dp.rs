@@ -20,12 +20,29 @@ pub fn epsilon(args: &DpEpsilonArgs) -> Result<()> {
         args.steps,
         args.delta,
     );
+    let order = if order.is_finite() {
+        format!("best order {order}")
+    } else {
+        "infinite at every order".to_owned()
+    };
     println!(
-        "epsilon for q = {}, sigma = {}, {} steps, delta = {} (best order {order}):",
-        args.sampling_rate, args.noise_multiplier, args.steps, args.delta
+        "epsilon for q = {}, sigma = {}, {} steps, delta = {} ({order}):",
+        readable(args.sampling_rate),
+        readable(args.noise_multiplier),
+        args.steps,
+        readable(args.delta)
     );
-    println!("{eps}");
+    println!("{}", readable(eps));
     Ok(())
+}
+
+/// A number as people read it: `1e-160`, not 160 zeros.
+fn readable(x: f64) -> String {
+    if x != 0.0 && x.is_finite() && !(1e-4..1e9).contains(&x.abs()) {
+        format!("{x:e}")
+    } else {
+        x.to_string()
+    }
 }
 
 /// Runs plain, HE and DP-SGD at each target epsilon; writes the table, CSV and plot.
