@@ -595,3 +595,48 @@ fn a_checkpoint_of_another_federation_is_refused() {
     let err = run(2e-2).expect_err("another plan");
     assert!(err.contains("another federation"), "{err}");
 }
+
+/// A server's `--state-dir`: written after every round, resumed from by a server of the
+/// same plan (at the open round, with the kept sums), refused by a server of another.
+#[test]
+fn a_server_resumes_its_own_state_and_refuses_another_federations() {
+    use hefl::fl::{Hub, HubEvent, HubRules, TrainConfig, plan_for};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let plan = |lr: f32| {
+        let config = TrainConfig {
+            parties: 2,
+            epochs: 1,
+            lr,
+            layers: vec![hefl::data::IMAGE_PIXELS, 1, 10],
+            ..TrainConfig::default()
+        };
+        plan_for(&config, 100, Some(3), None, Duration::from_secs(30)).expect("plan")
+    };
+    let update = PlainSum::fresh(vec![1; plan(0.1).wire_slots()]).to_bytes();
+    let log = |_: &HubEvent| {};
+    let (hub, resumed) =
+        Hub::with_state_dir(plan(0.1), HubRules::default(), dir.path(), log).expect("fresh");
+    assert_eq!(resumed, None);
+    for p in 0..2 {
+        hub.submit(PartyId(p), Round(0), &update).expect("submit");
+    }
+    hub.submit(PartyId(0), Round(1), &update).expect("submit");
+    drop(hub);
+
+    let (hub, resumed) =
+        Hub::with_state_dir(plan(0.1), HubRules::default(), dir.path(), log).expect("resumed");
+    assert_eq!(resumed, Some(Round(1)));
+    let sum = hub
+        .fetch(PartyId(1), Round(0), Duration::ZERO, None)
+        .expect("kept")
+        .expect("published");
+    assert_eq!(sum.parties, [PartyId(0), PartyId(1)]);
+    // Round 1's submission was not saved: party 0 sends it again.
+    hub.submit(PartyId(0), Round(1), &update).expect("resent");
+    drop(hub);
+
+    let err = Hub::with_state_dir(plan(0.2), HubRules::default(), dir.path(), log)
+        .err()
+        .expect("another plan");
+    assert!(err.to_string().contains("another federation"), "{err}");
+}
