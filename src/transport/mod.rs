@@ -10,4 +10,4 @@
 pub mod http;
 mod tokens;
 
-pub use tokens::{Tokens, TokensError};
+pub use tokens::{Tokens, TokensError, parse_tokens};
