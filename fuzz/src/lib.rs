@@ -11,7 +11,7 @@
 //! committed seed and regression input on every `cargo test`. Each function returns whether
 //! the input was accepted, so the replay test can also check that the seeds are valid.
 
-use hefl::fl::{Hub, HubEvent, PartyId, Plan, PlainSum, Round, Summable, TrainConfig, ValidPlan};
+use hefl::fl::{Hub, HubEvent, PartyId, PlainSum, Plan, Round, Summable, TrainConfig, ValidPlan};
 use hefl::he::keys::{KeyFile, KeyId};
 use hefl::he::{EncryptedVector, Expected, MAX_PLAINTEXT_LEN};
 use std::io::Write;
@@ -107,7 +107,10 @@ pub fn wire(data: &[u8]) -> bool {
     by_value
         .add_assign(&ct)
         .expect("add a ciphertext that parsed");
-    assert_eq!(sum, by_value, "adding from bytes and adding the parsed value differ");
+    assert_eq!(
+        sum, by_value,
+        "adding from bytes and adding the parsed value differ"
+    );
     true
 }
 
@@ -120,7 +123,11 @@ pub fn plain(data: &[u8]) -> bool {
     let start = PlainSum::fresh(vec![1; slots]);
     let mut sum = start.clone();
     let added = sum.add_submission(data, &slots);
-    assert_eq!(submission.is_ok(), added.is_ok(), "{submission:?} / {added:?}");
+    assert_eq!(
+        submission.is_ok(),
+        added.is_ok(),
+        "{submission:?} / {added:?}"
+    );
     if submission.is_ok() {
         assert!(aggregate.is_ok(), "a valid submission is a valid aggregate");
     }
@@ -152,7 +159,10 @@ pub fn plan_json(data: &[u8]) -> bool {
     let Ok(valid) = plan.validate() else {
         return false;
     };
-    assert!((1..=hefl::fl::MAX_ROUNDS).contains(&total), "{total} rounds");
+    assert!(
+        (1..=hefl::fl::MAX_ROUNDS).contains(&total),
+        "{total} rounds"
+    );
     let slots = valid.wire_slots();
     assert!((2..=MAX_PLAINTEXT_LEN).contains(&slots), "{slots} slots");
     let expected = valid.expected_he();
@@ -164,10 +174,15 @@ pub fn plan_json(data: &[u8]) -> bool {
         assert_eq!((e.plaintext_len, e.max_summands), (slots, 1));
     }
     let max_len = valid.max_message_len();
-    assert!(max_len > slots * 8 && max_len < usize::MAX, "bound {max_len}");
+    assert!(
+        max_len > slots * 8 && max_len < usize::MAX,
+        "bound {max_len}"
+    );
     let json = serde_json::to_vec(&plan).expect("a plan serializes");
     let back: Plan = serde_json::from_slice(&json).expect("a serialized plan parses");
-    let again = back.validate().expect("a valid plan stays valid through JSON");
+    let again = back
+        .validate()
+        .expect("a valid plan stays valid through JSON");
     assert_eq!(again.total_rounds(), total);
     assert_eq!(again.wire_slots(), slots);
     assert_eq!(again.expected_he(), expected);
@@ -235,7 +250,11 @@ pub fn keyfile(data: &[u8]) -> bool {
     let Ok(key) = KeyFile::parse(data, Path::new("fuzz.key")) else {
         return false;
     };
-    assert!(data.len() <= 4096, "accepted a {}-byte key file", data.len());
+    assert!(
+        data.len() <= 4096,
+        "accepted a {}-byte key file",
+        data.len()
+    );
     let again = KeyFile::parse(data, Path::new("fuzz.key")).expect("parsing is deterministic");
     assert_eq!(again.key_id(), key.key_id());
     true
@@ -248,7 +267,10 @@ pub fn tokens(data: &[u8]) -> bool {
     let Ok(tokens) = hefl::transport::parse_tokens(data, path) else {
         return false;
     };
-    assert!(tokens.iter().all(|t| !t.is_empty()), "accepted an empty token");
+    assert!(
+        tokens.iter().all(|t| !t.is_empty()),
+        "accepted an empty token"
+    );
     let issued = hefl::transport::Tokens::from_issued(&tokens);
     for (party, token) in tokens.iter().enumerate().take(64) {
         let party = u32::try_from(party).expect("at most 64");

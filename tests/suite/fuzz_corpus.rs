@@ -136,7 +136,11 @@ fn write_seeds() {
     KeyFile::from_seed(checks::KEY_SEED)
         .write_new(&path, false)
         .expect("write a key file");
-    write("keyfile", "hefl-key.json", &std::fs::read(&path).expect("read it"));
+    write(
+        "keyfile",
+        "hefl-key.json",
+        &std::fs::read(&path).expect("read it"),
+    );
 
     // A tokens file of three parties.
     let issued: Vec<String> = (0..3u8).map(|p| hex::encode([p; 32])).collect();
