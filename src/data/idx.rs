@@ -6,6 +6,7 @@
 //! and the header's counts must match the bytes actually present before anything is
 //! allocated from them.
 
+use std::borrow::Cow;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -106,11 +107,21 @@ pub(crate) fn read_content(path: &Path, limit: u64) -> Result<Vec<u8>, DataError
     file.take(limit.saturating_add(1))
         .read_to_end(&mut bytes)
         .map_err(io_err)?;
+    decode_content(Cow::Owned(bytes), &file_name, limit).map(Cow::into_owned)
+}
+
+/// A file's raw `bytes` decompressed if they are gzip (by magic number), at most `limit`
+/// bytes of content. `file` names the source in errors.
+fn decode_content<'a>(
+    bytes: Cow<'a, [u8]>,
+    file: &str,
+    limit: u64,
+) -> Result<Cow<'a, [u8]>, DataError> {
     if is_gzip(&bytes) {
-        gunzip(&bytes, &file_name, limit)
+        gunzip(&bytes, file, limit).map(Cow::Owned)
     } else if bytes.len() as u64 > limit {
         Err(DataError::TooLarge {
-            file: file_name,
+            file: file.to_string(),
             limit,
         })
     } else {
@@ -235,6 +246,38 @@ pub fn read_idx_images(path: &Path) -> Result<Array2<f32>, DataError> {
 pub fn read_idx_labels(path: &Path) -> Result<Vec<u8>, DataError> {
     let bytes = read_content(path, MAX_IDX_BYTES)?;
     parse_labels(&bytes, &path.display().to_string())
+}
+
+/// Parses the bytes of an IDX image file as [`read_idx_images`] reads them from disk:
+/// gzip or raw (detected by the first bytes), at most [`MAX_IDX_BYTES`] of content.
+/// `file` names the source in errors.
+///
+/// ```
+/// let mut idx = vec![0, 0, 8, 3, 0, 0, 0, 1, 0, 0, 0, 28, 0, 0, 0, 28];
+/// idx.extend([255; 784]);
+/// let images = hefl::data::parse_idx_images(&idx, "one.idx")?;
+/// assert_eq!(images.dim(), (1, 784));
+/// assert!(hefl::data::parse_idx_images(&idx[..100], "cut.idx").is_err());
+/// # Ok::<(), hefl::data::DataError>(())
+/// ```
+pub fn parse_idx_images(bytes: &[u8], file: &str) -> Result<Array2<f32>, DataError> {
+    let content = decode_content(Cow::Borrowed(bytes), file, MAX_IDX_BYTES)?;
+    parse_images(&content, file)
+}
+
+/// Parses the bytes of an IDX label file as [`read_idx_labels`] reads them from disk:
+/// gzip or raw (detected by the first bytes), at most [`MAX_IDX_BYTES`] of content, every
+/// label in `0..NUM_CLASSES`. `file` names the source in errors.
+///
+/// ```
+/// let idx = [0, 0, 8, 1, 0, 0, 0, 2, 7, 3];
+/// assert_eq!(hefl::data::parse_idx_labels(&idx, "two.idx")?, [7, 3]);
+/// assert!(hefl::data::parse_idx_labels(&[0, 0, 8, 1, 0, 0, 0, 1, 10], "bad.idx").is_err());
+/// # Ok::<(), hefl::data::DataError>(())
+/// ```
+pub fn parse_idx_labels(bytes: &[u8], file: &str) -> Result<Vec<u8>, DataError> {
+    let content = decode_content(Cow::Borrowed(bytes), file, MAX_IDX_BYTES)?;
+    parse_labels(&content, file)
 }
 
 /// Reads an image file and its label file into a [`Dataset`], checking that their

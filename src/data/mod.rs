@@ -44,7 +44,10 @@ pub use download::{
     download_mnist_with, load_or_download, load_or_download_with,
 };
 pub use error::DataError;
-pub use idx::{MAX_IDX_BYTES, load_mnist_dir, read_idx_images, read_idx_labels};
+pub use idx::{
+    MAX_IDX_BYTES, load_mnist_dir, parse_idx_images, parse_idx_labels, read_idx_images,
+    read_idx_labels,
+};
 pub use partition::{Partition, partition};
 
 /// Width and height of an MNIST image, in pixels.

@@ -371,13 +371,42 @@ impl KeyFile {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn load(path: &Path) -> Result<Self, KeyError> {
+        let text = secret_file::read_private(path, MAX_KEY_FILE_BYTES)?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates the contents of a key file, as [`KeyFile::load`] does after
+    /// reading it: size, format, version, parameter set, and that the key id is the hash of
+    /// the seed. `path` only names the source in errors.
+    ///
+    /// ```
+    /// use hefl::he::keys::{KeyError, KeyFile};
+    /// use std::path::Path;
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("hefl.key");
+    /// let key = KeyFile::from_seed([5; 32]);
+    /// key.write_new(&path, false)?;
+    /// let text = std::fs::read(&path)?;
+    /// assert_eq!(KeyFile::parse(&text, &path)?.key_id(), key.key_id());
+    /// let err = KeyFile::parse(b"{}", Path::new("x.key")).unwrap_err();
+    /// assert!(matches!(err, KeyError::Malformed { .. }));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn parse(text: &[u8], path: &Path) -> Result<Self, KeyError> {
         let malformed = |reason: String| KeyError::Malformed {
             path: path.to_path_buf(),
             reason,
         };
-        let text = secret_file::read_private(path, MAX_KEY_FILE_BYTES)?;
+        if text.len() as u64 > MAX_KEY_FILE_BYTES {
+            return Err(KeyError::TooLarge {
+                path: path.to_path_buf(),
+                found: text.len() as u64,
+                limit: MAX_KEY_FILE_BYTES,
+            });
+        }
         let on_disk: KeyFileOnDisk =
-            serde_json::from_slice(&text).map_err(|e| malformed(e.to_string()))?;
+            serde_json::from_slice(text).map_err(|e| malformed(e.to_string()))?;
         if on_disk.format != FILE_FORMAT {
             return Err(malformed(format!(
                 "format tag is {:?}, expected {FILE_FORMAT:?}",

@@ -14,4 +14,4 @@ mod tokens;
 
 #[cfg(feature = "net")]
 pub use limits::{Limits, MAX_CONNECTIONS};
-pub use tokens::{Tokens, TokensError};
+pub use tokens::{Tokens, TokensError, parse_tokens};

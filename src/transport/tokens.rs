@@ -112,12 +112,29 @@ impl Tokens {
 }
 
 fn read_tokens(path: &Path) -> Result<Vec<String>, TokensError> {
+    let bytes = crate::secret_file::read_private(path, MAX_TOKENS_FILE)?;
+    parse_tokens(&bytes, path)
+}
+
+/// Parses and validates the contents of a tokens file (a JSON list, party i's token at
+/// index i), as the server and the parties do after reading it. `path` only names the
+/// source in errors.
+///
+/// ```
+/// use hefl::transport::parse_tokens;
+/// use std::path::Path;
+///
+/// let tokens = parse_tokens(br#"["0123456789abcdef0123"]"#, Path::new("tokens.json"))?;
+/// assert_eq!(tokens.len(), 1);
+/// assert!(parse_tokens(b"{}", Path::new("tokens.json")).is_err());
+/// # Ok::<(), hefl::transport::TokensError>(())
+/// ```
+pub fn parse_tokens(bytes: &[u8], path: &Path) -> Result<Vec<String>, TokensError> {
     let invalid = |reason: String| TokensError::Invalid {
         path: path.to_path_buf(),
         reason,
     };
-    let bytes = crate::secret_file::read_private(path, MAX_TOKENS_FILE)?;
-    let tokens: Vec<String> = serde_json::from_slice(&bytes)
+    let tokens: Vec<String> = serde_json::from_slice(bytes)
         .map_err(|e| invalid(format!("expected a JSON list of tokens: {e}")))?;
     if let Some(party) = tokens.iter().position(|t| t.len() < MIN_TOKEN_LEN) {
         return Err(invalid(format!(

@@ -5,6 +5,7 @@
 mod cli;
 mod data;
 mod dp;
+mod fuzz_corpus;
 mod he;
 mod hostile;
 mod model_file;

@@ -1,0 +1,158 @@
+//! Replays the fuzz targets' committed inputs on every `cargo test`: each seed in
+//! `fuzz/seeds/<target>/` (valid examples, which must be accepted) and each input in
+//! `fuzz/regressions/<target>/` (what fuzzing once found, which must now be handled cleanly)
+//! goes through the same property checks the fuzz targets run (`fuzz/src/lib.rs`).
+//!
+//! The seeds are written by the ignored test [`write_seeds`]:
+//! `cargo test --test suite fuzz_corpus::write_seeds -- --ignored`.
+
+#[path = "../../fuzz/src/lib.rs"]
+mod checks;
+
+use hefl::dp::{DpSgd, Sampling};
+use hefl::fl::{PlainSum, Privacy, Strategy, Summable, TrainConfig, plan_for};
+use hefl::he::keys::KeyFile;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+fn fuzz_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
+}
+
+/// The files in `dir` (none if it does not exist), sorted by name.
+fn inputs(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = entries
+        .map(|e| e.expect("read a fuzz input directory entry").path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn every_seed_is_accepted_by_its_target() {
+    for target in checks::TARGETS {
+        let seeds = inputs(&fuzz_dir().join("seeds").join(target));
+        assert!(!seeds.is_empty(), "no seeds for fuzz target {target}");
+        for seed in seeds {
+            let data = std::fs::read(&seed).expect("read a seed");
+            let accepted = checks::check(target, &data).expect("a known target");
+            assert!(accepted, "{target} refused its seed {}", seed.display());
+        }
+    }
+}
+
+#[test]
+fn every_regression_input_is_handled_cleanly() {
+    let dir = fuzz_dir().join("regressions");
+    for entry in std::fs::read_dir(&dir).expect("fuzz/regressions exists") {
+        let target_dir = entry.expect("read fuzz/regressions").path();
+        let Some(target) = target_dir.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if !target_dir.is_dir() {
+            continue;
+        }
+        for input in inputs(&target_dir) {
+            let data = std::fs::read(&input).expect("read a regression input");
+            // Accepted or refused, but no panic: the check asserts the target's properties.
+            checks::check(target, &data)
+                .unwrap_or_else(|| panic!("{}: unknown fuzz target {target}", input.display()));
+        }
+    }
+}
+
+/// Rewrites `fuzz/seeds/`: a few small valid inputs per target.
+#[test]
+#[ignore = "writes fuzz/seeds; run by hand when a format changes"]
+fn write_seeds() {
+    let root = fuzz_dir().join("seeds");
+    let write = |target: &str, name: &str, data: &[u8]| {
+        let dir = root.join(target);
+        std::fs::create_dir_all(&dir).expect("create a seed directory");
+        std::fs::write(dir.join(name), data).expect("write a seed");
+    };
+
+    // Ciphertext messages: a fresh encryption and sums of two and of every party.
+    let key = KeyFile::from_seed(checks::KEY_SEED)
+        .secret_key()
+        .expect("derive the fuzz key");
+    let slots = checks::plan(true).wire_slots();
+    let fresh: Vec<_> = (0..checks::PARTIES as u64)
+        .map(|p| {
+            let words: Vec<u64> = (0..slots as u64).map(|i| (p + i) << 40).collect();
+            key.encrypt(&words).expect("encrypt")
+        })
+        .collect();
+    write("wire", "fresh", &fresh[0].to_bytes());
+    let sum2 = hefl::he::EncryptedVector::sum(&fresh[..2]).expect("sum");
+    write("wire", "sum2", &sum2.to_bytes());
+    let sum_all = hefl::he::EncryptedVector::sum(&fresh).expect("sum");
+    write("wire", "sum-all", &sum_all.to_bytes());
+
+    // Plain messages: a submission and the sum of every party's.
+    let slots = checks::plan(false).wire_slots();
+    let submission = PlainSum::fresh((0..slots as u64).collect()).to_bytes();
+    write("plain", "fresh", &submission);
+    let mut sum = PlainSum::parse_submission(&submission, &slots).expect("parse");
+    for _ in 1..checks::PARTIES {
+        sum.add_submission(&submission, &slots).expect("add");
+    }
+    write("plain", "sum-all", &sum.to_bytes());
+
+    // The hub: [mode | party << 1, round] then the update.
+    for (name, prefix, message) in [
+        ("plain-party0", [0u8, 0], submission.clone()),
+        ("plain-party2", [4, 0], submission),
+        ("he-party0", [1, 0], fresh[0].to_bytes()),
+    ] {
+        write("hub", name, &[prefix.as_slice(), &message].concat());
+    }
+
+    // Plans as a server announces them, one per privacy mode and strategy.
+    let json = |plan: &hefl::fl::Plan| serde_json::to_vec_pretty(plan).expect("serialize");
+    write("plan", "plain", &json(checks::plan(false)));
+    write("plan", "he", &json(checks::plan(true)));
+    let dp = TrainConfig {
+        privacy: Privacy::Dp,
+        dp: Some(DpSgd {
+            noise_multiplier: 1.1,
+            max_grad_norm: 1.0,
+            delta: 1e-5,
+            sampling: Sampling::Poisson,
+        }),
+        strategy: Strategy::FedAvg { local_steps: 5 },
+        ..TrainConfig::default()
+    };
+    let dp = plan_for(&dp, 60_000, None, None, Duration::from_secs(30)).expect("dp plan");
+    write("plan", "dp-fedavg", &json(&dp));
+
+    // A key file as `hefl keygen` writes it.
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path().join("hefl.key");
+    KeyFile::from_seed(checks::KEY_SEED)
+        .write_new(&path, false)
+        .expect("write a key file");
+    write(
+        "keyfile",
+        "hefl-key.json",
+        &std::fs::read(&path).expect("read it"),
+    );
+
+    // A tokens file of three parties.
+    let issued: Vec<String> = (0..3u8).map(|p| hex::encode([p; 32])).collect();
+    let tokens = serde_json::to_vec_pretty(&issued).expect("serialize");
+    write("tokens", "tokens.json", &tokens);
+
+    // IDX files of two images and their labels, raw and gzip.
+    let mut images = vec![0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 28, 0, 0, 0, 28];
+    images.extend((0..2 * 784).map(|i| (i % 256) as u8));
+    let labels = vec![0, 0, 8, 1, 0, 0, 0, 2, 3, 9];
+    write("idx", "images", &images);
+    write("idx", "images.gz", &checks::gz(&images));
+    write("idx", "labels", &labels);
+    write("idx", "labels.gz", &checks::gz(&labels));
+}
