@@ -22,7 +22,7 @@ use super::server::{
     DEFAULT_ABSENT_AFTER, PartyId, Published, Refusal, Round, Server, ServerConfig,
 };
 use crate::he::EncryptedVector;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -256,7 +256,7 @@ struct State {
     skip_reports: BTreeSet<(Round, PartyId)>,
     /// The parties in each of the last rounds' sums (for skip reports, which may come after
     /// the sum itself was dropped).
-    recent: std::collections::VecDeque<(Round, Vec<PartyId>)>,
+    recent: VecDeque<(Round, Vec<PartyId>)>,
     /// When a party was last heard from (joined, an update accepted, the last sum fetched
     /// for the first time).
     heard: Instant,
@@ -334,7 +334,7 @@ impl Hub {
                 short: None,
                 gone: BTreeSet::new(),
                 skip_reports: BTreeSet::new(),
-                recent: std::collections::VecDeque::new(),
+                recent: VecDeque::new(),
                 heard: now,
                 server_seconds: 0.0,
                 store: None,
@@ -688,9 +688,9 @@ impl Hub {
             }
         }
         state.report.rounds = current;
-        let snapshot = either!(&state.server, s => s.snapshot());
         let short_rounds = state.report.short_rounds;
         if let Some(store) = state.store.as_mut() {
+            let snapshot = either!(&state.server, s => s.snapshot());
             if let Err(e) = store.save(&snapshot, short_rounds) {
                 (self.log)(&HubEvent::StoreFailed {
                     reason: e.to_string(),

@@ -238,16 +238,26 @@ pub(crate) fn run_client(
     )?;
     let mut overhead = exchange.overhead;
     overhead.client_cpu = exchange.cost;
-    overhead.skipped_rounds = progress.skipped;
-    let epochs = progress.epochs;
-    Ok(RunMetrics {
+    overhead.skipped_rounds = std::mem::take(&mut progress.skipped);
+    Ok(metrics(config, &client, progress, started, Some(overhead)))
+}
+
+/// A finished party's metrics.
+fn metrics(
+    config: &ValidConfig,
+    client: &Client,
+    progress: Progress,
+    started: Instant,
+    overhead: Option<Overhead>,
+) -> RunMetrics {
+    RunMetrics {
         config: config.clone().into_inner(),
         party_samples: vec![client.num_samples()],
-        epochs,
+        epochs: progress.epochs,
         total_seconds: started.elapsed().as_secs_f64(),
-        overhead: Some(overhead),
+        overhead,
         final_params: client.model().params().to_vec(),
-    })
+    }
 }
 
 /// Trains one client alone (local and centralized baselines): its update is the aggregate.
@@ -271,15 +281,7 @@ pub(crate) fn run_alone(
         &mut progress,
         None,
     )?;
-    let epochs = progress.epochs;
-    Ok(RunMetrics {
-        config: config.clone().into_inner(),
-        party_samples: vec![client.num_samples()],
-        epochs,
-        total_seconds: started.elapsed().as_secs_f64(),
-        overhead: None,
-        final_params: client.model().params().to_vec(),
-    })
+    Ok(metrics(config, &client, progress, started, None))
 }
 
 /// How a party turns its update into the round's aggregate.

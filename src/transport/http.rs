@@ -545,27 +545,41 @@ impl HttpUplink {
     }
 }
 
-impl Uplink for HttpUplink {
-    fn submit(&mut self, round: Round, bytes: Vec<u8>) -> Result<Submitted, UplinkError> {
+impl HttpUplink {
+    /// Posts `body` to `/v1/rounds/{round}/{what}`; returns the status, the refusal tag
+    /// ([`REFUSAL_HEADER`]) and the (short) answer.
+    fn post(
+        &self,
+        round: Round,
+        what: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<(StatusCode, Option<Vec<u8>>, String), UplinkError> {
         let mut response = self
             .agent
-            .post(format!("{}/v1/rounds/{}/update", self.base, round.0))
+            .post(format!("{}/v1/rounds/{}/{what}", self.base, round.0))
             .header(PARTY_HEADER, self.party.to_string())
             .header("authorization", &self.authorization)
-            .header("content-type", "application/octet-stream")
-            .send(&bytes[..])
+            .header("content-type", content_type)
+            .send(body)
             .map_err(|e| self.unreachable(e))?;
-        let status = response.status();
         let tag = response
             .headers()
             .get(REFUSAL_HEADER)
             .map(|v| v.as_bytes().to_vec());
-        let body = response
+        let answer = response
             .body_mut()
             .with_config()
             .limit(1 << 16)
             .read_to_string()
             .unwrap_or_default();
+        Ok((response.status(), tag, answer))
+    }
+}
+
+impl Uplink for HttpUplink {
+    fn submit(&mut self, round: Round, bytes: Vec<u8>) -> Result<Submitted, UplinkError> {
+        let (status, tag, body) = self.post(round, "update", "application/octet-stream", &bytes)?;
         match (status, tag.as_deref()) {
             (StatusCode::OK, _) => Ok(Submitted::Accepted),
             (StatusCode::CONFLICT, Some(b"late")) => Ok(Submitted::Late(body.trim().to_owned())),
@@ -579,24 +593,15 @@ impl Uplink for HttpUplink {
     }
 
     fn skipped(&mut self, round: Round, reason: &str) -> Result<(), UplinkError> {
-        let mut response = self
-            .agent
-            .post(format!("{}/v1/rounds/{}/skipped", self.base, round.0))
-            .header(PARTY_HEADER, self.party.to_string())
-            .header("authorization", &self.authorization)
-            .header("content-type", "text/plain; charset=utf-8")
-            .send(reason.as_bytes())
-            .map_err(|e| self.unreachable(e))?;
-        let status = response.status();
+        let (status, _, body) = self.post(
+            round,
+            "skipped",
+            "text/plain; charset=utf-8",
+            reason.as_bytes(),
+        )?;
         if status == StatusCode::OK {
             return Ok(());
         }
-        let body = response
-            .body_mut()
-            .with_config()
-            .limit(1 << 16)
-            .read_to_string()
-            .unwrap_or_default();
         Err(Self::refused(status, &body))
     }
 
