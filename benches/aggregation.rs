@@ -1,7 +1,8 @@
 //! Server-side latency of one round's aggregation for 2 to 1000 parties of 101,770-parameter
-//! updates, in `he` and `plain` modes: a fresh server, every party's bytes parsed, validated
-//! (key id, parameter set, length, summands) and folded into the running sum, the round
-//! closed and its sum serialized. The server holds the running sum, never P updates.
+//! updates, in `he` (both download forms) and `plain` modes: a fresh server, every party's
+//! bytes parsed, validated (key id, parameter set, length, widths, seeds) and folded into the
+//! running sum, the round closed and its sum serialized. The server holds the running sum,
+//! never P updates.
 //!
 //! ```text
 //! cargo bench --bench aggregation
@@ -9,16 +10,16 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use hefl::fl::{PlainSum, Summable};
-use hefl::he::EncryptedVector;
 use hefl::he::keys::KeyFile;
+use hefl::he::{CompactVector, DownloadForm};
 use hefl::perf::workloads::{PARTY_COUNTS, Submissions};
 use std::time::Duration;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn sweep<S: Summable>(c: &mut Criterion, submissions: &Submissions<S>) {
-    let mut group = c.benchmark_group(format!("aggregation_{}", S::MODE));
+fn sweep<S: Summable>(c: &mut Criterion, name: &str, submissions: &Submissions<S>) {
+    let mut group = c.benchmark_group(format!("aggregation_{name}"));
     group
         .sample_size(10)
         .warm_up_time(Duration::from_millis(500))
@@ -36,12 +37,18 @@ fn aggregation(c: &mut Criterion) {
     let key = KeyFile::generate()
         .and_then(|k| k.secret_key())
         .expect("key");
+    let largest = PARTY_COUNTS[PARTY_COUNTS.len() - 1];
+    for (name, form) in [
+        ("he_seeds", DownloadForm::Seeds),
+        ("he_switched", DownloadForm::Switched),
+    ] {
+        let submissions =
+            Submissions::<CompactVector>::he(&key, largest, form).expect("he submissions");
+        sweep(c, name, &submissions);
+    }
     sweep(
         c,
-        &Submissions::<EncryptedVector>::he(&key).expect("he submissions"),
-    );
-    sweep(
-        c,
+        "plain",
         &Submissions::<PlainSum>::plain().expect("plain submissions"),
     );
 }

@@ -1,7 +1,8 @@
 //! Encryption, decryption and homomorphic sums of a 101,770-value vector (the MNIST MLP's
 //! parameter count), against tfhe's stock `encrypt_glwe_ciphertext_list` /
-//! `decrypt_glwe_ciphertext_list` measured in the same run; then encryption and decryption
-//! of 10^4 to 10^7 values on 1 and all threads (how cost grows with model size).
+//! `decrypt_glwe_ciphertext_list` measured in the same run; the compact path (prepare, seal,
+//! fold, mask regeneration, wire); then encryption and decryption of 10^4 to 10^7 values on
+//! 1 and all threads (how cost grows with model size).
 //!
 //! ```text
 //! cargo bench --bench he -- --warm-up-time 1 --measurement-time 3
@@ -12,7 +13,7 @@ use std::hint::black_box;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use hefl::he::keys::{KeyFile, SecretKey};
 use hefl::he::params::PARAMS;
-use hefl::he::{EncryptedVector, Expected};
+use hefl::he::{CompactVector, DownloadForm, EncryptedVector, Expected, Widths};
 use hefl::perf::suite::VECTOR_LENGTHS;
 use hefl::perf::workloads::vector_to_encrypt;
 use hefl::perf::{thread_counts, thread_pool};
@@ -88,15 +89,54 @@ fn bench_encrypt_decrypt(c: &mut Criterion) {
 }
 
 fn bench_sum(c: &mut Criterion) {
-    let (key, _, plaintext) = setup();
-    let one = key.encrypt(&plaintext).expect("encrypt");
-    let bytes = one.to_bytes();
+    let (key, fp, plaintext) = setup();
+    let widths = Widths::new(fp.params().total_bits, 100, DownloadForm::Seeds).expect("widths");
+    let expected = Expected {
+        key_id: key.key_id(),
+        plaintext_len: LEN,
+        widths,
+    };
+    let mut group = c.benchmark_group("compact_101770_values");
+    group.bench_function("prepare", |b| b.iter(|| key.prepare(LEN).expect("prepare")));
+    group.bench_function("seal_prepared", |b| {
+        b.iter_batched(
+            || key.prepare(LEN).expect("prepare"),
+            |prepared| prepared.seal(black_box(&plaintext), &widths).expect("seal"),
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    let uploads: Vec<CompactVector> = (0..3)
+        .map(|_| key.prepare(LEN).and_then(|p| p.seal(&plaintext, &widths)))
+        .collect::<Result<_, _>>()
+        .expect("seal");
+    let sum = CompactVector::sum(&uploads).expect("sum");
+    group.bench_function("expand_3_seeds", |b| b.iter(|| black_box(&sum).expand()));
+    let bytes = uploads[0].to_bytes();
     println!(
-        "bytes per party: {} for {LEN} values ({} ciphertexts; {:.2} x the f32 vector)",
+        "bytes per party: {} for {LEN} values ({} bits per value; {:.2} x the f32 vector)",
         bytes.len(),
-        one.ciphertext_count().0,
+        widths.body_bits(),
         bytes.len() as f64 / (LEN * 4) as f64
     );
+    group.throughput(Throughput::Bytes(bytes.len() as u64));
+    group.bench_function("to_bytes", |b| b.iter(|| black_box(&uploads[0]).to_bytes()));
+    group.bench_function("parse_submission", |b| {
+        b.iter(|| CompactVector::parse_submission(black_box(&bytes), &expected).expect("parse"))
+    });
+    let second = uploads[1].to_bytes();
+    group.bench_function("add_submission", |b| {
+        b.iter_batched(
+            || uploads[0].clone(),
+            |mut sum| {
+                sum.add_submission(black_box(&second), &expected)
+                    .expect("fold")
+            },
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+
+    let one = key.encrypt(&plaintext).expect("encrypt");
     let mut group = c.benchmark_group("sum_101770_values");
     for parties in [2usize, 3, 10, 100] {
         // Sums do not depend on the ciphertexts' contents: clones of one fresh encryption
@@ -109,15 +149,6 @@ fn bench_sum(c: &mut Criterion) {
             });
         }
     }
-    group.finish();
-
-    let mut group = c.benchmark_group("wire_101770_values");
-    group.throughput(Throughput::Bytes(bytes.len() as u64));
-    group.bench_function("to_bytes", |b| b.iter(|| black_box(&one).to_bytes()));
-    let expected = Expected::fresh(key.key_id(), LEN);
-    group.bench_function("from_bytes", |b| {
-        b.iter(|| EncryptedVector::from_bytes(black_box(&bytes), &expected).expect("parse"))
-    });
     group.finish();
 }
 

@@ -1,45 +1,48 @@
-//! Fixed-point encoding of f32 vectors into u64 GLWE plaintexts, and the headroom checks that
-//! keep a homomorphic sum exact.
+//! Fixed-point encoding of f32 vectors into u64 GLWE plaintexts, and the headroom check that
+//! keeps a sum exact.
 //!
 //! # Encoding
 //!
 //! A value x is clipped to [-c, c], scaled by 2^f and rounded **stochastically** to an integer
-//! z (up with probability equal to the fractional part, so E\[z\] = x·2^f exactly: the rounding
-//! adds variance, never bias). z is stored in two's complement modulo 2^t in the top t bits
-//! of a u64: the plaintext is z·Δ with Δ = 2^(64−t). Summing P encrypted vectors adds the z's
-//! modulo 2^t; decoding rounds a decrypted word to the nearest multiple of Δ (removing the
-//! encryption noise), sign-extends the t-bit integer and divides by 2^f.
+//! z (up with probability equal to the fractional part, so E\[z\] = x·2^f: the rounding adds
+//! variance, not bias). z is stored in two's complement modulo 2^t in the top t bits of a
+//! u64: the plaintext is z·Δ with Δ = 2^(64−t). Summing P vectors adds the z's modulo 2^t;
+//! decoding rounds a word to the nearest multiple of Δ (removing encryption noise and the
+//! rounding of compact ciphertexts), sign-extends the t-bit integer and divides by 2^f.
+//!
+//! The rounding's random bits come from an AES-128-CTR keystream (tfhe-csprng's block cipher,
+//! the one that makes ciphertext masks), 32 bits per value, under a key drawn from the
+//! caller's generator: value i rounds up when its 32 keystream bits, read as an integer u,
+//! satisfy u < floor(frac·2^32). That is exact whenever frac has at most 32 bits, which holds
+//! for every f32 with |x·2^f| ≥ 2^−9 (24-bit mantissa); below that the probability of rounding
+//! up falls short of frac by less than 2^−32, a bias under 2^−32 of a step.
 //!
 //! # Headroom, checked by [`FixedPoint::new`]
 //!
-//! With M = ceil(c·2^f) the largest |z| one party can produce, P = `max_parties` and
-//! b = 17 the TUniform noise bound of [`PARAMS`]:
-//!
-//! - **no wrap-around**: P·M < 2^(t−1), so every sum of P values fits a signed t-bit integer;
-//! - **noise**: P·2^b < Δ/2 = 2^(63−t), so the summed noise never moves a word past the
-//!   half-way point between two multiples of Δ.
-//!
-//! Both are refused at construction with the numbers and a setting that works.
+//! With M = ceil(c·2^f) the largest |z| one party can produce and P = `max_parties`, every
+//! sum of P values must fit a signed t-bit integer: P·M < 2^(t−1). So t needs
+//! b = bits(M) + 1 bits for one party and ceil(log2(P + 1)) more for the sum;
+//! [`FixedPoint::sized`] takes exactly that. What the decoding budget Δ/2 = 2^(63−t) must
+//! absorb (encryption noise, rounded ciphertext bodies and masks) is checked by
+//! [`crate::he::Widths`], which sizes the compact ciphertexts from t and P.
 //!
 //! # Choosing the parameters
 //!
-//! - **t** (`total_bits`) is capped by the noise: t ≤ 63 − b − ceil(log2(P + 1)), i.e. 44 for
-//!   3 parties, 39 for up to 127, 38 for up to 255. Everything lives in a u64 whatever t is,
-//!   so take the largest t the party count allows.
 //! - **c** (`clip`) bounds each coordinate. Gradients and local-step model deltas of an MNIST
 //!   MLP are almost all far below 1 in magnitude; c = 8 clips essentially nothing. Clipping is
 //!   the only biased step, so err on the large side.
 //! - **f** (`frac_bits`) sets the resolution 2^−f. Stochastic rounding keeps the sum unbiased
-//!   at any f; its standard deviation per coordinate is at most 2^−f−1 per party. f = 24
-//!   matches f32's 24-bit mantissa near 1. Then P·c·2^f < 2^(t−1) leaves
-//!   log2(2^(t−1) / (P·c·2^f)) bits of slack: with the defaults (c = 8, f = 24, t = 39,
-//!   P = 100), 100·8·2^24 ≈ 2^33.6 < 2^38.
+//!   at any f; its standard deviation per coordinate is at most 2^−f−1 per party. The default
+//!   f = 16 ends the demo within 0.1 points of f = 24 (the README's precision table) and
+//!   makes ciphertexts 8 bits per value smaller.
+//! - **t** (`total_bits`) follows from c, f and P: with c = 8 and f = 16, b = 20 and
+//!   t = 20 + ceil(log2(P + 1)): 22 for 3 parties, 27 for 100, 30 for 1000.
 //!
 //! ```
 //! use hefl::quant::{FixedPoint, FixedPointParams};
 //! use rand::SeedableRng;
 //!
-//! let fp = FixedPoint::default(); // c = 8, f = 24, t = 39, up to 100 parties
+//! let fp = FixedPoint::default(); // c = 8, f = 16, t = 27, up to 100 parties
 //! let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
 //! let a = fp.encode(&[0.5, -1.25, 100.0], &mut rng)?;
 //! let b = fp.encode(&[0.25, 0.25, -3.0], &mut rng)?;
@@ -51,7 +54,7 @@
 //! // A setting that could overflow is refused, with a suggestion.
 //! let err = FixedPoint::new(FixedPointParams { clip: 8.0, frac_bits: 40, total_bits: 39, max_parties: 100 })
 //!     .unwrap_err();
-//! assert!(err.to_string().contains("frac_bits 28"));
+//! assert!(err.to_string().contains("total_bits 51"));
 //! # Ok::<(), hefl::quant::QuantError>(())
 //! ```
 
@@ -59,7 +62,12 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::he::params::PARAMS;
+use crate::he::csprng::KeyStream;
+
+/// f of the defaults: 16 fractional bits (the README's precision table).
+pub const DEFAULT_FRAC_BITS: u32 = 16;
+/// c of the defaults: values are clipped to [-8, 8].
+pub const DEFAULT_CLIP: f32 = 8.0;
 
 /// The four numbers of a fixed-point encoding, named so they cannot be swapped at a call
 /// site. Validate them with [`FixedPoint::new`].
@@ -67,7 +75,7 @@ use crate::he::params::PARAMS;
 /// ```
 /// use hefl::quant::{FixedPoint, FixedPointParams};
 ///
-/// let params = FixedPointParams { clip: 4.0, frac_bits: 20, total_bits: 44, max_parties: 3 };
+/// let params = FixedPointParams { clip: 4.0, frac_bits: 20, total_bits: 26, max_parties: 3 };
 /// assert_eq!(FixedPoint::new(params)?.params(), params);
 /// # Ok::<(), hefl::quant::QuantError>(())
 /// ```
@@ -84,18 +92,19 @@ pub struct FixedPointParams {
 }
 
 impl FixedPointParams {
-    /// The defaults: c = 8, f = 24, t = 39, up to 100 parties (see the [module docs](self)).
+    /// The defaults: c = 8, f = 16, t = 27 (the least for 100 parties), up to 100 parties
+    /// (see the [module docs](self)).
     ///
     /// ```
     /// use hefl::quant::FixedPointParams;
     ///
     /// let d = FixedPointParams::DEFAULT;
-    /// assert_eq!((d.clip, d.frac_bits, d.total_bits, d.max_parties), (8.0, 24, 39, 100));
+    /// assert_eq!((d.clip, d.frac_bits, d.total_bits, d.max_parties), (8.0, 16, 27, 100));
     /// ```
     pub const DEFAULT: Self = Self {
-        clip: 8.0,
-        frac_bits: 24,
-        total_bits: 39,
+        clip: DEFAULT_CLIP,
+        frac_bits: DEFAULT_FRAC_BITS,
+        total_bits: 27,
         max_parties: 100,
     };
 }
@@ -151,26 +160,6 @@ pub enum QuantError {
         /// A setting that works, if any keeps c and P.
         suggestion: Option<FixedPointParams>,
     },
-    /// The summed noise of `max_parties` ciphertexts could reach half a quantization step.
-    #[error(
-        "decryption noise: {max_parties} parties x 2^{noise_bound_log2} = {worst} must stay below \
-         delta/2 = 2^{} = {limit} for total_bits {total_bits}; {}",
-        63 - .total_bits, Suggestion(.suggestion)
-    )]
-    Noise {
-        /// t.
-        total_bits: u32,
-        /// P.
-        max_parties: u32,
-        /// b of the TUniform(b) noise.
-        noise_bound_log2: u32,
-        /// P·2^b.
-        worst: u128,
-        /// Δ/2 = 2^(63-t).
-        limit: u128,
-        /// A setting that works, if any keeps c and P.
-        suggestion: Option<FixedPointParams>,
-    },
     /// A NaN or infinite input value.
     #[error("value {value} at index {index} is not finite")]
     NonFinite {
@@ -203,7 +192,7 @@ impl fmt::Display for Suggestion<'_> {
             Some(p) => write!(f, "a setting that works: {p}"),
             None => write!(
                 f,
-                "no total_bits/frac_bits works for this clip and party count: lower clip or \
+                "no total_bits up to 63 works for this clip and party count: lower clip or \
                  max_parties"
             ),
         }
@@ -235,19 +224,18 @@ fn fits_overflow(clip: f32, frac_bits: u32, total_bits: u32, max_parties: u32) -
     worst_sum(clip, frac_bits, max_parties) < 1u128 << (total_bits - 1)
 }
 
-fn fits_noise(total_bits: u32, max_parties: u32) -> bool {
-    u128::from(max_parties) << PARAMS.noise_bound_log2() < 1u128 << (63 - total_bits)
+/// t = the least total_bits for which P·M < 2^(t-1), if one up to 63 exists.
+fn least_total_bits(clip: f32, frac_bits: u32, max_parties: u32) -> Option<u32> {
+    (2..=63).find(|&t| fits_overflow(clip, frac_bits, t, max_parties))
 }
 
-/// A working setting keeping c and P: the largest t the noise allows, then the largest
-/// f <= the requested one that cannot overflow.
+/// A working setting keeping c and P: the least t for the requested f, or, if no t up to 63
+/// fits, the largest f that fits t = 63.
 fn suggest(params: &FixedPointParams) -> Option<FixedPointParams> {
-    let total_bits = (2..=63)
-        .rev()
-        .find(|&t| fits_noise(t, params.max_parties))?;
     let frac_bits = (0..=params.frac_bits.min(62))
         .rev()
-        .find(|&f| fits_overflow(params.clip, f, total_bits, params.max_parties))?;
+        .find(|&f| fits_overflow(params.clip, f, 63, params.max_parties))?;
+    let total_bits = least_total_bits(params.clip, frac_bits, params.max_parties)?;
     Some(FixedPointParams {
         total_bits,
         frac_bits,
@@ -256,15 +244,15 @@ fn suggest(params: &FixedPointParams) -> Option<FixedPointParams> {
 }
 
 /// A validated fixed-point encoding: [`FixedPointParams`] whose sums of up to `max_parties`
-/// encrypted vectors provably decode exactly.
+/// vectors cannot wrap around.
 ///
 /// ```
 /// use hefl::quant::{FixedPoint, FixedPointParams, QuantError};
 ///
 /// assert!(FixedPoint::new(FixedPointParams::DEFAULT).is_ok());
-/// // 200 parties exceed the noise budget of t = 39 bits.
+/// // 200 parties x 2^19 can reach 2^26.6: t = 27 bits could wrap.
 /// let err = FixedPoint::new(FixedPointParams { max_parties: 200, ..FixedPointParams::DEFAULT });
-/// assert!(matches!(err, Err(QuantError::Noise { .. })));
+/// assert!(matches!(err, Err(QuantError::Overflow { .. })));
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct FixedPoint {
@@ -284,16 +272,16 @@ impl Default for FixedPoint {
 
 impl FixedPoint {
     /// Validates the parameters: c finite and positive, 1 <= P, f <= 62, 2 <= t <= 63, and the
-    /// two headroom conditions of the [module docs](self).
+    /// headroom condition of the [module docs](self).
     ///
     /// ```
     /// use hefl::quant::{FixedPoint, FixedPointParams};
     ///
-    /// let err = FixedPoint::new(FixedPointParams { clip: 8.0, frac_bits: 24, total_bits: 44, max_parties: 100 })
+    /// let err = FixedPoint::new(FixedPointParams { clip: 8.0, frac_bits: 24, total_bits: 32, max_parties: 100 })
     ///     .unwrap_err()
     ///     .to_string();
-    /// assert!(err.contains("100 parties x 2^17 = 13107200"));
-    /// assert!(err.contains("a setting that works: clip 8, frac_bits 24, total_bits 39, max_parties 100"));
+    /// assert!(err.contains("100 parties x 134217728 (= ceil(8 x 2^24)) = 13421772800 must stay below 2^31"));
+    /// assert!(err.contains("a setting that works: clip 8, frac_bits 24, total_bits 35, max_parties 100"));
     /// ```
     pub fn new(params: FixedPointParams) -> Result<Self, QuantError> {
         let invalid = |reason: &str| QuantError::Invalid {
@@ -330,37 +318,45 @@ impl FixedPoint {
                 suggestion: suggest(&params),
             });
         }
-        if !fits_noise(total_bits, max_parties) {
-            return Err(QuantError::Noise {
-                total_bits,
-                max_parties,
-                noise_bound_log2: PARAMS.noise_bound_log2(),
-                worst: u128::from(max_parties) << PARAMS.noise_bound_log2(),
-                limit: 1 << (63 - total_bits),
-                suggestion: suggest(&params),
-            });
-        }
         Ok(Self::from_valid(params))
     }
 
-    /// The defaults with another party count: the largest `total_bits` the noise budget
-    /// allows for `max_parties`, and `frac_bits` 24 or, if that could overflow, the largest
-    /// that cannot.
+    /// The defaults with another party count: c = 8, f = 16 and the least t for
+    /// `max_parties` ([`FixedPoint::sized`]).
     ///
     /// ```
     /// use hefl::quant::FixedPoint;
     ///
-    /// assert_eq!(FixedPoint::for_parties(3)?.params().total_bits, 44);
-    /// assert_eq!(FixedPoint::for_parties(100)?.params().total_bits, 39);
+    /// assert_eq!(FixedPoint::for_parties(3)?.params().total_bits, 22);
+    /// assert_eq!(FixedPoint::for_parties(100)?.params().total_bits, 27);
+    /// assert_eq!(FixedPoint::for_parties(1000)?.params().total_bits, 30);
     /// assert!(FixedPoint::for_parties(0).is_err());
     /// # Ok::<(), hefl::quant::QuantError>(())
     /// ```
     pub fn for_parties(max_parties: u32) -> Result<Self, QuantError> {
-        let wanted = FixedPointParams {
+        Self::sized(DEFAULT_CLIP, DEFAULT_FRAC_BITS, max_parties)
+    }
+
+    /// The encoding with clip c and f fractional bits for up to `max_parties`, with the least
+    /// t that cannot wrap: t = bits(ceil(c·2^f)) + 1 + ceil(log2(P + 1)) (see the
+    /// [module docs](self)). Refuses, with a setting that works, when no t up to 63 fits.
+    ///
+    /// ```
+    /// use hefl::quant::FixedPoint;
+    ///
+    /// assert_eq!(FixedPoint::sized(8.0, 24, 3)?.params().total_bits, 30);
+    /// assert_eq!(FixedPoint::sized(1.0, 12, 10)?.params().total_bits, 18);
+    /// assert!(FixedPoint::sized(8.0, 62, 3).is_err());
+    /// # Ok::<(), hefl::quant::QuantError>(())
+    /// ```
+    pub fn sized(clip: f32, frac_bits: u32, max_parties: u32) -> Result<Self, QuantError> {
+        let total_bits = least_total_bits(clip, frac_bits.min(62), max_parties).unwrap_or(63);
+        Self::new(FixedPointParams {
+            clip,
+            frac_bits,
+            total_bits,
             max_parties,
-            ..FixedPointParams::DEFAULT
-        };
-        Self::new(suggest(&wanted).unwrap_or(wanted))
+        })
     }
 
     fn from_valid(params: FixedPointParams) -> Self {
@@ -385,7 +381,7 @@ impl FixedPoint {
     /// Δ = 2^(64-t), the plaintext weight of one unit of z.
     ///
     /// ```
-    /// assert_eq!(hefl::quant::FixedPoint::default().delta(), 1 << 25);
+    /// assert_eq!(hefl::quant::FixedPoint::default().delta(), 1 << 37);
     /// ```
     pub fn delta(&self) -> u64 {
         1 << self.shift
@@ -394,7 +390,7 @@ impl FixedPoint {
     /// M = ceil(c·2^f): the largest |z| one party's value can quantize to.
     ///
     /// ```
-    /// assert_eq!(hefl::quant::FixedPoint::default().max_magnitude(), 8 << 24);
+    /// assert_eq!(hefl::quant::FixedPoint::default().max_magnitude(), 8 << 16);
     /// ```
     pub fn max_magnitude(&self) -> i64 {
         // Validated: M < 2^(t-1) <= 2^62.
@@ -402,11 +398,11 @@ impl FixedPoint {
     }
 
     /// Clips, scales by 2^f and rounds stochastically: z = floor(x·2^f) + 1 with probability
-    /// frac(x·2^f), so E\[z\] = clip(x)·2^f.
+    /// frac(x·2^f), so E\[z\] = clip(x)·2^f (see the [module docs](self) for the keystream).
     ///
-    /// The rounding randomness comes from `rng`. It protects no secret (the values are
-    /// encrypted afterwards), so any decent generator will do; pass a seeded one for
-    /// reproducible runs, or `rand::rng()` otherwise. Refuses NaN and infinite values.
+    /// `rng` gives one 128-bit AES key per call; the rounding bits come from that key's
+    /// keystream. They protect no secret (the values are encrypted afterwards), so a seeded
+    /// generator makes runs reproducible. Refuses NaN and infinite values.
     ///
     /// ```
     /// use hefl::quant::FixedPoint;
@@ -414,8 +410,8 @@ impl FixedPoint {
     ///
     /// let fp = FixedPoint::default();
     /// let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-    /// let z = fp.quantize(&[1.0, -8.0, 9.0, 0.5 / (1 << 24) as f32], &mut rng)?;
-    /// assert_eq!(&z[..3], &[1 << 24, -8 << 24, 8 << 24]);
+    /// let z = fp.quantize(&[1.0, -8.0, 9.0, 0.5 / (1 << 16) as f32], &mut rng)?;
+    /// assert_eq!(&z[..3], &[1 << 16, -8 << 16, 8 << 16]);
     /// assert!(z[3] == 0 || z[3] == 1); // half a step: rounds either way
     /// assert!(fp.quantize(&[f32::NAN], &mut rng).is_err());
     /// # Ok::<(), hefl::quant::QuantError>(())
@@ -425,21 +421,38 @@ impl FixedPoint {
         values: &[f32],
         rng: &mut R,
     ) -> Result<Vec<i64>, QuantError> {
-        check_finite(values)?;
-        Ok(values.iter().map(|&v| self.round(v, rng)).collect())
+        self.rounded(values, rng, |z| z)
     }
 
-    /// Stochastic rounding of one finite value (checked by the caller).
-    #[inline]
-    fn round<R: rand::Rng + ?Sized>(&self, value: f32, rng: &mut R) -> i64 {
+    /// Stochastic rounding of `values` (checked finite) with a keystream keyed from `rng`,
+    /// each integer mapped through `map`.
+    fn rounded<T, R: rand::Rng + ?Sized>(
+        &self,
+        values: &[f32],
+        rng: &mut R,
+        map: impl Fn(i64) -> T,
+    ) -> Result<Vec<T>, QuantError> {
+        check_finite(values)?;
+        /// Values per keystream read (8 KiB of keystream).
+        const CHUNK: usize = 2048;
+        let mut stream = KeyStream::new(rng.random::<u128>());
+        let blocks = KeyStream::blocks_for(CHUNK * size_of::<u32>());
+        let mut bits = vec![0u32; CHUNK];
         let clip = self.params.clip;
-        // Exact: an f32 times a power of two is an f64 without rounding.
-        let scaled = f64::from(value.clamp(-clip, clip)) * self.scale;
-        let floor = scaled.floor();
-        let fraction = scaled - floor;
-        // A uniform in [0, 1) with 53 random bits.
-        let uniform = (rng.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64);
-        floor as i64 + i64::from(uniform < fraction)
+        let mut out = Vec::with_capacity(values.len());
+        for (index, chunk) in values.chunks(CHUNK).enumerate() {
+            let bits = &mut bits[..chunk.len()];
+            stream.fill_u32(index as u128 * blocks, bits);
+            out.extend(chunk.iter().zip(bits.iter()).map(|(&value, &u)| {
+                // Exact: an f32 times a power of two is an f64 without rounding.
+                let scaled = f64::from(value.clamp(-clip, clip)) * self.scale;
+                let floor = scaled.floor();
+                // frac < 1, so the threshold is below 2^32.
+                let threshold = ((scaled - floor) * 4_294_967_296.0) as u64;
+                map(floor as i64 + i64::from(u64::from(u) < threshold))
+            }));
+        }
+        Ok(out)
     }
 
     /// z as a plaintext word: two's complement modulo 2^t in the top t bits, z·Δ mod 2^64.
@@ -475,7 +488,7 @@ impl FixedPoint {
     ///
     /// let fp = FixedPoint::default();
     /// let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-    /// assert_eq!(fp.encode(&[-2.0], &mut rng)?, [fp.to_plaintext(-2 << 24)]);
+    /// assert_eq!(fp.encode(&[-2.0], &mut rng)?, [fp.to_plaintext(-2 << 16)]);
     /// # Ok::<(), hefl::quant::QuantError>(())
     /// ```
     pub fn encode<R: rand::Rng + ?Sized>(
@@ -483,11 +496,7 @@ impl FixedPoint {
         values: &[f32],
         rng: &mut R,
     ) -> Result<Vec<u64>, QuantError> {
-        check_finite(values)?;
-        Ok(values
-            .iter()
-            .map(|&v| self.to_plaintext(self.round(v, rng)))
-            .collect())
+        self.rounded(values, rng, |z| self.to_plaintext(z))
     }
 
     /// The integer sums encoded in decrypted words ([`FixedPoint::from_plaintext`] of each).
@@ -517,7 +526,7 @@ impl FixedPoint {
     ///
     /// ```
     /// let fp = hefl::quant::FixedPoint::default();
-    /// let sum = [fp.to_plaintext(3 << 23)];
+    /// let sum = [fp.to_plaintext(3 << 15)];
     /// assert_eq!(fp.decode_sum(&sum, 3)?, [1.5]);
     /// assert!(fp.decode_sum(&sum, 101).is_err());
     /// # Ok::<(), hefl::quant::QuantError>(())
@@ -531,7 +540,7 @@ impl FixedPoint {
     ///
     /// ```
     /// let fp = hefl::quant::FixedPoint::default();
-    /// let sum = [fp.to_plaintext(3 << 23)];
+    /// let sum = [fp.to_plaintext(3 << 15)];
     /// assert_eq!(fp.decode_mean(&sum, 3, 3.0)?, [0.5]);
     /// assert!(fp.decode_mean(&sum, 3, 0.0).is_err());
     /// # Ok::<(), hefl::quant::QuantError>(())

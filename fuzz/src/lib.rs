@@ -15,7 +15,7 @@ use hefl::fl::{
     Hub, HubEvent, HubRules, PartyId, PlainSum, Plan, Round, Summable, TrainConfig, ValidPlan,
 };
 use hefl::he::keys::{KeyFile, KeyId};
-use hefl::he::{EncryptedVector, Expected, MAX_PLAINTEXT_LEN};
+use hefl::he::{CompactVector, Expected, MAX_PLAINTEXT_LEN};
 use std::io::Write;
 use std::path::Path;
 use std::sync::OnceLock;
@@ -56,56 +56,74 @@ pub fn plan(he: bool) -> &'static ValidPlan {
     &plans[usize::from(he)]
 }
 
-/// What the `he` plan's receivers expect of an aggregate of at most [`PARTIES`] updates.
-fn expected_aggregate() -> Expected {
-    let fresh = plan(true).expected_he().expect("an he plan has a key id");
-    Expected {
-        max_summands: PARTIES as u32,
-        ..fresh
-    }
+/// What the `he` plan's receivers expect: its key id, length and widths.
+fn expected() -> Expected {
+    plan(true).expected_he().expect("an he plan has a key id")
 }
 
-/// A valid running sum (one fresh encryption of zeros) to add untrusted messages into.
-fn he_accumulator() -> &'static EncryptedVector {
-    static ACC: OnceLock<EncryptedVector> = OnceLock::new();
-    ACC.get_or_init(|| {
+/// Valid uploads of zeros under the fuzz key, one per party: a running sum to add untrusted
+/// messages into, and the other parties' updates in the hub target.
+fn he_uploads() -> &'static [CompactVector] {
+    static UPLOADS: OnceLock<Vec<CompactVector>> = OnceLock::new();
+    UPLOADS.get_or_init(|| {
         let key = KeyFile::from_seed(KEY_SEED)
             .secret_key()
             .expect("derive the fuzz key");
-        key.encrypt(&vec![0; plan(true).wire_slots()])
-            .expect("encrypt zeros")
+        let expect = expected();
+        (0..PARTIES)
+            .map(|_| {
+                key.prepare(expect.plaintext_len)
+                    .and_then(|p| p.seal(&vec![0; expect.plaintext_len], &expect.widths))
+                    .expect("seal zeros")
+            })
+            .collect()
     })
 }
 
-/// The ciphertext wire format: [`EncryptedVector::from_bytes`] and
-/// [`EncryptedVector::add_from_bytes`] against the `he` plan's expectations.
+/// The ciphertext wire format: [`CompactVector::parse_submission`],
+/// [`CompactVector::add_submission`] and [`CompactVector::parse_aggregate`] against the `he`
+/// plan's expectations.
 ///
-/// Accepted messages re-encode to the same bytes, fit [`EncryptedVector::max_wire_len`] and
-/// the plan's message bound, and add into a sum; refused ones leave the sum unchanged, and
-/// both entry points agree on what they accept.
+/// Accepted messages re-encode to the same bytes and fit [`CompactVector::max_wire_len`] and
+/// the plan's message bound; a submission adds into a sum, a refused one leaves the sum
+/// unchanged, and both submission entry points agree on what they accept.
 pub fn wire(data: &[u8]) -> bool {
-    let expected = expected_aggregate();
-    let parsed = EncryptedVector::from_bytes(data, &expected);
-    let mut sum = he_accumulator().clone();
-    let added = sum.add_from_bytes(data, &expected);
-    assert_eq!(
-        parsed.is_ok(),
-        added.is_ok(),
-        "from_bytes and add_from_bytes disagree: {parsed:?} / {added:?}"
-    );
+    let expected = expected();
+    let start = &he_uploads()[0];
+    let parsed = CompactVector::parse_submission(data, &expected);
+    let mut sum = start.clone();
+    let added = sum.add_submission(data, &expected);
+    let aggregate = CompactVector::parse_aggregate(data, &expected, PARTIES as u32);
+    for accepted in [parsed.as_ref(), aggregate.as_ref()].into_iter().flatten() {
+        assert_eq!(accepted.to_bytes(), data, "re-encoding changed the message");
+        assert_eq!(accepted.wire_len(), data.len());
+        assert!(data.len() <= CompactVector::max_wire_len(&expected));
+        assert!(data.len() <= plan(true).max_message_len());
+        assert_eq!(accepted.key_id(), expected.key_id);
+        assert_eq!(accepted.plaintext_len(), expected.plaintext_len);
+        assert!((1..=PARTIES as u32).contains(&accepted.summands()));
+    }
     let Ok(ct) = parsed else {
-        assert_eq!(&sum, he_accumulator(), "a refused message changed the sum");
-        return false;
+        assert!(
+            added.is_err(),
+            "add_submission accepted what parse_submission refused"
+        );
+        assert_eq!(&sum, start, "a refused message changed the sum");
+        return aggregate.is_ok();
     };
-    assert_eq!(ct.to_bytes(), data, "re-encoding changed the message");
-    assert_eq!(ct.wire_len(), data.len());
-    assert!(data.len() <= EncryptedVector::max_wire_len(expected.plaintext_len));
-    assert!(data.len() <= plan(true).max_message_len());
-    assert_eq!(ct.key_id(), expected.key_id);
-    assert_eq!(ct.plaintext_len(), expected.plaintext_len);
-    assert!((1..=expected.max_summands).contains(&ct.summands()));
-    assert_eq!(sum.summands(), 1 + ct.summands());
-    let mut by_value = he_accumulator().clone();
+    if added.is_err() {
+        // Only a message carrying the running sum's own seed may parse and not add.
+        assert_eq!(
+            ct.seeds(),
+            start.seeds(),
+            "parse and add disagree: {added:?}"
+        );
+        assert_eq!(&sum, start, "a refused message changed the sum");
+        return true;
+    }
+    assert_eq!(ct.summands(), 1);
+    assert_eq!(sum.summands(), 2);
+    let mut by_value = start.clone();
     by_value
         .add_assign(&ct)
         .expect("add a ciphertext that parsed");
@@ -173,11 +191,13 @@ pub fn plan_json(data: &[u8]) -> bool {
         valid.config().privacy == hefl::fl::Privacy::He
     );
     if let Some(e) = expected {
-        assert_eq!((e.plaintext_len, e.max_summands), (slots, 1));
+        assert_eq!(e.plaintext_len, slots);
+        assert_eq!(e.widths.parties() as usize, valid.config().parties);
     }
     let max_len = valid.max_message_len();
+    // At least 2 bytes per slot (`he` bodies have 21 bits or more, plain words 64).
     assert!(
-        max_len > slots * 8 && max_len < usize::MAX,
+        max_len > slots * 2 && max_len < usize::MAX,
         "bound {max_len}"
     );
     let json = serde_json::to_vec(&plan).expect("a plan serializes");
@@ -220,8 +240,14 @@ pub fn hub(data: &[u8]) -> bool {
     assert!(message.len() <= max_len, "accepted {} bytes", message.len());
     assert!((party as usize) < PARTIES && round == 0);
     for other in (0..PARTIES as u32).filter(|&p| p != party) {
-        hub.submit(PartyId(other), Round(0), message)
-            .expect("the same update is valid from every party");
+        // Plain: the same update is valid from every party. He: each party sends its own
+        // encryption (a sum refuses a seed twice).
+        let update = match he {
+            true => he_uploads()[other as usize].to_bytes(),
+            false => message.to_vec(),
+        };
+        hub.submit(PartyId(other), Round(0), &update)
+            .expect("every party's update is valid");
     }
     let published = hub
         .fetch(PartyId(0), Round(0), Duration::ZERO, None)
@@ -233,7 +259,7 @@ pub fn hub(data: &[u8]) -> bool {
     let parties = PARTIES as u32;
     if he {
         let expect = hub.plan().expected_he().expect("he plan");
-        let sum = <EncryptedVector as Summable>::parse_aggregate(bytes, &expect, parties)
+        let sum = <CompactVector as Summable>::parse_aggregate(bytes, &expect, parties)
             .expect("the published sum parses");
         assert_eq!(sum.summands(), parties);
     } else {

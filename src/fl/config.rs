@@ -9,8 +9,9 @@
 use super::strategy::Strategy;
 use crate::data::{IMAGE_PIXELS, NUM_CLASSES, Partition};
 use crate::dp::{DpSgd, InputDp};
-use crate::he::MAX_PLAINTEXT_LEN;
+use crate::he::{DownloadForm, MAX_PLAINTEXT_LEN, Widths};
 use crate::model::OptimizerKind;
+use crate::quant::{DEFAULT_CLIP, DEFAULT_FRAC_BITS, FixedPoint};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::ops::Deref;
@@ -127,6 +128,14 @@ pub struct TrainConfig {
     /// Input perturbation of the training images before any training (any mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_dp: Option<InputDp>,
+    /// Fractional bits f of the fixed-point encoding of federated updates (resolution
+    /// 2^-f; values clipped to [-8, 8]): see [`crate::quant`] and the README's precision table.
+    #[serde(default = "default_frac_bits")]
+    pub frac_bits: u32,
+    /// How the round's encrypted sum travels back in `he` mode: the summed bodies with every
+    /// party's seed, or with the summed mask switched to fewer bits ([`DownloadForm`]).
+    #[serde(default)]
+    pub download: DownloadForm,
     /// Passes over each party's data.
     pub epochs: usize,
     /// Learning rate.
@@ -145,7 +154,67 @@ pub struct TrainConfig {
     pub test_subset: Option<usize>,
 }
 
+/// Most fractional bits a run may ask for.
+pub const MAX_FRAC_BITS: u32 = 40;
+
+fn default_frac_bits() -> u32 {
+    DEFAULT_FRAC_BITS
+}
+
 impl TrainConfig {
+    /// The fixed-point encoding of this federation's updates: clip 8, `frac_bits`, the least
+    /// total bits for `parties` ([`FixedPoint::sized`]).
+    ///
+    /// ```
+    /// use hefl::fl::TrainConfig;
+    ///
+    /// let fp = TrainConfig::default().fixed_point()?;
+    /// assert_eq!((fp.params().frac_bits, fp.params().total_bits), (16, 22));
+    /// # Ok::<(), hefl::fl::ConfigError>(())
+    /// ```
+    pub fn fixed_point(&self) -> Result<FixedPoint, ConfigError> {
+        check_range(Field::Parties, self.parties, 1, MAX_PARTIES)?;
+        check_range(
+            Field::FracBits,
+            self.frac_bits as usize,
+            0,
+            MAX_FRAC_BITS as usize,
+        )?;
+        FixedPoint::sized(DEFAULT_CLIP, self.frac_bits, self.parties as u32).map_err(|e| {
+            ConfigError::Invalid {
+                field: Field::FracBits,
+                expected: format!(
+                    "an encoding whose sums of {} parties fit: {e}",
+                    self.parties
+                ),
+                found: self.frac_bits.to_string(),
+            }
+        })
+    }
+
+    /// The compact ciphertext widths of this federation in `he` mode (see [`Widths`]),
+    /// refused with the numbers when a sum could fail to decode.
+    ///
+    /// ```
+    /// use hefl::fl::TrainConfig;
+    ///
+    /// let widths = TrainConfig::default().widths()?;
+    /// assert_eq!((widths.body_bits(), widths.mask_bits()), (25, None));
+    /// let wide = TrainConfig { frac_bits: 40, ..TrainConfig::default() };
+    /// assert!(wide.widths().unwrap_err().to_string().contains("frac_bits"));
+    /// # Ok::<(), hefl::fl::ConfigError>(())
+    /// ```
+    pub fn widths(&self) -> Result<Widths, ConfigError> {
+        let fp = self.fixed_point()?;
+        Widths::new(fp.params().total_bits, self.parties as u32, self.download).map_err(|e| {
+            ConfigError::Invalid {
+                field: Field::FracBits,
+                expected: format!("a setting whose encrypted sums decode: {e}"),
+                found: self.frac_bits.to_string(),
+            }
+        })
+    }
+
     /// The largest shard of a training set of `train_size` images (after
     /// `train_subset`) split IID as the mode says: all of it when centralized, else
     /// `ceil(n / parties)`.
@@ -259,6 +328,12 @@ impl TrainConfig {
             check_probability(Field::Delta, input_dp.delta)?;
         }
         self.check_layers()?;
+        if self.mode == Mode::Federated {
+            self.fixed_point()?;
+            if self.privacy == Privacy::He {
+                self.widths()?;
+            }
+        }
         Ok(ValidConfig(self.clone()))
     }
 
@@ -311,6 +386,8 @@ impl Default for TrainConfig {
             privacy: Privacy::Plain,
             dp: None,
             input_dp: None,
+            frac_bits: DEFAULT_FRAC_BITS,
+            download: DownloadForm::Auto,
             epochs: 10,
             lr: 1.5e-3,
             batch_size: 64,
@@ -378,6 +455,7 @@ pub enum Field {
     MaxConnections,
     MaxConnectionsPerPeer,
     Steps,
+    FracBits,
 }
 
 impl Field {
@@ -416,6 +494,7 @@ impl Field {
             Self::MaxConnections => "max_connections",
             Self::MaxConnectionsPerPeer => "max_connections_per_peer",
             Self::Steps => "steps",
+            Self::FracBits => "frac_bits",
         }
     }
 }

@@ -4,7 +4,7 @@
 use super::config::Privacy;
 use super::payload::{DecodeError, PayloadError, PlainSum, Summable, weighted, weighted_mean};
 use crate::he::keys::SecretKey;
-use crate::he::{EncryptedVector, Expected, HeError};
+use crate::he::{CompactVector, Expected, HeError, PreparedEncryption, Widths, WireError};
 use crate::quant::{FixedPoint, QuantError};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -15,24 +15,33 @@ use std::time::Instant;
 pub struct EnvelopeCost {
     /// Weighting and fixed-point encoding.
     pub encode_seconds: f64,
-    /// Encryption (`he` only).
+    /// Preparing encryptions of zero (`he` only): the offline part, done while waiting.
+    #[serde(default)]
+    pub prepare_seconds: f64,
+    /// Sealing into a prepared encryption and serializing (`he` only): the online part.
     pub encrypt_seconds: f64,
-    /// Parsing and decryption of the aggregate (`he`), or parsing (`plain`).
+    /// Parsing, mask regeneration and decryption of the aggregate (`he`), or parsing
+    /// (`plain`).
     pub decrypt_seconds: f64,
     /// Decoding the aggregate to the mean update.
     pub decode_seconds: f64,
     /// Bytes sent per update.
     pub bytes_per_update: usize,
+    /// Bytes of the last aggregate received.
+    #[serde(default)]
+    pub bytes_per_aggregate: usize,
 }
 
 impl EnvelopeCost {
     /// Adds another client's (or round's) cost.
     pub fn add(&mut self, other: &Self) {
         self.encode_seconds += other.encode_seconds;
+        self.prepare_seconds += other.prepare_seconds;
         self.encrypt_seconds += other.encrypt_seconds;
         self.decrypt_seconds += other.decrypt_seconds;
         self.decode_seconds += other.decode_seconds;
         self.bytes_per_update = self.bytes_per_update.max(other.bytes_per_update);
+        self.bytes_per_aggregate = self.bytes_per_aggregate.max(other.bytes_per_aggregate);
     }
 }
 
@@ -45,6 +54,18 @@ pub enum EnvelopeError {
     /// Encryption or decryption failed.
     #[error(transparent)]
     He(#[from] HeError),
+    /// An update of another length than the envelope's.
+    #[error("an update of {found} values, expected {expected}")]
+    Length {
+        /// The envelope's length.
+        expected: usize,
+        /// Values given.
+        found: usize,
+    },
+    /// A weight outside (0, 1] (the decoder refuses sums whose total weight exceeds the
+    /// party count).
+    #[error("update weight {0}, expected a number in (0, 1]")]
+    Weight(f32),
     /// The aggregate did not parse.
     #[error("aggregate refused: {0}")]
     Payload(#[from] PayloadError),
@@ -55,52 +76,60 @@ pub enum EnvelopeError {
 
 /// Seals a client's updates and opens aggregates (see [`crate::fl::payload`]).
 ///
+/// In `he` mode an update is sealed into a [`PreparedEncryption`]: pass one made ahead of
+/// time by [`Envelope::prepare`] (the party loop prepares the next round's while it waits
+/// for this round's sum), or `None` to prepare it on the spot.
+///
 /// ```
-/// use hefl::fl::{Envelope, EnvelopeCost, PlainSum, Summable};
-/// use hefl::he::keys::KeyFile;
+/// use hefl::fl::{Envelope, EnvelopeCost, Summable};
+/// use hefl::he::{CompactVector, DownloadForm, Widths, keys::KeyFile};
 /// use hefl::quant::FixedPoint;
 /// use rand::SeedableRng;
 /// use std::sync::Arc;
 ///
 /// let key = Arc::new(KeyFile::from_seed([1; 32]).secret_key()?);
 /// let fp = FixedPoint::for_parties(2)?;
-/// let envelope = Envelope::he(fp, key, 2);
+/// let widths = Widths::new(fp.params().total_bits, 2, DownloadForm::Seeds)?;
+/// let envelope = Envelope::he(fp, key, 2, widths);
 /// let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(0);
 /// let mut cost = EnvelopeCost::default();
-/// let a = envelope.seal(&[1.0, 2.0], 1.0, &mut rng, &mut cost)?;
-/// let b = envelope.seal(&[3.0, 6.0], 1.0, &mut rng, &mut cost)?;
+/// let prepared = envelope.prepare(&mut cost)?; // ahead of time
+/// let a = envelope.seal(&[1.0, 2.0], 1.0, prepared, &mut rng, &mut cost)?;
+/// let b = envelope.seal(&[3.0, 6.0], 1.0, None, &mut rng, &mut cost)?;
 /// // What the server does, without a key:
 /// let expect = envelope.expected_he().unwrap();
-/// let mut sum = hefl::he::EncryptedVector::parse_submission(&a, &expect)?;
-/// sum.add_assign(&hefl::he::EncryptedVector::parse_submission(&b, &expect)?)?;
+/// let mut sum = <CompactVector as Summable>::parse_submission(&a, &expect)?;
+/// sum.add_submission(&b, &expect)?;
 /// let mean = envelope.open(&sum.to_bytes(), 2, &mut cost)?;
 /// assert_eq!(mean, [2.0, 4.0]);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Envelope {
     fp: FixedPoint,
-    key: Option<Arc<SecretKey>>,
+    he: Option<(Arc<SecretKey>, Widths)>,
     len: usize,
 }
 
 impl Envelope {
     /// Plain mode for updates of `len` values.
     pub fn plain(fp: FixedPoint, len: usize) -> Self {
-        Self { fp, key: None, len }
+        Self { fp, he: None, len }
     }
 
-    /// HE mode for updates of `len` values under `key`.
-    pub fn he(fp: FixedPoint, key: Arc<SecretKey>, len: usize) -> Self {
+    /// HE mode for updates of `len` values under `key`, in compact ciphertexts of `widths`
+    /// (made from `fp`'s total bits and party count, e.g. by
+    /// [`TrainConfig::widths`](super::TrainConfig::widths)).
+    pub fn he(fp: FixedPoint, key: Arc<SecretKey>, len: usize, widths: Widths) -> Self {
         Self {
             fp,
-            key: Some(key),
+            he: Some((key, widths)),
             len,
         }
     }
 
     /// The privacy mode.
     pub fn privacy(&self) -> Privacy {
-        if self.key.is_some() {
+        if self.he.is_some() {
             Privacy::He
         } else {
             Privacy::Plain
@@ -112,30 +141,71 @@ impl Envelope {
         self.len + 1
     }
 
-    /// What a server checks `he` submissions against (key id, length); `None` in plain mode.
+    /// What a server checks `he` submissions against (key id, length, widths); `None` in
+    /// plain mode.
     pub fn expected_he(&self) -> Option<Expected> {
-        self.key
-            .as_ref()
-            .map(|key| Expected::fresh(key.key_id(), self.wire_len()))
+        self.he.as_ref().map(|(key, widths)| Expected {
+            key_id: key.key_id(),
+            plaintext_len: self.wire_len(),
+            widths: *widths,
+        })
     }
 
-    /// Weights, quantizes and (in `he`) encrypts one update; returns the bytes to send.
+    /// An encryption of zero for the next update (`he`; `None` in plain mode): the offline
+    /// part of sealing, counted in `cost.prepare_seconds`.
+    pub fn prepare(
+        &self,
+        cost: &mut EnvelopeCost,
+    ) -> Result<Option<PreparedEncryption>, EnvelopeError> {
+        match &self.he {
+            None => Ok(None),
+            Some((key, _)) => Ok(Some(self.prepare_with(key, cost)?)),
+        }
+    }
+
+    fn prepare_with(
+        &self,
+        key: &SecretKey,
+        cost: &mut EnvelopeCost,
+    ) -> Result<PreparedEncryption, HeError> {
+        let start = Instant::now();
+        let prepared = key.prepare(self.wire_len())?;
+        cost.prepare_seconds += start.elapsed().as_secs_f64();
+        Ok(prepared)
+    }
+
+    /// Weights, quantizes and (in `he`) seals one update into `prepared` (or into one made
+    /// now); returns the bytes to send. Refuses an update of another length and a weight
+    /// outside (0, 1].
     pub fn seal<R: rand::Rng + ?Sized>(
         &self,
         values: &[f32],
         weight: f32,
+        prepared: Option<PreparedEncryption>,
         rng: &mut R,
         cost: &mut EnvelopeCost,
     ) -> Result<Vec<u8>, EnvelopeError> {
+        if values.len() != self.len {
+            return Err(EnvelopeError::Length {
+                expected: self.len,
+                found: values.len(),
+            });
+        }
+        if !(weight > 0.0 && weight <= 1.0) {
+            return Err(EnvelopeError::Weight(weight));
+        }
         let start = Instant::now();
         let words = self.fp.encode(&weighted(values, weight), rng)?;
         cost.encode_seconds += start.elapsed().as_secs_f64();
-        let bytes = match &self.key {
+        let bytes = match &self.he {
             None => PlainSum::fresh(words).to_bytes(),
-            Some(key) => {
+            Some((key, widths)) => {
+                let prepared = match prepared {
+                    Some(prepared) => prepared,
+                    None => self.prepare_with(key, cost)?,
+                };
                 let start = Instant::now();
-                let ciphertext = key.encrypt(&words)?;
-                let bytes = ciphertext.to_bytes();
+                let bytes = prepared.seal(&words, widths)?.to_bytes();
                 cost.encrypt_seconds += start.elapsed().as_secs_f64();
                 bytes
             }
@@ -144,8 +214,9 @@ impl Envelope {
         Ok(bytes)
     }
 
-    /// Parses, (decrypts) and decodes the sum of `parties` sealed updates into the weighted
-    /// mean update.
+    /// Parses, (regenerates masks and decrypts) and decodes the sum of `parties` sealed
+    /// updates into the weighted mean update. Refuses an aggregate that holds another number
+    /// of updates than `parties`.
     pub fn open(
         &self,
         bytes: &[u8],
@@ -153,14 +224,27 @@ impl Envelope {
         cost: &mut EnvelopeCost,
     ) -> Result<Vec<f32>, EnvelopeError> {
         let start = Instant::now();
-        let words = match &self.key {
+        cost.bytes_per_aggregate = bytes.len();
+        let words = match &self.he {
             None => PlainSum::parse_aggregate(bytes, &self.wire_len(), parties)?
                 .words()
                 .to_vec(),
-            Some(key) => {
-                let expect = Expected::fresh(key.key_id(), self.wire_len());
-                let sum = EncryptedVector::parse_aggregate(bytes, &expect, parties)?;
-                key.decrypt(&sum)?
+            Some((key, widths)) => {
+                let expect = Expected {
+                    key_id: key.key_id(),
+                    plaintext_len: self.wire_len(),
+                    widths: *widths,
+                };
+                let sum = CompactVector::parse_aggregate(bytes, &expect, parties)
+                    .map_err(PayloadError::from)?;
+                if sum.summands() != parties {
+                    return Err(PayloadError::from(WireError::Summands {
+                        max: parties,
+                        found: sum.summands(),
+                    })
+                    .into());
+                }
+                key.decrypt(&sum.expand())?
             }
         };
         let opened = Instant::now();

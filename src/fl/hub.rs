@@ -21,7 +21,7 @@ use super::plan::ValidPlan;
 use super::server::{
     DEFAULT_ABSENT_AFTER, PartyId, Published, Refusal, Round, Server, ServerConfig,
 };
-use crate::he::EncryptedVector;
+use crate::he::CompactVector;
 use std::collections::{BTreeSet, VecDeque};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -230,7 +230,7 @@ impl std::fmt::Display for HubEvent {
 /// what the server folds.
 enum AnyServer {
     Plain(Server<PlainSum>),
-    He(Server<EncryptedVector>),
+    He(Server<CompactVector>),
 }
 
 /// Calls the same method on whichever server it is.

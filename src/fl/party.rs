@@ -8,7 +8,7 @@
 
 use super::checkpoint::{Checkpoints, Progress};
 use super::client::{Client, Update};
-use super::config::ValidConfig;
+use super::config::{Privacy, ValidConfig};
 use super::envelope::{Envelope, EnvelopeCost, EnvelopeError};
 use super::error::{PartyError, UplinkError};
 use super::metrics::{EpochMetrics, Observer, Overhead, RunMetrics};
@@ -16,6 +16,7 @@ use super::plan::ValidPlan;
 use super::server::{PartyId, Published, Round};
 use super::setup::{envelope, rounding_rng, setup};
 use crate::data::{Dataset, Mnist};
+use crate::he::PreparedEncryption;
 use crate::he::keys::SecretKey;
 use rand_chacha::ChaCha20Rng;
 use std::borrow::Cow;
@@ -193,6 +194,7 @@ pub(crate) fn run_client(
     let envelope = envelope(config, plan.key_id, key, client.model().num_params())?;
     let mut exchange = Federated {
         rng: rounding_rng(config.seed, client.id()),
+        prepared: None,
         nominal: (config.batch_size * config.strategy.steps_per_round()) as f32,
         envelope,
         uplink,
@@ -316,9 +318,12 @@ impl Exchange for Alone {
     }
 }
 
-/// A federation member: seal, submit, fetch, open.
+/// A federation member: seal, submit, fetch, open; in `he` mode it prepares the next
+/// round's encryption of zero on a second thread while it waits for this round's sum.
 struct Federated<'u> {
     envelope: Envelope,
+    /// The encryption of zero prepared for the next update (`he`), used once.
+    prepared: Option<PreparedEncryption>,
     rng: ChaCha20Rng,
     /// Samples a round's update stands for at full weight.
     nominal: f32,
@@ -347,13 +352,19 @@ impl Exchange for Federated<'_> {
         let weight = update.samples as f32 / self.nominal;
         let bytes = self
             .envelope
-            .seal(&update.values, weight, &mut self.rng, &mut self.cost)
+            .seal(
+                &update.values,
+                weight,
+                self.prepared.take(),
+                &mut self.rng,
+                &mut self.cost,
+            )
             .map_err(|source| PartyError::Envelope { round, source })?;
         self.overhead.seal_seconds += sealing.elapsed().as_secs_f64();
         let uplink_error = |source| PartyError::Uplink { round, source };
         let uplink = &mut *self.uplink;
-        let submitted = self
-            .retry
+        let retry = self.retry;
+        let submitted = retry
             .call(&format!("sending {round}"), observer, || {
                 uplink.submit(round, bytes.clone())
             })
@@ -361,20 +372,40 @@ impl Exchange for Federated<'_> {
         if let Submitted::Late(reason) = submitted {
             observer.note(&format!("left out of {round}: {reason}"));
         }
-        // After the connection broke the server may have restarted without this round's
-        // updates: send ours again before waiting (a refusal there is the fetch's to tell).
-        let mut resend = false;
-        let published = self
-            .retry
-            .call(&format!("waiting for {round}"), observer, || {
-                if resend {
-                    uplink.submit(round, bytes.clone())?;
-                }
-                let fetched = uplink.fetch(round);
-                resend = fetched.as_ref().is_err_and(UplinkError::is_transient);
-                fetched
-            })
-            .map_err(uplink_error)?;
+        let envelope = &self.envelope;
+        let (published, prepared) = std::thread::scope(|scope| {
+            // The next round's encryption of zero, made while this round's sum is on its way.
+            let preparing = (envelope.privacy() == Privacy::He).then(|| {
+                scope.spawn(|| {
+                    let mut cost = EnvelopeCost::default();
+                    envelope.prepare(&mut cost).map(|prepared| (prepared, cost))
+                })
+            });
+            // After the connection broke the server may have restarted without this round's
+            // updates: send ours again before waiting (a refusal there is the fetch's to tell).
+            let mut resend = false;
+            let published = retry
+                .call(&format!("waiting for {round}"), observer, || {
+                    if resend {
+                        uplink.submit(round, bytes.clone())?;
+                    }
+                    let fetched = uplink.fetch(round);
+                    resend = fetched.as_ref().is_err_and(UplinkError::is_transient);
+                    fetched
+                })
+                .map_err(uplink_error);
+            (published, preparing.map(|thread| thread.join()))
+        });
+        match prepared {
+            Some(Ok(Ok((prepared, cost)))) => {
+                self.prepared = prepared;
+                self.cost.add(&cost);
+            }
+            Some(Ok(Err(source))) => return Err(PartyError::Envelope { round, source }),
+            Some(Err(panic)) => std::panic::resume_unwind(panic),
+            None => {}
+        }
+        let published = published?;
         let opening = Instant::now();
         let parties = u32::try_from(published.parties.len()).unwrap_or(u32::MAX);
         let opened = self

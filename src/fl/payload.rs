@@ -3,20 +3,20 @@
 //! Both modes send the same thing in different envelopes: the client scales its update by
 //! its weight w (FedAvg: its share of the nominal samples per round), appends w itself, and
 //! quantizes the vector with [`FixedPoint`]. In `he` mode the words are encrypted
-//! ([`EncryptedVector`]); in `plain` mode they travel as they are ([`PlainSum`]). The server
+//! ([`CompactVector`]); in `plain` mode they travel as they are ([`PlainSum`]). The server
 //! adds the vectors (integer addition modulo 2^64, exact and independent of arrival order), and
 //! each client divides the sum by the summed weight in the last slot. So the total weight,
 //! and hence each party's data size, travels encrypted in `he` mode, and the two modes differ
 //! by encryption alone: fed the same updates they produce bit-identical models (tested).
 
 use crate::he::wire::le_word;
-use crate::he::{EncryptedVector, Expected, WireError};
+use crate::he::{CompactVector, Expected, WireError};
 use crate::quant::FixedPoint;
 use rayon::prelude::*;
 
 /// A vector a server can parse from untrusted bytes, add up and send back, without a key.
 ///
-/// The server is generic over this trait; with [`EncryptedVector`] as the type, nothing the
+/// The server is generic over this trait; with [`CompactVector`] as the type, nothing the
 /// server holds can be anything but ciphertext.
 pub trait Summable: Sized + Send + 'static {
     /// What a submission is checked against (length, key id).
@@ -192,17 +192,19 @@ impl Summable for PlainSum {
     }
 }
 
-impl Summable for EncryptedVector {
-    /// Key id and plaintext length; `max_summands` is set per use.
+impl Summable for CompactVector {
+    /// Key id, plaintext length and widths: the federation's.
     type Expect = Expected;
     const MODE: &'static str = "he";
 
+    /// Parses the round's first upload as the start of its sum: in the switched download
+    /// form, its mask is regenerated at once (each later one as it is folded).
     fn parse_submission(bytes: &[u8], expect: &Expected) -> Result<Self, PayloadError> {
-        let fresh = Expected {
-            max_summands: 1,
-            ..*expect
-        };
-        Ok(EncryptedVector::from_bytes(bytes, &fresh)?)
+        let upload = CompactVector::parse_submission(bytes, expect)?;
+        Ok(match expect.widths.mask_bits() {
+            Some(bits) => upload.into_switched(bits),
+            None => upload,
+        })
     }
 
     fn parse_aggregate(
@@ -210,27 +212,19 @@ impl Summable for EncryptedVector {
         expect: &Expected,
         max_parties: u32,
     ) -> Result<Self, PayloadError> {
-        let sum = Expected {
-            max_summands: max_parties,
-            ..*expect
-        };
-        Ok(EncryptedVector::from_bytes(bytes, &sum)?)
+        Ok(CompactVector::parse_aggregate(bytes, expect, max_parties)?)
     }
 
     fn add_submission(&mut self, bytes: &[u8], expect: &Expected) -> Result<(), PayloadError> {
-        let fresh = Expected {
-            max_summands: 1,
-            ..*expect
-        };
-        Ok(self.add_from_bytes(bytes, &fresh)?)
+        Ok(CompactVector::add_submission(self, bytes, expect)?)
     }
 
     fn to_bytes(&self) -> Vec<u8> {
-        EncryptedVector::to_bytes(self)
+        CompactVector::to_bytes(self)
     }
 
     fn max_wire_len(expect: &Expected) -> usize {
-        EncryptedVector::max_wire_len(expect.plaintext_len)
+        CompactVector::max_wire_len(expect)
     }
 }
 
@@ -260,10 +254,10 @@ pub fn weighted(values: &[f32], weight: f32) -> Vec<f32> {
 /// use hefl::quant::FixedPoint;
 ///
 /// let fp = FixedPoint::default();
-/// let sum = [fp.to_plaintext(3 << 24), fp.to_plaintext(2 << 24)];
+/// let sum = [fp.to_plaintext(3 << 16), fp.to_plaintext(2 << 16)];
 /// assert_eq!(hefl::fl::weighted_mean(&fp, &sum, 2)?, [1.5]);
 /// // A total weight of 3 cannot come from 2 parties:
-/// let sum = [fp.to_plaintext(3 << 24), fp.to_plaintext(3 << 24)];
+/// let sum = [fp.to_plaintext(3 << 16), fp.to_plaintext(3 << 16)];
 /// assert!(hefl::fl::weighted_mean(&fp, &sum, 2).is_err());
 /// # Ok::<(), hefl::fl::DecodeError>(())
 /// ```

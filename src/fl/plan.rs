@@ -4,7 +4,7 @@ use super::config::{ConfigError, Field, Mode, Privacy, TrainConfig, ValidConfig,
 use super::payload::{PlainSum, Summable};
 use crate::data::Partition;
 use crate::he::keys::KeyId;
-use crate::he::{EncryptedVector, Expected};
+use crate::he::{CompactVector, Expected};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::ops::Deref;
 use std::time::Duration;
@@ -118,17 +118,22 @@ impl ValidPlan {
         crate::model::param_count(&self.config.layers) + 1
     }
 
-    /// What the server checks `he` submissions against; `None` in the clear modes.
+    /// What the server checks `he` submissions against (key id, length, the widths of
+    /// [`TrainConfig::widths`]); `None` in the clear modes.
     pub fn expected_he(&self) -> Option<Expected> {
-        self.key_id
-            .map(|key_id| Expected::fresh(key_id, self.wire_slots()))
+        let widths = self.config.widths().ok()?;
+        self.key_id.map(|key_id| Expected {
+            key_id,
+            plaintext_len: self.wire_slots(),
+            widths,
+        })
     }
 
     /// An upper bound on any valid message of this run, a submission or an aggregate (the
     /// transports' body limit).
     pub fn max_message_len(&self) -> usize {
         match self.expected_he() {
-            Some(expect) => <EncryptedVector as Summable>::max_wire_len(&expect),
+            Some(expect) => <CompactVector as Summable>::max_wire_len(&expect),
             None => <PlainSum as Summable>::max_wire_len(&self.wire_slots()),
         }
     }

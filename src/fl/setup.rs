@@ -97,9 +97,9 @@ fn shard_indices(config: &TrainConfig, train: &Dataset) -> Result<Vec<Vec<usize>
     })
 }
 
-/// The fixed-point encoding of a federation of `parties` (validated: at most `MAX_PARTIES`).
-pub(crate) fn fixed_point(parties: usize) -> Result<FixedPoint, TrainError> {
-    Ok(FixedPoint::for_parties(party_id(parties).0)?)
+/// The fixed-point encoding of a federation of `config` ([`TrainConfig::fixed_point`]).
+pub(crate) fn fixed_point(config: &ValidConfig) -> Result<FixedPoint, TrainError> {
+    Ok(config.fixed_point()?)
 }
 
 /// The generator of a party's stochastic rounding: seeded by the run's seed and the party,
@@ -116,7 +116,7 @@ pub(crate) fn envelope(
     key: Option<Arc<SecretKey>>,
     len: usize,
 ) -> Result<Envelope, PartyError> {
-    let fp = fixed_point(config.parties)?;
+    let fp = fixed_point(config)?;
     match (config.privacy, key) {
         (Privacy::Plain | Privacy::Dp, _) => Ok(Envelope::plain(fp, len)),
         (Privacy::He, None) => Err(PartyError::MissingKey),
@@ -125,7 +125,10 @@ pub(crate) fn envelope(
                 expected,
                 found: key.key_id(),
             }),
-            _ => Ok(Envelope::he(fp, key, len)),
+            _ => {
+                let widths = config.widths().map_err(TrainError::from)?;
+                Ok(Envelope::he(fp, key, len, widths))
+            }
         },
     }
 }

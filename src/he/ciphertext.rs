@@ -53,6 +53,28 @@ pub enum HeError {
         /// Summands on the right.
         right: u32,
     },
+    /// Two compact vectors with bodies of different widths.
+    #[error("bodies of {found} bits, expected {expected}")]
+    WidthMismatch {
+        /// The width this operation works with.
+        expected: u32,
+        /// The other vector's width.
+        found: u32,
+    },
+    /// The same seeded encryption added twice.
+    #[error("the same encryption (seed) is already in the sum")]
+    DuplicateSeed,
+    /// A switched sum added into a sum of seeds (the server switches, clients do not add).
+    #[error("cannot add a switched sum into a sum that keeps seeds")]
+    FormMismatch,
+    /// A plaintext of another length than the prepared encryption.
+    #[error("prepared for {prepared} values, asked to seal {found}")]
+    PreparedLength {
+        /// Length prepared.
+        prepared: usize,
+        /// Length of the plaintext.
+        found: usize,
+    },
     /// `sum` of no vectors.
     #[error("cannot sum zero ciphertexts")]
     EmptySum,
@@ -353,7 +375,7 @@ impl EncryptedVector {
     }
 }
 
-fn wrapping_add_assign(acc: &mut [u64], add: &[u64]) {
+pub(crate) fn wrapping_add_assign(acc: &mut [u64], add: &[u64]) {
     acc.iter_mut()
         .zip(add)
         .for_each(|(a, b)| *a = a.wrapping_add(*b));

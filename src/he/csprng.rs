@@ -115,6 +115,18 @@ impl KeyStream {
         }
     }
 
+    /// Fills `out` with the keystream read as little-endian u32 words, from block `first_block`
+    /// on (the uniform bits of stochastic rounding: 4 bytes per value).
+    pub(crate) fn fill_u32(&mut self, first_block: u128, out: &mut [u32]) {
+        self.refill(first_block, std::mem::size_of_val(out));
+        for (word, bytes) in out
+            .iter_mut()
+            .zip(self.bytes.chunks_exact(size_of::<u32>()))
+        {
+            *word = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+        }
+    }
+
     /// Adds (wrapping) one TUniform(b) sample to each word of `out`, drawn from the keystream
     /// at `first_block` as tfhe samples TUniform: take b + 2 random bits r (little-endian
     /// bytes, masked), then e = (r >> 1) + (r & 1) - 2^b, uniform on [-2^b, 2^b] with the two

@@ -1,28 +1,214 @@
-//! Encryption and decryption: the two operations that take a [`SecretKey`], as its methods.
+//! Encryption and decryption: the operations that take a [`SecretKey`], as its methods, and
+//! the prepared encryptions of zero that make sealing a compact upload one pass.
 //!
 //! Built on the layers below: masks and noise from [`csprng`](super::csprng), the mask-key
-//! product from `ntt.rs`, the result an [`EncryptedVector`] of `ciphertext.rs`.
+//! product from `ntt.rs`, the results an [`EncryptedVector`] of `ciphertext.rs` or a
+//! [`CompactVector`] of `compact.rs`.
+//!
+//! # Randomness of one encryption
+//!
+//! Each encryption (or prepared encryption) draws two fresh 128-bit AES keys from an
+//! OS-seeded tfhe CSPRNG: the **mask seed**, whose keystream gives every ciphertext's uniform
+//! mask and which travels in compact messages, and the **noise key**, whose keystream gives
+//! the TUniform(17) noise and which never leaves the call. Ciphertext i reads its own counter
+//! range of each keystream, so tasks share no generator and no keystream byte is used twice.
 
 use rayon::prelude::*;
+use zeroize::Zeroize;
 
 use super::ciphertext::{EncryptedVector, HeError, check_plaintext_len};
+use super::compact::{CompactVector, Masks, fill_mask, mask_words, round_to};
 use super::csprng::{KeyStream, fresh_key};
 use super::keys::SecretKey;
 use super::ntt::{Accumulate, Scratch};
 use super::params::PARAMS;
+use super::widths::Widths;
+
+/// An encryption of zero prepared for one plaintext of a fixed length: the public mask seed
+/// and, per value, a·s + e (the body before the message is added). Made by
+/// [`SecretKey::prepare`] while nothing else is waiting (a client prepares the next round's
+/// while this round's sum is on its way); [`PreparedEncryption::seal`] then costs one pass
+/// of additions and rounding.
+///
+/// It is used once: `seal` consumes it and the type is not `Clone`, because two messages
+/// sealed into the same prepared encryption would reveal the difference of their plaintexts.
+/// The bodies are zeroized when it is dropped.
+///
+/// ```
+/// use hefl::he::{DownloadForm, Widths, keys::KeyFile};
+///
+/// let key = KeyFile::from_seed([1; 32]).secret_key()?;
+/// let widths = Widths::new(22, 3, DownloadForm::Seeds)?;
+/// let prepared = key.prepare(3)?; // offline
+/// let upload = prepared.seal(&[1 << 42, 2 << 42, 3 << 42], &widths)?; // online
+/// let words = key.decrypt(&upload.expand())?;
+/// assert_eq!(words[2].wrapping_add(1 << 41) >> 42, 3);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// Sealing twice does not compile (`prepared` has moved), nor does cloning:
+///
+/// ```compile_fail
+/// # use hefl::he::{DownloadForm, Widths, keys::KeyFile};
+/// # let key = KeyFile::from_seed([1; 32]).secret_key().unwrap();
+/// # let widths = Widths::new(22, 3, DownloadForm::Seeds).unwrap();
+/// let prepared = key.prepare(1).unwrap();
+/// let first = prepared.seal(&[1], &widths);
+/// let second = prepared.seal(&[2], &widths); // error[E0382]: use of moved value
+/// ```
+///
+/// ```compile_fail
+/// # use hefl::he::keys::KeyFile;
+/// # let key = KeyFile::from_seed([1; 32]).secret_key().unwrap();
+/// let prepared = key.prepare(1).unwrap();
+/// let copy = prepared.clone(); // error[E0599]: no method named `clone`
+/// ```
+pub struct PreparedEncryption {
+    key_id: super::keys::KeyId,
+    seed: u128,
+    /// a·s + e for the first `len` coefficients.
+    bodies: Vec<u64>,
+}
+
+impl Drop for PreparedEncryption {
+    fn drop(&mut self) {
+        self.bodies.zeroize();
+    }
+}
+
+impl std::fmt::Debug for PreparedEncryption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedEncryption")
+            .field("key_id", &self.key_id)
+            .field("plaintext_len", &self.bodies.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PreparedEncryption {
+    /// The plaintext length it was prepared for.
+    pub fn plaintext_len(&self) -> usize {
+        self.bodies.len()
+    }
+
+    /// Adds `plaintext` (encoded words, exactly the prepared length) and rounds every body to
+    /// `widths.body_bits()`: the compact upload. Consumes the preparation.
+    pub fn seal(mut self, plaintext: &[u64], widths: &Widths) -> Result<CompactVector, HeError> {
+        if plaintext.len() != self.bodies.len() {
+            return Err(HeError::PreparedLength {
+                prepared: self.bodies.len(),
+                found: plaintext.len(),
+            });
+        }
+        let bits = widths.body_bits();
+        let bodies: Vec<u64> = self
+            .bodies
+            .par_iter()
+            .zip(plaintext.par_iter())
+            .with_min_len(4096)
+            .map(|(b, m)| round_to(b.wrapping_add(*m), bits))
+            .collect();
+        self.bodies.zeroize();
+        Ok(CompactVector {
+            key_id: self.key_id,
+            plaintext_len: plaintext.len(),
+            summands: 1,
+            body_bits: bits,
+            bodies,
+            masks: Masks::Seeds(vec![self.seed]),
+        })
+    }
+}
+
+/// The two keystreams of one encryption (see the [module docs](self)).
+#[derive(Clone)]
+struct Streams {
+    mask: KeyStream,
+    noise: KeyStream,
+}
+
+impl Streams {
+    fn fresh() -> Result<(u128, Self), HeError> {
+        let seed = fresh_key()?;
+        let streams = Self {
+            mask: KeyStream::new(seed),
+            noise: KeyStream::new(fresh_key()?),
+        };
+        Ok((seed, streams))
+    }
+}
 
 impl SecretKey {
-    /// Encrypts a vector of u64 plaintexts (already encoded, e.g. by
-    /// [`FixedPoint::encode`](crate::quant::FixedPoint::encode)) as packed GLWE ciphertexts.
+    /// Fills one ciphertext with an encryption of zero: `mask` from the mask stream, `body`
+    /// (N words) = e + mask·s.
+    fn encrypt_zero(
+        &self,
+        index: usize,
+        streams: &mut Streams,
+        scratch: &mut Scratch,
+        mask: &mut [u64],
+        body: &mut [u64],
+    ) {
+        let n = PARAMS.values_per_ciphertext();
+        let noise = PARAMS.noise();
+        let noise_blocks = KeyStream::blocks_for(n * KeyStream::tuniform_bytes(noise));
+        fill_mask(&mut streams.mask, index, mask);
+        body.fill(0);
+        streams
+            .noise
+            .add_tuniform(index as u128 * noise_blocks, body, noise);
+        for (poly, mask_poly) in mask.chunks_exact(n).enumerate() {
+            self.ntt
+                .accumulate_product(body, mask_poly, poly, scratch, Accumulate::Add);
+        }
+    }
+
+    /// Prepares an encryption of zero for a plaintext of `len` values (see
+    /// [`PreparedEncryption`]). Parallel over ciphertexts.
     ///
-    /// Parallel over ciphertexts with rayon. Randomness: a tfhe AES-CTR CSPRNG
-    /// (`tfhe::core_crypto::commons::math::random::RandomGenerator`) seeded from fresh OS
-    /// entropy draws a fresh AES-128 key per call; each ciphertext's uniform mask and
-    /// TUniform(17) noise come from that key's CTR keystream (tfhe-csprng's block cipher,
-    /// sampled exactly as tfhe samples them) on a counter range of its own, so tasks share
-    /// no generator and no keystream byte is used twice. Per ciphertext: body = plaintext +
-    /// noise + mask * key (the negacyclic product through the precomputed NTT key), exactly as
-    /// tfhe's `encrypt_glwe_ciphertext` would compute it.
+    /// ```
+    /// use hefl::he::keys::KeyFile;
+    ///
+    /// let key = KeyFile::from_seed([1; 32]).secret_key()?;
+    /// assert_eq!(key.prepare(101_770)?.plaintext_len(), 101_770);
+    /// assert!(key.prepare(0).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn prepare(&self, len: usize) -> Result<PreparedEncryption, HeError> {
+        check_plaintext_len(len)?;
+        let n = PARAMS.values_per_ciphertext();
+        let (seed, streams) = Streams::fresh()?;
+        let mut bodies = vec![0u64; len];
+        bodies.par_chunks_mut(n).enumerate().for_each_init(
+            || {
+                (
+                    streams.clone(),
+                    Scratch::new(n),
+                    vec![0u64; mask_words()],
+                    vec![0u64; n],
+                )
+            },
+            |(streams, scratch, mask, body), (index, out)| {
+                self.encrypt_zero(index, streams, scratch, mask, body);
+                out.copy_from_slice(&body[..out.len()]);
+                body.as_mut_slice().zeroize();
+            },
+        );
+        Ok(PreparedEncryption {
+            key_id: self.key_id(),
+            seed,
+            bodies,
+        })
+    }
+
+    /// Encrypts a vector of u64 plaintexts (already encoded, e.g. by
+    /// [`FixedPoint::encode`](crate::quant::FixedPoint::encode)) as full packed GLWE
+    /// ciphertexts (masks included), for tfhe interoperability and benchmarks; the protocol
+    /// sends [`CompactVector`]s ([`SecretKey::prepare`]).
+    ///
+    /// Parallel over ciphertexts with rayon; randomness as in the [module docs](self). Per
+    /// ciphertext: body = plaintext + noise + mask * key (the negacyclic product through the
+    /// precomputed NTT key), exactly as tfhe's `encrypt_glwe_ciphertext` would compute it.
     ///
     /// ```
     /// use hefl::he::keys::KeyFile;
@@ -36,37 +222,20 @@ impl SecretKey {
     pub fn encrypt(&self, plaintext: &[u64]) -> Result<EncryptedVector, HeError> {
         check_plaintext_len(plaintext.len())?;
         let n = PARAMS.values_per_ciphertext();
-        let k = PARAMS.glwe_dimension().0;
         let words = PARAMS.ciphertext_words();
         let count = PARAMS.ciphertexts_for(plaintext.len());
-        let noise = PARAMS.noise();
-
-        // One fresh AES key per call; ciphertext i reads its mask, then its noise bytes, from
-        // its own counter range of the keystream.
-        let mask_blocks = KeyStream::blocks_for(k * n * size_of::<u64>());
-        let noise_blocks = KeyStream::blocks_for(n * KeyStream::tuniform_bytes(noise));
-        let stream = KeyStream::new(fresh_key()?);
-
+        let (_, streams) = Streams::fresh()?;
         let mut data = vec![0u64; count * words];
         data.par_chunks_exact_mut(words)
             .zip(plaintext.par_chunks(n))
             .enumerate()
             .for_each_init(
-                || (Scratch::new(n), stream.clone()),
-                |(scratch, stream), (index, (ciphertext, values))| {
-                    let first_block = index as u128 * (mask_blocks + noise_blocks);
-                    let (mask, body) = ciphertext.split_at_mut(k * n);
-                    stream.fill_uniform(first_block, mask);
-                    body[..values.len()].copy_from_slice(values);
-                    stream.add_tuniform(first_block + mask_blocks, body, noise);
-                    for (index, mask_poly) in mask.chunks_exact(n).enumerate() {
-                        self.ntt.accumulate_product(
-                            body,
-                            mask_poly,
-                            index,
-                            scratch,
-                            Accumulate::Add,
-                        );
+                || (streams.clone(), Scratch::new(n)),
+                |(streams, scratch), (index, (ciphertext, values))| {
+                    let (mask, body) = ciphertext.split_at_mut(mask_words());
+                    self.encrypt_zero(index, streams, scratch, mask, body);
+                    for (b, m) in body.iter_mut().zip(values) {
+                        *b = b.wrapping_add(*m);
                     }
                 },
             );

@@ -1,78 +1,75 @@
-//! Wire format of an [`EncryptedVector`], and its validating parser.
+//! Wire format of a [`CompactVector`] (version 2), and its validating parser.
 //!
 //! ```text
 //! magic      8 bytes   "HEFLGLWE"
-//! version    u16 LE    WIRE_VERSION
+//! version    u16 LE    WIRE_VERSION (2)
 //! header     bincode 1.3 (fixed-width little-endian integers, at most 512 bytes):
 //!              parameter_set: String, glwe_dimension: u64, polynomial_size: u64,
-//!              key_id: [u8; 32], plaintext_len: u64, ciphertext_count: u64, summands: u32
-//! body       ciphertext_count * (k + 1) * N u64 LE, tfhe's GlweCiphertextList layout
+//!              key_id: [u8; 32], plaintext_len: u64, summands: u32,
+//!              body_bits: u32, mask_bits: u32 (0: seeds form), seed_count: u32
+//! seeds      seed_count x u128 LE, strictly increasing (seeds form: one per summand)
+//! mask       switched form only: ceil(len / N) x k x N values of mask_bits bits, packed
+//! bodies     len values of body_bits bits, packed
 //! ```
 //!
-//! [`EncryptedVector::from_bytes`] checks the magic and version, parses the header under a
-//! size limit, validates every header field against the parameter set and the caller's
-//! [`Expected`] values, and checks the body length exactly, all before allocating the body.
-//! Any failure is a typed [`WireError`]; no input makes it panic.
+//! Packing: blocks of 64 values, each block exactly `bits` little-endian u64 words, value i
+//! at bits i·bits of its block, the last block zero-padded (refused otherwise, so every
+//! accepted message has one encoding).
+//!
+//! [`CompactVector::parse_submission`] and [`CompactVector::parse_aggregate`] check the magic
+//! and version (version 1, the full-ciphertext format of hefl 0.1, is refused naming both),
+//! parse the header under a size limit, validate every field against the parameter set and
+//! the caller's [`Expected`] (key id, length, widths, form, summand and seed counts), and
+//! check the lengths exactly, all before allocating; any failure is a typed [`WireError`] and
+//! no input makes them panic.
 //!
 //! The format has no MAC: GLWE ciphertexts are malleable by design (that is what makes them
 //! summable), so integrity and authenticity of messages come from the transport (TLS) and
-//! the protocol layer, not from here.
+//! the protocol layer, not from here. A tampered seed or body decrypts to garbage, which the
+//! client's decoder refuses ([`crate::fl::payload::weighted_mean`]).
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use bincode::Options;
 
-use super::ciphertext::{EncryptedVector, MAX_PLAINTEXT_LEN};
+use super::ciphertext::MAX_PLAINTEXT_LEN;
+use super::compact::{CompactVector, Masks, add_masks, mask_words, merge_seeds, round_to};
 use super::keys::KeyId;
+use super::pack::{pack_into, packed_len, unpack_add, unpack_each};
 use super::params::PARAMS;
+use super::widths::{DownloadForm, Widths};
 
-/// First bytes of every serialized [`EncryptedVector`].
+/// First bytes of every serialized [`CompactVector`].
 const MAGIC: [u8; 8] = *b"HEFLGLWE";
-/// Version of the wire format this release writes and reads.
-pub const WIRE_VERSION: u16 = 1;
-/// Upper bound on the bincode header (the real one is about 150 bytes).
+/// Version of the wire format this release writes and reads: 2, compact ciphertexts (1 was
+/// hefl 0.1's full ciphertexts).
+pub const WIRE_VERSION: u16 = 2;
+/// Upper bound on the bincode header (the real one is about 160 bytes).
 const HEADER_LIMIT: u64 = 512;
+/// Bytes of one seed.
+const SEED_BYTES: usize = 16;
 
-/// What the receiver expects of a message, checked before the body is read.
+/// What the receiver expects of a federation's messages, checked before any body is read.
 ///
 /// ```
-/// use hefl::he::{Expected, keys::KeyFile};
+/// use hefl::he::{DownloadForm, Expected, Widths, keys::KeyFile};
 ///
 /// let key_id = KeyFile::from_seed([1; 32]).key_id();
-/// // A server receiving one fresh encryption per client:
-/// let from_client = Expected::fresh(key_id, 101_770);
-/// assert_eq!(from_client.max_summands, 1);
-/// // A client receiving the sum over at most 3 parties:
-/// let aggregate = Expected { key_id, plaintext_len: 101_770, max_summands: 3 };
-/// # let _ = aggregate;
+/// let widths = Widths::new(22, 3, DownloadForm::Seeds)?;
+/// let expect = Expected { key_id, plaintext_len: 101_770, widths };
+/// assert_eq!(expect.widths.body_bits(), 25);
+/// # Ok::<(), hefl::he::HeadroomError>(())
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Expected {
-    /// The key id the ciphertext must be under.
+    /// The key id the ciphertexts must be under.
     pub key_id: KeyId,
     /// The exact plaintext length.
     pub plaintext_len: usize,
-    /// The largest acceptable number of summed encryptions (1 for a fresh encryption).
-    pub max_summands: u32,
-}
-
-impl Expected {
-    /// A fresh encryption (one summand) of `plaintext_len` values under `key_id`.
-    ///
-    /// ```
-    /// use hefl::he::{Expected, keys::KeyFile};
-    ///
-    /// let e = Expected::fresh(KeyFile::from_seed([1; 32]).key_id(), 10);
-    /// assert_eq!((e.plaintext_len, e.max_summands), (10, 1));
-    /// ```
-    pub fn fresh(key_id: KeyId, plaintext_len: usize) -> Self {
-        Self {
-            key_id,
-            plaintext_len,
-            max_summands: 1,
-        }
-    }
+    /// The federation's widths and download form (and its party count, the most summands an
+    /// aggregate may hold).
+    pub widths: Widths,
 }
 
 /// Why a message was refused.
@@ -139,16 +136,6 @@ pub enum WireError {
         /// Length in the message.
         found: u64,
     },
-    /// Ciphertext count inconsistent with the length.
-    #[error("ciphertext count {found} for {plaintext_len} values, expected {expected}")]
-    Count {
-        /// Length in the message.
-        plaintext_len: u64,
-        /// ceil(len / N).
-        expected: u64,
-        /// Count in the message.
-        found: u64,
-    },
     /// Summand count outside 1..=max.
     #[error("ciphertext sums {found} encryptions, expected between 1 and {max}")]
     Summands {
@@ -156,6 +143,47 @@ pub enum WireError {
         max: u32,
         /// Count in the message.
         found: u32,
+    },
+    /// A width other than the federation's.
+    #[error("{what} of {found} bits, expected {expected}")]
+    Width {
+        /// Which width (body or mask).
+        what: &'static str,
+        /// The federation's width (0: no switched mask).
+        expected: u32,
+        /// Width in the message.
+        found: u32,
+    },
+    /// A seed count other than the form needs.
+    #[error("{found} seeds for {summands} summands, expected {expected} ({form} form)")]
+    SeedCount {
+        /// Summands in the message.
+        summands: u32,
+        /// Seeds the form needs.
+        expected: u32,
+        /// Seeds in the message.
+        found: u32,
+        /// The form expected.
+        form: super::DownloadForm,
+    },
+    /// Seeds not strictly increasing: repeated (one encryption counted twice) or out of order.
+    #[error(
+        "seed {index} does not follow seed {previous} in increasing order (repeated or reordered seeds)"
+    )]
+    SeedOrder {
+        /// Position of the offending seed.
+        index: usize,
+        /// Position of the seed before it.
+        previous: usize,
+    },
+    /// An upload whose seed is already in the sum (the same encryption sent twice).
+    #[error("this upload's seed is already in the sum: the same encryption cannot count twice")]
+    RepeatedSeed,
+    /// Nonzero bits in the padding after the last value.
+    #[error("nonzero padding after the last packed value of the {part}")]
+    Padding {
+        /// Which part.
+        part: &'static str,
     },
     /// Bytes after the body.
     #[error("{found} unexpected bytes after the ciphertext body of {body} bytes")]
@@ -175,8 +203,10 @@ struct Header {
     polynomial_size: u64,
     key_id: [u8; 32],
     plaintext_len: u64,
-    ciphertext_count: u64,
     summands: u32,
+    body_bits: u32,
+    mask_bits: u32,
+    seed_count: u32,
 }
 
 fn bincode_options() -> impl Options {
@@ -189,69 +219,97 @@ fn bincode_options() -> impl Options {
 
 const PREFIX_LEN: usize = MAGIC.len() + size_of::<u16>();
 
-impl EncryptedVector {
+/// What kind of message a parser expects.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// One party's upload: one summand, one seed.
+    Submission,
+    /// A round's sum of at most this many parties, in the federation's download form.
+    Aggregate(u32),
+}
+
+/// A validated message: its header and the byte ranges of its parts.
+struct Parts<'a> {
+    header: Header,
+    seeds: &'a [u8],
+    mask: &'a [u8],
+    bodies: &'a [u8],
+}
+
+impl CompactVector {
     fn header(&self) -> Header {
+        let (mask_bits, seed_count) = match &self.masks {
+            Masks::Seeds(seeds) => (0, seeds.len() as u32),
+            Masks::Summed { bits, .. } => (*bits, 0),
+        };
         Header {
             parameter_set: PARAMS.name().to_owned(),
             glwe_dimension: PARAMS.glwe_dimension().0 as u64,
             polynomial_size: PARAMS.polynomial_size().0 as u64,
             key_id: self.key_id.0,
             plaintext_len: self.plaintext_len as u64,
-            ciphertext_count: self.ciphertext_count().0 as u64,
             summands: self.summands,
+            body_bits: self.body_bits,
+            mask_bits,
+            seed_count,
         }
     }
 
-    /// An upper bound on the size of any valid message of `plaintext_len` values (magic,
-    /// version, the header's size limit, the ciphertexts), saturating at `usize::MAX`: what a
+    /// An upper bound on the size of any valid message of the federation `expected` (an
+    /// upload or an aggregate of up to all its parties), saturating at `usize::MAX`: what a
     /// receiver may accept before parsing.
     ///
     /// ```
-    /// use hefl::he::{EncryptedVector, keys::KeyFile};
+    /// use hefl::he::{CompactVector, DownloadForm, Expected, Widths, keys::KeyFile};
     ///
     /// let key = KeyFile::from_seed([1; 32]).secret_key()?;
-    /// let message = key.encrypt(&[7; 5000])?.to_bytes();
-    /// let bound = EncryptedVector::max_wire_len(5000);
-    /// assert!(message.len() <= bound, "message of {} bytes, bound {bound}", message.len());
-    /// assert_eq!(EncryptedVector::max_wire_len(usize::MAX), usize::MAX);
+    /// let widths = Widths::new(22, 3, DownloadForm::Seeds)?;
+    /// let expected = Expected { key_id: key.key_id(), plaintext_len: 5000, widths };
+    /// let upload = key.prepare(5000)?.seal(&[7; 5000], &widths)?.to_bytes();
+    /// assert!(upload.len() <= CompactVector::max_wire_len(&expected));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn max_wire_len(plaintext_len: usize) -> usize {
-        PARAMS
-            .ciphertexts_for(plaintext_len)
-            .saturating_mul(PARAMS.ciphertext_bytes())
+    pub fn max_wire_len(expected: &Expected) -> usize {
+        let len = expected.plaintext_len;
+        let widths = expected.widths;
+        let seeds = (widths.parties() as usize).saturating_mul(SEED_BYTES);
+        let mask = widths.mask_bits().map_or(0, |bits| {
+            packed_len(
+                PARAMS.ciphertexts_for(len).saturating_mul(mask_words()),
+                bits,
+            )
+        });
+        packed_len(len, widths.body_bits())
+            .saturating_add(seeds.max(mask.saturating_add(SEED_BYTES)))
             .saturating_add(PREFIX_LEN + HEADER_LIMIT as usize)
     }
 
-    /// Size of [`EncryptedVector::to_bytes`] output.
-    ///
-    /// ```
-    /// use hefl::he::keys::KeyFile;
-    ///
-    /// let key = KeyFile::from_seed([1; 32]).secret_key()?;
-    /// let ct = key.encrypt(&vec![0; 101_770])?;
-    /// assert_eq!(ct.wire_len(), ct.to_bytes().len());
-    /// assert!(ct.wire_len() > 50 * 32 * 1024);
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
+    /// Size of [`CompactVector::to_bytes`] output.
     pub fn wire_len(&self) -> usize {
         let header = bincode_options()
             .serialized_size(&self.header())
             .map_or(HEADER_LIMIT as usize, |n| n as usize);
-        PREFIX_LEN + header + self.data.len() * size_of::<u64>()
+        let masks = match &self.masks {
+            Masks::Seeds(seeds) => seeds.len() * SEED_BYTES,
+            Masks::Summed { bits, words } => packed_len(words.len(), *bits),
+        };
+        PREFIX_LEN + header + masks + packed_len(self.plaintext_len, self.body_bits)
     }
 
-    /// Serializes to the wire format (see the [wire module](crate::he::wire)).
+    /// Serializes to the wire format (see the [wire module](crate::he::wire)); a switched sum
+    /// rounds its mask to `mask_bits` here.
     ///
     /// ```
-    /// use hefl::he::{EncryptedVector, Expected, keys::KeyFile};
+    /// use hefl::he::{CompactVector, DownloadForm, Expected, Widths, keys::KeyFile};
     ///
     /// let key = KeyFile::from_seed([1; 32]).secret_key()?;
-    /// let ct = key.encrypt(&[1, 2, 3])?;
-    /// let bytes = ct.to_bytes();
+    /// let widths = Widths::new(22, 3, DownloadForm::Seeds)?;
+    /// let upload = key.prepare(3)?.seal(&[1, 2, 3], &widths)?;
+    /// let bytes = upload.to_bytes();
     /// assert_eq!(&bytes[..8], b"HEFLGLWE");
-    /// let back = EncryptedVector::from_bytes(&bytes, &Expected::fresh(key.key_id(), 3))?;
-    /// assert_eq!(back, ct);
+    /// assert_eq!(bytes.len(), upload.wire_len());
+    /// let expected = Expected { key_id: key.key_id(), plaintext_len: 3, widths };
+    /// assert_eq!(CompactVector::parse_submission(&bytes, &expected)?, upload);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -263,60 +321,108 @@ impl EncryptedVector {
         if let Err(e) = bincode_options().serialize_into(&mut out, &self.header()) {
             unreachable!("hefl header serialization failed: {e}");
         }
-        for word in &self.data {
-            out.extend_from_slice(&word.to_le_bytes());
+        match &self.masks {
+            Masks::Seeds(seeds) => {
+                for seed in seeds {
+                    out.extend_from_slice(&seed.to_le_bytes());
+                }
+            }
+            Masks::Summed { bits, words } => {
+                let rounded: Vec<u64> = words.par_iter().map(|&w| round_to(w, *bits)).collect();
+                pack_into(&rounded, *bits, &mut out);
+            }
         }
+        pack_into(&self.bodies, self.body_bits, &mut out);
         out
     }
 
-    /// Parses and validates untrusted bytes (see the [wire module](crate::he::wire) for the checks).
+    /// Parses and validates one party's upload (one summand, one seed, the federation's body
+    /// width) from untrusted bytes.
     ///
     /// ```
-    /// use hefl::he::{EncryptedVector, Expected, WireError, keys::KeyFile};
+    /// use hefl::he::{CompactVector, DownloadForm, Expected, WireError, Widths, keys::KeyFile};
     ///
     /// let key = KeyFile::from_seed([1; 32]).secret_key()?;
-    /// let other = KeyFile::from_seed([2; 32]).key_id();
-    /// let bytes = key.encrypt(&[1, 2, 3])?.to_bytes();
+    /// let widths = Widths::new(22, 3, DownloadForm::Seeds)?;
+    /// let bytes = key.prepare(3)?.seal(&[1, 2, 3], &widths)?.to_bytes();
+    /// let expect = |key_id, plaintext_len, widths| Expected { key_id, plaintext_len, widths };
     ///
-    /// let wrong_key = EncryptedVector::from_bytes(&bytes, &Expected::fresh(other, 3));
+    /// let other = KeyFile::from_seed([2; 32]).key_id();
+    /// let wrong_key = CompactVector::parse_submission(&bytes, &expect(other, 3, widths));
     /// assert!(matches!(wrong_key, Err(WireError::KeyId { .. })));
-    /// let wrong_len = EncryptedVector::from_bytes(&bytes, &Expected::fresh(key.key_id(), 4));
+    /// let wrong_len = CompactVector::parse_submission(&bytes, &expect(key.key_id(), 4, widths));
     /// assert!(matches!(wrong_len, Err(WireError::Length { .. })));
-    /// let truncated = EncryptedVector::from_bytes(&bytes[..100], &Expected::fresh(key.key_id(), 3));
+    /// let wider = Widths::new(27, 100, DownloadForm::Seeds)?;
+    /// let wrong_width = CompactVector::parse_submission(&bytes, &expect(key.key_id(), 3, wider));
+    /// assert!(matches!(wrong_width, Err(WireError::Width { .. })));
+    /// let truncated = CompactVector::parse_submission(&bytes[..100], &expect(key.key_id(), 3, widths));
     /// assert!(matches!(truncated, Err(WireError::Truncated { .. })));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn from_bytes(bytes: &[u8], expected: &Expected) -> Result<Self, WireError> {
-        let (header, body) = validate(bytes, expected)?;
-        let data = body.chunks_exact(size_of::<u64>()).map(le_word).collect();
+    pub fn parse_submission(bytes: &[u8], expected: &Expected) -> Result<Self, WireError> {
+        Self::parse(bytes, expected, Kind::Submission)
+    }
+
+    /// Parses and validates a round's sum of at most `max_parties` uploads (and at most the
+    /// federation's party count) in the federation's download form.
+    pub fn parse_aggregate(
+        bytes: &[u8],
+        expected: &Expected,
+        max_parties: u32,
+    ) -> Result<Self, WireError> {
+        Self::parse(bytes, expected, Kind::Aggregate(max_parties))
+    }
+
+    fn parse(bytes: &[u8], expected: &Expected, kind: Kind) -> Result<Self, WireError> {
+        let parts = validate(bytes, expected, kind)?;
+        let len = expected.plaintext_len;
+        let mut bodies = vec![0u64; len];
+        unpack_each(parts.bodies, parts.header.body_bits, len, |i, v| {
+            bodies[i] = v
+        });
+        let masks = match parts.header.mask_bits {
+            0 => Masks::Seeds(parts.seeds.chunks_exact(SEED_BYTES).map(le_seed).collect()),
+            bits => {
+                let count = PARAMS.ciphertexts_for(len) * mask_words();
+                let mut words = vec![0u64; count];
+                unpack_each(parts.mask, bits, count, |i, v| words[i] = v);
+                Masks::Summed { bits, words }
+            }
+        };
         Ok(Self {
-            key_id: KeyId(header.key_id),
-            plaintext_len: expected.plaintext_len,
-            summands: header.summands,
-            data,
+            key_id: expected.key_id,
+            plaintext_len: len,
+            summands: parts.header.summands,
+            body_bits: parts.header.body_bits,
+            bodies,
+            masks,
         })
     }
 
-    /// Validates untrusted bytes exactly as [`EncryptedVector::from_bytes`] does, then adds
-    /// the ciphertexts they hold into `self` straight from the buffer (no parsed copy: a
-    /// server folding many submissions reads each once). On any error `self` is unchanged.
+    /// Validates untrusted bytes exactly as [`CompactVector::parse_submission`] does, then
+    /// adds the upload into `self` straight from the buffer: bodies unpacked into the running
+    /// sum, the seed merged in order (or, for a switched sum, its mask regenerated and added).
+    /// This is the server's fold. On any error `self` is unchanged.
     ///
     /// ```
-    /// use hefl::he::{EncryptedVector, Expected, keys::KeyFile};
+    /// use hefl::he::{DownloadForm, Expected, Widths, keys::KeyFile};
     ///
     /// let key = KeyFile::from_seed([1; 32]).secret_key()?;
-    /// let expected = Expected::fresh(key.key_id(), 2);
-    /// let mut sum = key.encrypt(&[1 << 50, 2 << 50])?;
-    /// sum.add_from_bytes(&key.encrypt(&[3 << 50, 4 << 50])?.to_bytes(), &expected)?;
-    /// let words = key.decrypt(&sum)?;
-    /// assert_eq!(words.iter().map(|w| w.wrapping_add(1 << 49) >> 50).collect::<Vec<_>>(), [4, 6]);
-    /// assert_eq!(sum.summands(), 2);
-    /// assert!(sum.add_from_bytes(&key.encrypt(&[1])?.to_bytes(), &expected).is_err());
+    /// let widths = Widths::new(22, 3, DownloadForm::Seeds)?;
+    /// let expected = Expected { key_id: key.key_id(), plaintext_len: 2, widths };
+    /// let delta = 1u64 << 42;
+    /// let mut sum = key.prepare(2)?.seal(&[delta, 2 * delta], &widths)?;
+    /// let other = key.prepare(2)?.seal(&[3 * delta, 4 * delta], &widths)?.to_bytes();
+    /// sum.add_submission(&other, &expected)?;
+    /// let words = key.decrypt(&sum.expand())?;
+    /// assert_eq!(words.iter().map(|w| w.wrapping_add(delta / 2) >> 42).collect::<Vec<_>>(), [4, 6]);
+    /// // The same upload twice is refused, and the sum is unchanged.
+    /// assert!(sum.add_submission(&other, &expected).is_err());
     /// assert_eq!(sum.summands(), 2);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn add_from_bytes(&mut self, bytes: &[u8], expected: &Expected) -> Result<(), WireError> {
-        let (header, body) = validate(bytes, expected)?;
+    pub fn add_submission(&mut self, bytes: &[u8], expected: &Expected) -> Result<(), WireError> {
+        let parts = validate(bytes, expected, Kind::Submission)?;
         // The message fits `expected`; the running sum must fit it too.
         if self.key_id != expected.key_id {
             return Err(WireError::KeyId {
@@ -330,22 +436,30 @@ impl EncryptedVector {
                 found: expected.plaintext_len as u64,
             });
         }
-        let summands = self
-            .summands
-            .checked_add(header.summands)
-            .ok_or(WireError::Summands {
-                max: u32::MAX - self.summands,
-                found: header.summands,
-            })?;
-        let words = PARAMS.ciphertext_words();
-        self.data
-            .par_chunks_mut(words)
-            .zip(body.par_chunks(words * size_of::<u64>()))
-            .for_each(|(acc, add)| {
-                for (a, b) in acc.iter_mut().zip(add.chunks_exact(size_of::<u64>())) {
-                    *a = a.wrapping_add(le_word(b));
-                }
+        if self.body_bits != parts.header.body_bits {
+            return Err(WireError::Width {
+                what: "bodies",
+                expected: self.body_bits,
+                found: parts.header.body_bits,
             });
+        }
+        let summands = self.summands.checked_add(1).ok_or(WireError::Summands {
+            max: u32::MAX - self.summands,
+            found: 1,
+        })?;
+        let seed = le_seed(parts.seeds);
+        match &mut self.masks {
+            Masks::Seeds(seeds) => {
+                *seeds = merge_seeds(seeds, &[seed]).map_err(|_| WireError::RepeatedSeed)?;
+            }
+            Masks::Summed { words, .. } => add_masks(&[seed], words),
+        }
+        unpack_add(
+            parts.bodies,
+            self.body_bits,
+            self.plaintext_len,
+            &mut self.bodies,
+        );
         self.summands = summands;
         Ok(())
     }
@@ -358,9 +472,16 @@ pub(crate) fn le_word(chunk: &[u8]) -> u64 {
     u64::from_le_bytes(word)
 }
 
-/// Checks every field of a message against `expected`; returns its header and its body
-/// (exactly the ciphertext words' bytes).
-fn validate<'a>(bytes: &'a [u8], expected: &Expected) -> Result<(Header, &'a [u8]), WireError> {
+/// A little-endian u128 from exactly sixteen bytes (a seed).
+fn le_seed(chunk: &[u8]) -> u128 {
+    let mut seed = [0u8; SEED_BYTES];
+    seed.copy_from_slice(chunk);
+    u128::from_le_bytes(seed)
+}
+
+/// Checks every field of a message against `expected` and `kind`; returns its header and the
+/// exact byte ranges of its seeds, mask and bodies.
+fn validate<'a>(bytes: &'a [u8], expected: &Expected, kind: Kind) -> Result<Parts<'a>, WireError> {
     let prefix = bytes.get(..PREFIX_LEN).ok_or(WireError::Truncated {
         part: "magic and version",
         needed: PREFIX_LEN as u64,
@@ -385,26 +506,73 @@ fn validate<'a>(bytes: &'a [u8], expected: &Expected) -> Result<(Header, &'a [u8
     let header: Header = bincode_options()
         .deserialize_from(&mut rest)
         .map_err(|e| header_error(*e, available))?;
-    validate_header(&header, expected)?;
+    validate_header(&header, expected, kind)?;
 
-    let words = PARAMS.ciphertext_words() as u64;
-    // count <= ceil(MAX_PLAINTEXT_LEN / N) here, so no overflow.
-    let body_len = header.ciphertext_count * words * size_of::<u64>() as u64;
-    let found = rest.len() as u64;
-    if found < body_len {
+    // Bounded by MAX_PLAINTEXT_LEN and the u32 counts: no overflow in usize on 64 bits.
+    let len = expected.plaintext_len;
+    let seeds_len = header.seed_count as usize * SEED_BYTES;
+    let mask_len = match header.mask_bits {
+        0 => 0,
+        bits => packed_len(PARAMS.ciphertexts_for(len) * mask_words(), bits),
+    };
+    let bodies_len = packed_len(len, header.body_bits);
+    let needed = seeds_len + mask_len + bodies_len;
+    let found = rest.len();
+    if found < needed {
         return Err(WireError::Truncated {
-            part: "ciphertext body",
-            needed: body_len,
-            found,
+            part: "seeds, mask and bodies",
+            needed: needed as u64,
+            found: found as u64,
         });
     }
-    if found > body_len {
+    if found > needed {
         return Err(WireError::TrailingBytes {
-            body: body_len,
-            found: found - body_len,
+            body: needed as u64,
+            found: (found - needed) as u64,
         });
     }
-    Ok((header, rest))
+    let (seeds, rest) = rest.split_at(seeds_len);
+    let (mask, bodies) = rest.split_at(mask_len);
+    let mut previous: Option<u128> = None;
+    for (index, seed) in seeds.chunks_exact(SEED_BYTES).map(le_seed).enumerate() {
+        if previous.is_some_and(|p| p >= seed) {
+            return Err(WireError::SeedOrder {
+                index,
+                previous: index - 1,
+            });
+        }
+        previous = Some(seed);
+    }
+    if !padding_is_zero(bodies, header.body_bits, len) {
+        return Err(WireError::Padding { part: "bodies" });
+    }
+    if header.mask_bits != 0
+        && !padding_is_zero(
+            mask,
+            header.mask_bits,
+            PARAMS.ciphertexts_for(len) * mask_words(),
+        )
+    {
+        return Err(WireError::Padding { part: "mask" });
+    }
+    Ok(Parts {
+        header,
+        seeds,
+        mask,
+        bodies,
+    })
+}
+
+/// Whether the values after `count` in the last block of `bytes` are zero (only that block
+/// is read).
+fn padding_is_zero(bytes: &[u8], bits: u32, count: usize) -> bool {
+    let block = super::pack::BLOCK;
+    if count % block == 0 {
+        return true;
+    }
+    let block_bytes = bits as usize * size_of::<u64>();
+    let last = &bytes[bytes.len() - block_bytes..];
+    unpack_each(last, bits, count % block, |_, _| {})
 }
 
 fn header_error(error: bincode::ErrorKind, available: u64) -> WireError {
@@ -423,7 +591,7 @@ fn header_error(error: bincode::ErrorKind, available: u64) -> WireError {
     }
 }
 
-fn validate_header(header: &Header, expected: &Expected) -> Result<(), WireError> {
+fn validate_header(header: &Header, expected: &Expected, kind: Kind) -> Result<(), WireError> {
     if header.parameter_set != PARAMS.name() {
         return Err(WireError::ParameterSet {
             expected: PARAMS.name(),
@@ -467,18 +635,42 @@ fn validate_header(header: &Header, expected: &Expected) -> Result<(), WireError
             found: header.plaintext_len,
         });
     }
-    let count = PARAMS.ciphertexts_for(expected.plaintext_len) as u64;
-    if header.ciphertext_count != count {
-        return Err(WireError::Count {
-            plaintext_len: header.plaintext_len,
-            expected: count,
-            found: header.ciphertext_count,
+    let widths = expected.widths;
+    if header.body_bits != widths.body_bits() {
+        return Err(WireError::Width {
+            what: "bodies",
+            expected: widths.body_bits(),
+            found: header.body_bits,
         });
     }
-    if header.summands == 0 || header.summands > expected.max_summands {
+    let (max, form) = match kind {
+        Kind::Submission => (1, DownloadForm::Seeds),
+        Kind::Aggregate(max) => (max.min(widths.parties()), widths.form()),
+    };
+    if header.summands == 0 || header.summands > max {
         return Err(WireError::Summands {
-            max: expected.max_summands,
+            max,
             found: header.summands,
+        });
+    }
+    let mask_bits = match form {
+        DownloadForm::Switched => widths.mask_bits().unwrap_or(0),
+        _ => 0,
+    };
+    if header.mask_bits != mask_bits {
+        return Err(WireError::Width {
+            what: "switched mask",
+            expected: mask_bits,
+            found: header.mask_bits,
+        });
+    }
+    let seeds = if mask_bits == 0 { header.summands } else { 0 };
+    if header.seed_count != seeds {
+        return Err(WireError::SeedCount {
+            summands: header.summands,
+            expected: seeds,
+            found: header.seed_count,
+            form,
         });
     }
     Ok(())

@@ -1,16 +1,14 @@
 //! `hefl bench-report`: every measurement of the criterion benches, timed with a short
 //! loop ([`measure`]), then written as markdown tables, CSV and PNG plots.
 
-use super::workloads::{
-    self, ClientRound, ClientWork, DISTINCT_MESSAGES, PARTY_COUNTS, Submissions,
-};
+use super::workloads::{self, BYTES_PARTIES, ClientRound, ClientWork, PARTY_COUNTS, Submissions};
 use super::{
-    LinearFit, Machine, PerfError, Timing, current_memory_bytes, measure, peak_memory_bytes,
-    reset_peak_memory, thread_counts, thread_pool,
+    LinearFit, Machine, PerfError, Timing, current_memory_bytes, measure, measure_parts,
+    peak_memory_bytes, reset_peak_memory, thread_counts, thread_pool,
 };
 use crate::fl::{PlainSum, Summable};
-use crate::he::EncryptedVector;
 use crate::he::keys::KeyFile;
+use crate::he::{CompactVector, DownloadForm};
 #[cfg(feature = "plot")]
 use crate::report::{Axis, LinePlot, PlotError, Scale, Series, SeriesStyle, plot_bars, plot_lines};
 #[cfg(feature = "plot")]
@@ -56,7 +54,7 @@ pub struct ClientRow {
 /// One aggregation round's timing and memory.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AggregationRow {
-    /// `he` or `plain` (the `dp` mode sends `plain` payloads).
+    /// `he-seeds`, `he-switched` or `plain` (the `dp` mode sends `plain` payloads).
     pub mode: &'static str,
     /// Parties in the round.
     pub parties: u32,
@@ -71,8 +69,10 @@ pub struct AggregationRow {
 /// What one party sends and receives per round in one mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BytesRow {
-    /// The privacy mode.
+    /// The privacy mode (`he-seeds` and `he-switched` for the two download forms).
     pub mode: &'static str,
+    /// Parties in the federation.
+    pub parties: u32,
     /// Bytes uploaded (the sealed update).
     pub upload: usize,
     /// Bytes downloaded (the published sum).
@@ -107,7 +107,7 @@ pub struct Report {
     pub bytes: Vec<BytesRow>,
     /// Size of the update as f32 values, bytes.
     pub f32_update_bytes: usize,
-    /// Bytes of prepared messages the aggregation fixture holds (counted in its memory).
+    /// Bytes of prepared messages the `he` aggregation fixtures hold (counted in its memory).
     pub aggregation_fixture_bytes: usize,
     /// Encryption throughput.
     pub throughput: Vec<ThroughputRow>,
@@ -123,7 +123,7 @@ pub fn run(options: Options, progress: &mut dyn FnMut(&str)) -> Result<Report, P
     let mut client = Vec::new();
     for work in ClientWork::ALL {
         let (budget, min, max) = options.runs(Duration::from_millis(10));
-        let timing = measure(budget, min, max, || round.run(work))?;
+        let timing = measure_parts(budget, min, max, || round.run(work))?;
         progress(&format!(
             "client round: {} {:.2} ms",
             work.id(),
@@ -134,36 +134,47 @@ pub fn run(options: Options, progress: &mut dyn FnMut(&str)) -> Result<Report, P
     drop(round);
 
     let key = KeyFile::generate()?.secret_key()?;
-    progress(&format!(
-        "aggregation: encrypting {DISTINCT_MESSAGES} distinct updates"
-    ));
-    let he = Submissions::<EncryptedVector>::he(&key)?;
-    let plain = Submissions::<PlainSum>::plain()?;
+    let largest = PARTY_COUNTS[PARTY_COUNTS.len() - 1];
     let mut aggregation = Vec::new();
-    aggregate_sweep(&he, options, &mut aggregation, progress)?;
-    aggregate_sweep(&plain, options, &mut aggregation, progress)?;
+    let mut aggregation_fixture_bytes = 0;
+    for (mode, form) in [
+        ("he-seeds", DownloadForm::Seeds),
+        ("he-switched", DownloadForm::Switched),
+    ] {
+        progress(&format!("aggregation: sealing {largest} {mode} uploads"));
+        let he = Submissions::<CompactVector>::he(&key, largest, form)?;
+        aggregation_fixture_bytes = aggregation_fixture_bytes.max(he.fixture_bytes());
+        aggregate_sweep(mode, &he, options, &mut aggregation, progress)?;
+    }
+    let plain = Submissions::<PlainSum>::plain()?;
+    aggregate_sweep("plain", &plain, options, &mut aggregation, progress)?;
 
-    let he_download = he.round(PARTY_COUNTS[0])?.bytes.len();
-    let plain_download = plain.round(PARTY_COUNTS[0])?.bytes.len();
-    let bytes = vec![
-        BytesRow {
-            mode: "plain",
-            upload: plain.message_len(),
-            download: plain_download,
-        },
-        BytesRow {
-            mode: "dp",
-            upload: plain.message_len(),
-            download: plain_download,
-        },
-        BytesRow {
-            mode: "he",
-            upload: he.message_len(),
-            download: he_download,
-        },
-    ];
-    let aggregation_fixture_bytes = he.fixture_bytes();
-    drop((he, plain));
+    progress("bytes: sealing uploads for 3, 100 and 1000 parties");
+    let mut bytes = Vec::new();
+    for parties in BYTES_PARTIES {
+        let plain_download = plain.round(parties)?.bytes.len();
+        for mode in ["plain", "dp"] {
+            bytes.push(BytesRow {
+                mode,
+                parties,
+                upload: plain.message_len(),
+                download: plain_download,
+            });
+        }
+        for (mode, form) in [
+            ("he-seeds", DownloadForm::Seeds),
+            ("he-switched", DownloadForm::Switched),
+        ] {
+            let he = Submissions::<CompactVector>::he(&key, parties, form)?;
+            bytes.push(BytesRow {
+                mode,
+                parties,
+                upload: he.message_len(),
+                download: he.round(parties)?.bytes.len(),
+            });
+        }
+    }
+    drop(plain);
 
     let mut throughput = Vec::new();
     for values in VECTOR_LENGTHS {
@@ -206,6 +217,7 @@ pub fn run(options: Options, progress: &mut dyn FnMut(&str)) -> Result<Report, P
 }
 
 fn aggregate_sweep<S: Summable>(
+    mode: &'static str,
     submissions: &Submissions<S>,
     options: Options,
     rows: &mut Vec<AggregationRow>,
@@ -219,12 +231,11 @@ fn aggregate_sweep<S: Summable>(
         let timing = measure(budget, min, max, || submissions.round(parties))?;
         let memory_peak = peak_memory_bytes().filter(|_| can_reset);
         progress(&format!(
-            "aggregation: {} P={parties}: {:.2} ms",
-            S::MODE,
+            "aggregation: {mode} P={parties}: {:.2} ms",
             timing.median * 1e3
         ));
         rows.push(AggregationRow {
-            mode: S::MODE,
+            mode,
             parties,
             timing,
             memory_before,
@@ -233,6 +244,9 @@ fn aggregate_sweep<S: Summable>(
     }
     Ok(())
 }
+
+/// The aggregation sweeps, in table order.
+const AGGREGATION_MODES: [&str; 3] = ["he-seeds", "he-switched", "plain"];
 
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
@@ -312,20 +326,24 @@ impl Report {
     }
 
     fn aggregation_markdown(&self) -> String {
-        let he = self.aggregation_of("he");
+        let seeds = self.aggregation_of("he-seeds");
+        let switched = self.aggregation_of("he-switched");
         let plain = self.aggregation_of("plain");
         let mut md = format!(
             "\n### Server aggregation latency against parties\n\n\
              One round: every party's {}-slot update parsed and validated (key id, parameter \
-             set, length), folded into the running sum, the sum serialized. The peak is the \
-             whole process's resident memory during the round, including {:.0} MiB of \
-             prepared messages.\n\n\
-             | parties | he | plain | he peak memory | he memory growth |\n\
-             |---:|---:|---:|---:|---:|\n",
+             set, length, widths, seeds), folded into the running sum, the sum serialized; \
+             `he` uploads encoded for up to {} parties. `he-seeds` folds bodies and keeps the \
+             seeds; `he-switched` also regenerates every upload's mask and sends the summed \
+             mask switched. The peak is the whole process's resident memory during the \
+             `he-seeds` round, including {:.0} MiB of prepared messages.\n\n\
+             | parties | he-seeds | he-switched | plain | he-seeds peak memory | he-seeds memory growth |\n\
+             |---:|---:|---:|---:|---:|---:|\n",
             workloads::submission_len(),
+            PARTY_COUNTS[PARTY_COUNTS.len() - 1],
             mib(self.aggregation_fixture_bytes as u64)
         );
-        for (h, p) in he.iter().zip(&plain) {
+        for ((h, s), p) in seeds.iter().zip(&switched).zip(&plain) {
             let peak = h
                 .memory_peak
                 .map_or("n/a".into(), |b| format!("{:.0} MiB", mib(b)));
@@ -337,14 +355,15 @@ impl Report {
             };
             let _ = writeln!(
                 md,
-                "| {} | {:.2} ms | {:.2} ms | {peak} | {growth} |",
+                "| {} | {:.2} ms | {:.2} ms | {:.2} ms | {peak} | {growth} |",
                 h.parties,
                 h.timing.median * 1e3,
+                s.timing.median * 1e3,
                 p.timing.median * 1e3
             );
         }
         md.push('\n');
-        for mode in ["he", "plain"] {
+        for mode in AGGREGATION_MODES {
             if let Some((fit, exponent)) = self.aggregation_fit(mode) {
                 let _ = writeln!(
                     md,
@@ -363,19 +382,25 @@ impl Report {
     fn bytes_markdown(&self) -> String {
         let mut md = format!(
             "\n### Bytes per party per round\n\n\
-             The f32 update is {} bytes ({} values × 4).\n\n\
-             | mode | upload | download | upload × f32 update |\n|---|---:|---:|---:|\n",
+             The f32 update is {} bytes ({} values × 4). `he` uploads are compact (a 16-byte \
+             seed and bodies rounded to the widths the party count needs); the download is the \
+             round's sum in each form.\n\n\
+             | mode | parties | upload | download | upload × f32 update | download × f32 update |\n\
+             |---|---:|---:|---:|---:|---:|\n",
             self.f32_update_bytes,
             workloads::model_len()
         );
+        let f32_bytes = self.f32_update_bytes as f64;
         for row in &self.bytes {
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {:.2} |",
+                "| {} | {} | {} | {} | {:.3} | {:.3} |",
                 row.mode,
+                row.parties,
                 row.upload,
                 row.download,
-                row.upload as f64 / self.f32_update_bytes as f64
+                row.upload as f64 / f32_bytes,
+                row.download as f64 / f32_bytes
             );
         }
         md
@@ -437,13 +462,15 @@ impl Report {
                 opt(r.memory_peak)
             );
         }
-        let mut bytes = format!("{machine}mode,upload_bytes,download_bytes,f32_update_bytes\n");
+        let mut bytes = format!("{machine}mode,parties,direction,bytes,f32_update_bytes\n");
         for r in &self.bytes {
-            let _ = writeln!(
-                bytes,
-                "{},{},{},{}",
-                r.mode, r.upload, r.download, self.f32_update_bytes
-            );
+            for (direction, n) in [("upload", r.upload), ("download", r.download)] {
+                let _ = writeln!(
+                    bytes,
+                    "{},{},{direction},{n},{}",
+                    r.mode, r.parties, self.f32_update_bytes
+                );
+            }
         }
         let mut throughput = format!(
             "{machine}values,threads,encrypt_median_seconds,decrypt_median_seconds,encrypt_runs,decrypt_runs\n"
@@ -475,7 +502,7 @@ impl Report {
         let mut written = Vec::new();
 
         let mut series = Vec::new();
-        for (color, mode) in ["he", "plain"].into_iter().enumerate() {
+        for (color, mode) in AGGREGATION_MODES.into_iter().enumerate() {
             let rows = self.aggregation_of(mode);
             series.push(Series {
                 name: format!("{mode} (measured)"),
@@ -542,11 +569,11 @@ impl Report {
 
         let mut bars: Vec<(String, f64)> =
             vec![("f32 update".into(), self.f32_update_bytes as f64 / 1024.0)];
-        bars.extend(
-            self.bytes
-                .iter()
-                .map(|r| (format!("{} upload", r.mode), r.upload as f64 / 1024.0)),
-        );
+        for row in self.bytes.iter().filter(|r| r.mode != "dp") {
+            let name = format!("{} P={}", row.mode, row.parties);
+            bars.push((format!("{name} up"), row.upload as f64 / 1024.0));
+            bars.push((format!("{name} down"), row.download as f64 / 1024.0));
+        }
         let path = dir.join("bytes.png");
         plot_bars(
             &path,

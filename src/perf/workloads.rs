@@ -4,12 +4,13 @@
 //!   DP-SGD step, the HE step), with the default MLP at batch 64 on a 20,000-image shard
 //!   (one of the demo's three parties);
 //! * [`Submissions`]: what a server receives in one round from P parties, as wire bytes,
-//!   and the round itself (parse, validate, fold, publish) through [`Server`];
+//!   and the round itself (parse, validate, fold, publish) through [`Server`], in `plain`
+//!   and in `he` with either download form;
 //! * [`vector_to_encrypt`]: encoded vectors of any length, for encryption throughput.
 //!
 //! Test data are synthetic (fixed patterns and a seeded generator): these workloads
 //! measure cost, which does not depend on pixel values or update contents. Encryption
-//! randomness still comes from the CSPRNG inside [`SecretKey::encrypt`].
+//! randomness still comes from the CSPRNG inside [`SecretKey::prepare`].
 
 use super::PerfError;
 use crate::dp::{DpSgd, Sampling};
@@ -18,13 +19,13 @@ use crate::fl::{
     Strategy, Summable,
 };
 use crate::he::keys::SecretKey;
-use crate::he::{EncryptedVector, Expected, SecureRng};
+use crate::he::{CompactVector, DownloadForm, Expected, SecureRng, Widths};
 use crate::model::{DEFAULT_LAYERS, Mlp, OptimizerKind, param_count};
 use crate::quant::FixedPoint;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Batch size of the measured rounds (the demo's).
 pub const BATCH: usize = 64;
@@ -34,10 +35,12 @@ pub const SHARD: usize = 20_000;
 pub const DEMO_PARTIES: u32 = 3;
 /// The party counts of the aggregation measurements.
 pub const PARTY_COUNTS: [u32; 10] = [2, 3, 5, 10, 20, 50, 100, 200, 500, 1000];
-/// Distinct messages cycled through in an aggregation round: enough bytes (about 40 MB
-/// for `he`) to exceed a 32 MB last-level cache, so the server reads each from memory as it
-/// would a fresh network buffer.
+/// Distinct plain messages cycled through in an aggregation round: enough bytes (about 20
+/// MB) to exceed a 16 MB last-level cache, so the server reads each from memory as it
+/// would a fresh network buffer. (`he` uploads are all distinct: a sum refuses a seed twice.)
 pub const DISTINCT_MESSAGES: usize = 24;
+/// Party counts of the bytes table.
+pub const BYTES_PARTIES: [u32; 3] = [3, 100, 1000];
 
 /// The default MLP's parameter count, the length of every measured update.
 pub fn model_len() -> usize {
@@ -63,11 +66,18 @@ pub enum ClientWork {
     /// DP-SGD: per-example gradients clipped to C, summed, Gaussian noise added from the
     /// secure generator, Poisson-sampled batch; then the optimizer step.
     DpSgdStep,
-    /// The plaintext step's gradient sealed and opened in HE: encode, encrypt, decrypt the
-    /// (here single-party) sum, decode; then the optimizer step with the opened mean.
+    /// The plaintext step's gradient sealed and opened in HE: prepare, encode, seal, then
+    /// regenerate the masks of the demo's 3-party sum, decrypt and decode; then the optimizer
+    /// step with the opened mean. (The server's fold of the three uploads is not counted.)
     HeStep,
-    /// Only the HE envelope of a fixed update: encode + encrypt + decrypt + decode.
+    /// Only the HE envelope of a fixed update: prepare + encode + seal + open (regenerate,
+    /// decrypt, decode) the 3-party sum.
     HeEnvelope,
+    /// The offline part of the HE envelope: preparing an encryption of zero (what a party
+    /// does while it waits for the previous round's sum).
+    HePrepare,
+    /// The online part of the HE envelope: encode + seal into a prepared encryption + open.
+    HeOnline,
     /// Only the plain envelope of a fixed update: fixed-point encode + decode, no
     /// encryption (what `--privacy plain` federation adds to the plaintext step).
     PlainEnvelope,
@@ -75,11 +85,13 @@ pub enum ClientWork {
 
 impl ClientWork {
     /// Every measured operation, baseline first.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 7] = [
         Self::PlaintextStep,
         Self::DpSgdStep,
         Self::HeStep,
         Self::HeEnvelope,
+        Self::HePrepare,
+        Self::HeOnline,
         Self::PlainEnvelope,
     ];
 
@@ -90,6 +102,8 @@ impl ClientWork {
             Self::DpSgdStep => "dp_sgd_step",
             Self::HeStep => "he_step",
             Self::HeEnvelope => "he_envelope",
+            Self::HePrepare => "he_prepare",
+            Self::HeOnline => "he_online",
             Self::PlainEnvelope => "plain_envelope",
         }
     }
@@ -99,8 +113,10 @@ impl ClientWork {
         match self {
             Self::PlaintextStep => "plaintext step (gradient + optimizer)",
             Self::DpSgdStep => "DP-SGD step (per-example clip + noise, Poisson batch)",
-            Self::HeStep => "HE step (plaintext step + encode, encrypt, decrypt, decode)",
-            Self::HeEnvelope => "HE envelope alone (encode, encrypt, decrypt, decode)",
+            Self::HeStep => "HE step (plaintext step + HE envelope)",
+            Self::HeEnvelope => "HE envelope alone (prepare, encode, seal, open)",
+            Self::HePrepare => "HE prepare: encryption of zero (offline, while waiting)",
+            Self::HeOnline => "HE online: encode, seal into a prepared encryption, open",
             Self::PlainEnvelope => "plain envelope alone (encode, decode; no encryption)",
         }
     }
@@ -122,6 +138,9 @@ pub struct ClientRound {
     dp: Client,
     he: Envelope,
     clear: Envelope,
+    /// The other two demo parties' uploads, `he` and `plain`, added to ours before opening.
+    he_others: Vec<Vec<u8>>,
+    plain_others: Vec<Vec<u8>>,
     rounding: ChaCha20Rng,
     fixed_update: Vec<f32>,
 }
@@ -154,23 +173,39 @@ impl ClientRound {
         );
         let key = Arc::new(crate::he::keys::KeyFile::generate()?.secret_key()?);
         let fp = FixedPoint::for_parties(DEMO_PARTIES)?;
+        let widths = Widths::new(fp.params().total_bits, DEMO_PARTIES, DownloadForm::Seeds)?;
         let len = model_len();
         let mut rounding = ChaCha20Rng::seed_from_u64(42);
-        let fixed_update = (0..len)
+        let fixed_update: Vec<f32> = (0..len)
             .map(|_| rounding.random_range(-0.01..0.01))
             .collect();
+        let he = Envelope::he(fp, key, len, widths);
+        let clear = Envelope::plain(fp, len);
+        let mut cost = EnvelopeCost::default();
+        let mut others = |envelope: &Envelope| {
+            (1..DEMO_PARTIES)
+                .map(|_| envelope.seal(&fixed_update, 1.0, None, &mut rounding, &mut cost))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let he_others = others(&he)?;
+        let plain_others = others(&clear)?;
         Ok(Self {
             plain,
             dp,
-            he: Envelope::he(fp, key, len),
-            clear: Envelope::plain(fp, len),
+            he,
+            clear,
+            he_others,
+            plain_others,
             rounding,
             fixed_update,
         })
     }
 
-    /// Runs `work` once.
-    pub fn run(&mut self, work: ClientWork) -> Result<(), PerfError> {
+    /// Runs `work` once; returns the time of what it measures (all of it, but for
+    /// [`ClientWork::HeOnline`], whose encryption of zero is prepared first, and the server's
+    /// fold of the demo's other two uploads, which no operation counts).
+    pub fn run(&mut self, work: ClientWork) -> Result<Duration, PerfError> {
+        let start = Instant::now();
         match work {
             ClientWork::PlaintextStep => {
                 let update = self.plain.compute_update(Strategy::FedSgd, BATCH);
@@ -182,34 +217,81 @@ impl ClientRound {
             }
             ClientWork::HeStep => {
                 let update = self.plain.compute_update(Strategy::FedSgd, BATCH);
-                let mean = seal_and_open(&self.he, &update.values, &mut self.rounding)?;
+                let (mean, server) = round_trip(
+                    &self.he,
+                    &self.he_others,
+                    &update.values,
+                    None,
+                    &mut self.rounding,
+                )?;
                 self.plain.apply(Strategy::FedSgd, &mean);
+                return Ok(start.elapsed() - server);
             }
-            ClientWork::HeEnvelope => {
-                seal_and_open(&self.he, &self.fixed_update, &mut self.rounding)?;
+            ClientWork::HeEnvelope | ClientWork::HeOnline | ClientWork::PlainEnvelope => {
+                let (envelope, others) = match work {
+                    ClientWork::PlainEnvelope => (&self.clear, &self.plain_others),
+                    _ => (&self.he, &self.he_others),
+                };
+                let mut prepared = None;
+                let mut offline = Duration::ZERO;
+                if work == ClientWork::HeOnline {
+                    prepared = envelope.prepare(&mut EnvelopeCost::default())?;
+                    offline = start.elapsed();
+                }
+                let (_, server) = round_trip(
+                    envelope,
+                    others,
+                    &self.fixed_update,
+                    prepared,
+                    &mut self.rounding,
+                )?;
+                return Ok(start.elapsed() - server - offline);
             }
-            ClientWork::PlainEnvelope => {
-                seal_and_open(&self.clear, &self.fixed_update, &mut self.rounding)?;
+            ClientWork::HePrepare => {
+                std::hint::black_box(self.he.prepare(&mut EnvelopeCost::default())?);
             }
         }
-        Ok(())
+        Ok(start.elapsed())
     }
 }
 
-/// Seals one update with weight 1 and opens it as the demo's aggregate.
-fn seal_and_open(
+/// Seals `values` with weight 1 (into `prepared`, or one made now), sums it with `others`
+/// as the server would, and opens the demo's 3-party aggregate. Returns the mean and the
+/// time the server's part took.
+fn round_trip(
     envelope: &Envelope,
+    others: &[Vec<u8>],
     values: &[f32],
+    prepared: Option<crate::he::PreparedEncryption>,
     rng: &mut ChaCha20Rng,
-) -> Result<Vec<f32>, PerfError> {
+) -> Result<(Vec<f32>, Duration), PerfError> {
     let mut cost = EnvelopeCost::default();
-    let sealed = envelope.seal(values, 1.0, rng, &mut cost)?;
-    Ok(envelope.open(&sealed, DEMO_PARTIES, &mut cost)?)
+    let sealed = envelope.seal(values, 1.0, prepared, rng, &mut cost)?;
+    let server = Instant::now();
+    let aggregate = match envelope.expected_he() {
+        Some(expect) => fold::<CompactVector>(&sealed, others, &expect)?,
+        None => fold::<PlainSum>(&sealed, others, &envelope.wire_len())?,
+    };
+    let server = server.elapsed();
+    Ok((envelope.open(&aggregate, DEMO_PARTIES, &mut cost)?, server))
 }
 
-/// One round's worth of submissions in one privacy mode: [`DISTINCT_MESSAGES`] sealed
-/// updates of the default model's length (plus the weight slot), encoded for up to 1000
-/// parties, which party i's submission cycles through.
+/// The server's sum of `first` and `others`, serialized.
+fn fold<S: Summable>(
+    first: &[u8],
+    others: &[Vec<u8>],
+    expect: &S::Expect,
+) -> Result<Vec<u8>, PerfError> {
+    let mut sum = S::parse_submission(first, expect)?;
+    for other in others {
+        sum.add_submission(other, expect)?;
+    }
+    Ok(sum.to_bytes())
+}
+
+/// One round's worth of submissions in one privacy mode, encoded for up to `parties`: in
+/// `plain`, [`DISTINCT_MESSAGES`] sealed updates of the default model's length (plus the
+/// weight slot) which party i's submission cycles through; in `he`, one upload per party.
 pub struct Submissions<S: Summable> {
     expect: S::Expect,
     messages: Vec<Vec<u8>>,
@@ -238,32 +320,52 @@ pub fn submission_len() -> usize {
     model_len() + 1
 }
 
-/// [`DISTINCT_MESSAGES`] updates encoded for the largest party count, each sealed by `seal`.
-fn sealed_messages(
-    seal: impl Fn(Vec<u64>) -> Result<Vec<u8>, PerfError>,
-) -> Result<Vec<Vec<u8>>, PerfError> {
-    let parties = PARTY_COUNTS[PARTY_COUNTS.len() - 1];
-    (0..DISTINCT_MESSAGES)
-        .map(|i| seal(vector_to_encrypt(submission_len(), parties, i as u64)?))
-        .collect()
-}
-
-impl Submissions<EncryptedVector> {
-    /// Fresh encryptions under `key`, as a server in `he` mode receives them.
-    pub fn he(key: &SecretKey) -> Result<Self, PerfError> {
-        Ok(Self {
-            expect: Expected::fresh(key.key_id(), submission_len()),
-            messages: sealed_messages(|words| Ok(key.encrypt(&words)?.to_bytes()))?,
-        })
+impl Submissions<CompactVector> {
+    /// One upload under `key` per party of a federation of `parties` whose sums come back in
+    /// `form`, as a server in `he` mode receives them. [`DISTINCT_MESSAGES`] are real
+    /// encryptions; the others reuse their bodies under distinct seeds (the server cannot tell
+    /// and does the same work; a sum refuses a seed twice).
+    pub fn he(key: &SecretKey, parties: u32, form: DownloadForm) -> Result<Self, PerfError> {
+        let fp = FixedPoint::for_parties(parties)?;
+        let widths = Widths::new(fp.params().total_bits, parties, form)?;
+        let expect = Expected {
+            key_id: key.key_id(),
+            plaintext_len: submission_len(),
+            widths,
+        };
+        let distinct = (0..DISTINCT_MESSAGES.min(parties as usize))
+            .map(|i| {
+                let words = vector_to_encrypt(submission_len(), parties, i as u64)?;
+                Ok(key.prepare(words.len())?.seal(&words, &widths)?)
+            })
+            .collect::<Result<Vec<CompactVector>, PerfError>>()?;
+        let messages = (0..parties as usize)
+            .map(|i| {
+                let base = &distinct[i % distinct.len()];
+                match i < distinct.len() {
+                    true => base.to_bytes(),
+                    false => base
+                        .with_seed(0xBE7C_0000_0000_0000_u128 << 64 | i as u128)
+                        .to_bytes(),
+                }
+            })
+            .collect();
+        Ok(Self { expect, messages })
     }
 }
 
 impl Submissions<PlainSum> {
     /// Fixed-point words in the clear, as a server in `plain` (or `dp`) mode receives them.
     pub fn plain() -> Result<Self, PerfError> {
+        let parties = PARTY_COUNTS[PARTY_COUNTS.len() - 1];
         Ok(Self {
             expect: submission_len(),
-            messages: sealed_messages(|words| Ok(PlainSum::fresh(words).to_bytes()))?,
+            messages: (0..DISTINCT_MESSAGES)
+                .map(|i| {
+                    let words = vector_to_encrypt(submission_len(), parties, i as u64)?;
+                    Ok(PlainSum::fresh(words).to_bytes())
+                })
+                .collect::<Result<_, PerfError>>()?,
         })
     }
 }

@@ -78,8 +78,8 @@ pub fn overhead_summary(o: &crate::fl::Overhead, total_seconds: f64) -> String {
     let c = &o.client_cpu;
     format!(
         "{} envelope {:.1} s of {:.1} s ({:.1}%): seal {:.1} s, server sum {:.1} s, open {:.1} s \
-         (client CPU: encode {:.1} s, encrypt {:.1} s, decrypt {:.1} s, decode {:.1} s); \
-         {} bytes per update",
+         (client CPU: encode {:.1} s, prepare {:.1} s while waiting, seal {:.1} s, decrypt {:.1} s, \
+         decode {:.1} s); {} bytes per update, {} per aggregate",
         o.privacy,
         o.total_seconds(),
         total_seconds,
@@ -88,10 +88,12 @@ pub fn overhead_summary(o: &crate::fl::Overhead, total_seconds: f64) -> String {
         o.server_seconds,
         o.open_seconds,
         c.encode_seconds,
+        c.prepare_seconds,
         c.encrypt_seconds,
         c.decrypt_seconds,
         c.decode_seconds,
         c.bytes_per_update,
+        c.bytes_per_aggregate,
     )
 }
 

@@ -144,17 +144,48 @@ fn bench_report_quick_writes_tables_csv_and_plots() {
         let len = std::fs::metadata(bench.join(file)).map_or(0, |m| m.len());
         assert!(len > 100, "{file} missing or empty");
     }
-    // Every party count in both modes; the bytes are the real message sizes.
+    // Every party count in the three sweeps; the bytes are the real message sizes.
     let aggregation = std::fs::read_to_string(bench.join("aggregation.csv")).unwrap();
     let rows: Vec<&str> = aggregation
         .lines()
         .filter(|l| !l.starts_with('#'))
         .collect();
-    assert_eq!(rows.len(), 1 + 2 * 10, "{aggregation}");
-    assert!(rows.iter().any(|r| r.starts_with("he,1000,")));
+    assert_eq!(rows.len(), 1 + 3 * 10, "{aggregation}");
+    for mode in ["he-seeds", "he-switched", "plain"] {
+        assert!(rows.iter().any(|r| r.starts_with(&format!("{mode},1000,"))));
+    }
     let bytes = std::fs::read_to_string(bench.join("bytes.csv")).unwrap();
-    assert!(bytes.contains("he,1638536,1638536,407080"), "{bytes}");
-    assert!(bytes.contains("plain,814188,814188,407080"), "{bytes}");
+    assert!(
+        bytes.contains("mode,parties,direction,bytes,f32_update_bytes"),
+        "{bytes}"
+    );
+    let size = |mode: &str, parties: u32, direction: &str| -> f64 {
+        let prefix = format!("{mode},{parties},{direction},");
+        let row = bytes
+            .lines()
+            .find(|l| l.starts_with(&prefix))
+            .expect("a bytes row");
+        let n: f64 = row.split(',').nth(3).unwrap().parse().unwrap();
+        n / 407_080.0
+    };
+    assert_eq!(size("plain", 3, "upload"), 814_188.0 / 407_080.0);
+    // The compact format's targets: uploads at most 1.0, 1.15 and 1.35 times the f32
+    // update at 3, 100 and 1000 parties; the 3-party seeds download at most 1.0 plus 16
+    // bytes per party.
+    for (parties, most) in [(3, 1.0), (100, 1.15), (1000, 1.35)] {
+        for mode in ["he-seeds", "he-switched"] {
+            let upload = size(mode, parties, "upload");
+            assert!(
+                upload <= most,
+                "{mode} P={parties}: upload {upload:.3} x f32"
+            );
+        }
+    }
+    let download = size("he-seeds", 3, "download");
+    assert!(
+        download <= 1.0 + 48.0 / 407_080.0,
+        "download {download:.3} x f32"
+    );
 }
 
 fn owned(args: &[&str]) -> Vec<String> {

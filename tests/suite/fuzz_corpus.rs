@@ -80,17 +80,20 @@ fn write_seeds() {
     let key = KeyFile::from_seed(checks::KEY_SEED)
         .secret_key()
         .expect("derive the fuzz key");
-    let slots = checks::plan(true).wire_slots();
+    let expect = checks::plan(true).expected_he().expect("he plan");
+    let slots = expect.plaintext_len;
     let fresh: Vec<_> = (0..checks::PARTIES as u64)
         .map(|p| {
-            let words: Vec<u64> = (0..slots as u64).map(|i| (p + i) << 40).collect();
-            key.encrypt(&words).expect("encrypt")
+            let words: Vec<u64> = (0..slots as u64).map(|i| (p + i) << 42).collect();
+            key.prepare(slots)
+                .and_then(|prepared| prepared.seal(&words, &expect.widths))
+                .expect("encrypt")
         })
         .collect();
     write("wire", "fresh", &fresh[0].to_bytes());
-    let sum2 = hefl::he::EncryptedVector::sum(&fresh[..2]).expect("sum");
+    let sum2 = hefl::he::CompactVector::sum(&fresh[..2]).expect("sum");
     write("wire", "sum2", &sum2.to_bytes());
-    let sum_all = hefl::he::EncryptedVector::sum(&fresh).expect("sum");
+    let sum_all = hefl::he::CompactVector::sum(&fresh).expect("sum");
     write("wire", "sum-all", &sum_all.to_bytes());
 
     // Plain messages: a submission and the sum of every party's.

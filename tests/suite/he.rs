@@ -4,10 +4,14 @@
 use std::os::unix::fs::PermissionsExt;
 use std::sync::OnceLock;
 
+use hefl::fl::Summable;
 use hefl::he::keys::{KeyError, KeyFile, KeyId, SecretKey};
 use hefl::he::params::PARAMS;
-use hefl::he::{EncryptedVector, Expected, HeError, MAX_PLAINTEXT_LEN, WireError};
-use hefl::quant::{FixedPoint, FixedPointParams};
+use hefl::he::{
+    CompactVector, DownloadForm, EncryptedVector, Expected, HeError, MAX_PLAINTEXT_LEN, Widths,
+    WireError,
+};
+use hefl::quant::FixedPoint;
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -56,76 +60,104 @@ fn party_values(len: usize, clip: f32, rng: &mut ChaCha8Rng) -> Vec<f32> {
     values
 }
 
-fn check_exact_sum(fp: &FixedPoint, parties: u32, len: usize, seed: u64) {
+/// The federation of `fp` (t, P) downloading in `form`.
+fn expected(fp: &FixedPoint, len: usize, form: DownloadForm) -> Expected {
+    let p = fp.params();
+    Expected {
+        key_id: key().key_id(),
+        plaintext_len: len,
+        widths: Widths::new(p.total_bits, p.max_parties, form).expect("widths"),
+    }
+}
+
+/// `parties` uploads of `len` values folded by a server, published, parsed by a client,
+/// masks regenerated, decrypted: the decoded integers equal the sum of what was encoded.
+fn check_exact_sum(fp: &FixedPoint, parties: u32, len: usize, form: DownloadForm, seed: u64) {
     let key = key();
+    let expect = expected(fp, len, form);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut expected = vec![0i64; len];
-    let mut ciphertexts = Vec::with_capacity(parties as usize);
+    let mut want = vec![0i64; len];
+    let mut sum: Option<CompactVector> = None;
     for _ in 0..parties {
         let values = party_values(len, fp.params().clip, &mut rng);
         let z = fp.quantize(&values, &mut rng).expect("finite values");
-        for (e, z) in expected.iter_mut().zip(&z) {
+        for (e, z) in want.iter_mut().zip(&z) {
             *e += z;
         }
         let plaintext: Vec<u64> = z.iter().map(|&z| fp.to_plaintext(z)).collect();
-        ciphertexts.push(key.encrypt(&plaintext).expect("encrypt"));
+        let upload = key
+            .prepare(len)
+            .unwrap()
+            .seal(&plaintext, &expect.widths)
+            .unwrap();
+        let bytes = upload.to_bytes();
+        match sum.as_mut() {
+            None => {
+                sum = Some(<CompactVector as Summable>::parse_submission(&bytes, &expect).unwrap())
+            }
+            Some(sum) => sum.add_submission(&bytes, &expect).unwrap(),
+        }
     }
-    let sum = EncryptedVector::sum(&ciphertexts).expect("sum");
-    assert_eq!(sum.summands(), parties);
-    let decrypted = key.decrypt(&sum).expect("decrypt");
+    let published = sum.expect("parties > 0").to_bytes();
+    let received = CompactVector::parse_aggregate(&published, &expect, parties).unwrap();
+    assert_eq!(received.summands(), parties);
+    let decrypted = key.decrypt(&received.expand()).expect("decrypt");
     let got = fp.decode_integers(&decrypted);
-    assert_eq!(
-        got.len(),
-        len,
-        "decrypted length for P = {parties}, len = {len}"
-    );
-    let first_bad = got.iter().zip(&expected).position(|(g, e)| g != e);
+    assert_eq!(got.len(), len);
+    let first_bad = got.iter().zip(&want).position(|(g, e)| g != e);
     assert_eq!(
         first_bad, None,
-        "P = {parties}, len = {len}: decrypted sum differs from the sum of encoded integers"
+        "P = {parties}, len = {len}, {form}: decrypted sum differs from the sum of encoded integers"
     );
     // The clip edges were reached.
     let m = fp.max_magnitude();
-    assert_eq!(expected[0], i64::from(parties) * m);
+    assert_eq!(want[0], i64::from(parties) * m);
     if len > 1 {
-        assert_eq!(expected[1], -i64::from(parties) * m);
+        assert_eq!(want[1], -i64::from(parties) * m);
     }
 }
 
 #[test]
-fn exact_sum_for_all_party_counts_and_lengths() {
-    let fp = FixedPoint::default();
-    for (i, parties) in [1u32, 2, 3, 10, 100].into_iter().enumerate() {
-        for (j, len) in [1usize, 2047, 2048, 2049, 101_770].into_iter().enumerate() {
-            check_exact_sum(&fp, parties, len, (i * 10 + j) as u64);
+fn exact_sum_for_all_party_counts_lengths_and_download_forms() {
+    for form in [DownloadForm::Seeds, DownloadForm::Switched] {
+        for (i, parties) in [1u32, 2, 3, 10, 100, 1000].into_iter().enumerate() {
+            // The default encoding for P parties: the least t, so P·M is within a factor
+            // of two of 2^(t-1), and the widths the check allows.
+            let fp = FixedPoint::for_parties(parties).unwrap();
+            let lens: &[usize] = match parties {
+                1000 => &[4099],
+                100 => &[1, 2049],
+                _ => &[1, 2047, 2048, 2049, 101_770],
+            };
+            for (j, &len) in lens.iter().enumerate() {
+                check_exact_sum(&fp, parties, len, form, (i * 10 + j) as u64);
+            }
         }
     }
 }
 
 #[test]
 fn exact_sum_at_the_edge_of_headroom() {
-    // For each P, the tightest valid encoding: P * M just below 2^(t-1), noise just below Δ/2.
+    // For each P, the widest encoding hefl accepts (clip 1, the largest f whose least t still
+    // fits the switched form's budget): P * M is within a factor of two of 2^(t-1), and the
+    // noise, rounded bodies and switched mask use most of the decoding budget.
     for parties in [1u32, 2, 3, 10, 100] {
-        let tight = FixedPoint::new(FixedPointParams {
-            clip: 1.0,
-            frac_bits: 62,
-            total_bits: 63,
-            max_parties: parties,
-        })
-        .err()
-        .and_then(|e| match e {
-            hefl::quant::QuantError::Overflow { suggestion, .. }
-            | hefl::quant::QuantError::Noise { suggestion, .. } => suggestion,
-            _ => None,
-        })
-        .expect("a suggestion");
-        let fp = FixedPoint::new(tight).expect("suggested setting is valid");
-        let p = tight;
+        let fits = |f: u32| {
+            let fp = FixedPoint::sized(1.0, f, parties).ok()?;
+            let t = fp.params().total_bits;
+            Widths::new(t, parties, DownloadForm::Switched).ok()?;
+            Some(fp)
+        };
+        let fp = (0..=62).rev().find_map(fits).expect("some f fits");
+        let p = fp.params();
         assert!(
             u128::from(parties) * fp.max_magnitude() as u128 * 2 >= 1u128 << (p.total_bits - 1),
             "{p}: not tight"
         );
-        check_exact_sum(&fp, parties, 4099, u64::from(parties));
+        assert!(fits(p.frac_bits + 1).is_none(), "{p}: not the widest");
+        for form in [DownloadForm::Seeds, DownloadForm::Switched] {
+            check_exact_sum(&fp, parties, 4099, form, u64::from(parties));
+        }
     }
 }
 
@@ -145,6 +177,29 @@ fn add_assign_matches_sum() {
         running.add_assign(v).unwrap();
     }
     assert_eq!(running, EncryptedVector::sum(&vectors).unwrap());
+
+    let expect = expected(&fp, 3000, DownloadForm::Seeds);
+    let uploads: Vec<CompactVector> = (0..5)
+        .map(|_| {
+            let words = fp
+                .encode(&party_values(3000, 8.0, &mut rng), &mut rng)
+                .unwrap();
+            key.prepare(3000)
+                .unwrap()
+                .seal(&words, &expect.widths)
+                .unwrap()
+        })
+        .collect();
+    let mut running = uploads[4].clone();
+    for v in uploads[..4].iter().rev() {
+        running.add_assign(v).unwrap();
+    }
+    // Seeds are kept in order: the sum does not depend on the order of its summands.
+    assert_eq!(running, CompactVector::sum(&uploads).unwrap());
+    assert_eq!(
+        running.to_bytes(),
+        CompactVector::sum(&uploads).unwrap().to_bytes()
+    );
 }
 
 proptest! {
@@ -155,33 +210,32 @@ proptest! {
         parties in 1u32..=12,
         len in 1usize..6000,
         spread in 0.001f32..20.0,
+        switched in any::<bool>(),
         seed in any::<u64>(),
     ) {
-        let fp = FixedPoint::default();
+        let fp = FixedPoint::for_parties(12).unwrap();
+        let form = if switched { DownloadForm::Switched } else { DownloadForm::Seeds };
+        let expect = expected(&fp, len, form);
         let key = key();
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let mut expected = vec![0i64; len];
-        let mut sum: Option<EncryptedVector> = None;
+        let mut want = vec![0i64; len];
+        let mut sum: Option<CompactVector> = None;
         for _ in 0..parties {
             let values: Vec<f32> = (0..len).map(|_| rng.random_range(-spread..spread)).collect();
             let z = fp.quantize(&values, &mut rng).unwrap();
-            expected.iter_mut().zip(&z).for_each(|(e, z)| *e += z);
+            want.iter_mut().zip(&z).for_each(|(e, z)| *e += z);
             let words: Vec<u64> = z.iter().map(|&z| fp.to_plaintext(z)).collect();
-            let ct = key.encrypt(&words).unwrap();
+            let bytes = key.prepare(len).unwrap().seal(&words, &expect.widths).unwrap().to_bytes();
             match sum.as_mut() {
-                None => sum = Some(ct),
-                Some(s) => s.add_assign(&ct).unwrap(),
+                None => sum = Some(<CompactVector as Summable>::parse_submission(&bytes, &expect).unwrap()),
+                Some(s) => s.add_submission(&bytes, &expect).unwrap(),
             }
         }
-        let sum = sum.unwrap();
         // Through the wire, as a client would receive it.
-        let bytes = sum.to_bytes();
-        let received = EncryptedVector::from_bytes(
-            &bytes,
-            &Expected { key_id: key.key_id(), plaintext_len: len, max_summands: parties },
-        ).unwrap();
-        let decrypted = key.decrypt(&received).unwrap();
-        prop_assert_eq!(fp.decode_integers(&decrypted), expected);
+        let bytes = sum.unwrap().to_bytes();
+        let received = CompactVector::parse_aggregate(&bytes, &expect, parties).unwrap();
+        let decrypted = key.decrypt(&received.expand()).unwrap();
+        prop_assert_eq!(fp.decode_integers(&decrypted), want);
     }
 }
 
@@ -242,6 +296,38 @@ fn hefl_ciphertexts_decrypt_with_tfhe() {
         // Padding coefficients encrypt zero.
         for &w in &out[len..] {
             assert!(noise(w, 0).abs() <= bound);
+        }
+    }
+}
+
+#[test]
+fn regenerated_uploads_decrypt_with_tfhe() {
+    let key = key();
+    let widths = Widths::new(22, 3, DownloadForm::Seeds).unwrap();
+    for len in [1usize, 2048, 5000] {
+        let plaintext: Vec<u64> = (0..len as u64)
+            .map(|i| (i.wrapping_mul(0x9E37_79B9_7F4A_7C15)) & !((1 << 42) - 1))
+            .collect();
+        let upload = key.prepare(len).unwrap().seal(&plaintext, &widths).unwrap();
+        // What a client receives: bytes; the mask regenerated from the seed.
+        let expect = Expected {
+            key_id: key.key_id(),
+            plaintext_len: len,
+            widths,
+        };
+        let received = CompactVector::parse_submission(&upload.to_bytes(), &expect).unwrap();
+        let full = received.expand();
+        let list = full.as_glwe_list();
+        let mut out = PlaintextList::new(
+            0u64,
+            PlaintextCount(list.glwe_ciphertext_count().0 * PARAMS.polynomial_size().0),
+        );
+        decrypt_glwe_ciphertext_list(&key.as_glwe_secret_key(), &list, &mut out);
+        // Noise plus the rounding of the body to 25 bits.
+        let bound = (1i64 << PARAMS.noise_bound_log2()) + (1i64 << (63 - widths.body_bits()));
+        let out = out.into_container();
+        for (i, &p) in plaintext.iter().enumerate() {
+            assert!(noise(out[i], p).abs() <= bound, "len {len}, index {i}");
         }
     }
 }
@@ -353,37 +439,98 @@ fn operations_refuse_mismatched_inputs() {
         key.encrypt(&vec![0; MAX_PLAINTEXT_LEN + 1]),
         Err(HeError::PlaintextTooLong { .. })
     ));
+    assert!(matches!(key.prepare(0), Err(HeError::EmptyPlaintext)));
+
+    // Compact vectors: another width, another key, a prepared encryption of another length.
+    let narrow = Widths::new(22, 3, DownloadForm::Seeds).unwrap();
+    let wide = Widths::new(27, 100, DownloadForm::Seeds).unwrap();
+    let mut c = key.prepare(3).unwrap().seal(&[1, 2, 3], &narrow).unwrap();
+    let before = c.clone();
+    let other_width = key.prepare(3).unwrap().seal(&[1, 2, 3], &wide).unwrap();
+    assert!(matches!(
+        c.add_assign(&other_width),
+        Err(HeError::WidthMismatch {
+            expected: 25,
+            found: 35
+        })
+    ));
+    let other = other_key()
+        .prepare(3)
+        .unwrap()
+        .seal(&[1, 2, 3], &narrow)
+        .unwrap();
+    assert!(matches!(
+        c.add_assign(&other),
+        Err(HeError::KeyMismatch { .. })
+    ));
+    assert_eq!(c, before);
+    assert!(matches!(
+        key.prepare(4).unwrap().seal(&[1, 2, 3], &narrow),
+        Err(HeError::PreparedLength {
+            prepared: 4,
+            found: 3
+        })
+    ));
 }
 
 // ---------------------------------------------------------------------------------------------
 // Wire format
 
-fn sample_message(len: usize) -> (EncryptedVector, Vec<u8>) {
-    let ct = key().encrypt(&vec![7 << 40; len]).unwrap();
+const WIDTHS: (u32, u32) = (22, 3);
+
+fn widths() -> Widths {
+    Widths::new(WIDTHS.0, WIDTHS.1, DownloadForm::Seeds).unwrap()
+}
+
+fn expect(len: usize) -> Expected {
+    Expected {
+        key_id: key().key_id(),
+        plaintext_len: len,
+        widths: widths(),
+    }
+}
+
+fn sample_message(len: usize) -> (CompactVector, Vec<u8>) {
+    let ct = key()
+        .prepare(len)
+        .unwrap()
+        .seal(&vec![7 << 42; len], &widths())
+        .unwrap();
     let bytes = ct.to_bytes();
     (ct, bytes)
 }
 
-/// Offset of the first byte of the body (after magic, version and header).
-fn body_offset(ct: &EncryptedVector, bytes: &[u8]) -> usize {
-    bytes.len() - ct.ciphertext_count().0 * PARAMS.ciphertext_bytes()
+/// Offset of the first byte after the header (the seeds).
+fn header_end(ct: &CompactVector, bytes: &[u8]) -> usize {
+    let seeds = ct.seeds().map_or(0, |s| s.len() * 16);
+    let bodies = ct.plaintext_len().div_ceil(64) * ct.body_bits() as usize * 8;
+    bytes.len() - seeds - bodies
 }
 
 #[test]
 fn wire_round_trip_and_size() {
     let (ct, bytes) = sample_message(101_770);
     assert_eq!(bytes.len(), ct.wire_len());
-    assert!(bytes.len() < 50 * PARAMS.ciphertext_bytes() + 200);
-    let back =
-        EncryptedVector::from_bytes(&bytes, &Expected::fresh(key().key_id(), 101_770)).unwrap();
+    // 25 bits per value (the last block of 64 zero-padded), a 16-byte seed and a header:
+    // 0.78 of the f32 update.
+    assert!(
+        bytes.len() < 101_770 * 25 / 8 + 200 + 16 + 300,
+        "{}",
+        bytes.len()
+    );
+    let back = CompactVector::parse_submission(&bytes, &expect(101_770)).unwrap();
     assert_eq!(back, ct);
+    assert!(bytes.len() <= CompactVector::max_wire_len(&expect(101_770)));
 }
 
 #[test]
 fn wire_refuses_other_key_id() {
     let (_, bytes) = sample_message(10);
-    let err = EncryptedVector::from_bytes(&bytes, &Expected::fresh(other_key().key_id(), 10))
-        .unwrap_err();
+    let other = Expected {
+        key_id: other_key().key_id(),
+        ..expect(10)
+    };
+    let err = CompactVector::parse_submission(&bytes, &other).unwrap_err();
     assert!(matches!(err, WireError::KeyId { .. }));
     let text = err.to_string();
     assert!(text.contains(&key().key_id().to_string()), "{text}");
@@ -394,8 +541,7 @@ fn wire_refuses_other_key_id() {
 fn wire_refuses_other_length() {
     let (_, bytes) = sample_message(10);
     for len in [1, 9, 11, 2048, 4096] {
-        let err =
-            EncryptedVector::from_bytes(&bytes, &Expected::fresh(key().key_id(), len)).unwrap_err();
+        let err = CompactVector::parse_submission(&bytes, &expect(len)).unwrap_err();
         assert!(
             matches!(err, WireError::Length { expected, found: 10 } if expected == len),
             "{err}"
@@ -413,42 +559,163 @@ fn wire_refuses_other_parameter_set() {
         .expect("name in header");
     // Same length, another tfhe parameter set.
     bytes[at + 3] = b'7'; // V1_8_ -> V1_7_
-    let err =
-        EncryptedVector::from_bytes(&bytes, &Expected::fresh(key().key_id(), 10)).unwrap_err();
+    let err = CompactVector::parse_submission(&bytes, &expect(10)).unwrap_err();
     assert!(matches!(err, WireError::ParameterSet { .. }), "{err}");
     assert!(err.to_string().contains("V1_7_PARAM"), "{err}");
 }
 
 #[test]
-fn wire_refuses_too_many_summands() {
+fn wire_refuses_the_old_full_ciphertext_version() {
+    let (_, mut bytes) = sample_message(10);
+    bytes[8..10].copy_from_slice(&1u16.to_le_bytes());
+    let err = CompactVector::parse_submission(&bytes, &expect(10)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            WireError::Version {
+                expected: 2,
+                found: 1
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "wire format version 1, this hefl reads version 2"
+    );
+}
+
+#[test]
+fn wire_refuses_too_many_summands_and_the_wrong_form() {
     let key = key();
-    let a = key.encrypt(&[1; 10]).unwrap();
-    let sum = EncryptedVector::sum([&a, &a, &a]).unwrap().to_bytes();
-    let fresh_only = EncryptedVector::from_bytes(&sum, &Expected::fresh(key.key_id(), 10));
+    let three: Vec<CompactVector> = (0..3)
+        .map(|_| key.prepare(10).unwrap().seal(&[1; 10], &widths()).unwrap())
+        .collect();
+    let sum = CompactVector::sum(&three).unwrap().to_bytes();
     assert!(matches!(
-        fresh_only,
+        CompactVector::parse_submission(&sum, &expect(10)),
         Err(WireError::Summands { max: 1, found: 3 })
     ));
-    let ok = EncryptedVector::from_bytes(
-        &sum,
-        &Expected {
-            key_id: key.key_id(),
-            plaintext_len: 10,
-            max_summands: 3,
-        },
+    assert!(matches!(
+        CompactVector::parse_aggregate(&sum, &expect(10), 2),
+        Err(WireError::Summands { max: 2, found: 3 })
+    ));
+    assert!(CompactVector::parse_aggregate(&sum, &expect(10), 3).is_ok());
+    // A seeds aggregate where the federation downloads switched sums, and back.
+    let switched = Expected {
+        widths: Widths::new(WIDTHS.0, WIDTHS.1, DownloadForm::Switched).unwrap(),
+        ..expect(10)
+    };
+    assert!(matches!(
+        CompactVector::parse_aggregate(&sum, &switched, 3),
+        Err(WireError::Width {
+            what: "switched mask",
+            ..
+        })
+    ));
+    let mask_bits = switched.widths.mask_bits().unwrap();
+    let switched_sum = CompactVector::sum(&three)
+        .unwrap()
+        .into_switched(mask_bits)
+        .to_bytes();
+    assert!(CompactVector::parse_aggregate(&switched_sum, &switched, 3).is_ok());
+    assert!(CompactVector::parse_aggregate(&switched_sum, &expect(10), 3).is_err());
+}
+
+/// Offset of the header's last three u32 fields (body_bits, mask_bits, seed_count).
+fn width_fields(ct: &CompactVector, bytes: &[u8]) -> usize {
+    header_end(ct, bytes) - 12
+}
+
+#[test]
+fn wire_refuses_tampered_widths_seeds_and_party_lists() {
+    let key = key();
+    let three: Vec<CompactVector> = (0..3)
+        .map(|_| {
+            key.prepare(100)
+                .unwrap()
+                .seal(&[1 << 42; 100], &widths())
+                .unwrap()
+        })
+        .collect();
+    let sum = CompactVector::sum(&three).unwrap();
+    let bytes = sum.to_bytes();
+    let at = width_fields(&sum, &bytes);
+    let set = |offset: usize, value: u32| {
+        let mut tampered = bytes.clone();
+        tampered[at + offset..at + offset + 4].copy_from_slice(&value.to_le_bytes());
+        CompactVector::parse_aggregate(&tampered, &expect(100), 3)
+    };
+    // Rounding width.
+    assert!(matches!(
+        set(0, 24),
+        Err(WireError::Width {
+            what: "bodies",
+            expected: 25,
+            found: 24
+        })
+    ));
+    assert!(matches!(set(0, 64), Err(WireError::Width { .. })));
+    assert!(matches!(
+        set(4, 30),
+        Err(WireError::Width {
+            what: "switched mask",
+            ..
+        })
+    ));
+    // A party list (seed count) other than the summands.
+    assert!(matches!(
+        set(8, 2),
+        Err(WireError::SeedCount {
+            expected: 3,
+            found: 2,
+            ..
+        })
+    ));
+    // A seed repeated or out of order.
+    let seeds = header_end(&sum, &bytes);
+    let mut repeated = bytes.clone();
+    repeated.copy_within(seeds..seeds + 16, seeds + 16);
+    assert!(matches!(
+        CompactVector::parse_aggregate(&repeated, &expect(100), 3),
+        Err(WireError::SeedOrder {
+            index: 1,
+            previous: 0
+        })
+    ));
+    // Nonzero padding after the last body.
+    let mut padded = bytes.clone();
+    let last = padded.len() - 1;
+    padded[last] |= 0x80;
+    assert!(matches!(
+        CompactVector::parse_aggregate(&padded, &expect(100), 3),
+        Err(WireError::Padding { part: "bodies" })
+    ));
+    // A tampered seed parses (seeds are public randomness) but decrypts to garbage.
+    let mut other_seed = bytes.clone();
+    other_seed[seeds + 16] ^= 1;
+    let garbage = CompactVector::parse_aggregate(&other_seed, &expect(100), 3).unwrap();
+    let fp = FixedPoint::for_parties(3).unwrap();
+    let words = key.decrypt(&garbage.expand()).unwrap();
+    let right = fp.to_plaintext(3);
+    assert!(
+        words
+            .iter()
+            .filter(|&&w| fp.from_plaintext(w) == fp.from_plaintext(right))
+            .count()
+            < 5
     );
-    assert!(ok.is_ok());
 }
 
 #[test]
 fn wire_refuses_every_truncation() {
     let (ct, bytes) = sample_message(3000);
-    let expected = Expected::fresh(key().key_id(), 3000);
-    let body = body_offset(&ct, &bytes);
-    // Every cut in the prefix and header, and a spread of cuts in the body.
-    let cuts = (0..body + 16).chain((body..bytes.len()).step_by(997));
+    let expected = expect(3000);
+    let body = header_end(&ct, &bytes);
+    // Every cut in the prefix and header, and a spread of cuts in the seed and bodies.
+    let cuts = (0..body + 16).chain((body..bytes.len()).step_by(97));
     for cut in cuts {
-        let err = EncryptedVector::from_bytes(&bytes[..cut], &expected).unwrap_err();
+        let err = CompactVector::parse_submission(&bytes[..cut], &expected).unwrap_err();
         assert!(
             matches!(err, WireError::Truncated { .. }),
             "cut at {cut}: {err}"
@@ -457,7 +724,7 @@ fn wire_refuses_every_truncation() {
     let mut longer = bytes.clone();
     longer.push(0);
     assert!(matches!(
-        EncryptedVector::from_bytes(&longer, &expected),
+        CompactVector::parse_submission(&longer, &expected),
         Err(WireError::TrailingBytes { found: 1, .. })
     ));
 }
@@ -465,13 +732,13 @@ fn wire_refuses_every_truncation() {
 #[test]
 fn wire_refuses_every_tampered_header_byte() {
     let (ct, bytes) = sample_message(3000);
-    let expected = Expected::fresh(key().key_id(), 3000);
-    for at in 0..body_offset(&ct, &bytes) {
+    let expected = expect(3000);
+    for at in 0..header_end(&ct, &bytes) {
         for flip in [0x01u8, 0x80, 0xff] {
             let mut tampered = bytes.clone();
             tampered[at] ^= flip;
             assert!(
-                EncryptedVector::from_bytes(&tampered, &expected).is_err(),
+                CompactVector::parse_submission(&tampered, &expected).is_err(),
                 "flipping {flip:#04x} at byte {at} went unnoticed"
             );
         }
@@ -479,17 +746,8 @@ fn wire_refuses_every_tampered_header_byte() {
     let mut magic = bytes.clone();
     magic[0] = b'X';
     assert!(matches!(
-        EncryptedVector::from_bytes(&magic, &expected),
+        CompactVector::parse_submission(&magic, &expected),
         Err(WireError::Magic { .. })
-    ));
-    let mut version = bytes.clone();
-    version[8] = 2;
-    assert!(matches!(
-        EncryptedVector::from_bytes(&version, &expected),
-        Err(WireError::Version {
-            expected: 1,
-            found: 2
-        })
     ));
 }
 
@@ -500,12 +758,12 @@ fn wire_refuses_oversized_header_fields_without_allocating() {
     let mut huge = bytes.clone();
     huge[10..18].copy_from_slice(&u64::MAX.to_le_bytes());
     assert!(matches!(
-        EncryptedVector::from_bytes(&huge, &Expected::fresh(key().key_id(), 10)),
+        CompactVector::parse_submission(&huge, &expect(10)),
         Err(WireError::Header(_))
     ));
     // A header claiming a huge vector, when the receiver expects it: refused before the body.
     let big = MAX_PLAINTEXT_LEN + 1;
-    assert!(EncryptedVector::from_bytes(&bytes, &Expected::fresh(key().key_id(), big)).is_err());
+    assert!(CompactVector::parse_submission(&bytes, &expect(big)).is_err());
 }
 
 proptest! {
@@ -513,8 +771,8 @@ proptest! {
 
     #[test]
     fn prop_random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
-        let expected = Expected::fresh(key().key_id(), 10);
-        prop_assert!(EncryptedVector::from_bytes(&bytes, &expected).is_err());
+        prop_assert!(CompactVector::parse_submission(&bytes, &expect(10)).is_err());
+        prop_assert!(CompactVector::parse_aggregate(&bytes, &expect(10), 3).is_err());
     }
 
     #[test]
@@ -526,7 +784,8 @@ proptest! {
         let message = MESSAGE.get_or_init(|| sample_message(10).1);
         let mut bytes = message[..keep.min(message.len())].to_vec();
         bytes.extend_from_slice(&tail);
-        let _ = EncryptedVector::from_bytes(&bytes, &Expected::fresh(key().key_id(), 10));
+        let _ = CompactVector::parse_submission(&bytes, &expect(10));
+        let _ = CompactVector::parse_aggregate(&bytes, &expect(10), 3);
     }
 }
 
@@ -685,4 +944,52 @@ fn key_id_parses_and_refuses_garbage() {
     assert_eq!(id.to_string().parse::<KeyId>().unwrap(), id);
     assert!("xyz".parse::<KeyId>().is_err());
     assert!(id.to_string()[..62].parse::<KeyId>().is_err());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The envelope: a tampered aggregate is refused, never applied
+
+#[test]
+fn envelope_refuses_aggregates_with_a_tampered_seed_or_party_count() {
+    use hefl::fl::{Envelope, EnvelopeCost, EnvelopeError};
+    let key = std::sync::Arc::new(KeyFile::from_seed([0xa7; 32]).secret_key().unwrap());
+    let fp = FixedPoint::for_parties(3).unwrap();
+    let widths = Widths::new(fp.params().total_bits, 3, DownloadForm::Seeds).unwrap();
+    let envelope = Envelope::he(fp, key, 500, widths);
+    let expect = envelope.expected_he().unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let mut cost = EnvelopeCost::default();
+    let update: Vec<f32> = (0..500).map(|i| (i as f32 - 250.0) / 1000.0).collect();
+    let uploads: Vec<Vec<u8>> = (0..3)
+        .map(|_| {
+            envelope
+                .seal(&update, 1.0, None, &mut rng, &mut cost)
+                .unwrap()
+        })
+        .collect();
+    let mut sum = <CompactVector as Summable>::parse_submission(&uploads[0], &expect).unwrap();
+    for upload in &uploads[1..] {
+        sum.add_submission(upload, &expect).unwrap();
+    }
+    let bytes = sum.to_bytes();
+    let mean = envelope.open(&bytes, 3, &mut cost).unwrap();
+    assert!(mean.iter().zip(&update).all(|(m, u)| (m - u).abs() < 1e-4));
+
+    // One bit of one seed: the masks no longer cancel; the sum decodes to garbage, which
+    // the decoder's range checks refuse (the round is skipped, not applied).
+    let seeds_at = bytes.len() - 3 * 16 - 500usize.div_ceil(64) * widths.body_bits() as usize * 8;
+    for seed in 0..3 {
+        let mut tampered = bytes.clone();
+        tampered[seeds_at + 16 * seed + 5] ^= 0x10;
+        let err = envelope.open(&tampered, 3, &mut cost).unwrap_err();
+        assert!(
+            matches!(err, EnvelopeError::Decode(_)),
+            "seed {seed}: {err}"
+        );
+    }
+    // A sum of three opened as a sum of two, or of four: refused before decryption.
+    for parties in [2, 4] {
+        let err = envelope.open(&bytes, parties, &mut cost).unwrap_err();
+        assert!(matches!(err, EnvelopeError::Payload(_)), "{parties}: {err}");
+    }
 }

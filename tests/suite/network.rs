@@ -7,8 +7,8 @@ use hefl::fl::{
     Hub, HubEvent, HubRules, Mode, PartyId, Plan, Privacy, Round, Submitted, TrainConfig, Uplink,
     plan_for, run,
 };
+use hefl::he::CompactVector;
 use hefl::he::keys::KeyFile;
-use hefl::he::{EncryptedVector, Expected};
 use hefl::quant::FixedPoint;
 use hefl::transport::http::{self, HttpUplink};
 use hefl::transport::{Limits, Tokens};
@@ -589,6 +589,7 @@ fn the_server_refuses_bad_requests_and_keeps_the_round() {
     )
     .expect("plan");
     let slots = hefl::model::param_count(&config.layers) + 1;
+    let expect = plan.expected_he().expect("he plan");
     let hub = Arc::new(Hub::new(plan, HubRules::default(), |_: &HubEvent| {}).expect("hub"));
     let (tokens, issued) = Tokens::generate(3).expect("tokens");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -608,7 +609,14 @@ fn the_server_refuses_bad_requests_and_keeps_the_round() {
     let words: Vec<u64> = (0..slots as i64)
         .map(|i| fp.to_plaintext(i % 5 - 2))
         .collect();
-    let good = key.encrypt(&words).expect("encrypt").to_bytes();
+    // Every party's own encryption of the same words (a sum refuses a seed twice).
+    let seal = |key: &hefl::he::keys::SecretKey, words: &[u64]| {
+        key.prepare(words.len())
+            .and_then(|prepared| prepared.seal(words, &expect.widths))
+            .expect("encrypt")
+            .to_bytes()
+    };
+    let good = seal(&key, &words);
     let update = "/v1/rounds/0/update";
 
     // Authentication.
@@ -662,9 +670,9 @@ fn the_server_refuses_bad_requests_and_keeps_the_round() {
         (409, true),
         "{message}"
     );
-    let other_key = other.encrypt(&words).expect("encrypt").to_bytes();
+    let other_key = seal(&other, &words);
     refused(update, &other_key, 422, "key id");
-    let longer = key.encrypt(&[0; 3000]).expect("encrypt").to_bytes();
+    let longer = seal(&key, &[0; 3000]);
     refused(update, &longer, 422, "values, expected");
     let mut other_params = good.clone();
     other_params[18] ^= 1;
@@ -678,7 +686,7 @@ fn the_server_refuses_bad_requests_and_keeps_the_round() {
     // None of that disturbed the round: parties 1 and 2 complete it and all fetch the sum.
     for uplink in &mut uplinks[1..] {
         assert_eq!(
-            uplink.submit(Round(0), good.clone()).expect("submit"),
+            uplink.submit(Round(0), seal(&key, &words)).expect("submit"),
             Submitted::Accepted
         );
     }
@@ -704,16 +712,8 @@ fn the_server_refuses_bad_requests_and_keeps_the_round() {
         let published = uplink.fetch(Round(0)).expect("fetch");
         assert_eq!(published.parties, [PartyId(0), PartyId(1), PartyId(2)]);
         let bytes = &published.bytes;
-        let sum = EncryptedVector::from_bytes(
-            bytes,
-            &Expected {
-                key_id: key.key_id(),
-                plaintext_len: slots,
-                max_summands: 3,
-            },
-        )
-        .expect("valid sum");
-        let decoded = fp.decode_integers(&key.decrypt(&sum).expect("decrypt"));
+        let sum = CompactVector::parse_aggregate(bytes, &expect, 3).expect("valid sum");
+        let decoded = fp.decode_integers(&key.decrypt(&sum.expand()).expect("decrypt"));
         let expected: Vec<i64> = (0..slots as i64).map(|i| 3 * (i % 5 - 2)).collect();
         assert_eq!(decoded, expected);
     }

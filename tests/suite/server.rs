@@ -3,7 +3,8 @@
 
 use hefl::fl::{PartyId, PayloadError, PlainSum, Refusal, Round, Server, ServerConfig, Summable};
 use hefl::he::keys::KeyFile;
-use hefl::he::{EncryptedVector, Expected, WireError};
+use hefl::he::keys::SecretKey;
+use hefl::he::{CompactVector, DownloadForm, Expected, Widths, WireError};
 use std::time::{Duration, Instant};
 
 const LEN: usize = 5;
@@ -162,14 +163,31 @@ fn bad_configurations_are_refused() {
     }
 }
 
+/// The federation of these tests: t = 24 bits (words `z << 40`), `parties`, `form`.
+fn he_expect(key: &SecretKey, len: usize, parties: u32, form: DownloadForm) -> Expected {
+    Expected {
+        key_id: key.key_id(),
+        plaintext_len: len,
+        widths: Widths::new(24, parties, form).unwrap(),
+    }
+}
+
+/// One upload of `words` under `key` at `expect`'s widths.
+fn upload(key: &SecretKey, words: &[u64], expect: &Expected) -> CompactVector {
+    key.prepare(words.len())
+        .unwrap()
+        .seal(words, &expect.widths)
+        .unwrap()
+}
+
 #[test]
-fn he_server_refuses_other_key_parameter_set_and_length() {
+fn he_server_refuses_other_key_parameter_set_length_and_width() {
     let key = KeyFile::from_seed([3; 32]).secret_key().unwrap();
     let other = KeyFile::from_seed([4; 32]).secret_key().unwrap();
     let t0 = Instant::now();
-    let expect = Expected::fresh(key.key_id(), LEN);
-    let mut server = Server::<EncryptedVector>::new(config(2, 2), expect, t0).unwrap();
-    let good = key.encrypt(&[1 << 40; LEN]).unwrap().to_bytes();
+    let expect = he_expect(&key, LEN, 2, DownloadForm::Seeds);
+    let mut server = Server::<CompactVector>::new(config(2, 2), expect, t0).unwrap();
+    let good = upload(&key, &[1 << 40; LEN], &expect).to_bytes();
 
     let wire = |r: Result<(), Refusal>| match r {
         Err(Refusal::Payload {
@@ -178,15 +196,21 @@ fn he_server_refuses_other_key_parameter_set_and_length() {
         }) => e,
         other => panic!("expected a wire refusal, got {other:?}"),
     };
-    let other_key = other.encrypt(&[1 << 40; LEN]).unwrap().to_bytes();
+    let other_key = upload(&other, &[1 << 40; LEN], &expect).to_bytes();
     assert!(matches!(
         wire(server.submit(PartyId(0), Round(0), &other_key, t0)),
         WireError::KeyId { .. }
     ));
-    let other_len = key.encrypt(&[1 << 40; LEN + 1]).unwrap().to_bytes();
+    let other_len = upload(&key, &[1 << 40; LEN + 1], &expect).to_bytes();
     assert!(matches!(
         wire(server.submit(PartyId(0), Round(0), &other_len, t0)),
         WireError::Length { .. }
+    ));
+    let wider = he_expect(&key, LEN, 100, DownloadForm::Seeds);
+    let other_width = upload(&key, &[1 << 40; LEN], &wider).to_bytes();
+    assert!(matches!(
+        wire(server.submit(PartyId(0), Round(0), &other_width, t0)),
+        WireError::Width { .. }
     ));
     // The parameter-set name sits right after magic, version and its length prefix.
     let mut other_params = good.clone();
@@ -196,18 +220,28 @@ fn he_server_refuses_other_key_parameter_set_and_length() {
         WireError::ParameterSet { .. }
     ));
     // A sum posing as a fresh update is refused too.
-    let fresh = key.encrypt(&[1 << 40; LEN]).unwrap();
-    let two = EncryptedVector::sum([&fresh, &fresh]).unwrap().to_bytes();
+    let two = CompactVector::sum([
+        &upload(&key, &[1 << 40; LEN], &expect),
+        &upload(&key, &[1 << 40; LEN], &expect),
+    ])
+    .unwrap()
+    .to_bytes();
     assert!(matches!(
         wire(server.submit(PartyId(0), Round(0), &two, t0)),
         WireError::Summands { .. }
     ));
 
     server.submit(PartyId(0), Round(0), &good, t0).unwrap();
-    server.submit(PartyId(1), Round(0), &good, t0).unwrap();
+    // The same upload again, from another party: one encryption cannot count twice.
+    assert!(matches!(
+        wire(server.submit(PartyId(1), Round(0), &good, t0)),
+        WireError::RepeatedSeed
+    ));
+    let second = upload(&key, &[1 << 40; LEN], &expect).to_bytes();
+    server.submit(PartyId(1), Round(0), &second, t0).unwrap();
     let published = server.aggregate(Round(0)).unwrap().unwrap();
-    let sum = EncryptedVector::parse_aggregate(&published.bytes, &expect, 2).unwrap();
-    let words = key.decrypt(&sum).unwrap();
+    let sum = CompactVector::parse_aggregate(&published.bytes, &expect, 2).unwrap();
+    let words = key.decrypt(&sum.expand()).unwrap();
     assert!(words.iter().all(|w| w.wrapping_add(1 << 39) >> 40 == 2));
 }
 
@@ -216,57 +250,56 @@ fn folded_he_submissions_decrypt_to_the_sum_and_refused_ones_change_nothing() {
     let key = KeyFile::from_seed([5; 32]).secret_key().unwrap();
     let other = KeyFile::from_seed([6; 32]).secret_key().unwrap();
     let len = 3000; // two ciphertexts, the second partly filled
-    let t0 = Instant::now();
     let parties = 5u32;
-    let mut server = Server::<EncryptedVector>::new(
-        config(parties, parties),
-        Expected::fresh(key.key_id(), len),
-        t0,
-    )
-    .unwrap();
-    let words = |p: u64| -> Vec<u64> { (0..len as u64).map(|i| (i * 7 + p) << 40).collect() };
-    let fresh = |p: u64| key.encrypt(&words(p)).unwrap().to_bytes();
-    server.submit(PartyId(0), Round(0), &fresh(0), t0).unwrap();
-    let bad = [
-        other.encrypt(&words(1)).unwrap().to_bytes(),
-        fresh(1)[..fresh(1).len() - 8].to_vec(),
-        key.encrypt(&words(1)[..len - 1]).unwrap().to_bytes(),
-        {
-            let one = key.encrypt(&words(1)).unwrap();
-            EncryptedVector::sum([&one, &one]).unwrap().to_bytes()
-        },
-    ];
-    for bytes in &bad {
-        assert!(matches!(
-            server.submit(PartyId(1), Round(0), bytes, t0),
-            Err(Refusal::Payload {
-                source: PayloadError::Wire(_),
-                ..
-            })
-        ));
+    for form in [DownloadForm::Seeds, DownloadForm::Switched] {
+        let t0 = Instant::now();
+        let expect = he_expect(&key, len, parties, form);
+        let mut server =
+            Server::<CompactVector>::new(config(parties, parties), expect, t0).unwrap();
+        let words = |p: u64| -> Vec<u64> { (0..len as u64).map(|i| (i * 7 + p) << 40).collect() };
+        let fresh = |p: u64| upload(&key, &words(p), &expect).to_bytes();
+        server.submit(PartyId(0), Round(0), &fresh(0), t0).unwrap();
+        let one = fresh(1);
+        let bad = [
+            upload(&other, &words(1), &expect).to_bytes(),
+            one[..one.len() - 8].to_vec(),
+            upload(&key, &words(1)[..len - 1], &expect).to_bytes(),
+            CompactVector::sum([
+                &upload(&key, &words(1), &expect),
+                &upload(&key, &words(1), &expect),
+            ])
+            .unwrap()
+            .to_bytes(),
+        ];
+        for bytes in &bad {
+            assert!(matches!(
+                server.submit(PartyId(1), Round(0), bytes, t0),
+                Err(Refusal::Payload {
+                    source: PayloadError::Wire(_),
+                    ..
+                })
+            ));
+        }
+        for p in 1..parties {
+            server
+                .submit(PartyId(p), Round(0), &fresh(u64::from(p)), t0)
+                .unwrap();
+        }
+        let published = server.aggregate(Round(0)).unwrap().expect("closed");
+        let sum = CompactVector::parse_aggregate(&published.bytes, &expect, parties).unwrap();
+        assert_eq!(sum.summands(), parties);
+        assert_eq!(sum.mask_bits().is_some(), form == DownloadForm::Switched);
+        let decrypted: Vec<u64> = key
+            .decrypt(&sum.expand())
+            .unwrap()
+            .iter()
+            .map(|w| w.wrapping_add(1 << 39) >> 40)
+            .collect();
+        let expected: Vec<u64> = (0..len as u64)
+            .map(|i| (0..u64::from(parties)).map(|p| i * 7 + p).sum::<u64>() & ((1 << 24) - 1))
+            .collect();
+        assert_eq!(decrypted, expected, "{form}");
     }
-    for p in 1..parties {
-        server
-            .submit(PartyId(p), Round(0), &fresh(u64::from(p)), t0)
-            .unwrap();
-    }
-    let published = server.aggregate(Round(0)).unwrap().expect("closed");
-    let expect = Expected {
-        max_summands: parties,
-        ..Expected::fresh(key.key_id(), len)
-    };
-    let sum = EncryptedVector::from_bytes(&published.bytes, &expect).unwrap();
-    assert_eq!(sum.summands(), parties);
-    let decrypted: Vec<u64> = key
-        .decrypt(&sum)
-        .unwrap()
-        .iter()
-        .map(|w| w.wrapping_add(1 << 39) >> 40)
-        .collect();
-    let expected: Vec<u64> = (0..len as u64)
-        .map(|i| (0..u64::from(parties)).map(|p| i * 7 + p).sum::<u64>() & ((1 << 24) - 1))
-        .collect();
-    assert_eq!(decrypted, expected);
 }
 
 #[test]
@@ -354,10 +387,12 @@ impl hefl::fl::Uplink for Garbling {
         mut bytes: Vec<u8>,
     ) -> Result<hefl::fl::Submitted, hefl::fl::UplinkError> {
         if round == self.at {
-            // The header (magic, version, bincode) is under 600 bytes; the body is words
-            // modulo 2^64, so any bytes there pass the server's checks.
+            // The header (magic, version, bincode) and the seed are under 600 bytes; the
+            // bodies are values modulo 2^body_bits, so any bytes there pass the server's
+            // checks (but for the zero padding of the last block, left alone here).
             let mut rng = <rand_chacha::ChaCha20Rng as rand::SeedableRng>::seed_from_u64(7);
-            rand::RngCore::fill_bytes(&mut rng, &mut bytes[600..]);
+            let end = bytes.len() - 512;
+            rand::RngCore::fill_bytes(&mut rng, &mut bytes[600..end]);
         }
         self.inner.submit(round, bytes)
     }

@@ -168,21 +168,23 @@ fn he_and_plain_federated_runs_give_bit_identical_models() {
         let overhead = he_run.overhead.expect("federated runs report overhead");
         assert_eq!(overhead.privacy, Privacy::He);
         assert!(overhead.client_cpu.encrypt_seconds > 0.0);
-        // The parameters plus the weight slot, packed 2048 per ciphertext.
+        // The parameters plus the weight slot, as a compact upload at the run's widths.
         let slots = hefl::model::param_count(&he.layers) + 1;
-        assert_eq!(
-            overhead.client_cpu.bytes_per_update,
-            he_bytes(hefl::he::params::PARAMS.ciphertexts_for(slots))
-        );
+        assert_eq!(overhead.client_cpu.bytes_per_update, he_bytes(slots, &he));
         assert_eq!(plain_run.overhead.unwrap().client_cpu.encrypt_seconds, 0.0);
     }
 }
 
-/// Wire bytes of a fresh ciphertext of `count` GLWE ciphertexts.
-fn he_bytes(count: usize) -> usize {
+/// Wire bytes of an upload of `slots` values in the federation of `config`.
+fn he_bytes(slots: usize, config: &TrainConfig) -> usize {
     let key = KeyFile::from_seed([1; 32]).secret_key().unwrap();
-    let len = count * hefl::he::params::PARAMS.values_per_ciphertext();
-    key.encrypt(&vec![0; len]).unwrap().to_bytes().len()
+    let widths = config.widths().unwrap();
+    let upload = key
+        .prepare(slots)
+        .unwrap()
+        .seal(&vec![0; slots], &widths)
+        .unwrap();
+    upload.to_bytes().len()
 }
 
 #[test]
