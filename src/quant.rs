@@ -20,9 +20,9 @@
 //! # Headroom, checked by [`FixedPoint::new`]
 //!
 //! With M = ceil(c·2^f) the largest |z| one party can produce and P = `max_parties`, every
-//! sum of P values must fit a signed t-bit integer: P·M < 2^(t−1). So t needs
-//! b = bits(M) + 1 bits for one party and ceil(log2(P + 1)) more for the sum;
-//! [`FixedPoint::sized`] takes exactly that. What the decoding budget Δ/2 = 2^(63−t) must
+//! sum of P values must fit a signed t-bit integer: P·M < 2^(t−1); [`FixedPoint::sized`]
+//! takes the least such t. For M = 2^19 (c = 8, f = 16) a party's value needs b = 20 bits
+//! and a sum t = b + ceil(log2(P + 1)). What the decoding budget Δ/2 = 2^(63−t) must
 //! absorb (encryption noise, rounded ciphertext bodies and masks) is checked by
 //! [`crate::he::Widths`], which sizes the compact ciphertexts from t and P.
 //!
@@ -338,14 +338,14 @@ impl FixedPoint {
     }
 
     /// The encoding with clip c and f fractional bits for up to `max_parties`, with the least
-    /// t that cannot wrap: t = bits(ceil(c·2^f)) + 1 + ceil(log2(P + 1)) (see the
+    /// t that cannot wrap: the least t with P·ceil(c·2^f) < 2^(t−1) (see the
     /// [module docs](self)). Refuses, with a setting that works, when no t up to 63 fits.
     ///
     /// ```
     /// use hefl::quant::FixedPoint;
     ///
     /// assert_eq!(FixedPoint::sized(8.0, 24, 3)?.params().total_bits, 30);
-    /// assert_eq!(FixedPoint::sized(1.0, 12, 10)?.params().total_bits, 18);
+    /// assert_eq!(FixedPoint::sized(1.0, 12, 10)?.params().total_bits, 17);
     /// assert!(FixedPoint::sized(8.0, 62, 3).is_err());
     /// # Ok::<(), hefl::quant::QuantError>(())
     /// ```

@@ -32,7 +32,7 @@
 //! let seeds = Widths::new(22, 3, DownloadForm::Seeds)?;
 //! assert_eq!((seeds.body_bits(), seeds.mask_bits()), (25, None));
 //! let switched = Widths::new(22, 3, DownloadForm::Switched)?;
-//! assert_eq!(switched.mask_bits(), Some(33));
+//! assert_eq!(switched.mask_bits(), Some(32));
 //! // t = 60 would need 64-bit-plus bodies.
 //! assert!(Widths::new(60, 3, DownloadForm::Seeds).is_err());
 //! # Ok::<(), hefl::he::HeadroomError>(())

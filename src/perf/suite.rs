@@ -67,7 +67,7 @@ pub struct AggregationRow {
 }
 
 /// What one party sends and receives per round in one mode.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct BytesRow {
     /// The privacy mode (`he-seeds` and `he-switched` for the two download forms).
     pub mode: &'static str,
@@ -77,6 +77,9 @@ pub struct BytesRow {
     pub upload: usize,
     /// Bytes downloaded (the published sum).
     pub download: usize,
+    /// `he`: a client's time to open that sum (parse, regenerate or unpack the masks,
+    /// decrypt), all threads; `None` for the clear modes.
+    pub open: Option<Timing>,
 }
 
 /// Encryption or decryption of one vector length at one thread count.
@@ -159,6 +162,7 @@ pub fn run(options: Options, progress: &mut dyn FnMut(&str)) -> Result<Report, P
                 parties,
                 upload: plain.message_len(),
                 download: plain_download,
+                open: None,
             });
         }
         for (mode, form) in [
@@ -166,11 +170,24 @@ pub fn run(options: Options, progress: &mut dyn FnMut(&str)) -> Result<Report, P
             ("he-switched", DownloadForm::Switched),
         ] {
             let he = Submissions::<CompactVector>::he(&key, parties, form)?;
+            let download = he.round(parties)?.bytes;
+            let (budget, min, max) = options.runs(Duration::from_millis(2) * parties);
+            let open = measure(budget, min, max, || {
+                let sum = CompactVector::parse_aggregate(&download, he.expect(), parties)
+                    .map_err(crate::fl::PayloadError::from)?;
+                Ok::<_, PerfError>(key.decrypt(&sum.expand())?)
+            })?;
+            progress(&format!(
+                "bytes: {mode} P={parties}: download {} bytes, client open {:.2} ms",
+                download.len(),
+                open.median * 1e3
+            ));
             bytes.push(BytesRow {
                 mode,
                 parties,
                 upload: he.message_len(),
-                download: he.round(parties)?.bytes.len(),
+                download: download.len(),
+                open: Some(open),
             });
         }
     }
@@ -385,22 +402,67 @@ impl Report {
              The f32 update is {} bytes ({} values × 4). `he` uploads are compact (a 16-byte \
              seed and bodies rounded to the widths the party count needs); the download is the \
              round's sum in each form.\n\n\
-             | mode | parties | upload | download | upload × f32 update | download × f32 update |\n\
-             |---|---:|---:|---:|---:|---:|\n",
+             | mode | parties | upload | download | upload × f32 update | download × f32 update | client open |\n\
+             |---|---:|---:|---:|---:|---:|---:|\n",
             self.f32_update_bytes,
             workloads::model_len()
         );
         let f32_bytes = self.f32_update_bytes as f64;
         for row in &self.bytes {
+            let open = row
+                .open
+                .map_or("".into(), |t| format!("{:.2} ms", t.median * 1e3));
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {:.3} | {:.3} |",
+                "| {} | {} | {} | {} | {:.3} | {:.3} | {open} |",
                 row.mode,
                 row.parties,
                 row.upload,
                 row.download,
                 row.upload as f64 / f32_bytes,
                 row.download as f64 / f32_bytes
+            );
+        }
+        md.push_str(&self.crossover_markdown());
+        md
+    }
+
+    /// Where the seeds download stops paying: every client regenerating P masks against
+    /// downloading the switched mask, at the measured open times and a few link speeds.
+    fn crossover_markdown(&self) -> String {
+        let row = |mode: &str, parties: u32| {
+            self.bytes
+                .iter()
+                .find(|r| r.mode == mode && r.parties == parties)
+        };
+        let mut md = String::from(
+            "\nDownload form crossover: a client opening the seeds form regenerates P masks; the \
+             switched form costs extra bytes instead. Seeds win while P × (extra open time per \
+             party) stays below (extra switched bytes) / link speed:\n\n\
+             | parties | extra open time of seeds | extra bytes of switched | break-even link |\n\
+             |---:|---:|---:|---:|\n",
+        );
+        for parties in BYTES_PARTIES {
+            let (Some(seeds), Some(switched)) =
+                (row("he-seeds", parties), row("he-switched", parties))
+            else {
+                continue;
+            };
+            let (Some(a), Some(b)) = (seeds.open, switched.open) else {
+                continue;
+            };
+            let extra_time = a.median - b.median;
+            let extra_bytes = switched.download as f64 - seeds.download as f64;
+            let link = if extra_time > 0.0 {
+                format!("{:.0} Mbit/s", extra_bytes * 8.0 / extra_time / 1e6)
+            } else {
+                "seeds always".into()
+            };
+            let _ = writeln!(
+                md,
+                "| {parties} | {:.2} ms | {:.0} | {link} |",
+                extra_time * 1e3,
+                extra_bytes
             );
         }
         md

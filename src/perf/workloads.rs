@@ -371,6 +371,11 @@ impl Submissions<PlainSum> {
 }
 
 impl<S: Summable> Submissions<S> {
+    /// What the server checks each submission against.
+    pub fn expect(&self) -> &S::Expect {
+        &self.expect
+    }
+
     /// Bytes one party uploads.
     pub fn message_len(&self) -> usize {
         self.messages.first().map_or(0, Vec::len)

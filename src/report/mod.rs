@@ -67,7 +67,8 @@ pub fn accuracy_table(runs: &[(&str, &RunMetrics)]) -> String {
 ///         encrypt_seconds: 8.0,
 ///         decrypt_seconds: 5.0,
 ///         decode_seconds: 1.0,
-///         bytes_per_update: 1_638_536,
+///         bytes_per_update: 318_356,
+///         ..EnvelopeCost::default()
 ///     },
 ///     skipped_rounds: vec![],
 /// };
