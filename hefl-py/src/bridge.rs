@@ -84,7 +84,7 @@ impl Sealer {
     }
 
     /// Values per update.
-    pub fn len(&self) -> usize {
+    pub fn values(&self) -> usize {
         self.len
     }
 

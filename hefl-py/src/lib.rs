@@ -16,6 +16,14 @@
 
 pub mod bridge;
 
+/// Rust's allocations in this module (an update's words, ciphertexts and wire bytes, a few
+/// MB per call) come from mimalloc, as in the `hefl` CLI: it keeps freed pages for reuse,
+/// where glibc's malloc in a Python process returns them to the system after each call and
+/// faults them in again on the next (measured: about 1,000 page faults and a third more time
+/// per sealed 101,770-value update). Python's own objects are unaffected.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -182,7 +190,7 @@ impl Envelope {
     /// Values per update.
     #[getter]
     fn length(&self) -> usize {
-        self.sealer.len()
+        self.sealer.values()
     }
 
     /// The largest number of updates an aggregate may sum.
@@ -237,7 +245,7 @@ impl Envelope {
         format!(
             "Envelope(key_id='{}', length={}, max_parties={})",
             self.key_id,
-            self.sealer.len(),
+            self.sealer.values(),
             self.sealer.max_parties()
         )
     }
