@@ -52,7 +52,12 @@ for node in 0 1 2; do
         > "$work/logs/supernode$node.log" 2>&1 &
     pids+=($!)
 done
-sleep 2
+# Wait until the SuperLink listens (the ServerApp itself waits for the three nodes).
+for _ in $(seq 120); do
+    python -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1)' \
+        "$link_port" 2>/dev/null && break
+    sleep 0.5
+done
 
 # The ServerApp gets the public key id only.
 flwr run "$here" hefl-local --stream \

@@ -37,6 +37,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
 class Processes:
     """Started processes, each in its own process group, all ended at teardown."""
 
@@ -189,7 +197,7 @@ def test_he_fedavg_on_the_deployment_engine(tmp_path: Path, processes: Processes
 
     start_node(0, key_in_env=False)
     start_node(1, key_in_env=False)
-    time.sleep(2)
+    wait_for(lambda: listening(link_port), "the SuperLink", processes, 60)
     run_config = (
         f"hefl-key-id='{key_id}' result-dir='{results}' num-server-rounds={ROUNDS} "
         f"local-steps={LOCAL_STEPS} wait-nodes=3"
