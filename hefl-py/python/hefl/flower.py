@@ -210,6 +210,10 @@ class HeflMod:
         evaluate_metrics: the same for evaluate replies (default: none).
         examples_key: the metric holding the number of training examples, the FedAvg weight.
 
+    Evaluate messages also carry catch-up aggregates: register an ``@app.evaluate()``
+    function, or run the strategy with ``fraction_evaluate=0.0`` (Flower refuses a message
+    type the ClientApp has no function for, before any mod runs).
+
     The key file comes from node config ``hefl-key`` or else environment ``HEFL_KEY``, never
     from ``run_config``. With node config ``hefl-model-out`` set to a path, the node writes its
     current model there (``numpy.savez``, mode 0600) whenever it applies aggregates.
