@@ -1,0 +1,1 @@
+"""MNIST with HE FedAvg: hefl's example Flower app."""

@@ -1,0 +1,1 @@
+"""hefl's end-to-end test app for Flower."""

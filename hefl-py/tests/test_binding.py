@@ -1,0 +1,393 @@
+"""Unit tests of the binding: keys, sealing, keyless sums, and refusal of bad input."""
+
+from __future__ import annotations
+
+import doctest
+import os
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import hefl
+import hefl.errors
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def key_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("keys") / "hefl.key"
+    hefl.generate_key(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def key(key_path: Path) -> hefl.SecretKey:
+    return hefl.SecretKey.load(key_path)
+
+
+@pytest.fixture(scope="module")
+def other_key(tmp_path_factory: pytest.TempPathFactory) -> hefl.SecretKey:
+    path = tmp_path_factory.mktemp("other") / "hefl.key"
+    hefl.generate_key(path)
+    return hefl.SecretKey.load(path)
+
+
+def vector(n: int, seed: int, scale: float = 0.1) -> np.ndarray:
+    return (np.random.default_rng(seed).standard_normal(n) * scale).astype(np.float32)
+
+
+# --- keys -------------------------------------------------------------------------------
+
+
+def test_generated_key_file_is_private_and_loads_with_its_id(tmp_path: Path) -> None:
+    path = tmp_path / "keys" / "hefl.key"
+    key_id = hefl.generate_key(path)
+    assert len(key_id) == 64 and int(key_id, 16) >= 0
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    assert hefl.key_id(path) == key_id
+    assert hefl.SecretKey.load(path).key_id == key_id
+    assert key_id in repr(hefl.SecretKey.load(path))
+
+
+def test_generate_refuses_to_overwrite_unless_forced(tmp_path: Path) -> None:
+    path = tmp_path / "hefl.key"
+    first = hefl.generate_key(path)
+    with pytest.raises(hefl.KeyFileExistsError, match="refusing to overwrite"):
+        hefl.generate_key(path)
+    assert hefl.key_id(path) == first
+    assert hefl.generate_key(path, force=True) != first
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660])
+def test_key_file_readable_by_others_is_refused(tmp_path: Path, mode: int) -> None:
+    path = tmp_path / "hefl.key"
+    hefl.generate_key(path)
+    path.chmod(mode)
+    for load in (hefl.SecretKey.load, hefl.key_id):
+        with pytest.raises(hefl.InsecureKeyFileError, match=f"{mode:04o}.*chmod 600"):
+            load(path)
+    with pytest.raises(PermissionError):
+        hefl.SecretKey.load(path)
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        (b"", "not a hefl key file"),
+        (b"{}", "not a hefl key file"),
+        (b"\xff\xfe garbage", "not a hefl key file"),
+        (b"x" * 5000, "at most 4096 bytes"),
+    ],
+)
+def test_malformed_key_file_is_refused(tmp_path: Path, content: bytes, match: str) -> None:
+    path = tmp_path / "hefl.key"
+    path.write_bytes(content)
+    path.chmod(0o600)
+    with pytest.raises(hefl.KeyFileError, match=match):
+        hefl.SecretKey.load(path)
+
+
+def test_edited_key_id_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "hefl.key"
+    key_id = hefl.generate_key(path)
+    text = path.read_text().replace(key_id, "0" * 64)
+    path.write_text(text)
+    with pytest.raises(hefl.KeyFileError, match="hashes to"):
+        hefl.SecretKey.load(path)
+
+
+def test_missing_key_file_and_directory_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(hefl.KeyFileError, match="No such file"):
+        hefl.SecretKey.load(tmp_path / "absent.key")
+    with pytest.raises(hefl.KeyFileError, match="a directory"):
+        hefl.SecretKey.load(tmp_path)
+
+
+def test_key_from_hefl_keygen_loads_in_python(tmp_path: Path) -> None:
+    binary = os.environ.get("HEFL_BIN") or shutil.which("hefl") or REPO / "target/debug/hefl"
+    if not Path(binary).exists():
+        pytest.skip(f"no hefl binary at {binary} (build it with `cargo build`)")
+    path = tmp_path / "cli.key"
+    out = subprocess.run(
+        [str(binary), "keygen", "--out", str(path)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.stdout.split()[0] == hefl.SecretKey.load(path).key_id
+
+
+# --- seal, sum, open --------------------------------------------------------------------
+
+
+def test_weighted_mean_of_three_parties(key: hefl.SecretKey) -> None:
+    n = 5000
+    updates = [vector(n, seed) for seed in range(3)]
+    weights = [0.2, 0.5, 1.0]
+    envelope = hefl.Envelope(key, n, max_parties=3)
+    total = hefl.KeylessSum(key.key_id, n, max_parties=3)
+    for update, weight in zip(updates, weights):
+        total.add(envelope.seal(update, weight))
+    assert total.count == len(total) == 3
+    mean = envelope.open(total.to_bytes(), parties=3)
+    expected = sum(w * u.astype(np.float64) for u, w in zip(updates, weights)) / sum(weights)
+    assert mean.dtype == np.float32 and mean.shape == (n,)
+    np.testing.assert_allclose(mean, expected, atol=1e-6)
+    # Decoding is deterministic: every client gets the same bits.
+    assert np.array_equal(envelope.open(total.to_bytes(), parties=3), mean)
+
+
+def test_values_beyond_the_clip_bound_are_clipped(key: hefl.SecretKey) -> None:
+    envelope = hefl.Envelope(key, 3, max_parties=1)
+    opened = envelope.open(envelope.seal(np.array([100, -100, 1], np.float32)), 1)
+    assert opened.tolist() == [8.0, -8.0, 1.0]
+
+
+def test_the_input_array_is_not_modified(key: hefl.SecretKey) -> None:
+    values = vector(100, 1)
+    before = values.copy()
+    hefl.Envelope(key, 100).seal(values, 0.5)
+    assert np.array_equal(values, before)
+
+
+def test_envelope_properties(key: hefl.SecretKey) -> None:
+    envelope = hefl.Envelope(key, 7, max_parties=5)
+    assert (envelope.length, envelope.max_parties, envelope.key_id) == (7, 5, key.key_id)
+    assert "length=7" in repr(envelope)
+    assert hefl.Envelope(key, 7).max_parties == hefl.DEFAULT_MAX_PARTIES
+
+
+# --- bad input from Python --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "values, error, match",
+    [
+        (np.zeros(10, np.float64), TypeError, "dtype float32, got float64"),
+        (np.zeros(10, np.int32), TypeError, "dtype float32, got int32"),
+        (np.zeros(20, np.float32)[::2], ValueError, "C-contiguous"),
+        (np.zeros(9, np.float32), hefl.LengthError, "expected 10 values, got 9"),
+        (np.zeros(11, np.float32), hefl.LengthError, "expected 10 values, got 11"),
+        (np.zeros((2, 5), np.float32), hefl.LengthError, "1-D array, got shape \\[2, 5\\]"),
+        ([0.0] * 10, TypeError, "numpy.ndarray of dtype float32, got list"),
+        (b"0" * 40, TypeError, "got bytes"),
+        (np.array([np.nan] + [0.0] * 9, np.float32), hefl.EncodeError, "NaN|finite"),
+        (np.array([np.inf] + [0.0] * 9, np.float32), hefl.EncodeError, "NaN|finite"),
+    ],
+)
+def test_seal_refuses_bad_values(
+    key: hefl.SecretKey, values: object, error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        hefl.Envelope(key, 10).seal(values, 1.0)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("weight", [0.0, -0.5, 1.01, float("nan"), float("inf")])
+def test_seal_refuses_a_weight_outside_0_1(key: hefl.SecretKey, weight: float) -> None:
+    with pytest.raises(ValueError, match=r"weight must be a number in \(0, 1\]"):
+        hefl.Envelope(key, 3).seal(np.ones(3, np.float32), weight)
+
+
+@pytest.mark.parametrize("length", [0, 1 << 26])
+def test_envelope_and_sum_refuse_impossible_lengths(key: hefl.SecretKey, length: int) -> None:
+    with pytest.raises(hefl.LengthError, match="length must be between 1 and"):
+        hefl.Envelope(key, length)
+    with pytest.raises(hefl.LengthError, match="length must be between 1 and"):
+        hefl.KeylessSum(key.key_id, length)
+
+
+def test_max_parties_zero_is_a_config_error(key: hefl.SecretKey) -> None:
+    with pytest.raises(hefl.ConfigError):
+        hefl.Envelope(key, 3, max_parties=0)
+    with pytest.raises(hefl.ConfigError):
+        hefl.KeylessSum(key.key_id, 3, max_parties=0)
+    with pytest.raises(OverflowError):
+        hefl.Envelope(key, 3, max_parties=-1)
+
+
+@pytest.mark.parametrize("key_id", ["", "abc", "g" * 64, "0" * 63])
+def test_sum_refuses_a_malformed_key_id(key_id: str) -> None:
+    with pytest.raises(ValueError, match="expected 64 hex digits"):
+        hefl.KeylessSum(key_id, 3)
+
+
+@pytest.fixture(scope="module")
+def sealed(key: hefl.SecretKey) -> bytes:
+    return hefl.Envelope(key, 300, max_parties=3).seal(vector(300, 7), 1.0)
+
+
+@pytest.mark.parametrize(
+    "mangle, error, match",
+    [
+        (lambda m: m[:5], hefl.MessageError, "truncated"),
+        (lambda m: m[:100], hefl.MessageError, "truncated|header"),
+        (lambda m: m[:-1], hefl.MessageError, "truncated|body"),
+        (lambda m: m + b"\0", hefl.MessageError, "unexpected bytes"),
+        (lambda m: b"", hefl.MessageError, "truncated"),
+        (lambda m: b"GIF89a" + m[6:], hefl.MessageError, "not a hefl ciphertext"),
+        (lambda m: os.urandom(len(m)), hefl.MessageError, "not a hefl ciphertext"),
+        (lambda m: m[:8] + b"\x09\x00" + m[10:], hefl.MessageError, "version 9"),
+    ],
+)
+def test_sum_refuses_truncated_or_foreign_bytes(
+    key: hefl.SecretKey, sealed: bytes, mangle, error: type[Exception], match: str
+) -> None:
+    total = hefl.KeylessSum(key.key_id, 300, max_parties=3)
+    total.add(sealed)
+    before = total.to_bytes()
+    with pytest.raises(error, match=match):
+        total.add(mangle(sealed))
+    assert total.count == 1 and total.to_bytes() == before
+
+
+def test_sum_refuses_another_key_naming_both_ids(
+    key: hefl.SecretKey, other_key: hefl.SecretKey
+) -> None:
+    foreign = hefl.Envelope(other_key, 300).seal(vector(300, 1))
+    total = hefl.KeylessSum(key.key_id, 300)
+    with pytest.raises(hefl.KeyMismatchError) as raised:
+        total.add(foreign)
+    assert other_key.key_id in str(raised.value) and key.key_id in str(raised.value)
+    assert total.count == 0
+
+
+def test_sum_refuses_another_length(key: hefl.SecretKey, sealed: bytes) -> None:
+    with pytest.raises(hefl.MessageError, match="of 301 values, expected 300"):
+        hefl.KeylessSum(key.key_id, 299).add(sealed)
+
+
+def test_sum_refuses_an_aggregate_as_a_submission(key: hefl.SecretKey, sealed: bytes) -> None:
+    total = hefl.KeylessSum(key.key_id, 300)
+    total.add(sealed)
+    total.add(sealed)
+    with pytest.raises(hefl.MessageError, match="sums 2 encryptions, expected between 1 and 1"):
+        hefl.KeylessSum(key.key_id, 300).add(total.to_bytes())
+
+
+def test_sum_stops_at_max_parties(key: hefl.SecretKey, sealed: bytes) -> None:
+    total = hefl.KeylessSum(key.key_id, 300, max_parties=2)
+    total.add(sealed)
+    total.add(sealed)
+    with pytest.raises(hefl.SumFullError, match="already holds 2"):
+        total.add(sealed)
+    assert total.count == 2
+
+
+def test_empty_sum_has_no_bytes(key: hefl.SecretKey) -> None:
+    with pytest.raises(ValueError, match="the sum is empty"):
+        hefl.KeylessSum(key.key_id, 3).to_bytes()
+
+
+def test_sum_properties(key: hefl.SecretKey, sealed: bytes) -> None:
+    total = hefl.KeylessSum(key.key_id, 300)
+    assert (total.key_id, total.length, total.count) == (key.key_id, 300, 0)
+    assert len(sealed) <= total.max_message_len
+
+
+def test_open_refuses_bad_aggregates(
+    key: hefl.SecretKey, other_key: hefl.SecretKey, sealed: bytes
+) -> None:
+    envelope = hefl.Envelope(key, 300, max_parties=3)
+    for parties in (0, 4):
+        with pytest.raises(ValueError, match="between 1 and 3"):
+            envelope.open(sealed, parties)
+    with pytest.raises(hefl.MessageError, match="truncated"):
+        envelope.open(sealed[:-8], 1)
+    with pytest.raises(hefl.KeyMismatchError):
+        envelope.open(hefl.Envelope(other_key, 300).seal(vector(300, 2)), 1)
+    total = hefl.KeylessSum(key.key_id, 300)
+    total.add(sealed)
+    total.add(sealed)
+    with pytest.raises(hefl.MessageError, match="sums 2 encryptions"):
+        envelope.open(total.to_bytes(), 1)
+
+
+def test_open_refuses_a_sum_that_cannot_come_from_the_parties(key: hefl.SecretKey) -> None:
+    # Three full-weight updates opened as if from two parties would need max_parties 3;
+    # decode the sum of 3 weights of 1.0 with parties=3 on an envelope for 3... then lie.
+    envelope = hefl.Envelope(key, 4, max_parties=3)
+    total = hefl.KeylessSum(key.key_id, 4, max_parties=3)
+    for _ in range(3):
+        total.add(envelope.seal(np.ones(4, np.float32), 1.0))
+    assert np.array_equal(envelope.open(total.to_bytes(), 3), np.ones(4, np.float32))
+    # A server that claims fewer parties than summed is caught by the header check.
+    with pytest.raises(hefl.MessageError):
+        envelope.open(total.to_bytes(), 2)
+
+
+def test_random_corruption_never_crashes(key: hefl.SecretKey, sealed: bytes) -> None:
+    rng = np.random.default_rng(0)
+    total = hefl.KeylessSum(key.key_id, 300, max_parties=100)
+    refused = 0
+    for _ in range(300):
+        message = bytearray(sealed)
+        for _ in range(int(rng.integers(1, 4))):
+            message[int(rng.integers(0, 64))] = int(rng.integers(0, 256))
+        cut = int(rng.integers(0, len(message) + 1)) if rng.random() < 0.3 else len(message)
+        try:
+            total.add(bytes(message[:cut]))
+        except (hefl.MessageError, hefl.SumFullError):
+            refused += 1
+    assert refused > 0
+
+
+# --- the GIL ----------------------------------------------------------------------------
+
+
+def test_heavy_work_releases_the_gil(key: hefl.SecretKey) -> None:
+    """While another thread seals a large vector, this thread keeps running Python."""
+    n = 1 << 21
+    envelope = hefl.Envelope(key, n)
+    values = vector(n, 3)
+    started = time.perf_counter()
+    envelope.seal(values, 1.0)
+    one_seal = time.perf_counter() - started
+
+    done = threading.Event()
+
+    def work() -> None:
+        for _ in range(3):
+            envelope.seal(values, 1.0)
+        done.set()
+
+    worker = threading.Thread(target=work)
+    ticks = [time.perf_counter()]
+    worker.start()
+    while not done.is_set():
+        ticks.append(time.perf_counter())
+    worker.join()
+    longest_stall = max(b - a for a, b in zip(ticks, ticks[1:]))
+    # Holding the GIL through a seal would stall this loop for a whole seal.
+    assert longest_stall < one_seal / 2, (longest_stall, one_seal)
+
+
+# --- documentation ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("module", [hefl, hefl.errors])
+def test_module_docstring_examples(module: object) -> None:
+    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)  # type: ignore[arg-type]
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_stub_docstring_examples() -> None:
+    stub = Path(hefl.__file__).with_name("_hefl.pyi").read_text()
+    parser = doctest.DocTestParser()
+    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
+    test = parser.get_doctest(stub, {}, "_hefl.pyi", "_hefl.pyi", 0)
+    runner.run(test)
+    assert runner.tries >= 5 and runner.failures == 0
+
+
+def test_stub_names_what_the_module_exports() -> None:
+    stub = Path(hefl.__file__).with_name("_hefl.pyi").read_text()
+    for name in dir(hefl._hefl):
+        if not name.startswith("_"):
+            assert name in stub, name
