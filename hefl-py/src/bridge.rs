@@ -10,8 +10,10 @@ use std::sync::Arc;
 
 use hefl::fl::{Envelope, EnvelopeCost, EnvelopeError, PayloadError, Summable};
 use hefl::he::keys::{KeyError, KeyFile, KeyId, SecretKey};
-use hefl::he::{EncryptedVector, Expected, MAX_PLAINTEXT_LEN, SecureRng};
-use hefl::quant::{FixedPoint, QuantError};
+use hefl::he::{
+    CompactVector, DownloadForm, Expected, HeadroomError, MAX_PLAINTEXT_LEN, SecureRng, Widths,
+};
+use hefl::quant::{DEFAULT_CLIP, FixedPoint, QuantError};
 
 /// Slots a sealed update of `len` values occupies: the weighted values, then the weight.
 ///
@@ -43,17 +45,6 @@ pub fn load_key(path: &Path) -> Result<Arc<SecretKey>, KeyError> {
 /// Why an update could not be sealed.
 #[derive(Debug, thiserror::Error)]
 pub enum SealError {
-    /// Not as many values as the envelope was made for.
-    #[error("expected {expected} values, got {found}")]
-    Length {
-        /// The envelope's length.
-        expected: usize,
-        /// Values given.
-        found: usize,
-    },
-    /// A weight outside (0, 1].
-    #[error("weight must be a number in (0, 1], got {0}")]
-    Weight(f32),
     /// The operating system's random source failed.
     #[error("cannot seed the rounding generator: {0}")]
     Entropy(String),
@@ -70,14 +61,28 @@ pub struct Sealer {
     max_parties: u32,
 }
 
+/// The fixed-point encoding (clip 8, `frac_bits`, the least total bits) and compact
+/// ciphertext widths (the download form chosen by party count) of a federation of up to
+/// `max_parties`, as `hefl serve` makes them; the same on clients and on the server.
+fn federation(max_parties: u32, frac_bits: u32) -> Result<(FixedPoint, Widths), SetupError> {
+    let fp = FixedPoint::sized(DEFAULT_CLIP, frac_bits, max_parties)?;
+    let widths = Widths::new(fp.params().total_bits, max_parties, DownloadForm::Auto)?;
+    Ok((fp, widths))
+}
+
 impl Sealer {
-    /// An envelope for updates of `len` values whose sums over up to `max_parties` parties
-    /// decode exactly (the fixed-point setting of [`FixedPoint::for_parties`]).
-    pub fn new(key: Arc<SecretKey>, len: usize, max_parties: u32) -> Result<Self, SetupError> {
+    /// An envelope for updates of `len` values, quantized to `frac_bits` fractional bits,
+    /// whose sums over up to `max_parties` parties decode exactly.
+    pub fn new(
+        key: Arc<SecretKey>,
+        len: usize,
+        max_parties: u32,
+        frac_bits: u32,
+    ) -> Result<Self, SetupError> {
         check_len(len)?;
-        let fp = FixedPoint::for_parties(max_parties)?;
+        let (fp, widths) = federation(max_parties, frac_bits)?;
         Ok(Self {
-            envelope: Envelope::he(fp, key, len),
+            envelope: Envelope::he(fp, key, len, widths),
             len,
             max_parties,
         })
@@ -101,18 +106,11 @@ impl Sealer {
     /// Weights, quantizes (stochastic rounding from a fresh OS-seeded generator) and encrypts
     /// `values`; returns the message bytes.
     pub fn seal(&self, values: &[f32], weight: f32) -> Result<Vec<u8>, SealError> {
-        if values.len() != self.len {
-            return Err(SealError::Length {
-                expected: self.len,
-                found: values.len(),
-            });
-        }
-        if !(weight > 0.0 && weight <= 1.0) {
-            return Err(SealError::Weight(weight));
-        }
         let mut rng = SecureRng::from_os().map_err(|e| SealError::Entropy(e.to_string()))?;
         let mut cost = EnvelopeCost::default();
-        Ok(self.envelope.seal(values, weight, &mut rng, &mut cost)?)
+        Ok(self
+            .envelope
+            .seal(values, weight, None, &mut rng, &mut cost)?)
     }
 
     /// Decrypts and decodes the sum of `parties` sealed updates into their weighted mean.
@@ -158,6 +156,9 @@ pub enum SetupError {
     /// A fixed-point setting that cannot hold the sum (e.g. `max_parties` = 0).
     #[error(transparent)]
     Quant(#[from] QuantError),
+    /// A party count whose encrypted sums could fail to decode.
+    #[error(transparent)]
+    Headroom(#[from] HeadroomError),
     /// A key id that is not 64 hex digits.
     #[error(transparent)]
     Key(#[from] KeyError),
@@ -190,20 +191,30 @@ pub enum SumError {
 /// never from a key.
 pub struct KeylessSum {
     expect: Expected,
-    sum: Option<EncryptedVector>,
+    sum: Option<CompactVector>,
     count: u32,
     max_parties: u32,
 }
 
 impl KeylessSum {
-    /// An empty sum of updates of `len` values under `key_id`, holding at most `max_parties`.
-    pub fn new(key_id: &str, len: usize, max_parties: u32) -> Result<Self, SetupError> {
+    /// An empty sum of updates of `len` values under `key_id` quantized to `frac_bits`,
+    /// holding at most `max_parties`.
+    pub fn new(
+        key_id: &str,
+        len: usize,
+        max_parties: u32,
+        frac_bits: u32,
+    ) -> Result<Self, SetupError> {
         check_len(len)?;
         let key_id: KeyId = key_id.parse()?;
-        // The same check a client's envelope makes: refuse a party count no encoding fits.
-        FixedPoint::for_parties(max_parties)?;
+        // The same widths a client's envelope uses: refuse a party count no encoding fits.
+        let (_, widths) = federation(max_parties, frac_bits)?;
         Ok(Self {
-            expect: Expected::fresh(key_id, wire_len(len)),
+            expect: Expected {
+                key_id,
+                plaintext_len: wire_len(len),
+                widths,
+            },
             sum: None,
             count: 0,
             max_parties,
@@ -222,7 +233,7 @@ impl KeylessSum {
 
     /// An upper bound on a valid submission's size, before parsing it.
     pub fn max_message_len(&self) -> usize {
-        EncryptedVector::max_wire_len(self.expect.plaintext_len)
+        CompactVector::max_wire_len(&self.expect)
     }
 
     /// Validates `bytes` as one fresh submission and adds it; on any error the sum is
@@ -234,8 +245,13 @@ impl KeylessSum {
             });
         }
         match self.sum.as_mut() {
-            Some(sum) => sum.add_submission(bytes, &self.expect)?,
-            None => self.sum = Some(EncryptedVector::parse_submission(bytes, &self.expect)?),
+            Some(sum) => Summable::add_submission(sum, bytes, &self.expect)?,
+            None => {
+                self.sum = Some(<CompactVector as Summable>::parse_submission(
+                    bytes,
+                    &self.expect,
+                )?)
+            }
         }
         self.count += 1;
         Ok(())
@@ -258,16 +274,16 @@ mod tests {
     #[test]
     fn the_server_expects_what_the_envelope_sends() {
         let key = key();
-        let sealer = Sealer::new(key.clone(), 10, 3).unwrap();
-        let sum = KeylessSum::new(&key.key_id().to_string(), 10, 3).unwrap();
+        let sealer = Sealer::new(key.clone(), 10, 3, 16).unwrap();
+        let sum = KeylessSum::new(&key.key_id().to_string(), 10, 3, 16).unwrap();
         assert_eq!(sealer.expected(), Some(sum.expect));
     }
 
     #[test]
     fn seal_sum_open_gives_the_weighted_mean() {
         let key = key();
-        let sealer = Sealer::new(key.clone(), 3, 3).unwrap();
-        let mut sum = KeylessSum::new(&key.key_id().to_string(), 3, 3).unwrap();
+        let sealer = Sealer::new(key.clone(), 3, 3, 16).unwrap();
+        let mut sum = KeylessSum::new(&key.key_id().to_string(), 3, 3, 16).unwrap();
         sum.add(&sealer.seal(&[1.0, 2.0, 3.0], 0.25).unwrap())
             .unwrap();
         sum.add(&sealer.seal(&[5.0, 6.0, -1.0], 0.75).unwrap())
@@ -279,8 +295,8 @@ mod tests {
     #[test]
     fn refusals_leave_the_sum_unchanged() {
         let key = key();
-        let sealer = Sealer::new(key.clone(), 4, 2).unwrap();
-        let mut sum = KeylessSum::new(&key.key_id().to_string(), 4, 2).unwrap();
+        let sealer = Sealer::new(key.clone(), 4, 2, 16).unwrap();
+        let mut sum = KeylessSum::new(&key.key_id().to_string(), 4, 2, 16).unwrap();
         let good = sealer.seal(&[1.0; 4], 1.0).unwrap();
         sum.add(&good).unwrap();
         let before = sum.to_bytes();
@@ -292,26 +308,29 @@ mod tests {
         )
         .unwrap();
         assert!(sum.add(&other.seal(&[1.0; 4], 1.0).unwrap()).is_err());
+        // The same upload twice: one encryption cannot count twice.
+        assert!(sum.add(&good).is_err());
         assert_eq!(sum.to_bytes(), before);
         assert_eq!(sum.count(), 1);
-        sum.add(&good).unwrap();
-        assert!(matches!(sum.add(&good), Err(SumError::Full { max: 2 })));
+        sum.add(&sealer.seal(&[1.0; 4], 1.0).unwrap()).unwrap();
+        let third = sealer.seal(&[1.0; 4], 1.0).unwrap();
+        assert!(matches!(sum.add(&third), Err(SumError::Full { max: 2 })));
     }
 
     #[test]
     fn seal_refuses_a_wrong_length_or_weight() {
-        let sealer = Sealer::new(key(), 4, 2).unwrap();
+        let sealer = Sealer::new(key(), 4, 2, 16).unwrap();
         assert!(matches!(
             sealer.seal(&[1.0; 5], 1.0),
-            Err(SealError::Length {
+            Err(SealError::Envelope(EnvelopeError::Length {
                 expected: 4,
                 found: 5
-            })
+            }))
         ));
         for weight in [0.0, -1.0, 1.5, f32::NAN] {
             assert!(matches!(
                 sealer.seal(&[1.0; 4], weight),
-                Err(SealError::Weight(_))
+                Err(SealError::Envelope(EnvelopeError::Weight(_)))
             ));
         }
     }

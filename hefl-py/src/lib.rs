@@ -50,6 +50,8 @@ pyo3::import_exception!(hefl.errors, ConfigError);
 
 /// Default largest number of parties an aggregate may sum (hefl's default fixed point).
 const DEFAULT_MAX_PARTIES: u32 = 100;
+/// Fractional bits of the fixed-point encoding unless given: hefl's default (16).
+const DEFAULT_FRAC_BITS: u32 = hefl::quant::DEFAULT_FRAC_BITS;
 
 fn key_error(error: KeyError) -> PyErr {
     let message = error.to_string();
@@ -65,7 +67,7 @@ fn setup_error(error: SetupError) -> PyErr {
     match error {
         SetupError::Key(e) => key_error(e),
         e @ SetupError::Length { .. } => LengthError::new_err(e.to_string()),
-        e @ SetupError::Quant(_) => ConfigError::new_err(e.to_string()),
+        e @ (SetupError::Quant(_) | SetupError::Headroom(_)) => ConfigError::new_err(e.to_string()),
     }
 }
 
@@ -83,6 +85,8 @@ fn envelope_error(error: EnvelopeError, what: &str) -> PyErr {
         EnvelopeError::Payload(e) => payload_error(&e, what),
         e @ EnvelopeError::Decode(_) => DecodeError::new_err(e.to_string()),
         e @ (EnvelopeError::Quant(_) | EnvelopeError::He(_)) => EncodeError::new_err(e.to_string()),
+        e @ EnvelopeError::Length { .. } => LengthError::new_err(e.to_string()),
+        e @ EnvelopeError::Weight(_) => PyValueError::new_err(e.to_string()),
     }
 }
 
@@ -178,9 +182,10 @@ struct Envelope {
 #[pymethods]
 impl Envelope {
     #[new]
-    #[pyo3(signature = (key, length, *, max_parties = DEFAULT_MAX_PARTIES))]
-    fn new(key: &SecretKey, length: usize, max_parties: u32) -> PyResult<Self> {
-        let sealer = Sealer::new(key.key.clone(), length, max_parties).map_err(setup_error)?;
+    #[pyo3(signature = (key, length, *, max_parties = DEFAULT_MAX_PARTIES, frac_bits = DEFAULT_FRAC_BITS))]
+    fn new(key: &SecretKey, length: usize, max_parties: u32, frac_bits: u32) -> PyResult<Self> {
+        let sealer =
+            Sealer::new(key.key.clone(), length, max_parties, frac_bits).map_err(setup_error)?;
         Ok(Self {
             sealer,
             key_id: key.key.key_id().to_string(),
@@ -217,8 +222,6 @@ impl Envelope {
         let sealed = py
             .detach(|| self.sealer.seal(&values, weight))
             .map_err(|e| match e {
-                e @ SealError::Length { .. } => LengthError::new_err(e.to_string()),
-                e @ SealError::Weight(_) => PyValueError::new_err(e.to_string()),
                 e @ SealError::Entropy(_) => EncodeError::new_err(e.to_string()),
                 SealError::Envelope(e) => envelope_error(e, "update"),
             })?;
@@ -261,9 +264,9 @@ struct KeylessSum {
 #[pymethods]
 impl KeylessSum {
     #[new]
-    #[pyo3(signature = (key_id, length, *, max_parties = DEFAULT_MAX_PARTIES))]
-    fn new(key_id: &str, length: usize, max_parties: u32) -> PyResult<Self> {
-        let sum = RustSum::new(key_id, length, max_parties).map_err(setup_error)?;
+    #[pyo3(signature = (key_id, length, *, max_parties = DEFAULT_MAX_PARTIES, frac_bits = DEFAULT_FRAC_BITS))]
+    fn new(key_id: &str, length: usize, max_parties: u32, frac_bits: u32) -> PyResult<Self> {
+        let sum = RustSum::new(key_id, length, max_parties, frac_bits).map_err(setup_error)?;
         Ok(Self { sum, length })
     }
 
@@ -332,6 +335,7 @@ fn _hefl(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(generate_key, m)?)?;
     m.add_function(wrap_pyfunction!(key_id, m)?)?;
     m.add("DEFAULT_MAX_PARTIES", DEFAULT_MAX_PARTIES)?;
+    m.add("DEFAULT_FRAC_BITS", DEFAULT_FRAC_BITS)?;
     // The `stype` of a Flower Array carrying hefl ciphertext bytes: names the wire version.
     m.add("STYPE", format!("hefl.glwe.v{}", hefl::he::WIRE_VERSION))?;
     Ok(())

@@ -136,12 +136,21 @@ def test_weighted_mean_of_three_parties(key: hefl.SecretKey) -> None:
     for update, weight in zip(updates, weights):
         total.add(envelope.seal(update, weight))
     assert total.count == len(total) == 3
-    mean = envelope.open(total.to_bytes(), parties=3)
+    aggregate = total.to_bytes()
+    mean = envelope.open(aggregate, parties=3)
     expected = sum(w * u.astype(np.float64) for u, w in zip(updates, weights)) / sum(weights)
     assert mean.dtype == np.float32 and mean.shape == (n,)
-    np.testing.assert_allclose(mean, expected, atol=1e-6)
+    # Each weighted value is within one step 2^-16 of its own, so the mean within
+    # parties * 2^-16 / total weight.
+    np.testing.assert_allclose(mean, expected, atol=3 * 2.0**-16 / sum(weights))
+    fine = hefl.Envelope(key, n, max_parties=3, frac_bits=24)
+    fine_total = hefl.KeylessSum(key.key_id, n, max_parties=3, frac_bits=24)
+    for update, weight in zip(updates, weights):
+        fine_total.add(fine.seal(update, weight))
+    fine_mean = fine.open(fine_total.to_bytes(), parties=3)
+    np.testing.assert_allclose(fine_mean, expected, atol=1e-6)
     # Decoding is deterministic: every client gets the same bits.
-    assert np.array_equal(envelope.open(total.to_bytes(), parties=3), mean)
+    assert np.array_equal(envelope.open(aggregate, parties=3), mean)
 
 
 def test_values_beyond_the_clip_bound_are_clipped(key: hefl.SecretKey) -> None:
@@ -173,8 +182,8 @@ def test_envelope_properties(key: hefl.SecretKey) -> None:
         (np.zeros(10, np.float64), TypeError, "dtype float32, got float64"),
         (np.zeros(10, np.int32), TypeError, "dtype float32, got int32"),
         (np.zeros(20, np.float32)[::2], ValueError, "C-contiguous"),
-        (np.zeros(9, np.float32), hefl.LengthError, "expected 10 values, got 9"),
-        (np.zeros(11, np.float32), hefl.LengthError, "expected 10 values, got 11"),
+        (np.zeros(9, np.float32), hefl.LengthError, "an update of 9 values, expected 10"),
+        (np.zeros(11, np.float32), hefl.LengthError, "an update of 11 values, expected 10"),
         (np.zeros((2, 5), np.float32), hefl.LengthError, "1-D array, got shape \\[2, 5\\]"),
         ([0.0] * 10, TypeError, "numpy.ndarray of dtype float32, got list"),
         (b"0" * 40, TypeError, "got bytes"),
@@ -191,7 +200,7 @@ def test_seal_refuses_bad_values(
 
 @pytest.mark.parametrize("weight", [0.0, -0.5, 1.01, float("nan"), float("inf")])
 def test_seal_refuses_a_weight_outside_0_1(key: hefl.SecretKey, weight: float) -> None:
-    with pytest.raises(ValueError, match=r"weight must be a number in \(0, 1\]"):
+    with pytest.raises(ValueError, match=r"weight .*, expected a number in \(0, 1\]"):
         hefl.Envelope(key, 3).seal(np.ones(3, np.float32), weight)
 
 
@@ -218,9 +227,14 @@ def test_sum_refuses_a_malformed_key_id(key_id: str) -> None:
         hefl.KeylessSum(key_id, 3)
 
 
+def seal3(key: hefl.SecretKey, seed: int = 7) -> bytes:
+    """A fresh upload of 300 values for a federation of 3 (each call a new encryption)."""
+    return hefl.Envelope(key, 300, max_parties=3).seal(vector(300, seed), 1.0)
+
+
 @pytest.fixture(scope="module")
 def sealed(key: hefl.SecretKey) -> bytes:
-    return hefl.Envelope(key, 300, max_parties=3).seal(vector(300, 7), 1.0)
+    return seal3(key)
 
 
 @pytest.mark.parametrize(
@@ -250,8 +264,8 @@ def test_sum_refuses_truncated_or_foreign_bytes(
 def test_sum_refuses_another_key_naming_both_ids(
     key: hefl.SecretKey, other_key: hefl.SecretKey
 ) -> None:
-    foreign = hefl.Envelope(other_key, 300).seal(vector(300, 1))
-    total = hefl.KeylessSum(key.key_id, 300)
+    foreign = hefl.Envelope(other_key, 300, max_parties=3).seal(vector(300, 1))
+    total = hefl.KeylessSum(key.key_id, 300, max_parties=3)
     with pytest.raises(hefl.KeyMismatchError) as raised:
         total.add(foreign)
     assert other_key.key_id in str(raised.value) and key.key_id in str(raised.value)
@@ -260,23 +274,26 @@ def test_sum_refuses_another_key_naming_both_ids(
 
 def test_sum_refuses_another_length(key: hefl.SecretKey, sealed: bytes) -> None:
     with pytest.raises(hefl.MessageError, match="of 301 values, expected 300"):
-        hefl.KeylessSum(key.key_id, 299).add(sealed)
+        hefl.KeylessSum(key.key_id, 299, max_parties=3).add(sealed)
 
 
 def test_sum_refuses_an_aggregate_as_a_submission(key: hefl.SecretKey, sealed: bytes) -> None:
-    total = hefl.KeylessSum(key.key_id, 300)
+    total = hefl.KeylessSum(key.key_id, 300, max_parties=3)
     total.add(sealed)
-    total.add(sealed)
+    with pytest.raises(hefl.MessageError, match="seed is already in the sum"):
+        total.add(sealed)  # the same encryption twice
+    total.add(seal3(key))
     with pytest.raises(hefl.MessageError, match="sums 2 encryptions, expected between 1 and 1"):
-        hefl.KeylessSum(key.key_id, 300).add(total.to_bytes())
+        hefl.KeylessSum(key.key_id, 300, max_parties=3).add(total.to_bytes())
 
 
 def test_sum_stops_at_max_parties(key: hefl.SecretKey, sealed: bytes) -> None:
+    envelope = hefl.Envelope(key, 300, max_parties=2)
     total = hefl.KeylessSum(key.key_id, 300, max_parties=2)
-    total.add(sealed)
-    total.add(sealed)
+    total.add(envelope.seal(vector(300, 1), 1.0))
+    total.add(envelope.seal(vector(300, 2), 1.0))
     with pytest.raises(hefl.SumFullError, match="already holds 2"):
-        total.add(sealed)
+        total.add(envelope.seal(vector(300, 3), 1.0))
     assert total.count == 2
 
 
@@ -286,7 +303,7 @@ def test_empty_sum_has_no_bytes(key: hefl.SecretKey) -> None:
 
 
 def test_sum_properties(key: hefl.SecretKey, sealed: bytes) -> None:
-    total = hefl.KeylessSum(key.key_id, 300)
+    total = hefl.KeylessSum(key.key_id, 300, max_parties=3)
     assert (total.key_id, total.length, total.count) == (key.key_id, 300, 0)
     assert len(sealed) <= total.max_message_len
 
@@ -301,10 +318,10 @@ def test_open_refuses_bad_aggregates(
     with pytest.raises(hefl.MessageError, match="truncated"):
         envelope.open(sealed[:-8], 1)
     with pytest.raises(hefl.KeyMismatchError):
-        envelope.open(hefl.Envelope(other_key, 300).seal(vector(300, 2)), 1)
-    total = hefl.KeylessSum(key.key_id, 300)
+        envelope.open(hefl.Envelope(other_key, 300, max_parties=3).seal(vector(300, 2)), 1)
+    total = hefl.KeylessSum(key.key_id, 300, max_parties=3)
     total.add(sealed)
-    total.add(sealed)
+    total.add(seal3(key))
     with pytest.raises(hefl.MessageError, match="sums 2 encryptions"):
         envelope.open(total.to_bytes(), 1)
 

@@ -153,7 +153,7 @@ def assert_identical_and_close(grid: MemoryGrid, participants: list[list[int]]) 
 
 def test_rounds_with_evaluation_match_plaintext_fedavg(key_path: Path) -> None:
     grid = grid_for(key_path)
-    strategy = HeFedAvg(key_id=hefl.key_id(key_path), max_examples=task.MAX_EXAMPLES, max_parties=3)
+    strategy = HeFedAvg(frac_bits=24, key_id=hefl.key_id(key_path), max_examples=task.MAX_EXAMPLES, max_parties=3)
     result = strategy.start(grid=grid, initial_arrays=initial(), num_rounds=2)  # type: ignore[arg-type]
     assert grid.trained == [[100, 101, 102]] * 2
     assert_identical_and_close(grid, [[0, 1, 2]] * 2)
@@ -168,6 +168,7 @@ def test_nodes_that_miss_rounds_catch_up(key_path: Path) -> None:
     final synchronization brings all to the same model."""
     grid = grid_for(key_path)
     strategy = HeFedAvg(
+        frac_bits=24,
         key_id=hefl.key_id(key_path),
         max_examples=task.MAX_EXAMPLES,
         fraction_train=0.34,
@@ -186,6 +187,7 @@ def test_a_node_that_lost_its_state_is_resent_everything(key_path: Path) -> None
     grid = grid_for(key_path)
     grid.wipe_before_train_round = {2: 101}
     strategy = HeFedAvg(
+        frac_bits=24,
         key_id=hefl.key_id(key_path), max_examples=task.MAX_EXAMPLES, fraction_evaluate=0.0
     )
     strategy.start(grid=grid, initial_arrays=initial(), num_rounds=3)  # type: ignore[arg-type]
@@ -205,7 +207,7 @@ def a_train_message(strategy: HeFedAvg, node: int = 7) -> Message:
 
 
 def test_the_mod_takes_no_key_from_run_config(key_path: Path) -> None:
-    strategy = HeFedAvg(key_id=hefl.key_id(key_path), max_examples=10)
+    strategy = HeFedAvg(frac_bits=24, key_id=hefl.key_id(key_path), max_examples=10)
     message = a_train_message(strategy)
     for context in (
         mod_context({"partition-id": 0}, {"hefl-key": str(key_path)}),
@@ -219,7 +221,7 @@ def test_the_mod_needs_a_key_and_the_right_one(
     key_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("HEFL_KEY", raising=False)
-    strategy = HeFedAvg(key_id=hefl.key_id(key_path), max_examples=task.MAX_EXAMPLES)
+    strategy = HeFedAvg(frac_bits=24, key_id=hefl.key_id(key_path), max_examples=task.MAX_EXAMPLES)
     with pytest.raises(hefl.HeflError, match="no hefl key on this node"):
         HeflMod()(a_train_message(strategy), mod_context({}), lambda m, c: m)
     other = tmp_path / "other.key"
@@ -236,7 +238,7 @@ def test_the_mod_needs_a_key_and_the_right_one(
 
 
 def test_the_mod_refuses_a_reply_without_examples_or_beyond_max(key_path: Path) -> None:
-    strategy = HeFedAvg(key_id=hefl.key_id(key_path), max_examples=100)
+    strategy = HeFedAvg(frac_bits=24, key_id=hefl.key_id(key_path), max_examples=100)
     context = {"partition-id": 0, "hefl-key": str(key_path)}
 
     def train(examples: object):  # type: ignore[no-untyped-def]
@@ -263,14 +265,16 @@ def test_the_server_refuses_plaintext_stale_and_foreign_replies(
     key_path: Path, tmp_path: Path
 ) -> None:
     key_id = hefl.key_id(key_path)
-    strategy = HeFedAvg(key_id=key_id, max_examples=10)
+    strategy = HeFedAvg(frac_bits=24, key_id=key_id, max_examples=10)
     strategy._length = 4
     strategy._aggregates = [(b"round 1's aggregate", 3)]  # the current model has applied it
-    envelope = hefl.Envelope(hefl.SecretKey.load(key_path), 4)
+    envelope = hefl.Envelope(hefl.SecretKey.load(key_path), 4, frac_bits=24)
     sealed = envelope.seal(np.ones(4, np.float32), 0.5)
     other = tmp_path / "other.key"
     hefl.generate_key(other)
-    foreign = hefl.Envelope(hefl.SecretKey.load(other), 4).seal(np.ones(4, np.float32))
+    foreign = hefl.Envelope(hefl.SecretKey.load(other), 4, frac_bits=24).seal(
+        np.ones(4, np.float32)
+    )
 
     def cipher(data: bytes) -> ArrayRecord:
         return ArrayRecord({"hefl.update": Array("uint8", (len(data),), hefl.STYPE, data)})
@@ -290,17 +294,17 @@ def test_the_server_refuses_plaintext_stale_and_foreign_replies(
 
 
 def test_the_server_refuses_evaluate_fn_and_a_bad_key_id() -> None:
-    strategy = HeFedAvg(key_id="ab" * 32, max_examples=10)
+    strategy = HeFedAvg(frac_bits=24, key_id="ab" * 32, max_examples=10)
     with pytest.raises(ValueError, match="holds no model"):
         strategy.start(grid=None, initial_arrays=initial(), evaluate_fn=lambda r, a: None)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="64 hex digits"):
-        HeFedAvg(key_id="not a key id", max_examples=10)
+        HeFedAvg(frac_bits=24, key_id="not a key id", max_examples=10)
     with pytest.raises(ValueError, match="max_examples"):
-        HeFedAvg(key_id="ab" * 32, max_examples=0)
+        HeFedAvg(frac_bits=24, key_id="ab" * 32, max_examples=0)
 
 
 def test_the_server_refuses_non_float32_models() -> None:
-    strategy = HeFedAvg(key_id="ab" * 32, max_examples=10)
+    strategy = HeFedAvg(frac_bits=24, key_id="ab" * 32, max_examples=10)
     record = ArrayRecord({"w": Array(np.ones(3, np.float64))})
     with pytest.raises(TypeError, match="float32"):
         strategy.start(grid=None, initial_arrays=record)  # type: ignore[arg-type]
@@ -308,7 +312,7 @@ def test_the_server_refuses_non_float32_models() -> None:
 
 def test_saved_model_file_is_private(key_path: Path, tmp_path: Path) -> None:
     out = tmp_path / "node" / "model.npz"
-    strategy = HeFedAvg(key_id=hefl.key_id(key_path), max_examples=task.MAX_EXAMPLES)
+    strategy = HeFedAvg(frac_bits=24, key_id=hefl.key_id(key_path), max_examples=task.MAX_EXAMPLES)
     context = mod_context(
         {"partition-id": 0, "hefl-key": str(key_path), "hefl-model-out": str(out)},
         {"local-steps": 1},

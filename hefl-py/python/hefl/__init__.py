@@ -31,6 +31,7 @@ ClientApp and ``HeFedAvg`` for the ServerApp.
 from __future__ import annotations
 
 from ._hefl import (
+    DEFAULT_FRAC_BITS,
     DEFAULT_MAX_PARTIES,
     STYPE,
     Envelope,
@@ -54,6 +55,7 @@ from .errors import (
 )
 
 __all__ = [
+    "DEFAULT_FRAC_BITS",
     "DEFAULT_MAX_PARTIES",
     "STYPE",
     "Envelope",

@@ -7,10 +7,13 @@ import numpy as np
 import numpy.typing as npt
 
 DEFAULT_MAX_PARTIES: Final[int]
+DEFAULT_FRAC_BITS: Final[int]
+"""Fractional bits of the fixed-point encoding unless given (16, as ``hefl`` itself: each
+value is quantized to a multiple of 2^-16, so a mean is within 2^-16 of the plaintext one)."""
 """Largest number of updates an aggregate may sum unless told otherwise (100)."""
 
 STYPE: Final[str]
-"""The ``stype`` of a Flower ``Array`` that carries hefl ciphertext bytes (``"hefl.glwe.v1"``)."""
+"""The ``stype`` of a Flower ``Array`` that carries hefl ciphertext bytes (``"hefl.glwe.v2"``, the wire format version)."""
 
 def generate_key(path: str | PathLike[str], *, force: bool = False) -> str:
     """Write a fresh shared key file at ``path`` and return its public key id.
@@ -73,10 +76,11 @@ class SecretKey:
 class Envelope:
     """A client's envelope: seals updates of ``length`` values and opens aggregates.
 
-    An update is quantized to fixed point (values clipped to [-8, 8], resolution 2^-24,
-    stochastic rounding) for sums of at most ``max_parties`` updates, weighted, and
+    An update is quantized to fixed point (values clipped to [-8, 8], resolution
+    2^-frac_bits, unbiased stochastic rounding) for sums of at most ``max_parties`` updates, weighted, and
     encrypted; the weight travels encrypted in an extra slot. Every client of a federation
-    must use the same ``length`` and ``max_parties``.
+    must use the same ``length``, ``max_parties`` and ``frac_bits`` (fractional bits of the
+    fixed point: values are rounded, without bias, to multiples of 2^-frac_bits).
 
     >>> import numpy as np, hefl, tempfile, os
     >>> path = os.path.join(tempfile.mkdtemp(), "hefl.key")
@@ -91,7 +95,9 @@ class Envelope:
         ConfigError: no fixed-point encoding fits ``max_parties`` (e.g. 0).
     """
 
-    def __init__(self, key: SecretKey, length: int, *, max_parties: int = 100) -> None: ...
+    def __init__(
+        self, key: SecretKey, length: int, *, max_parties: int = 100, frac_bits: int = 16
+    ) -> None: ...
     @property
     def length(self) -> int:
         """Values per update."""
@@ -155,7 +161,9 @@ class KeylessSum:
         ConfigError: no fixed-point encoding fits ``max_parties``.
     """
 
-    def __init__(self, key_id: str, length: int, *, max_parties: int = 100) -> None: ...
+    def __init__(
+        self, key_id: str, length: int, *, max_parties: int = 100, frac_bits: int = 16
+    ) -> None: ...
     def add(self, message: bytes) -> None:
         """Validate one sealed update and add it.
 

@@ -85,6 +85,7 @@ def main(grid: Grid, context: Context) -> None:
     strategy = CheckedHeFedAvg(
         result_dir,
         int(context.run_config["wait-nodes"]),
+        frac_bits=24,  # the acceptance: within 1e-5 of plaintext FedAvg
         key_id=str(context.run_config["hefl-key-id"]),
         max_examples=task.MAX_EXAMPLES,
         max_parties=10,
