@@ -32,18 +32,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let repeats: usize = args.next().map_or(Ok(21), |a| a.parse())?;
     let key = Arc::new(KeyFile::from_seed([7; 32]).secret_key()?);
     let key_id = key.key_id().to_string();
-    let sealer = Sealer::new(key, values, 10)?;
+    let frac_bits = hefl::quant::DEFAULT_FRAC_BITS;
+    let sealer = Sealer::new(key, values, 10, frac_bits)?;
     let update: Vec<f32> = (0..values)
         .map(|i| ((i % 200) as f32 - 100.0) * 1e-3)
         .collect();
 
     let (seal, sealed) = time(repeats, || sealer.seal(&update, 0.5));
     let sealed = sealed?;
+    // Each party's own encryption: a sum refuses the same one twice.
+    let uploads = (0..10)
+        .map(|_| sealer.seal(&update, 0.5))
+        .collect::<Result<Vec<_>, _>>()?;
     let sum_of = |parties: usize| {
         time(repeats, || {
-            let mut sum = KeylessSum::new(&key_id, values, 10)?;
-            for _ in 0..parties {
-                sum.add(&sealed)?;
+            let mut sum = KeylessSum::new(&key_id, values, 10, frac_bits)?;
+            for upload in &uploads[..parties] {
+                sum.add(upload)?;
             }
             let bytes = sum.to_bytes().ok_or("empty sum")?;
             Ok::<_, Box<dyn std::error::Error>>(bytes)

@@ -305,6 +305,7 @@ mod tests {
             Arc::new(KeyFile::from_seed([4; 32]).secret_key().unwrap()),
             4,
             2,
+            16,
         )
         .unwrap();
         assert!(sum.add(&other.seal(&[1.0; 4], 1.0).unwrap()).is_err());
