@@ -63,6 +63,10 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::he::csprng::KeyStream;
+use rayon::prelude::*;
+
+/// Values per keystream read and parallel task of stochastic rounding (8 KiB of keystream).
+const ROUNDING_CHUNK: usize = 2048;
 
 /// f of the defaults: 16 fractional bits (the README's precision table).
 pub const DEFAULT_FRAC_BITS: u32 = 16;
@@ -426,32 +430,41 @@ impl FixedPoint {
 
     /// Stochastic rounding of `values` (checked finite) with a keystream keyed from `rng`,
     /// each integer mapped through `map`.
-    fn rounded<T, R: rand::Rng + ?Sized>(
+    fn rounded<T: Copy + Default + Send, R: rand::Rng + ?Sized>(
         &self,
         values: &[f32],
         rng: &mut R,
-        map: impl Fn(i64) -> T,
+        map: impl Fn(i64) -> T + Sync,
     ) -> Result<Vec<T>, QuantError> {
         check_finite(values)?;
-        /// Values per keystream read (8 KiB of keystream).
-        const CHUNK: usize = 2048;
-        let mut stream = KeyStream::new(rng.random::<u128>());
-        let blocks = KeyStream::blocks_for(CHUNK * size_of::<u32>());
-        let mut bits = vec![0u32; CHUNK];
+        let key = rng.random::<u128>();
+        let blocks = KeyStream::blocks_for(ROUNDING_CHUNK * size_of::<u32>());
         let clip = self.params.clip;
-        let mut out = Vec::with_capacity(values.len());
-        for (index, chunk) in values.chunks(CHUNK).enumerate() {
-            let bits = &mut bits[..chunk.len()];
-            stream.fill_u32(index as u128 * blocks, bits);
-            out.extend(chunk.iter().zip(bits.iter()).map(|(&value, &u)| {
-                // Exact: an f32 times a power of two is an f64 without rounding.
-                let scaled = f64::from(value.clamp(-clip, clip)) * self.scale;
-                let floor = scaled.floor();
-                // frac < 1, so the threshold is below 2^32.
-                let threshold = ((scaled - floor) * 4_294_967_296.0) as u64;
-                map(floor as i64 + i64::from(u64::from(u) < threshold))
-            }));
-        }
+        let scale = self.scale;
+        let mut out = vec![T::default(); values.len()];
+        // Chunk i always reads keystream blocks from i·blocks, so threads do not change the
+        // result.
+        out.par_chunks_mut(ROUNDING_CHUNK)
+            .zip(values.par_chunks(ROUNDING_CHUNK))
+            .enumerate()
+            .for_each_init(
+                || (KeyStream::new(key), vec![0u32; ROUNDING_CHUNK]),
+                |(stream, bits), (index, (out, chunk))| {
+                    let bits = &mut bits[..chunk.len()];
+                    stream.fill_u32(index as u128 * blocks, bits);
+                    for ((o, &value), &u) in out.iter_mut().zip(chunk).zip(bits.iter()) {
+                        // Exact: an f32 times a power of two is an f64 without rounding, and
+                        // |scaled| <= c·2^f < 2^63 fits an i64 (truncation, then floor without
+                        // a libm call).
+                        let scaled = f64::from(value.clamp(-clip, clip)) * scale;
+                        let truncated = scaled as i64;
+                        let floor = truncated - i64::from((truncated as f64) > scaled);
+                        // frac < 1, so the threshold is below 2^32.
+                        let threshold = ((scaled - floor as f64) * 4_294_967_296.0) as u64;
+                        *o = map(floor + i64::from(u64::from(u) < threshold));
+                    }
+                },
+            );
         Ok(out)
     }
 

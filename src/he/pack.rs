@@ -33,27 +33,44 @@ pub(crate) fn packed_len(count: usize, width: u32) -> usize {
     count.div_ceil(BLOCK) * width as usize * size_of::<u64>()
 }
 
-/// Appends the top `width` bits of each word (zero-padded to a whole block).
+/// Appends the top `width` bits of each word (zero-padded to a whole block), in parallel.
 pub(crate) fn pack_into(words: &[u64], width: u32, out: &mut Vec<u8>) {
-    let shift = 64 - width;
+    use rayon::prelude::*;
+    let start = out.len();
+    out.resize(start + packed_len(words.len(), width), 0);
+    let block_bytes = width as usize * size_of::<u64>();
+    out[start..]
+        .par_chunks_mut(block_bytes * TASK)
+        .zip(words.par_chunks(BLOCK * TASK))
+        .for_each(|(out, words)| dispatch!(width, pack_run, words, out));
+}
+
+/// Blocks per parallel task (1024 values).
+const TASK: usize = 16;
+
+/// Packs `words` (their top W bits) into `out`, block by block; the last block zero-padded.
+#[inline(always)]
+fn pack_run<const W: usize>(words: &[u64], out: &mut [u8]) {
     let mut block = [0u64; BLOCK];
-    let mut packed = [0u64; 64];
-    for chunk in words.chunks(BLOCK) {
+    let mut packed = [0u64; W];
+    for (chunk, out) in words
+        .chunks(BLOCK)
+        .zip(out.chunks_exact_mut(W * size_of::<u64>()))
+    {
         block.fill(0);
         for (b, w) in block.iter_mut().zip(chunk) {
-            *b = w >> shift;
+            *b = w >> (64 - W);
         }
-        let packed = &mut packed[..width as usize];
-        dispatch!(width, pack_block, &block, packed);
-        for word in packed.iter() {
-            out.extend_from_slice(&word.to_le_bytes());
+        pack_block::<W>(&block, &mut packed);
+        for (o, word) in out.chunks_exact_mut(size_of::<u64>()).zip(&packed) {
+            o.copy_from_slice(&word.to_le_bytes());
         }
     }
 }
 
 /// Calls `f(value, index)` for each of the `count` packed values of `bytes` (exactly
-/// [`packed_len`] bytes), values as torus words, in parallel-friendly block order. Returns
-/// whether every padding value after `count` is zero (a canonical message).
+/// [`packed_len`] bytes), values as torus words. Returns whether every padding value after
+/// `count` is zero (a canonical message).
 pub(crate) fn unpack_each(
     bytes: &[u8],
     width: u32,
@@ -83,37 +100,55 @@ pub(crate) fn unpack_each(
     canonical
 }
 
-/// Adds the packed values of `bytes` into `acc` (torus words, wrapping), in parallel over
-/// blocks. `acc` holds at least `count` words. Returns whether the padding is zero.
-pub(crate) fn unpack_add(bytes: &[u8], width: u32, count: usize, acc: &mut [u64]) -> bool {
+/// Writes the `count` packed values of `bytes` into `out` as torus words, in parallel.
+pub(crate) fn unpack_to(bytes: &[u8], width: u32, count: usize, out: &mut [u64]) {
+    unpack_with(bytes, width, count, out, |o, v| *o = v);
+}
+
+/// Adds the `count` packed values of `bytes` into `acc` (torus words, wrapping), in
+/// parallel. The padding is not read (the parser checks it).
+pub(crate) fn unpack_add(bytes: &[u8], width: u32, count: usize, acc: &mut [u64]) {
+    unpack_with(bytes, width, count, acc, |a, v| *a = a.wrapping_add(v));
+}
+
+fn unpack_with(
+    bytes: &[u8],
+    width: u32,
+    count: usize,
+    out: &mut [u64],
+    op: impl Fn(&mut u64, u64) + Copy + Send + Sync,
+) {
     use rayon::prelude::*;
     let block_bytes = width as usize * size_of::<u64>();
-    // Chunks of 16 blocks (1024 values) per task.
-    const TASK: usize = 16;
-    let canonical = std::sync::atomic::AtomicBool::new(true);
-    acc[..count]
+    out[..count]
         .par_chunks_mut(BLOCK * TASK)
         .zip(bytes.par_chunks(block_bytes * TASK))
-        .enumerate()
-        .for_each(|(task, (acc, bytes))| {
-            let remaining = count - task * BLOCK * TASK;
-            let ok = unpack_each(bytes, width, remaining.min(BLOCK * TASK), |i, v| {
-                acc[i] = acc[i].wrapping_add(v);
-            });
-            if !ok {
-                canonical.store(false, std::sync::atomic::Ordering::Relaxed);
-            }
-        });
-    canonical.into_inner()
+        .for_each(|(out, bytes)| dispatch!(width, unpack_run, bytes, out, op));
+}
+
+/// Unpacks the values of `bytes` (W bits each, whole blocks) into `out` (as many as it
+/// holds) through `op`, as torus words: straight-line code per block for a constant W.
+#[inline(always)]
+fn unpack_run<const W: usize>(bytes: &[u8], out: &mut [u64], op: impl Fn(&mut u64, u64)) {
+    let mut words = [0u64; W];
+    let mut block = [0u64; BLOCK];
+    for (chunk, out) in bytes
+        .chunks_exact(W * size_of::<u64>())
+        .zip(out.chunks_mut(BLOCK))
+    {
+        for (w, b) in words.iter_mut().zip(chunk.chunks_exact(size_of::<u64>())) {
+            *w = le_word(b);
+        }
+        unpack_block::<W>(&words, &mut block);
+        for (o, &v) in out.iter_mut().zip(&block) {
+            op(o, v << (64 - W));
+        }
+    }
 }
 
 /// Packs 64 values of W bits (each below 2^W) into W words.
 #[inline(always)]
-fn pack_block<const W: usize>(values: &[u64; BLOCK], out: &mut [u64]) {
-    let out: &mut [u64; W] = match out.try_into() {
-        Ok(out) => out,
-        Err(_) => unreachable!("W words"),
-    };
+fn pack_block<const W: usize>(values: &[u64; BLOCK], out: &mut [u64; W]) {
     out.fill(0);
     for (i, &v) in values.iter().enumerate() {
         let bit = i * W;
@@ -163,9 +198,12 @@ mod tests {
             assert!(unpack_each(&bytes, width, count, |i, v| back[i] = v));
             assert_eq!(back, words, "width {width}");
             let mut acc = words.clone();
-            assert!(unpack_add(&bytes, width, count, &mut acc));
+            unpack_add(&bytes, width, count, &mut acc);
             let doubled: Vec<u64> = words.iter().map(|w| w.wrapping_add(*w)).collect();
             assert_eq!(acc, doubled, "width {width}");
+            let mut again = vec![0u64; count];
+            unpack_to(&bytes, width, count, &mut again);
+            assert_eq!(again, words, "width {width}");
         }
     }
 
@@ -176,6 +214,5 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] = 1;
         assert!(!unpack_each(&bytes, 24, 3, |_, _| {}));
-        assert!(!unpack_add(&bytes, 24, 3, &mut [0; 3]));
     }
 }

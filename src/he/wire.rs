@@ -36,7 +36,7 @@ use bincode::Options;
 use super::ciphertext::MAX_PLAINTEXT_LEN;
 use super::compact::{CompactVector, Masks, add_masks, mask_words, merge_seeds, round_to};
 use super::keys::KeyId;
-use super::pack::{pack_into, packed_len, unpack_add, unpack_each};
+use super::pack::{pack_into, packed_len, unpack_add, unpack_each, unpack_to};
 use super::params::PARAMS;
 use super::widths::{DownloadForm, Widths};
 
@@ -385,7 +385,7 @@ impl CompactVector {
             bits => {
                 let count = PARAMS.ciphertexts_for(len) * mask_words();
                 let mut words = vec![0u64; count];
-                unpack_each(parts.mask, bits, count, |i, v| words[i] = v);
+                unpack_to(parts.mask, bits, count, &mut words);
                 Masks::Summed { bits, words }
             }
         };
