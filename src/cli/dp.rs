@@ -5,7 +5,7 @@ use super::args::{DpEpsilonArgs, TrainArgs};
 use super::output::{create_dir, write_file};
 use super::progress::Progress;
 use anyhow::Result;
-use hefl::dp::{DpSgd, Sampling};
+use hefl::dp::{Accountant, DpSgd, Sampling};
 use hefl::fl::{Field, Mode, Privacy, RunMetrics, TrainConfig, check_positive};
 use std::path::Path;
 use std::sync::Arc;
@@ -14,19 +14,30 @@ use std::sync::Arc;
 /// small for any finite guarantee).
 pub fn epsilon(args: &DpEpsilonArgs) -> Result<()> {
     args.check()?;
-    let (eps, order) = hefl::dp::epsilon(
+    let detail = match args.accountant {
+        Accountant::Rdp => {
+            let (_, order) = hefl::dp::epsilon(
+                args.sampling_rate,
+                args.noise_multiplier,
+                args.steps,
+                args.delta,
+            );
+            if order.is_finite() {
+                format!("rdp, best order {order}")
+            } else {
+                "rdp, infinite at every order".to_owned()
+            }
+        }
+        Accountant::Pld => "pld".to_owned(),
+    };
+    let eps = args.accountant.epsilon(
         args.sampling_rate,
         args.noise_multiplier,
         args.steps,
         args.delta,
     );
-    let order = if order.is_finite() {
-        format!("best order {order}")
-    } else {
-        "infinite at every order".to_owned()
-    };
     println!(
-        "epsilon for q = {}, sigma = {}, {} steps, delta = {} ({order}):",
+        "epsilon for q = {}, sigma = {}, {} steps, delta = {} ({detail}):",
         readable(args.sampling_rate),
         readable(args.noise_multiplier),
         args.steps,

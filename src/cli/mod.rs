@@ -124,9 +124,10 @@ pub enum Command {
         #[arg(long, default_value = "runs/bench", value_name = "DIR")]
         out_dir: PathBuf,
     },
-    /// Print the epsilon of a DP-SGD run (Rényi-DP accountant of the sampled
-    /// Gaussian mechanism, Opacus's orders and conversion). The last line is the
-    /// bare number, for scripts.
+    /// Print the epsilon of a DP-SGD run: the Poisson-subsampled Gaussian mechanism,
+    /// add/remove adjacency, by privacy loss distribution (`--accountant pld`, the
+    /// default, as Google's dp-accounting) or Rényi DP (`rdp`, Opacus's orders and
+    /// conversion). The last line is the bare number, for scripts.
     DpEpsilon {
         #[command(flatten)]
         args: DpEpsilonArgs,

@@ -78,14 +78,34 @@ fn dp_epsilon_prints_a_bare_number_last() {
         ],
         dir.path(),
     );
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let stdout = text(&out.stdout);
-    let last: f64 = stdout
-        .lines()
-        .last()
-        .and_then(|l| l.trim().parse().ok())
-        .unwrap_or_else(|| panic!("last line is not a number: {stdout}"));
-    assert!((last - 7.32911117143).abs() < 1e-6, "{last}");
+    let last = |out: &std::process::Output| -> f64 {
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let stdout = text(&out.stdout);
+        stdout
+            .lines()
+            .last()
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap_or_else(|| panic!("last line is not a number: {stdout}"))
+    };
+    // PLD by default (dp-accounting: 6.76878737701), RDP on request (Opacus's 7.32911117143).
+    let pld = last(&out);
+    assert!((pld - 6.76878737701).abs() < 1e-6, "{pld}");
+    let rdp = hefl(
+        &[
+            "dp-epsilon",
+            "--sampling-rate",
+            "0.04",
+            "--noise-multiplier",
+            "1.5",
+            "--steps",
+            "2250",
+            "--accountant",
+            "rdp",
+        ],
+        dir.path(),
+    );
+    let rdp = last(&rdp);
+    assert!((rdp - 7.32911117143).abs() < 1e-6, "{rdp}");
 
     let bad = hefl(
         &[
