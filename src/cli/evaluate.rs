@@ -1,7 +1,7 @@
 //! `hefl evaluate`: the test accuracy and loss of a saved model.
 
 use super::args::load_mnist;
-use super::output::thousands;
+use hefl::report::thousands;
 use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;

@@ -378,6 +378,7 @@ pub enum Field {
     MaxConnections,
     MaxConnectionsPerPeer,
     Steps,
+    ValidationSize,
 }
 
 impl Field {
@@ -416,6 +417,7 @@ impl Field {
             Self::MaxConnections => "max_connections",
             Self::MaxConnectionsPerPeer => "max_connections_per_peer",
             Self::Steps => "steps",
+            Self::ValidationSize => "validation_size",
         }
     }
 }
