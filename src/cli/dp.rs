@@ -175,14 +175,16 @@ impl TuneObserver for TuneProgress {
     }
 
     fn trial_end(&mut self, r: &TrialResult) {
-        self.bar.println(format!(
+        let line = format!(
             "eps {:<4} {:<45} sigma {:.3}  validation {:6.2}%  {:.1} s",
             r.target_epsilon,
             r.trial.to_string(),
             r.noise_multiplier,
             100.0 * r.validation_accuracy,
             r.seconds
-        ));
+        );
+        // Printed even when stderr is not a terminal (the bar is then hidden).
+        self.bar.suspend(|| eprintln!("{line}"));
         self.bar.inc(1);
     }
 }
@@ -307,7 +309,12 @@ pub fn compare(args: &TrainArgs, settings: &Path, out_dir: &Path) -> Result<()> 
             "batch {}, {} lr {}, {} epochs",
             config.batch_size, config.optimizer, config.lr, config.epochs
         );
-        rows.push(comparison_row(&config.label(), settings, &m, data.train.len()));
+        rows.push(comparison_row(
+            &config.label(),
+            settings,
+            &m,
+            data.train.len(),
+        ));
         runs.push((config.label(), m));
     }
     for best in &tuned.best {

@@ -128,7 +128,11 @@ pub enum Command {
         #[command(flatten)]
         train: TrainArgs,
         /// The settings `dp-sweep --tune` wrote.
-        #[arg(long, default_value = "runs/dp-sweep/dp-tuned.json", value_name = "FILE.json")]
+        #[arg(
+            long,
+            default_value = "runs/dp-sweep/dp-tuned.json",
+            value_name = "FILE.json"
+        )]
         dp_settings: PathBuf,
         /// Folder for the table, CSV and plot.
         #[arg(long, default_value = "runs/compare", value_name = "DIR")]

@@ -456,3 +456,73 @@ fn evaluate_reports_what_the_demo_printed_for_each_saved_model() {
         "{stderr}"
     );
 }
+
+/// `dp-sweep --tune` writes its settings file and `dp-compare` re-runs them beside plain
+/// and HE without tuning again: one table with epsilon under both accountants, one plot.
+#[test]
+fn tuned_dp_settings_feed_the_comparison() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("mnist");
+    std::fs::create_dir(&data).expect("data folder");
+    crate::util::write_tiny_mnist(&data);
+    let data = data.to_string_lossy().into_owned();
+    let common = ["--hidden", "8", "--data-dir", &data];
+    let tune = hefl(
+        &[
+            &[
+                "dp-sweep",
+                "--tune",
+                "--epsilons",
+                "4",
+                "--validation-size",
+                "100",
+            ],
+            &common[..],
+        ]
+        .concat(),
+        dir.path(),
+    );
+    assert!(tune.status.success(), "{}", text(&tune.stderr));
+    assert!(
+        text(&tune.stderr).contains("validation"),
+        "{}",
+        text(&tune.stderr)
+    );
+    let settings = dir.path().join("runs/dp-sweep/dp-tuned.json");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&settings).expect("settings")).expect("json");
+    assert_eq!(json["trials"].as_array().map(Vec::len), Some(12));
+    assert_eq!(json["best"].as_array().map(Vec::len), Some(1));
+
+    let compare = hefl(
+        &[&["dp-compare", "--epochs", "1"], &common[..]].concat(),
+        dir.path(),
+    );
+    assert!(compare.status.success(), "{}", text(&compare.stderr));
+    let md = std::fs::read_to_string(dir.path().join("runs/compare/compare.md")).expect("table");
+    for row in [
+        "| federated-plain |",
+        "| federated-he |",
+        "| federated-dp eps=4 |",
+    ] {
+        assert!(md.contains(row), "{row} missing from\n{md}");
+    }
+    assert!(dir.path().join("runs/compare/compare.png").exists());
+
+    let bad = hefl(
+        &[
+            "dp-compare",
+            "--dp-settings",
+            "missing.json",
+            "--data-dir",
+            &data,
+        ],
+        dir.path(),
+    );
+    assert!(!bad.status.success());
+    assert!(
+        text(&bad.stderr).contains("missing.json"),
+        "{}",
+        text(&bad.stderr)
+    );
+}

@@ -374,3 +374,75 @@ fn pld_epsilon_grows_as_the_noise_shrinks() {
         }
     }
 }
+
+/// The validation split is disjoint from what trains and together they are the training
+/// set; tuning ranks trials by validation accuracy alone and reports the best per target.
+#[test]
+fn tuning_scores_on_a_held_out_validation_split() {
+    use hefl::dp::{DpSgd, Sampling};
+    use hefl::fl::{DpTrial, Privacy, TrainConfig, tune, validation_split};
+    use hefl::model::OptimizerKind;
+
+    let data = tiny_mnist();
+    // Tag every training image with its index so that the two parts can be told apart.
+    let mut train = data.train.clone();
+    for (i, mut row) in train.images.rows_mut().into_iter().enumerate() {
+        row[0] = i as f32;
+    }
+    let (rest, validation) = validation_split(&train, 100, 3).expect("split");
+    let mut seen: Vec<usize> = rest
+        .images
+        .rows()
+        .into_iter()
+        .chain(validation.images.rows())
+        .map(|r| r[0] as usize)
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(seen, (0..train.len()).collect::<Vec<_>>());
+    assert_eq!((rest.len(), validation.len()), (500, 100));
+    assert!(validation_split(&train, 0, 3).is_err());
+    assert!(validation_split(&train, 600, 3).is_err());
+
+    let base = TrainConfig {
+        privacy: Privacy::Dp,
+        dp: Some(DpSgd {
+            noise_multiplier: 1.0,
+            max_grad_norm: 1.0,
+            delta: 1e-5,
+            sampling: Sampling::Poisson,
+            accountant: Accountant::Pld,
+        }),
+        layers: vec![hefl::data::IMAGE_PIXELS, 8, 10],
+        ..TrainConfig::default()
+    };
+    let trial = |lr, epochs| DpTrial {
+        batch_size: 64,
+        optimizer: OptimizerKind::Sgd,
+        lr,
+        max_grad_norm: 1.0,
+        epochs,
+    };
+    // A learning rate of 1e-6 learns nothing: the other trial must win.
+    let grid = [trial(1e-6, 1), trial(0.5, 3)];
+    let tuned = tune(&base, &data, &[4.0, 8.0], &grid, 100, &mut ()).expect("tune");
+    assert_eq!(tuned.trials.len(), 4);
+    assert_eq!(tuned.best.len(), 2);
+    for best in &tuned.best {
+        assert_eq!(best.trial, grid[1], "{best:?}");
+        let eps = Accountant::Pld.epsilon(64.0 / 167.0, best.noise_multiplier, 3 * 3, 1e-5);
+        assert!(eps <= best.target_epsilon, "{eps} for {best:?}");
+        for other in tuned
+            .trials
+            .iter()
+            .filter(|t| t.target_epsilon == best.target_epsilon)
+        {
+            assert!(other.validation_accuracy <= best.validation_accuracy);
+        }
+    }
+    let plain = TrainConfig {
+        privacy: Privacy::Plain,
+        dp: None,
+        ..base
+    };
+    assert!(tune(&plain, &data, &[4.0], &grid, 100, &mut ()).is_err());
+}
