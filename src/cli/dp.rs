@@ -6,6 +6,7 @@ use super::args::{DpEpsilonArgs, TrainArgs};
 use super::output::{create_dir, write_file, write_json};
 use super::progress::Progress;
 use anyhow::{Context, Result};
+use hefl::data::Mnist;
 use hefl::dp::{Accountant, DpSgd, Sampling};
 use hefl::fl::{
     DpTrial, Field, Mode, Privacy, RunMetrics, TrainConfig, TrialResult, TuneObserver, TunedDp,
@@ -68,30 +69,17 @@ pub fn sweep(args: &TrainArgs, epsilons: &[f64], out_dir: &Path) -> Result<()> {
         check_positive(Field::TargetEpsilon, target)?;
     }
     let data = args.load()?;
-    let key = args.key()?;
-    let base = TrainConfig {
-        dp: None,
-        input_dp: None,
-        ..args.config(Mode::Federated)
-    };
-    let mut runs: Vec<(String, RunMetrics)> = Vec::new();
-    let mut rows = Vec::new();
-    for privacy in [Privacy::Plain, Privacy::He] {
-        let config = TrainConfig {
-            privacy,
-            ..base.clone()
-        };
-        let run_key = (privacy == Privacy::He).then(|| Arc::clone(&key));
-        let m = hefl::fl::run(&config, &data, run_key, &mut Progress::new())?;
-        rows.push(hefl::report::SweepRow {
-            name: config.label(),
+    let (base, mut runs) = plain_and_he(args, &data)?;
+    let mut rows: Vec<_> = runs
+        .iter()
+        .map(|(name, m)| hefl::report::SweepRow {
+            name: name.clone(),
             epsilon: None,
             noise_multiplier: None,
             accuracy: m.final_accuracy().unwrap_or(0.0),
             seconds: m.total_seconds,
-        });
-        runs.push((config.label(), m));
-    }
+        })
+        .collect();
     for &target in epsilons {
         let mut config = TrainConfig {
             privacy: Privacy::Dp,
@@ -115,29 +103,70 @@ pub fn sweep(args: &TrainArgs, epsilons: &[f64], out_dir: &Path) -> Result<()> {
         runs.push((name, m));
     }
     let (md, csv) = hefl::report::sweep_tables(&rows);
-    create_dir(out_dir)?;
-    let named: Vec<(&str, &RunMetrics)> = runs.iter().map(|(n, m)| (n.as_str(), m)).collect();
-    let plot = out_dir.join("dp-sweep.png");
-    hefl::report::plot_accuracy(
-        &plot,
+    write_report(
+        out_dir,
+        "dp-sweep",
         &format!(
             "Federated MNIST, {} parties: DP-SGD vs plain vs HE",
-            args.parties
+            base.parties
         ),
-        &named,
-    )?;
-    let md_path = out_dir.join("dp-sweep.md");
+        &format!(
+            "Accuracy against epsilon (delta = {}, C = {}, {} epochs)",
+            args.delta, args.max_grad_norm, args.epochs
+        ),
+        (&md, &csv),
+        &runs,
+    )
+}
+
+/// Federated plain and HE runs with the training flags, the baselines every DP table sits
+/// beside; returns their configuration (without DP) and the named runs.
+fn plain_and_he(
+    args: &TrainArgs,
+    data: &Mnist,
+) -> Result<(TrainConfig, Vec<(String, RunMetrics)>)> {
+    let key = args.key()?;
+    let base = TrainConfig {
+        dp: None,
+        input_dp: None,
+        ..args.config(Mode::Federated)
+    };
+    let mut runs = Vec::new();
+    for privacy in [Privacy::Plain, Privacy::He] {
+        let config = TrainConfig {
+            privacy,
+            ..base.clone()
+        };
+        let run_key = (privacy == Privacy::He).then(|| Arc::clone(&key));
+        let m = hefl::fl::run(&config, data, run_key, &mut Progress::new())?;
+        runs.push((config.label(), m));
+    }
+    Ok((base, runs))
+}
+
+/// Writes OUT_DIR/STEM.{md,csv,png}: the table (markdown and CSV) with the per-epoch
+/// accuracy table under it, and the accuracy plot of `runs`; prints the table.
+fn write_report(
+    out_dir: &Path,
+    stem: &str,
+    plot_title: &str,
+    heading: &str,
+    (md, csv): (&str, &str),
+    runs: &[(String, RunMetrics)],
+) -> Result<()> {
+    create_dir(out_dir)?;
+    let named: Vec<(&str, &RunMetrics)> = runs.iter().map(|(n, m)| (n.as_str(), m)).collect();
+    let plot = out_dir.join(format!("{stem}.png"));
+    hefl::report::plot_accuracy(&plot, plot_title, &named)?;
+    let md_path = out_dir.join(format!("{stem}.md"));
     write_file(
         &md_path,
         format!(
-            "# Accuracy against epsilon (delta = {}, C = {}, {} epochs)\n\n{md}\n{}",
-            args.delta,
-            args.max_grad_norm,
-            args.epochs,
+            "# {heading}\n\n{md}\n{}",
             hefl::report::accuracy_table(&named)
         ),
     )?;
-    let csv_path = out_dir.join("dp-sweep.csv");
+    let csv_path = out_dir.join(format!("{stem}.csv"));
     write_file(&csv_path, csv)?;
     println!("\n{md}");
     println!(
@@ -290,33 +319,18 @@ pub fn compare(args: &TrainArgs, settings: &Path, out_dir: &Path) -> Result<()> 
     })?;
     tuned.base.validate()?;
     let data = args.load()?;
-    let key = args.key()?;
-    let base = TrainConfig {
-        dp: None,
-        input_dp: None,
-        ..args.config(Mode::Federated)
-    };
-    let mut runs: Vec<(String, RunMetrics)> = Vec::new();
-    let mut rows = Vec::new();
-    for privacy in [Privacy::Plain, Privacy::He] {
-        let config = TrainConfig {
-            privacy,
-            ..base.clone()
-        };
-        let run_key = (privacy == Privacy::He).then(|| Arc::clone(&key));
-        let m = hefl::fl::run(&config, &data, run_key, &mut Progress::new())?;
-        let settings = format!(
-            "batch {}, {} lr {}, {} epochs",
-            config.batch_size, config.optimizer, config.lr, config.epochs
-        );
-        rows.push(comparison_row(
-            &config.label(),
-            settings,
-            &m,
-            data.train.len(),
-        ));
-        runs.push((config.label(), m));
-    }
+    let (base, mut runs) = plain_and_he(args, &data)?;
+    let mut rows: Vec<_> = runs
+        .iter()
+        .map(|(name, m)| {
+            let c = &m.config;
+            let settings = format!(
+                "batch {}, {} lr {}, {} epochs",
+                c.batch_size, c.optimizer, c.lr, c.epochs
+            );
+            comparison_row(name, settings, m, data.train.len())
+        })
+        .collect();
     for best in &tuned.best {
         let name = format!("federated-dp eps={}", best.target_epsilon);
         eprintln!("{name}: {}", best.trial);
@@ -333,37 +347,21 @@ pub fn compare(args: &TrainArgs, settings: &Path, out_dir: &Path) -> Result<()> 
         runs.push((name, m));
     }
     let (md, csv) = hefl::report::comparison_tables(&rows);
-    create_dir(out_dir)?;
-    let named: Vec<(&str, &RunMetrics)> = runs.iter().map(|(n, m)| (n.as_str(), m)).collect();
-    let plot = out_dir.join("compare.png");
-    hefl::report::plot_accuracy(
-        &plot,
+    write_report(
+        out_dir,
+        "compare",
         &format!(
             "Federated MNIST, {} parties: HE vs plain vs tuned DP-SGD",
             base.parties
         ),
-        &named,
-    )?;
-    let md_path = out_dir.join("compare.md");
-    write_file(
-        &md_path,
-        format!(
-            "# HE vs plain vs tuned DP-SGD ({} parties, delta = {})\n\n{md}\n{}",
+        &format!(
+            "HE vs plain vs tuned DP-SGD ({} parties, delta = {})",
             base.parties,
-            tuned.base.dp.map_or(args.delta, |dp| dp.delta),
-            hefl::report::accuracy_table(&named)
+            tuned.base.dp.map_or(args.delta, |dp| dp.delta)
         ),
-    )?;
-    let csv_path = out_dir.join("compare.csv");
-    write_file(&csv_path, csv)?;
-    println!("\n{md}");
-    println!(
-        "wrote {}, {} and {}",
-        md_path.display(),
-        csv_path.display(),
-        plot.display()
-    );
-    Ok(())
+        (&md, &csv),
+        &runs,
+    )
 }
 
 /// A run's row of the comparison; DP runs get their epsilon under both accountants.
