@@ -237,8 +237,9 @@ impl Discrete {
     }
 
     /// Grid indices [lo, hi] that hold all but [`WINDOW_TAIL`] of the `steps`-fold
-    /// composition on each side (Chernoff: P[S ≥ u] ≤ e^{T·Λ(t) − t·u} for every t > 0).
-    fn composed_window(&self, steps: u64) -> (i64, i64) {
+    /// composition on each side (Chernoff: P[S ≥ u] ≤ e^{T·Λ(t) − t·u} for every t > 0);
+    /// `None` when they are beyond this grid's indices.
+    fn composed_window(&self, steps: u64) -> Option<(i64, i64)> {
         let t_steps = steps as f64;
         let (min_k, max_k) = (self.k_lo, self.k_lo + self.mass.len() as i64 - 1);
         let ln_tail = WINDOW_TAIL.ln();
@@ -256,9 +257,16 @@ impl Discrete {
             upper = upper.min((t_steps * Self::log_mgf(&support, t) - ln_tail) / t);
             lower = lower.max(-(t_steps * Self::log_mgf(&support, -t) - ln_tail) / t);
         }
-        let hi = ((upper / self.h).ceil() as i64).min(max_k.saturating_mul(steps as i64));
-        let lo = ((lower / self.h).floor() as i64).max(min_k.saturating_mul(steps as i64));
-        (lo, hi.max(lo))
+        let (hi, lo) = ((upper / self.h).ceil(), (lower / self.h).floor());
+        // A window beyond i64 grid indices: this grid cannot hold the composition.
+        let limit = i64::MAX as f64 / 2.0;
+        if !(hi.abs() < limit && lo.abs() < limit) {
+            return None;
+        }
+        let steps = i64::try_from(steps).ok()?;
+        let hi = (hi as i64).min(max_k.checked_mul(steps)?);
+        let lo = (lo as i64).max(min_k.checked_mul(steps)?);
+        Some((lo, hi.max(lo)))
     }
 
     /// ε for `delta` after `steps` self-compositions (+∞ when the infinite-loss mass alone
@@ -268,8 +276,11 @@ impl Discrete {
         if infinite > delta {
             return Some(f64::INFINITY);
         }
-        let (lo, hi) = self.composed_window(steps);
-        let span = usize::try_from(hi - lo + 1).ok()?;
+        let (lo, hi) = self.composed_window(steps)?;
+        let span = hi
+            .checked_sub(lo)
+            .and_then(|d| d.checked_add(1))
+            .and_then(|d| usize::try_from(d).ok())?;
         if span > MAX_GRID {
             return None;
         }
@@ -330,7 +341,7 @@ fn epsilon_of(by_loss: &[f64], lo: i64, h: f64, infinite: f64, delta: f64) -> f6
     let (mut above, mut weighted) = (infinite, 0.0);
     let decay = (-h).exp();
     for j in (0..by_loss.len()).rev() {
-        let eps_j = (lo + j as i64) as f64 * h;
+        let eps_j = (lo as f64 + j as f64) * h;
         let delta_j = above - weighted;
         if delta_j > delta {
             // δ(ε) = above − weighted·e^{ε − ε_j} on [ε_j, ε_{j+1}].

@@ -64,8 +64,9 @@ fn keygen_writes_a_private_key_and_refuses_to_overwrite_it() {
 #[test]
 fn dp_epsilon_prints_a_bare_number_last() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let out = hefl(
-        &[
+    // Opacus's test case, by each accountant: the bare number on the last line.
+    let epsilon = |extra: &[&str]| -> f64 {
+        let case = [
             "dp-epsilon",
             "--sampling-rate",
             "0.04",
@@ -75,10 +76,8 @@ fn dp_epsilon_prints_a_bare_number_last() {
             "2250",
             "--delta",
             "1e-5",
-        ],
-        dir.path(),
-    );
-    let last = |out: &std::process::Output| -> f64 {
+        ];
+        let out = hefl(&[&case[..], extra].concat(), dir.path());
         assert!(out.status.success(), "{}", text(&out.stderr));
         let stdout = text(&out.stdout);
         stdout
@@ -88,23 +87,9 @@ fn dp_epsilon_prints_a_bare_number_last() {
             .unwrap_or_else(|| panic!("last line is not a number: {stdout}"))
     };
     // PLD by default (dp-accounting: 6.76878737701), RDP on request (Opacus's 7.32911117143).
-    let pld = last(&out);
+    let pld = epsilon(&[]);
     assert!((pld - 6.76878737701).abs() < 1e-6, "{pld}");
-    let rdp = hefl(
-        &[
-            "dp-epsilon",
-            "--sampling-rate",
-            "0.04",
-            "--noise-multiplier",
-            "1.5",
-            "--steps",
-            "2250",
-            "--accountant",
-            "rdp",
-        ],
-        dir.path(),
-    );
-    let rdp = last(&rdp);
+    let rdp = epsilon(&["--accountant", "rdp"]);
     assert!((rdp - 7.32911117143).abs() < 1e-6, "{rdp}");
 
     let bad = hefl(
