@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use hefl::data::{Mnist, Partition};
-use hefl::dp::{DpSgd, InputDp, Sampling};
+use hefl::dp::{Accountant, DpSgd, InputDp, Sampling};
 use hefl::fl::{ConfigError, Field, Mode, Privacy, Strategy, TrainConfig, check_positive};
 use hefl::he::DownloadForm;
 use hefl::he::keys::{KeyFile, SecretKey};
@@ -103,6 +103,10 @@ pub struct DpEpsilonArgs {
     /// The delta of the (epsilon, delta) guarantee.
     #[arg(long, default_value_t = 1e-5, value_parser = parse_rate, value_name = "D")]
     pub delta: f64,
+    /// The accountant: `pld` (privacy loss distribution, tight) or `rdp` (Rényi DP at
+    /// Opacus's orders, an upper bound that over-reports).
+    #[arg(long, default_value = "pld", value_name = "pld|rdp")]
+    pub accountant: Accountant,
 }
 
 impl DpEpsilonArgs {
@@ -203,6 +207,10 @@ pub struct TrainArgs {
     /// accountant's epsilon is then an approximation).
     #[arg(long, default_value = "poisson", value_enum)]
     pub dp_sampling: SamplingArg,
+    /// DP-SGD: the accountant that reports epsilon and calibrates --target-epsilon:
+    /// `pld` (privacy loss distribution, tight) or `rdp` (Rényi DP, over-reports).
+    #[arg(long, default_value = "pld", value_name = "pld|rdp")]
+    pub accountant: Accountant,
     /// Input perturbation baseline: L2-normalise every training image and add
     /// Gaussian noise for (EPS, --delta)-DP per image, before any training.
     #[arg(long, value_name = "EPS")]
@@ -269,6 +277,7 @@ impl TrainArgs {
                 SamplingArg::Poisson => Sampling::Poisson,
                 SamplingArg::Shuffle => Sampling::Shuffle,
             },
+            accountant: self.accountant,
         }
     }
 

@@ -1,12 +1,18 @@
-//! `hefl dp-epsilon` and `hefl dp-sweep`: the DP variant's accountant and its
-//! accuracy-against-epsilon table.
+//! `hefl dp-epsilon`, `hefl dp-sweep [--tune]` and `hefl dp-compare`: the DP variant's
+//! accountants, its accuracy-against-epsilon table, its tuning and the HE-versus-DP
+//! comparison.
 
 use super::args::{DpEpsilonArgs, TrainArgs};
-use super::output::{create_dir, write_file};
+use super::output::{create_dir, write_file, write_json};
 use super::progress::Progress;
-use anyhow::Result;
-use hefl::dp::{DpSgd, Sampling};
-use hefl::fl::{Field, Mode, Privacy, RunMetrics, TrainConfig, check_positive};
+use anyhow::{Context, Result};
+use hefl::data::Mnist;
+use hefl::dp::{Accountant, DpSgd, Sampling};
+use hefl::fl::{
+    DpTrial, Field, Mode, Privacy, RunMetrics, TrainConfig, TrialResult, TuneObserver, TunedDp,
+    check_positive,
+};
+use indicatif::{ProgressBar, ProgressStyle};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -14,19 +20,30 @@ use std::sync::Arc;
 /// small for any finite guarantee).
 pub fn epsilon(args: &DpEpsilonArgs) -> Result<()> {
     args.check()?;
-    let (eps, order) = hefl::dp::epsilon(
+    let detail = match args.accountant {
+        Accountant::Rdp => {
+            let (_, order) = hefl::dp::epsilon(
+                args.sampling_rate,
+                args.noise_multiplier,
+                args.steps,
+                args.delta,
+            );
+            if order.is_finite() {
+                format!("rdp, best order {order}")
+            } else {
+                "rdp, infinite at every order".to_owned()
+            }
+        }
+        Accountant::Pld => "pld".to_owned(),
+    };
+    let eps = args.accountant.epsilon(
         args.sampling_rate,
         args.noise_multiplier,
         args.steps,
         args.delta,
     );
-    let order = if order.is_finite() {
-        format!("best order {order}")
-    } else {
-        "infinite at every order".to_owned()
-    };
     println!(
-        "epsilon for q = {}, sigma = {}, {} steps, delta = {} ({order}):",
+        "epsilon for q = {}, sigma = {}, {} steps, delta = {} ({detail}):",
         readable(args.sampling_rate),
         readable(args.noise_multiplier),
         args.steps,
@@ -52,30 +69,17 @@ pub fn sweep(args: &TrainArgs, epsilons: &[f64], out_dir: &Path) -> Result<()> {
         check_positive(Field::TargetEpsilon, target)?;
     }
     let data = args.load()?;
-    let key = args.key()?;
-    let base = TrainConfig {
-        dp: None,
-        input_dp: None,
-        ..args.config(Mode::Federated)
-    };
-    let mut runs: Vec<(String, RunMetrics)> = Vec::new();
-    let mut rows = Vec::new();
-    for privacy in [Privacy::Plain, Privacy::He] {
-        let config = TrainConfig {
-            privacy,
-            ..base.clone()
-        };
-        let run_key = (privacy == Privacy::He).then(|| Arc::clone(&key));
-        let m = hefl::fl::run(&config, &data, run_key, &mut Progress::new())?;
-        rows.push(hefl::report::SweepRow {
-            name: config.label(),
+    let (base, mut runs) = plain_and_he(args, &data)?;
+    let mut rows: Vec<_> = runs
+        .iter()
+        .map(|(name, m)| hefl::report::SweepRow {
+            name: name.clone(),
             epsilon: None,
             noise_multiplier: None,
             accuracy: m.final_accuracy().unwrap_or(0.0),
             seconds: m.total_seconds,
-        });
-        runs.push((config.label(), m));
-    }
+        })
+        .collect();
     for &target in epsilons {
         let mut config = TrainConfig {
             privacy: Privacy::Dp,
@@ -99,29 +103,70 @@ pub fn sweep(args: &TrainArgs, epsilons: &[f64], out_dir: &Path) -> Result<()> {
         runs.push((name, m));
     }
     let (md, csv) = hefl::report::sweep_tables(&rows);
-    create_dir(out_dir)?;
-    let named: Vec<(&str, &RunMetrics)> = runs.iter().map(|(n, m)| (n.as_str(), m)).collect();
-    let plot = out_dir.join("dp-sweep.png");
-    hefl::report::plot_accuracy(
-        &plot,
+    write_report(
+        out_dir,
+        "dp-sweep",
         &format!(
             "Federated MNIST, {} parties: DP-SGD vs plain vs HE",
-            args.parties
+            base.parties
         ),
-        &named,
-    )?;
-    let md_path = out_dir.join("dp-sweep.md");
+        &format!(
+            "Accuracy against epsilon (delta = {}, C = {}, {} epochs)",
+            args.delta, args.max_grad_norm, args.epochs
+        ),
+        (&md, &csv),
+        &runs,
+    )
+}
+
+/// Federated plain and HE runs with the training flags, the baselines every DP table sits
+/// beside; returns their configuration (without DP) and the named runs.
+fn plain_and_he(
+    args: &TrainArgs,
+    data: &Mnist,
+) -> Result<(TrainConfig, Vec<(String, RunMetrics)>)> {
+    let key = args.key()?;
+    let base = TrainConfig {
+        dp: None,
+        input_dp: None,
+        ..args.config(Mode::Federated)
+    };
+    let mut runs = Vec::new();
+    for privacy in [Privacy::Plain, Privacy::He] {
+        let config = TrainConfig {
+            privacy,
+            ..base.clone()
+        };
+        let run_key = (privacy == Privacy::He).then(|| Arc::clone(&key));
+        let m = hefl::fl::run(&config, data, run_key, &mut Progress::new())?;
+        runs.push((config.label(), m));
+    }
+    Ok((base, runs))
+}
+
+/// Writes OUT_DIR/STEM.{md,csv,png}: the table (markdown and CSV) with the per-epoch
+/// accuracy table under it, and the accuracy plot of `runs`; prints the table.
+fn write_report(
+    out_dir: &Path,
+    stem: &str,
+    plot_title: &str,
+    heading: &str,
+    (md, csv): (&str, &str),
+    runs: &[(String, RunMetrics)],
+) -> Result<()> {
+    create_dir(out_dir)?;
+    let named: Vec<(&str, &RunMetrics)> = runs.iter().map(|(n, m)| (n.as_str(), m)).collect();
+    let plot = out_dir.join(format!("{stem}.png"));
+    hefl::report::plot_accuracy(&plot, plot_title, &named)?;
+    let md_path = out_dir.join(format!("{stem}.md"));
     write_file(
         &md_path,
         format!(
-            "# Accuracy against epsilon (delta = {}, C = {}, {} epochs)\n\n{md}\n{}",
-            args.delta,
-            args.max_grad_norm,
-            args.epochs,
+            "# {heading}\n\n{md}\n{}",
             hefl::report::accuracy_table(&named)
         ),
     )?;
-    let csv_path = out_dir.join("dp-sweep.csv");
+    let csv_path = out_dir.join(format!("{stem}.csv"));
     write_file(&csv_path, csv)?;
     println!("\n{md}");
     println!(
@@ -131,4 +176,218 @@ pub fn sweep(args: &TrainArgs, epsilons: &[f64], out_dir: &Path) -> Result<()> {
         plot.display()
     );
     Ok(())
+}
+
+/// The progress of a tuned sweep: a bar over trials and one line per finished trial.
+struct TuneProgress {
+    bar: ProgressBar,
+}
+
+impl TuneProgress {
+    fn new(trials: usize) -> Self {
+        let bar = ProgressBar::new(trials as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "tune [{bar:30}] {pos}/{len} trials  {elapsed_precise} (eta {eta})  {msg}",
+            )
+            .expect("static template")
+            .progress_chars("=> "),
+        );
+        Self { bar }
+    }
+}
+
+impl TuneObserver for TuneProgress {
+    fn trial_start(&mut self, target_epsilon: f64, trial: &DpTrial) {
+        self.bar
+            .set_message(format!("eps {target_epsilon}: {trial}"));
+    }
+
+    fn trial_end(&mut self, r: &TrialResult) {
+        let line = format!(
+            "eps {:<4} {:<45} sigma {:.3}  validation {:6.2}%  {:.1} s",
+            r.target_epsilon,
+            r.trial.to_string(),
+            r.noise_multiplier,
+            100.0 * r.validation_accuracy,
+            r.seconds
+        );
+        // Printed even when stderr is not a terminal (the bar is then hidden).
+        self.bar.suspend(|| eprintln!("{line}"));
+        self.bar.inc(1);
+    }
+}
+
+/// `dp-sweep --tune`: searches the grid per target epsilon on a validation split, writes the
+/// chosen settings (dp-tuned.json, what `dp-compare` reads) and the tables (dp-tuned.md).
+pub fn tune(
+    args: &TrainArgs,
+    epsilons: &[f64],
+    validation_size: usize,
+    out_dir: &Path,
+) -> Result<()> {
+    args.validated(Mode::Federated)?;
+    for &target in epsilons {
+        check_positive(Field::TargetEpsilon, target)?;
+    }
+    let data = args.load()?;
+    let base = TrainConfig {
+        privacy: Privacy::Dp,
+        dp: Some(DpSgd {
+            sampling: Sampling::Poisson,
+            ..args.dp_sgd()
+        }),
+        input_dp: None,
+        ..args.config(Mode::Federated)
+    };
+    hefl::fl::validation_split(&data.train, validation_size, base.seed)?;
+    let grid = hefl::fl::default_grid();
+    let mut progress = TuneProgress::new(epsilons.len() * grid.len());
+    let started = std::time::Instant::now();
+    let tuned = hefl::fl::tune(
+        &base,
+        &data,
+        epsilons,
+        &grid,
+        validation_size,
+        &mut progress,
+    )?;
+    progress.bar.finish_and_clear();
+    let minutes = started.elapsed().as_secs_f64() / 60.0;
+    create_dir(out_dir)?;
+    let json_path = out_dir.join("dp-tuned.json");
+    write_json(&json_path, &tuned)?;
+    let (best, all) = (trial_table(&tuned.best), trial_table(&tuned.trials));
+    let md_path = out_dir.join("dp-tuned.md");
+    write_file(
+        &md_path,
+        format!(
+            "# Tuned federated DP-SGD ({} parties, delta = {}, {} accountant)\n\n\
+             Scored on {} training images held out for validation; the whole search took \
+             {minutes:.1} minutes.\n\n## Best per target epsilon\n\n{best}\n## Every trial\n\n{all}",
+            base.parties, args.delta, tuned.accountant, validation_size
+        ),
+    )?;
+    println!("\n{best}");
+    println!(
+        "tuned in {minutes:.1} minutes; wrote {} and {}\n\
+         compare with HE and plain: hefl dp-compare --dp-settings {}",
+        json_path.display(),
+        md_path.display(),
+        json_path.display()
+    );
+    Ok(())
+}
+
+/// Trials as a markdown table.
+fn trial_table(trials: &[TrialResult]) -> String {
+    let mut md = String::from(
+        "| target epsilon | batch | optimizer | lr | C | epochs | noise multiplier | validation accuracy | test accuracy | time |\n\
+         |---:|---:|---|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for r in trials {
+        let t = &r.trial;
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {:.3} | {:.2}% | {:.2}% | {:.1} s |\n",
+            r.target_epsilon,
+            t.batch_size,
+            t.optimizer,
+            t.lr,
+            t.max_grad_norm,
+            t.epochs,
+            r.noise_multiplier,
+            100.0 * r.validation_accuracy,
+            100.0 * r.test_accuracy,
+            r.seconds
+        ));
+    }
+    md
+}
+
+/// `hefl dp-compare`: plain and HE with the training flags, and DP-SGD with each setting of
+/// a `dp-sweep --tune` file (recalibrated to its target epsilon on the full training set);
+/// writes compare.md, compare.csv and compare.png.
+pub fn compare(args: &TrainArgs, settings: &Path, out_dir: &Path) -> Result<()> {
+    args.validated(Mode::Federated)?;
+    let text = std::fs::read_to_string(settings)
+        .with_context(|| format!("reading {}", settings.display()))?;
+    let tuned: TunedDp = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not a dp-sweep --tune settings file (dp-tuned.json)",
+            settings.display()
+        )
+    })?;
+    tuned.base.validate()?;
+    let data = args.load()?;
+    let (base, mut runs) = plain_and_he(args, &data)?;
+    let mut rows: Vec<_> = runs
+        .iter()
+        .map(|(name, m)| {
+            let c = &m.config;
+            let settings = format!(
+                "batch {}, {} lr {}, {} epochs",
+                c.batch_size, c.optimizer, c.lr, c.epochs
+            );
+            comparison_row(name, settings, m, data.train.len())
+        })
+        .collect();
+    for best in &tuned.best {
+        let name = format!("federated-dp eps={}", best.target_epsilon);
+        eprintln!("{name}: {}", best.trial);
+        let (_, m) = hefl::fl::run_trial(
+            &tuned.base,
+            &best.trial,
+            best.target_epsilon,
+            &data,
+            &data.test,
+        )?;
+        let sigma = m.config.dp.map_or(0.0, |dp| dp.noise_multiplier);
+        let settings = format!("{}, sigma {sigma:.3}", best.trial);
+        rows.push(comparison_row(&name, settings, &m, data.train.len()));
+        runs.push((name, m));
+    }
+    let (md, csv) = hefl::report::comparison_tables(&rows);
+    write_report(
+        out_dir,
+        "compare",
+        &format!(
+            "Federated MNIST, {} parties: HE vs plain vs tuned DP-SGD",
+            base.parties
+        ),
+        &format!(
+            "HE vs plain vs tuned DP-SGD ({} parties, delta = {})",
+            base.parties,
+            tuned.base.dp.map_or(args.delta, |dp| dp.delta)
+        ),
+        (&md, &csv),
+        &runs,
+    )
+}
+
+/// A run's row of the comparison; DP runs get their epsilon under both accountants.
+fn comparison_row(
+    name: &str,
+    settings: String,
+    m: &RunMetrics,
+    train_size: usize,
+) -> hefl::report::ComparisonRow {
+    let epsilons = m.config.dp.map(|dp| {
+        let (q, steps) = hefl::fl::sampling_rate_and_steps(&m.config, train_size);
+        Accountant::ALL.map(|a| a.epsilon(q, dp.noise_multiplier, steps, dp.delta))
+    });
+    let cpu = m.overhead.as_ref().map(|o| &o.client_cpu);
+    hefl::report::ComparisonRow {
+        name: name.to_owned(),
+        settings,
+        epsilon_pld: epsilons.map(|e| e[0]),
+        epsilon_rdp: epsilons.map(|e| e[1]),
+        accuracy: m.final_accuracy().unwrap_or(0.0),
+        seconds: m.total_seconds,
+        rounds: m.epochs.iter().map(|e| e.rounds).sum(),
+        envelope_cpu_seconds: cpu.map_or(0.0, |c| {
+            c.encode_seconds + c.encrypt_seconds + c.decrypt_seconds + c.decode_seconds
+        }),
+        parties: m.config.parties,
+        bytes_per_round: cpu.map_or(0, |c| c.bytes_per_update),
+    }
 }

@@ -1,9 +1,9 @@
 //! `hefl evaluate`: the test accuracy and loss of a saved model.
 
 use super::args::load_mnist;
-use super::output::thousands;
 use anyhow::Result;
 use clap::Args;
+use hefl::report::thousands;
 use std::path::PathBuf;
 
 /// `hefl evaluate` flags.

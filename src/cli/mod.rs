@@ -104,8 +104,38 @@ pub enum Command {
         /// Target epsilons, comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "0.5,1,2,4,8")]
         epsilons: Vec<f64>,
-        /// Folder for the table, CSV and plot.
+        /// Folder for the table, CSV and plot (with --tune: dp-tuned.json and dp-tuned.md).
         #[arg(long, default_value = "runs/dp-sweep", value_name = "DIR")]
+        out_dir: PathBuf,
+        /// Tune DP-SGD per target epsilon instead: search a small grid (expected batch,
+        /// optimizer and learning rate, clipping norm, epochs; see `hefl::fl::default_grid`)
+        /// scored on a validation split of the training data, never the test set. Writes
+        /// the best setting per epsilon to OUT_DIR/dp-tuned.json for `hefl dp-compare`.
+        /// The search itself spends privacy that the reported epsilon does not count.
+        #[arg(long)]
+        tune: bool,
+        /// With --tune: training images held out to score the trials.
+        #[arg(long, default_value_t = hefl::fl::DEFAULT_VALIDATION_SIZE, value_name = "N")]
+        validation_size: usize,
+    },
+    /// The comparison users come for: federated plain and HE runs with the training
+    /// flags, and DP-SGD with each tuned setting of a `dp-sweep --tune` file (its noise
+    /// recalibrated to the target epsilon on the full training set), side by side:
+    /// accuracy, wall time, time per round, client envelope cost, bytes per round, epsilon
+    /// under both accountants. Writes compare.md, compare.csv and compare.png; re-run it
+    /// without re-tuning.
+    DpCompare {
+        #[command(flatten)]
+        train: TrainArgs,
+        /// The settings `dp-sweep --tune` wrote.
+        #[arg(
+            long,
+            default_value = "runs/dp-sweep/dp-tuned.json",
+            value_name = "FILE.json"
+        )]
+        dp_settings: PathBuf,
+        /// Folder for the table, CSV and plot.
+        #[arg(long, default_value = "runs/compare", value_name = "DIR")]
         out_dir: PathBuf,
     },
     /// Measure what privacy costs on this machine: one client's round in each mode
@@ -124,9 +154,10 @@ pub enum Command {
         #[arg(long, default_value = "runs/bench", value_name = "DIR")]
         out_dir: PathBuf,
     },
-    /// Print the epsilon of a DP-SGD run (Rényi-DP accountant of the sampled
-    /// Gaussian mechanism, Opacus's orders and conversion). The last line is the
-    /// bare number, for scripts.
+    /// Print the epsilon of a DP-SGD run: the Poisson-subsampled Gaussian mechanism,
+    /// add/remove adjacency, by privacy loss distribution (`--accountant pld`, the
+    /// default, as Google's dp-accounting) or Rényi DP (`rdp`, Opacus's orders and
+    /// conversion). The last line is the bare number, for scripts.
     DpEpsilon {
         #[command(flatten)]
         args: DpEpsilonArgs,
@@ -167,7 +198,21 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             train,
             epsilons,
             out_dir,
+            tune: false,
+            ..
         } => dp::sweep(&train, &epsilons, &out_dir),
+        Command::DpSweep {
+            train,
+            epsilons,
+            out_dir,
+            tune: true,
+            validation_size,
+        } => dp::tune(&train, &epsilons, validation_size, &out_dir),
+        Command::DpCompare {
+            train,
+            dp_settings,
+            out_dir,
+        } => dp::compare(&train, &dp_settings, &out_dir),
         Command::BenchReport { quick, out_dir } => bench::run(quick, &out_dir),
         Command::DpEpsilon { args } => dp::epsilon(&args),
         Command::Serve(args) => serve::run(*args),

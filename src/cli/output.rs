@@ -29,16 +29,3 @@ pub fn write_model(path: &Path, run: &RunMetrics) -> Result<()> {
     eprintln!("model written to {}", path.display());
     Ok(())
 }
-
-/// `n` with commas between thousands: `10,000`.
-pub fn thousands(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}

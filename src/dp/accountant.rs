@@ -29,7 +29,7 @@ pub fn default_orders() -> Vec<f64> {
 }
 
 /// log(e^a + e^b), exact at −∞ and +∞ (NaN stays NaN).
-fn log_add(a: f64, b: f64) -> f64 {
+pub(super) fn log_add(a: f64, b: f64) -> f64 {
     let (hi, lo) = if a >= b { (a, b) } else { (b, a) };
     if lo == f64::NEG_INFINITY || hi == f64::INFINITY {
         return hi;
@@ -39,7 +39,7 @@ fn log_add(a: f64, b: f64) -> f64 {
 
 /// log(e^a − e^b) for a ≥ b; −∞ when they are equal, NaN when both are +∞ (the difference
 /// is unknown).
-fn log_sub(a: f64, b: f64) -> f64 {
+pub(super) fn log_sub(a: f64, b: f64) -> f64 {
     if b == f64::NEG_INFINITY {
         return a;
     }
@@ -258,25 +258,32 @@ pub fn epsilon_at_orders(q: f64, sigma: f64, steps: u64, delta: f64, orders: &[f
 /// assert!(eps <= 8.0 && eps > 7.92, "{sigma} gives {eps}");
 /// ```
 pub fn noise_multiplier_for(target_epsilon: f64, delta: f64, q: f64, steps: u64) -> Option<f64> {
-    let eps = |sigma: f64| epsilon(q, sigma, steps, delta).0;
+    smallest_noise_for(target_epsilon, |sigma| epsilon(q, sigma, steps, delta).0)
+}
+
+/// The bisection of [`noise_multiplier_for`] over any accountant's ε(σ), non-increasing in
+/// σ: the σ it returns gives an ε within 1% below `target_epsilon`; `None` above σ = 10⁴.
+pub(super) fn smallest_noise_for(target_epsilon: f64, eps: impl Fn(f64) -> f64) -> Option<f64> {
     let (mut low, mut high) = (0.0f64, 10.0f64);
-    while eps(high) > target_epsilon {
+    let mut at_high = eps(high);
+    while at_high > target_epsilon {
         high *= 2.0;
         if high > 1e4 {
             return None;
         }
+        at_high = eps(high);
     }
-    // Invariant: eps(high) <= target < eps(low).
+    // Invariant: eps(high) = at_high <= target < eps(low).
     loop {
-        let e = eps(high);
-        if target_epsilon - e <= 0.01 * target_epsilon {
+        if target_epsilon - at_high <= 0.01 * target_epsilon {
             return Some(high);
         }
         let mid = 0.5 * (low + high);
-        if eps(mid) > target_epsilon {
+        let at_mid = eps(mid);
+        if at_mid > target_epsilon {
             low = mid;
         } else {
-            high = mid;
+            (high, at_high) = (mid, at_mid);
         }
     }
 }

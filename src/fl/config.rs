@@ -456,6 +456,7 @@ pub enum Field {
     MaxConnectionsPerPeer,
     Steps,
     FracBits,
+    ValidationSize,
 }
 
 impl Field {
@@ -495,6 +496,7 @@ impl Field {
             Self::MaxConnectionsPerPeer => "max_connections_per_peer",
             Self::Steps => "steps",
             Self::FracBits => "frac_bits",
+            Self::ValidationSize => "validation_size",
         }
     }
 }

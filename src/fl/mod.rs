@@ -52,6 +52,7 @@ mod run;
 mod server;
 mod setup;
 mod strategy;
+mod tune;
 
 pub use client::{Client, Update};
 pub use config::{
@@ -70,5 +71,9 @@ pub use server::{
     DEFAULT_ABSENT_AFTER, DEFAULT_KEEP_ROUNDS, PartyId, Published, Refusal, Round, Server,
     ServerConfig, ServerSnapshot,
 };
-pub use setup::calibrate_noise;
+pub use setup::{calibrate_noise, sampling_rate_and_steps};
 pub use strategy::Strategy;
+pub use tune::{
+    DEFAULT_VALIDATION_SIZE, DpTrial, TrialResult, TuneObserver, TunedDp, default_grid, run_trial,
+    tune, validation_split,
+};

@@ -133,32 +133,38 @@ pub(crate) fn envelope(
     }
 }
 
+/// The DP-SGD sampling rate (batch / largest IID shard) and the number of steps of the
+/// whole run `config` on a training set of `train_size` images: what the accountant needs.
+pub fn sampling_rate_and_steps(config: &TrainConfig, train_size: usize) -> (f64, u64) {
+    let shard = config.largest_iid_shard(train_size);
+    let q = (config.batch_size as f64 / shard.max(1) as f64).min(1.0);
+    let rounds = config.rounds_per_epoch(shard).saturating_mul(config.epochs);
+    let steps = rounds.saturating_mul(config.strategy.steps_per_round()) as u64;
+    (q, steps)
+}
+
 /// Sets `config`'s DP noise multiplier to the smallest that keeps the whole run within
-/// `target_epsilon` (to within 1%), for a training set of `train_size` images split as
+/// `target_epsilon` (to within 1%) by its own accountant, for a training set of `train_size` images split as
 /// `config` says (IID shard sizes); returns it. Refused unless `config` is a DP run.
 pub fn calibrate_noise(
     config: &mut TrainConfig,
     train_size: usize,
     target_epsilon: f64,
 ) -> Result<f64, ConfigError> {
-    let Some(delta) = config.dp.as_ref().map(|dp| dp.delta) else {
+    let Some((delta, accountant)) = config.dp.as_ref().map(|dp| (dp.delta, dp.accountant)) else {
         return Err(ConfigError::Needs {
             field: Field::TargetEpsilon,
             needs: "privacy dp".into(),
         });
     };
     super::config::check_positive(Field::TargetEpsilon, target_epsilon)?;
-    let shard = config.largest_iid_shard(train_size);
-    let q = (config.batch_size as f64 / shard.max(1) as f64).min(1.0);
-    let rounds = config.rounds_per_epoch(shard).saturating_mul(config.epochs);
-    let steps = rounds.saturating_mul(config.strategy.steps_per_round()) as u64;
-    let sigma =
-        crate::dp::noise_multiplier_for(target_epsilon, delta, q, steps).ok_or_else(|| {
-            ConfigError::Invalid {
-                field: Field::TargetEpsilon,
-                expected: format!("an epsilon reachable in {steps} steps at sampling rate {q}"),
-                found: target_epsilon.to_string(),
-            }
+    let (q, steps) = sampling_rate_and_steps(config, train_size);
+    let sigma = accountant
+        .noise_multiplier_for(target_epsilon, delta, q, steps)
+        .ok_or_else(|| ConfigError::Invalid {
+            field: Field::TargetEpsilon,
+            expected: format!("an epsilon reachable in {steps} steps at sampling rate {q}"),
+            found: target_epsilon.to_string(),
         })?;
     if let Some(dp) = config.dp.as_mut() {
         dp.noise_multiplier = sigma;

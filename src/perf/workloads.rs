@@ -55,6 +55,7 @@ pub fn dp_settings(sampling: Sampling) -> DpSgd {
         max_grad_norm: 1.0,
         delta: 1e-5,
         sampling,
+        accountant: crate::dp::Accountant::Pld,
     }
 }
 

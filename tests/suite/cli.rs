@@ -64,8 +64,9 @@ fn keygen_writes_a_private_key_and_refuses_to_overwrite_it() {
 #[test]
 fn dp_epsilon_prints_a_bare_number_last() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let out = hefl(
-        &[
+    // Opacus's test case, by each accountant: the bare number on the last line.
+    let epsilon = |extra: &[&str]| -> f64 {
+        let case = [
             "dp-epsilon",
             "--sampling-rate",
             "0.04",
@@ -75,17 +76,21 @@ fn dp_epsilon_prints_a_bare_number_last() {
             "2250",
             "--delta",
             "1e-5",
-        ],
-        dir.path(),
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let stdout = text(&out.stdout);
-    let last: f64 = stdout
-        .lines()
-        .last()
-        .and_then(|l| l.trim().parse().ok())
-        .unwrap_or_else(|| panic!("last line is not a number: {stdout}"));
-    assert!((last - 7.32911117143).abs() < 1e-6, "{last}");
+        ];
+        let out = hefl(&[&case[..], extra].concat(), dir.path());
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let stdout = text(&out.stdout);
+        stdout
+            .lines()
+            .last()
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap_or_else(|| panic!("last line is not a number: {stdout}"))
+    };
+    // PLD by default (dp-accounting: 6.76878737701), RDP on request (Opacus's 7.32911117143).
+    let pld = epsilon(&[]);
+    assert!((pld - 6.76878737701).abs() < 1e-6, "{pld}");
+    let rdp = epsilon(&["--accountant", "rdp"]);
+    assert!((rdp - 7.32911117143).abs() < 1e-6, "{rdp}");
 
     let bad = hefl(
         &[
@@ -465,5 +470,75 @@ fn evaluate_reports_what_the_demo_printed_for_each_saved_model() {
     assert!(
         stderr.contains("demo/results.md") && stderr.contains("not a valid safetensors file"),
         "{stderr}"
+    );
+}
+
+/// `dp-sweep --tune` writes its settings file and `dp-compare` re-runs them beside plain
+/// and HE without tuning again: one table with epsilon under both accountants, one plot.
+#[test]
+fn tuned_dp_settings_feed_the_comparison() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("mnist");
+    std::fs::create_dir(&data).expect("data folder");
+    crate::util::write_tiny_mnist(&data);
+    let data = data.to_string_lossy().into_owned();
+    let common = ["--hidden", "8", "--data-dir", &data];
+    let tune = hefl(
+        &[
+            &[
+                "dp-sweep",
+                "--tune",
+                "--epsilons",
+                "4",
+                "--validation-size",
+                "100",
+            ],
+            &common[..],
+        ]
+        .concat(),
+        dir.path(),
+    );
+    assert!(tune.status.success(), "{}", text(&tune.stderr));
+    assert!(
+        text(&tune.stderr).contains("validation"),
+        "{}",
+        text(&tune.stderr)
+    );
+    let settings = dir.path().join("runs/dp-sweep/dp-tuned.json");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&settings).expect("settings")).expect("json");
+    assert_eq!(json["trials"].as_array().map(Vec::len), Some(12));
+    assert_eq!(json["best"].as_array().map(Vec::len), Some(1));
+
+    let compare = hefl(
+        &[&["dp-compare", "--epochs", "1"], &common[..]].concat(),
+        dir.path(),
+    );
+    assert!(compare.status.success(), "{}", text(&compare.stderr));
+    let md = std::fs::read_to_string(dir.path().join("runs/compare/compare.md")).expect("table");
+    for row in [
+        "| federated-plain |",
+        "| federated-he |",
+        "| federated-dp eps=4 |",
+    ] {
+        assert!(md.contains(row), "{row} missing from\n{md}");
+    }
+    assert!(dir.path().join("runs/compare/compare.png").exists());
+
+    let bad = hefl(
+        &[
+            "dp-compare",
+            "--dp-settings",
+            "missing.json",
+            "--data-dir",
+            &data,
+        ],
+        dir.path(),
+    );
+    assert!(!bad.status.success());
+    assert!(
+        text(&bad.stderr).contains("missing.json"),
+        "{}",
+        text(&bad.stderr)
     );
 }

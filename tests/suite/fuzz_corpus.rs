@@ -126,6 +126,7 @@ fn write_seeds() {
             max_grad_norm: 1.0,
             delta: 1e-5,
             sampling: Sampling::Poisson,
+            accountant: hefl::dp::Accountant::Pld,
         }),
         strategy: Strategy::FedAvg { local_steps: 5 },
         ..TrainConfig::default()
