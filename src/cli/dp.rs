@@ -384,9 +384,7 @@ fn comparison_row(
         accuracy: m.final_accuracy().unwrap_or(0.0),
         seconds: m.total_seconds,
         rounds: m.epochs.iter().map(|e| e.rounds).sum(),
-        envelope_cpu_seconds: cpu.map_or(0.0, |c| {
-            c.encode_seconds + c.encrypt_seconds + c.decrypt_seconds + c.decode_seconds
-        }),
+        envelope_cpu_seconds: cpu.map_or(0.0, |c| c.cpu_seconds()),
         parties: m.config.parties,
         bytes_per_round: cpu.map_or(0, |c| c.bytes_per_update),
     }

@@ -33,6 +33,23 @@ pub struct EnvelopeCost {
 }
 
 impl EnvelopeCost {
+    /// All the envelope's CPU seconds: encoding, preparing (offline), sealing, opening and
+    /// decoding.
+    ///
+    /// ```
+    /// use hefl::fl::EnvelopeCost;
+    ///
+    /// let cost = EnvelopeCost { encode_seconds: 1.0, prepare_seconds: 2.0, ..EnvelopeCost::default() };
+    /// assert_eq!(cost.cpu_seconds(), 3.0);
+    /// ```
+    pub fn cpu_seconds(&self) -> f64 {
+        self.encode_seconds
+            + self.prepare_seconds
+            + self.encrypt_seconds
+            + self.decrypt_seconds
+            + self.decode_seconds
+    }
+
     /// Adds another client's (or round's) cost.
     pub fn add(&mut self, other: &Self) {
         self.encode_seconds += other.encode_seconds;

@@ -276,19 +276,10 @@ impl EncryptedVector {
     }
 
     fn check_compatible(&self, other: &Self) -> Result<(), HeError> {
-        if other.key_id != self.key_id {
-            return Err(HeError::KeyMismatch {
-                expected: self.key_id,
-                found: other.key_id,
-            });
-        }
-        if other.plaintext_len != self.plaintext_len {
-            return Err(HeError::LengthMismatch {
-                expected: self.plaintext_len,
-                found: other.plaintext_len,
-            });
-        }
-        Ok(())
+        check_same_vector(
+            (self.key_id, self.plaintext_len),
+            (other.key_id, other.plaintext_len),
+        )
     }
 
     /// Homomorphic addition: afterwards `self` encrypts the element-wise sum (modulo 2^64)
@@ -379,6 +370,27 @@ pub(crate) fn wrapping_add_assign(acc: &mut [u64], add: &[u64]) {
     acc.iter_mut()
         .zip(add)
         .for_each(|(a, b)| *a = a.wrapping_add(*b));
+}
+
+/// Refuses adding vectors under different keys or of different lengths (`ours`, then
+/// `theirs`: key id and plaintext length).
+pub(crate) fn check_same_vector(
+    ours: (KeyId, usize),
+    theirs: (KeyId, usize),
+) -> Result<(), HeError> {
+    if theirs.0 != ours.0 {
+        return Err(HeError::KeyMismatch {
+            expected: ours.0,
+            found: theirs.0,
+        });
+    }
+    if theirs.1 != ours.1 {
+        return Err(HeError::LengthMismatch {
+            expected: ours.1,
+            found: theirs.1,
+        });
+    }
+    Ok(())
 }
 
 /// Refuses an empty vector and one longer than [`MAX_PLAINTEXT_LEN`].

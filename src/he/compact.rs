@@ -19,7 +19,7 @@
 
 use rayon::prelude::*;
 
-use super::ciphertext::{EncryptedVector, HeError, wrapping_add_assign};
+use super::ciphertext::{EncryptedVector, HeError, check_same_vector, wrapping_add_assign};
 use super::csprng::KeyStream;
 use super::keys::KeyId;
 use super::params::PARAMS;
@@ -233,18 +233,10 @@ impl CompactVector {
 
     /// Checks that `other` can be added to `self`: same key, length and body width.
     fn check_compatible(&self, other: &Self) -> Result<(), HeError> {
-        if other.key_id != self.key_id {
-            return Err(HeError::KeyMismatch {
-                expected: self.key_id,
-                found: other.key_id,
-            });
-        }
-        if other.plaintext_len != self.plaintext_len {
-            return Err(HeError::LengthMismatch {
-                expected: self.plaintext_len,
-                found: other.plaintext_len,
-            });
-        }
+        check_same_vector(
+            (self.key_id, self.plaintext_len),
+            (other.key_id, other.plaintext_len),
+        )?;
         if other.body_bits != self.body_bits {
             return Err(HeError::WidthMismatch {
                 expected: self.body_bits,

@@ -61,11 +61,12 @@ pub enum DownloadForm {
     Switched,
 }
 
-/// The largest party count for which [`DownloadForm::Auto`] sends seeds: beyond it, every
-/// client regenerating P masks (about 0.2 ms each for 101,770 values on this machine's
-/// cores) costs more than downloading the switched mask at 100 Mbit/s (the README's
-/// crossover measurement).
-pub const SEEDS_UP_TO: u32 = 64;
+/// The largest party count for which [`DownloadForm::Auto`] sends seeds. Measured by
+/// `hefl bench-report` (2 cores, 101,770 values): regenerating the masks costs a client about
+/// 0.14 ms per party, and the switched form downloads about 470-510 KB more, which takes
+/// about 40 ms at 100 Mbit/s; the two cross near 280 parties. Below, seeds cost clients less
+/// time than the bigger download and keep the server free of mask work.
+pub const SEEDS_UP_TO: u32 = 256;
 
 impl DownloadForm {
     /// The form a federation of `parties` uses: `Auto` resolved by [`SEEDS_UP_TO`].
@@ -73,7 +74,7 @@ impl DownloadForm {
     /// ```
     /// use hefl::he::DownloadForm;
     ///
-    /// assert_eq!(DownloadForm::Auto.resolve(3), DownloadForm::Seeds);
+    /// assert_eq!(DownloadForm::Auto.resolve(256), DownloadForm::Seeds);
     /// assert_eq!(DownloadForm::Auto.resolve(1000), DownloadForm::Switched);
     /// assert_eq!(DownloadForm::Seeds.resolve(1000), DownloadForm::Seeds);
     /// ```
