@@ -45,8 +45,8 @@ pub(crate) fn pack_into(words: &[u64], width: u32, out: &mut Vec<u8>) {
         .for_each(|(out, words)| dispatch!(width, pack_run, words, out));
 }
 
-/// Blocks per parallel task (1024 values).
-const TASK: usize = 16;
+/// Blocks per parallel task (4096 values).
+const TASK: usize = 64;
 
 /// Packs `words` (their top W bits) into `out`, block by block; the last block zero-padded.
 #[inline(always)]
@@ -127,14 +127,37 @@ fn unpack_with(
 }
 
 /// Unpacks the values of `bytes` (W bits each, whole blocks) into `out` (as many as it
-/// holds) through `op`, as torus words: straight-line code per block for a constant W.
+/// holds) through `op`, as torus words. For W <= 56 each value is one unaligned 8-byte load
+/// and two shifts (its bits start within the load's first byte); wider values, and the last
+/// few whose load would pass the end, go block by block.
 #[inline(always)]
 fn unpack_run<const W: usize>(bytes: &[u8], out: &mut [u64], op: impl Fn(&mut u64, u64)) {
+    let mut done = 0;
+    if W <= 56 && bytes.len() >= 8 {
+        // Value i reads bytes i·W/8 .. i·W/8 + 8: within `bytes` while i·W/8 <= len - 8.
+        let loadable = ((bytes.len() - 8) * 8 / W + 1).min(out.len());
+        // Whole blocks only, so the rest starts on a block boundary.
+        done = loadable / BLOCK * BLOCK;
+        // Eight values span exactly W bytes: read each group's window once, then eight
+        // loads at constant offsets within it.
+        for (group, out) in out[..done].chunks_exact_mut(8).enumerate() {
+            let base = group * W;
+            let window = &bytes[base..(base + W + 8).min(bytes.len())];
+            for (j, o) in out.iter_mut().enumerate() {
+                let bit = j * W;
+                let at = bit / 8;
+                let mut le = [0u8; 8];
+                le.copy_from_slice(&window[at..at + 8]);
+                op(o, (u64::from_le_bytes(le) >> (bit % 8)) << (64 - W));
+            }
+        }
+    }
     let mut words = [0u64; W];
     let mut block = [0u64; BLOCK];
-    for (chunk, out) in bytes
+    let first = done / BLOCK * W * size_of::<u64>();
+    for (chunk, out) in bytes[first..]
         .chunks_exact(W * size_of::<u64>())
-        .zip(out.chunks_mut(BLOCK))
+        .zip(out[done..].chunks_mut(BLOCK))
     {
         for (w, b) in words.iter_mut().zip(chunk.chunks_exact(size_of::<u64>())) {
             *w = le_word(b);
