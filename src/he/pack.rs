@@ -1,12 +1,11 @@
 //! Bit packing of k-bit values, 64 at a time: a block of 64 values of width k is exactly k
 //! little-endian u64 words, value i at bits i·k .. (i+1)·k of the block, least significant
-//! first. Each width is its own monomorphized function, so the shifts are constants and a
-//! block unpacks in straight-line code (the server's fold of 1000 uploads is mostly this).
+//! first. Each width is its own monomorphized function, so the shifts are constants: a value
+//! of up to 56 bits unpacks with one unaligned 8-byte load and two shifts (the server's fold
+//! of 1000 uploads is mostly this), wider ones block by block in straight-line code.
 //!
 //! Values are torus words: a k-bit value v is the u64 v·2^(64−k) (its top k bits), so packed
 //! sums add exactly as the words do.
-
-use super::wire::le_word;
 
 /// `dispatch!(width, f, args...)` calls `f::<width>(args...)` for a width in 1..=64.
 macro_rules! dispatch {
@@ -23,6 +22,13 @@ macro_rules! dispatch {
         }
     };
     (@call $f:ident, $w:literal, ($($arg:expr),*)) => { $f::<$w>($($arg),*) };
+}
+
+/// A little-endian u64 from exactly eight bytes (a chunk of a message body).
+pub(crate) fn le_word(chunk: &[u8]) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(chunk);
+    u64::from_le_bytes(word)
 }
 
 /// Values per block.

@@ -36,6 +36,7 @@ use bincode::Options;
 use super::ciphertext::MAX_PLAINTEXT_LEN;
 use super::compact::{CompactVector, Masks, add_masks, mask_words, merge_seeds, round_to};
 use super::keys::KeyId;
+pub(crate) use super::pack::le_word;
 use super::pack::{pack_into, packed_len, unpack_add, unpack_each, unpack_to};
 use super::params::PARAMS;
 use super::widths::{DownloadForm, Widths};
@@ -463,13 +464,6 @@ impl CompactVector {
         self.summands = summands;
         Ok(())
     }
-}
-
-/// A little-endian u64 from exactly eight bytes (a chunk of a message body).
-pub(crate) fn le_word(chunk: &[u8]) -> u64 {
-    let mut word = [0u8; 8];
-    word.copy_from_slice(chunk);
-    u64::from_le_bytes(word)
 }
 
 /// A little-endian u128 from exactly sixteen bytes (a seed).
