@@ -299,13 +299,7 @@ impl EncryptedVector {
     /// ```
     pub fn add_assign(&mut self, other: &Self) -> Result<(), HeError> {
         self.check_compatible(other)?;
-        let summands =
-            self.summands
-                .checked_add(other.summands)
-                .ok_or(HeError::SummandOverflow {
-                    left: self.summands,
-                    right: other.summands,
-                })?;
+        let summands = add_summands(self.summands, other.summands)?;
         let words = PARAMS.ciphertext_words();
         self.data
             .par_chunks_mut(words)
@@ -339,12 +333,7 @@ impl EncryptedVector {
         let mut summands = first.summands;
         for v in rest {
             first.check_compatible(v)?;
-            summands = summands
-                .checked_add(v.summands)
-                .ok_or(HeError::SummandOverflow {
-                    left: summands,
-                    right: v.summands,
-                })?;
+            summands = add_summands(summands, v.summands)?;
         }
         let words = PARAMS.ciphertext_words();
         let mut data = vec![0u64; first.data.len()];
@@ -370,6 +359,12 @@ pub(crate) fn wrapping_add_assign(acc: &mut [u64], add: &[u64]) {
     acc.iter_mut()
         .zip(add)
         .for_each(|(a, b)| *a = a.wrapping_add(*b));
+}
+
+/// The summand count of a sum of `left` and `right` summands, refused past u32.
+pub(crate) fn add_summands(left: u32, right: u32) -> Result<u32, HeError> {
+    left.checked_add(right)
+        .ok_or(HeError::SummandOverflow { left, right })
 }
 
 /// Refuses adding vectors under different keys or of different lengths (`ours`, then

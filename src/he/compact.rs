@@ -19,7 +19,9 @@
 
 use rayon::prelude::*;
 
-use super::ciphertext::{EncryptedVector, HeError, check_same_vector, wrapping_add_assign};
+use super::ciphertext::{
+    EncryptedVector, HeError, add_summands, check_same_vector, wrapping_add_assign,
+};
 use super::csprng::KeyStream;
 use super::keys::KeyId;
 use super::params::PARAMS;
@@ -265,13 +267,7 @@ impl CompactVector {
     /// ```
     pub fn add_assign(&mut self, other: &Self) -> Result<(), HeError> {
         self.check_compatible(other)?;
-        let summands =
-            self.summands
-                .checked_add(other.summands)
-                .ok_or(HeError::SummandOverflow {
-                    left: self.summands,
-                    right: other.summands,
-                })?;
+        let summands = add_summands(self.summands, other.summands)?;
         match (&mut self.masks, &other.masks) {
             (Masks::Seeds(ours), Masks::Seeds(theirs)) => {
                 *ours = merge_seeds(ours, theirs)?;

@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use bincode::Options;
 
 use super::ciphertext::MAX_PLAINTEXT_LEN;
-use super::compact::{CompactVector, Masks, add_masks, mask_words, merge_seeds, round_to};
+use super::compact::{CompactVector, Masks, add_masks, mask_words, round_to};
 use super::keys::KeyId;
 pub(crate) use super::pack::le_word;
 use super::pack::{pack_into, packed_len, unpack_add, unpack_each, unpack_to};
@@ -450,9 +450,12 @@ impl CompactVector {
         })?;
         let seed = le_seed(parts.seeds);
         match &mut self.masks {
-            Masks::Seeds(seeds) => {
-                *seeds = merge_seeds(seeds, &[seed]).map_err(|_| WireError::RepeatedSeed)?;
-            }
+            // In place: the server's running list grows by one seed, without a new list per
+            // submission.
+            Masks::Seeds(seeds) => match seeds.binary_search(&seed) {
+                Ok(_) => return Err(WireError::RepeatedSeed),
+                Err(at) => seeds.insert(at, seed),
+            },
             Masks::Summed { words, .. } => add_masks(&[seed], words),
         }
         unpack_add(

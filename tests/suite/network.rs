@@ -85,6 +85,11 @@ fn text(bytes: &[u8]) -> String {
 }
 
 /// Starts `hefl serve` on a free port; returns the process and its URL.
+/// `serve` flags for an `he` federation under `key_id`, then `extra`.
+fn he_flags<'a>(key_id: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    [&["--privacy", "he", "--key-id", key_id][..], extra].concat()
+}
+
 fn start_server(dir: &Path, extra: &[&str]) -> (Guard, String) {
     let mut child = hefl()
         .args(["serve", "--parties", "3"])
@@ -177,10 +182,7 @@ fn final_accuracy(path: &Path) -> f64 {
 #[test]
 fn three_processes_match_the_in_process_run() {
     let (dir, key_id) = setup();
-    let (server, url) = start_server(
-        dir.path(),
-        &["--privacy", "he", "--key-id", &key_id, "--epochs", "2"],
-    );
+    let (server, url) = start_server(dir.path(), &he_flags(&key_id, &["--epochs", "2"]));
     let parties: Vec<Guard> = (0..3).map(|p| start_party(dir.path(), &url, p)).collect();
     let (_, (stdout, _)) = finish(parties, server);
     assert!(stdout.contains("done: 14 rounds"), "{stdout}");
@@ -308,20 +310,19 @@ fn hostile_connections_cost_the_server_nothing() {
     let cap = (uploads * 2 + 64).to_string();
     let (mut server, url) = start_server(
         dir.path(),
-        &[
-            "--privacy",
-            "he",
-            "--key-id",
+        &he_flags(
             &key_id,
-            "--epochs",
-            "2",
-            "--header-timeout",
-            "2s",
-            "--body-timeout",
-            "2s",
-            "--max-connections",
-            &cap,
-        ],
+            &[
+                "--epochs",
+                "2",
+                "--header-timeout",
+                "2s",
+                "--body-timeout",
+                "2s",
+                "--max-connections",
+                &cap,
+            ],
+        ),
     );
     let pid = server.child().id();
     let addr: std::net::SocketAddr = url.trim_start_matches("http://").parse().expect("addr");
@@ -390,16 +391,10 @@ fn connections_over_the_per_peer_cap_are_closed() {
     let (dir, key_id) = setup();
     let (server, url) = start_server(
         dir.path(),
-        &[
-            "--privacy",
-            "he",
-            "--key-id",
+        &he_flags(
             &key_id,
-            "--max-connections-per-peer",
-            "4",
-            "--header-timeout",
-            "5s",
-        ],
+            &["--max-connections-per-peer", "4", "--header-timeout", "5s"],
+        ),
     );
     let addr = url.trim_start_matches("http://");
     let held: Vec<_> = (0..4)
@@ -444,20 +439,19 @@ fn a_party_that_never_returns_is_named_when_the_server_gives_up() {
     let (dir, key_id) = setup();
     let (server, url) = start_server(
         dir.path(),
-        &[
-            "--privacy",
-            "he",
-            "--key-id",
+        &he_flags(
             &key_id,
-            "--epochs",
-            "30",
-            "--min-parties",
-            "2",
-            "--round-timeout",
-            "1s",
-            "--idle-timeout",
-            "3s",
-        ],
+            &[
+                "--epochs",
+                "30",
+                "--min-parties",
+                "2",
+                "--round-timeout",
+                "1s",
+                "--idle-timeout",
+                "3s",
+            ],
+        ),
     );
     let survivors: Vec<Guard> = (0..2).map(|p| start_party(dir.path(), &url, p)).collect();
     let mut victim = start_party(dir.path(), &url, 2);
@@ -894,18 +888,17 @@ fn parties_that_start_late_train_the_undisturbed_model() {
     let (dir, key_id) = setup();
     let (server, url) = start_server(
         dir.path(),
-        &[
-            "--privacy",
-            "he",
-            "--key-id",
+        &he_flags(
             &key_id,
-            "--epochs",
-            "2",
-            "--round-timeout",
-            "3s",
-            "--min-parties",
-            "2",
-        ],
+            &[
+                "--epochs",
+                "2",
+                "--round-timeout",
+                "3s",
+                "--min-parties",
+                "2",
+            ],
+        ),
     );
     std::thread::sleep(Duration::from_secs(5));
     let parties: Vec<Guard> = (0..3).map(|p| start_party(dir.path(), &url, p)).collect();
@@ -925,18 +918,17 @@ fn a_paused_party_catches_up() {
     let (dir, key_id) = setup();
     let (server, url) = start_server(
         dir.path(),
-        &[
-            "--privacy",
-            "he",
-            "--key-id",
+        &he_flags(
             &key_id,
-            "--epochs",
-            "6",
-            "--round-timeout",
-            "1s",
-            "--min-parties",
-            "2",
-        ],
+            &[
+                "--epochs",
+                "6",
+                "--round-timeout",
+                "1s",
+                "--min-parties",
+                "2",
+            ],
+        ),
     );
     let others: Vec<Guard> = (0..2).map(|p| start_party(dir.path(), &url, p)).collect();
     let mut paused = start_party(dir.path(), &url, 2);
@@ -964,10 +956,7 @@ fn a_paused_party_catches_up() {
 #[test]
 fn a_killed_party_restarted_from_its_state_dir_ends_with_the_undisturbed_model() {
     let (dir, key_id) = setup();
-    let (server, url) = start_server(
-        dir.path(),
-        &["--privacy", "he", "--key-id", &key_id, "--epochs", "6"],
-    );
+    let (server, url) = start_server(dir.path(), &he_flags(&key_id, &["--epochs", "6"]));
     let state = dir.path().join("state-2");
     let state_args = [
         "--state-dir",
@@ -1010,18 +999,17 @@ fn a_killed_server_restarted_from_its_state_dir_completes_the_run() {
     let (dir, key_id) = setup();
     let bind = format!("127.0.0.1:{}", free_port());
     let state = dir.path().join("server-state");
-    let args = [
-        "--privacy",
-        "he",
-        "--key-id",
+    let args = he_flags(
         &key_id,
-        "--epochs",
-        "6",
-        "--bind",
-        &bind,
-        "--state-dir",
-        state.to_str().expect("utf-8 path"),
-    ];
+        &[
+            "--epochs",
+            "6",
+            "--bind",
+            &bind,
+            "--state-dir",
+            state.to_str().expect("utf-8 path"),
+        ],
+    );
     let (mut server, url) = start_server(dir.path(), &args);
     let mut parties: Vec<Guard> = (0..3).map(|p| start_party(dir.path(), &url, p)).collect();
     let _stdout = wait_for_an_epoch(&mut parties[0]);
@@ -1043,16 +1031,10 @@ fn slow_uploads_are_cut_off() {
     let (dir, key_id) = setup();
     let (server, url) = start_server(
         dir.path(),
-        &[
-            "--privacy",
-            "he",
-            "--key-id",
+        &he_flags(
             &key_id,
-            "--body-timeout",
-            "1s",
-            "--min-upload-rate",
-            "1MiB",
-        ],
+            &["--body-timeout", "1s", "--min-upload-rate", "1MiB"],
+        ),
     );
     let token = Tokens::read_party(&dir.path().join("tokens.json"), 1).expect("token");
     let body_len = HttpUplink::new(&url, 1, &token)
