@@ -261,7 +261,7 @@ impl Envelope {
                     })
                     .into());
                 }
-                key.decrypt(&sum.expand())?
+                key.decrypt_compact(&sum, widths)?
             }
         };
         let opened = Instant::now();

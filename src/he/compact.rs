@@ -24,6 +24,7 @@ use super::ciphertext::{
 };
 use super::csprng::KeyStream;
 use super::keys::KeyId;
+use super::pack::round_to;
 use super::params::PARAMS;
 
 /// A packed list of GLWE ciphertexts in compact form (see the [module docs](self)): the
@@ -102,15 +103,6 @@ pub(crate) fn mask_blocks() -> u128 {
 /// Fills `mask` with ciphertext `index`'s mask under `seed` (how encryption draws it).
 pub(crate) fn fill_mask(stream: &mut KeyStream, index: usize, mask: &mut [u64]) {
     stream.fill_uniform(index as u128 * mask_blocks(), mask);
-}
-
-/// `word` rounded to the nearest multiple of 2^(64 - bits) (ties up, wrapping).
-pub(crate) fn round_to(word: u64, bits: u32) -> u64 {
-    if bits >= 64 {
-        return word;
-    }
-    let step = 1u64 << (64 - bits);
-    word.wrapping_add(step >> 1) & !(step - 1)
 }
 
 impl CompactVector {
@@ -197,22 +189,10 @@ impl CompactVector {
             .enumerate()
             .for_each_init(
                 || None,
-                |streams: &mut Option<Vec<KeyStream>>, (index, (ciphertext, bodies))| {
+                |streams, (index, (ciphertext, bodies))| {
                     let (mask, body) = ciphertext.split_at_mut(mask_len);
                     body[..bodies.len()].copy_from_slice(bodies);
-                    match &self.masks {
-                        Masks::Seeds(seeds) => {
-                            let streams = streams.get_or_insert_with(|| {
-                                seeds.iter().map(|&s| KeyStream::new(s)).collect()
-                            });
-                            add_masks_of(streams, index, mask);
-                        }
-                        Masks::Summed { bits, words } => {
-                            for (m, w) in mask.iter_mut().zip(&words[index * mask_len..]) {
-                                *m = round_to(*w, *bits);
-                            }
-                        }
-                    }
+                    self.summed_mask(index, streams, mask);
                 },
             );
         EncryptedVector {
@@ -220,6 +200,33 @@ impl CompactVector {
             plaintext_len: self.plaintext_len,
             summands: self.summands,
             data,
+        }
+    }
+
+    /// Writes ciphertext `index`'s summed mask (k·N words) into `mask`: regenerated from the
+    /// seeds (`streams` holds one keystream per seed, made on first use by this task), or the
+    /// switched sum as sent (rounded to its bits).
+    pub(crate) fn summed_mask(
+        &self,
+        index: usize,
+        streams: &mut Option<Vec<KeyStream>>,
+        mask: &mut [u64],
+    ) {
+        match &self.masks {
+            Masks::Seeds(seeds) => {
+                let streams = streams
+                    .get_or_insert_with(|| seeds.iter().map(|&s| KeyStream::new(s)).collect());
+                if let Some((first, rest)) = streams.split_first_mut() {
+                    fill_mask(first, index, mask);
+                    add_masks_of(rest, index, mask);
+                }
+            }
+            Masks::Summed { bits, words } => {
+                let first = index * mask.len();
+                for (m, w) in mask.iter_mut().zip(&words[first..]) {
+                    *m = round_to(*w, *bits);
+                }
+            }
         }
     }
 
@@ -317,10 +324,8 @@ pub(crate) fn add_masks(seeds: &[u128], words: &mut [u64]) {
 
 /// Adds ciphertext `index`'s mask under each stream's seed into `mask`.
 fn add_masks_of(streams: &mut [KeyStream], index: usize, mask: &mut [u64]) {
-    let mut one = vec![0u64; mask.len()];
     for stream in streams {
-        fill_mask(stream, index, &mut one);
-        wrapping_add_assign(mask, &one);
+        stream.add_uniform(index as u128 * mask_blocks(), mask);
     }
 }
 
@@ -349,14 +354,6 @@ pub(crate) fn merge_seeds(a: &[u128], b: &[u128]) -> Result<Vec<u128>, HeError> 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rounding_is_to_nearest() {
-        assert_eq!(round_to(0x0000_0000_8000_0000, 32), 1 << 32);
-        assert_eq!(round_to(0x0000_0000_7fff_ffff, 32), 0);
-        assert_eq!(round_to(u64::MAX, 32), 0);
-        assert_eq!(round_to(12345, 64), 12345);
-    }
 
     #[test]
     fn seeds_merge_in_order_and_refuse_repeats() {

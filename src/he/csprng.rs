@@ -101,30 +101,47 @@ impl KeyStream {
         self.bytes = bytes;
     }
 
+    /// Calls `f` on each element of `out` with its S keystream bytes, from block
+    /// `first_block` on, straight from each batch of blocks (S divides a batch's 128 bytes).
+    #[inline(always)]
+    fn for_each_chunk<const S: usize, T>(
+        &mut self,
+        first_block: u128,
+        out: &mut [T],
+        mut f: impl FnMut(&mut T, [u8; S]),
+    ) {
+        const { assert!(BYTES_PER_BATCH % S == 0) };
+        let mut counter = first_block;
+        for chunk in out.chunks_mut(BYTES_PER_BATCH / S) {
+            let inputs = std::array::from_fn(|i| counter.wrapping_add(i as u128).to_le());
+            let batch = self.cipher.generate_batch(inputs);
+            for (o, bytes) in chunk.iter_mut().zip(batch.chunks_exact(S)) {
+                let mut le = [0u8; S];
+                le.copy_from_slice(bytes);
+                f(o, le);
+            }
+            counter = counter.wrapping_add(AES_CALLS_PER_BATCH as u128);
+        }
+    }
+
     /// Fills `out` with uniform u64 words from the keystream at `first_block`, read as
     /// little-endian (tfhe's byte order for uniform integers).
     pub(crate) fn fill_uniform(&mut self, first_block: u128, out: &mut [u64]) {
-        self.refill(first_block, std::mem::size_of_val(out));
-        for (word, bytes) in out
-            .iter_mut()
-            .zip(self.bytes.chunks_exact(size_of::<u64>()))
-        {
-            let mut le = [0u8; 8];
-            le.copy_from_slice(bytes);
-            *word = u64::from_le_bytes(le);
-        }
+        self.for_each_chunk(first_block, out, |w, le| *w = u64::from_le_bytes(le));
+    }
+
+    /// Adds (wrapping) uniform u64 words from the keystream at `first_block` to `out`: what
+    /// [`KeyStream::fill_uniform`] would write, summed in place.
+    pub(crate) fn add_uniform(&mut self, first_block: u128, out: &mut [u64]) {
+        self.for_each_chunk(first_block, out, |w, le| {
+            *w = w.wrapping_add(u64::from_le_bytes(le));
+        });
     }
 
     /// Fills `out` with the keystream read as little-endian u32 words, from block `first_block`
     /// on (the uniform bits of stochastic rounding: 4 bytes per value).
     pub(crate) fn fill_u32(&mut self, first_block: u128, out: &mut [u32]) {
-        self.refill(first_block, std::mem::size_of_val(out));
-        for (word, bytes) in out
-            .iter_mut()
-            .zip(self.bytes.chunks_exact(size_of::<u32>()))
-        {
-            *word = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-        }
+        self.for_each_chunk(first_block, out, |w, le| *w = u32::from_le_bytes(le));
     }
 
     /// Adds (wrapping) one TUniform(b) sample to each word of `out`, drawn from the keystream
@@ -140,10 +157,12 @@ impl KeyStream {
         let bound_log2 = noise.bound_log2();
         let per_sample = Self::tuniform_bytes(noise);
         let mod_mask = u64::MAX >> (u64::BITS - (bound_log2 + 2));
-        self.refill(first_block, out.len() * per_sample);
-        for (word, bytes) in out.iter_mut().zip(self.bytes.chunks_exact(per_sample)) {
+        // Eight bytes past the end, so that every sample is one unaligned 8-byte load (masked
+        // to its b + 2 bits, which per_sample bytes hold).
+        self.refill(first_block, out.len() * per_sample + 8);
+        for (i, word) in out.iter_mut().enumerate() {
             let mut le = [0u8; 8];
-            le[..per_sample].copy_from_slice(bytes);
+            le.copy_from_slice(&self.bytes[i * per_sample..i * per_sample + 8]);
             let r = u64::from_le_bytes(le) & mod_mask;
             let e = (r >> 1).wrapping_add(r & 1).wrapping_sub(1 << bound_log2);
             *word = word.wrapping_add(e);

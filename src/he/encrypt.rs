@@ -17,10 +17,11 @@ use rayon::prelude::*;
 use zeroize::Zeroize;
 
 use super::ciphertext::{EncryptedVector, HeError, check_plaintext_len};
-use super::compact::{CompactVector, Masks, fill_mask, mask_words, round_to};
+use super::compact::{CompactVector, Masks, fill_mask, mask_words};
 use super::csprng::{KeyStream, fresh_key};
 use super::keys::SecretKey;
-use super::ntt::{Accumulate, Scratch};
+use super::ntt::{Accumulate, ROUNDED_MAX_BITS, Scratch};
+use super::pack::round_to;
 use super::params::PARAMS;
 use super::widths::Widths;
 
@@ -101,14 +102,18 @@ impl PreparedEncryption {
             });
         }
         let bits = widths.body_bits();
-        let bodies: Vec<u64> = self
-            .bodies
-            .par_iter()
-            .zip(plaintext.par_iter())
-            .with_min_len(4096)
-            .map(|(b, m)| round_to(b.wrapping_add(*m), bits))
-            .collect();
-        self.bodies.zeroize();
+        // In place: once the message is added and the sum rounded, a body is ciphertext, no
+        // longer the secret a·s + e, so the buffer moves into the upload (leaving nothing to
+        // zeroize).
+        let mut bodies = std::mem::take(&mut self.bodies);
+        bodies
+            .par_chunks_mut(4096)
+            .zip(plaintext.par_chunks(4096))
+            .for_each(|(bodies, plaintext)| {
+                for (b, m) in bodies.iter_mut().zip(plaintext) {
+                    *b = round_to(b.wrapping_add(*m), bits);
+                }
+            });
         Ok(CompactVector {
             key_id: self.key_id,
             plaintext_len: plaintext.len(),
@@ -247,6 +252,71 @@ impl SecretKey {
         })
     }
 
+    /// Decrypts a compact vector (a round's sum, or an upload) to the u64 plaintexts plus
+    /// error, without expanding it: per ciphertext, the summed mask (regenerated from the
+    /// seeds, or the switched one) rounded to `widths.product_bits()`, times the key,
+    /// subtracted from the bodies. [`Widths`] budgets that rounding, which makes the product
+    /// two prime NTTs instead of three. Parallel over ciphertexts. Refuses a vector under
+    /// another key id.
+    ///
+    /// ```
+    /// use hefl::he::{CompactVector, DownloadForm, Widths, keys::KeyFile};
+    ///
+    /// let key = KeyFile::from_seed([1; 32]).secret_key()?;
+    /// let widths = Widths::new(22, 2, DownloadForm::Seeds)?;
+    /// let delta = 1u64 << 42;
+    /// let sum = CompactVector::sum([
+    ///     &key.prepare(1)?.seal(&[2 * delta], &widths)?,
+    ///     &key.prepare(1)?.seal(&[3 * delta], &widths)?,
+    /// ])?;
+    /// let word = key.decrypt_compact(&sum, &widths)?[0];
+    /// assert_eq!(word.wrapping_add(delta / 2) >> 42, 5);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn decrypt_compact(
+        &self,
+        vector: &CompactVector,
+        widths: &Widths,
+    ) -> Result<Vec<u64>, HeError> {
+        self.check_key(vector.key_id)?;
+        let n = PARAMS.values_per_ciphertext();
+        let bits = widths.product_bits();
+        let mut out = vector.bodies.clone();
+        out.par_chunks_mut(n).enumerate().for_each_init(
+            || (None, Scratch::new(n), vec![0u64; mask_words()]),
+            |(streams, scratch, mask), (index, values)| {
+                vector.summed_mask(index, streams, mask);
+                for (poly, mask_poly) in mask.chunks_exact_mut(n).enumerate() {
+                    if bits <= ROUNDED_MAX_BITS {
+                        self.ntt
+                            .sub_rounded_product(values, mask_poly, bits, poly, scratch);
+                    } else {
+                        mask_poly.iter_mut().for_each(|m| *m = round_to(*m, bits));
+                        self.ntt.accumulate_product(
+                            values,
+                            mask_poly,
+                            poly,
+                            scratch,
+                            Accumulate::Sub,
+                        );
+                    }
+                }
+            },
+        );
+        Ok(out)
+    }
+
+    /// Refuses a ciphertext under another key id.
+    fn check_key(&self, found: super::keys::KeyId) -> Result<(), HeError> {
+        if found != self.key_id() {
+            return Err(HeError::KeyMismatch {
+                expected: self.key_id(),
+                found,
+            });
+        }
+        Ok(())
+    }
+
     /// Decrypts to the u64 plaintexts plus noise (body - mask * key per ciphertext);
     /// [`FixedPoint::decode_sum`](crate::quant::FixedPoint::decode_sum) rounds the noise away.
     /// Parallel over ciphertexts. Refuses a vector under another key id.
@@ -262,12 +332,7 @@ impl SecretKey {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn decrypt(&self, ciphertext: &EncryptedVector) -> Result<Vec<u64>, HeError> {
-        if ciphertext.key_id != self.key_id() {
-            return Err(HeError::KeyMismatch {
-                expected: self.key_id(),
-                found: ciphertext.key_id,
-            });
-        }
+        self.check_key(ciphertext.key_id)?;
         let n = PARAMS.values_per_ciphertext();
         let k = PARAMS.glwe_dimension().0;
         let words = PARAMS.ciphertext_words();

@@ -31,6 +31,15 @@ pub(crate) fn le_word(chunk: &[u8]) -> u64 {
     u64::from_le_bytes(word)
 }
 
+/// `word` rounded to the nearest multiple of 2^(64 - bits) (ties up, wrapping).
+pub(crate) fn round_to(word: u64, bits: u32) -> u64 {
+    if bits >= 64 {
+        return word;
+    }
+    let step = 1u64 << (64 - bits);
+    word.wrapping_add(step >> 1) & !(step - 1)
+}
+
 /// Values per block.
 pub(crate) const BLOCK: usize = 64;
 
@@ -57,17 +66,21 @@ const TASK: usize = 64;
 /// Packs `words` (their top W bits) into `out`, block by block; the last block zero-padded.
 #[inline(always)]
 fn pack_run<const W: usize>(words: &[u64], out: &mut [u8]) {
-    let mut block = [0u64; BLOCK];
     let mut packed = [0u64; W];
+    let mut padded = [0u64; BLOCK];
     for (chunk, out) in words
         .chunks(BLOCK)
         .zip(out.chunks_exact_mut(W * size_of::<u64>()))
     {
-        block.fill(0);
-        for (b, w) in block.iter_mut().zip(chunk) {
-            *b = w >> (64 - W);
-        }
-        pack_block::<W>(&block, &mut packed);
+        let block: &[u64; BLOCK] = match chunk.try_into() {
+            Ok(block) => block,
+            Err(_) => {
+                padded.fill(0);
+                padded[..chunk.len()].copy_from_slice(chunk);
+                &padded
+            }
+        };
+        pack_block::<W>(block, &mut packed);
         for (o, word) in out.chunks_exact_mut(size_of::<u64>()).zip(&packed) {
             o.copy_from_slice(&word.to_le_bytes());
         }
@@ -175,11 +188,12 @@ fn unpack_run<const W: usize>(bytes: &[u8], out: &mut [u64], op: impl Fn(&mut u6
     }
 }
 
-/// Packs 64 values of W bits (each below 2^W) into W words.
+/// Packs the top W bits of 64 torus words into W words.
 #[inline(always)]
-fn pack_block<const W: usize>(values: &[u64; BLOCK], out: &mut [u64; W]) {
+fn pack_block<const W: usize>(words: &[u64; BLOCK], out: &mut [u64; W]) {
     out.fill(0);
-    for (i, &v) in values.iter().enumerate() {
+    for (i, &w) in words.iter().enumerate() {
+        let v = w >> (64 - W);
         let bit = i * W;
         let (word, offset) = (bit / 64, bit % 64);
         out[word] |= v << offset;
@@ -211,6 +225,14 @@ fn unpack_block<const W: usize>(words: &[u64], out: &mut [u64; BLOCK]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rounding_is_to_nearest() {
+        assert_eq!(round_to(0x0000_0000_8000_0000, 32), 1 << 32);
+        assert_eq!(round_to(0x0000_0000_7fff_ffff, 32), 0);
+        assert_eq!(round_to(u64::MAX, 32), 0);
+        assert_eq!(round_to(12345, 64), 12345);
+    }
 
     #[test]
     fn round_trip_every_width() {

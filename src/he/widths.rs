@@ -12,15 +12,17 @@
 //! - **rounded bodies**: rounding to the nearest multiple of 2^(64−k) moves a body by at most
 //!   2^(63−k), no key involved: P·2^(63−k_up) for the sum. With
 //!   k_up = t + 1 + ceil(log2 P) this is at most half the budget;
-//! - **switched mask** (the `switched` form only): rounding each of the N mask coefficients by
-//!   at most h/2 (h = 2^(64−k_down)) moves the decryption by the sum of the roundings over the
-//!   key's ones, |Σ δ_j s_j| ≤ N·h/2 in the worst case. The rounding errors of a uniform mask
+//! - **rounded mask**: decryption multiplies the key by the summed mask rounded to k_down bits
+//!   (the switched form sends it so; the seeds form regenerates the exact sum and rounds it the
+//!   same way, because a product of k_down-bit masks costs two prime NTTs instead of three).
+//!   Rounding each of the N mask coefficients by at most h/2 (h = 2^(64−k_down)) moves the
+//!   decryption by the sum of the roundings over the key's ones, |Σ δ_j s_j| ≤ N·h/2 in the worst case. The rounding errors of a uniform mask
 //!   are independent and uniform, so Hoeffding's inequality bounds the sum by
 //!   h·sqrt(N·ln(2/ε)/2) except with probability ε; hefl takes ε = 2^−128 per coefficient
 //!   (the security level of the parameter set). Given half the budget that needs
 //!   k_down = t + 11 for N = 2048, as tfhe's own modulus-switch noise formula gives; hefl
 //!   takes the least width whose three terms fit the whole budget (t + 10 for few parties,
-//!   whose rounded bodies use little of it).
+//!   whose rounded bodies use little of it); 64 bits, no rounding, adds nothing.
 //!
 //! A setting whose terms cannot fit (too many parties, or t so large that a width would exceed
 //! 64 bits) is refused with the numbers, before any data moves.
@@ -122,7 +124,8 @@ pub struct Widths {
     total_bits: u32,
     parties: u32,
     body_bits: u32,
-    mask_bits: Option<u32>,
+    product_bits: u32,
+    form: DownloadForm,
 }
 
 /// The terms of the decoding budget for one setting, in units of the 2^64 torus.
@@ -134,7 +137,7 @@ pub struct ErrorBudget {
     pub noise: f64,
     /// P·2^(63−k_up).
     pub bodies: f64,
-    /// The Hoeffding bound of the switched mask's rounding (0 for seeds).
+    /// The Hoeffding bound of the summed mask's rounding to k_down bits (0 at 64 bits).
     pub mask: f64,
 }
 
@@ -158,7 +161,7 @@ impl fmt::Display for ErrorBudget {
             self.bodies.log2()
         )?;
         if self.mask > 0.0 {
-            write!(f, " + switched mask 2^{:.2}", self.mask.log2())?;
+            write!(f, " + rounded mask 2^{:.2}", self.mask.log2())?;
         }
         write!(
             f,
@@ -231,38 +234,22 @@ impl Widths {
             });
         }
         let form = form.resolve(parties);
-        let mask_bits = match form {
-            DownloadForm::Switched => {
-                let fits = |k: u32| budget(total_bits, parties, body_bits, Some(k)).fits();
-                match (total_bits..=64).find(|&k| fits(k)) {
-                    Some(k) => Some(k),
-                    None => {
-                        return Err(HeadroomError::Budget {
-                            total_bits,
-                            parties,
-                            form,
-                            budget: budget(total_bits, parties, body_bits, Some(64)),
-                        });
-                    }
-                }
-            }
-            _ => None,
-        };
-        let widths = Self {
-            total_bits,
-            parties,
-            body_bits,
-            mask_bits,
-        };
-        if !widths.budget().fits() {
+        let fits = |k: u32| budget(total_bits, parties, body_bits, k).fits();
+        let Some(product_bits) = (total_bits..=64).find(|&k| fits(k)) else {
             return Err(HeadroomError::Budget {
                 total_bits,
                 parties,
                 form,
-                budget: widths.budget(),
+                budget: budget(total_bits, parties, body_bits, 64),
             });
-        }
-        Ok(widths)
+        };
+        Ok(Self {
+            total_bits,
+            parties,
+            body_bits,
+            product_bits,
+            form,
+        })
     }
 
     /// t: the plaintext's top bits that carry the sum.
@@ -282,15 +269,18 @@ impl Widths {
 
     /// k_down: bits kept of the summed mask in the switched form; `None` for seeds.
     pub fn mask_bits(&self) -> Option<u32> {
-        self.mask_bits
+        (self.form == DownloadForm::Switched).then_some(self.product_bits)
+    }
+
+    /// k_down in either form: the bits of the summed mask that decryption multiplies by the
+    /// key (64: not rounded).
+    pub fn product_bits(&self) -> u32 {
+        self.product_bits
     }
 
     /// The download form ([`DownloadForm::Seeds`] or [`DownloadForm::Switched`]).
     pub fn form(&self) -> DownloadForm {
-        match self.mask_bits {
-            Some(_) => DownloadForm::Switched,
-            None => DownloadForm::Seeds,
-        }
+        self.form
     }
 
     /// Every term of the decoding budget at these widths.
@@ -308,7 +298,7 @@ impl Widths {
             self.total_bits,
             self.parties,
             self.body_bits,
-            self.mask_bits,
+            self.product_bits,
         )
     }
 }
@@ -317,16 +307,18 @@ fn ceil_log2(n: u32) -> u32 {
     n.next_power_of_two().trailing_zeros()
 }
 
-fn budget(total_bits: u32, parties: u32, body_bits: u32, mask_bits: Option<u32>) -> ErrorBudget {
+fn budget(total_bits: u32, parties: u32, body_bits: u32, product_bits: u32) -> ErrorBudget {
     let p = f64::from(parties);
     let pow2 = |e: f64| e.exp2();
-    let mask = mask_bits.map_or(0.0, |k| {
+    let mask = (product_bits < 64).then(|| {
+        let k = product_bits;
         let n = PARAMS.values_per_ciphertext() as f64 * PARAMS.glwe_dimension().0 as f64;
         let h = pow2(64.0 - f64::from(k));
         let hoeffding = h * (n * (2f64.ln() - FAILURE_LOG2 * 2f64.ln()) / 2.0).sqrt();
         // Never above the worst case N·h/2.
         hoeffding.min(n * h / 2.0)
     });
+    let mask = mask.unwrap_or(0.0);
     ErrorBudget {
         budget: pow2(63.0 - f64::from(total_bits)),
         noise: p * pow2(f64::from(PARAMS.noise_bound_log2())),

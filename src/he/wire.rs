@@ -34,9 +34,10 @@ use serde::{Deserialize, Serialize};
 use bincode::Options;
 
 use super::ciphertext::MAX_PLAINTEXT_LEN;
-use super::compact::{CompactVector, Masks, add_masks, mask_words, round_to};
+use super::compact::{CompactVector, Masks, add_masks, mask_words};
 use super::keys::KeyId;
 pub(crate) use super::pack::le_word;
+use super::pack::round_to;
 use super::pack::{pack_into, packed_len, unpack_add, unpack_each, unpack_to};
 use super::params::PARAMS;
 use super::widths::{DownloadForm, Widths};
@@ -378,9 +379,7 @@ impl CompactVector {
         let parts = validate(bytes, expected, kind)?;
         let len = expected.plaintext_len;
         let mut bodies = vec![0u64; len];
-        unpack_each(parts.bodies, parts.header.body_bits, len, |i, v| {
-            bodies[i] = v
-        });
+        unpack_to(parts.bodies, parts.header.body_bits, len, &mut bodies);
         let masks = match parts.header.mask_bits {
             0 => Masks::Seeds(parts.seeds.chunks_exact(SEED_BYTES).map(le_seed).collect()),
             bits => {
