@@ -101,14 +101,24 @@ fn check_exact_sum(fp: &FixedPoint, parties: u32, len: usize, form: DownloadForm
     let published = sum.expect("parties > 0").to_bytes();
     let received = CompactVector::parse_aggregate(&published, &expect, parties).unwrap();
     assert_eq!(received.summands(), parties);
-    let decrypted = key.decrypt(&received.expand()).expect("decrypt");
-    let got = fp.decode_integers(&decrypted);
-    assert_eq!(got.len(), len);
-    let first_bad = got.iter().zip(&want).position(|(g, e)| g != e);
-    assert_eq!(
-        first_bad, None,
-        "P = {parties}, len = {len}, {form}: decrypted sum differs from the sum of encoded integers"
-    );
+    // Both decryptions: the full ciphertexts (exact mask), and the compact path that rounds
+    // the summed mask to k_down bits (two primes up to 48 bits, three beyond).
+    let full = key.decrypt(&received.expand()).expect("decrypt");
+    let compact = key
+        .decrypt_compact(&received, &expect.widths)
+        .expect("decrypt");
+    for (path, decrypted) in [("full", full), ("compact", compact)] {
+        let got = fp.decode_integers(&decrypted);
+        assert_eq!(got.len(), len);
+        let first_bad = got.iter().zip(&want).position(|(g, e)| g != e);
+        assert_eq!(
+            first_bad,
+            None,
+            "P = {parties}, len = {len}, {form}, {path} decryption (k_down {}): \
+             decrypted sum differs from the sum of encoded integers",
+            expect.widths.product_bits()
+        );
+    }
     // The clip edges were reached.
     let m = fp.max_magnitude();
     assert_eq!(want[0], i64::from(parties) * m);
@@ -124,6 +134,10 @@ fn exact_sum_for_all_party_counts_lengths_and_download_forms() {
             // The default encoding for P parties: the least t, so P·M is within a factor
             // of two of 2^(t-1), and the widths the check allows.
             let fp = FixedPoint::for_parties(parties).unwrap();
+            let k_down = Widths::new(fp.params().total_bits, parties, form)
+                .unwrap()
+                .product_bits();
+            assert!(k_down <= 48, "P = {parties}: k_down {k_down}");
             let lens: &[usize] = match parties {
                 1000 => &[4099],
                 100 => &[1, 2049],
@@ -155,6 +169,12 @@ fn exact_sum_at_the_edge_of_headroom() {
             "{p}: not tight"
         );
         assert!(fits(p.frac_bits + 1).is_none(), "{p}: not the widest");
+        // Decryption rounds the mask to more than 48 bits here: the three-prime product
+        // (the default encodings above take the two-prime one).
+        let k_down = Widths::new(p.total_bits, parties, DownloadForm::Seeds)
+            .unwrap()
+            .product_bits();
+        assert!(k_down > 48, "{p}: k_down {k_down}");
         for form in [DownloadForm::Seeds, DownloadForm::Switched] {
             check_exact_sum(&fp, parties, 4099, form, u64::from(parties));
         }
