@@ -349,7 +349,9 @@ impl Report {
         let mut md = format!(
             "\n### Server aggregation latency against parties\n\n\
              One round: every party's {}-slot update parsed and validated (key id, parameter \
-             set, length, widths, seeds), folded into the running sum, the sum serialized; \
+             set, length, widths, seeds), folded into the running sum, the sum serialized, all \
+             on a rayon worker (a batch fold; an HTTP handler, outside the pool, adds a thread \
+             handoff of a few µs per submission); \
              `he` uploads encoded for up to {} parties. `he-seeds` folds bodies and keeps the \
              seeds; `he-switched` also regenerates every upload's mask and sends the summed \
              mask switched. The peak is the whole process's resident memory during the \
