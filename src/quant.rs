@@ -453,6 +453,8 @@ impl FixedPoint {
         out.par_chunks_mut(ROUNDING_CHUNK)
             .zip(values.par_chunks(ROUNDING_CHUNK))
             .enumerate()
+            // Several chunks per task: each task sets up a keystream and buffers.
+            .with_min_len(8)
             .for_each_init(
                 || {
                     let stream = KeyStream::new(key);

@@ -388,6 +388,11 @@ pub(crate) fn check_same_vector(
     Ok(())
 }
 
+/// Ciphertexts per rayon task, at least, in the per-ciphertext loops: each task sets up
+/// its own scratch (NTT buffers, a mask, keystreams: about 60 KB zeroed), which costs more
+/// than it saves when tasks are single ciphertexts.
+pub(crate) const TASK_CIPHERTEXTS: usize = 8;
+
 /// Refuses an empty vector and one longer than [`MAX_PLAINTEXT_LEN`].
 pub(crate) fn check_plaintext_len(len: usize) -> Result<(), HeError> {
     if len == 0 {

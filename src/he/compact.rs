@@ -20,7 +20,8 @@
 use rayon::prelude::*;
 
 use super::ciphertext::{
-    EncryptedVector, HeError, add_summands, check_same_vector, wrapping_add_assign,
+    EncryptedVector, HeError, TASK_CIPHERTEXTS, add_summands, check_same_vector,
+    wrapping_add_assign,
 };
 use super::csprng::KeyStream;
 use super::keys::KeyId;
@@ -187,6 +188,7 @@ impl CompactVector {
         data.par_chunks_mut(words)
             .zip(self.bodies.par_chunks(n))
             .enumerate()
+            .with_min_len(TASK_CIPHERTEXTS)
             .for_each_init(
                 || None,
                 |streams, (index, (ciphertext, bodies))| {
@@ -316,6 +318,7 @@ pub(crate) fn add_masks(seeds: &[u128], words: &mut [u64]) {
     words
         .par_chunks_mut(mask_words())
         .enumerate()
+        .with_min_len(TASK_CIPHERTEXTS)
         .for_each_init(
             || seeds.iter().map(|&s| KeyStream::new(s)).collect::<Vec<_>>(),
             |streams, (index, mask)| add_masks_of(streams, index, mask),

@@ -16,7 +16,7 @@
 use rayon::prelude::*;
 use zeroize::Zeroize;
 
-use super::ciphertext::{EncryptedVector, HeError, check_plaintext_len};
+use super::ciphertext::{EncryptedVector, HeError, TASK_CIPHERTEXTS, check_plaintext_len};
 use super::compact::{CompactVector, Masks, fill_mask, mask_words};
 use super::csprng::{KeyStream, fresh_key};
 use super::keys::SecretKey;
@@ -184,21 +184,25 @@ impl SecretKey {
         let n = PARAMS.values_per_ciphertext();
         let (seed, streams) = Streams::fresh()?;
         let mut bodies = vec![0u64; len];
-        bodies.par_chunks_mut(n).enumerate().for_each_init(
-            || {
-                (
-                    streams.clone(),
-                    Scratch::new(n),
-                    vec![0u64; mask_words()],
-                    vec![0u64; n],
-                )
-            },
-            |(streams, scratch, mask, body), (index, out)| {
-                self.encrypt_zero(index, streams, scratch, mask, body);
-                out.copy_from_slice(&body[..out.len()]);
-                body.as_mut_slice().zeroize();
-            },
-        );
+        bodies
+            .par_chunks_mut(n)
+            .enumerate()
+            .with_min_len(TASK_CIPHERTEXTS)
+            .for_each_init(
+                || {
+                    (
+                        streams.clone(),
+                        Scratch::new(n),
+                        vec![0u64; mask_words()],
+                        vec![0u64; n],
+                    )
+                },
+                |(streams, scratch, mask, body), (index, out)| {
+                    self.encrypt_zero(index, streams, scratch, mask, body);
+                    out.copy_from_slice(&body[..out.len()]);
+                    body.as_mut_slice().zeroize();
+                },
+            );
         Ok(PreparedEncryption {
             key_id: self.key_id(),
             seed,
@@ -234,6 +238,7 @@ impl SecretKey {
         data.par_chunks_exact_mut(words)
             .zip(plaintext.par_chunks(n))
             .enumerate()
+            .with_min_len(TASK_CIPHERTEXTS)
             .for_each_init(
                 || (streams.clone(), Scratch::new(n)),
                 |(streams, scratch), (index, (ciphertext, values))| {
@@ -252,7 +257,7 @@ impl SecretKey {
         })
     }
 
-    /// Decrypts a compact vector (a round's sum, or an upload) to the u64 plaintexts plus
+    /// Decrypts a compact vector (a round's sum, or an upload; consumed) to the u64 plaintexts plus
     /// error, without expanding it: per ciphertext, the summed mask (regenerated from the
     /// seeds, or the switched one) rounded to `widths.product_bits()`, times the key,
     /// subtracted from the bodies. [`Widths`] budgets that rounding, which makes the product
@@ -269,40 +274,44 @@ impl SecretKey {
     ///     &key.prepare(1)?.seal(&[2 * delta], &widths)?,
     ///     &key.prepare(1)?.seal(&[3 * delta], &widths)?,
     /// ])?;
-    /// let word = key.decrypt_compact(&sum, &widths)?[0];
+    /// let word = key.decrypt_compact(sum, &widths)?[0];
     /// assert_eq!(word.wrapping_add(delta / 2) >> 42, 5);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn decrypt_compact(
         &self,
-        vector: &CompactVector,
+        mut vector: CompactVector,
         widths: &Widths,
     ) -> Result<Vec<u64>, HeError> {
         self.check_key(vector.key_id)?;
         let n = PARAMS.values_per_ciphertext();
         let bits = widths.product_bits();
-        let mut out = vector.bodies.clone();
-        out.par_chunks_mut(n).enumerate().for_each_init(
-            || (None, Scratch::new(n), vec![0u64; mask_words()]),
-            |(streams, scratch, mask), (index, values)| {
-                vector.summed_mask(index, streams, mask);
-                for (poly, mask_poly) in mask.chunks_exact_mut(n).enumerate() {
-                    if bits <= ROUNDED_MAX_BITS {
-                        self.ntt
-                            .sub_rounded_product(values, mask_poly, bits, poly, scratch);
-                    } else {
-                        mask_poly.iter_mut().for_each(|m| *m = round_to(*m, bits));
-                        self.ntt.accumulate_product(
-                            values,
-                            mask_poly,
-                            poly,
-                            scratch,
-                            Accumulate::Sub,
-                        );
+        // Decrypted in place: the bodies become the plaintexts.
+        let mut out = std::mem::take(&mut vector.bodies);
+        out.par_chunks_mut(n)
+            .enumerate()
+            .with_min_len(TASK_CIPHERTEXTS)
+            .for_each_init(
+                || (None, Scratch::new(n), vec![0u64; mask_words()]),
+                |(streams, scratch, mask), (index, values)| {
+                    vector.summed_mask(index, streams, mask);
+                    for (poly, mask_poly) in mask.chunks_exact_mut(n).enumerate() {
+                        if bits <= ROUNDED_MAX_BITS {
+                            self.ntt
+                                .sub_rounded_product(values, mask_poly, bits, poly, scratch);
+                        } else {
+                            mask_poly.iter_mut().for_each(|m| *m = round_to(*m, bits));
+                            self.ntt.accumulate_product(
+                                values,
+                                mask_poly,
+                                poly,
+                                scratch,
+                                Accumulate::Sub,
+                            );
+                        }
                     }
-                }
-            },
-        );
+                },
+            );
         Ok(out)
     }
 
@@ -339,6 +348,7 @@ impl SecretKey {
         let mut out = vec![0u64; ciphertext.plaintext_len];
         out.par_chunks_mut(n)
             .zip(ciphertext.data.par_chunks_exact(words))
+            .with_min_len(TASK_CIPHERTEXTS)
             .for_each_init(
                 || Scratch::new(n),
                 |scratch, (values, ciphertext)| {

@@ -105,7 +105,7 @@ fn check_exact_sum(fp: &FixedPoint, parties: u32, len: usize, form: DownloadForm
     // the summed mask to k_down bits (two primes up to 48 bits, three beyond).
     let full = key.decrypt(&received.expand()).expect("decrypt");
     let compact = key
-        .decrypt_compact(&received, &expect.widths)
+        .decrypt_compact(received, &expect.widths)
         .expect("decrypt");
     for (path, decrypted) in [("full", full), ("compact", compact)] {
         let got = fp.decode_integers(&decrypted);
