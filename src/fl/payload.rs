@@ -271,12 +271,7 @@ pub fn weighted_mean(fp: &FixedPoint, sum: &[u64], parties: u32) -> Result<Vec<f
     }
     let bound =
         u64::try_from(i128::from(fp.max_magnitude()) * i128::from(parties)).unwrap_or(u64::MAX);
-    let beyond = |w: &u64| fp.from_plaintext(*w).unsigned_abs() > bound;
-    // A parallel pass without early exit (it vectorizes); the search only on failure.
-    let any_beyond = values
-        .par_chunks(8192)
-        .any(|chunk| chunk.iter().fold(false, |found, w| found | beyond(w)));
-    if let Some(slot) = any_beyond.then(|| values.iter().position(beyond)).flatten() {
+    if let Some(slot) = fp.first_beyond(values, bound) {
         return Err(DecodeError::OutOfRange {
             slot,
             parties,

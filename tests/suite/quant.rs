@@ -297,3 +297,40 @@ fn keystream_rounding_is_unbiased_with_bernoulli_variance() {
     assert_eq!(twice(1), twice(1));
     assert_ne!(twice(1), twice(2));
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// The vectorized decoding equals `from_plaintext(w) as f64 * 1 / (2^f · divisor)`, and
+    /// `first_beyond` equals the plain search, for any words (noise included) and widths.
+    #[test]
+    fn prop_decode_and_range_check_match_the_scalar_definitions(
+        frac_bits in 0u32..46,
+        divisor in 0.5f64..5.0,
+        bound_bits in 0u32..50,
+        seed in any::<u64>(),
+    ) {
+        let fp = FixedPoint::sized(1.0, frac_bits, 3).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let t = fp.params().total_bits;
+        // Uniform words, and words near small integers (noise below Δ/2).
+        let words: Vec<u64> = (0..3000)
+            .map(|i| match i % 2 {
+                0 => rng.random::<u64>(),
+                _ => fp
+                    .to_plaintext(rng.random_range(-40..40))
+                    .wrapping_add(rng.random::<u64>() >> (t + 1)),
+            })
+            .collect();
+        let factor = 1.0 / (f64::from(frac_bits).exp2() * divisor);
+        let got = fp.decode_mean(&words, 3, divisor).unwrap();
+        for (w, g) in words.iter().zip(&got) {
+            let want = (fp.from_plaintext(*w) as f64 * factor) as f32;
+            prop_assert_eq!(want.to_bits(), g.to_bits(), "word {:#x}", w);
+        }
+        let bound = rng.random::<u64>() >> (64 - bound_bits).min(63);
+        let want = words.iter().position(|w| fp.from_plaintext(*w).unsigned_abs() > bound);
+        prop_assert_eq!(fp.first_beyond(&words, bound), want);
+        prop_assert_eq!(fp.first_beyond(&words[1..][..0], bound), None);
+    }
+}
