@@ -223,7 +223,7 @@ pub struct TrainArgs {
     /// --privacy he: how each round's encrypted sum comes back: `seeds` (the
     /// summed bodies plus every party's 16-byte seed; each client regenerates
     /// the masks), `switched` (the server sums the masks and sends them rounded:
-    /// about twice the upload) or `auto` (seeds up to 256 parties, where
+    /// about twice the upload) or `auto` (seeds up to 400 parties, where
     /// the two cross at 100 Mbit/s).
     #[arg(long, default_value = "auto", value_name = "FORM")]
     pub download: DownloadForm,

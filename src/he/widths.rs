@@ -65,10 +65,10 @@ pub enum DownloadForm {
 
 /// The largest party count for which [`DownloadForm::Auto`] sends seeds. Measured by
 /// `hefl bench-report` (2 cores, 101,770 values): regenerating the masks costs a client about
-/// 0.14 ms per party, and the switched form downloads about 470-510 KB more, which takes
-/// about 40 ms at 100 Mbit/s; the two cross near 280 parties. Below, seeds cost clients less
+/// 0.095 ms per party, and the switched form downloads about 470-510 KB more, which takes
+/// about 39 ms at 100 Mbit/s; the two cross near 400 parties. Below, seeds cost clients less
 /// time than the bigger download and keep the server free of mask work.
-pub const SEEDS_UP_TO: u32 = 256;
+pub const SEEDS_UP_TO: u32 = 400;
 
 impl DownloadForm {
     /// The form a federation of `parties` uses: `Auto` resolved by [`SEEDS_UP_TO`].
@@ -76,7 +76,7 @@ impl DownloadForm {
     /// ```
     /// use hefl::he::DownloadForm;
     ///
-    /// assert_eq!(DownloadForm::Auto.resolve(256), DownloadForm::Seeds);
+    /// assert_eq!(DownloadForm::Auto.resolve(400), DownloadForm::Seeds);
     /// assert_eq!(DownloadForm::Auto.resolve(1000), DownloadForm::Switched);
     /// assert_eq!(DownloadForm::Seeds.resolve(1000), DownloadForm::Seeds);
     /// ```
