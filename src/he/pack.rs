@@ -189,17 +189,24 @@ fn unpack_run<const W: usize>(bytes: &[u8], out: &mut [u64], op: impl Fn(&mut u6
     }
 }
 
-/// Packs the top W bits of 64 torus words into W words.
+/// Packs the top W bits of 64 torus words into W words, filling one output word at a time in
+/// a register.
 #[inline(always)]
 fn pack_block<const W: usize>(words: &[u64; BLOCK], out: &mut [u64; W]) {
-    out.fill(0);
-    for (i, &w) in words.iter().enumerate() {
+    let (mut acc, mut filled, mut next) = (0u64, 0usize, 0usize);
+    for &w in words {
         let v = w >> (64 - W);
-        let bit = i * W;
-        let (word, offset) = (bit / 64, bit % 64);
-        out[word] |= v << offset;
-        if offset + W > 64 {
-            out[word + 1] |= v >> (64 - offset);
+        // filled < 64 here, so the shift is defined.
+        acc |= v << filled;
+        let total = filled + W;
+        if total >= 64 {
+            out[next] = acc;
+            next += 1;
+            // The bits of v that did not fit (none when the word ended exactly with v).
+            acc = if total > 64 { v >> (64 - filled) } else { 0 };
+            filled = total - 64;
+        } else {
+            filled = total;
         }
     }
 }
