@@ -20,7 +20,7 @@
 use rayon::prelude::*;
 
 use super::ciphertext::{
-    EncryptedVector, HeError, TASK_CIPHERTEXTS, add_summands, check_same_vector,
+    EncryptedVector, HeError, add_summands, check_same_vector, task_ciphertexts,
     wrapping_add_assign,
 };
 use super::csprng::KeyStream;
@@ -188,7 +188,7 @@ impl CompactVector {
         data.par_chunks_mut(words)
             .zip(self.bodies.par_chunks(n))
             .enumerate()
-            .with_min_len(TASK_CIPHERTEXTS)
+            .with_min_len(task_ciphertexts(self.ciphertext_count()))
             .for_each_init(
                 || None,
                 |streams, (index, (ciphertext, bodies))| {
@@ -315,10 +315,11 @@ pub(crate) fn mask_words() -> usize {
 
 /// Adds the masks of every seed into `words` (ciphertext by ciphertext), in parallel.
 pub(crate) fn add_masks(seeds: &[u128], words: &mut [u64]) {
+    let count = words.len() / mask_words();
     words
         .par_chunks_mut(mask_words())
         .enumerate()
-        .with_min_len(TASK_CIPHERTEXTS)
+        .with_min_len(task_ciphertexts(count))
         .for_each_init(
             || seeds.iter().map(|&s| KeyStream::new(s)).collect::<Vec<_>>(),
             |streams, (index, mask)| add_masks_of(streams, index, mask),

@@ -16,7 +16,7 @@
 use rayon::prelude::*;
 use zeroize::Zeroize;
 
-use super::ciphertext::{EncryptedVector, HeError, TASK_CIPHERTEXTS, check_plaintext_len};
+use super::ciphertext::{EncryptedVector, HeError, check_plaintext_len, task_ciphertexts};
 use super::compact::{CompactVector, Masks, fill_mask, mask_words};
 use super::csprng::{KeyStream, fresh_key};
 use super::keys::SecretKey;
@@ -187,7 +187,7 @@ impl SecretKey {
         bodies
             .par_chunks_mut(n)
             .enumerate()
-            .with_min_len(TASK_CIPHERTEXTS)
+            .with_min_len(task_ciphertexts(PARAMS.ciphertexts_for(len)))
             .for_each_init(
                 || {
                     (
@@ -238,7 +238,7 @@ impl SecretKey {
         data.par_chunks_exact_mut(words)
             .zip(plaintext.par_chunks(n))
             .enumerate()
-            .with_min_len(TASK_CIPHERTEXTS)
+            .with_min_len(task_ciphertexts(count))
             .for_each_init(
                 || (streams.clone(), Scratch::new(n)),
                 |(streams, scratch), (index, (ciphertext, values))| {
@@ -290,7 +290,7 @@ impl SecretKey {
         let mut out = std::mem::take(&mut vector.bodies);
         out.par_chunks_mut(n)
             .enumerate()
-            .with_min_len(TASK_CIPHERTEXTS)
+            .with_min_len(task_ciphertexts(vector.ciphertext_count()))
             .for_each_init(
                 || (None, Scratch::new(n), vec![0u64; mask_words()]),
                 |(streams, scratch, mask), (index, values)| {
@@ -348,7 +348,7 @@ impl SecretKey {
         let mut out = vec![0u64; ciphertext.plaintext_len];
         out.par_chunks_mut(n)
             .zip(ciphertext.data.par_chunks_exact(words))
-            .with_min_len(TASK_CIPHERTEXTS)
+            .with_min_len(task_ciphertexts(ciphertext.data.len() / words))
             .for_each_init(
                 || Scratch::new(n),
                 |scratch, (values, ciphertext)| {
