@@ -113,7 +113,7 @@ impl fmt::Display for DownloadForm {
     }
 }
 
-/// Failure probability per coefficient of the Hoeffding bound on the switched mask's
+/// Failure probability per coefficient of the Hoeffding bound on the summed mask's
 /// rounding: 2^-128.
 const FAILURE_LOG2: f64 = -128.0;
 

@@ -154,7 +154,7 @@ fn exact_sum_for_all_party_counts_lengths_and_download_forms() {
 fn exact_sum_at_the_edge_of_headroom() {
     // For each P, the widest encoding hefl accepts (clip 1, the largest f whose least t still
     // fits the switched form's budget): P * M is within a factor of two of 2^(t-1), and the
-    // noise, rounded bodies and switched mask use most of the decoding budget.
+    // noise, rounded bodies and rounded mask use most of the decoding budget.
     for parties in [1u32, 2, 3, 10, 100] {
         let fits = |f: u32| {
             let fp = FixedPoint::sized(1.0, f, parties).ok()?;
