@@ -218,9 +218,12 @@ impl CompactVector {
             Masks::Seeds(seeds) => {
                 let streams = streams
                     .get_or_insert_with(|| seeds.iter().map(|&s| KeyStream::new(s)).collect());
-                if let Some((first, rest)) = streams.split_first_mut() {
-                    fill_mask(first, index, mask);
-                    add_masks_of(rest, index, mask);
+                match streams.split_first_mut() {
+                    Some((first, rest)) => {
+                        fill_mask(first, index, mask);
+                        add_masks_of(rest, index, mask);
+                    }
+                    None => mask.fill(0),
                 }
             }
             Masks::Summed { bits, words } => {

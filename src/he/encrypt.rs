@@ -257,12 +257,12 @@ impl SecretKey {
         })
     }
 
-    /// Decrypts a compact vector (a round's sum, or an upload; consumed) to the u64 plaintexts plus
-    /// error, without expanding it: per ciphertext, the summed mask (regenerated from the
-    /// seeds, or the switched one) rounded to `widths.product_bits()`, times the key,
-    /// subtracted from the bodies. [`Widths`] budgets that rounding, which makes the product
-    /// two prime NTTs instead of three. Parallel over ciphertexts. Refuses a vector under
-    /// another key id.
+    /// Decrypts a compact vector (a round's sum, or an upload; consumed, decrypted in place)
+    /// to the u64 plaintexts plus error, without expanding it: per ciphertext, the summed
+    /// mask (regenerated from the seeds, or the switched one) rounded to
+    /// `widths.product_bits()`, times the key, subtracted from the bodies. [`Widths`] budgets
+    /// that rounding, which makes the product two prime NTTs instead of three. Parallel over
+    /// ciphertexts. Refuses a vector under another key id.
     ///
     /// ```
     /// use hefl::he::{CompactVector, DownloadForm, Widths, keys::KeyFile};

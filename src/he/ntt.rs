@@ -210,9 +210,7 @@ impl KeyNtt {
                 .for_each(|(a, p)| *a = a.wrapping_sub(*p)),
         }
     }
-}
 
-impl KeyNtt {
     /// `acc[j] -= (round(mask_poly, bits) * s_index)[j]`, wrapping modulo 2^64, for
     /// `j < acc.len()`: the mask rounded to its top `bits` bits (to nearest, as
     /// [`round_to`]), `bits` at most [`ROUNDED_MAX_BITS`]. Exact for the rounded mask.
