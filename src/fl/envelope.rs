@@ -194,7 +194,19 @@ impl Envelope {
     /// Weights, quantizes and (in `he`) seals one update into `prepared` (or into one made
     /// now); returns the bytes to send. Refuses an update of another length and a weight
     /// outside (0, 1].
-    pub fn seal<R: rand::Rng + ?Sized>(
+    pub fn seal<R: rand::Rng + Send + ?Sized>(
+        &self,
+        values: &[f32],
+        weight: f32,
+        prepared: Option<PreparedEncryption>,
+        rng: &mut R,
+        cost: &mut EnvelopeCost,
+    ) -> Result<Vec<u8>, EnvelopeError> {
+        // On a rayon worker, as `open`: one thread handoff for encoding, sealing and packing.
+        rayon::scope(|_| self.seal_here(values, weight, prepared, rng, cost))
+    }
+
+    fn seal_here<R: rand::Rng + Send + ?Sized>(
         &self,
         values: &[f32],
         weight: f32,

@@ -65,8 +65,9 @@ pub enum DownloadForm {
 
 /// The largest party count for which [`DownloadForm::Auto`] sends seeds. Measured by
 /// `hefl bench-report` (2 cores, 101,770 values): regenerating the masks costs a client about
-/// 0.095 ms per party, and the switched form downloads about 470-510 KB more, which takes
-/// about 39 ms at 100 Mbit/s; the two cross near 400 parties. Below, seeds cost clients less
+/// 0.1 ms per party (0.095 to 0.11 across runs), and the switched form downloads about
+/// 470-510 KB more, which takes about 39 ms at 100 Mbit/s; the two cross near 350 to 400
+/// parties. Below, seeds cost clients less
 /// time than the bigger download and keep the server free of mask work.
 pub const SEEDS_UP_TO: u32 = 400;
 
