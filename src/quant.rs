@@ -65,8 +65,12 @@ use serde::{Deserialize, Serialize};
 use crate::he::csprng::KeyStream;
 use rayon::prelude::*;
 
-/// Values per keystream read and parallel task of stochastic rounding (8 KiB of keystream).
+/// Values per keystream read of stochastic rounding (8 KiB of keystream); a parallel task
+/// takes at least eight of these chunks.
 const ROUNDING_CHUNK: usize = 2048;
+
+/// Words per parallel task when decoding and range-checking sums.
+const DECODE_CHUNK: usize = 8192;
 
 /// f of the defaults: 16 fractional bits (the README's precision table).
 pub const DEFAULT_FRAC_BITS: u32 = 16;
@@ -483,22 +487,18 @@ impl FixedPoint {
                             *r = floor + if up { 1.0 } else { 0.0 };
                         }
                     });
-                    if magic {
-                        // Below 2^51 an integral f64 converts to i64 by adding 1.5·2^52 and
-                        // reading the bits, which vector units can do (`as i64` is scalar).
-                        const MAGIC: f64 = 6_755_399_441_055_744.0;
-                        arch.dispatch(|| {
-                            for (o, &z) in out.iter_mut().zip(rounded.iter()) {
-                                let z = ((z + MAGIC).to_bits() as i64)
-                                    .wrapping_sub(MAGIC.to_bits() as i64);
-                                *o = map(z);
-                            }
-                        });
-                    } else {
+                    // Below 2^51 an integral f64 converts to i64 by adding 1.5·2^52 and reading
+                    // the bits, which vector units can do (`as i64` is scalar).
+                    const MAGIC: f64 = 6_755_399_441_055_744.0;
+                    arch.dispatch(|| {
                         for (o, &z) in out.iter_mut().zip(rounded.iter()) {
-                            *o = map(z as i64);
+                            *o = map(match magic {
+                                true => ((z + MAGIC).to_bits() as i64)
+                                    .wrapping_sub(MAGIC.to_bits() as i64),
+                                false => z as i64,
+                            });
                         }
-                    }
+                    });
                 },
             );
         Ok(out)
@@ -616,12 +616,12 @@ impl FixedPoint {
         // z·factor computed as (z·2^shift)·(factor·2^-shift): the word rounded to a multiple of
         // Δ, converted from two 32-bit halves (i64 to f64 has no vector instruction before
         // AVX-512; i32 and u32 to f64 do), with one rounding, as `z as f64` has for t <= 53.
-        let factor = 1.0 / (self.scale * divisor) / self.scale_word();
+        let factor = 1.0 / (self.scale * divisor) / self.delta() as f64;
         let half = 1u64 << (self.shift - 1);
         let keep = !((1u64 << self.shift) - 1);
         let mut out = vec![0f32; sum.len()];
-        out.par_chunks_mut(8192)
-            .zip(sum.par_chunks(8192))
+        out.par_chunks_mut(DECODE_CHUNK)
+            .zip(sum.par_chunks(DECODE_CHUNK))
             .for_each(|(out, sum)| {
                 pulp::Arch::new().dispatch(|| {
                     for (o, &w) in out.iter_mut().zip(sum) {
@@ -633,11 +633,6 @@ impl FixedPoint {
                 })
             });
         Ok(out)
-    }
-
-    /// 2^shift = Δ as an f64.
-    fn scale_word(&self) -> f64 {
-        f64::from(self.shift).exp2()
     }
 
     /// The index of the first word whose integer ([`FixedPoint::from_plaintext`]) exceeds
@@ -652,17 +647,17 @@ impl FixedPoint {
     /// assert_eq!(fp.first_beyond(&words, 5), Some(1));
     /// ```
     pub fn first_beyond(&self, words: &[u64], bound: u64) -> Option<usize> {
-        // z > bound exactly when word + half >= (bound + 1)·2^shift as i64, and z < -bound
-        // when it is below -bound·2^shift; beyond the i64 range nothing is.
+        // z > bound exactly when word + half, as i64, is above (bound + 1)·2^shift − 1, and
+        // z < −bound when it is below −bound·2^shift; beyond the i64 range nothing is.
         let half = 1u64 << (self.shift - 1);
         let clamp = |x: i128| x.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
-        let above = clamp((i128::from(bound) + 1) << self.shift);
+        let above = clamp(((i128::from(bound) + 1) << self.shift) - 1);
         let below = clamp(-(i128::from(bound) << self.shift));
         let beyond = |w: &u64| {
             let a = w.wrapping_add(half) as i64;
-            (a >= above && above != i64::MAX) | (a < below)
+            (a > above) | (a < below)
         };
-        let any = words.par_chunks(8192).any(|chunk| {
+        let any = words.par_chunks(DECODE_CHUNK).any(|chunk| {
             pulp::Arch::new().dispatch(|| chunk.iter().fold(false, |found, w| found | beyond(w)))
         });
         any.then(|| words.iter().position(beyond)).flatten()
