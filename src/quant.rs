@@ -63,6 +63,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::he::csprng::KeyStream;
+use crate::he::pack::round_small;
 use rayon::prelude::*;
 
 /// Values per keystream read of stochastic rounding (8 KiB of keystream); a parallel task
@@ -487,14 +488,12 @@ impl FixedPoint {
                             *r = floor + if up { 1.0 } else { 0.0 };
                         }
                     });
-                    // Below 2^51 an integral f64 converts to i64 by adding 1.5·2^52 and reading
-                    // the bits, which vector units can do (`as i64` is scalar).
-                    const MAGIC: f64 = 6_755_399_441_055_744.0;
+                    // Below 2^51 an integral f64 converts to i64 with `round_small`, which
+                    // vector units can do (`as i64` is scalar).
                     arch.dispatch(|| {
                         for (o, &z) in out.iter_mut().zip(rounded.iter()) {
                             *o = map(match magic {
-                                true => ((z + MAGIC).to_bits() as i64)
-                                    .wrapping_sub(MAGIC.to_bits() as i64),
+                                true => round_small(z).0,
                                 false => z as i64,
                             });
                         }

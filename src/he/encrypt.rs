@@ -20,7 +20,7 @@ use super::ciphertext::{EncryptedVector, HeError, check_plaintext_len, task_ciph
 use super::compact::{CompactVector, Masks, fill_mask, mask_words};
 use super::csprng::{KeyStream, fresh_key};
 use super::keys::SecretKey;
-use super::ntt::{Accumulate, ROUNDED_MAX_BITS, Scratch};
+use super::ntt::{Accumulate, Scratch};
 use super::pack::round_to;
 use super::params::PARAMS;
 use super::widths::Widths;
@@ -145,7 +145,7 @@ impl Streams {
 
 impl SecretKey {
     /// Fills one ciphertext with an encryption of zero: `mask` from the mask stream, `body`
-    /// (N words) = e + mask·s.
+    /// (N words, or fewer for the last, partly filled ciphertext of a vector) = e + mask·s.
     fn encrypt_zero(
         &self,
         index: usize,
@@ -192,15 +192,12 @@ impl SecretKey {
                 || {
                     (
                         streams.clone(),
-                        Scratch::new(n),
+                        self.ntt.scratch(),
                         vec![0u64; mask_words()],
-                        vec![0u64; n],
                     )
                 },
-                |(streams, scratch, mask, body), (index, out)| {
+                |(streams, scratch, mask), (index, body)| {
                     self.encrypt_zero(index, streams, scratch, mask, body);
-                    out.copy_from_slice(&body[..out.len()]);
-                    body.as_mut_slice().zeroize();
                 },
             );
         Ok(PreparedEncryption {
@@ -240,7 +237,7 @@ impl SecretKey {
             .enumerate()
             .with_min_len(task_ciphertexts(count))
             .for_each_init(
-                || (streams.clone(), Scratch::new(n)),
+                || (streams.clone(), self.ntt.scratch()),
                 |(streams, scratch), (index, (ciphertext, values))| {
                     let (mask, body) = ciphertext.split_at_mut(mask_words());
                     self.encrypt_zero(index, streams, scratch, mask, body);
@@ -292,23 +289,12 @@ impl SecretKey {
             .enumerate()
             .with_min_len(task_ciphertexts(vector.ciphertext_count()))
             .for_each_init(
-                || (None, Scratch::new(n), vec![0u64; mask_words()]),
+                || (None, self.ntt.scratch(), vec![0u64; mask_words()]),
                 |(streams, scratch, mask), (index, values)| {
                     vector.summed_mask(index, streams, mask);
-                    for (poly, mask_poly) in mask.chunks_exact_mut(n).enumerate() {
-                        if bits <= ROUNDED_MAX_BITS {
-                            self.ntt
-                                .sub_rounded_product(values, mask_poly, bits, poly, scratch);
-                        } else {
-                            mask_poly.iter_mut().for_each(|m| *m = round_to(*m, bits));
-                            self.ntt.accumulate_product(
-                                values,
-                                mask_poly,
-                                poly,
-                                scratch,
-                                Accumulate::Sub,
-                            );
-                        }
+                    for (poly, mask_poly) in mask.chunks_exact(n).enumerate() {
+                        self.ntt
+                            .sub_rounded_product(values, mask_poly, bits, poly, scratch);
                     }
                 },
             );
@@ -350,7 +336,7 @@ impl SecretKey {
             .zip(ciphertext.data.par_chunks_exact(words))
             .with_min_len(task_ciphertexts(ciphertext.data.len() / words))
             .for_each_init(
-                || Scratch::new(n),
+                || self.ntt.scratch(),
                 |scratch, (values, ciphertext)| {
                     let (mask, body) = ciphertext.split_at(k * n);
                     values.copy_from_slice(&body[..values.len()]);

@@ -96,7 +96,7 @@ pub mod csprng;
 mod encrypt;
 pub mod keys;
 mod ntt;
-mod pack;
+pub(crate) mod pack;
 pub mod params;
 mod widths;
 pub mod wire;

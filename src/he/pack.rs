@@ -40,6 +40,25 @@ pub(crate) fn round_to(word: u64, bits: u32) -> u64 {
     word.wrapping_add(step >> 1) & !(step - 1)
 }
 
+/// 1.5·2^52: adding it to an f64 of magnitude below 2^51 rounds it to an integer (ties to even)
+/// held in the low mantissa bits, and adding its bit pattern to an i64 of magnitude below 2^51
+/// gives that integer as an f64. Both conversions vectorize, unlike `as` between i64 and f64.
+const MAGIC: f64 = 6_755_399_441_055_744.0;
+
+/// `x` (|x| < 2^51) rounded to the nearest integer (ties to even), and its distance to it.
+#[inline(always)]
+pub(crate) fn round_small(x: f64) -> (i64, f64) {
+    let shifted = x + MAGIC;
+    let integer = (shifted.to_bits() as i64).wrapping_sub(MAGIC.to_bits() as i64);
+    (integer, (x - (shifted - MAGIC)).abs())
+}
+
+/// `x` (|x| < 2^51) as an f64, exactly.
+#[inline(always)]
+pub(crate) fn small_to_f64(x: i64) -> f64 {
+    f64::from_bits(x.wrapping_add(MAGIC.to_bits() as i64) as u64) - MAGIC
+}
+
 /// Values per block.
 pub(crate) const BLOCK: usize = 64;
 
