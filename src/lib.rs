@@ -54,6 +54,8 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "mimalloc")]
+pub mod alloc;
 pub mod data;
 pub mod dp;
 pub mod fl;

@@ -20,7 +20,8 @@ pub mod bridge;
 /// MB per call) come from mimalloc, as in the `hefl` CLI: it keeps freed pages for reuse,
 /// where glibc's malloc in a Python process returns them to the system after each call and
 /// faults them in again on the next (measured: about 1,000 page faults and a third more time
-/// per sealed 101,770-value update). Python's own objects are unaffected.
+/// per sealed 101,770-value update). The module sets [`hefl::alloc::keep_freed_pages`] when it
+/// loads. Python's own objects are unaffected.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -329,6 +330,7 @@ impl KeylessSum {
 /// The compiled core of the `hefl` package.
 #[pymodule]
 fn _hefl(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    hefl::alloc::keep_freed_pages();
     m.add_class::<SecretKey>()?;
     m.add_class::<Envelope>()?;
     m.add_class::<KeylessSum>()?;

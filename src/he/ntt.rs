@@ -8,7 +8,7 @@
 //! - Each mask word, as a signed integer v (the full 64-bit word for encryption; for decryption
 //!   the summed mask rounded to its top k bits, the rounding [`Widths`](super::Widths) budgets
 //!   for, shifted down), is cut into one limb when |v| ≤ 2^32 (k ≤ [`ONE_LIMB_MAX_BITS`]) or two
-//!   signed 32-bit limbs v = lo + 2^32·hi with |lo|, |hi| ≤ 2^31.
+//!   signed 32-bit limbs v = lo + 2^32·hi (mod 2^64) with |lo|, |hi| ≤ 2^31.
 //! - The product of a limb polynomial with the binary key has integer coefficients below
 //!   N·2^32 = 2^43 in magnitude. The FFT computes them with an error below 1/2, so rounding to
 //!   the nearest integer gives them exactly; the limbs are then recombined with wrapping shifts.
@@ -412,8 +412,11 @@ impl<const TWO: bool> pulp::WithSimd for Fold<'_, TWO> {
         let limbs = |word: u64| {
             let v = (round_to(word, bits) as i64) >> shift;
             if TWO {
-                let low = i64::from(v as i32);
-                (small_to_f64(low), small_to_f64((v - low) >> 32))
+                // v = low + 2^32·high modulo 2^64 (all the product needs), both in i32: the
+                // subtraction wraps only for v near 2^63, where high wraps to -2^31.
+                let low = v as i32;
+                let high = (v.wrapping_sub(i64::from(low)) >> 32) as i32;
+                (f64::from(low), f64::from(high))
             } else {
                 (small_to_f64(v), 0.0)
             }
@@ -582,6 +585,8 @@ mod tests {
                     1 << 63
                 };
                 worst = worst.max(check(&ntt, key, &vec![extreme; N], bits));
+                // Where v - low overflows an i64: v = 2^63 - 1, low = -1.
+                worst = worst.max(check(&ntt, key, &vec![u64::MAX >> 1; N], bits));
             }
         }
         // The proven bound is about 0.19 (module docs) and the fallback starts at 0.25; the

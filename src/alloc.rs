@@ -1,0 +1,37 @@
+//! mimalloc settings for the processes that run rounds: the `hefl` CLI and the Python module
+//! (feature `mimalloc`; both declare mimalloc as their global allocator).
+//!
+//! Every round allocates and frees megabyte-sized vectors (updates, prepared encryptions,
+//! ciphertexts, wire bytes). mimalloc returns ("purges") free pages to the system 10 ms after
+//! they are freed by default; a round later the same sizes are allocated again and every page
+//! faults back in, zeroed by the kernel. [`keep_freed_pages`] raises that delay to a second,
+//! longer than a round, so pages are reused instead. Measured on 2 cores,
+//! `hefl train --mode federated --privacy he --epochs 3`: 7.5 s with 2.6 s of system time
+//! before, 6.25 s with 0.8 s after, for 45 MB more peak memory (680 MB). Memory still goes
+//! back to the system once a process has been idle for a few seconds.
+
+use libmimalloc_sys::{mi_option_get, mi_option_set, mi_option_t};
+
+/// mimalloc's `mi_option_purge_delay`: position 15 of `mi_option_e` in `mimalloc.h` (v2 and
+/// v3); libmimalloc-sys has no constant for it.
+const PURGE_DELAY: mi_option_t = 15;
+
+/// mimalloc's documented default for the purge delay, in milliseconds.
+const DEFAULT_PURGE_DELAY_MS: std::ffi::c_long = 10;
+
+/// The purge delay this sets, in milliseconds.
+pub const PURGE_DELAY_MS: std::ffi::c_long = 1000;
+
+/// Keeps freed pages for [`PURGE_DELAY_MS`] before mimalloc returns them to the system (see
+/// the module docs). Leaves the option alone when it does not read mimalloc's default (set by
+/// the user through `MIMALLOC_PURGE_DELAY`, or a mimalloc whose option 15 is something else).
+/// Call it once, first thing in `main` or at module load.
+pub fn keep_freed_pages() {
+    // SAFETY: both calls take and return plain integers; mimalloc's options are process-wide
+    // and safe to read and set from any thread.
+    unsafe {
+        if mi_option_get(PURGE_DELAY) == DEFAULT_PURGE_DELAY_MS {
+            mi_option_set(PURGE_DELAY, PURGE_DELAY_MS);
+        }
+    }
+}
