@@ -107,6 +107,8 @@ pub(crate) struct KeyNtt {
     /// The twisting factors e^(iπj/N), j < N/2, that make the N/2-point cyclic FFT of a folded
     /// polynomial a negacyclic one of length N (tfhe's `Twisties`).
     twist: Vec<c64>,
+    /// Their conjugates, applied after the inverse FFT.
+    untwist: Vec<c64>,
     /// For each of the k key polynomials, its twisted FFT divided by N/2 (the inverse FFT's
     /// normalisation).
     key_fourier: Vec<Vec<c64>>,
@@ -164,10 +166,12 @@ impl KeyNtt {
                 fourier
             })
             .collect();
+        let untwist = twist.iter().map(|w| w.conj()).collect();
         let this = Self {
             polynomial_size: n,
             fft,
             twist,
+            untwist,
             key_fourier,
             plan,
             primes,
@@ -308,19 +312,16 @@ impl KeyNtt {
         // The loops are written for the autovectorizer, in `WithSimd` ops so that `dispatch`
         // compiles them for the widest instruction set the CPU has (AVX2 where present).
         let arch = pulp::Arch::new();
-        let twist = &self.twist;
         match two_limbs {
             true => arch.dispatch(Fold::<true> {
                 mask: mask_poly,
                 bits,
-                twist,
                 lo,
                 hi,
             }),
             false => arch.dispatch(Fold::<false> {
                 mask: mask_poly,
                 bits,
-                twist,
                 lo,
                 hi,
             }),
@@ -330,22 +331,25 @@ impl KeyNtt {
             .into_iter()
             .take(1 + usize::from(two_limbs))
         {
+            let pointwise = |buffer: &mut [c64], key: &[c64]| {
+                arch.dispatch(Pointwise { buffer, key });
+            };
+            pointwise(buffer, &self.twist);
             self.fft.fwd(buffer, PodStack::new(stack));
-            arch.dispatch(Pointwise { buffer, key });
+            pointwise(buffer, key);
             self.fft.inv(buffer, PodStack::new(stack));
+            pointwise(buffer, &self.untwist);
         }
         let error_bits = match two_limbs {
             true => arch.dispatch(Unfold::<true> {
                 lo,
                 hi,
-                twist,
                 product,
                 shift,
             }),
             false => arch.dispatch(Unfold::<false> {
                 lo,
                 hi,
-                twist,
                 product,
                 shift,
             }),
@@ -383,13 +387,12 @@ impl KeyNtt {
     }
 }
 
-/// The FFT input of a mask polynomial: each word rounded to `bits` bits as a signed integer
-/// (see the module docs), cut into limbs (`lo` alone, or `lo` and `hi` when `TWO`), folded
-/// (coefficient j as the real part, j + N/2 as the imaginary part) and twisted.
+/// The FFT input of a mask polynomial before its twist: each word rounded to `bits` bits as a
+/// signed integer (see the module docs), cut into limbs (`lo` alone, or `lo` and `hi` when
+/// `TWO`) and folded (coefficient j as the real part, j + N/2 as the imaginary part).
 struct Fold<'a, const TWO: bool> {
     mask: &'a [u64],
     bits: u32,
-    twist: &'a [c64],
     lo: &'a mut [c64],
     hi: &'a mut [c64],
 }
@@ -399,13 +402,7 @@ impl<const TWO: bool> pulp::WithSimd for Fold<'_, TWO> {
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _simd: S) {
-        let Self {
-            mask,
-            bits,
-            twist,
-            lo,
-            hi,
-        } = self;
+        let Self { mask, bits, lo, hi } = self;
         let shift = 64 - bits.min(64);
         // The word as the signed integer the product multiplies, and its limbs: the value
         // itself, or its sign-extended low 32 bits and the rest (each at most 2^31).
@@ -422,24 +419,18 @@ impl<const TWO: bool> pulp::WithSimd for Fold<'_, TWO> {
             }
         };
         let (low, high) = mask.split_at(mask.len() / 2);
-        for ((((x, y), w), l), h) in low
-            .iter()
-            .zip(high)
-            .zip(twist)
-            .zip(lo.iter_mut())
-            .zip(hi.iter_mut())
-        {
+        for (((x, y), l), h) in low.iter().zip(high).zip(lo.iter_mut()).zip(hi.iter_mut()) {
             let (xl, xh) = limbs(*x);
             let (yl, yh) = limbs(*y);
-            *l = c64::new(xl * w.re - yl * w.im, xl * w.im + yl * w.re);
+            *l = c64::new(xl, yl);
             if TWO {
-                *h = c64::new(xh * w.re - yh * w.im, xh * w.im + yh * w.re);
+                *h = c64::new(xh, yh);
             }
         }
     }
 }
 
-/// `buffer *= key`, pointwise (a product in the Fourier domain).
+/// `buffer *= key`, pointwise: the twist, the product in the Fourier domain, the untwist.
 struct Pointwise<'a> {
     buffer: &'a mut [c64],
     key: &'a [c64],
@@ -449,20 +440,25 @@ impl pulp::WithSimd for Pointwise<'_> {
     type Output = ();
 
     #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, _simd: S) {
-        for (z, k) in self.buffer.iter_mut().zip(self.key) {
-            *z = c64::new(z.re * k.re - z.im * k.im, z.re * k.im + z.im * k.re);
+    fn with_simd<S: pulp::Simd>(self, simd: S) {
+        // pulp's complex product (one fmaddsub per vector of complex numbers).
+        let (buffer, buffer_tail) = S::as_mut_simd_c64s(self.buffer);
+        let (key, key_tail) = S::as_simd_c64s(self.key);
+        for (z, k) in buffer.iter_mut().zip(key) {
+            *z = simd.mul_c64s(*z, *k);
+        }
+        for (z, k) in buffer_tail.iter_mut().zip(key_tail) {
+            *z *= k;
         }
     }
 }
 
-/// The inverse of [`Fold`] after the inverse FFT: untwists, rounds every coefficient of every
-/// limb to the nearest integer, recombines the limbs modulo 2^64 and shifts the product back
-/// up. Returns the bit pattern of the largest distance to an integer.
+/// The inverse of [`Fold`] after the inverse FFT and the untwist: rounds every coefficient of
+/// every limb to the nearest integer, recombines the limbs modulo 2^64 and shifts the product
+/// back up. Returns the bit pattern of the largest distance to an integer.
 struct Unfold<'a, const TWO: bool> {
     lo: &'a [c64],
     hi: &'a [c64],
-    twist: &'a [c64],
     product: &'a mut [u64],
     shift: u32,
 }
@@ -475,37 +471,28 @@ impl<const TWO: bool> pulp::WithSimd for Unfold<'_, TWO> {
         let Self {
             lo,
             hi,
-            twist,
             product,
             shift,
         } = self;
-        let mut error = 0u64;
+        // Distances are non-negative, so their bit patterns order as i64s do (a signed maximum
+        // vectorizes; an unsigned 64-bit one does not on AVX2).
+        let mut error = 0i64;
         let mut round = |value: f64| {
             let (integer, distance) = round_small(value);
-            error = error.max(distance.to_bits());
+            error = error.max(distance.to_bits() as i64);
             integer
         };
         let (low, high) = product.split_at_mut(product.len() / 2);
-        for ((((x, y), w), l), h) in low
-            .iter_mut()
-            .zip(high.iter_mut())
-            .zip(twist)
-            .zip(lo)
-            .zip(hi)
-        {
-            // Times the conjugate twist.
-            let (mut xv, mut yv) = (
-                round(l.re * w.re + l.im * w.im),
-                round(l.im * w.re - l.re * w.im),
-            );
+        for (((x, y), l), h) in low.iter_mut().zip(high.iter_mut()).zip(lo).zip(hi) {
+            let (mut xv, mut yv) = (round(l.re), round(l.im));
             if TWO {
-                xv = xv.wrapping_add(round(h.re * w.re + h.im * w.im) << 32);
-                yv = yv.wrapping_add(round(h.im * w.re - h.re * w.im) << 32);
+                xv = xv.wrapping_add(round(h.re) << 32);
+                yv = yv.wrapping_add(round(h.im) << 32);
             }
             *x = (xv as u64) << shift;
             *y = (yv as u64) << shift;
         }
-        error
+        error as u64
     }
 }
 
