@@ -121,6 +121,7 @@ pub enum EnvelopeError {
 /// assert_eq!(mean, [2.0, 4.0]);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+#[derive(Clone)]
 pub struct Envelope {
     fp: FixedPoint,
     he: Option<(Arc<SecretKey>, Widths)>,

@@ -22,6 +22,7 @@ use rand_chacha::ChaCha20Rng;
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// What the server said to a submission.
@@ -194,6 +195,7 @@ pub(crate) fn run_client(
     let envelope = envelope(config, plan.key_id, key, client.model().num_params())?;
     let mut exchange = Federated {
         rng: rounding_rng(config.seed, client.id()),
+        preparing: Preparing::default(),
         prepared: None,
         nominal: (config.batch_size * config.strategy.steps_per_round()) as f32,
         envelope,
@@ -318,10 +320,18 @@ impl Exchange for Alone {
     }
 }
 
+/// What a background preparation returns: the encryption of zero (`None` in plain mode) and
+/// its cost.
+type Preparation = Result<(Option<PreparedEncryption>, EnvelopeCost), EnvelopeError>;
+
 /// A federation member: seal, submit, fetch, open; in `he` mode it prepares the next
-/// round's encryption of zero on a second thread while it waits for this round's sum.
+/// round's encryption of zero on a second thread from the moment it has submitted this
+/// round's update until it seals the next one (while it waits for the sum, opens it and
+/// computes the next update).
 struct Federated<'u> {
     envelope: Envelope,
+    /// The background preparation of the next update's encryption of zero (`he`).
+    preparing: Preparing,
     /// The encryption of zero prepared for the next update (`he`), used once.
     prepared: Option<PreparedEncryption>,
     rng: ChaCha20Rng,
@@ -331,6 +341,52 @@ struct Federated<'u> {
     cost: EnvelopeCost,
     overhead: Overhead,
     retry: Retry,
+}
+
+impl Federated<'_> {
+    /// Waits for the background preparation, if one is running, and keeps its encryption of
+    /// zero for the next seal.
+    fn finish_preparing(&mut self, round: Round) -> Result<(), PartyError> {
+        let Some(finished) = self.preparing.finish() else {
+            return Ok(());
+        };
+        match finished {
+            Ok(Ok((prepared, cost))) => {
+                self.prepared = prepared;
+                self.cost.add(&cost);
+                Ok(())
+            }
+            Ok(Err(source)) => Err(PartyError::Envelope { round, source }),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+}
+
+/// A background preparation of an encryption of zero, on its own thread. Dropping it waits
+/// for a thread still running (its encryption of zero is then dropped, zeroized), so no
+/// thread outlives its party.
+#[derive(Default)]
+struct Preparing(Option<JoinHandle<Preparation>>);
+
+impl Preparing {
+    /// Starts preparing the next update's encryption of zero.
+    fn start(envelope: Envelope) -> Self {
+        Self(Some(std::thread::spawn(move || {
+            let mut cost = EnvelopeCost::default();
+            envelope.prepare(&mut cost).map(|prepared| (prepared, cost))
+        })))
+    }
+
+    /// Waits for the preparation started last, if any (`Err` if its thread panicked).
+    fn finish(&mut self) -> Option<std::thread::Result<Preparation>> {
+        self.0.take().map(JoinHandle::join)
+    }
+}
+
+impl Drop for Preparing {
+    fn drop(&mut self) {
+        let _ = self.finish();
+    }
 }
 
 impl Exchange for Federated<'_> {
@@ -348,6 +404,7 @@ impl Exchange for Federated<'_> {
         update: &'a Update,
         observer: &mut dyn Observer,
     ) -> Result<Option<Cow<'a, [f32]>>, PartyError> {
+        self.finish_preparing(round)?;
         let sealing = Instant::now();
         let weight = update.samples as f32 / self.nominal;
         let bytes = self
@@ -372,40 +429,23 @@ impl Exchange for Federated<'_> {
         if let Submitted::Late(reason) = submitted {
             observer.note(&format!("left out of {round}: {reason}"));
         }
-        let envelope = &self.envelope;
-        let (published, prepared) = std::thread::scope(|scope| {
-            // The next round's encryption of zero, made while this round's sum is on its way.
-            let preparing = (envelope.privacy() == Privacy::He).then(|| {
-                scope.spawn(|| {
-                    let mut cost = EnvelopeCost::default();
-                    envelope.prepare(&mut cost).map(|prepared| (prepared, cost))
-                })
-            });
-            // After the connection broke the server may have restarted without this round's
-            // updates: send ours again before waiting (a refusal there is the fetch's to tell).
-            let mut resend = false;
-            let published = retry
-                .call(&format!("waiting for {round}"), observer, || {
-                    if resend {
-                        uplink.submit(round, bytes.clone())?;
-                    }
-                    let fetched = uplink.fetch(round);
-                    resend = fetched.as_ref().is_err_and(UplinkError::is_transient);
-                    fetched
-                })
-                .map_err(uplink_error);
-            (published, preparing.map(|thread| thread.join()))
-        });
-        match prepared {
-            Some(Ok(Ok((prepared, cost)))) => {
-                self.prepared = prepared;
-                self.cost.add(&cost);
-            }
-            Some(Ok(Err(source))) => return Err(PartyError::Envelope { round, source }),
-            Some(Err(panic)) => std::panic::resume_unwind(panic),
-            None => {}
+        // The next round's encryption of zero, made while this round's sum is on its way.
+        if self.envelope.privacy() == Privacy::He {
+            self.preparing = Preparing::start(self.envelope.clone());
         }
-        let published = published?;
+        // After the connection broke the server may have restarted without this round's
+        // updates: send ours again before waiting (a refusal there is the fetch's to tell).
+        let mut resend = false;
+        let published = retry
+            .call(&format!("waiting for {round}"), observer, || {
+                if resend {
+                    uplink.submit(round, bytes.clone())?;
+                }
+                let fetched = uplink.fetch(round);
+                resend = fetched.as_ref().is_err_and(UplinkError::is_transient);
+                fetched
+            })
+            .map_err(uplink_error)?;
         let opening = Instant::now();
         let parties = u32::try_from(published.parties.len()).unwrap_or(u32::MAX);
         let opened = self

@@ -213,8 +213,8 @@ impl SecretKey {
     /// sends [`CompactVector`]s ([`SecretKey::prepare`]).
     ///
     /// Parallel over ciphertexts with rayon; randomness as in the [module docs](self). Per
-    /// ciphertext: body = plaintext + noise + mask * key (the negacyclic product through the
-    /// precomputed NTT key), exactly as tfhe's `encrypt_glwe_ciphertext` would compute it.
+    /// ciphertext: body = plaintext + noise + mask * key (the exact negacyclic product against
+    /// the transformed key), exactly as tfhe's `encrypt_glwe_ciphertext` would compute it.
     ///
     /// ```
     /// use hefl::he::keys::KeyFile;
@@ -258,8 +258,8 @@ impl SecretKey {
     /// to the u64 plaintexts plus error, without expanding it: per ciphertext, the summed
     /// mask (regenerated from the seeds, or the switched one) rounded to
     /// `widths.product_bits()`, times the key, subtracted from the bodies. [`Widths`] budgets
-    /// that rounding, which makes the product two prime NTTs instead of three. Parallel over
-    /// ciphertexts. Refuses a vector under another key id.
+    /// that rounding, which makes the product one FFT limb instead of two when k_down ≤ 33
+    /// (the defaults up to 3 parties). Parallel over ciphertexts. Refuses a vector under another key id.
     ///
     /// ```
     /// use hefl::he::{CompactVector, DownloadForm, Widths, keys::KeyFile};

@@ -445,7 +445,7 @@ impl KeyFile {
         Ok(key)
     }
 
-    /// Derives the GLWE secret key (and its precomputed NTT form) from the seed.
+    /// Derives the GLWE secret key (and its precomputed FFT and NTT forms) from the seed.
     ///
     /// This is what clients encrypt and decrypt with; derive it once and keep it.
     ///

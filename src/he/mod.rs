@@ -12,9 +12,11 @@
 //!   (mod X^N + 1) and coefficients mod 2^64, exactly tfhe's convention; so hefl ciphertexts
 //!   decrypt with tfhe's `decrypt_glwe_ciphertext_list` and tfhe's `encrypt_glwe_ciphertext_list`
 //!   output decrypts with hefl (both are tested).
-//! - **Fast path**: A·S is the only costly step. [`keys::SecretKey`] holds S in NTT form
-//!   (tfhe-ntt's `native_binary64::Plan32` primes), computed once per key, so each product is
-//!   one forward and one inverse transform instead of tfhe's Karatsuba product.
+//! - **Fast path**: A·S is the only costly step. [`keys::SecretKey`] holds S transformed once
+//!   by tfhe-fft (the f64 FFT tfhe bootstraps with), so each product is one forward and one
+//!   inverse FFT per 32-bit limb of the mask, rounded to the exact integers (an error bound
+//!   and a per-coefficient check, with tfhe-ntt's exact `Plan32` as the fallback; `ntt.rs`),
+//!   instead of tfhe's Karatsuba product.
 //! - **Randomness** ([`csprng`]): the key from tfhe's `SecretRandomGenerator` under a 32-byte
 //!   OS seed; per encryption, two fresh AES keys from an OS-seeded tfhe AES-CTR CSPRNG: the
 //!   public mask seed, whose keystream gives every ciphertext its mask, and the secret noise
@@ -43,8 +45,8 @@
 //! 1. [`params`] (the parameter set) and [`csprng`] (OS seeding, the AES-CTR keystream,
 //!    [`SecureRng`], also used by [`crate::dp`] and by fixed-point rounding): the bottom,
 //!    importing nothing of `he`; `widths.rs` ([`Widths`], the decoding budget) on `params`;
-//! 2. [`keys`] (key files, [`keys::KeyId`], [`keys::SecretKey`]) and `ntt.rs` (the mask-key
-//!    product against the key in NTT form), on `params`; key files are written and read
+//! 2. [`keys`] (key files, [`keys::KeyId`], [`keys::SecretKey`]) and `ntt.rs` (the exact
+//!    mask-key product against the transformed key), on `params`; key files are written and read
 //!    through [`crate::secret_file`];
 //! 3. `ciphertext.rs` and `compact.rs`: the entities [`EncryptedVector`] and
 //!    [`CompactVector`] (accessors, tfhe view, homomorphic sums, mask regeneration) and

@@ -14,7 +14,7 @@
 //!   k_up = t + 1 + ceil(log2 P) this is at most half the budget;
 //! - **rounded mask**: decryption multiplies the key by the summed mask rounded to k_down bits
 //!   (the switched form sends it so; the seeds form regenerates the exact sum and rounds it the
-//!   same way, because a product of k_down-bit masks costs two prime NTTs instead of three).
+//!   same way, because a product of masks of at most 33 bits costs one FFT limb instead of two).
 //!   Rounding each of the N mask coefficients by at most h/2 (h = 2^(64−k_down)) moves the
 //!   decryption by the sum of the roundings over the key's ones, |Σ δ_j s_j| ≤ N·h/2 in the worst case. The rounding errors of a uniform mask
 //!   are independent and uniform, so Hoeffding's inequality bounds the sum by

@@ -101,8 +101,9 @@ fn check_exact_sum(fp: &FixedPoint, parties: u32, len: usize, form: DownloadForm
     let published = sum.expect("parties > 0").to_bytes();
     let received = CompactVector::parse_aggregate(&published, &expect, parties).unwrap();
     assert_eq!(received.summands(), parties);
-    // Both decryptions: the full ciphertexts (exact mask), and the compact path that rounds
-    // the summed mask to k_down bits (two primes up to 48 bits, three beyond).
+    // Both decryptions: the full ciphertexts (exact mask, a two-limb FFT product), and the
+    // compact path that rounds the summed mask to k_down bits (one limb up to 33 bits, two
+    // beyond).
     let full = key.decrypt(&received.expand()).expect("decrypt");
     let compact = key
         .decrypt_compact(received, &expect.widths)
@@ -137,7 +138,9 @@ fn exact_sum_for_all_party_counts_lengths_and_download_forms() {
             let k_down = Widths::new(fp.params().total_bits, parties, form)
                 .unwrap()
                 .product_bits();
-            assert!(k_down <= 48, "P = {parties}: k_down {k_down}");
+            // Both product paths are covered: one FFT limb for P <= 3 (k_down <= 33, the
+            // demo's), two for P >= 10.
+            assert_eq!(k_down <= 33, parties <= 3, "P = {parties}: k_down {k_down}");
             let lens: &[usize] = match parties {
                 1000 => &[4099],
                 100 => &[1, 2049],
@@ -169,8 +172,8 @@ fn exact_sum_at_the_edge_of_headroom() {
             "{p}: not tight"
         );
         assert!(fits(p.frac_bits + 1).is_none(), "{p}: not the widest");
-        // Decryption rounds the mask to more than 48 bits here: the three-prime product
-        // (the default encodings above take the two-prime one).
+        // Decryption rounds the mask to more than 48 bits here: the widest two-limb products
+        // of the compact path.
         let k_down = Widths::new(p.total_bits, parties, DownloadForm::Seeds)
             .unwrap()
             .product_bits();
