@@ -94,8 +94,8 @@ pub enum EnvelopeError {
 /// Seals a client's updates and opens aggregates (see [`crate::fl::payload`]).
 ///
 /// In `he` mode an update is sealed into a [`PreparedEncryption`]: pass one made ahead of
-/// time by [`Envelope::prepare`] (the party loop prepares the next round's while it waits
-/// for this round's sum), or `None` to prepare it on the spot.
+/// time by [`Envelope::prepare`] (the party loop prepares the next round's between submitting
+/// this round's update and sealing the next), or `None` to prepare it on the spot.
 ///
 /// ```
 /// use hefl::fl::{Envelope, EnvelopeCost, Summable};
