@@ -164,7 +164,7 @@ impl SecretKey {
             .add_tuniform(index as u128 * noise_blocks, body, noise);
         for (poly, mask_poly) in mask.chunks_exact(n).enumerate() {
             self.ntt
-                .accumulate_product(body, mask_poly, poly, scratch, Accumulate::Add);
+                .accumulate_product(body, mask_poly, 64, poly, scratch, Accumulate::Add);
         }
     }
 
@@ -293,8 +293,14 @@ impl SecretKey {
                 |(streams, scratch, mask), (index, values)| {
                     vector.summed_mask(index, streams, mask);
                     for (poly, mask_poly) in mask.chunks_exact(n).enumerate() {
-                        self.ntt
-                            .sub_rounded_product(values, mask_poly, bits, poly, scratch);
+                        self.ntt.accumulate_product(
+                            values,
+                            mask_poly,
+                            bits,
+                            poly,
+                            scratch,
+                            Accumulate::Sub,
+                        );
                     }
                 },
             );
@@ -344,6 +350,7 @@ impl SecretKey {
                         self.ntt.accumulate_product(
                             values,
                             mask_poly,
+                            64,
                             index,
                             scratch,
                             Accumulate::Sub,

@@ -17,7 +17,7 @@
 //!   is ‖x‖·‖y‖·((1+ε)^(3n)(1+ε√5)^(3n+1)(1+β)^(3n) − 1) with ε = 2^-53, n the number of
 //!   radix-2 levels and β the twiddle-factor error. Here ‖x‖ ≤ 2^32·√N and ‖y‖ ≤ √N (a
 //!   binary key), so ‖x‖·‖y‖ ≤ 2^43 with N = 2048, and with n = 12 (ten levels for the
-//!   1024-point transform, one each for the twists) and β = 2ε the factor is about 191ε =
+//!   1024-point transform, two more for the twists) and β = 2ε the factor is about 191ε =
 //!   2^-45.4, so the error is at most 2^-2.4 ≈ 0.19. Measured errors are far smaller: about
 //!   0.003 on worst-case operands (every limb at its largest magnitude, the all-ones key), one
 //!   or two units in the last place of a 2^43 result; the unit tests assert under 1/64.
@@ -47,11 +47,11 @@ use super::pack::{round_small, round_to, small_to_f64};
 const PLAN32_PRIMES: [u32; 3] = [0x3F5A_0001, 0x3F5D_0001, 0x3F76_0001];
 
 /// The widest rounded mask multiplied as one limb: its signed value lies in [−2^32, 2^32).
-pub(crate) const ONE_LIMB_MAX_BITS: u32 = 33;
+const ONE_LIMB_MAX_BITS: u32 = 33;
 
 /// The largest distance to the nearest integer an FFT coefficient may have before its product is
 /// recomputed exactly (the proven error bound is about 0.19; see the module docs).
-pub(crate) const FFT_TOLERANCE: f64 = 0.25;
+const FFT_TOLERANCE: f64 = 0.25;
 
 /// Why the precomputed product could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -197,17 +197,8 @@ impl KeyNtt {
     /// rounded ones at one limb's widest width, at 48 and at 20 bits; and the exact path too.
     fn self_check(&self, key: &[u64]) -> Result<(), NttError> {
         let n = self.polynomial_size;
-        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
-        let lhs: Vec<u64> = (0..n)
-            .map(|_| {
-                // splitmix64: any fixed full-width values will do.
-                state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-                let mut z = state;
-                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-                z ^ (z >> 31)
-            })
-            .collect();
+        // Any fixed full-width values will do.
+        let lhs = splitmix64(0x9E37_79B9_7F4A_7C15, n);
         let mut scratch = self.scratch();
         let mut reference = vec![0u64; n];
         let mut same = true;
@@ -232,38 +223,13 @@ impl KeyNtt {
         }
     }
 
-    /// `acc[j] ±= (mask_poly * s_index)[j]` for `j < acc.len()`, wrapping modulo 2^64, the
-    /// product being negacyclic (modulo X^N + 1). `acc` may be shorter than N (the last,
-    /// partly filled ciphertext of a vector).
+    /// `acc[j] ±= (round(mask_poly, bits) * s_index)[j]` for `j < acc.len()`, wrapping modulo
+    /// 2^64, the product being negacyclic (modulo X^N + 1): the mask rounded to its top `bits`
+    /// bits (to nearest, as [`round_to`]; 64 leaves it as it is), exact for the rounded mask.
+    /// `acc` may be shorter than N (the last, partly filled ciphertext of a vector). Through
+    /// the FFT, one limb when `bits` is at most [`ONE_LIMB_MAX_BITS`]; exactly through `Plan32`
+    /// when the FFT's distance to the integers exceeds [`FFT_TOLERANCE`].
     pub(crate) fn accumulate_product(
-        &self,
-        acc: &mut [u64],
-        mask_poly: &[u64],
-        index: usize,
-        scratch: &mut Scratch,
-        direction: Accumulate,
-    ) {
-        self.product(acc, mask_poly, 64, index, scratch, direction);
-    }
-
-    /// `acc[j] -= (round(mask_poly, bits) * s_index)[j]`, wrapping modulo 2^64, for
-    /// `j < acc.len()`: the mask rounded to its top `bits` bits (to nearest, as
-    /// [`round_to`]). Exact for the rounded mask; one FFT limb when `bits` is at most
-    /// [`ONE_LIMB_MAX_BITS`].
-    pub(crate) fn sub_rounded_product(
-        &self,
-        acc: &mut [u64],
-        mask_poly: &[u64],
-        bits: u32,
-        index: usize,
-        scratch: &mut Scratch,
-    ) {
-        self.product(acc, mask_poly, bits, index, scratch, Accumulate::Sub);
-    }
-
-    /// `acc ±= round(mask_poly, bits) * s_index` through the FFT, or exactly when the FFT's
-    /// distance to the integers exceeds [`FFT_TOLERANCE`].
-    fn product(
         &self,
         acc: &mut [u64],
         mask_poly: &[u64],
@@ -385,6 +351,19 @@ impl KeyNtt {
         let [r0, r1, r2] = &mut *residues;
         self.plan.inv(product, r0, r1, r2);
     }
+}
+
+/// `len` pseudo-random (public, fixed) words: splitmix64 from `seed`, for the self-check.
+fn splitmix64(mut state: u64, len: usize) -> Vec<u64> {
+    (0..len)
+        .map(|_| {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        })
+        .collect()
 }
 
 /// The FFT input of a mask polynomial before its twist: each word rounded to `bits` bits as a
@@ -518,18 +497,9 @@ mod tests {
 
     const N: usize = 2048;
 
-    /// Deterministic full-width words (splitmix64 from `seed`).
+    /// Deterministic full-width words.
     fn words(seed: u64) -> Vec<u64> {
-        let mut state = seed;
-        (0..N)
-            .map(|_| {
-                state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-                let mut z = state;
-                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-                z ^ (z >> 31)
-            })
-            .collect()
+        splitmix64(seed, N)
     }
 
     /// The FFT product against `Plan32::negacyclic_polymul` on the rounded mask; returns the
@@ -545,7 +515,7 @@ mod tests {
         assert!(scratch.product == reference, "{bits}-bit product differs");
         // And through the public entry points, accumulating into a short `acc`.
         let mut acc = vec![7u64; 1000];
-        ntt.sub_rounded_product(&mut acc, mask, bits, 0, &mut scratch);
+        ntt.accumulate_product(&mut acc, mask, bits, 0, &mut scratch, Accumulate::Sub);
         for (a, r) in acc.iter().zip(&reference) {
             assert_eq!(a.wrapping_add(*r), 7);
         }
