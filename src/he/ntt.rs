@@ -552,6 +552,30 @@ mod tests {
     }
 
     #[test]
+    fn a_product_off_tolerance_is_recomputed_exactly() {
+        let key: Vec<u64> = words(4).iter().map(|w| w >> 63).collect();
+        let mut ntt = KeyNtt::new(&key, N).expect("key transforms");
+        // A key transform off by a relative 2^-20 (an FFT gone wrong) moves the products'
+        // coefficients far from the integers: the check must catch it and the exact path
+        // (the key's residues, untouched) give the right product.
+        for z in &mut ntt.key_fourier[0] {
+            *z *= 1.0 + 2f64.powi(-20);
+        }
+        let mask = words(5);
+        let mut scratch = ntt.scratch();
+        for bits in [64, ONE_LIMB_MAX_BITS, 20] {
+            let rounded: Vec<u64> = mask.iter().map(|&w| round_to(w, bits)).collect();
+            let mut reference = vec![0u64; N];
+            ntt.plan.negacyclic_polymul(&mut reference, &rounded, &key);
+            let mut acc = vec![3u64; N];
+            ntt.accumulate_product(&mut acc, &mask, bits, 0, &mut scratch, Accumulate::Add);
+            for (a, r) in acc.iter().zip(&reference) {
+                assert_eq!(a.wrapping_sub(*r), 3, "{bits} bits");
+            }
+        }
+    }
+
+    #[test]
     fn the_exact_path_matches_the_reference() {
         let key: Vec<u64> = words(2).iter().map(|w| w >> 63).collect();
         let ntt = KeyNtt::new(&key, N).expect("key transforms");
