@@ -20,8 +20,10 @@ use crate::he::PreparedEncryption;
 use crate::he::keys::SecretKey;
 use rand_chacha::ChaCha20Rng;
 use std::borrow::Cow;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -195,7 +197,10 @@ pub(crate) fn run_client(
     let envelope = envelope(config, plan.key_id, key, client.model().num_params())?;
     let mut exchange = Federated {
         rng: rounding_rng(config.seed, client.id()),
-        preparing: Preparing::default(),
+        preparing: match config.privacy {
+            Privacy::He => Preparing::new(envelope.clone()),
+            _ => Preparing::default(),
+        },
         prepared: None,
         nominal: (config.batch_size * config.strategy.steps_per_round()) as f32,
         envelope,
@@ -362,30 +367,68 @@ impl Federated<'_> {
     }
 }
 
-/// A background preparation of an encryption of zero, on its own thread. Dropping it waits
-/// for a thread still running (its encryption of zero is then dropped, zeroized), so no
-/// thread outlives its party.
+/// A party's preparation thread (`he`): it prepares one encryption of zero per request, in
+/// the background. One thread for the whole run, not one per round, so its allocator heap
+/// stays warm (a new thread's megabyte buffers would fault in fresh pages every round).
+/// Dropping it lets a preparation still running finish (its encryption of zero is then
+/// dropped, zeroized) and joins the thread, so no thread outlives its party.
 #[derive(Default)]
-struct Preparing(Option<JoinHandle<Preparation>>);
+struct Preparing {
+    /// Requests to the thread (`None` in plain mode).
+    requests: Option<mpsc::Sender<()>>,
+    results: Option<mpsc::Receiver<std::thread::Result<Preparation>>>,
+    thread: Option<JoinHandle<()>>,
+    /// Whether a requested preparation has not been collected.
+    pending: bool,
+}
 
 impl Preparing {
-    /// Starts preparing the next update's encryption of zero.
-    fn start(envelope: Envelope) -> Self {
-        Self(Some(std::thread::spawn(move || {
-            let mut cost = EnvelopeCost::default();
-            envelope.prepare(&mut cost).map(|prepared| (prepared, cost))
-        })))
+    /// The preparation thread for `envelope`.
+    fn new(envelope: Envelope) -> Self {
+        let (requests, inbox) = mpsc::channel::<()>();
+        let (outbox, results) = mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            for () in inbox {
+                let prepared = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    let mut cost = EnvelopeCost::default();
+                    envelope.prepare(&mut cost).map(|prepared| (prepared, cost))
+                }));
+                if outbox.send(prepared).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            requests: Some(requests),
+            results: Some(results),
+            thread: Some(thread),
+            pending: false,
+        }
     }
 
-    /// Waits for the preparation started last, if any (`Err` if its thread panicked).
+    /// Starts preparing the next update's encryption of zero (nothing in plain mode).
+    fn start(&mut self) {
+        if let Some(requests) = &self.requests {
+            self.pending = requests.send(()).is_ok();
+        }
+    }
+
+    /// Waits for the preparation started last, if any (`Err` if it panicked).
     fn finish(&mut self) -> Option<std::thread::Result<Preparation>> {
-        self.0.take().map(JoinHandle::join)
+        if !std::mem::take(&mut self.pending) {
+            return None;
+        }
+        // The thread answers every request it received; it stops only when dropped.
+        self.results.as_ref()?.recv().ok()
     }
 }
 
 impl Drop for Preparing {
     fn drop(&mut self) {
-        let _ = self.finish();
+        self.requests = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -430,9 +473,7 @@ impl Exchange for Federated<'_> {
             observer.note(&format!("left out of {round}: {reason}"));
         }
         // The next round's encryption of zero, made while this round's sum is on its way.
-        if self.envelope.privacy() == Privacy::He {
-            self.preparing = Preparing::start(self.envelope.clone());
-        }
+        self.preparing.start();
         // After the connection broke the server may have restarted without this round's
         // updates: send ours again before waiting (a refusal there is the fetch's to tell).
         let mut resend = false;
