@@ -259,7 +259,8 @@ impl SecretKey {
     /// mask (regenerated from the seeds, or the switched one) rounded to
     /// `widths.product_bits()`, times the key, subtracted from the bodies. [`Widths`] budgets
     /// that rounding, which makes the product one FFT limb instead of two when k_down ≤ 33
-    /// (the defaults up to 3 parties). Parallel over ciphertexts. Refuses a vector under another key id.
+    /// (the defaults up to 3 parties). Parallel over ciphertexts. Refuses a vector under
+    /// another key id.
     ///
     /// ```
     /// use hefl::he::{CompactVector, DownloadForm, Widths, keys::KeyFile};

@@ -107,8 +107,6 @@ pub(crate) struct KeyNtt {
     /// The twisting factors e^(iπj/N), j < N/2, that make the N/2-point cyclic FFT of a folded
     /// polynomial a negacyclic one of length N (tfhe's `Twisties`).
     twist: Vec<c64>,
-    /// Their conjugates, applied after the inverse FFT.
-    untwist: Vec<c64>,
     /// For each of the k key polynomials, its twisted FFT divided by N/2 (the inverse FFT's
     /// normalisation).
     key_fourier: Vec<Vec<c64>>,
@@ -166,12 +164,10 @@ impl KeyNtt {
                 fourier
             })
             .collect();
-        let untwist = twist.iter().map(|w| w.conj()).collect();
         let this = Self {
             polynomial_size: n,
             fft,
             twist,
-            untwist,
             key_fourier,
             plan,
             primes,
@@ -207,9 +203,8 @@ impl KeyNtt {
                 let rounded: Vec<u64> = lhs.iter().map(|&w| round_to(w, bits)).collect();
                 self.plan
                     .negacyclic_polymul(&mut reference, &rounded, key_poly);
-                let fast = self.fft_product(&lhs, bits, index, &mut scratch);
-                same &= fast.is_some_and(|error| error <= FFT_TOLERANCE)
-                    && scratch.product == reference;
+                let error = self.fft_product(&lhs, bits, index, &mut scratch);
+                same &= error <= FFT_TOLERANCE && scratch.product == reference;
                 self.exact_product(&lhs, bits, index, &mut scratch);
                 same &= scratch.product == reference;
             }
@@ -238,9 +233,8 @@ impl KeyNtt {
         scratch: &mut Scratch,
         direction: Accumulate,
     ) {
-        let within = self
-            .fft_product(mask_poly, bits, index, scratch)
-            .is_some_and(|error| error <= FFT_TOLERANCE);
+        // A NaN distance fails the comparison too.
+        let within = self.fft_product(mask_poly, bits, index, scratch) <= FFT_TOLERANCE;
         if !within {
             self.exact_product(mask_poly, bits, index, scratch);
         }
@@ -258,15 +252,15 @@ impl KeyNtt {
     }
 
     /// `scratch.product = round(mask_poly, bits) * s_index` through the FFT (see the module
-    /// docs); returns the largest distance of a coefficient to its integer, or `None` if it is
-    /// not finite.
+    /// docs); returns the largest distance of a coefficient to its integer (NaN if one is not
+    /// finite).
     fn fft_product(
         &self,
         mask_poly: &[u64],
         bits: u32,
         index: usize,
         scratch: &mut Scratch,
-    ) -> Option<f64> {
+    ) -> f64 {
         let shift = 64 - bits.min(64);
         let two_limbs = bits > ONE_LIMB_MAX_BITS;
         let Scratch {
@@ -297,14 +291,19 @@ impl KeyNtt {
             .into_iter()
             .take(1 + usize::from(two_limbs))
         {
-            let pointwise = |buffer: &mut [c64], key: &[c64]| {
-                arch.dispatch(Pointwise { buffer, key });
+            let pointwise = |buffer: &mut [c64], key: &[c64], conjugate: bool| {
+                arch.dispatch(Pointwise {
+                    buffer,
+                    key,
+                    conjugate,
+                });
             };
-            pointwise(buffer, &self.twist);
+            pointwise(buffer, &self.twist, false);
             self.fft.fwd(buffer, PodStack::new(stack));
-            pointwise(buffer, key);
+            pointwise(buffer, key, false);
             self.fft.inv(buffer, PodStack::new(stack));
-            pointwise(buffer, &self.untwist);
+            // The untwist: times the conjugate twist.
+            pointwise(buffer, &self.twist, true);
         }
         let error_bits = match two_limbs {
             true => arch.dispatch(Unfold::<true> {
@@ -320,10 +319,9 @@ impl KeyNtt {
                 shift,
             }),
         };
-        // Distances are non-negative, so their bit patterns order as they do; NaN's is above
-        // every finite one.
-        let error = f64::from_bits(error_bits);
-        error.is_finite().then_some(error)
+        // Distances are non-negative, so their bit patterns order as they do; infinity's and
+        // NaN's are above every finite one.
+        f64::from_bits(error_bits)
     }
 
     /// `scratch.product = round(mask_poly, bits) * s_index` exactly, through `Plan32`'s three
@@ -409,10 +407,12 @@ impl<const TWO: bool> pulp::WithSimd for Fold<'_, TWO> {
     }
 }
 
-/// `buffer *= key`, pointwise: the twist, the product in the Fourier domain, the untwist.
+/// `buffer *= key` (or `conj(key)` when `conjugate`), pointwise: the twist, the product in the
+/// Fourier domain, the untwist.
 struct Pointwise<'a> {
     buffer: &'a mut [c64],
     key: &'a [c64],
+    conjugate: bool,
 }
 
 impl pulp::WithSimd for Pointwise<'_> {
@@ -423,11 +423,20 @@ impl pulp::WithSimd for Pointwise<'_> {
         // pulp's complex product (one fmaddsub per vector of complex numbers).
         let (buffer, buffer_tail) = S::as_mut_simd_c64s(self.buffer);
         let (key, key_tail) = S::as_simd_c64s(self.key);
-        for (z, k) in buffer.iter_mut().zip(key) {
-            *z = simd.mul_c64s(*z, *k);
-        }
-        for (z, k) in buffer_tail.iter_mut().zip(key_tail) {
-            *z *= k;
+        if self.conjugate {
+            for (z, k) in buffer.iter_mut().zip(key) {
+                *z = simd.conj_mul_c64s(*k, *z);
+            }
+            for (z, k) in buffer_tail.iter_mut().zip(key_tail) {
+                *z *= k.conj();
+            }
+        } else {
+            for (z, k) in buffer.iter_mut().zip(key) {
+                *z = simd.mul_c64s(*z, *k);
+            }
+            for (z, k) in buffer_tail.iter_mut().zip(key_tail) {
+                *z *= k;
+            }
         }
     }
 }
@@ -509,9 +518,8 @@ mod tests {
         let mut reference = vec![0u64; N];
         ntt.plan.negacyclic_polymul(&mut reference, &rounded, key);
         let mut scratch = ntt.scratch();
-        let error = ntt
-            .fft_product(mask, bits, 0, &mut scratch)
-            .expect("finite FFT output");
+        let error = ntt.fft_product(mask, bits, 0, &mut scratch);
+        assert!(error.is_finite(), "finite FFT output");
         assert!(scratch.product == reference, "{bits}-bit product differs");
         // And through the public entry points, accumulating into a short `acc`.
         let mut acc = vec![7u64; 1000];
