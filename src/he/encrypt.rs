@@ -158,10 +158,9 @@ impl SecretKey {
         let noise = PARAMS.noise();
         let noise_blocks = KeyStream::blocks_for(n * KeyStream::tuniform_bytes(noise));
         fill_mask(&mut streams.mask, index, mask);
-        body.fill(0);
         streams
             .noise
-            .add_tuniform(index as u128 * noise_blocks, body, noise);
+            .fill_tuniform(index as u128 * noise_blocks, body, noise);
         for (poly, mask_poly) in mask.chunks_exact(n).enumerate() {
             self.ntt
                 .accumulate_product(body, mask_poly, 64, poly, scratch, Accumulate::Add);
