@@ -86,7 +86,6 @@ const TASK: usize = 256;
 /// Packs `words` (their top W bits) into `out`, block by block; the last block zero-padded.
 #[inline(always)]
 fn pack_run<const W: usize>(words: &[u64], out: &mut [u8]) {
-    let mut packed = [0u64; W];
     let mut padded = [0u64; BLOCK];
     for (chunk, out) in words
         .chunks(BLOCK)
@@ -100,11 +99,32 @@ fn pack_run<const W: usize>(words: &[u64], out: &mut [u8]) {
                 &padded
             }
         };
-        pack_block::<W>(block, &mut packed);
-        for (o, word) in out.chunks_exact_mut(size_of::<u64>()).zip(&packed) {
-            o.copy_from_slice(&word.to_le_bytes());
+        let (groups, _) = block.as_chunks::<8>();
+        for (group, out) in groups.iter().zip(out.chunks_exact_mut(W)) {
+            pack_group::<W>(group, out);
         }
     }
+}
+
+/// Packs the top W bits of 8 torus words into W bytes (8·W bits: the stream's bytes are
+/// whole again after every 8 values). The 8 steps unroll, so every shift and store offset
+/// is a constant.
+#[inline(always)]
+fn pack_group<const W: usize>(words: &[u64; 8], out: &mut [u8]) {
+    let mut bytes = [0u8; 72];
+    let (mut acc, mut filled, mut at) = (0u128, 0usize, 0usize);
+    for &w in words {
+        acc |= u128::from(w >> (64 - W)) << filled;
+        filled += W;
+        if filled >= 64 {
+            bytes[at..at + 8].copy_from_slice(&(acc as u64).to_le_bytes());
+            acc >>= 64;
+            filled -= 64;
+            at += 8;
+        }
+    }
+    bytes[at..at + 8].copy_from_slice(&(acc as u64).to_le_bytes());
+    out.copy_from_slice(&bytes[..W]);
 }
 
 /// Calls `f(value, index)` for each of the `count` packed values of `bytes` (exactly
@@ -204,28 +224,6 @@ fn unpack_run<const W: usize>(bytes: &[u8], out: &mut [u64], op: impl Fn(&mut u6
         unpack_block::<W>(&words, &mut block);
         for (o, &v) in out.iter_mut().zip(&block) {
             op(o, v << (64 - W));
-        }
-    }
-}
-
-/// Packs the top W bits of 64 torus words into W words, filling one output word at a time in
-/// a register.
-#[inline(always)]
-fn pack_block<const W: usize>(words: &[u64; BLOCK], out: &mut [u64; W]) {
-    let (mut acc, mut filled, mut next) = (0u64, 0usize, 0usize);
-    for &w in words {
-        let v = w >> (64 - W);
-        // filled < 64 here, so the shift is defined.
-        acc |= v << filled;
-        let total = filled + W;
-        if total >= 64 {
-            out[next] = acc;
-            next += 1;
-            // The bits of v that did not fit (none when the word ended exactly with v).
-            acc = if total > 64 { v >> (64 - filled) } else { 0 };
-            filled = total - 64;
-        } else {
-            filled = total;
         }
     }
 }
