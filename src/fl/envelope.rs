@@ -4,10 +4,10 @@
 use super::config::Privacy;
 use super::payload::{DecodeError, PayloadError, PlainSum, Summable, weighted, weighted_mean};
 use crate::he::keys::SecretKey;
-use crate::he::{CompactVector, Expected, HeError, PreparedEncryption, Widths, WireError};
+use crate::he::{CompactVector, Expected, HeError, OwnMask, PreparedEncryption, Widths, WireError};
 use crate::quant::{FixedPoint, QuantError};
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 /// Time a client spends on its envelope, summed over rounds.
@@ -121,17 +121,36 @@ pub enum EnvelopeError {
 /// assert_eq!(mean, [2.0, 4.0]);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Clone)]
 pub struct Envelope {
     fp: FixedPoint,
     he: Option<(Arc<SecretKey>, Widths)>,
     len: usize,
+    /// The masks of the last update this envelope sealed (`he`), which the next `open` reads
+    /// instead of regenerating them if they are one of its summands' (see [`OwnMask`]).
+    own_mask: Mutex<Option<OwnMask>>,
+}
+
+impl Clone for Envelope {
+    /// The same settings; the copy has sealed nothing yet.
+    fn clone(&self) -> Self {
+        Self {
+            fp: self.fp,
+            he: self.he.clone(),
+            len: self.len,
+            own_mask: Mutex::default(),
+        }
+    }
 }
 
 impl Envelope {
     /// Plain mode for updates of `len` values.
     pub fn plain(fp: FixedPoint, len: usize) -> Self {
-        Self { fp, he: None, len }
+        Self {
+            fp,
+            he: None,
+            len,
+            own_mask: Mutex::default(),
+        }
     }
 
     /// HE mode for updates of `len` values under `key`, in compact ciphertexts of `widths`
@@ -142,6 +161,7 @@ impl Envelope {
             fp,
             he: Some((key, widths)),
             len,
+            own_mask: Mutex::default(),
         }
     }
 
@@ -227,8 +247,10 @@ impl Envelope {
                         None => self.prepare_with(key, cost)?,
                     };
                     let start = Instant::now();
-                    let bytes = prepared.seal(&words, widths)?.to_bytes();
+                    let (upload, own) = prepared.seal_keeping_mask(&words, widths)?;
+                    let bytes = upload.to_bytes();
                     cost.encrypt_seconds += start.elapsed().as_secs_f64();
+                    *self.own_mask() = Some(own);
                     bytes
                 }
             };
@@ -237,9 +259,15 @@ impl Envelope {
         })
     }
 
+    /// The last sealed update's masks (a cache: a panic while it was held left it whole).
+    fn own_mask(&self) -> MutexGuard<'_, Option<OwnMask>> {
+        self.own_mask.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Parses, (regenerates masks and decrypts) and decodes the sum of `parties` sealed
     /// updates into the weighted mean update. Refuses an aggregate that holds another number
-    /// of updates than `parties`.
+    /// of updates than `parties`. The masks of the update this envelope sealed last are read
+    /// from memory instead of regenerated, if they are among the sum's.
     pub fn open(
         &self,
         bytes: &[u8],
@@ -264,7 +292,8 @@ impl Envelope {
                         })
                         .into());
                     }
-                    key.decrypt_compact(sum, widths)?
+                    let own = self.own_mask().take();
+                    key.decrypt_compact(sum, widths, own.as_ref())?
                 }
             };
             let opened = Instant::now();

@@ -194,7 +194,7 @@ impl CompactVector {
                 |streams, (index, (ciphertext, bodies))| {
                     let (mask, body) = ciphertext.split_at_mut(mask_len);
                     body[..bodies.len()].copy_from_slice(bodies);
-                    self.summed_mask(index, streams, mask);
+                    self.summed_mask(index, streams, None, mask);
                 },
             );
         EncryptedVector {
@@ -207,23 +207,38 @@ impl CompactVector {
 
     /// Writes ciphertext `index`'s summed mask (k·N words) into `mask`: regenerated from the
     /// seeds (`streams` holds one keystream per seed, made on first use by this task), or the
-    /// switched sum as sent (rounded to its bits).
+    /// switched sum as sent (rounded to its bits). `known`: one seed's masks, already at hand
+    /// (one mask of k·N words per ciphertext), read instead of regenerated.
     pub(crate) fn summed_mask(
         &self,
         index: usize,
         streams: &mut Option<Vec<KeyStream>>,
+        known: Option<(u128, &[u64])>,
         mask: &mut [u64],
     ) {
         match &self.masks {
             Masks::Seeds(seeds) => {
                 let streams = streams
                     .get_or_insert_with(|| seeds.iter().map(|&s| KeyStream::new(s)).collect());
-                match streams.split_first_mut() {
-                    Some((first, rest)) => {
-                        fill_mask(first, index, mask);
-                        add_masks_of(rest, index, mask);
+                let known = known.and_then(|(seed, words)| {
+                    Some((seed, words.chunks_exact(mask.len()).nth(index)?))
+                });
+                let mut empty = true;
+                if let Some((_, words)) = known {
+                    mask.copy_from_slice(words);
+                    empty = false;
+                }
+                for (stream, seed) in streams.iter_mut().zip(seeds) {
+                    if known.is_some_and(|(known, _)| known == *seed) {
+                        continue;
                     }
-                    None => mask.fill(0),
+                    match std::mem::take(&mut empty) {
+                        true => fill_mask(stream, index, mask),
+                        false => stream.add_uniform(index as u128 * mask_blocks(), mask),
+                    }
+                }
+                if empty {
+                    mask.fill(0);
                 }
             }
             Masks::Summed { bits, words } => {

@@ -95,10 +95,11 @@ impl KeyStream {
     /// `memcpy` per 128 bytes.
     fn fill_bytes(&mut self, first_block: u128, out: &mut [u8]) {
         let mut counter = first_block;
-        let (batches, tail) = out.as_chunks_mut::<BYTES_PER_BATCH>();
-        for batch in batches {
-            *batch = self.next_batch(&mut counter);
+        let mut batches = out.chunks_exact_mut(BYTES_PER_BATCH);
+        for batch in &mut batches {
+            batch.copy_from_slice(&self.next_batch(&mut counter));
         }
+        let tail = batches.into_remainder();
         if !tail.is_empty() {
             let batch = self.next_batch(&mut counter);
             tail.copy_from_slice(&batch[..tail.len()]);
@@ -129,16 +130,15 @@ impl KeyStream {
         let mut chunks = out.chunks_exact_mut(per_batch);
         for chunk in &mut chunks {
             let batch = self.next_batch(&mut counter);
-            let (words, _) = batch.as_chunks::<S>();
-            for (o, bytes) in chunk[..per_batch].iter_mut().zip(&words[..per_batch]) {
-                f(o, *bytes);
+            for (o, bytes) in chunk[..per_batch].iter_mut().zip(batch.chunks_exact(S)) {
+                f(o, bytes_of(bytes));
             }
         }
         let tail = chunks.into_remainder();
         if !tail.is_empty() {
             let batch = self.next_batch(&mut counter);
-            for (o, bytes) in tail.iter_mut().zip(batch.as_chunks::<S>().0) {
-                f(o, *bytes);
+            for (o, bytes) in tail.iter_mut().zip(batch.chunks_exact(S)) {
+                f(o, bytes_of(bytes));
             }
         }
     }
@@ -187,6 +187,14 @@ impl KeyStream {
             *word = (r >> 1).wrapping_add(r & 1).wrapping_sub(1 << bound_log2);
         }
     }
+}
+
+/// A chunk of exactly S keystream bytes as an array.
+#[inline(always)]
+fn bytes_of<const S: usize>(chunk: &[u8]) -> [u8; S] {
+    let mut bytes = [0u8; S];
+    bytes.copy_from_slice(chunk);
+    bytes
 }
 
 /// A cryptographically secure `rand::RngCore`: tfhe-csprng's AES-128-CTR keystream under a

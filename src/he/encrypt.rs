@@ -69,6 +69,37 @@ pub struct PreparedEncryption {
     seed: u128,
     /// a·s + e for the first `len` coefficients.
     bodies: Vec<u64>,
+    /// The masks a, k·N words per ciphertext (public: the seed regenerates them).
+    masks: Vec<u64>,
+}
+
+/// The masks of one's own sealed upload, kept from its [`PreparedEncryption`]
+/// ([`PreparedEncryption::seal_keeping_mask`]) so that opening the round's sum regenerates
+/// only the other parties' masks ([`SecretKey::decrypt_compact`]): one keystream pass fewer
+/// per open. Nothing secret: the masks are what anyone regenerates from the seed the upload
+/// carries, so keeping them changes neither what is sent nor what decryption returns.
+pub struct OwnMask {
+    seed: u128,
+    words: Vec<u64>,
+}
+
+impl OwnMask {
+    /// Whether these are the masks of one of `vector`'s summands: its seed among the
+    /// vector's, and one mask per ciphertext of the vector.
+    fn for_vector(&self, vector: &CompactVector) -> bool {
+        vector
+            .seeds()
+            .is_some_and(|seeds| seeds.binary_search(&self.seed).is_ok())
+            && self.words.len() == vector.ciphertext_count() * mask_words()
+    }
+}
+
+impl std::fmt::Debug for OwnMask {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OwnMask")
+            .field("words", &self.words.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Drop for PreparedEncryption {
@@ -94,7 +125,33 @@ impl PreparedEncryption {
 
     /// Adds `plaintext` (encoded words, exactly the prepared length) and rounds every body to
     /// `widths.body_bits()`: the compact upload. Consumes the preparation.
-    pub fn seal(mut self, plaintext: &[u64], widths: &Widths) -> Result<CompactVector, HeError> {
+    pub fn seal(self, plaintext: &[u64], widths: &Widths) -> Result<CompactVector, HeError> {
+        self.seal_keeping_mask(plaintext, widths)
+            .map(|(upload, _)| upload)
+    }
+
+    /// [`PreparedEncryption::seal`], also returning the upload's masks for opening the
+    /// round's sum ([`OwnMask`]).
+    ///
+    /// ```
+    /// use hefl::he::{CompactVector, DownloadForm, Widths, keys::KeyFile};
+    ///
+    /// let key = KeyFile::from_seed([1; 32]).secret_key()?;
+    /// let widths = Widths::new(22, 2, DownloadForm::Seeds)?;
+    /// let delta = 1u64 << 42;
+    /// let (mine, own) = key.prepare(1)?.seal_keeping_mask(&[2 * delta], &widths)?;
+    /// let theirs = key.prepare(1)?.seal(&[3 * delta], &widths)?;
+    /// let sum = CompactVector::sum([&mine, &theirs])?;
+    /// let word = key.decrypt_compact(sum.clone(), &widths, Some(&own))?[0];
+    /// assert_eq!(word.wrapping_add(delta / 2) / delta, 5);
+    /// assert_eq!(key.decrypt_compact(sum, &widths, None)?[0], word);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn seal_keeping_mask(
+        mut self,
+        plaintext: &[u64],
+        widths: &Widths,
+    ) -> Result<(CompactVector, OwnMask), HeError> {
         if plaintext.len() != self.bodies.len() {
             return Err(HeError::PreparedLength {
                 prepared: self.bodies.len(),
@@ -114,14 +171,19 @@ impl PreparedEncryption {
                     *b = round_to(b.wrapping_add(*m), bits);
                 }
             });
-        Ok(CompactVector {
+        let upload = CompactVector {
             key_id: self.key_id,
             plaintext_len: plaintext.len(),
             summands: 1,
             body_bits: bits,
             bodies,
             masks: Masks::Seeds(vec![self.seed]),
-        })
+        };
+        let own = OwnMask {
+            seed: self.seed,
+            words: std::mem::take(&mut self.masks),
+        };
+        Ok((upload, own))
     }
 }
 
@@ -182,20 +244,17 @@ impl SecretKey {
         check_plaintext_len(len)?;
         let n = PARAMS.values_per_ciphertext();
         let (seed, streams) = Streams::fresh()?;
+        let count = PARAMS.ciphertexts_for(len);
         let mut bodies = vec![0u64; len];
+        let mut masks = vec![0u64; count * mask_words()];
         bodies
             .par_chunks_mut(n)
+            .zip(masks.par_chunks_mut(mask_words()))
             .enumerate()
-            .with_min_len(task_ciphertexts(PARAMS.ciphertexts_for(len)))
+            .with_min_len(task_ciphertexts(count))
             .for_each_init(
-                || {
-                    (
-                        streams.clone(),
-                        self.ntt.scratch(),
-                        vec![0u64; mask_words()],
-                    )
-                },
-                |(streams, scratch, mask), (index, body)| {
+                || (streams.clone(), self.ntt.scratch()),
+                |(streams, scratch), (index, (body, mask))| {
                     self.encrypt_zero(index, streams, scratch, mask, body);
                 },
             );
@@ -203,6 +262,7 @@ impl SecretKey {
             key_id: self.key_id(),
             seed,
             bodies,
+            masks,
         })
     }
 
@@ -258,8 +318,10 @@ impl SecretKey {
     /// mask (regenerated from the seeds, or the switched one) rounded to
     /// `widths.product_bits()`, times the key, subtracted from the bodies. [`Widths`] budgets
     /// that rounding, which makes the product one FFT limb instead of two when k_down ≤ 33
-    /// (the defaults up to 3 parties). Parallel over ciphertexts. Refuses a vector under
-    /// another key id.
+    /// (the defaults up to 3 parties). With `own`, the masks of one of the summands (the
+    /// caller's own upload), that summand's masks are read from it instead of regenerated;
+    /// the result is the same (a mask that is not one of the vector's is ignored). Parallel
+    /// over ciphertexts. Refuses a vector under another key id.
     ///
     /// ```
     /// use hefl::he::{CompactVector, DownloadForm, Widths, keys::KeyFile};
@@ -271,7 +333,7 @@ impl SecretKey {
     ///     &key.prepare(1)?.seal(&[2 * delta], &widths)?,
     ///     &key.prepare(1)?.seal(&[3 * delta], &widths)?,
     /// ])?;
-    /// let word = key.decrypt_compact(sum, &widths)?[0];
+    /// let word = key.decrypt_compact(sum, &widths, None)?[0];
     /// assert_eq!(word.wrapping_add(delta / 2) >> 42, 5);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -279,10 +341,14 @@ impl SecretKey {
         &self,
         mut vector: CompactVector,
         widths: &Widths,
+        own: Option<&OwnMask>,
     ) -> Result<Vec<u64>, HeError> {
         self.check_key(vector.key_id)?;
         let n = PARAMS.values_per_ciphertext();
         let bits = widths.product_bits();
+        let own = own
+            .filter(|own| own.for_vector(&vector))
+            .map(|own| (own.seed, own.words.as_slice()));
         // Decrypted in place: the bodies become the plaintexts.
         let mut out = std::mem::take(&mut vector.bodies);
         out.par_chunks_mut(n)
@@ -291,7 +357,7 @@ impl SecretKey {
             .for_each_init(
                 || (None, self.ntt.scratch(), vec![0u64; mask_words()]),
                 |(streams, scratch, mask), (index, values)| {
-                    vector.summed_mask(index, streams, mask);
+                    vector.summed_mask(index, streams, own, mask);
                     for (poly, mask_poly) in mask.chunks_exact(n).enumerate() {
                         self.ntt.accumulate_product(
                             values,
@@ -359,5 +425,45 @@ impl SecretKey {
                 },
             );
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::he::DownloadForm;
+    use crate::he::keys::KeyFile;
+
+    /// Decryption reads a summand's kept masks instead of regenerating them (a tampered copy
+    /// changes the result), and ignores masks of an upload that is not in the sum.
+    #[test]
+    fn own_masks_are_read_when_they_are_a_summands() {
+        let key = KeyFile::from_seed([3; 32]).secret_key().expect("key");
+        let widths = Widths::new(22, 2, DownloadForm::Seeds).expect("widths");
+        let len = 3000;
+        let seal = |v: u64| {
+            key.prepare(len)
+                .and_then(|p| p.seal_keeping_mask(&vec![v << 42; len], &widths))
+                .expect("sealed")
+        };
+        let ((a, mut own), (b, _), (_, stranger)) = (seal(1), seal(2), seal(3));
+        let sum = CompactVector::sum([&a, &b]).expect("sum");
+        let decrypt = |own: Option<&OwnMask>| {
+            key.decrypt_compact(sum.clone(), &widths, own)
+                .expect("decrypts")
+        };
+        let regenerated = decrypt(None);
+        assert!(
+            regenerated
+                .iter()
+                .all(|w| w.wrapping_add(1 << 41) >> 42 == 3)
+        );
+        assert!(decrypt(Some(&own)) == regenerated);
+        assert!(decrypt(Some(&stranger)) == regenerated);
+        own.words[0] ^= 1 << 63;
+        assert!(
+            decrypt(Some(&own)) != regenerated,
+            "the kept masks were not read"
+        );
     }
 }

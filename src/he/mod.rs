@@ -106,7 +106,7 @@ pub mod wire;
 pub use ciphertext::{EncryptedVector, HeError, MAX_PLAINTEXT_LEN};
 pub use compact::CompactVector;
 pub use csprng::SecureRng;
-pub use encrypt::PreparedEncryption;
+pub use encrypt::{OwnMask, PreparedEncryption};
 pub use ntt::NttError;
 pub use widths::{DownloadForm, ErrorBudget, HeadroomError, SEEDS_UP_TO, Widths};
 pub use wire::{Expected, WIRE_VERSION, WireError};

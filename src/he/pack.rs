@@ -99,8 +99,7 @@ fn pack_run<const W: usize>(words: &[u64], out: &mut [u8]) {
                 &padded
             }
         };
-        let (groups, _) = block.as_chunks::<8>();
-        for (group, out) in groups.iter().zip(out.chunks_exact_mut(W)) {
+        for (group, out) in block.chunks_exact(8).zip(out.chunks_exact_mut(W)) {
             pack_group::<W>(group, out);
         }
     }
@@ -110,7 +109,11 @@ fn pack_run<const W: usize>(words: &[u64], out: &mut [u8]) {
 /// whole again after every 8 values). The 8 steps unroll, so every shift and store offset
 /// is a constant.
 #[inline(always)]
-fn pack_group<const W: usize>(words: &[u64; 8], out: &mut [u8]) {
+fn pack_group<const W: usize>(words: &[u64], out: &mut [u8]) {
+    let words: &[u64; 8] = match words.try_into() {
+        Ok(words) => words,
+        Err(_) => unreachable!("8 words"),
+    };
     let mut bytes = [0u8; 72];
     let (mut acc, mut filled, mut at) = (0u128, 0usize, 0usize);
     for &w in words {

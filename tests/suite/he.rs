@@ -78,6 +78,7 @@ fn check_exact_sum(fp: &FixedPoint, parties: u32, len: usize, form: DownloadForm
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut want = vec![0i64; len];
     let mut sum: Option<CompactVector> = None;
+    let mut own = None;
     for _ in 0..parties {
         let values = party_values(len, fp.params().clip, &mut rng);
         let z = fp.quantize(&values, &mut rng).expect("finite values");
@@ -85,11 +86,12 @@ fn check_exact_sum(fp: &FixedPoint, parties: u32, len: usize, form: DownloadForm
             *e += z;
         }
         let plaintext: Vec<u64> = z.iter().map(|&z| fp.to_plaintext(z)).collect();
-        let upload = key
+        let (upload, mask) = key
             .prepare(len)
             .unwrap()
-            .seal(&plaintext, &expect.widths)
+            .seal_keeping_mask(&plaintext, &expect.widths)
             .unwrap();
+        own = Some(mask);
         let bytes = upload.to_bytes();
         match sum.as_mut() {
             None => {
@@ -101,13 +103,21 @@ fn check_exact_sum(fp: &FixedPoint, parties: u32, len: usize, form: DownloadForm
     let published = sum.expect("parties > 0").to_bytes();
     let received = CompactVector::parse_aggregate(&published, &expect, parties).unwrap();
     assert_eq!(received.summands(), parties);
-    // Both decryptions: the full ciphertexts (exact mask, a two-limb FFT product), and the
+    // Every decryption: the full ciphertexts (exact mask, a two-limb FFT product), and the
     // compact path that rounds the summed mask to k_down bits (one limb up to 33 bits, two
-    // beyond).
+    // beyond), regenerating every mask or reading the last party's own (seeds form; the
+    // switched form ignores it).
     let full = key.decrypt(&received.expand()).expect("decrypt");
     let compact = key
-        .decrypt_compact(received, &expect.widths)
+        .decrypt_compact(received.clone(), &expect.widths, None)
         .expect("decrypt");
+    let with_own = key
+        .decrypt_compact(received, &expect.widths, own.as_ref())
+        .expect("decrypt");
+    assert!(
+        with_own == compact,
+        "P = {parties}, {form}: own mask changes decryption"
+    );
     for (path, decrypted) in [("full", full), ("compact", compact)] {
         let got = fp.decode_integers(&decrypted);
         assert_eq!(got.len(), len);
