@@ -207,8 +207,8 @@ impl CompactVector {
 
     /// Writes ciphertext `index`'s summed mask (k·N words) into `mask`: regenerated from the
     /// seeds (`streams` holds one keystream per seed, made on first use by this task), or the
-    /// switched sum as sent (rounded to its bits). `known`: one seed's masks, already at hand
-    /// (one mask of k·N words per ciphertext), read instead of regenerated.
+    /// switched sum as sent (rounded to its bits). `known`: the masks of one of this vector's
+    /// seeds, already at hand (k·N words per ciphertext), read instead of regenerated.
     pub(crate) fn summed_mask(
         &self,
         index: usize,

@@ -90,9 +90,8 @@ impl KeyStream {
         self.cipher.generate_batch(inputs)
     }
 
-    /// Fills `out` with the keystream starting at block `first_block`. Whole batches are
-    /// copied as fixed-size arrays, which compile to a few vector moves instead of a call to
-    /// `memcpy` per 128 bytes.
+    /// Fills `out` with the keystream starting at block `first_block`, whole batches first
+    /// (copies of one constant size), then the tail.
     fn fill_bytes(&mut self, first_block: u128, out: &mut [u8]) {
         let mut counter = first_block;
         let mut batches = out.chunks_exact_mut(BYTES_PER_BATCH);
@@ -116,7 +115,7 @@ impl KeyStream {
 
     /// Calls `f` on each element of `out` with its S keystream bytes, from block
     /// `first_block` on, straight from each batch of blocks (S divides a batch's 128 bytes).
-    /// Every whole batch is a loop of a constant trip count, which the compiler unrolls.
+    /// Every whole batch is a loop of a constant trip count (no `memcpy` call per batch).
     #[inline(always)]
     fn for_each_chunk<const S: usize, T>(
         &mut self,
