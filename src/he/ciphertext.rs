@@ -390,8 +390,8 @@ pub(crate) fn check_same_vector(
 
 /// Ciphertexts per rayon task, at least, in the per-ciphertext loops over `count`
 /// ciphertexts: each task sets up its own scratch (FFT and NTT buffers, a mask, keystreams:
-/// about 100 KB zeroed), which costs more than it saves when tasks are single ciphertexts, so up
-/// to 8, but no more than gives every thread two tasks (short vectors stay parallel).
+/// about 100 KB zeroed), which costs more than it saves when tasks are single ciphertexts,
+/// so up to 8, but no more than gives every thread two tasks (short vectors stay parallel).
 pub(crate) fn task_ciphertexts(count: usize) -> usize {
     (count / (2 * rayon::current_num_threads())).clamp(1, 8)
 }

@@ -220,26 +220,23 @@ impl CompactVector {
             Masks::Seeds(seeds) => {
                 let streams = streams
                     .get_or_insert_with(|| seeds.iter().map(|&s| KeyStream::new(s)).collect());
+                // This ciphertext's known mask, if at hand: its seed's stream is then skipped.
                 let known = known.and_then(|(seed, words)| {
                     Some((seed, words.chunks_exact(mask.len()).nth(index)?))
                 });
-                let mut empty = true;
-                if let Some((_, words)) = known {
-                    mask.copy_from_slice(words);
-                    empty = false;
+                let mut regenerated = streams
+                    .iter_mut()
+                    .zip(seeds)
+                    .filter(|&(_, seed)| known.is_none_or(|(known, _)| known != *seed))
+                    .map(|(stream, _)| stream);
+                match known {
+                    Some((_, words)) => mask.copy_from_slice(words),
+                    None => match regenerated.next() {
+                        Some(first) => fill_mask(first, index, mask),
+                        None => mask.fill(0),
+                    },
                 }
-                for (stream, seed) in streams.iter_mut().zip(seeds) {
-                    if known.is_some_and(|(known, _)| known == *seed) {
-                        continue;
-                    }
-                    match std::mem::take(&mut empty) {
-                        true => fill_mask(stream, index, mask),
-                        false => stream.add_uniform(index as u128 * mask_blocks(), mask),
-                    }
-                }
-                if empty {
-                    mask.fill(0);
-                }
+                add_masks_of(regenerated, index, mask);
             }
             Masks::Summed { bits, words } => {
                 let first = index * mask.len();
@@ -345,7 +342,11 @@ pub(crate) fn add_masks(seeds: &[u128], words: &mut [u64]) {
 }
 
 /// Adds ciphertext `index`'s mask under each stream's seed into `mask`.
-fn add_masks_of(streams: &mut [KeyStream], index: usize, mask: &mut [u64]) {
+fn add_masks_of<'a>(
+    streams: impl IntoIterator<Item = &'a mut KeyStream>,
+    index: usize,
+    mask: &mut [u64],
+) {
     for stream in streams {
         stream.add_uniform(index as u128 * mask_blocks(), mask);
     }
