@@ -547,6 +547,32 @@ impl FixedPoint {
         self.rounded(values, rng, |z| self.to_plaintext(z))
     }
 
+    /// Like [`FixedPoint::encode`], each integer multiplied by `times` before it becomes a
+    /// word: z·times·Δ. The product is exact; the caller sizes the encoding for it (an
+    /// encoding whose `max_parties` counts `times` units per party, so that sums of such words
+    /// still cannot wrap). Refuses a `times` whose products could exceed 2^(t−1).
+    ///
+    /// ```
+    /// use hefl::quant::FixedPoint;
+    /// use rand::SeedableRng;
+    ///
+    /// let fp = FixedPoint::sized(8.0, 16, 10)?;
+    /// let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    /// assert_eq!(fp.encode_times(&[-2.0], 5, &mut rng)?, [fp.to_plaintext(-10 << 16)]);
+    /// assert!(fp.encode_times(&[1.0], 11, &mut rng).is_err());
+    /// # Ok::<(), hefl::quant::QuantError>(())
+    /// ```
+    pub fn encode_times<R: rand::Rng + ?Sized>(
+        &self,
+        values: &[f32],
+        times: u32,
+        rng: &mut R,
+    ) -> Result<Vec<u64>, QuantError> {
+        self.check_parties(times)?;
+        let times = i64::from(times);
+        self.rounded(values, rng, |z| self.to_plaintext(z * times))
+    }
+
     /// The integer sums encoded in decrypted words ([`FixedPoint::from_plaintext`] of each).
     ///
     /// ```

@@ -11,9 +11,7 @@
 //! committed seed and regression input on every `cargo test`. Each function returns whether
 //! the input was accepted, so the replay test can also check that the seeds are valid.
 
-use hefl::fl::{
-    Hub, HubEvent, HubRules, PartyId, PlainSum, Plan, Round, Summable, TrainConfig, ValidPlan,
-};
+use hefl::fl::{Hub, HubEvent, PartyId, PlainSum, Plan, Round, Summable, TrainConfig, ValidPlan};
 use hefl::he::keys::{KeyFile, KeyId};
 use hefl::he::{CompactVector, Expected, MAX_PLAINTEXT_LEN};
 use std::io::Write;
@@ -48,12 +46,21 @@ pub fn plan(he: bool) -> &'static ValidPlan {
                 ..TrainConfig::default()
             };
             let key_id = he.then(|| KeyFile::from_seed(KEY_SEED).key_id());
-            hefl::fl::plan_for(&config, 100, Some(2), key_id, Duration::from_secs(3600))
+            hefl::fl::plan_for(&config, 100, Some(2), key_id, rules())
                 .expect("the fuzz plan is valid")
         };
         [make(false), make(true)]
     });
     &plans[usize::from(he)]
+}
+
+/// The fuzz plans' round rules: an hour per round (fuzzing never waits for one).
+fn rules() -> hefl::fl::RoundRules {
+    hefl::fl::RoundRules {
+        round_timeout: Duration::from_secs(3600),
+        idle_timeout: Duration::from_secs(7200),
+        ..hefl::fl::RoundRules::default()
+    }
 }
 
 /// What the `he` plan's receivers expect: its key id, length and widths.
@@ -209,7 +216,7 @@ pub fn plan_json(data: &[u8]) -> bool {
     assert_eq!(again.wire_slots(), slots);
     assert_eq!(again.expected_he(), expected);
     assert_eq!(again.max_message_len(), max_len);
-    Hub::new(valid, HubRules::default(), |_: &HubEvent| {}).expect("a hub serves any valid plan");
+    Hub::new(valid, |_: &HubEvent| {}).expect("a hub serves any valid plan");
     true
 }
 
@@ -228,8 +235,7 @@ pub fn hub(data: &[u8]) -> bool {
     let party = u32::from((mode >> 1) & 3);
     let plan = plan(he).clone();
     let max_len = plan.max_message_len();
-    let hub =
-        Hub::new(plan, HubRules::default(), |_: &HubEvent| {}).expect("the fuzz plan is servable");
+    let hub = Hub::new(plan, |_: &HubEvent| {}).expect("the fuzz plan is servable");
     assert_eq!(hub.max_submission_len(), max_len);
     if hub
         .submit(PartyId(party), Round(u64::from(round)), message)

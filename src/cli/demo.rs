@@ -10,7 +10,6 @@ use hefl::he::keys::KeyFile;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// The demo's four runs, its table, plot and metrics; with `model_out`, each run's model as
 /// `model_out/LABEL.safetensors`.
@@ -124,7 +123,7 @@ fn network_run(
         data.train.len(),
         None,
         Some(key_id),
-        Duration::from_secs(30),
+        hefl::fl::RoundRules::default(),
     )?;
     let plan_path = dir.join("plan.json");
     write_json(&plan_path, &*plan)?;

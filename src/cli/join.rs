@@ -3,7 +3,7 @@
 use super::args::{load_mnist, parse_duration};
 use super::output::{write_json, write_model};
 use super::progress::Progress;
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Args;
 use hefl::fl::{PartyId, PartyOptions, Privacy, Retry};
 use hefl::he::keys::KeyFile;
@@ -70,10 +70,7 @@ pub fn run(args: JoinArgs) -> Result<()> {
     };
     let mut uplink = match &args.ca_cert {
         None => HttpUplink::new(&args.server, party, &token),
-        Some(path) => {
-            let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            HttpUplink::with_ca(&args.server, party, &token, &pem)?
-        }
+        Some(path) => HttpUplink::with_ca(&args.server, party, &token, path)?,
     };
     let options = PartyOptions {
         retry: Retry {

@@ -3,7 +3,7 @@
 use super::args::{TrainArgs, parse_byte_rate, parse_duration};
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use hefl::fl::{Hub, HubEvent, HubRules, Mode, Plan, ValidPlan};
+use hefl::fl::{Hub, HubEvent, Mode, Plan, RoundRules, ValidPlan};
 use hefl::he::keys::KeyId;
 use hefl::transport::http::{self, TlsFiles};
 use hefl::transport::{Limits, Tokens};
@@ -17,30 +17,11 @@ pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:7878", value_name = "ADDR")]
     pub bind: String,
-    /// A round closes at its deadline if at least this many parties sent an
-    /// update (default: all parties).
-    #[arg(long, value_name = "N")]
-    pub min_parties: Option<u32>,
     /// Keep the server's checkpoint here (written after every round), and
     /// continue from the one found here if it is of the same plan: a server
     /// killed and restarted with it loses nothing (the parties retry meanwhile).
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
-    /// Round 0's clock starts when every party has joined, or after this long
-    /// if --min-parties have.
-    #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
-    pub join_timeout: Duration,
-    /// A party that missed this many rounds in a row is gone: rounds stop
-    /// waiting for it until it submits on time again.
-    #[arg(long, default_value_t = hefl::fl::DEFAULT_ABSENT_AFTER, value_name = "K")]
-    pub absent_after: u32,
-    /// Give up when no party has been heard from (joined, sent an update, or
-    /// fetched the last sum) for this long: exit 1, naming the parties missing.
-    #[arg(long, default_value = "10m", value_parser = parse_duration, value_name = "DURATION")]
-    pub idle_timeout: Duration,
-    /// Time each round waits for updates, e.g. 30s, 500ms, 2m.
-    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
-    pub round_timeout: Duration,
     /// With --privacy he: the public id of the shared key (printed by
     /// `hefl keygen`). The server never needs the key itself.
     #[arg(long, value_name = "HEX")]
@@ -57,9 +38,9 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N")]
     pub rounds_per_epoch: Option<usize>,
     /// Serve the run described by this plan file (JSON, as `GET /v1/plan`
-    /// returns it) instead of the training flags, --key-id, --round-timeout,
-    /// --train-size and --rounds-per-epoch.
-    #[arg(long, value_name = "FILE.json", conflicts_with_all = ["key_id", "rounds_per_epoch", "train_size", "round_timeout", "TrainArgs"])]
+    /// returns it, round rules included) instead of the training flags, the
+    /// round rules' flags, --key-id, --train-size and --rounds-per-epoch.
+    #[arg(long, value_name = "FILE.json", conflicts_with_all = ["key_id", "rounds_per_epoch", "train_size", "RulesArgs", "TrainArgs"])]
     pub plan: Option<PathBuf>,
     /// Serve over TLS with this PEM certificate chain (with --tls-key).
     #[arg(long, value_name = "FILE", requires = "tls_key")]
@@ -68,9 +49,57 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     #[command(flatten)]
+    pub rules: RulesArgs,
+    #[command(flatten)]
     pub limits: LimitArgs,
     #[command(flatten)]
     pub train: TrainArgs,
+}
+
+/// How rounds run: they go into the plan, where the parties can check them.
+#[derive(Args)]
+#[command(next_help_heading = "Round rules (in the plan)")]
+pub struct RulesArgs {
+    /// Time each round waits for updates, e.g. 30s, 500ms, 2m.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub round_timeout: Duration,
+    /// A round closes at its deadline if at least this many parties sent an
+    /// update (default: all parties); parties refuse a sum of fewer.
+    #[arg(long, value_name = "N")]
+    pub min_parties: Option<u32>,
+    /// A party that missed this many rounds in a row is gone: rounds stop
+    /// waiting for it until it submits on time again.
+    #[arg(long, default_value_t = hefl::fl::DEFAULT_ABSENT_AFTER, value_name = "K")]
+    pub absent_after: u32,
+    /// Round 0's clock starts when every party has joined, or after this long
+    /// if --min-parties have.
+    #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
+    pub join_timeout: Duration,
+    /// Give up when no party has been heard from (joined, sent an update, or
+    /// fetched the last sum) for this long: exit 1, naming the parties missing.
+    /// Longer than --round-timeout.
+    #[arg(long, default_value = "10m", value_parser = parse_duration, value_name = "DURATION")]
+    pub idle_timeout: Duration,
+    /// Every this many rounds one party uploads its model, encrypted like an
+    /// update: a party further behind than the sums the server keeps (64)
+    /// resyncs from it. At most 64.
+    #[arg(long, default_value_t = hefl::fl::DEFAULT_SNAPSHOT_EVERY, value_name = "ROUNDS")]
+    pub snapshot_every: u64,
+}
+
+impl RulesArgs {
+    /// The round rules these flags describe (validated with the plan).
+    fn rules(&self) -> RoundRules {
+        RoundRules {
+            round_timeout: self.round_timeout,
+            min_parties: self.min_parties,
+            absent_after: self.absent_after,
+            join_timeout: self.join_timeout,
+            idle_timeout: self.idle_timeout,
+            snapshot_every: self.snapshot_every,
+            ..RoundRules::default()
+        }
+    }
 }
 
 /// What any peer, authenticated or not, may hold of the server.
@@ -130,7 +159,7 @@ fn plan(args: &ServeArgs) -> Result<ValidPlan> {
             args.train_size,
             args.rounds_per_epoch,
             args.key_id,
-            args.round_timeout,
+            args.rules.rules(),
         )?),
     }
 }
@@ -150,18 +179,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
         ),
         _ => None,
     };
-    let rules = HubRules {
-        min_parties: args.min_parties,
-        join_timeout: args.join_timeout,
-        absent_after: args.absent_after,
-        idle_timeout: args.idle_timeout,
-    };
-    rules.validate()?;
     let log = |event: &HubEvent| eprintln!("serve: {event}");
     let hub = match &args.state_dir {
-        None => Hub::new(plan, rules, log)?,
+        None => Hub::new(plan, log)?,
         Some(dir) => {
-            let (hub, resumed) = Hub::with_state_dir(plan, rules, dir, log)?;
+            let (hub, resumed) = Hub::with_state_dir(plan, dir, log)?;
             if let Some(round) = resumed {
                 eprintln!(
                     "serve: resuming from the checkpoint in {} at {round}",
@@ -206,7 +228,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             "gave up after {} of {} rounds: no party heard from for {:?}; missing: {}",
             report.rounds,
             plan.total_rounds(),
-            args.idle_timeout,
+            plan.rules.idle_timeout,
             missing.join(", ")
         );
     }

@@ -14,19 +14,18 @@
 //! 0600: the parameters are the party's model) and read back as untrusted input: its size
 //! is bounded and every field is checked against the plan before use.
 
-use super::client::{Client, ClientState, RngState};
+use super::client::{Client, ClientState};
 use super::metrics::EpochMetrics;
-use super::plan::{Plan, ValidPlan};
-use super::server::PartyId;
+use super::party::{Party, PartyState};
+use super::plan::ValidPlan;
+use super::server::{ModelSnapshot, PartyId, Published, Round, ServerState};
 use crate::secret_file::{SecretFileError, read_private, write_private_atomic};
 use bincode::Options;
-use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 /// Version of the checkpoint format.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 
 /// Why a checkpoint could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -52,17 +51,13 @@ pub enum CheckpointError {
     },
 }
 
-/// Where a party's run stands, besides its client's state.
+/// Where a party's run stands besides its machine's and its client's state: what it reports.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Progress {
-    /// The next round to run.
-    pub(crate) next_round: u64,
     /// Metrics of the epochs done (reporting parties only).
     pub(crate) epochs: Vec<EpochMetrics>,
     /// Sum of this epoch's train losses so far.
     pub(crate) loss_sum: f64,
-    /// Rounds skipped: their sums could not be sums of valid updates.
-    pub(crate) skipped: Vec<u64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -70,30 +65,24 @@ struct PartyCheckpoint {
     format: u32,
     fingerprint: [u8; 32],
     party: u32,
-    next_round: u64,
     loss_sum: f64,
-    skipped: Vec<u64>,
     /// The epochs' metrics as JSON (their optional fields are skipped when empty, which a
     /// positional encoding cannot express).
     epochs: String,
+    /// The party machine's state: the global model, the round, the rounding generator.
+    party_state: PartyState,
+    /// The client's: local optimizer, data order, DP steps.
     client: ClientState,
-    /// The generator that rounds updates (federated runs).
-    rounding: Option<RngState>,
-}
-
-/// The plan's fingerprint: SHA-256 of its JSON.
-pub fn plan_fingerprint(plan: &Plan) -> [u8; 32] {
-    // Serializing a plain struct of numbers and strings cannot fail.
-    let json = serde_json::to_vec(plan).unwrap_or_default();
-    Sha256::digest(&json).into()
 }
 
 /// Writes and reads one party's checkpoints in a directory.
 pub(crate) struct Checkpoints {
+    dir: PathBuf,
     path: PathBuf,
     model_path: PathBuf,
     fingerprint: [u8; 32],
     party: PartyId,
+    layers: Vec<usize>,
     /// Rounds between checkpoints (besides every epoch's end).
     pub(crate) every: u64,
 }
@@ -105,12 +94,19 @@ const MAX_CHECKPOINT: u64 = 1 << 30;
 impl Checkpoints {
     pub(crate) fn new(dir: &Path, plan: &ValidPlan, party: PartyId, every: u64) -> Self {
         Self {
+            dir: dir.to_path_buf(),
             path: dir.join(format!("party-{}.checkpoint", party.0)),
             model_path: dir.join(format!("party-{}.model.safetensors", party.0)),
-            fingerprint: plan_fingerprint(plan),
+            fingerprint: plan.fingerprint(),
             party,
+            layers: plan.config.layers.clone(),
             every: every.max(1),
         }
+    }
+
+    /// The directory.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
     }
 
     fn refused(&self, reason: impl Into<String>) -> CheckpointError {
@@ -120,12 +116,12 @@ impl Checkpoints {
         }
     }
 
-    /// Restores `client` (and the rounding generator) from the checkpoint if there is one;
-    /// returns where the run stands (`None`: start from round 0).
+    /// Restores `party` and `client` from the checkpoint if there is one; returns where the
+    /// run stands (`None`: start from round 0).
     pub(crate) fn load(
         &self,
+        party: &mut Party,
         client: &mut Client,
-        rounding: Option<&mut ChaCha20Rng>,
         total_rounds: u64,
     ) -> Result<Option<Progress>, CheckpointError> {
         if !self.path.exists() {
@@ -157,52 +153,43 @@ impl Checkpoints {
                 checkpoint.party, self.party
             )));
         }
-        if checkpoint.next_round > total_rounds {
+        let next_round = checkpoint.party_state.next_round();
+        if next_round.0 > total_rounds {
             return Err(self.refused(format!(
                 "next round {}, beyond the run's {total_rounds}",
-                checkpoint.next_round
+                next_round.0
             )));
         }
         let epochs: Vec<EpochMetrics> = serde_json::from_str(&checkpoint.epochs)
             .map_err(|e| self.refused(format!("its epoch metrics do not parse: {e}")))?;
+        party
+            .restore(checkpoint.party_state)
+            .map_err(|e| self.refused(e.to_string()))?;
         client
             .restore(checkpoint.client)
-            .map_err(|reason| self.refused(reason))?;
-        match (rounding, checkpoint.rounding) {
-            (Some(rng), Some(state)) => *rng = state.restore(),
-            (None, None) => {}
-            _ => {
-                return Err(self.refused(
-                    "a rounding generator where the run has none, or none where it has one",
-                ));
-            }
-        }
+            .map_err(|e| self.refused(e.to_string()))?;
         Ok(Some(Progress {
-            next_round: checkpoint.next_round,
             epochs,
             loss_sum: checkpoint.loss_sum,
-            skipped: checkpoint.skipped,
         }))
     }
 
-    /// Writes the checkpoint atomically.
+    /// Writes the checkpoint atomically, and the global model beside it.
     pub(crate) fn save(
         &self,
+        party: &Party,
         client: &Client,
-        rounding: Option<&ChaCha20Rng>,
         progress: &Progress,
     ) -> Result<(), CheckpointError> {
         let checkpoint = PartyCheckpoint {
             format: FORMAT,
             fingerprint: self.fingerprint,
             party: self.party.0,
-            next_round: progress.next_round,
             loss_sum: progress.loss_sum,
-            skipped: progress.skipped.clone(),
             epochs: serde_json::to_string(&progress.epochs)
                 .map_err(|e| self.refused(format!("cannot encode the epoch metrics: {e}")))?,
-            client: client.snapshot(),
-            rounding: rounding.map(RngState::of),
+            party_state: party.state(),
+            client: client.state(),
         };
         let bytes = bincode::options()
             .with_fixint_encoding()
@@ -212,7 +199,9 @@ impl Checkpoints {
             path: self.path.clone(),
             source,
         })?;
-        crate::model::write_model(&self.model_path, client.model()).map_err(|e| {
+        let model = crate::model::Mlp::from_params(&self.layers, party.model().to_vec())
+            .map_err(|e| self.refused(format!("cannot make the model file: {e}")))?;
+        crate::model::write_model(&self.model_path, &model).map_err(|e| {
             self.refused(format!(
                 "cannot write the model {}: {e}",
                 self.model_path.display()
@@ -223,9 +212,10 @@ impl Checkpoints {
 
 /// A server's checkpoint in its `--state-dir`: `server.state` (the plan's fingerprint, the
 /// open round, each party's missed rounds and fetch positions, the rounds kept and who is
-/// in each) and one `sums/R.sum` file per kept sum (ciphertext in `he` mode: the server
-/// never holds anything else). Written after every round that closes, sums first and the
-/// state last (each atomically), so the state never names a sum that is not on disk. A
+/// in each, the round of the model snapshot kept), one `sums/R.sum` file per kept sum and
+/// `snapshot.bin`, the latest model snapshot (ciphertext in `he` mode: the server never
+/// holds anything else). Written after every round that closes, sums and snapshot first and
+/// the state last (each atomically), so the state never names a file that is not on disk. A
 /// restarted server continues from the open round; the parties resend their updates for
 /// it (the open round's submissions are not saved).
 pub(crate) struct ServerStore {
@@ -233,8 +223,12 @@ pub(crate) struct ServerStore {
     fingerprint: [u8; 32],
     /// Sum files on disk.
     written: std::collections::BTreeSet<u64>,
+    /// The round of the snapshot file on disk.
+    snapshot_written: Option<u64>,
     /// Largest sum file read.
     max_sum: u64,
+    /// Largest snapshot file read.
+    max_snapshot: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -248,16 +242,21 @@ struct StoredServer {
     short_rounds: u64,
     /// (round, parties in its sum) of the sums kept.
     kept: Vec<(u64, Vec<u32>)>,
+    /// The round of the model snapshot in `snapshot.bin`, if one is kept.
+    snapshot: Option<u64>,
 }
 
 impl ServerStore {
-    /// A store for `plan`'s server in `dir`; sums read back are at most `max_sum` bytes.
-    pub(crate) fn new(dir: &Path, plan: &Plan, max_sum: usize) -> Self {
+    /// A store for `plan`'s server in `dir`; sums read back are at most `max_sum` bytes,
+    /// snapshots `max_snapshot`.
+    pub(crate) fn new(dir: &Path, plan: &ValidPlan, max_sum: usize, max_snapshot: usize) -> Self {
         Self {
             dir: dir.to_path_buf(),
-            fingerprint: plan_fingerprint(plan),
+            fingerprint: plan.fingerprint(),
             written: std::collections::BTreeSet::new(),
+            snapshot_written: None,
             max_sum: max_sum as u64,
+            max_snapshot: max_snapshot as u64,
         }
     }
 
@@ -267,6 +266,10 @@ impl ServerStore {
 
     fn sum_path(&self, round: u64) -> PathBuf {
         self.dir.join("sums").join(format!("{round}.sum"))
+    }
+
+    fn snapshot_path(&self) -> PathBuf {
+        self.dir.join("snapshot.bin")
     }
 
     fn refused(&self, reason: impl Into<String>) -> CheckpointError {
@@ -282,9 +285,7 @@ impl ServerStore {
 
     /// The saved state and its short-round count, if the directory holds one (checked
     /// against the plan; the sums are checked by [`Server::restore`](super::Server::restore)).
-    pub(crate) fn load(
-        &mut self,
-    ) -> Result<Option<(super::server::ServerSnapshot, u64)>, CheckpointError> {
+    pub(crate) fn load(&mut self) -> Result<Option<(ServerState, u64)>, CheckpointError> {
         let path = self.state_path();
         if !path.exists() {
             return Ok(None);
@@ -312,30 +313,45 @@ impl ServerStore {
             let bytes = crate::secret_file::read_limited(&sum_path, self.max_sum)
                 .map_err(Self::file_error(sum_path))?;
             self.written.insert(round);
-            published.push(super::server::Published {
-                round: super::server::Round(round),
+            published.push(Published {
+                round: Round(round),
                 parties: parties.into_iter().map(PartyId).collect(),
                 bytes: std::sync::Arc::new(bytes),
             });
         }
-        let snapshot = super::server::ServerSnapshot {
-            round: super::server::Round(stored.round),
+        let model_snapshot = match stored.snapshot {
+            None => None,
+            Some(round) => {
+                let path = self.snapshot_path();
+                let bytes = crate::secret_file::read_limited(&path, self.max_snapshot)
+                    .map_err(Self::file_error(path))?;
+                self.snapshot_written = Some(round);
+                Some(ModelSnapshot {
+                    round: Round(round),
+                    bytes: std::sync::Arc::new(bytes),
+                })
+            }
+        };
+        let state = ServerState {
+            round: Round(stored.round),
             missed: stored.missed,
             next_fetch: stored.next_fetch,
             keep_from: stored.keep_from,
             published,
+            model_snapshot,
         };
-        Ok(Some((snapshot, stored.short_rounds)))
+        Ok(Some((state, stored.short_rounds)))
     }
 
-    /// Saves `snapshot`: new sums first, then the state; then removes dropped sums.
+    /// Saves `state`: new sums and a new snapshot first, then the state; then removes
+    /// dropped sums.
     pub(crate) fn save(
         &mut self,
-        snapshot: &super::server::ServerSnapshot,
+        state: &ServerState,
         short_rounds: u64,
     ) -> Result<(), CheckpointError> {
         use crate::secret_file::{Access, write_atomic};
-        for published in &snapshot.published {
+        for published in &state.published {
             let round = published.round.0;
             if !self.written.contains(&round) {
                 let path = self.sum_path(round);
@@ -344,19 +360,28 @@ impl ServerStore {
                 self.written.insert(round);
             }
         }
+        if let Some(snapshot) = &state.model_snapshot
+            && self.snapshot_written != Some(snapshot.round.0)
+        {
+            let path = self.snapshot_path();
+            write_atomic(&path, &snapshot.bytes, true, Access::Default)
+                .map_err(Self::file_error(path))?;
+            self.snapshot_written = Some(snapshot.round.0);
+        }
         let stored = StoredServer {
             format: FORMAT,
             fingerprint: self.fingerprint,
-            round: snapshot.round.0,
-            missed: snapshot.missed.clone(),
-            next_fetch: snapshot.next_fetch.clone(),
-            keep_from: snapshot.keep_from.clone(),
+            round: state.round.0,
+            missed: state.missed.clone(),
+            next_fetch: state.next_fetch.clone(),
+            keep_from: state.keep_from.clone(),
             short_rounds,
-            kept: snapshot
+            kept: state
                 .published
                 .iter()
                 .map(|p| (p.round.0, p.parties.iter().map(|q| q.0).collect()))
                 .collect(),
+            snapshot: state.model_snapshot.as_ref().map(|s| s.round.0),
         };
         let bytes = bincode::options()
             .with_fixint_encoding()
@@ -365,7 +390,7 @@ impl ServerStore {
         let path = self.state_path();
         write_atomic(&path, &bytes, true, Access::Default).map_err(Self::file_error(path))?;
         let kept: std::collections::BTreeSet<u64> =
-            snapshot.published.iter().map(|p| p.round.0).collect();
+            state.published.iter().map(|p| p.round.0).collect();
         let dropped: Vec<u64> = self.written.difference(&kept).copied().collect();
         for round in dropped {
             // A sum left behind is only disk space: the state no longer names it.

@@ -24,7 +24,13 @@ pub struct Update {
     pub loss: f32,
 }
 
-/// One party in a training run.
+/// One party's local training: its own data, its working copy of the model, its local
+/// optimizer (FedAvg's local steps), its batch order and, in the DP variant, its DP-SGD state.
+///
+/// The global model (what every party holds identically) is not the client's: it lives in
+/// the [`Party`](super::Party) state machine, or, for one trainer alone, in a
+/// [`GlobalModel`](super::GlobalModel). A round loads it ([`Client::load`]) and computes an
+/// update from it ([`Client::compute_update`]).
 ///
 /// Not `Clone`: a DP client's secure generator must never be duplicated.
 #[derive(Debug)]
@@ -120,9 +126,17 @@ impl Client {
         })
     }
 
-    /// The client's current model.
+    /// The client's working copy of the model: the global model after [`Client::load`].
     pub fn model(&self) -> &Mlp {
         &self.model
+    }
+
+    /// Sets the working copy to the global model's `params` (the start of every round).
+    ///
+    /// Panics if `params` does not have the model's length: the global model is built from
+    /// the same plan as this client's.
+    pub fn load(&mut self, params: &[f32]) {
+        self.model.params_mut().copy_from_slice(params);
     }
 
     /// Fills the batch buffers with the next `batch_size` samples of this
@@ -210,7 +224,7 @@ impl Client {
         (loss, samples)
     }
 
-    /// Computes this round's update with the given strategy.
+    /// Computes this round's update with the given strategy, from the model last loaded.
     pub fn compute_update(&mut self, strategy: Strategy, batch_size: usize) -> Update {
         match strategy {
             Strategy::FedSgd => {
@@ -247,12 +261,12 @@ impl Client {
         }
     }
 
-    /// What a checkpoint holds of this client: parameters, optimizer, data order and its
+    /// What a checkpoint holds of this client: its local optimizer, data order and its
     /// generator, DP steps. (The DP noise generator is not saved: a resumed client draws
-    /// fresh noise from the OS, which is as private and needs no secret on disk.)
-    pub(crate) fn snapshot(&self) -> ClientState {
+    /// fresh noise from the OS, which is as private and needs no secret on disk. The model
+    /// is the global one, in the party's state.)
+    pub(crate) fn state(&self) -> ClientState {
         ClientState {
-            params: self.model.params().to_vec(),
             optimizer: self.optimizer.state(),
             order: self.order.iter().map(|&i| i as u64).collect(),
             cursor: self.cursor as u64,
@@ -261,18 +275,11 @@ impl Client {
         }
     }
 
-    /// Restores a [`Client::snapshot`], checking everything against this client (the file
-    /// it came from is input): parameter and moment lengths, that the order is a
-    /// permutation of this shard, the cursor within it.
-    pub(crate) fn restore(&mut self, state: ClientState) -> Result<(), String> {
+    /// Restores a [`Client::state`], checking everything against this client (the file it
+    /// came from is input): moment lengths, that the order is a permutation of this shard,
+    /// the cursor within it, a DP state exactly when the plan has one.
+    pub(crate) fn restore(&mut self, state: ClientState) -> Result<(), ClientStateError> {
         let n = self.data.len();
-        if state.params.len() != self.model.num_params() {
-            return Err(format!(
-                "{} parameters, expected {}",
-                state.params.len(),
-                self.model.num_params()
-            ));
-        }
         let mut seen = vec![false; n];
         let order = state
             .order
@@ -286,16 +293,20 @@ impl Client {
             })
             .collect::<Option<Vec<usize>>>()
             .filter(|o| o.len() == n)
-            .ok_or_else(|| format!("a data order that is not a permutation of {n} samples"))?;
+            .ok_or(ClientStateError::Order { samples: n })?;
         let cursor = usize::try_from(state.cursor)
             .ok()
             .filter(|&c| c <= n)
-            .ok_or_else(|| format!("data cursor {}, expected at most {n}", state.cursor))?;
+            .ok_or(ClientStateError::Cursor {
+                found: state.cursor,
+                samples: n,
+            })?;
         if state.dp_steps.is_some() != self.dp.is_some() {
-            return Err("a DP state where the plan has none, or none where it has one".into());
+            return Err(ClientStateError::Dp {
+                expected: self.dp.is_some(),
+            });
         }
         self.optimizer.restore(state.optimizer)?;
-        self.model.params_mut().copy_from_slice(&state.params);
         self.order = order;
         self.cursor = cursor;
         self.rng = state.rng.restore();
@@ -304,39 +315,34 @@ impl Client {
         }
         Ok(())
     }
+}
 
-    /// Leaves the model where the round started, for a round whose sum is skipped: FedSGD
-    /// has not moved it; FedAvg's local steps are undone. Every client skips alike, so
-    /// models stay equal.
-    pub fn skip(&mut self, strategy: Strategy) {
-        if let Strategy::FedAvg { .. } = strategy {
-            self.model.params_mut().copy_from_slice(&self.round_start);
-        }
-    }
-
-    /// Applies the round's aggregate: FedSGD steps the optimizer with the mean
-    /// gradient; FedAvg sets the model to the round's starting point plus the
-    /// mean delta. Every client applies the same aggregate, so models stay equal.
-    ///
-    /// Panics if `aggregate` does not have the model's length: aggregates are
-    /// produced by this crate from updates of that length.
-    pub fn apply(&mut self, strategy: Strategy, aggregate: &[f32]) {
-        assert_eq!(aggregate.len(), self.model.num_params(), "aggregate length");
-        match strategy {
-            Strategy::FedSgd => self.optimizer.step(self.model.params_mut(), aggregate),
-            Strategy::FedAvg { .. } => {
-                for ((p, start), d) in self
-                    .model
-                    .params_mut()
-                    .iter_mut()
-                    .zip(&self.round_start)
-                    .zip(aggregate)
-                {
-                    *p = start + d;
-                }
-            }
-        }
-    }
+/// Why a checkpoint's client state does not fit this client.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientStateError {
+    /// The data order is not a permutation of this shard.
+    #[error("a data order that is not a permutation of {samples} samples")]
+    Order {
+        /// Samples in this shard.
+        samples: usize,
+    },
+    /// The cursor is beyond the shard.
+    #[error("data cursor {found}, expected at most {samples}")]
+    Cursor {
+        /// The saved cursor.
+        found: u64,
+        /// Samples in this shard.
+        samples: usize,
+    },
+    /// A DP state where the plan has none, or none where it has one.
+    #[error("{}", if *expected { "no DP state where the plan runs DP-SGD" } else { "a DP state where the plan runs no DP-SGD" })]
+    Dp {
+        /// Whether the plan runs DP-SGD.
+        expected: bool,
+    },
+    /// The local optimizer's state does not fit.
+    #[error(transparent)]
+    Optimizer(#[from] crate::model::OptimizerStateError),
 }
 
 /// A ChaCha20 generator's exact position.
@@ -364,10 +370,9 @@ impl RngState {
     }
 }
 
-/// A client's state ([`Client::snapshot`]).
+/// A client's state ([`Client::state`]).
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct ClientState {
-    pub(crate) params: Vec<f32>,
     pub(crate) optimizer: crate::model::OptimizerState,
     pub(crate) order: Vec<u64>,
     pub(crate) cursor: u64,

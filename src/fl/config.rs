@@ -6,12 +6,14 @@
 //! name the [`Field`], what was expected and what was found, in the library's terms; the
 //! CLI maps fields to its flag names in one place.
 
+use super::encoding::{Encoding, Weighting};
+use super::party::Step;
 use super::strategy::Strategy;
 use crate::data::{IMAGE_PIXELS, NUM_CLASSES, Partition};
 use crate::dp::{DpSgd, InputDp};
 use crate::he::{DownloadForm, MAX_PLAINTEXT_LEN, Widths};
 use crate::model::OptimizerKind;
-use crate::quant::{DEFAULT_CLIP, DEFAULT_FRAC_BITS, FixedPoint};
+use crate::quant::{DEFAULT_CLIP, DEFAULT_FRAC_BITS};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::ops::Deref;
@@ -162,17 +164,20 @@ fn default_frac_bits() -> u32 {
 }
 
 impl TrainConfig {
-    /// The fixed-point encoding of this federation's updates: clip 8, `frac_bits`, the least
-    /// total bits for `parties` ([`FixedPoint::sized`]).
+    /// The encoding of this federation's updates: clip 8, `frac_bits`, the least total bits
+    /// for `parties`, each update weighted by its share of the samples a full round stands
+    /// for (batch size times local steps; see [`Encoding`]).
     ///
     /// ```
-    /// use hefl::fl::TrainConfig;
+    /// use hefl::fl::{TrainConfig, Weighting};
     ///
-    /// let fp = TrainConfig::default().fixed_point()?;
-    /// assert_eq!((fp.params().frac_bits, fp.params().total_bits), (16, 22));
+    /// let encoding = TrainConfig::default().encoding()?;
+    /// let fp = encoding.fixed_point().params();
+    /// assert_eq!((fp.frac_bits, fp.total_bits), (16, 22));
+    /// assert_eq!(encoding.weighting(), Weighting::Fraction { nominal: 64 });
     /// # Ok::<(), hefl::fl::ConfigError>(())
     /// ```
-    pub fn fixed_point(&self) -> Result<FixedPoint, ConfigError> {
+    pub fn encoding(&self) -> Result<Encoding, ConfigError> {
         check_range(Field::Parties, self.parties, 1, MAX_PARTIES)?;
         check_range(
             Field::FracBits,
@@ -180,16 +185,35 @@ impl TrainConfig {
             0,
             MAX_FRAC_BITS as usize,
         )?;
-        FixedPoint::sized(DEFAULT_CLIP, self.frac_bits, self.parties as u32).map_err(|e| {
-            ConfigError::Invalid {
-                field: Field::FracBits,
-                expected: format!(
-                    "an encoding whose sums of {} parties fit: {e}",
-                    self.parties
-                ),
-                found: self.frac_bits.to_string(),
-            }
+        let nominal = self
+            .batch_size
+            .saturating_mul(self.strategy.steps_per_round()) as u64;
+        Encoding::new(
+            DEFAULT_CLIP,
+            self.frac_bits,
+            self.parties as u32,
+            Weighting::Fraction { nominal },
+        )
+        .map_err(|e| ConfigError::Invalid {
+            field: Field::FracBits,
+            expected: format!(
+                "an encoding whose sums of {} parties fit: {e}",
+                self.parties
+            ),
+            found: self.frac_bits.to_string(),
         })
+    }
+
+    /// How the round's mean moves the global model: FedSGD steps the optimizer with the mean
+    /// gradient, FedAvg adds the mean delta.
+    pub fn step(&self) -> Step {
+        match self.strategy {
+            Strategy::FedSgd => Step::Gradient {
+                optimizer: self.optimizer,
+                lr: self.lr,
+            },
+            Strategy::FedAvg { .. } => Step::Delta,
+        }
     }
 
     /// The compact ciphertext widths of this federation in `he` mode (see [`Widths`]),
@@ -205,8 +229,8 @@ impl TrainConfig {
     /// # Ok::<(), hefl::fl::ConfigError>(())
     /// ```
     pub fn widths(&self) -> Result<Widths, ConfigError> {
-        let fp = self.fixed_point()?;
-        Widths::new(fp.params().total_bits, self.parties as u32, self.download).map_err(|e| {
+        let encoding = self.encoding()?;
+        Widths::new(encoding.total_bits(), self.parties as u32, self.download).map_err(|e| {
             ConfigError::Invalid {
                 field: Field::FracBits,
                 expected: format!("a setting whose encrypted sums decode: {e}"),
@@ -329,7 +353,7 @@ impl TrainConfig {
         }
         self.check_layers()?;
         if self.mode == Mode::Federated {
-            self.fixed_point()?;
+            self.encoding()?;
             if self.privacy == Privacy::He {
                 self.widths()?;
             }
@@ -446,6 +470,7 @@ pub enum Field {
     RoundTimeout,
     MinParties,
     KeepRounds,
+    SnapshotEvery,
     AbsentAfter,
     JoinTimeout,
     IdleTimeout,
@@ -486,6 +511,7 @@ impl Field {
             Self::RoundTimeout => "round_timeout",
             Self::MinParties => "min_parties",
             Self::KeepRounds => "keep_rounds",
+            Self::SnapshotEvery => "snapshot_every",
             Self::AbsentAfter => "absent_after",
             Self::JoinTimeout => "join_timeout",
             Self::IdleTimeout => "idle_timeout",

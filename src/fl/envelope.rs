@@ -1,11 +1,12 @@
-//! A client's envelope for its updates in each privacy mode: quantize, encrypt (in `he`),
-//! and open the round's aggregate back into a mean update.
+//! A client's envelope for its updates in each privacy mode: encode ([`Encoding`]), encrypt
+//! (in `he`), and open the round's aggregate back into a mean update.
 
 use super::config::Privacy;
-use super::payload::{DecodeError, PayloadError, PlainSum, Summable, weighted, weighted_mean};
+use super::encoding::{DecodeError, EncodeError, Encoding};
+use super::payload::{PayloadError, PlainSum, Summable};
+use super::server::PartyId;
 use crate::he::keys::SecretKey;
 use crate::he::{CompactVector, Expected, HeError, OwnMask, PreparedEncryption, Widths, WireError};
-use crate::quant::{FixedPoint, QuantError};
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
@@ -65,9 +66,10 @@ impl EnvelopeCost {
 /// Why an envelope could not be sealed or opened.
 #[derive(Debug, thiserror::Error)]
 pub enum EnvelopeError {
-    /// Quantization refused a value (NaN or infinite gradient).
+    /// The encoding refused the update (a NaN or infinite value, a sample count the
+    /// weighting cannot carry).
     #[error("cannot encode the update: {0}")]
-    Quant(#[from] QuantError),
+    Encode(#[from] EncodeError),
     /// Encryption or decryption failed.
     #[error(transparent)]
     He(#[from] HeError),
@@ -79,16 +81,32 @@ pub enum EnvelopeError {
         /// Values given.
         found: usize,
     },
-    /// A weight outside (0, 1] (the decoder refuses sums whose total weight exceeds the
-    /// party count).
-    #[error("update weight {0}, expected a number in (0, 1]")]
-    Weight(f32),
     /// The aggregate did not parse.
     #[error("aggregate refused: {0}")]
     Payload(#[from] PayloadError),
     /// The aggregate did not decode to a mean.
     #[error("aggregate does not decode: {0}")]
     Decode(#[from] DecodeError),
+    /// A party list that does not fit the envelope: empty, unsorted, repeated, or longer
+    /// than the encoding's party count.
+    #[error(
+        "a sum of parties {parties:?}, expected 1 to {max} distinct parties in ascending order"
+    )]
+    Parties {
+        /// The list given.
+        parties: Vec<u32>,
+        /// The most parties a sum may hold.
+        max: u32,
+    },
+}
+
+/// One sealed update: the bytes to send, and how many of its values were clipped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sealed {
+    /// The message.
+    pub bytes: Vec<u8>,
+    /// Values beyond the clip bound, clipped to it ([`Encoded::clipped`](super::Encoded)).
+    pub clipped: usize,
 }
 
 /// Seals a client's updates and opens aggregates (see [`crate::fl::payload`]).
@@ -98,31 +116,30 @@ pub enum EnvelopeError {
 /// this round's update and sealing the next), or `None` to prepare it on the spot.
 ///
 /// ```
-/// use hefl::fl::{Envelope, EnvelopeCost, Summable};
+/// use hefl::fl::{Encoding, Envelope, EnvelopeCost, PartyId, Summable, Weighting};
 /// use hefl::he::{CompactVector, DownloadForm, Widths, keys::KeyFile};
-/// use hefl::quant::FixedPoint;
 /// use rand::SeedableRng;
 /// use std::sync::Arc;
 ///
 /// let key = Arc::new(KeyFile::from_seed([1; 32]).secret_key()?);
-/// let fp = FixedPoint::for_parties(2)?;
-/// let widths = Widths::new(fp.params().total_bits, 2, DownloadForm::Seeds)?;
-/// let envelope = Envelope::he(fp, key, 2, widths);
+/// let encoding = Encoding::new(8.0, 16, 2, Weighting::Fraction { nominal: 64 })?;
+/// let widths = Widths::new(encoding.total_bits(), 2, DownloadForm::Seeds)?;
+/// let envelope = Envelope::he(encoding, key, 2, widths);
 /// let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(0);
 /// let mut cost = EnvelopeCost::default();
 /// let prepared = envelope.prepare(&mut cost)?; // ahead of time
-/// let a = envelope.seal(&[1.0, 2.0], 1.0, prepared, &mut rng, &mut cost)?;
-/// let b = envelope.seal(&[3.0, 6.0], 1.0, None, &mut rng, &mut cost)?;
+/// let a = envelope.seal(&[1.0, 2.0], 64, prepared, &mut rng, &mut cost)?;
+/// let b = envelope.seal(&[3.0, 6.0], 64, None, &mut rng, &mut cost)?;
 /// // What the server does, without a key:
 /// let expect = envelope.expected_he().unwrap();
-/// let mut sum = <CompactVector as Summable>::parse_submission(&a, &expect)?;
-/// sum.add_submission(&b, &expect)?;
-/// let mean = envelope.open(&sum.to_bytes(), 2, &mut cost)?;
+/// let mut sum = <CompactVector as Summable>::parse_submission(&a.bytes, &expect)?;
+/// sum.add_submission(&b.bytes, &expect)?;
+/// let mean = envelope.open(&sum.to_bytes(), &[PartyId(0), PartyId(1)], &mut cost)?;
 /// assert_eq!(mean, [2.0, 4.0]);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Envelope {
-    fp: FixedPoint,
+    encoding: Encoding,
     he: Option<(Arc<SecretKey>, Widths)>,
     len: usize,
     /// The masks of the last update this envelope sealed (`he`), which the next `open` reads
@@ -134,7 +151,7 @@ impl Clone for Envelope {
     /// The same settings; the copy has sealed nothing yet.
     fn clone(&self) -> Self {
         Self {
-            fp: self.fp,
+            encoding: self.encoding,
             he: self.he.clone(),
             len: self.len,
             own_mask: Mutex::default(),
@@ -144,9 +161,9 @@ impl Clone for Envelope {
 
 impl Envelope {
     /// Plain mode for updates of `len` values.
-    pub fn plain(fp: FixedPoint, len: usize) -> Self {
+    pub fn plain(encoding: Encoding, len: usize) -> Self {
         Self {
-            fp,
+            encoding,
             he: None,
             len,
             own_mask: Mutex::default(),
@@ -154,15 +171,31 @@ impl Envelope {
     }
 
     /// HE mode for updates of `len` values under `key`, in compact ciphertexts of `widths`
-    /// (made from `fp`'s total bits and party count, e.g. by
+    /// (made from the encoding's total bits and party count, e.g. by
     /// [`TrainConfig::widths`](super::TrainConfig::widths)).
-    pub fn he(fp: FixedPoint, key: Arc<SecretKey>, len: usize, widths: Widths) -> Self {
+    pub fn he(encoding: Encoding, key: Arc<SecretKey>, len: usize, widths: Widths) -> Self {
         Self {
-            fp,
+            encoding,
             he: Some((key, widths)),
             len,
             own_mask: Mutex::default(),
         }
+    }
+
+    /// The encoding of updates.
+    pub fn encoding(&self) -> &Encoding {
+        &self.encoding
+    }
+
+    /// Values per update.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether updates have no values (never: constructors take lengths from validated
+    /// plans).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 
     /// The privacy mode.
@@ -212,42 +245,39 @@ impl Envelope {
         Ok(prepared)
     }
 
-    /// Weights, quantizes and (in `he`) seals one update into `prepared` (or into one made
-    /// now); returns the bytes to send. Refuses an update of another length and a weight
-    /// outside (0, 1].
+    /// Encodes (weighted by `samples`, see [`Encoding::encode`]) and, in `he`, seals one
+    /// update into `prepared` (or into one made now); returns the bytes to send and the count
+    /// of clipped values. Refuses an update of another length.
     pub fn seal<R: rand::Rng + Send + ?Sized>(
         &self,
         values: &[f32],
-        weight: f32,
+        samples: u64,
         prepared: Option<PreparedEncryption>,
         rng: &mut R,
         cost: &mut EnvelopeCost,
-    ) -> Result<Vec<u8>, EnvelopeError> {
+    ) -> Result<Sealed, EnvelopeError> {
         if values.len() != self.len {
             return Err(EnvelopeError::Length {
                 expected: self.len,
                 found: values.len(),
             });
         }
-        if !(weight > 0.0 && weight <= 1.0) {
-            return Err(EnvelopeError::Weight(weight));
-        }
         // On a rayon worker: the parallel steps below then start from inside the pool, one
         // thread handoff for the whole sealing instead of one per step (about 8 µs each on
         // two cores). `open` does the same.
         rayon::scope(|_| {
             let start = Instant::now();
-            let words = self.fp.encode(&weighted(values, weight), rng)?;
+            let encoded = self.encoding.encode(values, samples, rng)?;
             cost.encode_seconds += start.elapsed().as_secs_f64();
             let bytes = match &self.he {
-                None => PlainSum::fresh(words).to_bytes(),
+                None => PlainSum::fresh(encoded.words).to_bytes(),
                 Some((key, widths)) => {
                     let prepared = match prepared {
                         Some(prepared) => prepared,
                         None => self.prepare_with(key, cost)?,
                     };
                     let start = Instant::now();
-                    let (upload, own) = prepared.seal_keeping_mask(&words, widths)?;
+                    let (upload, own) = prepared.seal_keeping_mask(&encoded.words, widths)?;
                     let bytes = upload.to_bytes();
                     cost.encrypt_seconds += start.elapsed().as_secs_f64();
                     *self.own_mask() = Some(own);
@@ -255,7 +285,10 @@ impl Envelope {
                 }
             };
             cost.bytes_per_update = bytes.len();
-            Ok(bytes)
+            Ok(Sealed {
+                bytes,
+                clipped: encoded.clipped,
+            })
         })
     }
 
@@ -264,41 +297,57 @@ impl Envelope {
         self.own_mask.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Parses, (regenerates masks and decrypts) and decodes the sum of `parties` sealed
-    /// updates into the weighted mean update. Refuses an aggregate that holds another number
-    /// of updates than `parties`. The masks of the update this envelope sealed last are read
-    /// from memory instead of regenerated, if they are among the sum's.
+    /// Parses, (regenerates masks and decrypts) and decodes the sum of the sealed updates
+    /// of `parties` (ascending, distinct) into the weighted mean update. Refuses an aggregate
+    /// that holds another number of updates than the list names. The masks of the update this
+    /// envelope sealed last are read from memory instead of regenerated, if they are among
+    /// the sum's.
     pub fn open(
         &self,
         bytes: &[u8],
-        parties: u32,
+        parties: &[PartyId],
         cost: &mut EnvelopeCost,
     ) -> Result<Vec<f32>, EnvelopeError> {
+        let max = self.encoding.max_parties();
+        let count = u32::try_from(parties.len())
+            .ok()
+            .filter(|&n| n >= 1 && n <= max && parties.windows(2).all(|w| w[0] < w[1]))
+            .ok_or_else(|| EnvelopeError::Parties {
+                parties: parties.iter().map(|p| p.0).collect(),
+                max,
+            })?;
         // On a rayon worker, as `seal`.
         rayon::scope(|_| {
             let start = Instant::now();
             cost.bytes_per_aggregate = bytes.len();
-            let words = match self.he.as_ref().zip(self.expected_he()) {
-                None => PlainSum::parse_aggregate(bytes, &self.wire_len(), parties)?
-                    .words()
-                    .to_vec(),
+            let (words, summands) = match self.he.as_ref().zip(self.expected_he()) {
+                None => {
+                    let sum = PlainSum::parse_aggregate(bytes, &self.wire_len(), count)?;
+                    let summands = sum.summands();
+                    (sum.into_words(), summands)
+                }
                 Some(((key, widths), expect)) => {
-                    let sum = CompactVector::parse_aggregate(bytes, &expect, parties)
+                    let sum = CompactVector::parse_aggregate(bytes, &expect, count)
                         .map_err(PayloadError::from)?;
-                    if sum.summands() != parties {
-                        return Err(PayloadError::from(WireError::Summands {
-                            max: parties,
-                            found: sum.summands(),
-                        })
-                        .into());
+                    let summands = sum.summands();
+                    if summands != count {
+                        (Vec::new(), summands)
+                    } else {
+                        let own = self.own_mask().take();
+                        (key.decrypt_compact(sum, widths, own.as_ref())?, summands)
                     }
-                    let own = self.own_mask().take();
-                    key.decrypt_compact(sum, widths, own.as_ref())?
                 }
             };
+            if summands != count {
+                return Err(PayloadError::from(WireError::Summands {
+                    max: count,
+                    found: summands,
+                })
+                .into());
+            }
             let opened = Instant::now();
             cost.decrypt_seconds += (opened - start).as_secs_f64();
-            let mean = weighted_mean(&self.fp, &words, parties)?;
+            let mean = self.encoding.decode(&words, count)?;
             cost.decode_seconds += opened.elapsed().as_secs_f64();
             Ok(mean)
         })

@@ -3,10 +3,10 @@
 
 use super::config::ConfigError;
 use super::envelope::EnvelopeError;
+use super::party::{PublishedError, SealError, SnapshotError};
 use super::server::{PartyId, Refusal, Round};
 use crate::data::DataError;
 use crate::he::csprng::EntropyError;
-use crate::he::keys::KeyId;
 use crate::model::ModelError;
 use crate::quant::QuantError;
 
@@ -86,25 +86,45 @@ pub enum PartyError {
         /// What failed.
         source: UplinkError,
     },
-    /// Sealing or opening failed.
+    /// Preparing an encryption failed.
     #[error("{round}: {source}")]
     Envelope {
         /// The round.
         round: Round,
         /// What failed.
-        source: EnvelopeError,
+        source: Box<EnvelopeError>,
     },
-    /// The server runs `he` and this party has no key.
-    #[error("the server runs privacy he: this party needs the shared key file")]
-    MissingKey,
-    /// The party's key is not the one the server expects.
-    #[error("key id mismatch: the server expects {expected}, this key is {found}")]
-    KeyMismatch {
-        /// The server's key id.
-        expected: KeyId,
-        /// This party's key id.
-        found: KeyId,
+    /// Sealing this party's update failed.
+    #[error("{round}: {source}")]
+    Seal {
+        /// The round.
+        round: Round,
+        /// What failed.
+        source: Box<SealError>,
     },
+    /// The server published a sum this party refuses (out of order, a party list the rules
+    /// do not allow, bytes that do not open).
+    #[error("{round}: refused the published sum: {source}")]
+    Published {
+        /// The round fetched.
+        round: Round,
+        /// What is wrong with it.
+        source: Box<PublishedError>,
+    },
+    /// The sums since this party's round are gone and resyncing from the model snapshot
+    /// failed.
+    #[error(
+        "{round}: the server no longer keeps this round's sum, and resyncing from its model snapshot failed: {source}"
+    )]
+    Resync {
+        /// The round whose sum is gone.
+        round: Round,
+        /// What failed.
+        source: Box<SnapshotError>,
+    },
+    /// The party machine could not be set up (key, model, rules).
+    #[error(transparent)]
+    Setup(#[from] super::party::PlanPartyError),
     /// The party is not in the plan's federation.
     #[error("{party} is not in this federation of {parties} parties")]
     NotInFederation {
@@ -131,6 +151,8 @@ pub enum RefusalKind {
     TooLarge,
     /// The message failed validation.
     Invalid,
+    /// Nothing to answer yet (no model snapshot).
+    NotFound,
     /// Any other refusal.
     Other,
 }
@@ -139,11 +161,13 @@ impl From<&Refusal> for RefusalKind {
     fn from(refusal: &Refusal) -> Self {
         match refusal {
             Refusal::UnknownParty { .. } => Self::UnknownParty,
-            Refusal::WrongRound { .. } | Refusal::Duplicate { .. } | Refusal::NotYet { .. } => {
-                Self::Conflict
-            }
+            Refusal::WrongRound { .. }
+            | Refusal::Duplicate { .. }
+            | Refusal::NotYet { .. }
+            | Refusal::Snapshot { .. } => Self::Conflict,
             Refusal::Payload { .. } => Self::Invalid,
             Refusal::NoSuchAggregate { .. } => Self::Gone,
+            Refusal::NoSnapshot { .. } => Self::NotFound,
         }
     }
 }
@@ -170,7 +194,7 @@ pub enum UplinkError {
     },
     /// The server's answer does not parse.
     #[error("malformed answer from the server: {0}")]
-    Malformed(String),
+    Malformed(#[from] MalformedAnswer),
     /// The federation in this process stopped because another party failed.
     #[error("the federation stopped: another party failed")]
     Stopped,
@@ -186,4 +210,31 @@ impl UplinkError {
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Unreachable { .. })
     }
+
+    /// Whether the server no longer keeps what was asked for (a sum this party missed).
+    pub fn is_gone(&self) -> bool {
+        matches!(
+            self,
+            Self::Refused {
+                kind: RefusalKind::Gone,
+                ..
+            }
+        )
+    }
+}
+
+/// A server answer that does not parse.
+#[derive(Debug, thiserror::Error)]
+pub enum MalformedAnswer {
+    /// The plan is not JSON of a [`Plan`](super::Plan).
+    #[error("the plan does not parse: {0}")]
+    Plan(#[from] serde_json::Error),
+    /// A header the answer must carry is missing or malformed.
+    #[error("{round}: missing or malformed {header} header")]
+    Header {
+        /// The round asked about.
+        round: Round,
+        /// The header's name.
+        header: &'static str,
+    },
 }

@@ -13,14 +13,12 @@
 
 use super::checkpoint::{CheckpointError, ServerStore};
 use super::config::ConfigError;
-use super::config::{Field, check_range};
 use super::error::{RefusalKind, UplinkError};
-use super::party::{Submitted, Uplink};
-use super::payload::PlainSum;
+use super::payload::{PlainSum, Summable};
 use super::plan::ValidPlan;
-use super::server::{
-    DEFAULT_ABSENT_AFTER, PartyId, Published, Refusal, Round, Server, ServerConfig,
-};
+use super::rules::RoundRules;
+use super::server::{ModelSnapshot, PartyId, Published, Refusal, Round, Server};
+use super::uplink::{Submitted, Uplink};
 use crate::he::CompactVector;
 use std::collections::{BTreeSet, VecDeque};
 use std::path::Path;
@@ -55,69 +53,6 @@ pub struct ServeReport {
     /// for the idle timeout (empty when every party fetched the last sum).
     pub missing: Vec<Missing>,
 }
-
-/// When a hub's rounds start, who they wait for, and when the server gives up.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct HubRules {
-    /// A round closes at its deadline if at least this many parties submitted (default:
-    /// all).
-    pub min_parties: Option<u32>,
-    /// The first round's clock starts when every party has joined (asked for the plan or
-    /// submitted), or after this long if `min_parties` have. Default 5 minutes.
-    pub join_timeout: Duration,
-    /// A party that missed this many rounds in a row is gone: rounds stop waiting for it
-    /// until it submits on time again. Default 3.
-    pub absent_after: u32,
-    /// The server gives up when no party has been heard from (no party joined, no update
-    /// arrived, no party fetched the last sum for the first time) for this long. Default
-    /// 10 minutes.
-    pub idle_timeout: Duration,
-}
-
-impl Default for HubRules {
-    fn default() -> Self {
-        Self {
-            min_parties: None,
-            join_timeout: Duration::from_secs(300),
-            absent_after: DEFAULT_ABSENT_AFTER,
-            idle_timeout: Duration::from_secs(600),
-        }
-    }
-}
-
-/// Shortest and longest join and idle timeouts accepted.
-const TIMEOUT_RANGE: (Duration, Duration) = (
-    Duration::from_millis(100),
-    Duration::from_secs(7 * 24 * 3600),
-);
-
-impl HubRules {
-    /// Checks the bounds: join and idle timeouts from 100 ms to 7 days, `absent_after` from
-    /// 1 to 1,000,000 (`min_parties` is checked against the plan by [`Hub::new`]).
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        for (field, value) in [
-            (Field::JoinTimeout, self.join_timeout),
-            (Field::IdleTimeout, self.idle_timeout),
-        ] {
-            if !(TIMEOUT_RANGE.0..=TIMEOUT_RANGE.1).contains(&value) {
-                return Err(ConfigError::Invalid {
-                    field,
-                    expected: "a duration from 100ms to 7 days".into(),
-                    found: format!("{value:?}"),
-                });
-            }
-        }
-        check_range(
-            Field::AbsentAfter,
-            self.absent_after as usize,
-            1,
-            MAX_ABSENT_AFTER,
-        )
-    }
-}
-
-/// Most missed rounds `absent_after` may allow.
-const MAX_ABSENT_AFTER: usize = 1_000_000;
 
 /// Something a server operator should know, reported through the hub's log.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -269,58 +204,63 @@ struct State {
 /// One federation's server, clock and waiters (see the [module docs](self)).
 pub struct Hub {
     plan: ValidPlan,
-    rules: HubRules,
+    rules: RoundRules,
     parties: u32,
     created: Instant,
     state: Mutex<State>,
     changed: Condvar,
     stopped: AtomicBool,
     max_submission_len: usize,
+    max_snapshot_len: usize,
     keep_rounds: usize,
     log: Box<dyn Fn(&HubEvent) + Send + Sync>,
 }
 
 impl Hub {
-    /// A hub for `plan` under `rules`. Round 0's clock starts when every party has joined
-    /// ([`Hub::join`], or a first submission), or at the join timeout if `min_parties`
-    /// have. A round closes when every party not gone has submitted, or at its deadline
-    /// (`plan.round_timeout` after it opened) with at least `min_parties` (default: all).
-    /// `log` receives what an operator should know ([`HubEvent`]).
+    /// A hub for `plan`, run by its [`RoundRules`]. Round 0's clock starts when every party
+    /// has joined ([`Hub::join`], or a first submission), or at the join timeout if
+    /// `min_parties` have. A round closes when every party not gone has submitted, or at its
+    /// deadline with at least `min_parties` (default: all). `log` receives what an operator
+    /// should know ([`HubEvent`]).
     ///
     /// ```
-    /// use hefl::fl::{Hub, HubRules, PartyId, PlainSum, Round, Summable, TrainConfig, plan_for};
-    /// use std::time::Duration;
+    /// use hefl::fl::{Hub, PartyId, PlainSum, Round, RoundRules, Summable, TrainConfig, plan_for};
     ///
     /// let config = TrainConfig { parties: 2, epochs: 1, layers: vec![784, 1, 10], ..TrainConfig::default() };
-    /// let plan = plan_for(&config, 100, Some(1), None, Duration::from_secs(30))?;
+    /// let plan = plan_for(&config, 100, Some(1), None, RoundRules::default())?;
     /// let update = PlainSum::fresh(vec![1; plan.wire_slots()]).to_bytes(); // 795 + weight
-    /// let hub = Hub::new(plan, HubRules::default(), |_: &hefl::fl::HubEvent| {})?;
+    /// let hub = Hub::new(plan, |_: &hefl::fl::HubEvent| {})?;
     /// hub.submit(PartyId(0), Round(0), &update)?;
-    /// assert!(hub.fetch(PartyId(0), Round(0), Duration::ZERO, None)?.is_none()); // party 1 missing
+    /// assert!(hub.fetch(PartyId(0), Round(0), std::time::Duration::ZERO, None)?.is_none()); // party 1 missing
     /// hub.submit(PartyId(1), Round(0), &update)?;
-    /// let sum = hub.fetch(PartyId(0), Round(0), Duration::ZERO, None)?.expect("published");
+    /// let sum = hub.fetch(PartyId(0), Round(0), std::time::Duration::ZERO, None)?.expect("published");
     /// assert_eq!(sum.parties, [PartyId(0), PartyId(1)]);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn new(
         plan: ValidPlan,
-        rules: HubRules,
         log: impl Fn(&HubEvent) + Send + Sync + 'static,
     ) -> Result<Self, ConfigError> {
-        rules.validate()?;
+        let rules = plan.rules;
         let parties = u32::try_from(plan.config.parties).unwrap_or(u32::MAX);
-        let config = ServerConfig {
-            min_parties: rules.min_parties.unwrap_or(parties),
-            round_timeout: plan.round_timeout,
-            absent_after: rules.absent_after,
-            ..ServerConfig::new(parties)
-        };
-        let keep_rounds = config.keep_rounds;
         let server = match plan.expected_he() {
-            Some(expect) => AnyServer::He(Server::waiting(config, expect)?),
-            None => AnyServer::Plain(Server::waiting(config, plan.wire_slots())?),
+            Some(expect) => {
+                let snapshots = plan.snapshot_expected_he()?.ok_or(ConfigError::Needs {
+                    field: super::config::Field::KeyId,
+                    needs: "model snapshots under the same key".into(),
+                })?;
+                AnyServer::He(Server::waiting(parties, rules, expect)?.with_snapshots(snapshots))
+            }
+            None => AnyServer::Plain(
+                Server::waiting(parties, rules, plan.wire_slots())?
+                    .with_snapshots(plan.snapshot_len()?),
+            ),
         };
         let max_submission_len = plan.max_message_len();
+        let max_snapshot_len = match plan.snapshot_expected_he()? {
+            Some(expect) => <crate::he::CompactVector as Summable>::max_wire_len(&expect),
+            None => <PlainSum as Summable>::max_wire_len(&plan.snapshot_len()?),
+        };
         let now = Instant::now();
         Ok(Self {
             plan,
@@ -342,7 +282,8 @@ impl Hub {
             changed: Condvar::new(),
             stopped: AtomicBool::new(false),
             max_submission_len,
-            keep_rounds,
+            max_snapshot_len,
+            keep_rounds: rules.keep_rounds,
             log: Box::new(log),
         })
     }
@@ -350,39 +291,37 @@ impl Hub {
     /// Like [`Hub::new`], with the server's checkpoint in `state_dir` (see
     /// [`checkpoint`](super::checkpoint)): written after every round that closes, and
     /// continued from when the directory already holds one of this plan (then the open
-    /// round starts at once; the parties resend their updates for it). A checkpoint of
-    /// another plan is refused. Returns the hub and the round it resumed at, if it did.
+    /// round starts at once; the parties resend their updates for it). A checkpoint of another
+    /// plan is refused. Returns the hub and the round it resumed at, if it did.
     pub fn with_state_dir(
         plan: ValidPlan,
-        rules: HubRules,
         state_dir: &Path,
         log: impl Fn(&HubEvent) + Send + Sync + 'static,
     ) -> Result<(Self, Option<Round>), CheckpointError> {
-        let hub = Self::new(plan, rules, log)?;
-        let mut store = ServerStore::new(state_dir, &hub.plan, hub.max_submission_len);
+        let hub = Self::new(plan, log)?;
+        let mut store = ServerStore::new(
+            state_dir,
+            &hub.plan,
+            hub.max_submission_len,
+            hub.max_snapshot_len,
+        );
         let loaded = store.load()?;
         let mut state = hub.state();
         let mut resumed = None;
-        if let Some((snapshot, short_rounds)) = loaded {
-            let round = snapshot.round;
-            let recent: Vec<(Round, Vec<PartyId>)> = snapshot
+        if let Some((saved, short_rounds)) = loaded {
+            let round = saved.round;
+            let recent: Vec<(Round, Vec<PartyId>)> = saved
                 .published
                 .iter()
                 .map(|p| (p.round, p.parties.clone()))
                 .collect();
             let now = Instant::now();
-            let refused = |reason: String| CheckpointError::Refused {
+            let total = hub.plan.total_rounds();
+            let refused = |e: super::server::RestoreError| CheckpointError::Refused {
                 path: state_dir.join("server.state"),
-                reason,
+                reason: e.to_string(),
             };
-            state.server = match &state.server {
-                AnyServer::Plain(s) => AnyServer::Plain(
-                    Server::restore(*s.config(), *s.expect(), snapshot, now).map_err(refused)?,
-                ),
-                AnyServer::He(s) => AnyServer::He(
-                    Server::restore(*s.config(), *s.expect(), snapshot, now).map_err(refused)?,
-                ),
-            };
+            either!(&mut state.server, s => s.restore(saved, total, now)).map_err(refused)?;
             state.report.rounds = round.0;
             state.report.short_rounds = short_rounds;
             state.recent = recent.into();
@@ -401,6 +340,11 @@ impl Hub {
     /// The size of the largest valid submission (a transport's body limit).
     pub fn max_submission_len(&self) -> usize {
         self.max_submission_len
+    }
+
+    /// The size of the largest valid model snapshot (a transport's body limit for it).
+    pub fn max_snapshot_len(&self) -> usize {
+        self.max_snapshot_len
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -467,6 +411,20 @@ impl Hub {
             }
             state = self.wait(state, Some(until));
         }
+    }
+
+    /// Validates and keeps `party`'s model snapshot of the model before `round`, if newer
+    /// than the one kept (see [`Server::put_snapshot`]).
+    pub fn put_snapshot(&self, party: PartyId, round: Round, bytes: &[u8]) -> Result<(), Refusal> {
+        let mut state = self.state();
+        either!(&mut state.server, s => s.put_snapshot(party, round, bytes))?;
+        self.save(&mut state);
+        Ok(())
+    }
+
+    /// The latest model snapshot.
+    pub fn snapshot(&self) -> Result<ModelSnapshot, Refusal> {
+        either!(&self.state().server, s => s.snapshot())
     }
 
     /// Notes that `party` skipped `round`, a published round whose sum it found could not
@@ -628,7 +586,7 @@ impl Hub {
         let started = either!(&state.server, s => s.is_started());
         if !started {
             let all = state.joined.len() == self.parties as usize;
-            let min = self.rules.min_parties.unwrap_or(self.parties) as usize;
+            let min = self.rules.min_parties(self.parties) as usize;
             let timed_out = now >= self.created + self.rules.join_timeout;
             if all || (timed_out && state.joined.len() >= min) {
                 either!(&mut state.server, s => s.start(now));
@@ -688,16 +646,21 @@ impl Hub {
             }
         }
         state.report.rounds = current;
+        self.save(state);
+        self.changed.notify_all();
+    }
+
+    /// Writes the server's checkpoint, if it keeps one.
+    fn save(&self, state: &mut State) {
         let short_rounds = state.report.short_rounds;
         if let Some(store) = state.store.as_mut() {
-            let snapshot = either!(&state.server, s => s.snapshot());
-            if let Err(e) = store.save(&snapshot, short_rounds) {
+            let saved = either!(&state.server, s => s.state());
+            if let Err(e) = store.save(&saved, short_rounds) {
                 (self.log)(&HubEvent::StoreFailed {
                     reason: e.to_string(),
                 });
             }
         }
-        self.changed.notify_all();
     }
 }
 
@@ -705,36 +668,32 @@ impl Hub {
 pub struct HubUplink {
     hub: Arc<Hub>,
     party: PartyId,
-    keep_from: Option<Round>,
 }
 
 impl HubUplink {
     /// `party`'s connection to `hub`; the party joins the federation ([`Hub::join`]).
     pub fn new(hub: Arc<Hub>, party: PartyId) -> Self {
         hub.join(party);
-        Self {
-            hub,
-            party,
-            keep_from: None,
-        }
+        Self { hub, party }
     }
 }
 
 impl Uplink for HubUplink {
-    fn submit(&mut self, round: Round, bytes: Vec<u8>) -> Result<Submitted, UplinkError> {
-        match self.hub.submit(self.party, round, &bytes) {
+    fn submit(&mut self, round: Round, bytes: &[u8]) -> Result<Submitted, UplinkError> {
+        match self.hub.submit(self.party, round, bytes) {
             Ok(()) => Ok(Submitted::Accepted),
-            Err(refusal) if refusal.is_late() => Ok(Submitted::Late(refusal.to_string())),
-            Err(refusal) if refusal.is_duplicate() => Ok(Submitted::AlreadyIn),
-            Err(refusal) => Err(refused(&refusal)),
+            Err(refusal) => match refusal.submitted() {
+                Some(submitted) => Ok(submitted),
+                None => Err(refused(&refusal)),
+            },
         }
     }
 
-    fn fetch(&mut self, round: Round) -> Result<Published, UplinkError> {
+    fn fetch(&mut self, round: Round, keep_from: Option<Round>) -> Result<Published, UplinkError> {
         loop {
             if let Some(published) = self
                 .hub
-                .fetch(self.party, round, Duration::from_secs(1), self.keep_from)
+                .fetch(self.party, round, Duration::from_secs(1), keep_from)
                 .map_err(|r| refused(&r))?
             {
                 return Ok(published);
@@ -745,14 +704,20 @@ impl Uplink for HubUplink {
         }
     }
 
-    fn keep_from(&mut self, round: Round) {
-        self.keep_from = Some(round);
-    }
-
     fn skipped(&mut self, round: Round, reason: &str) -> Result<(), UplinkError> {
         self.hub
             .skipped(self.party, round, reason)
             .map_err(|r| refused(&r))
+    }
+
+    fn put_snapshot(&mut self, round: Round, bytes: &[u8]) -> Result<(), UplinkError> {
+        self.hub
+            .put_snapshot(self.party, round, bytes)
+            .map_err(|r| refused(&r))
+    }
+
+    fn snapshot(&mut self) -> Result<ModelSnapshot, UplinkError> {
+        self.hub.snapshot().map_err(|r| refused(&r))
     }
 }
 

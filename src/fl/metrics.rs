@@ -80,6 +80,13 @@ pub struct Overhead {
     /// updates (some party sent garbage).
     #[serde(default)]
     pub skipped_rounds: Vec<u64>,
+    /// Values of the reporting party's updates beyond the clip bound, clipped to it.
+    #[serde(default)]
+    pub clipped_values: u64,
+    /// Times the reporting party resynced from a model snapshot (it fell behind further than
+    /// the sums the server keeps).
+    #[serde(default)]
+    pub resyncs: u64,
 }
 
 impl Overhead {

@@ -41,6 +41,8 @@
 pub mod checkpoint;
 mod client;
 mod config;
+mod driver;
+mod encoding;
 mod envelope;
 mod error;
 mod hub;
@@ -48,28 +50,39 @@ mod metrics;
 mod party;
 pub mod payload;
 mod plan;
+mod rules;
 mod run;
 mod server;
 mod setup;
 mod strategy;
 mod tune;
+mod uplink;
 
-pub use client::{Client, Update};
+pub use client::{Client, ClientStateError, Update};
 pub use config::{
     ConfigError, Field, MAX_BATCH_SIZE, MAX_EPOCHS, MAX_LOCAL_STEPS, MAX_PARTIES, Mode, Privacy,
     TrainConfig, ValidConfig, check_positive, check_probability, check_range,
 };
-pub use envelope::{Envelope, EnvelopeCost, EnvelopeError};
-pub use error::{PartyError, RefusalKind, TrainError, UplinkError};
-pub use hub::{Hub, HubEvent, HubRules, HubUplink, Missing, ServeReport};
+pub use driver::{PartyOptions, run_party};
+pub use encoding::{DecodeError, EncodeError, Encoded, Encoding, Weighting};
+pub use envelope::{Envelope, EnvelopeCost, EnvelopeError, Sealed};
+pub use error::{MalformedAnswer, PartyError, RefusalKind, TrainError, UplinkError};
+pub use hub::{Hub, HubEvent, HubUplink, Missing, ServeReport};
 pub use metrics::{EpochMetrics, Observer, Overhead, RunMetrics};
-pub use party::{PartyOptions, Retry, Submitted, Uplink, run_party};
-pub use payload::{DecodeError, PayloadError, PlainSum, Summable, weighted, weighted_mean};
-pub use plan::{MAX_ROUND_TIMEOUT, MAX_ROUNDS, Plan, ValidPlan, plan_for};
-pub use run::{RoundRules, run, run_with};
+pub use party::{
+    Federation, GlobalModel, Party, PartyState, PlanPartyError, PublishedError, Received,
+    SealError, SetupError, SnapshotError, StateError, Step,
+};
+pub use payload::{PayloadError, PlainError, PlainSum, Summable};
+pub use plan::{MAX_ROUNDS, Plan, ValidPlan, plan_for};
+pub use rules::{
+    DEFAULT_ABSENT_AFTER, DEFAULT_KEEP_ROUNDS, DEFAULT_SNAPSHOT_EVERY, MAX_ROUND_TIMEOUT,
+    RoundRules,
+};
+pub use run::{run, run_with};
 pub use server::{
-    DEFAULT_ABSENT_AFTER, DEFAULT_KEEP_ROUNDS, PartyId, Published, Refusal, Round, Server,
-    ServerConfig, ServerSnapshot,
+    ModelSnapshot, PartyId, Published, Refusal, RestoreError, Round, Server, ServerState,
+    SnapshotRefusal,
 };
 pub use setup::{calibrate_noise, sampling_rate_and_steps};
 pub use strategy::Strategy;
@@ -77,3 +90,4 @@ pub use tune::{
     DEFAULT_VALIDATION_SIZE, DpTrial, TrialResult, TuneObserver, TunedDp, default_grid, run_trial,
     tune, validation_split,
 };
+pub use uplink::{Retry, Submitted, Uplink};

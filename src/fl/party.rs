@@ -1,580 +1,898 @@
-//! A party's run: the one training loop of every mode and every transport.
+//! A party's side of the round protocol as a state machine without I/O: the twin of
+//! [`Server`](super::Server).
 //!
-//! [`run_party`] follows a server's [`Plan`](super::Plan) round by round, moving bytes
-//! through an [`Uplink`]: the network transport implements it, and so does the in-process
-//! [`HubUplink`](super::HubUplink) that [`run`](super::run) gives each party thread. The
-//! local and centralized baselines run the same loop with one party whose update is the
-//! aggregate (with one client, FedSGD is ordinary mini-batch training).
+//! [`Party`] holds what every party of a federation holds identically (the global model, and
+//! with FedSGD the optimizer that applies the mean gradient to it), the round it is on, and
+//! its envelope. It takes typed inputs and returns typed outputs; it never waits, sends or
+//! reads a file:
+//!
+//! | input | output |
+//! |---|---|
+//! | [`Party::seal`]: this party's update for the round it is on | the bytes to upload ([`Sealed`]), with the count of clipped values |
+//! | [`Party::receive`]: round r's published sum and who is in it | [`Received::Applied`] (the model stepped), [`Received::Skipped`] (no valid updates add up to it: every party skips it alike; report it), or [`Received::Stale`] (applied before) |
+//! | [`Party::left_out`]: round r closed without this party's update | nothing: its sum is still applied |
+//! | [`Party::snapshot_due`] / [`Party::snapshot`] | a sealed model snapshot to upload |
+//! | [`Party::resync`]: a model snapshot | the model and round it holds, when the sums since are gone |
+//! | [`Party::state`] / [`Party::restore`] | a checkpoint and back |
+//!
+//! Sums are applied in order, each once: a sum for a later round than the next is refused
+//! ([`PublishedError::Gap`]), one for an earlier round changes nothing. That is catch-up:
+//! a party that missed rounds applies their sums in order, and one further behind than the
+//! sums a server keeps resyncs from the latest snapshot and applies the sums after it.
+//!
+//! Two drivers run this machine and nothing else decides a round: [`run_party`](super::run_party)
+//! over an [`Uplink`](super::Uplink) (the CLI's `hefl join`, and every in-process run), and
+//! the Python binding's `hefl.Party`, which `hefl.flower` drives from Flower messages.
+//!
+//! # Model snapshots
+//!
+//! A snapshot is the party's global state (the model's f32 bits, and the FedSGD optimizer's
+//! moments and step count) as 32-bit integers, one per plaintext slot, sealed as the plan's
+//! privacy mode seals an update: encrypted under the shared key in `he` (the server keeps the
+//! latest and sees only ciphertext, as for updates), in the clear in `plain` and `dp` (where
+//! updates travel in the clear too). The integers are exact, so a resynced model is
+//! bit-identical to the others'. A snapshot names, inside what is sealed, the run's
+//! fingerprint and the round it is of; a party resyncs only from one that decrypts under its
+//! key to this run's fingerprint, the round the server announced, and a state of this
+//! model's shape. Like an update, a snapshot can be poisoned by a malicious key holder: a
+//! party that resyncs from a snapshot trusts its uploader as every party trusts every
+//! update's sender (see the threat model).
 
-use super::checkpoint::{Checkpoints, Progress};
-use super::client::{Client, Update};
-use super::config::{Privacy, ValidConfig};
-use super::envelope::{Envelope, EnvelopeCost, EnvelopeError};
-use super::error::{PartyError, UplinkError};
-use super::metrics::{EpochMetrics, Observer, Overhead, RunMetrics};
+use super::config::{ConfigError, Privacy};
+use super::encoding::{DecodeError, Encoding};
+use super::envelope::{Envelope, EnvelopeCost, EnvelopeError, Sealed};
+use super::payload::{PayloadError, PlainSum, Summable};
 use super::plan::ValidPlan;
-use super::server::{PartyId, Published, Round};
-use super::setup::{envelope, rounding_rng, setup};
-use crate::data::{Dataset, Mnist};
-use crate::he::PreparedEncryption;
-use crate::he::keys::SecretKey;
+use super::server::{PartyId, Round};
+use super::setup::rounding_rng;
+use crate::he::keys::{KeyId, SecretKey};
+use crate::he::{
+    CompactVector, DownloadForm, Expected, HeError, HeadroomError, PreparedEncryption, Widths,
+};
+use crate::model::{Optimizer, OptimizerKind, OptimizerState};
 use rand_chacha::ChaCha20Rng;
-use std::borrow::Cow;
-use std::panic::AssertUnwindSafe;
-use std::path::{Path, PathBuf};
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use std::sync::mpsc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
-/// What the server said to a submission.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Submitted {
-    /// The update is in the round.
-    Accepted,
-    /// The round closed before the update arrived: this party is left out of it.
-    Late(String),
-    /// This party's update for the round was already in (a retried submission).
-    AlreadyIn,
+/// How the round's mean update moves the global model.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// The mean is a gradient: `optimizer` (with learning rate `lr`) steps the model with it
+    /// (FedSGD; the optimizer's state is part of what all parties hold identically).
+    Gradient {
+        /// The optimizer.
+        optimizer: OptimizerKind,
+        /// Its learning rate.
+        lr: f32,
+    },
+    /// The mean is a model delta: it is added to the model (FedAvg, and Flower's).
+    Delta,
 }
 
-/// How a party runs besides the plan: how it waits out a lost server, and where it keeps
-/// its checkpoints.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PartyOptions {
-    /// Retrying a lost server.
-    pub retry: Retry,
-    /// Where to keep checkpoints (none without); a checkpoint found there is resumed from
-    /// (see [`checkpoint`](super::checkpoint)).
-    pub state_dir: Option<PathBuf>,
-    /// Rounds between checkpoints, besides every epoch's end.
-    pub checkpoint_every: u64,
+/// What every party of a federation holds identically: the model, and the optimizer that
+/// applies mean gradients to it.
+#[derive(Clone, Debug)]
+pub struct GlobalModel {
+    params: Vec<f32>,
+    optimizer: Option<Optimizer>,
 }
 
-impl Default for PartyOptions {
-    /// The default [`Retry`], no checkpoints (every 16 rounds when a directory is given:
-    /// the server keeps sums for a restart at most [`DEFAULT_KEEP_ROUNDS`](super::DEFAULT_KEEP_ROUNDS) rounds back).
-    fn default() -> Self {
-        Self {
-            retry: Retry::default(),
-            state_dir: None,
-            checkpoint_every: 16,
-        }
-    }
-}
-
-/// How a party waits out a lost server: it asks again after `first_delay`, doubling the
-/// wait up to `max_delay`, until `give_up_after` has passed since the first failure. A
-/// server that comes back within that window (restarted from its `--state-dir`) finds the
-/// party where it was: it resends its update for the open round (a server that already
-/// has it answers [`Submitted::AlreadyIn`]) and goes on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Retry {
-    /// First wait after a failure.
-    pub first_delay: Duration,
-    /// Longest wait between two attempts.
-    pub max_delay: Duration,
-    /// Give up once the server has been unreachable this long.
-    pub give_up_after: Duration,
-}
-
-impl Default for Retry {
-    /// 0.5 s, doubling to 15 s, for up to 5 minutes.
-    fn default() -> Self {
-        Self {
-            first_delay: Duration::from_millis(500),
-            max_delay: Duration::from_secs(15),
-            give_up_after: Duration::from_secs(300),
-        }
-    }
-}
-
-impl Retry {
-    /// Calls `attempt` until it succeeds, fails for good, or the server has been
-    /// unreachable for `give_up_after`; notes each wait to `observer` as `what: error`.
-    pub fn call<T>(
-        &self,
-        what: &str,
-        observer: &mut dyn Observer,
-        mut attempt: impl FnMut() -> Result<T, UplinkError>,
-    ) -> Result<T, UplinkError> {
-        let mut failing_since: Option<Instant> = None;
-        let mut delay = self.first_delay;
-        loop {
-            match attempt() {
-                Err(e) if e.is_transient() => {
-                    let since = *failing_since.get_or_insert_with(Instant::now);
-                    let left = self.give_up_after.saturating_sub(since.elapsed());
-                    if left.is_zero() {
-                        return Err(e);
-                    }
-                    let wait = delay.min(left);
-                    observer.note(&format!(
-                        "{what}: {e}; retrying in {:.1} s (giving up in {:.0} s)",
-                        wait.as_secs_f64(),
-                        left.as_secs_f64()
-                    ));
-                    std::thread::sleep(wait);
-                    delay = (delay * 2).min(self.max_delay);
-                }
-                other => return other,
-            }
-        }
-    }
-}
-
-/// Moves one party's bytes to and from the server.
-pub trait Uplink {
-    /// Sends this party's sealed update for `round`.
-    fn submit(&mut self, round: Round, bytes: Vec<u8>) -> Result<Submitted, UplinkError>;
-    /// Waits for `round`'s published sum.
-    fn fetch(&mut self, round: Round) -> Result<Published, UplinkError>;
-    /// Tells the server (with the next fetch) that this party may still ask for sums from
-    /// `round` on: its last checkpoint is there, and a restart would go back to it. Without
-    /// it the server drops a sum once every party has fetched it.
-    fn keep_from(&mut self, round: Round);
-    /// Tells the server this party skipped `round`: its sum could not be a sum of valid
-    /// updates, for `reason` (the server logs it for its operator).
-    fn skipped(&mut self, round: Round, reason: &str) -> Result<(), UplinkError>;
-}
-
-/// Runs party `party`'s side of a federated run as `plan` says, on its shard of `data`.
-///
-/// Each round: compute the update, seal it, submit it (if the round already closed, the
-/// party is left out of it and says so to `observer`), fetch the round's sum, open it and
-/// step. After each epoch the party evaluates its model on the test set.
-///
-/// A sum that cannot be a sum of valid updates (a weight outside (0, parties], a value
-/// beyond what the parties' clipped updates can add up to: some party sent garbage) costs
-/// one round, not the run: the party skips that round's step, notes it to `observer` and
-/// to the server ([`Uplink::skipped`]), and goes on. Every party opens the same bytes with
-/// the same key, so all skip the same rounds and their models stay identical.
-pub fn run_party(
-    plan: &ValidPlan,
-    party: PartyId,
-    data: &Mnist,
-    key: Option<Arc<SecretKey>>,
-    uplink: &mut dyn Uplink,
-    observer: &mut dyn Observer,
-    options: &PartyOptions,
-) -> Result<RunMetrics, PartyError> {
-    let started = Instant::now();
-    let parties = plan.config.parties;
-    if party.0 as usize >= parties {
-        return Err(PartyError::NotInFederation { party, parties });
-    }
-    let mut setup = setup(plan.config(), data, Some(party))?;
-    let client = setup
-        .clients
-        .pop()
-        .ok_or(PartyError::NotInFederation { party, parties })?;
-    run_client(
-        plan,
-        client,
-        Some(&setup.test),
-        key,
-        uplink,
-        observer,
-        options,
-        started,
-    )
-}
-
-/// A party's run once its client is built: `test` is `None` for parties that do not
-/// report (in one process only party 0 evaluates; all models are identical).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn run_client(
-    plan: &ValidPlan,
-    mut client: Client,
-    test: Option<&Dataset>,
-    key: Option<Arc<SecretKey>>,
-    uplink: &mut dyn Uplink,
-    observer: &mut dyn Observer,
-    options: &PartyOptions,
-    started: Instant,
-) -> Result<RunMetrics, PartyError> {
-    let config = plan.config();
-    let envelope = envelope(config, plan.key_id, key, client.model().num_params())?;
-    let mut exchange = Federated {
-        rng: rounding_rng(config.seed, client.id()),
-        preparing: match config.privacy {
-            Privacy::He => Preparing::new(envelope.clone()),
-            _ => Preparing::default(),
-        },
-        prepared: None,
-        nominal: (config.batch_size * config.strategy.steps_per_round()) as f32,
-        envelope,
-        uplink,
-        cost: EnvelopeCost::default(),
-        overhead: Overhead {
-            privacy: config.privacy,
-            ..Overhead::default()
-        },
-        retry: options.retry,
-    };
-    let total_rounds = plan.total_rounds();
-    let checkpoints = options
-        .state_dir
-        .as_deref()
-        .map(|dir| Checkpoints::new(dir, plan, client.id(), options.checkpoint_every));
-    let mut progress = Progress::default();
-    if let Some(checkpoints) = &checkpoints {
-        if let Some(resumed) =
-            checkpoints.load(&mut client, Some(&mut exchange.rng), total_rounds)?
-        {
-            observer.note(&format!(
-                "resuming from the checkpoint in {}: round {} of {total_rounds}",
-                options
-                    .state_dir
-                    .as_deref()
-                    .unwrap_or(Path::new("."))
-                    .display(),
-                resumed.next_round
-            ));
-            progress = resumed;
-        }
-    }
-    train(
-        config,
-        plan.rounds_per_epoch,
-        &mut client,
-        test,
-        &mut exchange,
-        observer,
-        started,
-        &mut progress,
-        checkpoints.as_ref(),
-    )?;
-    let mut overhead = exchange.overhead;
-    overhead.client_cpu = exchange.cost;
-    overhead.skipped_rounds = std::mem::take(&mut progress.skipped);
-    Ok(metrics(config, &client, progress, started, Some(overhead)))
-}
-
-/// A finished party's metrics.
-fn metrics(
-    config: &ValidConfig,
-    client: &Client,
-    progress: Progress,
-    started: Instant,
-    overhead: Option<Overhead>,
-) -> RunMetrics {
-    RunMetrics {
-        config: config.clone().into_inner(),
-        party_samples: vec![client.num_samples()],
-        epochs: progress.epochs,
-        total_seconds: started.elapsed().as_secs_f64(),
-        overhead,
-        final_params: client.model().params().to_vec(),
-    }
-}
-
-/// Trains one client alone (local and centralized baselines): its update is the aggregate.
-pub(crate) fn run_alone(
-    config: &ValidConfig,
-    mut client: Client,
-    test: &Dataset,
-    observer: &mut dyn Observer,
-    started: Instant,
-) -> Result<RunMetrics, PartyError> {
-    let rounds_per_epoch = config.rounds_per_epoch(client.num_samples());
-    let mut progress = Progress::default();
-    train(
-        config,
-        rounds_per_epoch,
-        &mut client,
-        Some(test),
-        &mut Alone,
-        observer,
-        started,
-        &mut progress,
-        None,
-    )?;
-    Ok(metrics(config, &client, progress, started, None))
-}
-
-/// How a party turns its update into the round's aggregate.
-trait Exchange {
-    /// The mean update to apply for `round`, given this party's `update`; `None` if the
-    /// round is skipped (its sum could not be a sum of valid updates).
-    fn aggregate<'a>(
-        &'a mut self,
-        round: Round,
-        update: &'a Update,
-        observer: &mut dyn Observer,
-    ) -> Result<Option<Cow<'a, [f32]>>, PartyError>;
-    /// The generator that rounds this party's updates, if it has one (a checkpoint saves it).
-    fn rounding(&self) -> Option<&ChaCha20Rng> {
-        None
-    }
-    /// A checkpoint was saved at `round`: the server should keep the sums from there on.
-    fn checkpointed(&mut self, _round: Round) {}
-}
-
-/// One trainer: its update is the aggregate.
-struct Alone;
-
-impl Exchange for Alone {
-    fn aggregate<'a>(
-        &'a mut self,
-        _round: Round,
-        update: &'a Update,
-        _observer: &mut dyn Observer,
-    ) -> Result<Option<Cow<'a, [f32]>>, PartyError> {
-        Ok(Some(Cow::Borrowed(&update.values)))
-    }
-}
-
-/// What a background preparation returns: the encryption of zero (`None` in plain mode) and
-/// its cost.
-type Preparation = Result<(Option<PreparedEncryption>, EnvelopeCost), EnvelopeError>;
-
-/// A federation member: seal, submit, fetch, open; in `he` mode it prepares the next
-/// round's encryption of zero on a second thread from the moment it has submitted this
-/// round's update until it seals the next one (while it waits for the sum, opens it and
-/// computes the next update).
-struct Federated<'u> {
-    envelope: Envelope,
-    /// The background preparation of the next update's encryption of zero (`he`).
-    preparing: Preparing,
-    /// The encryption of zero prepared for the next update (`he`), used once.
-    prepared: Option<PreparedEncryption>,
-    rng: ChaCha20Rng,
-    /// Samples a round's update stands for at full weight.
-    nominal: f32,
-    uplink: &'u mut dyn Uplink,
-    cost: EnvelopeCost,
-    overhead: Overhead,
-    retry: Retry,
-}
-
-impl Federated<'_> {
-    /// Waits for the background preparation, if one is running, and keeps its encryption of
-    /// zero for the next seal.
-    fn finish_preparing(&mut self, round: Round) -> Result<(), PartyError> {
-        let Some(finished) = self.preparing.finish() else {
-            return Ok(());
+impl GlobalModel {
+    /// `params` moved as `step` says.
+    ///
+    /// ```
+    /// use hefl::fl::{GlobalModel, Step};
+    ///
+    /// let mut model = GlobalModel::new(vec![1.0, 2.0], Step::Delta);
+    /// model.apply(&[0.5, -1.0]);
+    /// assert_eq!(model.params(), [1.5, 1.0]);
+    /// ```
+    pub fn new(params: Vec<f32>, step: Step) -> Self {
+        let optimizer = match step {
+            Step::Gradient { optimizer, lr } => Some(Optimizer::new(optimizer, lr, params.len())),
+            Step::Delta => None,
         };
-        match finished {
-            Ok(Ok((prepared, cost))) => {
-                self.prepared = prepared;
-                self.cost.add(&cost);
-                Ok(())
+        Self { params, optimizer }
+    }
+
+    /// The parameters.
+    pub fn params(&self) -> &[f32] {
+        &self.params
+    }
+
+    /// Moves the model by one round's mean update.
+    ///
+    /// Panics if `mean` does not have the model's length: means are decoded by this crate
+    /// from updates of that length.
+    pub fn apply(&mut self, mean: &[f32]) {
+        assert_eq!(mean.len(), self.params.len(), "mean update length");
+        match &mut self.optimizer {
+            Some(optimizer) => optimizer.step(&mut self.params, mean),
+            None => {
+                for (p, d) in self.params.iter_mut().zip(mean) {
+                    *p += d;
+                }
             }
-            Ok(Err(source)) => Err(PartyError::Envelope { round, source }),
-            Err(panic) => std::panic::resume_unwind(panic),
         }
+    }
+
+    /// The optimizer's state (FedSGD).
+    fn optimizer_state(&self) -> Option<OptimizerState> {
+        self.optimizer.as_ref().map(Optimizer::state)
+    }
+
+    /// Replaces parameters and optimizer state, checking their shapes.
+    fn set(
+        &mut self,
+        params: Vec<f32>,
+        optimizer: Option<OptimizerState>,
+    ) -> Result<(), StateError> {
+        if params.len() != self.params.len() {
+            return Err(StateError::Length {
+                what: "parameters",
+                found: params.len(),
+                expected: self.params.len(),
+            });
+        }
+        match (&mut self.optimizer, optimizer) {
+            (Some(opt), Some(state)) => opt.restore(state)?,
+            (None, None) => {}
+            (mine, _) => {
+                return Err(StateError::Optimizer {
+                    expected: mine.is_some(),
+                });
+            }
+        }
+        self.params = params;
+        Ok(())
     }
 }
 
-/// A party's preparation thread (`he`): it prepares one encryption of zero per request, in
-/// the background. One thread for the whole run, not one per round, so its allocator heap
-/// stays warm (a new thread's megabyte buffers would fault in fresh pages every round).
-/// Dropping it lets a preparation still running finish (its encryption of zero is then
-/// dropped, zeroized) and joins the thread, so no thread outlives its party.
-#[derive(Default)]
-struct Preparing {
-    /// Requests to the thread (`None` in plain mode).
-    requests: Option<mpsc::Sender<()>>,
-    results: Option<mpsc::Receiver<std::thread::Result<Preparation>>>,
-    thread: Option<JoinHandle<()>>,
-    /// Whether a requested preparation has not been collected.
-    pending: bool,
+/// What a party knows of its federation: who it is, the encoding and privacy of updates, how
+/// the mean moves the model, and what every published sum must satisfy.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Federation {
+    /// This party.
+    pub party: PartyId,
+    /// The most parties a sum may hold.
+    pub parties: u32,
+    /// Party ids are below this (hefl's federations: `parties`; Flower's: any id).
+    pub id_limit: u32,
+    /// The fewest parties a published sum may hold.
+    pub min_parties: u32,
+    /// Values per update (the model's parameters).
+    pub length: usize,
+    /// How updates are encoded.
+    pub encoding: Encoding,
+    /// What the server sees of an update.
+    pub privacy: Privacy,
+    /// In `he`: the public id of the shared key, and how sums come back.
+    pub he: Option<(KeyId, DownloadForm)>,
+    /// How the mean moves the model.
+    pub step: Step,
+    /// Rounds between model snapshots (`None`: no snapshots).
+    pub snapshot_every: Option<u64>,
+    /// The run's fingerprint: checkpoints and snapshots of another run are refused.
+    pub run: [u8; 32],
 }
 
-impl Preparing {
-    /// The preparation thread for `envelope`.
-    fn new(envelope: Envelope) -> Self {
-        let (requests, inbox) = mpsc::channel::<()>();
-        let (outbox, results) = mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            for () in inbox {
-                let prepared = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    let mut cost = EnvelopeCost::default();
-                    envelope.prepare(&mut cost).map(|prepared| (prepared, cost))
-                }));
-                if outbox.send(prepared).is_err() {
-                    break;
+impl Federation {
+    /// The compact widths of updates in `he` mode.
+    pub fn widths(&self) -> Result<Option<Widths>, HeadroomError> {
+        self.he
+            .map(|(_, form)| Widths::new(self.encoding.total_bits(), self.parties, form))
+            .transpose()
+    }
+
+    /// Slots of a model snapshot: a 12-word header (magic, version, round, run fingerprint),
+    /// the parameters, the optimizer's step count and moments.
+    pub fn snapshot_len(&self) -> usize {
+        let moments = match self.step {
+            Step::Gradient {
+                optimizer: OptimizerKind::Adam,
+                ..
+            } => 2,
+            Step::Gradient {
+                optimizer: OptimizerKind::Momentum,
+                ..
+            } => 1,
+            Step::Gradient {
+                optimizer: OptimizerKind::Sgd,
+                ..
+            }
+            | Step::Delta => 0,
+        };
+        SNAPSHOT_HEADER + 1 + self.length * (1 + moments)
+    }
+
+    /// What a server checks this federation's `he` model snapshots against (`None` in the
+    /// clear modes, where a snapshot is [`PlainSum`] words of [`Federation::snapshot_len`]).
+    pub fn snapshot_expected_he(&self) -> Result<Option<Expected>, HeadroomError> {
+        let Some((key_id, _)) = self.he else {
+            return Ok(None);
+        };
+        Ok(Some(Expected {
+            key_id,
+            plaintext_len: self.snapshot_len(),
+            widths: snapshot_widths()?,
+        }))
+    }
+}
+
+/// A snapshot's 32-bit integers ride in 32-bit slots of one party's plaintexts.
+fn snapshot_widths() -> Result<Widths, HeadroomError> {
+    Widths::new(SNAPSHOT_BITS, 1, DownloadForm::Seeds)
+}
+
+/// Bits per snapshot slot: one f32, or one u32 of the header.
+const SNAPSHOT_BITS: u32 = 32;
+/// "HFLS".
+const SNAPSHOT_MAGIC: u32 = u32::from_be_bytes(*b"HFLS");
+const SNAPSHOT_VERSION: u32 = 1;
+/// Magic, version, round (2 words), run fingerprint (8 words).
+const SNAPSHOT_HEADER: usize = 12;
+
+/// The outcome of [`Party::receive`].
+#[derive(Debug)]
+pub enum Received {
+    /// The round's mean update was applied.
+    Applied {
+        /// The round.
+        round: Round,
+    },
+    /// The round's sum cannot be a sum of valid updates (some party in it sent garbage): the
+    /// model stays where it was, as on every other party; report it (the server logs it).
+    Skipped {
+        /// The round.
+        round: Round,
+        /// Why the sum is not one of valid updates.
+        reason: DecodeError,
+    },
+    /// The round was applied (or skipped) before: nothing changed.
+    Stale {
+        /// The round.
+        round: Round,
+    },
+}
+
+/// A published sum a party refuses: the server broke the protocol, or this party lost its
+/// place. Nothing changed.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishedError {
+    /// A sum for a later round than the next to apply: a sum in between is missing.
+    #[error(
+        "the sum of {found} came before that of {expected}: sums are applied in order, each once"
+    )]
+    Gap {
+        /// The next round to apply.
+        expected: Round,
+        /// The round of the sum given.
+        found: Round,
+    },
+    /// A party list that is empty, unsorted, repeated or names a party not in the federation.
+    #[error(
+        "{round} names parties {parties:?}: expected distinct ids below {limit} in ascending order"
+    )]
+    Parties {
+        /// The round.
+        round: Round,
+        /// The list, as given.
+        parties: Vec<u32>,
+        /// Ids are below this.
+        limit: u32,
+    },
+    /// Fewer parties than the rules allow in a sum.
+    #[error("{round} sums {found} updates, fewer than the {min} the rules require")]
+    TooFew {
+        /// The round.
+        round: Round,
+        /// Parties in the sum.
+        found: usize,
+        /// The rules' minimum.
+        min: u32,
+    },
+    /// The sum does not parse or decrypt as this federation's (wrong key id, length, format).
+    #[error("{round}: {source}")]
+    Open {
+        /// The round.
+        round: Round,
+        /// What failed.
+        source: EnvelopeError,
+    },
+}
+
+/// Why a checkpoint's or a snapshot's state does not fit this party.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// Not a hefl party state.
+    #[error("not a hefl party state: {0}")]
+    Decode(#[from] bincode::Error),
+    /// A party state of another format version.
+    #[error("party state format {found}, this hefl reads {expected}")]
+    Version {
+        /// The format this build reads.
+        expected: u32,
+        /// The state's.
+        found: u32,
+    },
+    /// Another run's (another plan or federation).
+    #[error("it belongs to another run (fingerprint {found}, this run's is {expected})")]
+    Run {
+        /// This run's fingerprint, first 8 bytes in hex.
+        expected: String,
+        /// The state's.
+        found: String,
+    },
+    /// Another party's.
+    #[error("it is {found}'s, expected {expected}'s")]
+    Party {
+        /// This party.
+        expected: PartyId,
+        /// The state's.
+        found: PartyId,
+    },
+    /// Parameters or moments of another length.
+    #[error("{found} {what}, expected {expected}")]
+    Length {
+        /// What has the wrong length.
+        what: &'static str,
+        /// Its length.
+        found: usize,
+        /// This model's.
+        expected: usize,
+    },
+    /// An optimizer state where the federation steps by deltas, or none where it needs one.
+    #[error("{}", if *expected { "no optimizer state where the run steps by gradients" } else { "an optimizer state where the run steps by deltas" })]
+    Optimizer {
+        /// Whether one was expected.
+        expected: bool,
+    },
+    /// The optimizer refused its state.
+    #[error(transparent)]
+    Moments(#[from] crate::model::OptimizerStateError),
+}
+
+/// Why a model snapshot could not be made or resynced from.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// The bytes do not parse or decrypt as a snapshot of this federation.
+    #[error("the snapshot does not open: {0}")]
+    Open(#[from] PayloadError),
+    /// Decryption or encryption failed.
+    #[error(transparent)]
+    He(#[from] HeError),
+    /// The widths of snapshots do not fit (a constant: a bug).
+    #[error(transparent)]
+    Widths(#[from] HeadroomError),
+    /// The header is not a snapshot's (a key other than this run's decrypts to noise).
+    #[error("not a hefl model snapshot: {0}")]
+    Header(&'static str),
+    /// Another run's snapshot.
+    #[error("a snapshot of another run")]
+    Run,
+    /// A snapshot of another round than the server announced.
+    #[error("a snapshot of {found}, announced as {announced}")]
+    Round {
+        /// What the server said.
+        announced: Round,
+        /// What the snapshot holds.
+        found: Round,
+    },
+    /// A snapshot older than this party's state: resyncing would go back.
+    #[error("a snapshot of {found}, but this party is on {current} already")]
+    Behind {
+        /// This party's next round.
+        current: Round,
+        /// The snapshot's.
+        found: Round,
+    },
+    /// Its state does not fit the model.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// A plan without snapshots.
+    #[error("this run takes no model snapshots")]
+    Disabled,
+}
+
+/// Why a party could not seal its update.
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    /// An update for another round than the one the party is on.
+    #[error("an update for {found}, but this party is on {expected}")]
+    Round {
+        /// The party's round.
+        expected: Round,
+        /// The round named.
+        found: Round,
+    },
+    /// The envelope refused it.
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
+}
+
+/// A party's checkpointed state ([`Party::state`]): what it holds beyond the federation's
+/// description.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PartyState {
+    format: u32,
+    run: [u8; 32],
+    party: u32,
+    next_round: u64,
+    params: Vec<f32>,
+    optimizer: Option<OptimizerState>,
+    skipped: Vec<u64>,
+    rounding: super::client::RngState,
+}
+
+/// The format of [`PartyState`].
+const STATE_FORMAT: u32 = 2;
+
+impl PartyState {
+    /// The next round to run.
+    pub fn next_round(&self) -> Round {
+        Round(self.next_round)
+    }
+
+    /// The bytes of this state (bincode, fixed-width integers).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        use bincode::Options;
+        // A struct of numbers and vectors always serializes.
+        bincode::options()
+            .with_fixint_encoding()
+            .serialize(self)
+            .unwrap_or_default()
+    }
+
+    /// Parses [`PartyState::to_bytes`] (untrusted: at most `limit` bytes are allocated).
+    pub fn from_bytes(bytes: &[u8], limit: u64) -> Result<Self, StateError> {
+        use bincode::Options;
+        let state: Self = bincode::options()
+            .with_limit(limit)
+            .with_fixint_encoding()
+            .deserialize(bytes)?;
+        if state.format != STATE_FORMAT {
+            return Err(StateError::Version {
+                expected: STATE_FORMAT,
+                found: state.format,
+            });
+        }
+        Ok(state)
+    }
+}
+
+/// One party's side of a federation (see the [module docs](self)).
+///
+/// ```
+/// use hefl::fl::{Encoding, Federation, Party, PartyId, Privacy, Received, Round, Step, Weighting};
+/// use hefl::fl::{PlainSum, Summable};
+/// use rand::SeedableRng;
+///
+/// let federation = Federation {
+///     party: PartyId(0),
+///     parties: 2,
+///     id_limit: 2,
+///     min_parties: 2,
+///     length: 2,
+///     encoding: Encoding::new(8.0, 16, 2, Weighting::Fraction { nominal: 1 })?,
+///     privacy: Privacy::Plain,
+///     he: None,
+///     step: Step::Delta,
+///     snapshot_every: None,
+///     run: [0; 32],
+/// };
+/// let rng = || rand_chacha::ChaCha20Rng::seed_from_u64(1);
+/// let mut me = Party::new(federation.clone(), vec![0.0, 0.0], None, rng())?;
+/// let mut other = Party::new(Federation { party: PartyId(1), ..federation }, vec![0.0, 0.0], None, rng())?;
+/// let mut cost = Default::default();
+/// let a = me.seal(Round(0), &[1.0, 2.0], 1, None, &mut cost)?;
+/// let b = other.seal(Round(0), &[3.0, 4.0], 1, None, &mut cost)?;
+/// // The server's sum:
+/// let mut sum = PlainSum::parse_submission(&a.bytes, &3)?;
+/// sum.add_submission(&b.bytes, &3)?;
+/// let got = me.receive(Round(0), &[PartyId(0), PartyId(1)], &sum.to_bytes(), &mut cost)?;
+/// assert!(matches!(got, Received::Applied { round: Round(0) }));
+/// assert_eq!(me.model(), [2.0, 3.0]);
+/// assert_eq!(me.next_round(), Round(1));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Party {
+    federation: Federation,
+    envelope: Envelope,
+    key: Option<Arc<SecretKey>>,
+    model: GlobalModel,
+    next_round: Round,
+    skipped: Vec<u64>,
+    rounding: ChaCha20Rng,
+}
+
+/// Why a party of a plan could not be set up ([`Party::for_plan`]).
+#[derive(Debug, thiserror::Error)]
+pub enum PlanPartyError {
+    /// The plan's encoding does not fit (a plan that passed validation always does).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The plan's model cannot be built.
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
+    /// The party cannot be set up (key, rules).
+    #[error(transparent)]
+    Setup(#[from] SetupError),
+}
+
+/// Why a party could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// `he` without the shared key.
+    #[error("privacy he needs the shared key")]
+    MissingKey,
+    /// The key is not the one the federation names.
+    #[error("key id mismatch: the federation expects {expected}, this key is {found}")]
+    KeyMismatch {
+        /// The federation's.
+        expected: KeyId,
+        /// This key's.
+        found: KeyId,
+    },
+    /// An initial model of another length than updates.
+    #[error("an initial model of {found} values, expected {expected}")]
+    Length {
+        /// The federation's update length.
+        expected: usize,
+        /// The model's.
+        found: usize,
+    },
+    /// The widths of the federation's ciphertexts do not fit.
+    #[error(transparent)]
+    Headroom(#[from] HeadroomError),
+    /// Rules that cannot hold: a minimum above the most parties, no parties, ids below the
+    /// party count.
+    #[error(
+        "a federation of at most {parties} parties per sum with a minimum of {min_parties} and ids below {id_limit}"
+    )]
+    Rules {
+        /// Most parties per sum.
+        parties: u32,
+        /// Fewest parties per sum.
+        min_parties: u32,
+        /// Party ids are below this.
+        id_limit: u32,
+    },
+}
+
+impl Party {
+    /// Party `federation.party` at round 0 with the global model `initial`, rounding its
+    /// updates with `rounding` (a seeded generator makes runs reproducible: the rounding
+    /// bits protect nothing, the values are sealed afterwards). `key` is the shared key in
+    /// `he` (refused if it is not the one the federation names).
+    pub fn new(
+        federation: Federation,
+        initial: Vec<f32>,
+        key: Option<Arc<SecretKey>>,
+        rounding: ChaCha20Rng,
+    ) -> Result<Self, SetupError> {
+        if initial.len() != federation.length {
+            return Err(SetupError::Length {
+                expected: federation.length,
+                found: initial.len(),
+            });
+        }
+        if federation.parties == 0
+            || federation.min_parties == 0
+            || federation.min_parties > federation.parties
+            || federation.id_limit < federation.parties
+        {
+            return Err(SetupError::Rules {
+                parties: federation.parties,
+                min_parties: federation.min_parties,
+                id_limit: federation.id_limit,
+            });
+        }
+        let envelope = match (federation.he, &key) {
+            (None, _) => Envelope::plain(federation.encoding, federation.length),
+            (Some(_), None) => return Err(SetupError::MissingKey),
+            (Some((expected, _)), Some(key)) => {
+                if key.key_id() != expected {
+                    return Err(SetupError::KeyMismatch {
+                        expected,
+                        found: key.key_id(),
+                    });
                 }
+                let widths = federation.widths()?.ok_or(SetupError::MissingKey)?;
+                Envelope::he(
+                    federation.encoding,
+                    Arc::clone(key),
+                    federation.length,
+                    widths,
+                )
+            }
+        };
+        Ok(Self {
+            model: GlobalModel::new(initial, federation.step),
+            federation,
+            envelope,
+            key,
+            next_round: Round(0),
+            skipped: Vec::new(),
+            rounding,
+        })
+    }
+
+    /// Party `party` of `plan` at round 0: the plan's initial model (from its seed and
+    /// layers) and its rounding generator (from its seed and the party), as every driver of
+    /// the plan starts it.
+    pub fn for_plan(
+        plan: &ValidPlan,
+        party: PartyId,
+        key: Option<Arc<SecretKey>>,
+    ) -> Result<Self, PlanPartyError> {
+        let federation = plan.federation(party)?;
+        let initial = crate::model::Mlp::new(&plan.config.layers, plan.config.seed)?;
+        let rounding = rounding_rng(plan.config.seed, party);
+        Ok(Self::new(
+            federation,
+            initial.params().to_vec(),
+            key,
+            rounding,
+        )?)
+    }
+
+    /// The federation.
+    pub fn federation(&self) -> &Federation {
+        &self.federation
+    }
+
+    /// This party.
+    pub fn id(&self) -> PartyId {
+        self.federation.party
+    }
+
+    /// The envelope (to prepare encryptions ahead of [`Party::seal`]).
+    pub fn envelope(&self) -> &Envelope {
+        &self.envelope
+    }
+
+    /// The global model's parameters.
+    pub fn model(&self) -> &[f32] {
+        self.model.params()
+    }
+
+    /// The next round whose sum this party will apply (the round it is on).
+    pub fn next_round(&self) -> Round {
+        self.next_round
+    }
+
+    /// Rounds skipped so far (their sums were not sums of valid updates).
+    pub fn skipped(&self) -> &[u64] {
+        &self.skipped
+    }
+
+    /// Seals this party's update for `round` (the round it is on), computed from `samples`
+    /// samples (the weight; see [`Weighting`](super::Weighting)), into `prepared` (an encryption of zero made
+    /// ahead of time) or one made now.
+    pub fn seal(
+        &mut self,
+        round: Round,
+        update: &[f32],
+        samples: u64,
+        prepared: Option<PreparedEncryption>,
+        cost: &mut EnvelopeCost,
+    ) -> Result<Sealed, SealError> {
+        if round != self.next_round {
+            return Err(SealError::Round {
+                expected: self.next_round,
+                found: round,
+            });
+        }
+        Ok(self
+            .envelope
+            .seal(update, samples, prepared, &mut self.rounding, cost)?)
+    }
+
+    /// Notes that `round` closed without this party's update (it was late). Its sum is still
+    /// applied when it comes, as every party applies it.
+    pub fn left_out(&mut self, _round: Round) {}
+
+    /// Takes `round`'s published sum of the updates of `parties` (see [`Received`]). A sum
+    /// that does not parse, names parties this federation cannot have, holds fewer than the
+    /// minimum, or comes out of order is refused ([`PublishedError`]) and changes nothing.
+    pub fn receive(
+        &mut self,
+        round: Round,
+        parties: &[PartyId],
+        bytes: &[u8],
+        cost: &mut EnvelopeCost,
+    ) -> Result<Received, PublishedError> {
+        if round < self.next_round {
+            return Ok(Received::Stale { round });
+        }
+        if round > self.next_round {
+            return Err(PublishedError::Gap {
+                expected: self.next_round,
+                found: round,
+            });
+        }
+        let limit = self.federation.id_limit;
+        let ordered = parties.windows(2).all(|w| w[0] < w[1]);
+        if parties.is_empty() || !ordered || parties.iter().any(|p| p.0 >= limit) {
+            return Err(PublishedError::Parties {
+                round,
+                parties: parties.iter().map(|p| p.0).collect(),
+                limit,
+            });
+        }
+        if parties.len() < self.federation.min_parties as usize {
+            return Err(PublishedError::TooFew {
+                round,
+                found: parties.len(),
+                min: self.federation.min_parties,
+            });
+        }
+        let received = match self.envelope.open(bytes, parties, cost) {
+            Ok(mean) => {
+                self.model.apply(&mean);
+                Received::Applied { round }
+            }
+            Err(EnvelopeError::Decode(reason)) => {
+                self.skipped.push(round.0);
+                Received::Skipped { round, reason }
+            }
+            Err(source) => return Err(PublishedError::Open { round, source }),
+        };
+        self.next_round = Round(round.0 + 1);
+        Ok(received)
+    }
+
+    /// The round of a snapshot this party should upload now, if any: when the rounds
+    /// applied reach a multiple of the plan's `snapshot_every`, the lowest party of the last
+    /// sum uploads (every party can tell who that is; the others do not).
+    pub fn snapshot_due(&self, last_parties: &[PartyId]) -> Option<Round> {
+        let every = self.federation.snapshot_every?;
+        let round = self.next_round;
+        (round.0 > 0 && round.0 % every == 0 && last_parties.first() == Some(&self.id()))
+            .then_some(round)
+    }
+
+    /// The model snapshot of this party's state (before its next round): sealed as the
+    /// federation's updates are (see the [module docs](self)).
+    pub fn snapshot(&self) -> Result<(Round, Vec<u8>), SnapshotError> {
+        if self.federation.snapshot_every.is_none() {
+            return Err(SnapshotError::Disabled);
+        }
+        let words = self.snapshot_words();
+        let bytes = match (&self.key, self.federation.snapshot_expected_he()?) {
+            (Some(key), Some(expect)) => key
+                .prepare(words.len())?
+                .seal(&words, &expect.widths)?
+                .to_bytes(),
+            _ => PlainSum::fresh(words).to_bytes(),
+        };
+        Ok((self.next_round, bytes))
+    }
+
+    fn snapshot_words(&self) -> Vec<u64> {
+        let word = |v: u32| u64::from(v) << (64 - SNAPSHOT_BITS);
+        let round = self.next_round.0;
+        let mut words = Vec::with_capacity(self.federation.snapshot_len());
+        words.extend([
+            SNAPSHOT_MAGIC,
+            SNAPSHOT_VERSION,
+            round as u32,
+            (round >> 32) as u32,
+        ]);
+        words.extend(
+            self.federation
+                .run
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+        );
+        let mut words: Vec<u64> = words.into_iter().map(word).collect();
+        words.extend(self.model.params().iter().map(|v| word(v.to_bits())));
+        let state = self.model.optimizer_state();
+        let steps = state.as_ref().map_or(0, |s| s.steps.max(0) as u32);
+        words.push(word(steps));
+        if let Some(state) = &state {
+            for moment in [&state.m, &state.v] {
+                words.extend(moment.iter().map(|v| word(v.to_bits())));
+            }
+        }
+        words
+    }
+
+    /// Resyncs from the model snapshot `bytes`, announced by the server as the snapshot of
+    /// `round`: checks it opens under this party's key to this run's fingerprint and
+    /// `announced`, and holds a state of this model's shape, then takes its model and round
+    /// (the sums from there on are applied as they come). Refuses a snapshot older than this
+    /// party's round.
+    pub fn resync(&mut self, announced: Round, bytes: &[u8]) -> Result<(), SnapshotError> {
+        if self.federation.snapshot_every.is_none() {
+            return Err(SnapshotError::Disabled);
+        }
+        let len = self.federation.snapshot_len();
+        let words = match (&self.key, self.federation.snapshot_expected_he()?) {
+            (Some(key), Some(expect)) => {
+                let sum = CompactVector::parse_aggregate(bytes, &expect, 1)
+                    .map_err(PayloadError::from)?;
+                key.decrypt_compact(sum, &expect.widths, None)?
+            }
+            _ => PlainSum::parse_submission(bytes, &len)?.into_words(),
+        };
+        let values: Vec<u32> = words
+            .iter()
+            .map(|&w| (w.wrapping_add(1 << (63 - SNAPSHOT_BITS)) >> (64 - SNAPSHOT_BITS)) as u32)
+            .collect();
+        let (header, body) = values.split_at(SNAPSHOT_HEADER.min(values.len()));
+        if header.len() < SNAPSHOT_HEADER || header[0] != SNAPSHOT_MAGIC {
+            return Err(SnapshotError::Header("its magic is wrong (another key?)"));
+        }
+        if header[1] != SNAPSHOT_VERSION {
+            return Err(SnapshotError::Header("another version"));
+        }
+        let found = Round(u64::from(header[2]) | (u64::from(header[3]) << 32));
+        let run: Vec<u8> = header[4..12].iter().flat_map(|w| w.to_le_bytes()).collect();
+        if run != self.federation.run {
+            return Err(SnapshotError::Run);
+        }
+        if found != announced {
+            return Err(SnapshotError::Round { announced, found });
+        }
+        if found < self.next_round {
+            return Err(SnapshotError::Behind {
+                current: self.next_round,
+                found,
+            });
+        }
+        let n = self.federation.length;
+        let floats = |s: &[u32]| s.iter().map(|&b| f32::from_bits(b)).collect::<Vec<f32>>();
+        let (params, rest) = body.split_at(n.min(body.len()));
+        let optimizer = self.model.optimizer_state().map(|mine| {
+            let steps = rest.first().copied().unwrap_or(0);
+            let m_len = mine.m.len();
+            let moments = rest.get(1..).unwrap_or(&[]);
+            OptimizerState {
+                m: floats(&moments[..m_len.min(moments.len())]),
+                v: floats(moments.get(m_len..).unwrap_or(&[])),
+                steps: i32::try_from(steps).unwrap_or(-1),
             }
         });
-        Self {
-            requests: Some(requests),
-            results: Some(results),
-            thread: Some(thread),
-            pending: false,
+        self.model.set(floats(params), optimizer)?;
+        self.next_round = found;
+        Ok(())
+    }
+
+    /// The checkpoint of this party: model, optimizer, round, skipped rounds, and the
+    /// rounding generator's position.
+    pub fn state(&self) -> PartyState {
+        PartyState {
+            format: STATE_FORMAT,
+            run: self.federation.run,
+            party: self.id().0,
+            next_round: self.next_round.0,
+            params: self.model.params().to_vec(),
+            optimizer: self.model.optimizer_state(),
+            skipped: self.skipped.clone(),
+            rounding: super::client::RngState::of(&self.rounding),
         }
     }
 
-    /// Starts preparing the next update's encryption of zero (nothing in plain mode).
-    fn start(&mut self) {
-        if let Some(requests) = &self.requests {
-            self.pending = requests.send(()).is_ok();
+    /// Continues from `state` (input: checked against this party's run, id and model shape).
+    pub fn restore(&mut self, state: PartyState) -> Result<(), StateError> {
+        if state.run != self.federation.run {
+            return Err(StateError::Run {
+                expected: hex::encode(&self.federation.run[..8]),
+                found: hex::encode(&state.run[..8]),
+            });
         }
-    }
-
-    /// Waits for the preparation started last, if any (`Err` if it panicked).
-    fn finish(&mut self) -> Option<std::thread::Result<Preparation>> {
-        if !std::mem::take(&mut self.pending) {
-            return None;
+        if state.party != self.id().0 {
+            return Err(StateError::Party {
+                expected: self.id(),
+                found: PartyId(state.party),
+            });
         }
-        // The thread answers every request it received; it stops only when dropped.
-        self.results.as_ref()?.recv().ok()
+        self.model.set(state.params, state.optimizer)?;
+        self.next_round = Round(state.next_round);
+        self.skipped = state.skipped;
+        self.rounding = state.rounding.restore();
+        Ok(())
     }
-}
-
-impl Drop for Preparing {
-    fn drop(&mut self) {
-        self.requests = None;
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Exchange for Federated<'_> {
-    fn rounding(&self) -> Option<&ChaCha20Rng> {
-        Some(&self.rng)
-    }
-
-    fn checkpointed(&mut self, round: Round) {
-        self.uplink.keep_from(round);
-    }
-
-    fn aggregate<'a>(
-        &'a mut self,
-        round: Round,
-        update: &'a Update,
-        observer: &mut dyn Observer,
-    ) -> Result<Option<Cow<'a, [f32]>>, PartyError> {
-        self.finish_preparing(round)?;
-        let sealing = Instant::now();
-        let weight = update.samples as f32 / self.nominal;
-        let bytes = self
-            .envelope
-            .seal(
-                &update.values,
-                weight,
-                self.prepared.take(),
-                &mut self.rng,
-                &mut self.cost,
-            )
-            .map_err(|source| PartyError::Envelope { round, source })?;
-        self.overhead.seal_seconds += sealing.elapsed().as_secs_f64();
-        let uplink_error = |source| PartyError::Uplink { round, source };
-        let uplink = &mut *self.uplink;
-        let retry = self.retry;
-        let submitted = retry
-            .call(&format!("sending {round}"), observer, || {
-                uplink.submit(round, bytes.clone())
-            })
-            .map_err(uplink_error)?;
-        if let Submitted::Late(reason) = submitted {
-            observer.note(&format!("left out of {round}: {reason}"));
-        }
-        // The next round's encryption of zero, made while this round's sum is on its way.
-        self.preparing.start();
-        // After the connection broke the server may have restarted without this round's
-        // updates: send ours again before waiting (a refusal there is the fetch's to tell).
-        let mut resend = false;
-        let published = retry
-            .call(&format!("waiting for {round}"), observer, || {
-                if resend {
-                    uplink.submit(round, bytes.clone())?;
-                }
-                let fetched = uplink.fetch(round);
-                resend = fetched.as_ref().is_err_and(UplinkError::is_transient);
-                fetched
-            })
-            .map_err(uplink_error)?;
-        let opening = Instant::now();
-        let parties = u32::try_from(published.parties.len()).unwrap_or(u32::MAX);
-        let opened = self
-            .envelope
-            .open(&published.bytes, parties, &mut self.cost);
-        self.overhead.open_seconds += opening.elapsed().as_secs_f64();
-        match opened {
-            Ok(mean) => Ok(Some(Cow::Owned(mean))),
-            Err(EnvelopeError::Decode(invalid)) => {
-                let reason = format!("its sum is not a sum of valid updates: {invalid}");
-                let list: Vec<String> = published.parties.iter().map(|p| p.0.to_string()).collect();
-                observer.note(&format!(
-                    "skipped {round} (parties {}): {reason}",
-                    list.join(", ")
-                ));
-                if let Err(e) = self.uplink.skipped(round, &reason) {
-                    observer.note(&format!("could not tell the server about {round}: {e}"));
-                }
-                Ok(None)
-            }
-            Err(source) => Err(PartyError::Envelope { round, source }),
-        }
-    }
-}
-
-/// The training loop of every mode: `epochs` passes of `rounds_per_epoch` rounds, each
-/// computing the client's update, exchanging it for the round's aggregate and applying that;
-/// after each epoch, evaluation on `test` (if this party reports). Runs from
-/// `progress.next_round` (a resumed run) and, with `checkpoints`, saves one at every
-/// epoch's end and every `checkpoints.every` rounds.
-#[allow(clippy::too_many_arguments)]
-fn train(
-    config: &ValidConfig,
-    rounds_per_epoch: usize,
-    client: &mut Client,
-    test: Option<&Dataset>,
-    exchange: &mut dyn Exchange,
-    observer: &mut dyn Observer,
-    started: Instant,
-    progress: &mut Progress,
-    checkpoints: Option<&Checkpoints>,
-) -> Result<(), PartyError> {
-    let per_epoch = rounds_per_epoch as u64;
-    let total = per_epoch.saturating_mul(config.epochs as u64);
-    observer.start(config, total as usize);
-    let mut epoch_start = Instant::now();
-    if checkpoints.is_some() {
-        exchange.checkpointed(Round(progress.next_round));
-    }
-    while progress.next_round < total {
-        let round = Round(progress.next_round);
-        let update = client.compute_update(config.strategy, config.batch_size);
-        progress.loss_sum += f64::from(update.loss);
-        match exchange.aggregate(round, &update, observer)? {
-            Some(aggregate) => client.apply(config.strategy, &aggregate),
-            None => {
-                client.skip(config.strategy);
-                progress.skipped.push(round.0);
-            }
-        }
-        progress.next_round += 1;
-        observer.round(progress.next_round as usize);
-        let epoch_end = progress.next_round % per_epoch == 0;
-        if epoch_end {
-            if let Some(test) = test {
-                let eval = client.model().evaluate(test.images.view(), &test.labels);
-                let metrics = EpochMetrics {
-                    epoch: (progress.next_round / per_epoch) as usize,
-                    test_accuracy: eval.accuracy,
-                    test_loss: eval.loss,
-                    train_loss: progress.loss_sum / rounds_per_epoch as f64,
-                    wall_seconds: epoch_start.elapsed().as_secs_f64(),
-                    elapsed_seconds: started.elapsed().as_secs_f64(),
-                    rounds: rounds_per_epoch,
-                    epsilon: client.epsilon(config.batch_size),
-                };
-                observer.epoch(config, &metrics);
-                progress.epochs.push(metrics);
-            }
-            progress.loss_sum = 0.0;
-            epoch_start = Instant::now();
-        }
-        if let Some(checkpoints) = checkpoints {
-            if epoch_end || progress.next_round % checkpoints.every == 0 {
-                checkpoints.save(client, exchange.rounding(), progress)?;
-                exchange.checkpointed(Round(progress.next_round));
-            }
-        }
-    }
-    Ok(())
 }

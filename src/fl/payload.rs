@@ -11,7 +11,6 @@
 
 use crate::he::wire::le_word;
 use crate::he::{CompactVector, Expected, WireError};
-use crate::quant::FixedPoint;
 use rayon::prelude::*;
 
 /// A vector a server can parse from untrusted bytes, add up and send back, without a key.
@@ -58,8 +57,52 @@ pub enum PayloadError {
     #[error(transparent)]
     He(#[from] crate::he::HeError),
     /// A plain message failed validation.
-    #[error("malformed plain update: {0}")]
-    Plain(String),
+    #[error("malformed plain message: {0}")]
+    Plain(#[from] PlainError),
+    /// A message this run does not take at all (e.g. a model snapshot where the plan has
+    /// none).
+    #[error("unexpected message: {0}")]
+    Unexpected(&'static str),
+}
+
+/// Why a plain message ([`PlainSum`]) was refused: what was expected and what came.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PlainError {
+    /// Fewer bytes than the header.
+    #[error("{found} bytes, shorter than the {expected}-byte header")]
+    Short {
+        /// Bytes received.
+        found: usize,
+        /// The header's length.
+        expected: usize,
+    },
+    /// The first eight bytes are not the plain format's magic.
+    #[error("magic is not HEFLPLN1")]
+    Magic,
+    /// Another number of values.
+    #[error("{found} values, expected {expected}")]
+    Length {
+        /// Values the header announces (or the sum holds).
+        found: u64,
+        /// Values expected.
+        expected: u64,
+    },
+    /// A summand count of 0 or above the bound.
+    #[error("sums {found} updates, expected between 1 and {max}")]
+    Summands {
+        /// The header's count.
+        found: u32,
+        /// The most allowed.
+        max: u32,
+    },
+    /// A body of another size than the header announces.
+    #[error("body of {found} bytes, expected {expected}")]
+    Body {
+        /// Bytes after the header.
+        found: usize,
+        /// 8 per value.
+        expected: usize,
+    },
 }
 
 /// Fixed-point words sent in the clear (the `plain` privacy mode), with the number of
@@ -99,6 +142,16 @@ impl PlainSum {
         &self.words
     }
 
+    /// The (summed) words, taken.
+    pub fn into_words(self) -> Vec<u64> {
+        self.words
+    }
+
+    /// How many submissions are summed in.
+    pub fn summands(&self) -> u32 {
+        self.summands
+    }
+
     fn parse(bytes: &[u8], len: usize, max_summands: u32) -> Result<Self, PayloadError> {
         let (summands, body) = Self::validate(bytes, len, max_summands)?;
         Ok(Self {
@@ -108,34 +161,34 @@ impl PlainSum {
     }
 
     /// Checks a message's header and length; returns its summand count and body.
-    fn validate(bytes: &[u8], len: usize, max_summands: u32) -> Result<(u32, &[u8]), PayloadError> {
-        let bad = |m: String| PayloadError::Plain(m);
-        let header = bytes.get(..PLAIN_HEADER).ok_or_else(|| {
-            bad(format!(
-                "{} bytes, shorter than the {PLAIN_HEADER}-byte header",
-                bytes.len()
-            ))
+    fn validate(bytes: &[u8], len: usize, max_summands: u32) -> Result<(u32, &[u8]), PlainError> {
+        let header = bytes.get(..PLAIN_HEADER).ok_or(PlainError::Short {
+            found: bytes.len(),
+            expected: PLAIN_HEADER,
         })?;
         if &header[..8] != PLAIN_MAGIC {
-            return Err(bad("magic is not HEFLPLN1".into()));
+            return Err(PlainError::Magic);
         }
         let found_len = le_word(&header[8..16]);
         let summands = u32::from_le_bytes([header[16], header[17], header[18], header[19]]);
         if found_len != len as u64 {
-            return Err(bad(format!("{found_len} values, expected {len}")));
+            return Err(PlainError::Length {
+                found: found_len,
+                expected: len as u64,
+            });
         }
         if summands == 0 || summands > max_summands {
-            return Err(bad(format!(
-                "sums {summands} updates, expected between 1 and {max_summands}"
-            )));
+            return Err(PlainError::Summands {
+                found: summands,
+                max: max_summands,
+            });
         }
         let body = &bytes[PLAIN_HEADER..];
         if body.len() != len * 8 {
-            return Err(bad(format!(
-                "body of {} bytes, expected {} for {len} values",
-                body.len(),
-                len * 8
-            )));
+            return Err(PlainError::Body {
+                found: body.len(),
+                expected: len * 8,
+            });
         }
         Ok((summands, body))
     }
@@ -156,10 +209,11 @@ impl Summable for PlainSum {
 
     fn add_submission(&mut self, bytes: &[u8], len: &usize) -> Result<(), PayloadError> {
         if self.words.len() != *len {
-            return Err(PayloadError::Plain(format!(
-                "cannot add {len} values to a sum of {}",
-                self.words.len()
-            )));
+            return Err(PlainError::Length {
+                found: self.words.len() as u64,
+                expected: *len as u64,
+            }
+            .into());
         }
         let room = u32::MAX - self.summands;
         let (summands, body) = Self::validate(bytes, *len, room.min(1))?;
@@ -226,89 +280,4 @@ impl Summable for CompactVector {
     fn max_wire_len(expect: &Expected) -> usize {
         CompactVector::max_wire_len(expect)
     }
-}
-
-/// The weighted vector a client quantizes: `values * weight` followed by `weight`.
-///
-/// ```
-/// assert_eq!(hefl::fl::weighted(&[1.0, -2.0], 0.5), [0.5, -1.0, 0.5]);
-/// ```
-pub fn weighted(values: &[f32], weight: f32) -> Vec<f32> {
-    values
-        .iter()
-        .map(|v| v * weight)
-        .chain(std::iter::once(weight))
-        .collect()
-}
-
-/// Turns summed integers (the decoded aggregate of [`weighted`] vectors) into the weighted
-/// mean: every slot but the last divided by the last (the total weight).
-///
-/// Refuses a sum that `parties` valid updates cannot add up to: each party's weight is in
-/// (0, 1] and each of its values is clipped to [-c, c] before encoding, so the total weight
-/// must be in (0, parties] and every summed value within `parties`·c. Garbage from any party
-/// (random words under a well-formed header) fails these checks with overwhelming
-/// probability; the caller skips such a round.
-///
-/// ```
-/// use hefl::quant::FixedPoint;
-///
-/// let fp = FixedPoint::default();
-/// let sum = [fp.to_plaintext(3 << 16), fp.to_plaintext(2 << 16)];
-/// assert_eq!(hefl::fl::weighted_mean(&fp, &sum, 2)?, [1.5]);
-/// // A total weight of 3 cannot come from 2 parties:
-/// let sum = [fp.to_plaintext(3 << 16), fp.to_plaintext(3 << 16)];
-/// assert!(hefl::fl::weighted_mean(&fp, &sum, 2).is_err());
-/// # Ok::<(), hefl::fl::DecodeError>(())
-/// ```
-pub fn weighted_mean(fp: &FixedPoint, sum: &[u64], parties: u32) -> Result<Vec<f32>, DecodeError> {
-    let (weight, values) = sum.split_last().ok_or(DecodeError::Empty)?;
-    let total = fp.decode_sum(std::slice::from_ref(weight), parties)?[0];
-    let weight_units = i128::from(fp.from_plaintext(*weight));
-    let one = 1i128 << fp.params().frac_bits;
-    if weight_units <= 0 || weight_units > one * i128::from(parties) {
-        return Err(DecodeError::Weight { total, parties });
-    }
-    let bound =
-        u64::try_from(i128::from(fp.max_magnitude()) * i128::from(parties)).unwrap_or(u64::MAX);
-    if let Some(slot) = fp.first_beyond(values, bound) {
-        return Err(DecodeError::OutOfRange {
-            slot,
-            parties,
-            clip: fp.params().clip,
-        });
-    }
-    Ok(fp.decode_mean(values, parties, f64::from(total))?)
-}
-
-/// Why an aggregate could not be turned into a mean update: it cannot be a sum of valid
-/// updates.
-#[derive(Debug, thiserror::Error)]
-pub enum DecodeError {
-    /// The aggregate has no slots.
-    #[error("empty aggregate")]
-    Empty,
-    /// The summed weight is not what the parties' weights can add up to.
-    #[error("total weight is {total}, expected a number in (0, {parties}] for {parties} parties")]
-    Weight {
-        /// The decoded total weight.
-        total: f32,
-        /// Parties in the sum.
-        parties: u32,
-    },
-    /// A summed value beyond what the parties' clipped values can add up to.
-    #[error(
-        "value {slot} is beyond {parties} x {clip}, the most {parties} clipped updates add up to"
-    )]
-    OutOfRange {
-        /// Its index in the update.
-        slot: usize,
-        /// Parties in the sum.
-        parties: u32,
-        /// The clip bound c of one party's values.
-        clip: f32,
-    },
-    /// The fixed-point decoder refused.
-    #[error(transparent)]
-    Quant(#[from] crate::quant::QuantError),
 }

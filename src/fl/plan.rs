@@ -1,18 +1,19 @@
 //! The plan a server hands every party: the run's configuration and schedule.
 
 use super::config::{ConfigError, Field, Mode, Privacy, TrainConfig, ValidConfig, check_range};
+use super::party::Federation;
 use super::payload::{PlainSum, Summable};
+use super::rules::RoundRules;
+use super::server::PartyId;
 use crate::data::Partition;
 use crate::he::keys::KeyId;
 use crate::he::{CompactVector, Expected};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha2::{Digest, Sha256};
 use std::ops::Deref;
-use std::time::Duration;
 
 /// Longest run a plan may ask for, in rounds (a bound on untrusted input).
 pub const MAX_ROUNDS: u64 = 100_000_000;
-/// Longest round deadline a plan may set.
-pub const MAX_ROUND_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 /// What a server tells every party when it joins: the run's configuration and schedule.
 ///
@@ -27,23 +28,23 @@ pub struct Plan {
     /// In `he` mode, the public id of the key updates must be encrypted under.
     #[serde(with = "key_id_hex")]
     pub key_id: Option<KeyId>,
-    /// The server's round deadline.
-    #[serde(rename = "round_timeout_ms", with = "millis")]
-    pub round_timeout: Duration,
+    /// How rounds run: deadlines, the fewest parties in a sum, absences, what the server
+    /// keeps (in the plan's JSON at the top level, as `round_timeout_ms`, `min_parties`, ...).
+    #[serde(flatten)]
+    pub rules: RoundRules,
 }
 
 impl Plan {
     /// Rounds in the whole run.
     ///
     /// ```
-    /// use hefl::fl::{Plan, TrainConfig};
-    /// use std::time::Duration;
+    /// use hefl::fl::{Plan, RoundRules, TrainConfig};
     ///
     /// let plan = Plan {
     ///     config: TrainConfig { epochs: 2, ..TrainConfig::default() },
     ///     rounds_per_epoch: 313,
     ///     key_id: None,
-    ///     round_timeout: Duration::from_secs(30),
+    ///     rules: RoundRules::default(),
     /// };
     /// assert_eq!(plan.total_rounds(), 626);
     /// ```
@@ -51,33 +52,56 @@ impl Plan {
         (self.config.epochs as u64).saturating_mul(self.rounds_per_epoch as u64)
     }
 
+    /// The plan's fingerprint: the SHA-256 of its JSON. A public value computed from public
+    /// data (the plan every party receives), so it leaks nothing; checkpoints and model
+    /// snapshots carry it, and one of another plan is refused.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        // Serializing a plain struct of numbers and strings cannot fail.
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        Sha256::digest(&json).into()
+    }
+
     /// Checks a plan, the server's before it listens and the one a client receives (untrusted
     /// input) before anything is allocated from it: the configuration passes
-    /// [`TrainConfig::validate`] in federated mode, the schedule is bounded, and a key id is
-    /// given exactly when privacy is `he`.
+    /// [`TrainConfig::validate`] in federated mode, the schedule is bounded, the round rules
+    /// pass [`RoundRules::validate`], and a key id is given exactly when privacy is `he`.
     pub fn validate(&self) -> Result<ValidPlan, ConfigError> {
-        if self.config.mode != Mode::Federated {
+        let config = self.config.validate()?;
+        ValidPlan::new(config, self.rounds_per_epoch, self.key_id, self.rules)
+    }
+}
+
+/// A [`Plan`] that passed [`Plan::validate`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValidPlan {
+    plan: Plan,
+    config: ValidConfig,
+}
+
+impl ValidPlan {
+    /// The plan of an already validated configuration: checks the rest as
+    /// [`Plan::validate`] does (federated mode, the schedule, the rules, the key id).
+    pub fn new(
+        config: ValidConfig,
+        rounds_per_epoch: usize,
+        key_id: Option<KeyId>,
+        rules: RoundRules,
+    ) -> Result<Self, ConfigError> {
+        if config.mode != Mode::Federated {
             return Err(ConfigError::Invalid {
                 field: Field::Mode,
                 expected: "federated".into(),
-                found: self.config.mode.to_string(),
+                found: config.mode.to_string(),
             });
         }
-        let config = self.config.validate()?;
         check_range(
             Field::RoundsPerEpoch,
-            self.rounds_per_epoch,
+            rounds_per_epoch,
             1,
             (MAX_ROUNDS / config.epochs as u64) as usize,
         )?;
-        if self.round_timeout.is_zero() || self.round_timeout > MAX_ROUND_TIMEOUT {
-            return Err(ConfigError::Invalid {
-                field: Field::RoundTimeout,
-                expected: format!("more than 0 and at most {MAX_ROUND_TIMEOUT:?}"),
-                found: format!("{:?}", self.round_timeout),
-            });
-        }
-        match (config.privacy, self.key_id) {
+        rules.validate(config.parties as u32)?;
+        match (config.privacy, key_id) {
             (Privacy::He, None) => {
                 return Err(ConfigError::Needs {
                     field: Field::Privacy,
@@ -93,24 +117,56 @@ impl Plan {
             }
             _ => {}
         }
-        Ok(ValidPlan {
-            plan: self.clone(),
+        Ok(Self {
+            plan: Plan {
+                config: config.clone().into_inner(),
+                rounds_per_epoch,
+                key_id,
+                rules,
+            },
             config,
         })
     }
-}
 
-/// A [`Plan`] that passed [`Plan::validate`].
-#[derive(Clone, Debug, PartialEq)]
-pub struct ValidPlan {
-    plan: Plan,
-    config: ValidConfig,
-}
-
-impl ValidPlan {
     /// The validated configuration.
     pub fn config(&self) -> &ValidConfig {
         &self.config
+    }
+
+    /// What `party` knows of this federation: the [`Party`](super::Party) machine's
+    /// description.
+    pub fn federation(&self, party: PartyId) -> Result<Federation, ConfigError> {
+        let parties = self.config.parties as u32;
+        Ok(Federation {
+            party,
+            parties,
+            id_limit: parties,
+            min_parties: self.rules.min_parties(parties),
+            length: crate::model::param_count(&self.config.layers),
+            encoding: self.config.encoding()?,
+            privacy: self.config.privacy,
+            he: self.key_id.map(|key_id| (key_id, self.config.download)),
+            step: self.config.step(),
+            snapshot_every: Some(self.rules.snapshot_every),
+            run: self.fingerprint(),
+        })
+    }
+
+    /// What a server checks model snapshots against: in `he` the key id, length and widths
+    /// of a snapshot ([`Federation::snapshot_expected_he`]), else `None`.
+    pub fn snapshot_expected_he(&self) -> Result<Option<Expected>, ConfigError> {
+        self.federation(PartyId(0))?
+            .snapshot_expected_he()
+            .map_err(|e| ConfigError::Invalid {
+                field: Field::SnapshotEvery,
+                expected: "model snapshots whose widths fit".into(),
+                found: e.to_string(),
+            })
+    }
+
+    /// Slots of a model snapshot ([`Federation::snapshot_len`]).
+    pub fn snapshot_len(&self) -> Result<usize, ConfigError> {
+        Ok(self.federation(PartyId(0))?.snapshot_len())
     }
 
     /// Values on the wire per update: the model's parameters and the update's weight.
@@ -151,10 +207,9 @@ impl Deref for ValidPlan {
 /// Dirichlet shards have sizes only the data knows, so give `rounds_per_epoch` for them.
 ///
 /// ```
-/// use hefl::fl::{TrainConfig, plan_for};
-/// use std::time::Duration;
+/// use hefl::fl::{RoundRules, TrainConfig, plan_for};
 ///
-/// let plan = plan_for(&TrainConfig::default(), 60_000, None, None, Duration::from_secs(30))?;
+/// let plan = plan_for(&TrainConfig::default(), 60_000, None, None, RoundRules::default())?;
 /// assert_eq!(plan.rounds_per_epoch, 313);
 /// # Ok::<(), hefl::fl::ConfigError>(())
 /// ```
@@ -163,7 +218,7 @@ pub fn plan_for(
     train_size: usize,
     rounds_per_epoch: Option<usize>,
     key_id: Option<KeyId>,
-    round_timeout: Duration,
+    rules: RoundRules,
 ) -> Result<ValidPlan, ConfigError> {
     let config = TrainConfig {
         mode: Mode::Federated,
@@ -187,7 +242,7 @@ pub fn plan_for(
         config,
         rounds_per_epoch,
         key_id,
-        round_timeout,
+        rules,
     }
     .validate()
 }
@@ -204,20 +259,5 @@ mod key_id_hex {
         Option::<String>::deserialize(d)?
             .map(|text| text.parse().map_err(serde::de::Error::custom))
             .transpose()
-    }
-}
-
-/// A duration as whole milliseconds in JSON.
-mod millis {
-    use super::*;
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        u64::try_from(d.as_millis())
-            .unwrap_or(u64::MAX)
-            .serialize(s)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        u64::deserialize(d).map(Duration::from_millis)
     }
 }

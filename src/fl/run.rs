@@ -3,39 +3,19 @@
 //! loop against the hub through a [`HubUplink`].
 
 use super::client::Client;
-use super::config::{Mode, Privacy, TrainConfig, ValidConfig};
+use super::config::{Mode, Privacy, TrainConfig};
+use super::driver::{Member, PartyOptions, run_alone};
 use super::error::{PartyError, TrainError, UplinkError};
-use super::hub::{Hub, HubEvent, HubRules, HubUplink};
+use super::hub::{Hub, HubEvent, HubUplink};
 use super::metrics::{Observer, RunMetrics};
-use super::party::PartyOptions;
-use super::party::{run_alone, run_client};
-use super::plan::Plan;
+use super::plan::ValidPlan;
+use super::rules::RoundRules;
 use super::server::PartyId;
 use super::setup::{Setup, setup};
 use crate::data::Mnist;
 use crate::he::keys::SecretKey;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-/// How the server of a federation run in one process runs its rounds: as a deployment's
-/// `hefl serve --round-timeout T --min-parties N ...`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RoundRules {
-    /// Time from a round's opening to its deadline.
-    pub round_timeout: Duration,
-    /// Who rounds wait for and when the server gives up ([`HubRules`]).
-    pub hub: HubRules,
-}
-
-impl Default for RoundRules {
-    /// All parties in every round, a 30-second deadline, the default [`HubRules`].
-    fn default() -> Self {
-        Self {
-            round_timeout: Duration::from_secs(30),
-            hub: HubRules::default(),
-        }
-    }
-}
+use std::time::Instant;
 
 /// Trains as `config` says on `data`, evaluating on the test set after every epoch, and
 /// reports progress to `observer`, with the default [`RoundRules`].
@@ -54,7 +34,7 @@ pub fn run(
 }
 
 /// [`run`] with the server's round rules given: a simulation of a deployment whose parties
-/// all run here.
+/// all run here (`rules` act as `hefl serve`'s: deadlines, `min_parties`, absences).
 pub fn run_with(
     config: &TrainConfig,
     rules: RoundRules,
@@ -75,7 +55,17 @@ pub fn run_with(
             check_finite(PartyId(0), &metrics.final_params)?;
             Ok(metrics)
         }
-        Mode::Federated => federate(&config, rules, clients, &test, key, observer, started),
+        Mode::Federated => {
+            let key_id = match (config.privacy, &key) {
+                (Privacy::He, None) => return Err(TrainError::MissingKey),
+                (Privacy::He, Some(key)) => Some(key.key_id()),
+                (Privacy::Plain | Privacy::Dp, _) => None,
+            };
+            let largest = clients.iter().map(Client::num_samples).max().unwrap_or(0);
+            let rounds_per_epoch = config.rounds_per_epoch(largest);
+            let plan = ValidPlan::new(config, rounds_per_epoch, key_id, rules)?;
+            federate(&plan, clients, &test, key, observer, started)
+        }
     }
 }
 
@@ -100,33 +90,19 @@ fn party_error(party: PartyId, error: PartyError) -> TrainError {
 }
 
 fn federate(
-    config: &ValidConfig,
-    rules: RoundRules,
+    plan: &ValidPlan,
     clients: Vec<Client>,
     test: &crate::data::Dataset,
     key: Option<Arc<SecretKey>>,
     observer: &mut dyn Observer,
     started: Instant,
 ) -> Result<RunMetrics, TrainError> {
-    let key_id = match (config.privacy, &key) {
-        (Privacy::He, None) => return Err(TrainError::MissingKey),
-        (Privacy::He, Some(key)) => Some(key.key_id()),
-        (Privacy::Plain | Privacy::Dp, _) => None,
-    };
-    let largest = clients.iter().map(Client::num_samples).max().unwrap_or(0);
     let party_samples: Vec<usize> = clients.iter().map(Client::num_samples).collect();
-    let plan = Plan {
-        config: config.clone().into_inner(),
-        rounds_per_epoch: config.rounds_per_epoch(largest),
-        key_id,
-        round_timeout: rules.round_timeout,
-    }
-    .validate()?;
     let notes = Arc::new(Mutex::new(Vec::<String>::new()));
     let hub = {
         let notes = Arc::clone(&notes);
         Arc::new(
-            Hub::new(plan.clone(), rules.hub, move |event: &HubEvent| {
+            Hub::new(plan.clone(), move |event: &HubEvent| {
                 // Epoch ends are the observer's own epoch lines here; short rounds are news.
                 if let HubEvent::ShortRound { .. } = event {
                     let mut notes = notes.lock().unwrap_or_else(|p| p.into_inner());
@@ -138,6 +114,7 @@ fn federate(
     };
 
     // Party 0 runs on this thread and reports to `observer`; the others on their own.
+    let options = PartyOptions::default();
     let mut clients = clients.into_iter();
     let first = clients
         .next()
@@ -145,20 +122,20 @@ fn federate(
     let results = std::thread::scope(|scope| {
         let others: Vec<_> = clients
             .map(|client| {
-                let (hub, key, plan) = (Arc::clone(&hub), key.clone(), &plan);
+                let (hub, key) = (Arc::clone(&hub), key.clone());
                 let party = client.id();
+                let options = &options;
                 let handle = scope.spawn(move || {
                     let mut uplink = HubUplink::new(Arc::clone(&hub), party);
-                    let result = run_client(
+                    let member = Member {
                         plan,
                         client,
-                        None,
+                        test: None,
                         key,
-                        &mut uplink,
-                        &mut (),
-                        &PartyOptions::default(),
+                        options,
                         started,
-                    );
+                    };
+                    let result = member.run(&mut uplink, &mut ());
                     if result.is_err() {
                         hub.stop();
                     }
@@ -168,16 +145,15 @@ fn federate(
             })
             .collect();
         let mut uplink = HubUplink::new(Arc::clone(&hub), PartyId(0));
-        let first = run_client(
-            &plan,
-            first,
-            Some(test),
-            key.clone(),
-            &mut uplink,
-            observer,
-            &PartyOptions::default(),
+        let member = Member {
+            plan,
+            client: first,
+            test: Some(test),
+            key: key.clone(),
+            options: &options,
             started,
-        );
+        };
+        let first = member.run(&mut uplink, observer);
         if first.is_err() {
             hub.stop();
         }

@@ -9,10 +9,11 @@
 
 use super::config::{ConfigError, Field, MAX_PARTIES, check_range};
 use super::payload::{PayloadError, Summable};
+use super::rules::RoundRules;
 use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// A party's index, `0..parties`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -31,85 +32,6 @@ pub struct Round(pub u64);
 impl fmt::Display for Round {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "round {}", self.0)
-    }
-}
-
-/// Most published aggregates a server keeps by default.
-pub const DEFAULT_KEEP_ROUNDS: usize = 64;
-/// Missed rounds in a row after which a party is gone, by default.
-pub const DEFAULT_ABSENT_AFTER: u32 = 3;
-
-/// How a server runs its rounds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ServerConfig {
-    /// Parties in the federation, with ids `0..parties`.
-    pub parties: u32,
-    /// A round closes at its deadline only if at least this many parties submitted.
-    pub min_parties: u32,
-    /// Time from a round's opening to its deadline.
-    pub round_timeout: Duration,
-    /// Most published aggregates kept for parties that fall behind (a memory bound). An
-    /// aggregate is dropped sooner, once every party not [gone](Server::is_gone) has
-    /// fetched it.
-    pub keep_rounds: usize,
-    /// A party that missed this many rounds in a row is gone: rounds stop waiting for it
-    /// (and keeping aggregates for it) until it submits on time again.
-    pub absent_after: u32,
-}
-
-impl ServerConfig {
-    /// Refuses a federation without parties, a `min_parties` outside `1..=parties`, a zero
-    /// deadline, and keeping no published round.
-    ///
-    /// ```
-    /// use hefl::fl::{Field, ServerConfig};
-    ///
-    /// let bad = ServerConfig { min_parties: 4, ..ServerConfig::new(3) };
-    /// assert_eq!(bad.validate().unwrap_err().field(), Field::MinParties);
-    /// ```
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let parties = self.parties as usize;
-        check_range(Field::Parties, parties, 1, MAX_PARTIES)?;
-        check_range(Field::MinParties, self.min_parties as usize, 1, parties)?;
-        if self.round_timeout.is_zero() {
-            return Err(ConfigError::Invalid {
-                field: Field::RoundTimeout,
-                expected: "a positive duration".into(),
-                found: "0".into(),
-            });
-        }
-        if self.absent_after == 0 {
-            return Err(ConfigError::Invalid {
-                field: Field::AbsentAfter,
-                expected: "at least one missed round".into(),
-                found: "0".into(),
-            });
-        }
-        if self.keep_rounds == 0 {
-            return Err(ConfigError::Invalid {
-                field: Field::KeepRounds,
-                expected: "at least one published round kept".into(),
-                found: "0".into(),
-            });
-        }
-        Ok(())
-    }
-
-    /// All `parties` required, a 30-second deadline, at most 64 aggregates kept, a party
-    /// gone after 3 missed rounds in a row.
-    ///
-    /// ```
-    /// let c = hefl::fl::ServerConfig::new(3);
-    /// assert_eq!((c.parties, c.min_parties), (3, 3));
-    /// ```
-    pub fn new(parties: u32) -> Self {
-        Self {
-            parties,
-            min_parties: parties,
-            round_timeout: Duration::from_secs(30),
-            keep_rounds: DEFAULT_KEEP_ROUNDS,
-            absent_after: DEFAULT_ABSENT_AFTER,
-        }
     }
 }
 
@@ -170,9 +92,10 @@ pub enum Refusal {
         /// The open round.
         current: Round,
     },
-    /// The aggregate asked for is no longer kept: the asking party missed it.
+    /// The aggregate asked for is no longer kept: the asking party missed it (it resyncs
+    /// from the latest model snapshot).
     #[error(
-        "no aggregate for {asked}: it was dropped (the server is on {current}; it keeps a sum until every party not gone has fetched it, and at most {kept}). This party cannot catch up: restart it from a checkpoint (--state-dir) newer than {asked}, or leave it out of this federation"
+        "no aggregate for {asked}: it was dropped (the server is on {current}; it keeps the sums since the latest model snapshot and those a party may still ask for, at most {kept})"
     )]
     NoSuchAggregate {
         /// The round asked for.
@@ -181,6 +104,79 @@ pub enum Refusal {
         current: Round,
         /// Most rounds kept.
         kept: usize,
+    },
+    /// A model snapshot for a round that is not closed yet, or not newer than the one kept.
+    #[error("model snapshot for {sent} refused: {reason}")]
+    Snapshot {
+        /// The round the snapshot is of.
+        sent: Round,
+        /// Why: the round it names is still to come, or not newer than the kept one.
+        reason: SnapshotRefusal,
+    },
+    /// No model snapshot has been uploaded yet (or the plan has none).
+    #[error("no model snapshot yet (the server is on {current})")]
+    NoSnapshot {
+        /// The open round.
+        current: Round,
+    },
+}
+
+/// Why a model snapshot was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotRefusal {
+    /// The round it is of has not been reached: a snapshot of the model before round r can
+    /// exist only once round r - 1 is published.
+    #[error("the server is only on {current}")]
+    Ahead {
+        /// The open round.
+        current: Round,
+    },
+    /// A snapshot of the same or a later round is already kept.
+    #[error("the server keeps one of {kept} already")]
+    Stale {
+        /// The round of the kept snapshot.
+        kept: Round,
+    },
+}
+
+/// Why a server's saved state was refused ([`Server::restore`]): it is input, read back from a
+/// file.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// The rules do not validate.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Per-party entries for another number of parties.
+    #[error("state for {found} parties, expected {expected}")]
+    Parties {
+        /// Parties in the federation.
+        expected: usize,
+        /// Entries in the state.
+        found: usize,
+    },
+    /// The kept sums are not in ascending order before the open round.
+    #[error("kept sums out of order at {0}")]
+    Order(Round),
+    /// A kept sum names a party the federation does not have.
+    #[error("{0} names a party this federation does not have")]
+    UnknownParty(Round),
+    /// A kept sum, or the model snapshot, does not parse as what the plan produces.
+    #[error("the kept {what} of {round}: {source}")]
+    Payload {
+        /// "sum" or "model snapshot".
+        what: &'static str,
+        /// Its round.
+        round: Round,
+        /// What is wrong with it.
+        source: PayloadError,
+    },
+    /// The open round is beyond the run's last.
+    #[error("open round {found}, beyond the run's {total} rounds")]
+    Beyond {
+        /// The saved open round.
+        found: Round,
+        /// Rounds in the run.
+        total: u64,
     },
 }
 
@@ -195,12 +191,36 @@ impl Refusal {
     pub fn is_late(&self) -> bool {
         matches!(self, Self::WrongRound { sent, current } if sent < current)
     }
+
+    /// What a refused submission means to its sender when it is not an error: late (the
+    /// round closed without it) or already in.
+    pub fn submitted(&self) -> Option<super::uplink::Submitted> {
+        use super::uplink::Submitted;
+        match self {
+            Self::WrongRound { sent, current } if sent < current => {
+                Some(Submitted::Late { open: *current })
+            }
+            Self::Duplicate { .. } => Some(Submitted::AlreadyIn),
+            _ => None,
+        }
+    }
 }
 
-/// A server's state between rounds: what its checkpoint holds ([`Server::snapshot`]). The
+/// One party's model, sealed as the plan says (encrypted in `he` mode), as it stood before
+/// `round`: what a party too far behind resyncs from (see
+/// [`RoundRules::snapshot_every`](super::RoundRules::snapshot_every)).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelSnapshot {
+    /// The first round whose sum is not applied in it.
+    pub round: Round,
+    /// The sealed bytes (shared, not copied, per reader).
+    pub bytes: Arc<Vec<u8>>,
+}
+
+/// A server's state between rounds: what its checkpoint holds ([`Server::state`]). The
 /// open round's submissions are not in it: after a restart the parties send them again.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ServerSnapshot {
+pub struct ServerState {
     /// The open round.
     pub round: Round,
     /// Rounds each party missed in a row.
@@ -211,6 +231,8 @@ pub struct ServerSnapshot {
     pub keep_from: Vec<u64>,
     /// The sums still kept.
     pub published: Vec<Published>,
+    /// The latest model snapshot, if one was uploaded.
+    pub model_snapshot: Option<ModelSnapshot>,
 }
 
 /// Runs rounds over payloads of type `S`: collects one update per party, folds them,
@@ -219,15 +241,15 @@ pub struct ServerSnapshot {
 /// A state machine with no clock of its own and no I/O: transports call
 /// [`Server::submit`] with the bytes a party sent, [`Server::tick`] with the time, and
 /// [`Server::aggregate`] when a party asks for a round's sum. It holds no key and no model,
-/// and as a `Server<EncryptedVector>` (the `he` mode) nothing it holds can be anything but
+/// and as a `Server<CompactVector>` (the `he` mode) nothing it holds can be anything but
 /// ciphertext: no field, argument or method lets a plaintext vector or a key reach it.
 ///
 /// ```
-/// use hefl::fl::{PartyId, PlainSum, Round, Server, ServerConfig, Summable};
+/// use hefl::fl::{PartyId, PlainSum, Round, RoundRules, Server, Summable};
 /// use std::time::Instant;
 ///
 /// let now = Instant::now();
-/// let mut server = Server::<PlainSum>::new(ServerConfig::new(2), 3, now)?;
+/// let mut server = Server::<PlainSum>::new(2, RoundRules::default(), 3, now)?;
 /// server.submit(PartyId(0), Round(0), &PlainSum::fresh(vec![1, 2, 3]).to_bytes(), now)?;
 /// assert!(server.aggregate(Round(0))?.is_none()); // still waiting for party 1
 /// server.submit(PartyId(1), Round(0), &PlainSum::fresh(vec![10, 20, 30]).to_bytes(), now)?;
@@ -239,8 +261,11 @@ pub struct ServerSnapshot {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Server<S: Summable> {
-    config: ServerConfig,
+    parties: u32,
+    rules: RoundRules,
     expect: S::Expect,
+    /// What a model snapshot is checked against (`None`: snapshots are refused).
+    snapshot_expect: Option<S::Expect>,
     round: Round,
     /// When the open round opened; `None` before the first round's clock starts
     /// ([`Server::waiting`]).
@@ -256,93 +281,145 @@ pub struct Server<S: Summable> {
     waiting_for: usize,
     sum: Option<S>,
     published: VecDeque<Published>,
+    model_snapshot: Option<ModelSnapshot>,
 }
 
 impl<S: Summable> Server<S> {
-    /// A server whose first round opens at `now`; submissions are checked against `expect`.
-    pub fn new(config: ServerConfig, expect: S::Expect, now: Instant) -> Result<Self, ConfigError> {
-        let mut server = Self::waiting(config, expect)?;
+    /// A server of `parties` whose first round opens at `now`; submissions are checked
+    /// against `expect`.
+    pub fn new(
+        parties: u32,
+        rules: RoundRules,
+        expect: S::Expect,
+        now: Instant,
+    ) -> Result<Self, ConfigError> {
+        let mut server = Self::waiting(parties, rules, expect)?;
         server.start(now);
         Ok(server)
     }
 
     /// A server whose first round's clock has not started: it takes submissions, but round
     /// 0 closes only with every party until [`Server::start`] (so a deadline cannot pass
-    /// before the parties have joined).
-    pub fn waiting(config: ServerConfig, expect: S::Expect) -> Result<Self, ConfigError> {
-        config.validate()?;
-        let parties = config.parties as usize;
+    /// before the parties have joined). Refuses `rules` that do not validate for `parties`.
+    pub fn waiting(
+        parties: u32,
+        rules: RoundRules,
+        expect: S::Expect,
+    ) -> Result<Self, ConfigError> {
+        check_range(Field::Parties, parties as usize, 1, MAX_PARTIES)?;
+        rules.validate(parties)?;
+        let count = parties as usize;
         Ok(Self {
-            config,
+            parties,
+            rules,
             expect,
+            snapshot_expect: None,
             round: Round(0),
             opened: None,
             submitted: BTreeSet::new(),
-            missed: vec![0; parties],
-            next_fetch: vec![0; parties],
-            keep_from: vec![0; parties],
-            waiting_for: parties,
+            missed: vec![0; count],
+            next_fetch: vec![0; count],
+            keep_from: vec![0; count],
+            waiting_for: count,
             sum: None,
             published: VecDeque::new(),
+            model_snapshot: None,
         })
     }
 
+    /// Takes model snapshots checked against `expect` ([`Server::put_snapshot`]); without
+    /// this a server refuses them.
+    pub fn with_snapshots(mut self, expect: S::Expect) -> Self {
+        self.snapshot_expect = Some(expect);
+        self
+    }
+
     /// The state between rounds, for a checkpoint.
-    pub fn snapshot(&self) -> ServerSnapshot {
-        ServerSnapshot {
+    pub fn state(&self) -> ServerState {
+        ServerState {
             round: self.round,
             missed: self.missed.clone(),
             next_fetch: self.next_fetch.clone(),
             keep_from: self.keep_from.clone(),
             published: self.published.iter().cloned().collect(),
+            model_snapshot: self.model_snapshot.clone(),
         }
     }
 
-    /// A server that continues from `snapshot` (its open round starting afresh at `now`),
-    /// checking it as input: one entry per party, kept sums before the open round, in
-    /// order, each a valid sum of its parties' updates under `expect`.
+    /// Continues from `state` (the open round starting afresh at `now`), checking it as
+    /// input (a refused state changes nothing): one entry per party, kept sums before the open round, in order, each a valid
+    /// sum of its parties' updates, the model snapshot valid, and the open round at most
+    /// `total_rounds`.
     pub fn restore(
-        config: ServerConfig,
-        expect: S::Expect,
-        snapshot: ServerSnapshot,
+        &mut self,
+        state: ServerState,
+        total_rounds: u64,
         now: Instant,
-    ) -> Result<Self, String> {
-        let mut server = Self::waiting(config, expect).map_err(|e| e.to_string())?;
-        let parties = config.parties as usize;
-        if snapshot.missed.len() != parties
-            || snapshot.next_fetch.len() != parties
-            || snapshot.keep_from.len() != parties
-        {
-            return Err(format!(
-                "state for another number of parties, expected {parties}"
-            ));
+    ) -> Result<(), RestoreError> {
+        let parties = self.parties as usize;
+        for found in [
+            state.missed.len(),
+            state.next_fetch.len(),
+            state.keep_from.len(),
+        ] {
+            if found != parties {
+                return Err(RestoreError::Parties {
+                    expected: parties,
+                    found,
+                });
+            }
+        }
+        if state.round.0 > total_rounds {
+            return Err(RestoreError::Beyond {
+                found: state.round,
+                total: total_rounds,
+            });
         }
         let mut previous: Option<Round> = None;
-        for published in &snapshot.published {
-            if published.round >= snapshot.round || previous.is_some_and(|p| p >= published.round) {
-                return Err(format!("kept sums out of order at {}", published.round));
+        for published in &state.published {
+            if published.round >= state.round || previous.is_some_and(|p| p >= published.round) {
+                return Err(RestoreError::Order(published.round));
             }
             previous = Some(published.round);
-            let summed = u32::try_from(published.parties.len()).unwrap_or(u32::MAX);
-            if published.parties.iter().any(|p| p.0 >= config.parties) {
-                return Err(format!(
-                    "{} names a party this federation does not have",
-                    published.round
-                ));
+            if published.parties.iter().any(|p| p.0 >= self.parties) {
+                return Err(RestoreError::UnknownParty(published.round));
             }
-            S::parse_aggregate(&published.bytes, &server.expect, summed)
-                .map_err(|e| format!("the kept sum of {}: {e}", published.round))?;
+            let summed = u32::try_from(published.parties.len()).unwrap_or(u32::MAX);
+            S::parse_aggregate(&published.bytes, &self.expect, summed).map_err(|source| {
+                RestoreError::Payload {
+                    what: "sum",
+                    round: published.round,
+                    source,
+                }
+            })?;
         }
-        server.round = snapshot.round;
-        server.missed = snapshot.missed;
-        server.next_fetch = snapshot.next_fetch;
-        server.keep_from = snapshot.keep_from;
-        server.published = snapshot.published.into();
-        server.waiting_for = (0..config.parties)
-            .filter(|&p| !server.is_gone(PartyId(p)))
+        if let Some(snapshot) = &state.model_snapshot {
+            let refused = |source| RestoreError::Payload {
+                what: "model snapshot",
+                round: snapshot.round,
+                source,
+            };
+            let expect = self.snapshot_expect.as_ref().ok_or_else(|| {
+                refused(PayloadError::Unexpected(
+                    "a model snapshot in a run that has none",
+                ))
+            })?;
+            if snapshot.round > state.round {
+                return Err(RestoreError::Order(snapshot.round));
+            }
+            S::parse_submission(&snapshot.bytes, expect).map_err(refused)?;
+        }
+        self.round = state.round;
+        self.missed = state.missed;
+        self.next_fetch = state.next_fetch;
+        self.keep_from = state.keep_from;
+        self.published = state.published.into();
+        self.model_snapshot = state.model_snapshot;
+        self.waiting_for = (0..self.parties)
+            .filter(|&p| !self.is_gone(PartyId(p)))
             .count();
-        server.start(now);
-        Ok(server)
+        self.start(now);
+        Ok(())
     }
 
     /// Starts the open round's clock at `now` (once; later calls change nothing).
@@ -356,12 +433,12 @@ impl<S: Summable> Server<S> {
         self.opened.is_some()
     }
 
-    /// Whether `party` missed [`ServerConfig::absent_after`] rounds in a row: rounds do
-    /// not wait for it, nor keep aggregates for it, until it submits on time again.
+    /// Whether `party` missed [`RoundRules::absent_after`] rounds in a row: rounds do not
+    /// wait for it, nor keep aggregates for it, until it submits on time again.
     pub fn is_gone(&self, party: PartyId) -> bool {
         self.missed
             .get(party.0 as usize)
-            .is_some_and(|&m| m >= self.config.absent_after)
+            .is_some_and(|&m| m >= self.rules.absent_after)
     }
 
     /// Rounds `party` missed in a row.
@@ -376,7 +453,8 @@ impl<S: Summable> Server<S> {
 
     /// Notes that `party` fetched `round`'s sum and may still ask for the sums from
     /// `keep_from` on (its last checkpoint; `None`: none before `round + 1`). A sum is
-    /// dropped once no party that is not gone may ask for it.
+    /// dropped once no party that is not gone may ask for it and a model snapshot newer than
+    /// it is kept (or [`RoundRules::keep_rounds`] newer sums are).
     pub fn fetched(&mut self, party: PartyId, round: Round, keep_from: Option<Round>) {
         let p = party.0 as usize;
         if let (Some(next), Some(keep)) = (self.next_fetch.get_mut(p), self.keep_from.get_mut(p)) {
@@ -387,20 +465,32 @@ impl<S: Summable> Server<S> {
     }
 
     fn drop_fetched(&mut self) {
+        // The sums since the latest snapshot stay: a party resyncing from it applies them.
+        let since_snapshot = match (&self.snapshot_expect, &self.model_snapshot) {
+            (None, _) => u64::MAX,
+            (Some(_), Some(snapshot)) => snapshot.round.0,
+            (Some(_), None) => 0,
+        };
         while let Some(oldest) = self.published.front() {
-            let needed = (0..self.config.parties)
-                .map(PartyId)
-                .any(|p| !self.is_gone(p) && self.keep_from[p.0 as usize] <= oldest.round.0);
-            if needed && self.published.len() <= self.config.keep_rounds {
+            let needed = oldest.round.0 >= since_snapshot
+                || (0..self.parties)
+                    .map(PartyId)
+                    .any(|p| !self.is_gone(p) && self.keep_from[p.0 as usize] <= oldest.round.0);
+            if needed && self.published.len() <= self.rules.keep_rounds {
                 break;
             }
             self.published.pop_front();
         }
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &ServerConfig {
-        &self.config
+    /// The parties in the federation.
+    pub fn parties(&self) -> u32 {
+        self.parties
+    }
+
+    /// The rules the rounds run by.
+    pub fn rules(&self) -> &RoundRules {
+        &self.rules
     }
 
     /// What submissions are checked against.
@@ -415,12 +505,22 @@ impl<S: Summable> Server<S> {
 
     /// When the open round's deadline passes (`None` before the clock starts).
     pub fn deadline(&self) -> Option<Instant> {
-        self.opened.map(|opened| opened + self.config.round_timeout)
+        self.opened.map(|opened| opened + self.rules.round_timeout)
     }
 
     /// Parties that have submitted to the open round so far.
     pub fn submitted(&self) -> impl Iterator<Item = PartyId> + '_ {
         self.submitted.iter().copied()
+    }
+
+    fn check_party(&self, party: PartyId) -> Result<(), Refusal> {
+        if party.0 >= self.parties {
+            return Err(Refusal::UnknownParty {
+                party,
+                parties: self.parties,
+            });
+        }
+        Ok(())
     }
 
     /// Validates and folds one party's update into the open round; closes the round when
@@ -432,12 +532,7 @@ impl<S: Summable> Server<S> {
         bytes: &[u8],
         now: Instant,
     ) -> Result<(), Refusal> {
-        if party.0 >= self.config.parties {
-            return Err(Refusal::UnknownParty {
-                party,
-                parties: self.config.parties,
-            });
-        }
+        self.check_party(party)?;
         if round != self.round {
             return Err(Refusal::WrongRound {
                 sent: round,
@@ -468,6 +563,57 @@ impl<S: Summable> Server<S> {
         Ok(())
     }
 
+    /// Validates and keeps `party`'s model snapshot of the model before `round` (which must
+    /// be closed: `round` at most the open round) if it is newer than the one kept. A refused
+    /// snapshot changes nothing.
+    pub fn put_snapshot(
+        &mut self,
+        party: PartyId,
+        round: Round,
+        bytes: &[u8],
+    ) -> Result<(), Refusal> {
+        self.check_party(party)?;
+        let refused = |reason| Refusal::Snapshot {
+            sent: round,
+            reason,
+        };
+        if round > self.round {
+            return Err(refused(SnapshotRefusal::Ahead {
+                current: self.round,
+            }));
+        }
+        if let Some(kept) = &self.model_snapshot
+            && kept.round >= round
+        {
+            return Err(refused(SnapshotRefusal::Stale { kept: kept.round }));
+        }
+        let Some(expect) = &self.snapshot_expect else {
+            return Err(Refusal::Payload {
+                party,
+                round,
+                source: PayloadError::Unexpected("a model snapshot: this run takes none"),
+            });
+        };
+        S::parse_submission(bytes, expect).map_err(|source| Refusal::Payload {
+            party,
+            round,
+            source,
+        })?;
+        self.model_snapshot = Some(ModelSnapshot {
+            round,
+            bytes: Arc::new(bytes.to_vec()),
+        });
+        self.drop_fetched();
+        Ok(())
+    }
+
+    /// The latest model snapshot.
+    pub fn snapshot(&self) -> Result<ModelSnapshot, Refusal> {
+        self.model_snapshot.clone().ok_or(Refusal::NoSnapshot {
+            current: self.round,
+        })
+    }
+
     /// Lets time pass: closes the open round if its deadline has passed and at least
     /// `min_parties` have submitted. Returns whether a round closed.
     pub fn tick(&mut self, now: Instant) -> bool {
@@ -493,14 +639,14 @@ impl<S: Summable> Server<S> {
             .ok_or(Refusal::NoSuchAggregate {
                 asked: round,
                 current: self.round,
-                kept: self.config.keep_rounds,
+                kept: self.rules.keep_rounds,
             })
     }
 
     fn close_if_ready(&mut self, now: Instant) -> bool {
-        let enough = self.submitted.len() >= self.config.min_parties as usize;
+        let enough = self.submitted.len() >= self.rules.min_parties(self.parties) as usize;
         let due = self.deadline().is_some_and(|deadline| now >= deadline);
-        let everyone = self.submitted.len() == self.config.parties as usize;
+        let everyone = self.submitted.len() == self.parties as usize;
         if !(everyone || (enough && self.is_started() && (self.waiting_for == 0 || due))) {
             return false;
         }
@@ -515,7 +661,7 @@ impl<S: Summable> Server<S> {
                 *missed = missed.saturating_add(1);
             }
         }
-        self.waiting_for = (0..self.config.parties)
+        self.waiting_for = (0..self.parties)
             .filter(|&p| !self.is_gone(PartyId(p)))
             .count();
         let parties: Vec<PartyId> = submitted.into_iter().collect();

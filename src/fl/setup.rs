@@ -1,21 +1,16 @@
 //! Turning a validated configuration and the data into the parties' starting state: shards,
-//! clients on the common initial model, the test set, the fixed-point encoding and each
-//! party's envelope.
+//! clients on the common initial model, the test set, and each party's rounding generator.
 
 use super::client::Client;
 use super::config::{ConfigError, Field, Mode, Privacy, TrainConfig, ValidConfig};
-use super::envelope::Envelope;
-use super::error::{PartyError, TrainError};
+use super::error::TrainError;
 use super::server::PartyId;
 use crate::data::{Dataset, Mnist, partition};
 use crate::dp::InputDp;
 use crate::he::SecureRng;
-use crate::he::keys::{KeyId, SecretKey};
 use crate::model::Mlp;
-use crate::quant::FixedPoint;
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
-use std::sync::Arc;
 
 /// The parties' clients (all on the seeded initial model) and the test set.
 pub(crate) struct Setup {
@@ -97,40 +92,10 @@ fn shard_indices(config: &TrainConfig, train: &Dataset) -> Result<Vec<Vec<usize>
     })
 }
 
-/// The fixed-point encoding of a federation of `config` ([`TrainConfig::fixed_point`]).
-pub(crate) fn fixed_point(config: &ValidConfig) -> Result<FixedPoint, TrainError> {
-    Ok(config.fixed_point()?)
-}
-
 /// The generator of a party's stochastic rounding: seeded by the run's seed and the party,
 /// so that the same run quantizes the same way in every privacy mode and every transport.
 pub(crate) fn rounding_rng(seed: u64, party: PartyId) -> ChaCha20Rng {
     ChaCha20Rng::seed_from_u64(seed ^ 0x0F1D_ED00 ^ (u64::from(party.0) << 32))
-}
-
-/// A party's envelope for a federation of `config`: plain words, or ciphertexts under `key`,
-/// which must be the key `key_id` names.
-pub(crate) fn envelope(
-    config: &ValidConfig,
-    key_id: Option<KeyId>,
-    key: Option<Arc<SecretKey>>,
-    len: usize,
-) -> Result<Envelope, PartyError> {
-    let fp = fixed_point(config)?;
-    match (config.privacy, key) {
-        (Privacy::Plain | Privacy::Dp, _) => Ok(Envelope::plain(fp, len)),
-        (Privacy::He, None) => Err(PartyError::MissingKey),
-        (Privacy::He, Some(key)) => match key_id {
-            Some(expected) if expected != key.key_id() => Err(PartyError::KeyMismatch {
-                expected,
-                found: key.key_id(),
-            }),
-            _ => {
-                let widths = config.widths().map_err(TrainError::from)?;
-                Ok(Envelope::he(fp, key, len, widths))
-            }
-        },
-    }
 }
 
 /// The DP-SGD sampling rate (batch / largest IID shard) and the number of steps of the

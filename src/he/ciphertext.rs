@@ -79,8 +79,15 @@ pub enum HeError {
     #[error("cannot sum zero ciphertexts")]
     EmptySum,
     /// A tfhe ciphertext list whose shape does not fit [`PARAMS`] or the stated length.
-    #[error("GLWE ciphertext list does not match: {0}")]
-    ForeignShape(String),
+    #[error("GLWE ciphertext list does not match: its {what} is {found}, expected {expected}")]
+    ForeignShape {
+        /// Which property.
+        what: &'static str,
+        /// This parameter set's (or length's) value.
+        expected: String,
+        /// The list's.
+        found: String,
+    },
     /// The operating system's random source failed.
     #[error("cannot seed the encryption CSPRNG: {0}")]
     Entropy(#[from] EntropyError),
@@ -234,9 +241,12 @@ impl EncryptedVector {
     where
         C: tfhe::core_crypto::prelude::Container<Element = u64>,
     {
-        let mismatch = |what: &str, expected: String, found: String| {
-            HeError::ForeignShape(format!("{what} is {found}, expected {expected}"))
-        };
+        let mismatch =
+            |what: &'static str, expected: String, found: String| HeError::ForeignShape {
+                what,
+                expected,
+                found,
+            };
         if list.glwe_size() != PARAMS.glwe_size() {
             return Err(mismatch(
                 "GLWE size",

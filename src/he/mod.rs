@@ -109,4 +109,4 @@ pub use csprng::SecureRng;
 pub use encrypt::{OwnMask, PreparedEncryption};
 pub use ntt::NttError;
 pub use widths::{DownloadForm, ErrorBudget, HeadroomError, SEEDS_UP_TO, Widths};
-pub use wire::{Expected, WIRE_VERSION, WireError};
+pub use wire::{Expected, HeaderError, WIRE_VERSION, WireError};

@@ -103,7 +103,7 @@ pub enum WireError {
     },
     /// The header does not parse (or exceeds its 512-byte limit).
     #[error("malformed ciphertext header: {0}")]
-    Header(String),
+    Header(#[source] HeaderError),
     /// Made under another parameter set.
     #[error("ciphertext for parameter set {found:?}, expected {expected}")]
     ParameterSet {
@@ -571,6 +571,20 @@ fn padding_is_zero(bytes: &[u8], bits: u32, count: usize) -> bool {
     unpack_each(last, bits, count % block, |_, _| {})
 }
 
+/// Why a ciphertext header does not parse.
+#[derive(Debug, thiserror::Error)]
+pub enum HeaderError {
+    /// Longer than the limit.
+    #[error("header exceeds the {limit}-byte limit")]
+    TooLong {
+        /// The limit.
+        limit: u64,
+    },
+    /// bincode refused it.
+    #[error(transparent)]
+    Decode(#[from] bincode::Error),
+}
+
 fn header_error(error: bincode::ErrorKind, available: u64) -> WireError {
     match error {
         bincode::ErrorKind::Io(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
@@ -580,10 +594,10 @@ fn header_error(error: bincode::ErrorKind, available: u64) -> WireError {
                 found: available,
             }
         }
-        bincode::ErrorKind::SizeLimit => {
-            WireError::Header(format!("header exceeds the {HEADER_LIMIT}-byte limit"))
-        }
-        other => WireError::Header(other.to_string()),
+        bincode::ErrorKind::SizeLimit => WireError::Header(HeaderError::TooLong {
+            limit: HEADER_LIMIT,
+        }),
+        other => WireError::Header(HeaderError::Decode(Box::new(other))),
     }
 }
 

@@ -30,7 +30,7 @@ pub use file::{
     MAX_MODEL_FILE_BYTES, MAX_MODEL_LAYERS, MAX_MODEL_PARAMS, MODEL_FORMAT, MODEL_FORMAT_VERSION,
     ModelFileError, ModelFormatError, model_from_bytes, model_to_bytes, read_model, write_model,
 };
-pub use optim::{Optimizer, OptimizerKind, OptimizerState};
+pub use optim::{Optimizer, OptimizerKind, OptimizerState, OptimizerStateError};
 
 use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut2, Axis, linalg::general_mat_mul};
 use rand::SeedableRng;

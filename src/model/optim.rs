@@ -56,6 +56,21 @@ pub struct OptimizerState {
     pub steps: i32,
 }
 
+/// An optimizer state that does not fit the optimizer ([`Optimizer::restore`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "optimizer state of {} and {} moments at step {}, expected {} and {} for {kind}",
+    .found.0, .found.1, .found.2, .expected.0, .expected.1
+)]
+pub struct OptimizerStateError {
+    /// The optimizer.
+    pub kind: OptimizerKind,
+    /// The state's first and second moment lengths and step count.
+    pub found: (usize, usize, i32),
+    /// The optimizer's moment lengths.
+    pub expected: (usize, usize),
+}
+
 /// An optimizer with its state for one parameter vector.
 ///
 /// ```
@@ -105,17 +120,13 @@ impl Optimizer {
 
     /// Restores a [`Optimizer::state`]; refuses one whose moment lengths do not fit this
     /// optimizer (a checkpoint of another model or optimizer), naming the lengths.
-    pub fn restore(&mut self, state: OptimizerState) -> Result<(), String> {
+    pub fn restore(&mut self, state: OptimizerState) -> Result<(), OptimizerStateError> {
         if state.m.len() != self.m.len() || state.v.len() != self.v.len() || state.steps < 0 {
-            return Err(format!(
-                "optimizer state of {} and {} moments at step {}, expected {} and {} for {}",
-                state.m.len(),
-                state.v.len(),
-                state.steps,
-                self.m.len(),
-                self.v.len(),
-                self.kind
-            ));
+            return Err(OptimizerStateError {
+                kind: self.kind,
+                found: (state.m.len(), state.v.len(), state.steps),
+                expected: (self.m.len(), self.v.len()),
+            });
         }
         self.m = state.m;
         self.v = state.v;

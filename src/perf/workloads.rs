@@ -15,8 +15,8 @@
 use super::PerfError;
 use crate::dp::{DpSgd, Sampling};
 use crate::fl::{
-    Client, Envelope, EnvelopeCost, PartyId, PlainSum, Published, Round, Server, ServerConfig,
-    Strategy, Summable,
+    Client, Encoding, Envelope, EnvelopeCost, GlobalModel, PartyId, PlainSum, Published, Round,
+    RoundRules, Server, Step, Strategy, Summable, Weighting,
 };
 use crate::he::keys::SecretKey;
 use crate::he::{CompactVector, DownloadForm, Expected, SecureRng, Widths};
@@ -137,6 +137,9 @@ impl ClientWork {
 pub struct ClientRound {
     plain: Client,
     dp: Client,
+    /// The global models the plain and DP clients step (as a party's machine holds one).
+    plain_model: GlobalModel,
+    dp_model: GlobalModel,
     he: Envelope,
     clear: Envelope,
     /// The other two demo parties' uploads, `he` and `plain`, added to ours before opening.
@@ -173,26 +176,44 @@ impl ClientRound {
             SecureRng::from_os().map_err(crate::he::HeError::from)?,
         );
         let key = Arc::new(crate::he::keys::KeyFile::generate()?.secret_key()?);
-        let fp = FixedPoint::for_parties(DEMO_PARTIES)?;
-        let widths = Widths::new(fp.params().total_bits, DEMO_PARTIES, DownloadForm::Seeds)?;
+        // Updates of full weight: one sample of one nominal.
+        let encoding = Encoding::new(
+            crate::quant::DEFAULT_CLIP,
+            crate::quant::DEFAULT_FRAC_BITS,
+            DEMO_PARTIES,
+            Weighting::Fraction { nominal: 1 },
+        )?;
+        let widths = Widths::new(encoding.total_bits(), DEMO_PARTIES, DownloadForm::Seeds)?;
         let len = model_len();
         let mut rounding = ChaCha20Rng::seed_from_u64(42);
         let fixed_update: Vec<f32> = (0..len)
             .map(|_| rounding.random_range(-0.01..0.01))
             .collect();
-        let he = Envelope::he(fp, key, len, widths);
-        let clear = Envelope::plain(fp, len);
+        let he = Envelope::he(encoding, key, len, widths);
+        let clear = Envelope::plain(encoding, len);
         let mut cost = EnvelopeCost::default();
         let mut others = |envelope: &Envelope| {
             (1..DEMO_PARTIES)
-                .map(|_| envelope.seal(&fixed_update, 1.0, None, &mut rounding, &mut cost))
+                .map(|_| {
+                    envelope
+                        .seal(&fixed_update, 1, None, &mut rounding, &mut cost)
+                        .map(|sealed| sealed.bytes)
+                })
                 .collect::<Result<Vec<_>, _>>()
         };
+        let step = Step::Gradient {
+            optimizer: OptimizerKind::Adam,
+            lr: 1.5e-3,
+        };
+        let plain_model = GlobalModel::new(plain.model().params().to_vec(), step);
+        let dp_model = GlobalModel::new(dp.model().params().to_vec(), step);
         let he_others = others(&he)?;
         let plain_others = others(&clear)?;
         Ok(Self {
             plain,
             dp,
+            plain_model,
+            dp_model,
             he,
             clear,
             he_others,
@@ -209,14 +230,17 @@ impl ClientRound {
         let start = Instant::now();
         match work {
             ClientWork::PlaintextStep => {
+                self.plain.load(self.plain_model.params());
                 let update = self.plain.compute_update(Strategy::FedSgd, BATCH);
-                self.plain.apply(Strategy::FedSgd, &update.values);
+                self.plain_model.apply(&update.values);
             }
             ClientWork::DpSgdStep => {
+                self.dp.load(self.dp_model.params());
                 let update = self.dp.compute_update(Strategy::FedSgd, BATCH);
-                self.dp.apply(Strategy::FedSgd, &update.values);
+                self.dp_model.apply(&update.values);
             }
             ClientWork::HeStep => {
+                self.plain.load(self.plain_model.params());
                 let update = self.plain.compute_update(Strategy::FedSgd, BATCH);
                 let (mean, server) = round_trip(
                     &self.he,
@@ -225,7 +249,7 @@ impl ClientRound {
                     None,
                     &mut self.rounding,
                 )?;
-                self.plain.apply(Strategy::FedSgd, &mean);
+                self.plain_model.apply(&mean);
                 return Ok(start.elapsed() - server);
             }
             ClientWork::HeEnvelope | ClientWork::HeOnline | ClientWork::PlainEnvelope => {
@@ -267,14 +291,15 @@ fn round_trip(
     rng: &mut ChaCha20Rng,
 ) -> Result<(Vec<f32>, Duration), PerfError> {
     let mut cost = EnvelopeCost::default();
-    let sealed = envelope.seal(values, 1.0, prepared, rng, &mut cost)?;
+    let sealed = envelope.seal(values, 1, prepared, rng, &mut cost)?;
     let server = Instant::now();
     let aggregate = match envelope.expected_he() {
-        Some(expect) => fold::<CompactVector>(&sealed, others, &expect)?,
-        None => fold::<PlainSum>(&sealed, others, &envelope.wire_len())?,
+        Some(expect) => fold::<CompactVector>(&sealed.bytes, others, &expect)?,
+        None => fold::<PlainSum>(&sealed.bytes, others, &envelope.wire_len())?,
     };
     let server = server.elapsed();
-    Ok((envelope.open(&aggregate, DEMO_PARTIES, &mut cost)?, server))
+    let parties: Vec<PartyId> = (0..DEMO_PARTIES).map(PartyId).collect();
+    Ok((envelope.open(&aggregate, &parties, &mut cost)?, server))
 }
 
 /// The server's sum of `first` and `others`, serialized.
@@ -393,7 +418,8 @@ impl<S: Summable> Submissions<S> {
     /// running sum and one parsed update at a time, never `parties` of them.
     pub fn round(&self, parties: u32) -> Result<Published, PerfError> {
         let now = Instant::now();
-        let mut server = Server::<S>::new(ServerConfig::new(parties), self.expect.clone(), now)?;
+        let mut server =
+            Server::<S>::new(parties, RoundRules::default(), self.expect.clone(), now)?;
         // The whole round runs on a rayon worker, as a batch fold would: each fold's parallel
         // unpacking then starts from inside the pool. Called from an outside thread, as the
         // HTTP handler calls it, every submission also pays a thread handoff (about 8 µs on

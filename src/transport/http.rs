@@ -7,15 +7,17 @@
 //! | `POST /v1/rounds/{r}/update` | one party's sealed update for round r (body: wire bytes) |
 //! | `GET /v1/rounds/{r}/aggregate?wait_ms=W&keep_from=K` | round r's sum once it is published (long poll: `204 No Content` if still open after W ms); header `x-hefl-parties` lists the parties in it. `keep_from`: the party may still ask for the sums from round K on (its last checkpoint), so the server keeps them |
 //! | `POST /v1/rounds/{r}/skipped` | the party skipped round r: its sum could not be a sum of valid updates (body: the reason, at most 4 KiB); the server logs it |
+//! | `PUT /v1/snapshot/{r}` | a party's sealed model snapshot of the model before round r (body: wire bytes); kept if newer than the one kept |
+//! | `GET /v1/snapshot` | the latest model snapshot (`404` if none yet); header `x-hefl-round` names its round |
 //!
 //! Every request carries `x-hefl-party: ID` and `authorization: Bearer TOKEN`, the per-party
 //! token issued at setup ([`Tokens`]). Both are checked from the headers before a byte of
 //! the body is read: a party the federation does not have gets `403`, a missing or wrong
 //! token `401`, and the connection is closed with the body unread. A `Content-Length` above
 //! the largest valid message gets `413` at once. Refusals keep the round intact and say why
-//! in the body: `409` wrong round or duplicate (with `x-hefl-refusal: late` when the round
-//! already closed, `duplicate` when the party's update is already in), `410` an aggregate
-//! no longer kept, `413` a body above the limit, `422` a
+//! in the body: `409` wrong round or duplicate (with `x-hefl-refusal: late` and the open
+//! round in `x-hefl-round` when the round already closed, `duplicate` when the party's update
+//! is already in), `410` an aggregate no longer kept, `413` a body above the limit, `422` a
 //! malformed update or one of another key id, parameter set or length, `408` an upload
 //! slower than the floor rate. [`Limits`] bounds what any peer can hold: time to send
 //! headers, pauses in a body, upload rate, and open connections in total and per address.
@@ -30,8 +32,8 @@
 use super::limits::{Limits, PeerCaps};
 use super::tokens::Tokens;
 use crate::fl::{
-    Hub, PartyId, Plan, Published, Refusal, RefusalKind, Round, ServeReport, Submitted, Uplink,
-    UplinkError, ValidPlan,
+    Hub, MalformedAnswer, ModelSnapshot, PartyId, Plan, Published, Refusal, RefusalKind, Round,
+    ServeReport, Submitted, Uplink, UplinkError, ValidPlan,
 };
 use crate::secret_file::{self, SecretFileError};
 use axum::Router;
@@ -41,10 +43,11 @@ use axum::extract::{DefaultBodyLimit, Extension, Path as UrlPath, Query, Request
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
+use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,6 +61,8 @@ pub const PARTIES_HEADER: &str = "x-hefl-parties";
 /// Header set on a `409`: `late` when the update's round already closed, `duplicate` when
 /// the party's update for the round is already in.
 pub const REFUSAL_HEADER: &str = "x-hefl-refusal";
+/// Header naming a round: the open round on a `late` refusal, a model snapshot's round.
+pub const ROUND_HEADER: &str = "x-hefl-round";
 /// Longest a single aggregate request waits before answering `204 No Content`.
 const MAX_WAIT: Duration = Duration::from_secs(10);
 
@@ -74,10 +79,49 @@ pub enum TransportError {
     Io(#[from] std::io::Error),
     /// The TLS certificate or key cannot be used.
     #[error("TLS: {0}")]
-    Tls(String),
+    Tls(#[from] TlsError),
     /// The TLS private key file is not private, not a file, or unreadable.
     #[error("TLS: {0}")]
     TlsKey(#[from] SecretFileError),
+}
+
+/// Why a certificate, a key or a CA file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// The file cannot be read, or is not a regular file of at most 1 MiB.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// The file is not PEM of what it should hold.
+    #[error("{path} is not a PEM {what}: {reason}")]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// "certificate chain", "private key" or "CA certificate".
+        what: &'static str,
+        /// The parser's message.
+        reason: String,
+    },
+    /// The file holds no certificate.
+    #[error("no certificate in {path}: expected a PEM chain (BEGIN CERTIFICATE)")]
+    Empty {
+        /// The file.
+        path: PathBuf,
+    },
+    /// rustls refused the certificate and key.
+    #[error("certificate {cert} and key {key} do not make a server identity: {source}")]
+    Identity {
+        /// The certificate chain.
+        cert: PathBuf,
+        /// The key.
+        key: PathBuf,
+        /// rustls's reason.
+        source: rustls::Error,
+    },
 }
 
 /// The status code of each kind of refusal, and back: the one table both sides use.
@@ -89,6 +133,7 @@ fn status_of(kind: RefusalKind) -> StatusCode {
         RefusalKind::Gone => StatusCode::GONE,
         RefusalKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         RefusalKind::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
+        RefusalKind::NotFound => StatusCode::NOT_FOUND,
         RefusalKind::Other => StatusCode::BAD_REQUEST,
     }
 }
@@ -101,6 +146,7 @@ fn kind_of(status: StatusCode) -> RefusalKind {
         RefusalKind::Gone,
         RefusalKind::TooLarge,
         RefusalKind::Invalid,
+        RefusalKind::NotFound,
     ]
     .into_iter()
     .find(|&kind| status_of(kind) == status)
@@ -114,17 +160,16 @@ struct Shared {
 
 fn refusal_response(refusal: &Refusal) -> Response {
     let mut response = (status_of(RefusalKind::from(refusal)), refusal.to_string()).into_response();
-    let tag = if refusal.is_late() {
-        Some("late")
-    } else if refusal.is_duplicate() {
-        Some("duplicate")
-    } else {
-        None
-    };
-    if let Some(tag) = tag {
-        response
-            .headers_mut()
-            .insert(REFUSAL_HEADER, HeaderValue::from_static(tag));
+    let headers = response.headers_mut();
+    match refusal.submitted() {
+        Some(Submitted::Late { open }) => {
+            headers.insert(REFUSAL_HEADER, HeaderValue::from_static("late"));
+            headers.insert(ROUND_HEADER, HeaderValue::from(open.0));
+        }
+        Some(Submitted::AlreadyIn) => {
+            headers.insert(REFUSAL_HEADER, HeaderValue::from_static("duplicate"));
+        }
+        Some(Submitted::Accepted) | None => {}
     }
     response
 }
@@ -267,6 +312,46 @@ async fn skipped_handler(
     }
 }
 
+/// A party's model snapshot of the model before round `r`.
+async fn put_snapshot_handler(
+    State(st): State<Arc<Shared>>,
+    Extension(party): Extension<PartyId>,
+    UrlPath(round): UrlPath<u64>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => return body_refusal(rejection),
+    };
+    let hub = Arc::clone(&st.hub);
+    // Validating a snapshot parses a megabyte or so: off the async workers.
+    let kept =
+        tokio::task::spawn_blocking(move || hub.put_snapshot(party, Round(round), &body)).await;
+    match kept {
+        Ok(Ok(())) => (
+            StatusCode::OK,
+            format!("model snapshot of round {round} kept"),
+        )
+            .into_response(),
+        Ok(Err(refusal)) => refusal_response(&refusal),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// The latest model snapshot, its round in [`ROUND_HEADER`].
+async fn snapshot_handler(State(st): State<Arc<Shared>>) -> Response {
+    match st.hub.snapshot() {
+        Ok(snapshot) => {
+            let mut response = (StatusCode::OK, snapshot.bytes.to_vec()).into_response();
+            response
+                .headers_mut()
+                .insert(ROUND_HEADER, HeaderValue::from(snapshot.round.0));
+            response
+        }
+        Err(refusal) => refusal_response(&refusal),
+    }
+}
+
 /// A server certificate chain and its private key, PEM files, for serving over TLS.
 #[derive(Clone, Debug)]
 pub struct TlsFiles {
@@ -286,47 +371,41 @@ impl TlsFiles {
     /// key file that group or others can read, an empty chain, and a key that does not
     /// match the certificate.
     pub fn load(&self) -> Result<TlsIdentity, TransportError> {
-        let tls = |what: String| TransportError::Tls(what);
-        let cert_pem = read_cert_file(&self.cert).map_err(|e| {
-            tls(format!(
-                "cannot read the certificate {}: {e}",
-                self.cert.display()
-            ))
+        let cert_pem = read_cert_file(&self.cert).map_err(|source| TlsError::Read {
+            path: self.cert.clone(),
+            source,
         })?;
         let chain = CertificateDer::pem_slice_iter(&cert_pem)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| {
-                tls(format!(
-                    "{} is not a PEM certificate chain: {e}",
-                    self.cert.display()
-                ))
+            .map_err(|e| TlsError::Pem {
+                path: self.cert.clone(),
+                what: "certificate chain",
+                reason: e.to_string(),
             })?;
         if chain.is_empty() {
-            return Err(tls(format!(
-                "no certificate in {}: expected a PEM chain (BEGIN CERTIFICATE)",
-                self.cert.display()
-            )));
+            return Err(TlsError::Empty {
+                path: self.cert.clone(),
+            }
+            .into());
         }
         let key_pem = secret_file::read_private(&self.key, MAX_CERT_FILE)?;
-        let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
-            tls(format!(
-                "{} is not a PEM private key: {e}",
-                self.key.display()
-            ))
+        let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| TlsError::Pem {
+            path: self.key.clone(),
+            what: "private key",
+            reason: e.to_string(),
         })?;
+        let identity = |source| TlsError::Identity {
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            source,
+        };
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| tls(e.to_string()))?
+            .map_err(identity)?
             .with_no_client_auth()
             .with_single_cert(chain, key)
-            .map_err(|e| {
-                tls(format!(
-                    "certificate {} and key {} do not make a server identity: {e}",
-                    self.cert.display(),
-                    self.key.display()
-                ))
-            })?;
+            .map_err(identity)?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(TlsIdentity(Arc::new(config)))
     }
@@ -351,34 +430,50 @@ fn read_cert_file(path: &Path) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// The routes, behind the limits: a `Content-Length` above the largest valid message gets
-/// `413` before anything else; then every request authenticates from its headers
+/// The routes, behind the limits: a `Content-Length` above the largest valid message (of any
+/// kind) gets `413` before anything else, and one above the route's own limit right after
+/// authentication; then every request authenticates from its headers
 /// ([`require_party`]) before its body is read; an upload must keep arriving (no gap longer
 /// than `body_timeout`) and finish within its deadline ([`Limits::upload_deadline`]).
 fn router(shared: Arc<Shared>, limits: &Limits) -> Router {
     let body_limit = shared.hub.max_submission_len();
+    let snapshot_limit = shared.hub.max_snapshot_len();
     let upload_deadline = limits.upload_deadline(body_limit);
     Router::new()
         .route("/v1/plan", get(plan_handler))
         .route(
             "/v1/rounds/{round}/update",
-            post(update_handler).layer(TimeoutLayer::with_status_code(
-                StatusCode::REQUEST_TIMEOUT,
-                upload_deadline,
-            )),
+            post(update_handler)
+                .layer::<_, Infallible>(TimeoutLayer::with_status_code(
+                    StatusCode::REQUEST_TIMEOUT,
+                    upload_deadline,
+                ))
+                .layer::<_, Infallible>(DefaultBodyLimit::max(body_limit))
+                .layer::<_, Infallible>(RequestBodyLimitLayer::new(body_limit)),
         )
         .route("/v1/rounds/{round}/aggregate", get(aggregate_handler))
         .route(
             "/v1/rounds/{round}/skipped",
             post(skipped_handler).layer(DefaultBodyLimit::max(MAX_SKIP_REASON)),
         )
+        .route(
+            "/v1/snapshot/{round}",
+            put(put_snapshot_handler)
+                .layer::<_, Infallible>(TimeoutLayer::with_status_code(
+                    StatusCode::REQUEST_TIMEOUT,
+                    limits.upload_deadline(snapshot_limit),
+                ))
+                .layer::<_, Infallible>(DefaultBodyLimit::max(snapshot_limit))
+                .layer::<_, Infallible>(RequestBodyLimitLayer::new(snapshot_limit)),
+        )
+        .route("/v1/snapshot", get(snapshot_handler))
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&shared),
             require_party,
         ))
         .layer(RequestBodyTimeoutLayer::new(limits.body_timeout))
-        .layer(DefaultBodyLimit::max(body_limit))
-        .layer(RequestBodyLimitLayer::new(body_limit))
+        .layer(DefaultBodyLimit::max(body_limit.max(snapshot_limit)))
+        .layer(RequestBodyLimitLayer::new(body_limit.max(snapshot_limit)))
         .with_state(shared)
 }
 
@@ -446,10 +541,8 @@ pub struct HttpUplink {
     base: String,
     party: u32,
     authorization: String,
-    /// Largest aggregate body accepted (set from the plan).
+    /// Largest aggregate or snapshot body accepted (set from the plan).
     max_body: u64,
-    /// The oldest round this party may still ask for, sent with every fetch.
-    keep_from: Option<Round>,
 }
 
 impl HttpUplink {
@@ -459,26 +552,35 @@ impl HttpUplink {
         Self::with_agent(base, party, token, Self::config_builder().build().into())
     }
 
-    /// Like [`HttpUplink::new`], trusting only the CA certificate(s) in `ca_pem` (e.g. a
-    /// self-signed server certificate).
+    /// Like [`HttpUplink::new`], trusting only the CA certificate(s) in the PEM file
+    /// `ca_file` (e.g. a self-signed server certificate).
     pub fn with_ca(
         base: &str,
         party: u32,
         token: &str,
-        ca_pem: &[u8],
-    ) -> Result<Self, UplinkError> {
-        let certs = ureq::tls::parse_pem(ca_pem)
+        ca_file: &Path,
+    ) -> Result<Self, TransportError> {
+        let pem = read_cert_file(ca_file).map_err(|source| TlsError::Read {
+            path: ca_file.to_path_buf(),
+            source,
+        })?;
+        let certs = ureq::tls::parse_pem(&pem)
             .filter_map(|item| match item {
                 Ok(ureq::tls::PemItem::Certificate(cert)) => Some(Ok(cert)),
                 Ok(_) => None,
                 Err(e) => Some(Err(e)),
             })
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| UplinkError::Malformed(format!("CA certificate: {e}")))?;
+            .map_err(|e| TlsError::Pem {
+                path: ca_file.to_path_buf(),
+                what: "CA certificate",
+                reason: e.to_string(),
+            })?;
         if certs.is_empty() {
-            return Err(UplinkError::Malformed(
-                "no certificate in the CA file".into(),
-            ));
+            return Err(TlsError::Empty {
+                path: ca_file.to_path_buf(),
+            }
+            .into());
         }
         let tls = ureq::tls::TlsConfig::builder()
             .root_certs(ureq::tls::RootCerts::Specific(Arc::new(certs)))
@@ -500,7 +602,6 @@ impl HttpUplink {
             party,
             authorization: format!("Bearer {token}"),
             max_body: 1 << 20,
-            keep_from: None,
         }
     }
 
@@ -537,27 +638,30 @@ impl HttpUplink {
         if status != StatusCode::OK {
             return Err(Self::refused(status, &body));
         }
-        let plan: Plan = serde_json::from_str(&body)
-            .map_err(|e| UplinkError::Malformed(format!("the plan does not parse: {e}")))?;
+        let plan: Plan = serde_json::from_str(&body).map_err(MalformedAnswer::from)?;
         let plan = plan.validate().map_err(UplinkError::Plan)?;
-        self.max_body = plan.max_message_len() as u64;
+        let snapshot = match plan.snapshot_expected_he().map_err(UplinkError::Plan)? {
+            Some(expect) => crate::he::CompactVector::max_wire_len(&expect),
+            None => 20 + plan.snapshot_len().map_err(UplinkError::Plan)? * 8,
+        };
+        self.max_body = plan.max_message_len().max(snapshot) as u64;
         Ok(plan)
     }
-}
 
-impl HttpUplink {
-    /// Posts `body` to `/v1/rounds/{round}/{what}`; returns the status, the refusal tag
-    /// ([`REFUSAL_HEADER`]) and the (short) answer.
-    fn post(
+    /// Sends `body` with `method` to `path` under the base; returns the (short) answer.
+    fn send(
         &self,
-        round: Round,
-        what: &str,
+        method: &str,
+        path: &str,
         content_type: &str,
         body: &[u8],
-    ) -> Result<(StatusCode, Option<Vec<u8>>, String), UplinkError> {
-        let mut response = self
-            .agent
-            .post(format!("{}/v1/rounds/{}/{what}", self.base, round.0))
+    ) -> Result<Answer, UplinkError> {
+        let url = format!("{}{path}", self.base);
+        let request = match method {
+            "PUT" => self.agent.put(url),
+            _ => self.agent.post(url),
+        };
+        let mut response = request
             .header(PARTY_HEADER, self.party.to_string())
             .header("authorization", &self.authorization)
             .header("content-type", content_type)
@@ -567,59 +671,28 @@ impl HttpUplink {
             .headers()
             .get(REFUSAL_HEADER)
             .map(|v| v.as_bytes().to_vec());
-        let answer = response
+        let round = round_header(response.headers());
+        let body = response
             .body_mut()
             .with_config()
             .limit(1 << 16)
             .read_to_string()
             .unwrap_or_default();
-        Ok((response.status(), tag, answer))
-    }
-}
-
-impl Uplink for HttpUplink {
-    fn submit(&mut self, round: Round, bytes: Vec<u8>) -> Result<Submitted, UplinkError> {
-        let (status, tag, body) = self.post(round, "update", "application/octet-stream", &bytes)?;
-        match (status, tag.as_deref()) {
-            (StatusCode::OK, _) => Ok(Submitted::Accepted),
-            (StatusCode::CONFLICT, Some(b"late")) => Ok(Submitted::Late(body.trim().to_owned())),
-            (StatusCode::CONFLICT, Some(b"duplicate")) => Ok(Submitted::AlreadyIn),
-            _ => Err(Self::refused(status, &body)),
-        }
-    }
-
-    fn keep_from(&mut self, round: Round) {
-        self.keep_from = Some(round);
-    }
-
-    fn skipped(&mut self, round: Round, reason: &str) -> Result<(), UplinkError> {
-        let (status, _, body) = self.post(
+        Ok(Answer {
+            status: response.status(),
+            tag,
             round,
-            "skipped",
-            "text/plain; charset=utf-8",
-            reason.as_bytes(),
-        )?;
-        if status == StatusCode::OK {
-            return Ok(());
-        }
-        Err(Self::refused(status, &body))
+            body,
+        })
     }
 
-    /// Waits for the sum as long as the server says it is coming (`204`): a stalled
-    /// server gives up by itself (its idle timeout), and a lost one is the caller's to
-    /// retry.
-    fn fetch(&mut self, round: Round) -> Result<Published, UplinkError> {
+    /// GETs `path`, long-polling while the server answers `204`; returns the status, the
+    /// headers and the body (at most the plan's largest message).
+    fn get(&self, path: &str) -> Result<(StatusCode, HeaderMap, Vec<u8>), UplinkError> {
         loop {
             let mut response = self
                 .agent
-                .get(format!(
-                    "{}/v1/rounds/{}/aggregate?wait_ms={}{}",
-                    self.base,
-                    round.0,
-                    MAX_WAIT.as_millis(),
-                    self.keep_from
-                        .map_or(String::new(), |k| format!("&keep_from={}", k.0))
-                ))
+                .get(format!("{}{path}", self.base))
                 .header(PARTY_HEADER, self.party.to_string())
                 .header("authorization", &self.authorization)
                 .call()
@@ -628,16 +701,7 @@ impl Uplink for HttpUplink {
             if status == StatusCode::NO_CONTENT {
                 continue;
             }
-            let parties = response
-                .headers()
-                .get(PARTIES_HEADER)
-                .and_then(|v| v.to_str().ok())
-                .map(|v| {
-                    v.split(',')
-                        .filter(|s| !s.is_empty())
-                        .map(|s| s.trim().parse().map(PartyId))
-                        .collect::<Result<Vec<_>, _>>()
-                });
+            let headers = response.headers().clone();
             let body = response
                 .body_mut()
                 .with_config()
@@ -647,19 +711,112 @@ impl Uplink for HttpUplink {
             if status != StatusCode::OK {
                 return Err(Self::refused(status, &String::from_utf8_lossy(&body)));
             }
-            let parties = match parties {
-                Some(Ok(p)) if !p.is_empty() => p,
-                _ => {
-                    return Err(UplinkError::Malformed(format!(
-                        "{round}: missing or malformed {PARTIES_HEADER} header"
-                    )));
-                }
-            };
-            return Ok(Published {
-                round,
-                parties,
-                bytes: Arc::new(body),
-            });
+            return Ok((status, headers, body));
         }
+    }
+}
+
+/// A short answer to a request that sent a body.
+struct Answer {
+    status: StatusCode,
+    /// The [`REFUSAL_HEADER`] tag.
+    tag: Option<Vec<u8>>,
+    /// The [`ROUND_HEADER`] round.
+    round: Option<u64>,
+    body: String,
+}
+
+/// The round in [`ROUND_HEADER`], if the answer carries one.
+fn round_header(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(ROUND_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+impl Uplink for HttpUplink {
+    fn submit(&mut self, round: Round, bytes: &[u8]) -> Result<Submitted, UplinkError> {
+        let path = format!("/v1/rounds/{}/update", round.0);
+        let answer = self.send("POST", &path, "application/octet-stream", bytes)?;
+        match (answer.status, answer.tag.as_deref(), answer.round) {
+            (StatusCode::OK, _, _) => Ok(Submitted::Accepted),
+            (StatusCode::CONFLICT, Some(b"late"), Some(open)) => {
+                Ok(Submitted::Late { open: Round(open) })
+            }
+            (StatusCode::CONFLICT, Some(b"duplicate"), _) => Ok(Submitted::AlreadyIn),
+            (status, _, _) => Err(Self::refused(status, &answer.body)),
+        }
+    }
+
+    fn skipped(&mut self, round: Round, reason: &str) -> Result<(), UplinkError> {
+        let path = format!("/v1/rounds/{}/skipped", round.0);
+        let answer = self.send(
+            "POST",
+            &path,
+            "text/plain; charset=utf-8",
+            reason.as_bytes(),
+        )?;
+        if answer.status == StatusCode::OK {
+            return Ok(());
+        }
+        Err(Self::refused(answer.status, &answer.body))
+    }
+
+    /// Waits for the sum as long as the server says it is coming (`204`): a stalled
+    /// server gives up by itself (its idle timeout), and a lost one is the caller's to
+    /// retry.
+    fn fetch(&mut self, round: Round, keep_from: Option<Round>) -> Result<Published, UplinkError> {
+        let path = format!(
+            "/v1/rounds/{}/aggregate?wait_ms={}{}",
+            round.0,
+            MAX_WAIT.as_millis(),
+            keep_from.map_or(String::new(), |k| format!("&keep_from={}", k.0))
+        );
+        let (_, headers, body) = self.get(&path)?;
+        let parties = headers
+            .get(PARTIES_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                v.split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(|s| s.trim().parse().map(PartyId))
+                    .collect::<Result<Vec<_>, _>>()
+            });
+        let parties = match parties {
+            Some(Ok(p)) if !p.is_empty() => p,
+            _ => {
+                return Err(MalformedAnswer::Header {
+                    round,
+                    header: PARTIES_HEADER,
+                }
+                .into());
+            }
+        };
+        Ok(Published {
+            round,
+            parties,
+            bytes: Arc::new(body),
+        })
+    }
+
+    fn put_snapshot(&mut self, round: Round, bytes: &[u8]) -> Result<(), UplinkError> {
+        let path = format!("/v1/snapshot/{}", round.0);
+        let answer = self.send("PUT", &path, "application/octet-stream", bytes)?;
+        if answer.status == StatusCode::OK {
+            return Ok(());
+        }
+        Err(Self::refused(answer.status, &answer.body))
+    }
+
+    fn snapshot(&mut self) -> Result<ModelSnapshot, UplinkError> {
+        let (_, headers, body) = self.get("/v1/snapshot")?;
+        let round = round_header(&headers).ok_or(MalformedAnswer::Header {
+            round: Round(0),
+            header: ROUND_HEADER,
+        })?;
+        Ok(ModelSnapshot {
+            round: Round(round),
+            bytes: Arc::new(body),
+        })
     }
 }

@@ -13,7 +13,6 @@ use hefl::dp::{DpSgd, Sampling};
 use hefl::fl::{PlainSum, Privacy, Strategy, Summable, TrainConfig, plan_for};
 use hefl::he::keys::KeyFile;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
@@ -131,7 +130,7 @@ fn write_seeds() {
         strategy: Strategy::FedAvg { local_steps: 5 },
         ..TrainConfig::default()
     };
-    let dp = plan_for(&dp, 60_000, None, None, Duration::from_secs(30)).expect("dp plan");
+    let dp = plan_for(&dp, 60_000, None, None, hefl::fl::RoundRules::default()).expect("dp plan");
     write("plan", "dp-fedavg", &json(&dp));
 
     // A key file as `hefl keygen` writes it.

@@ -407,7 +407,7 @@ fn foreign_glwe_lists_of_the_wrong_shape_are_refused() {
     );
     assert!(matches!(
         EncryptedVector::from_glwe_list(&list, 10, key().key_id()),
-        Err(HeError::ForeignShape(_))
+        Err(HeError::ForeignShape { .. })
     ));
 }
 
@@ -984,11 +984,12 @@ fn key_id_parses_and_refuses_garbage() {
 
 #[test]
 fn envelope_refuses_aggregates_with_a_tampered_seed_or_party_count() {
-    use hefl::fl::{Envelope, EnvelopeCost, EnvelopeError};
+    use hefl::fl::{Encoding, Envelope, EnvelopeCost, EnvelopeError, PartyId, Weighting};
     let key = std::sync::Arc::new(KeyFile::from_seed([0xa7; 32]).secret_key().unwrap());
-    let fp = FixedPoint::for_parties(3).unwrap();
-    let widths = Widths::new(fp.params().total_bits, 3, DownloadForm::Seeds).unwrap();
-    let envelope = Envelope::he(fp, key, 500, widths);
+    let encoding = Encoding::new(8.0, 16, 3, Weighting::Fraction { nominal: 1 }).unwrap();
+    let widths = Widths::new(encoding.total_bits(), 3, DownloadForm::Seeds).unwrap();
+    let envelope = Envelope::he(encoding, key, 500, widths);
+    let three: Vec<PartyId> = (0..3).map(PartyId).collect();
     let expect = envelope.expected_he().unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let mut cost = EnvelopeCost::default();
@@ -996,8 +997,9 @@ fn envelope_refuses_aggregates_with_a_tampered_seed_or_party_count() {
     let uploads: Vec<Vec<u8>> = (0..3)
         .map(|_| {
             envelope
-                .seal(&update, 1.0, None, &mut rng, &mut cost)
+                .seal(&update, 1, None, &mut rng, &mut cost)
                 .unwrap()
+                .bytes
         })
         .collect();
     let mut sum = <CompactVector as Summable>::parse_submission(&uploads[0], &expect).unwrap();
@@ -1005,7 +1007,7 @@ fn envelope_refuses_aggregates_with_a_tampered_seed_or_party_count() {
         sum.add_submission(upload, &expect).unwrap();
     }
     let bytes = sum.to_bytes();
-    let mean = envelope.open(&bytes, 3, &mut cost).unwrap();
+    let mean = envelope.open(&bytes, &three, &mut cost).unwrap();
     assert!(mean.iter().zip(&update).all(|(m, u)| (m - u).abs() < 1e-4));
 
     // One bit of one seed: the masks no longer cancel; the sum decodes to garbage, which
@@ -1014,15 +1016,17 @@ fn envelope_refuses_aggregates_with_a_tampered_seed_or_party_count() {
     for seed in 0..3 {
         let mut tampered = bytes.clone();
         tampered[seeds_at + 16 * seed + 5] ^= 0x10;
-        let err = envelope.open(&tampered, 3, &mut cost).unwrap_err();
+        let err = envelope.open(&tampered, &three, &mut cost).unwrap_err();
         assert!(
             matches!(err, EnvelopeError::Decode(_)),
             "seed {seed}: {err}"
         );
     }
-    // A sum of three opened as a sum of two, or of four: refused before decryption.
-    for parties in [2, 4] {
-        let err = envelope.open(&bytes, parties, &mut cost).unwrap_err();
-        assert!(matches!(err, EnvelopeError::Payload(_)), "{parties}: {err}");
-    }
+    // A sum of three opened as a sum of two: refused before decryption; as a sum of four,
+    // more than the envelope's parties, refused before parsing.
+    let err = envelope.open(&bytes, &three[..2], &mut cost).unwrap_err();
+    assert!(matches!(err, EnvelopeError::Payload(_)), "2: {err}");
+    let four: Vec<PartyId> = (0..4).map(PartyId).collect();
+    let err = envelope.open(&bytes, &four, &mut cost).unwrap_err();
+    assert!(matches!(err, EnvelopeError::Parties { .. }), "4: {err}");
 }

@@ -4,8 +4,8 @@
 
 use hefl::data::IMAGE_PIXELS;
 use hefl::fl::{
-    Hub, HubEvent, HubRules, Mode, PartyId, Plan, Privacy, Round, Submitted, TrainConfig, Uplink,
-    plan_for, run,
+    Hub, HubEvent, Mode, PartyId, Plan, Privacy, Round, Submitted, TrainConfig, Uplink, plan_for,
+    run,
 };
 use hefl::he::CompactVector;
 use hefl::he::keys::KeyFile;
@@ -579,12 +579,15 @@ fn the_server_refuses_bad_requests_and_keeps_the_round() {
         600,
         Some(1),
         Some(key.key_id()),
-        Duration::from_secs(20),
+        hefl::fl::RoundRules {
+            round_timeout: Duration::from_secs(20),
+            ..Default::default()
+        },
     )
     .expect("plan");
     let slots = hefl::model::param_count(&config.layers) + 1;
     let expect = plan.expected_he().expect("he plan");
-    let hub = Arc::new(Hub::new(plan, HubRules::default(), |_: &HubEvent| {}).expect("hub"));
+    let hub = Arc::new(Hub::new(plan, |_: &HubEvent| {}).expect("hub"));
     let (tokens, issued) = Tokens::generate(3).expect("tokens");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
@@ -642,7 +645,7 @@ fn the_server_refuses_bad_requests_and_keeps_the_round() {
     let fetched_plan = uplinks[0].plan().expect("plan");
     assert_eq!(fetched_plan.rounds_per_epoch, 1);
     assert_eq!(
-        uplinks[0].submit(Round(0), good.clone()).expect("submit"),
+        uplinks[0].submit(Round(0), &good).expect("submit"),
         Submitted::Accepted
     );
     let p1 = Some("1");
@@ -680,7 +683,9 @@ fn the_server_refuses_bad_requests_and_keeps_the_round() {
     // None of that disturbed the round: parties 1 and 2 complete it and all fetch the sum.
     for uplink in &mut uplinks[1..] {
         assert_eq!(
-            uplink.submit(Round(0), seal(&key, &words)).expect("submit"),
+            uplink
+                .submit(Round(0), &seal(&key, &words))
+                .expect("submit"),
             Submitted::Accepted
         );
     }
@@ -688,8 +693,8 @@ fn the_server_refuses_bad_requests_and_keeps_the_round() {
     let (status, message) = raw(&url, update, p1, t1, Some(&good));
     assert_eq!(status, 409, "{message}");
     assert_eq!(
-        uplinks[2].submit(Round(0), good.clone()).expect("submit"),
-        Submitted::Late("update for round 0, server is on round 1".into())
+        uplinks[2].submit(Round(0), &good).expect("submit"),
+        Submitted::Late { open: Round(1) }
     );
     // A party may report a published round as skipped, not one that is not published.
     uplinks[1]
@@ -703,7 +708,7 @@ fn the_server_refuses_bad_requests_and_keeps_the_round() {
         "{err}"
     );
     for uplink in &mut uplinks {
-        let published = uplink.fetch(Round(0)).expect("fetch");
+        let published = uplink.fetch(Round(0), None).expect("fetch");
         assert_eq!(published.parties, [PartyId(0), PartyId(1), PartyId(2)]);
         let bytes = &published.bytes;
         let sum = CompactVector::parse_aggregate(bytes, &expect, 3).expect("valid sum");
@@ -725,7 +730,7 @@ fn hostile_plans_are_refused() {
             60_000,
             None,
             None,
-            Duration::from_secs(30),
+            hefl::fl::RoundRules::default(),
         )
         .expect("plan"),
     );
@@ -795,9 +800,13 @@ fn tls_serves_parties_that_trust_the_certificate() {
         layers: vec![IMAGE_PIXELS, 4, 10],
         ..TrainConfig::default()
     };
-    let plan = plan_for(&config, 600, Some(1), None, Duration::from_secs(20)).expect("plan");
+    let rules = hefl::fl::RoundRules {
+        round_timeout: Duration::from_secs(20),
+        ..Default::default()
+    };
+    let plan = plan_for(&config, 600, Some(1), None, rules).expect("plan");
     let slots = hefl::model::param_count(&config.layers) + 1;
-    let hub = Arc::new(Hub::new(plan, HubRules::default(), |_: &HubEvent| {}).expect("hub"));
+    let hub = Arc::new(Hub::new(plan, |_: &HubEvent| {}).expect("hub"));
     let (tokens, issued) = Tokens::generate(1).expect("tokens");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
@@ -841,16 +850,16 @@ fn tls_serves_parties_that_trust_the_certificate() {
     let clear = HttpUplink::new(&format!("http://127.0.0.1:{port}"), 0, &issued[0]).plan();
     assert!(clear.is_err());
 
-    let pem = std::fs::read(fixtures.join("cert.pem")).expect("cert");
-    let mut uplink = HttpUplink::with_ca(&url, 0, &issued[0], &pem).expect("uplink");
+    let mut uplink =
+        HttpUplink::with_ca(&url, 0, &issued[0], &fixtures.join("cert.pem")).expect("uplink");
     assert_eq!(uplink.plan().expect("plan over TLS").rounds_per_epoch, 1);
     let update = hefl::fl::PlainSum::fresh(vec![5; slots]);
     use hefl::fl::Summable;
     assert_eq!(
-        uplink.submit(Round(0), update.to_bytes()).expect("submit"),
+        uplink.submit(Round(0), &update.to_bytes()).expect("submit"),
         Submitted::Accepted
     );
-    let published = uplink.fetch(Round(0)).expect("fetch");
+    let published = uplink.fetch(Round(0), None).expect("fetch");
     assert_eq!(published.parties, [PartyId(0)]);
     assert_eq!(*published.bytes, update.to_bytes());
     let report = serving.join().expect("thread").expect("serve");

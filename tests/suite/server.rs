@@ -1,7 +1,7 @@
 //! The round protocol's server: every refusal, deadlines, absent parties, and that a
 //! refused request leaves the round's other submissions intact.
 
-use hefl::fl::{PartyId, PayloadError, PlainSum, Refusal, Round, Server, ServerConfig, Summable};
+use hefl::fl::{PartyId, PayloadError, PlainSum, Refusal, Round, RoundRules, Server, Summable};
 use hefl::he::keys::KeyFile;
 use hefl::he::keys::SecretKey;
 use hefl::he::{CompactVector, DownloadForm, Expected, Widths, WireError};
@@ -13,12 +13,22 @@ fn plain(words: [u64; LEN]) -> Vec<u8> {
     PlainSum::fresh(words.to_vec()).to_bytes()
 }
 
-fn config(parties: u32, min_parties: u32) -> ServerConfig {
-    ServerConfig {
-        min_parties,
-        round_timeout: Duration::from_secs(10),
-        ..ServerConfig::new(parties)
-    }
+fn config(parties: u32, min_parties: u32) -> (u32, RoundRules) {
+    (
+        parties,
+        RoundRules {
+            min_parties: Some(min_parties),
+            round_timeout: Duration::from_secs(10),
+            ..RoundRules::default()
+        },
+    )
+}
+
+fn server(
+    (parties, rules): (u32, RoundRules),
+    now: Instant,
+) -> Result<Server<PlainSum>, hefl::fl::ConfigError> {
+    Server::<PlainSum>::new(parties, rules, LEN, now)
 }
 
 fn sum_of(server: &Server<PlainSum>, round: u64, parties: u32) -> (Vec<PartyId>, Vec<u64>) {
@@ -33,7 +43,7 @@ fn sum_of(server: &Server<PlainSum>, round: u64, parties: u32) -> (Vec<PartyId>,
 #[test]
 fn refusals_leave_the_round_intact() {
     let t0 = Instant::now();
-    let mut server = Server::<PlainSum>::new(config(3, 3), LEN, t0).unwrap();
+    let mut server = server(config(3, 3), t0).unwrap();
     server
         .submit(PartyId(0), Round(0), &plain([1; LEN]), t0)
         .unwrap();
@@ -84,11 +94,15 @@ fn refusals_leave_the_round_intact() {
 #[test]
 fn deadline_closes_with_min_parties_and_absent_party_rejoins() {
     let t0 = Instant::now();
-    let cfg = ServerConfig {
-        absent_after: 1,
-        ..config(3, 2)
-    };
-    let mut server = Server::<PlainSum>::new(cfg, LEN, t0).unwrap();
+    let (parties, rules) = config(3, 2);
+    let cfg = (
+        parties,
+        RoundRules {
+            absent_after: 1,
+            ..rules
+        },
+    );
+    let mut server = server(cfg, t0).unwrap();
     server
         .submit(PartyId(0), Round(0), &plain([1; LEN]), t0)
         .unwrap();
@@ -137,11 +151,16 @@ fn deadline_closes_with_min_parties_and_absent_party_rejoins() {
 #[test]
 fn old_aggregates_are_dropped_after_keep_rounds() {
     let t0 = Instant::now();
-    let cfg = ServerConfig {
-        keep_rounds: 2,
-        ..config(1, 1)
-    };
-    let mut server = Server::<PlainSum>::new(cfg, LEN, t0).unwrap();
+    let (parties, rules) = config(1, 1);
+    let cfg = (
+        parties,
+        RoundRules {
+            keep_rounds: 2,
+            snapshot_every: 2,
+            ..rules
+        },
+    );
+    let mut server = server(cfg, t0).unwrap();
     for r in 0..4 {
         server
             .submit(PartyId(0), Round(r), &plain([r; LEN]), t0)
@@ -159,7 +178,7 @@ fn old_aggregates_are_dropped_after_keep_rounds() {
 fn bad_configurations_are_refused() {
     let t0 = Instant::now();
     for cfg in [config(0, 0), config(3, 0), config(3, 4)] {
-        assert!(Server::<PlainSum>::new(cfg, LEN, t0).is_err(), "{cfg:?}");
+        assert!(server(cfg, t0).is_err(), "{cfg:?}");
     }
 }
 
@@ -186,7 +205,10 @@ fn he_server_refuses_other_key_parameter_set_length_and_width() {
     let other = KeyFile::from_seed([4; 32]).secret_key().unwrap();
     let t0 = Instant::now();
     let expect = he_expect(&key, LEN, 2, DownloadForm::Seeds);
-    let mut server = Server::<CompactVector>::new(config(2, 2), expect, t0).unwrap();
+    let mut server = {
+        let (p, r) = config(2, 2);
+        Server::<CompactVector>::new(p, r, expect, t0).unwrap()
+    };
     let good = upload(&key, &[1 << 40; LEN], &expect).to_bytes();
 
     let wire = |r: Result<(), Refusal>| match r {
@@ -254,8 +276,10 @@ fn folded_he_submissions_decrypt_to_the_sum_and_refused_ones_change_nothing() {
     for form in [DownloadForm::Seeds, DownloadForm::Switched] {
         let t0 = Instant::now();
         let expect = he_expect(&key, len, parties, form);
-        let mut server =
-            Server::<CompactVector>::new(config(parties, parties), expect, t0).unwrap();
+        let mut server = {
+            let (p, r) = config(parties, parties);
+            Server::<CompactVector>::new(p, r, expect, t0).unwrap()
+        };
         let words = |p: u64| -> Vec<u64> { (0..len as u64).map(|i| (i * 7 + p) << 40).collect() };
         let fresh = |p: u64| upload(&key, &words(p), &expect).to_bytes();
         server.submit(PartyId(0), Round(0), &fresh(0), t0).unwrap();
@@ -305,7 +329,10 @@ fn folded_he_submissions_decrypt_to_the_sum_and_refused_ones_change_nothing() {
 #[test]
 fn folded_plain_submissions_sum_exactly() {
     let t0 = Instant::now();
-    let mut server = Server::<PlainSum>::new(config(3, 3), 10_000, t0).unwrap();
+    let mut server = {
+        let (p, r) = config(3, 3);
+        Server::<PlainSum>::new(p, r, 10_000, t0).unwrap()
+    };
     let words = |p: u64| -> Vec<u64> {
         (0..10_000u64)
             .map(|i| i.wrapping_mul(p + 3) << 33)
@@ -384,8 +411,9 @@ impl hefl::fl::Uplink for Garbling {
     fn submit(
         &mut self,
         round: Round,
-        mut bytes: Vec<u8>,
+        bytes: &[u8],
     ) -> Result<hefl::fl::Submitted, hefl::fl::UplinkError> {
+        let mut bytes = bytes.to_vec();
         if round == self.at {
             // The header (magic, version, bincode) and the seed are under 600 bytes; the
             // bodies are values modulo 2^body_bits, so any bytes there pass the server's
@@ -394,16 +422,23 @@ impl hefl::fl::Uplink for Garbling {
             let end = bytes.len() - 512;
             rand::RngCore::fill_bytes(&mut rng, &mut bytes[600..end]);
         }
-        self.inner.submit(round, bytes)
+        self.inner.submit(round, &bytes)
     }
-    fn fetch(&mut self, round: Round) -> Result<hefl::fl::Published, hefl::fl::UplinkError> {
-        self.inner.fetch(round)
-    }
-    fn keep_from(&mut self, round: Round) {
-        self.inner.keep_from(round)
+    fn fetch(
+        &mut self,
+        round: Round,
+        keep_from: Option<Round>,
+    ) -> Result<hefl::fl::Published, hefl::fl::UplinkError> {
+        self.inner.fetch(round, keep_from)
     }
     fn skipped(&mut self, round: Round, reason: &str) -> Result<(), hefl::fl::UplinkError> {
         self.inner.skipped(round, reason)
+    }
+    fn put_snapshot(&mut self, round: Round, bytes: &[u8]) -> Result<(), hefl::fl::UplinkError> {
+        self.inner.put_snapshot(round, bytes)
+    }
+    fn snapshot(&mut self) -> Result<hefl::fl::ModelSnapshot, hefl::fl::UplinkError> {
+        self.inner.snapshot()
     }
 }
 
@@ -422,7 +457,7 @@ impl hefl::fl::Observer for Notes {
 /// which parties' round was skipped.
 #[test]
 fn a_garbage_update_costs_one_round_not_the_run() {
-    use hefl::fl::{Hub, HubEvent, HubRules, Mode, Privacy, TrainConfig, plan_for};
+    use hefl::fl::{Hub, HubEvent, Mode, Privacy, TrainConfig, plan_for};
     use std::sync::{Arc, Mutex};
     let data = crate::util::tiny_mnist();
     let key = Arc::new(KeyFile::from_seed([3; 32]).secret_key().expect("key"));
@@ -440,14 +475,17 @@ fn a_garbage_update_costs_one_round_not_the_run() {
         data.train.len(),
         None,
         Some(key.key_id()),
-        Duration::from_secs(60),
+        hefl::fl::RoundRules {
+            round_timeout: Duration::from_secs(60),
+            ..Default::default()
+        },
     )
     .expect("plan");
     let log = Arc::new(Mutex::new(Vec::<HubEvent>::new()));
     let hub = {
         let log = Arc::clone(&log);
         Arc::new(
-            Hub::new(plan.clone(), HubRules::default(), move |e: &HubEvent| {
+            Hub::new(plan.clone(), move |e: &HubEvent| {
                 log.lock().expect("log").push(e.clone())
             })
             .expect("hub"),
@@ -504,21 +542,28 @@ impl hefl::fl::Uplink for Slow {
     fn submit(
         &mut self,
         round: Round,
-        bytes: Vec<u8>,
+        bytes: &[u8],
     ) -> Result<hefl::fl::Submitted, hefl::fl::UplinkError> {
         if round == self.at {
             std::thread::sleep(self.delay);
         }
         self.inner.submit(round, bytes)
     }
-    fn fetch(&mut self, round: Round) -> Result<hefl::fl::Published, hefl::fl::UplinkError> {
-        self.inner.fetch(round)
-    }
-    fn keep_from(&mut self, round: Round) {
-        self.inner.keep_from(round)
+    fn fetch(
+        &mut self,
+        round: Round,
+        keep_from: Option<Round>,
+    ) -> Result<hefl::fl::Published, hefl::fl::UplinkError> {
+        self.inner.fetch(round, keep_from)
     }
     fn skipped(&mut self, round: Round, reason: &str) -> Result<(), hefl::fl::UplinkError> {
         self.inner.skipped(round, reason)
+    }
+    fn put_snapshot(&mut self, round: Round, bytes: &[u8]) -> Result<(), hefl::fl::UplinkError> {
+        self.inner.put_snapshot(round, bytes)
+    }
+    fn snapshot(&mut self) -> Result<hefl::fl::ModelSnapshot, hefl::fl::UplinkError> {
+        self.inner.snapshot()
     }
 }
 
@@ -527,7 +572,7 @@ impl hefl::fl::Uplink for Slow {
 /// others' model and its metrics, and only then is the run over.
 #[test]
 fn a_party_late_in_the_last_round_still_ends_with_the_model() {
-    use hefl::fl::{Hub, HubEvent, HubRules, Mode, Privacy, TrainConfig, plan_for};
+    use hefl::fl::{Hub, HubEvent, Mode, Privacy, TrainConfig, plan_for};
     use std::sync::Arc;
     let data = crate::util::tiny_mnist();
     let config = TrainConfig {
@@ -544,15 +589,15 @@ fn a_party_late_in_the_last_round_still_ends_with_the_model() {
         data.train.len(),
         None,
         None,
-        Duration::from_millis(500),
+        hefl::fl::RoundRules {
+            round_timeout: Duration::from_millis(500),
+            min_parties: Some(2),
+            ..Default::default()
+        },
     )
     .expect("plan");
     let last = Round(plan.total_rounds() - 1);
-    let rules = HubRules {
-        min_parties: Some(2),
-        ..HubRules::default()
-    };
-    let hub = Arc::new(Hub::new(plan.clone(), rules, |_: &HubEvent| {}).expect("hub"));
+    let hub = Arc::new(Hub::new(plan.clone(), |_: &HubEvent| {}).expect("hub"));
     let results = run_three(&plan, &hub, &data, None, move |inner| {
         Box::new(Slow {
             inner,
@@ -579,8 +624,7 @@ fn a_party_late_in_the_last_round_still_ends_with_the_model() {
 #[test]
 fn a_checkpoint_of_another_federation_is_refused() {
     use hefl::fl::{
-        Hub, HubEvent, HubRules, HubUplink, Mode, PartyOptions, Privacy, TrainConfig, plan_for,
-        run_party,
+        Hub, HubEvent, HubUplink, Mode, PartyOptions, Privacy, TrainConfig, plan_for, run_party,
     };
     use std::sync::Arc;
     let data = crate::util::tiny_mnist();
@@ -604,11 +648,10 @@ fn a_checkpoint_of_another_federation_is_refused() {
             data.train.len(),
             None,
             None,
-            Duration::from_secs(30),
+            hefl::fl::RoundRules::default(),
         )
         .expect("plan");
-        let hub =
-            Arc::new(Hub::new(plan.clone(), HubRules::default(), |_: &HubEvent| {}).expect("hub"));
+        let hub = Arc::new(Hub::new(plan.clone(), |_: &HubEvent| {}).expect("hub"));
         let mut uplink = HubUplink::new(hub, PartyId(0));
         run_party(
             &plan,
@@ -635,7 +678,7 @@ fn a_checkpoint_of_another_federation_is_refused() {
 /// same plan (at the open round, with the kept sums), refused by a server of another.
 #[test]
 fn a_server_resumes_its_own_state_and_refuses_another_federations() {
-    use hefl::fl::{Hub, HubEvent, HubRules, TrainConfig, plan_for};
+    use hefl::fl::{Hub, HubEvent, TrainConfig, plan_for};
     let dir = tempfile::tempdir().expect("temp dir");
     let plan = |lr: f32| {
         let config = TrainConfig {
@@ -645,12 +688,11 @@ fn a_server_resumes_its_own_state_and_refuses_another_federations() {
             layers: vec![hefl::data::IMAGE_PIXELS, 1, 10],
             ..TrainConfig::default()
         };
-        plan_for(&config, 100, Some(3), None, Duration::from_secs(30)).expect("plan")
+        plan_for(&config, 100, Some(3), None, hefl::fl::RoundRules::default()).expect("plan")
     };
     let update = PlainSum::fresh(vec![1; plan(0.1).wire_slots()]).to_bytes();
     let log = |_: &HubEvent| {};
-    let (hub, resumed) =
-        Hub::with_state_dir(plan(0.1), HubRules::default(), dir.path(), log).expect("fresh");
+    let (hub, resumed) = Hub::with_state_dir(plan(0.1), dir.path(), log).expect("fresh");
     assert_eq!(resumed, None);
     for p in 0..2 {
         hub.submit(PartyId(p), Round(0), &update).expect("submit");
@@ -658,8 +700,7 @@ fn a_server_resumes_its_own_state_and_refuses_another_federations() {
     hub.submit(PartyId(0), Round(1), &update).expect("submit");
     drop(hub);
 
-    let (hub, resumed) =
-        Hub::with_state_dir(plan(0.1), HubRules::default(), dir.path(), log).expect("resumed");
+    let (hub, resumed) = Hub::with_state_dir(plan(0.1), dir.path(), log).expect("resumed");
     assert_eq!(resumed, Some(Round(1)));
     let sum = hub
         .fetch(PartyId(1), Round(0), Duration::ZERO, None)
@@ -670,7 +711,7 @@ fn a_server_resumes_its_own_state_and_refuses_another_federations() {
     hub.submit(PartyId(0), Round(1), &update).expect("resent");
     drop(hub);
 
-    let err = Hub::with_state_dir(plan(0.2), HubRules::default(), dir.path(), log)
+    let err = Hub::with_state_dir(plan(0.2), dir.path(), log)
         .err()
         .expect("another plan");
     assert!(err.to_string().contains("another federation"), "{err}");
