@@ -31,7 +31,7 @@
 //!
 //! The server cannot decrypt, by construction: [`fl::Server`] is generic over
 //! the [`fl::Summable`] payload it folds, and in `he` mode that payload is
-//! [`he::EncryptedVector`], so every byte it keeps is ciphertext or public
+//! [`he::CompactVector`], so every byte it keeps is ciphertext or public
 //! metadata (key id, lengths, party ids). It is built from a
 //! [`he::Expected`] (a public key id and a length), never from a key;
 //! decryption exists only as a method of [`he::keys::SecretKey`], which no
@@ -46,10 +46,13 @@
 //! or of the protocol ([`dp`] draws its noise from [`he::csprng::SecureRng`];
 //! [`he`] keeps its key files through [`secret_file`], and [`model`] its model files
 //! through the same atomic write); [`fl`] composes them
-//! into clients, the server and the training loop: one loop
-//! ([`fl::run_party`]) against one hub ([`fl::Hub`]), in one process through
+//! into two state machines without I/O, the party ([`fl::Party`]) and the
+//! server ([`fl::Server`], behind the [`fl::Hub`] that gives it a clock),
+//! and the drivers that move their bytes: one training loop
+//! ([`fl::run_party`]) against one hub, in one process through
 //! [`fl::HubUplink`] and over the network through [`transport`], which only
-//! moves bytes between parties and the hub; [`perf`] measures what each mode
+//! moves bytes between parties and the hub; the Python binding drives the same
+//! party machine from Flower messages. [`perf`] measures what each mode
 //! costs; [`report`] and the CLI only present results.
 
 #![warn(missing_docs)]

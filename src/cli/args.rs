@@ -5,7 +5,9 @@ use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use hefl::data::{Mnist, Partition};
 use hefl::dp::{Accountant, DpSgd, InputDp, Sampling};
-use hefl::fl::{ConfigError, Field, Mode, Privacy, Strategy, TrainConfig, check_positive};
+use hefl::fl::{
+    ConfigError, Field, Mode, Privacy, Strategy, TrainConfig, ValidConfig, check_positive,
+};
 use hefl::he::DownloadForm;
 use hefl::he::keys::{KeyFile, SecretKey};
 use hefl::model::OptimizerKind;
@@ -295,41 +297,36 @@ impl TrainArgs {
     }
 
     /// The run these flags describe in `mode`, checked before any work: the library's gate
-    /// on the configuration, and on the flags it holds only in some modes (the DP-SGD flags
-    /// without --privacy dp, --target-epsilon), so that every flag has its bound.
-    pub fn validated(&self, mode: Mode) -> Result<TrainConfig, ConfigError> {
-        let config = self.config(mode);
-        TrainConfig {
-            privacy: Privacy::Dp,
-            dp: Some(self.dp_sgd()),
-            ..config.clone()
-        }
-        .validate()?;
-        // --frac-bits and --download must fit he's budget whichever mode runs (the demo
-        // runs both).
-        if mode == Mode::Federated {
-            config.widths()?;
-        }
-        config.validate()?;
+    /// on the configuration (once), and the flags it holds only in some modes (the DP-SGD
+    /// flags without --privacy dp, --target-epsilon, --frac-bits and --download against
+    /// `he`'s budget: the demo runs `he` whatever --privacy says), so that every flag has its
+    /// bound.
+    pub fn validated(&self, mode: Mode) -> Result<ValidConfig, ConfigError> {
+        hefl::fl::check_dp_sgd(&self.dp_sgd())?;
         if let Some(target) = self.target_epsilon {
             check_positive(Field::TargetEpsilon, target)?;
         }
-        Ok(config)
+        let config = self.config(mode);
+        if mode == Mode::Federated {
+            config.widths()?;
+        }
+        config.validate()
     }
 
-    /// The run's configuration for `mode` on a training set of `train_size` images,
-    /// validated, with the noise multiplier calibrated to --target-epsilon when given.
-    pub fn config_for(&self, mode: Mode, train_size: usize) -> Result<TrainConfig> {
-        let mut config = self.validated(mode)?;
-        if let Some(target) = self.target_epsilon {
-            let sigma = hefl::fl::calibrate_noise(&mut config, train_size, target)?;
-            eprintln!(
-                "{}: noise multiplier {sigma:.4} for epsilon {target} at delta {}",
-                config.label(),
-                self.delta
-            );
-        }
-        Ok(config)
+    /// `config` with the noise multiplier calibrated to --target-epsilon for a training set of
+    /// `train_size` images, when the flag is given (validated again: it changed).
+    pub fn calibrated(&self, config: ValidConfig, train_size: usize) -> Result<ValidConfig> {
+        let Some(target) = self.target_epsilon else {
+            return Ok(config);
+        };
+        let mut config = config.into_inner();
+        let sigma = hefl::fl::calibrate_noise(&mut config, train_size, target)?;
+        eprintln!(
+            "{}: noise multiplier {sigma:.4} for epsilon {target} at delta {}",
+            config.label(),
+            self.delta
+        );
+        Ok(config.validate()?)
     }
 
     /// MNIST from --data-dir, $MNIST_DIR or the user cache (downloaded when missing).

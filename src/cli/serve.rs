@@ -155,7 +155,9 @@ fn plan(args: &ServeArgs) -> Result<ValidPlan> {
             Ok(plan.validate()?)
         }
         None => Ok(hefl::fl::plan_for(
-            &args.train.config_for(Mode::Federated, args.train_size)?,
+            &*args
+                .train
+                .calibrated(args.train.validated(Mode::Federated)?, args.train_size)?,
             args.train_size,
             args.rounds_per_epoch,
             args.key_id,

@@ -14,14 +14,20 @@ pub fn run(
     metrics_out: Option<&Path>,
     model_out: Option<&Path>,
 ) -> Result<()> {
-    args.validated(mode)?;
+    let config = args.validated(mode)?;
     let data = args.load()?;
-    let config = args.config_for(mode, data.train.len())?;
+    let config = args.calibrated(config, data.train.len())?;
     let key = match (config.mode, config.privacy) {
         (Mode::Federated, Privacy::He) => Some(args.key()?),
         _ => None,
     };
-    let metrics = hefl::fl::run(&config, &data, key, &mut Progress::new())?;
+    let metrics = hefl::fl::run_with(
+        &config,
+        hefl::fl::RoundRules::default(),
+        &data,
+        key,
+        &mut Progress::new(),
+    )?;
     if let Some(overhead) = &metrics.overhead {
         println!(
             "{}",

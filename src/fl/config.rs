@@ -333,11 +333,7 @@ impl TrainConfig {
                     needs: "DP-SGD settings (noise multiplier, clipping norm, delta)".into(),
                 });
             }
-            (Privacy::Dp, Some(dp)) => {
-                check_positive(Field::NoiseMultiplier, dp.noise_multiplier)?;
-                check_positive(Field::MaxGradNorm, f64::from(dp.max_grad_norm))?;
-                check_probability(Field::Delta, dp.delta)?;
-            }
+            (Privacy::Dp, Some(dp)) => check_dp_sgd(dp)?,
             (privacy, Some(_)) => {
                 return Err(ConfigError::Invalid {
                     field: Field::Privacy,
@@ -583,6 +579,24 @@ impl ConfigError {
             Self::Needs { field, needs } => format!("{} needs {needs}", name(*field)),
         }
     }
+}
+
+/// Refuses DP-SGD settings out of range: a noise multiplier and clipping norm that are not
+/// positive finite numbers, a delta outside (0, 1). [`TrainConfig::validate`] runs it when
+/// privacy is `dp`; the CLI runs it on its DP flags in every mode, so that each has its bound.
+///
+/// ```
+/// use hefl::dp::{Accountant, DpSgd, Sampling};
+/// use hefl::fl::check_dp_sgd;
+///
+/// let dp = DpSgd { noise_multiplier: 1.0, max_grad_norm: 1.0, delta: 1e-5, sampling: Sampling::Poisson, accountant: Accountant::Pld };
+/// assert!(check_dp_sgd(&dp).is_ok());
+/// assert!(check_dp_sgd(&DpSgd { delta: 0.0, ..dp }).is_err());
+/// ```
+pub fn check_dp_sgd(dp: &DpSgd) -> Result<(), ConfigError> {
+    check_positive(Field::NoiseMultiplier, dp.noise_multiplier)?;
+    check_positive(Field::MaxGradNorm, f64::from(dp.max_grad_norm))?;
+    check_probability(Field::Delta, dp.delta)
 }
 
 /// Refuses `value` outside `min..=max`: the one range check of every count the library and

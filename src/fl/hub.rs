@@ -104,6 +104,16 @@ pub enum HubEvent {
         /// What went wrong.
         reason: String,
     },
+    /// A party's model snapshot was kept: parties further behind than the kept sums resync
+    /// from it.
+    SnapshotKept {
+        /// The round it is of (the model before that round).
+        round: Round,
+        /// The party that uploaded it.
+        party: PartyId,
+        /// Its size.
+        bytes: usize,
+    },
     /// An epoch's last round closed.
     EpochDone {
         /// 1-based epoch number.
@@ -152,6 +162,14 @@ impl std::fmt::Display for HubEvent {
                 party_list(parties)
             ),
             Self::StoreFailed { reason } => write!(f, "could not write the checkpoint: {reason}"),
+            Self::SnapshotKept {
+                round,
+                party,
+                bytes,
+            } => write!(
+                f,
+                "kept {party}'s model snapshot of {round} ({bytes} bytes of ciphertext, or words in plain mode)"
+            ),
             Self::EpochDone {
                 epoch,
                 rounds,
@@ -201,7 +219,8 @@ struct State {
     store: Option<ServerStore>,
 }
 
-/// One federation's server, clock and waiters (see the [module docs](self)).
+/// One federation's server, clock and waiters: the [`Server`] state machine behind a lock, with
+/// time passing for it and the wait for published rounds (see [`Hub::new`]).
 pub struct Hub {
     plan: ValidPlan,
     rules: RoundRules,
@@ -418,6 +437,11 @@ impl Hub {
     pub fn put_snapshot(&self, party: PartyId, round: Round, bytes: &[u8]) -> Result<(), Refusal> {
         let mut state = self.state();
         either!(&mut state.server, s => s.put_snapshot(party, round, bytes))?;
+        (self.log)(&HubEvent::SnapshotKept {
+            round,
+            party,
+            bytes: bytes.len(),
+        });
         self.save(&mut state);
         Ok(())
     }

@@ -1,5 +1,6 @@
-//! Federated training: the round protocol's three roles, one training loop for every mode,
-//! and the hub every transport drives.
+//! Federated training: the round protocol's two state machines (a [`Party`] and a
+//! [`Server`]), the one training loop that drives a party, and the hub every transport
+//! drives the server through.
 //!
 //! Every mode is a set of [`Client`]s running rounds:
 //!
@@ -8,46 +9,53 @@
 //! * **centralized**: one client holding all the training data (the upper
 //!   baseline: what pooling the data would give);
 //! * **federated**: `P` clients, one per shard. Each round every client computes
-//!   an update on its own data, seals it in an [`Envelope`] of the run's [`Privacy`] mode
-//!   and submits it; a [`Server`] (no key, no model) validates and sums what they send; the
-//!   [`Strategy`] says what an update is and how the mean is applied. Every client applies
-//!   the same aggregate, so all models stay identical without anyone holding a central
-//!   copy. See [`payload`] for what travels in each mode.
+//!   an update on its own data from the global model; its [`Party`] seals it in an
+//!   [`Envelope`] of the run's [`Privacy`] mode and it is submitted; a [`Server`] (no key, no
+//!   model) validates and sums what they send; each [`Party`] opens the sum and moves the
+//!   global model as the [`Strategy`] says ([`Step`]). Every party applies the same sums in
+//!   the same order, so all models stay identical without anyone holding a central copy.
+//!   See [`payload`] for what travels in each mode and [`Encoding`] for the arithmetic.
 //!
 //! hefl applies the strategy on every client, where Flower applies it on the server,
 //! because its server holds no model and in `he` mode cannot read an update: it can only
 //! add ciphertexts.
 //!
-//! # One loop, one hub, two transports
+//! # Two machines, one loop, one hub, two transports
 //!
 //! ```text
-//!   run_party (the only client loop)            Hub (Server + clock + waiters, no I/O)
-//!   compute -> seal -> Uplink::submit  ------->  Hub::submit
-//!   apply   <- open <- Uplink::fetch   <-------  Hub::fetch (ticks deadlines while waiting)
-//!            HubUplink: in-process threads  |  transport::http: HTTP handlers
+//!   Party (no I/O)       run_party (the only Rust client loop)     Hub (Server + clock, no I/O)
+//!   seal      ------->   Uplink::submit  ----------------------->  Hub::submit
+//!   receive   <-------   Uplink::fetch   <-----------------------  Hub::fetch (ticks deadlines)
+//!   resync    <-------   Uplink::snapshot <----------------------  Hub::snapshot
+//!                        HubUplink: in-process threads  |  transport::http: HTTP handlers
 //! ```
 //!
-//! [`run`] in federated mode is one [`Hub`] and one thread per party, each running
-//! [`run_party`]'s loop through a [`HubUplink`]; `hefl serve` puts the same [`Hub`] behind
-//! HTTP handlers and `hefl join` runs the same loop through an HTTP uplink. So a
-//! simulation is a deployment on one machine: deadlines and `min_parties`
-//! ([`RoundRules`]) act the same way. The baselines run the same loop with one party whose
-//! update is the aggregate (with one client, FedSGD is ordinary mini-batch training).
+//! The [`Party`] machine decides everything about a round on the client's side (order,
+//! catch-up, the skip rule, resyncing, snapshots); [`run_party`] only moves its bytes and adds
+//! retries, checkpoints and evaluation, and the Python binding's `hefl.Party` is the same
+//! machine, driven by `hefl.flower` from Flower messages. [`run`] in federated mode is one
+//! [`Hub`] and one thread per party, each running [`run_party`]'s loop through a
+//! [`HubUplink`]; `hefl serve` puts the same [`Hub`] behind HTTP handlers and `hefl join`
+//! runs the same loop through an HTTP uplink. So a simulation is a deployment on one
+//! machine: deadlines and `min_parties` ([`RoundRules`], carried in the [`Plan`]) act the
+//! same way. The baselines run the same loop with one trainer whose update is the aggregate
+//! (with one client, FedSGD is ordinary mini-batch training).
 //!
-//! Modules depend one way: [`strategy`](Strategy) and [`config`](TrainConfig) at the bottom;
-//! payload, envelope, client, server above them; error, metrics, plan, setup; then party
-//! (the loop), hub (which implements the in-process uplink) and run.
+//! Modules depend one way: [`strategy`](Strategy), [`config`](TrainConfig) and the rules at
+//! the bottom; payload, encoding, envelope, client, server above them; party (the machine),
+//! plan, error, metrics, setup; then the driver (the loop), hub (which implements the
+//! in-process uplink) and run.
 
 pub mod checkpoint;
 mod client;
 mod config;
 mod driver;
-mod encoding;
+pub mod encoding;
 mod envelope;
 mod error;
 mod hub;
 mod metrics;
-mod party;
+pub mod party;
 pub mod payload;
 mod plan;
 mod rules;
@@ -61,7 +69,7 @@ mod uplink;
 pub use client::{Client, ClientStateError, Update};
 pub use config::{
     ConfigError, Field, MAX_BATCH_SIZE, MAX_EPOCHS, MAX_LOCAL_STEPS, MAX_PARTIES, Mode, Privacy,
-    TrainConfig, ValidConfig, check_positive, check_probability, check_range,
+    TrainConfig, ValidConfig, check_dp_sgd, check_positive, check_probability, check_range,
 };
 pub use driver::{PartyOptions, run_party};
 pub use encoding::{DecodeError, EncodeError, Encoded, Encoding, Weighting};

@@ -1,8 +1,7 @@
 //! What an update looks like on the wire in each privacy mode, and how a server folds them.
 //!
-//! Both modes send the same thing in different envelopes: the client scales its update by
-//! its weight w (FedAvg: its share of the nominal samples per round), appends w itself, and
-//! quantizes the vector with [`FixedPoint`]. In `he` mode the words are encrypted
+//! Both modes send the same thing in different envelopes: the client weights its update,
+//! appends its weight and quantizes the vector ([`Encoding`](super::Encoding)). In `he` mode the words are encrypted
 //! ([`CompactVector`]); in `plain` mode they travel as they are ([`PlainSum`]). The server
 //! adds the vectors (integer addition modulo 2^64, exact and independent of arrival order), and
 //! each client divides the sum by the summed weight in the last slot. So the total weight,

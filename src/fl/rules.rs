@@ -29,7 +29,8 @@ const TIMEOUT_RANGE: (Duration, Duration) = (
     Duration::from_secs(7 * 24 * 3600),
 );
 
-/// How a federation's rounds run (see the [module docs](self)).
+/// How a federation's rounds run: the one home of these rules, carried in the
+/// [`Plan`](super::Plan) and validated once with it.
 ///
 /// ```
 /// use hefl::fl::{Field, RoundRules};

@@ -3,7 +3,7 @@
 //! loop against the hub through a [`HubUplink`].
 
 use super::client::Client;
-use super::config::{Mode, Privacy, TrainConfig};
+use super::config::{Mode, Privacy, TrainConfig, ValidConfig};
 use super::driver::{Member, PartyOptions, run_alone};
 use super::error::{PartyError, TrainError, UplinkError};
 use super::hub::{Hub, HubEvent, HubUplink};
@@ -30,20 +30,27 @@ pub fn run(
     key: Option<Arc<SecretKey>>,
     observer: &mut dyn Observer,
 ) -> Result<RunMetrics, TrainError> {
-    run_with(config, RoundRules::default(), data, key, observer)
+    run_with(
+        &config.validate()?,
+        RoundRules::default(),
+        data,
+        key,
+        observer,
+    )
 }
 
-/// [`run`] with the server's round rules given: a simulation of a deployment whose parties
-/// all run here (`rules` act as `hefl serve`'s: deadlines, `min_parties`, absences).
+/// [`run`] of a configuration already validated, with the server's round rules given: a
+/// simulation of a deployment whose parties all run here (`rules` act as `hefl serve`'s:
+/// deadlines, `min_parties`, absences).
 pub fn run_with(
-    config: &TrainConfig,
+    config: &ValidConfig,
     rules: RoundRules,
     data: &Mnist,
     key: Option<Arc<SecretKey>>,
     observer: &mut dyn Observer,
 ) -> Result<RunMetrics, TrainError> {
     let started = Instant::now();
-    let config = config.validate()?;
+    let config = config.clone();
     let Setup { mut clients, test } = setup(&config, data, None)?;
     match config.mode {
         Mode::Local | Mode::Centralized => {

@@ -1,11 +1,6 @@
-//! The server's side of a round: collect one update per party, fold them, publish the sum.
-//!
-//! [`Server`] is a state machine with no clock of its own and no I/O: transports call
-//! [`Server::submit`] with the bytes a party sent, [`Server::tick`] with the time, and
-//! [`Server::aggregate`] when a party asks for a round's sum. It holds no key and no model.
-//! It is generic over the [`Summable`] payload, so a `Server<EncryptedVector>` (the `he`
-//! mode) can only ever hold ciphertexts: there is no field, argument or method through which
-//! a plaintext vector or a key could reach it.
+//! The server's side of a round: collect one update per party, fold them, publish the sum
+//! (the [`Server`] state machine), and keep the latest model snapshot for parties that fall
+//! too far behind. Its twin on the parties' side is [`Party`](super::Party).
 
 use super::config::{ConfigError, Field, MAX_PARTIES, check_range};
 use super::payload::{PayloadError, Summable};

@@ -26,7 +26,7 @@
 //! The format has no MAC: GLWE ciphertexts are malleable by design (that is what makes them
 //! summable), so integrity and authenticity of messages come from the transport (TLS) and
 //! the protocol layer, not from here. A tampered seed or body decrypts to garbage, which the
-//! client's decoder refuses ([`crate::fl::payload::weighted_mean`]).
+//! client's decoder refuses ([`crate::fl::Encoding::decode`]).
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};

@@ -70,7 +70,7 @@ pub fn accuracy_table(runs: &[(&str, &RunMetrics)]) -> String {
 ///         bytes_per_update: 318_356,
 ///         ..EnvelopeCost::default()
 ///     },
-///     skipped_rounds: vec![],
+///     ..Overhead::default()
 /// };
 /// let line = hefl::report::overhead_summary(&o, 100.0);
 /// assert!(line.starts_with("he envelope 10.0 s of 100.0 s (10.0%)"));

@@ -11,6 +11,7 @@ mod hostile;
 mod model_file;
 #[cfg(feature = "net")]
 mod network;
+mod party;
 mod quant;
 mod server;
 mod train;

@@ -959,6 +959,48 @@ fn a_paused_party_catches_up() {
     assert!(final_accuracy(&dir.path().join("party-2.json")) > 0.9);
 }
 
+/// A party paused (SIGSTOP) while the others run on, alone, far past the sums the server
+/// keeps (64; the run has 98 rounds): when it resumes, the sum it waits for is gone, so it
+/// resyncs from the latest encrypted model snapshot, applies the sums after it, and ends with
+/// the others' model, bit for bit.
+#[test]
+fn a_party_paused_past_the_kept_sums_resyncs_from_the_model_snapshot() {
+    let (dir, key_id) = setup();
+    let flags = [
+        "--epochs",
+        "14",
+        "--round-timeout",
+        "1s",
+        "--min-parties",
+        "2",
+        "--absent-after",
+        "1",
+    ];
+    let (server, url) = start_server(dir.path(), &he_flags(&key_id, &flags));
+    let others: Vec<Guard> = (0..2).map(|p| start_party(dir.path(), &url, p)).collect();
+    let mut paused = start_party(dir.path(), &url, 2);
+    let _stdout = wait_for_an_epoch(&mut paused);
+    signal(paused.child(), "-STOP");
+    for (p, guard) in others.into_iter().enumerate() {
+        let out = wait_bounded(guard, Duration::from_secs(120), "a party");
+        assert!(out.status.success(), "party {p}: {}", text(&out.stderr));
+    }
+    signal(paused.child(), "-CONT");
+    let out = wait_bounded(paused, Duration::from_secs(120), "the paused party");
+    let log = text(&out.stderr);
+    assert!(out.status.success(), "party 2: {log}");
+    assert!(
+        log.contains("is no longer kept: resynced from the model snapshot of round 96"),
+        "{log}"
+    );
+    let out = wait_bounded(server, Duration::from_secs(30), "the server");
+    assert!(out.status.success(), "the server: {}", text(&out.stderr));
+    let model = saved_params(dir.path(), 0);
+    for p in 1..3 {
+        assert!(saved_params(dir.path(), p) == model, "party {p} differs");
+    }
+}
+
 /// A party killed (SIGKILL) mid-run and restarted with the same `--state-dir` continues from
 /// its checkpoint; the rounds wait for it (every party is required), and all three end with
 /// the undisturbed run's model, bit for bit.
