@@ -11,6 +11,7 @@ mod output;
 mod progress;
 mod serve;
 mod train;
+mod tree;
 
 use args::{DpEpsilonArgs, TrainArgs};
 use clap::{Parser, Subcommand};
@@ -169,6 +170,10 @@ pub enum Command {
     /// `test accuracy 97.83%, test loss 0.0712 (10,000 images)`: the numbers a run
     /// printed for its last epoch, when given the same test set.
     Evaluate(evaluate::EvaluateArgs),
+    /// Print the command tree (subcommands, aliases, flags) as JSON, read through clap's
+    /// introspection: the documentation test checks every `hefl ...` line against it.
+    #[command(name = "__cli-tree", hide = true)]
+    CliTree,
 }
 
 /// Runs one command.
@@ -218,5 +223,6 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(*args),
         Command::Join(args) => join::run(args),
         Command::Evaluate(args) => evaluate::run(&args),
+        Command::CliTree => tree::run(),
     }
 }
