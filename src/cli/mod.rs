@@ -47,8 +47,8 @@ pub enum Command {
         /// Write the configuration and per-epoch metrics to this JSON file.
         #[arg(long, value_name = "FILE.json")]
         metrics_out: Option<PathBuf>,
-        /// Write the run's final model to this safetensors file (format in the README;
-        /// `hefl evaluate --model FILE` reports its test accuracy).
+        /// Write the run's final model to this safetensors file (format in
+        /// docs/formats.md; `hefl evaluate --model FILE` reports its test accuracy).
         #[arg(long, value_name = "FILE.safetensors")]
         model_out: Option<PathBuf>,
     },
@@ -66,8 +66,8 @@ pub enum Command {
         #[arg(long, value_name = "FILE.json")]
         metrics_out: Option<PathBuf>,
         /// Write each run's final model to DIR/RUN.safetensors, RUN being the run's name
-        /// in the table: local, centralized, federated-plain, federated-he (format in the
-        /// README; `hefl evaluate --model FILE` reports its test accuracy).
+        /// in the table: local, centralized, federated-plain, federated-he (format in
+        /// docs/formats.md; `hefl evaluate --model FILE` reports its test accuracy).
         #[arg(long, value_name = "DIR")]
         model_out: Option<PathBuf>,
         /// Run federated-he as separate processes on loopback: one `hefl serve`
