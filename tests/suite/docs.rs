@@ -6,6 +6,8 @@
 //!   `--help` text. `hefl`, `target/release/hefl` and `cargo run [--release] -- ...` count,
 //!   after environment assignments (`MNIST_DIR=... hefl demo`), `nice` or `time`; `\`
 //!   continues a line, and so does a synopsis line that starts with `[`, `(` or `-`.
+//!   Inline code that is only flags (`--round-timeout` [30s]) must name flags some command
+//!   has; another tool's flag is written with its command (`cargo fuzz build --sanitizer none`).
 //! - Every relative link points at a file or folder that exists, and at a heading of it
 //!   when it names one (`docs/dp.md#two-accountants-pld-default-and-rdp`).
 //! - Every `docs/....md` path that a source file names exists.
@@ -640,6 +642,49 @@ fn invocations(markdown: &Markdown) -> Vec<(usize, String)> {
     lines
 }
 
+/// Every long flag of the tree, in any command.
+fn all_long_flags(node: &Node, out: &mut BTreeSet<String>) {
+    for flag in &node.flags {
+        out.extend(flag.long.iter().cloned());
+        out.extend(flag.long_aliases.iter().cloned());
+    }
+    for sub in &node.subcommands {
+        all_long_flags(sub, out);
+    }
+}
+
+/// Every problem of one Markdown file's inline code that names flags without a command
+/// (`--round-timeout` [30s]): each must be a flag of some command.
+fn check_bare_flags(
+    file: &Path,
+    markdown: &Markdown,
+    flags: &BTreeSet<String>,
+    checked: &mut usize,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (line, text) in &markdown.spans {
+        if !text.starts_with("--") {
+            continue;
+        }
+        for words in shell_commands(text) {
+            for word in words.iter().filter(|w| !w.quoted) {
+                let Some(long) = word.text.strip_prefix("--") else {
+                    continue;
+                };
+                let name = long.split('=').next().unwrap_or(long);
+                *checked += 1;
+                if !flags.contains(name) {
+                    problems.push(format!(
+                        "{}:{line}: no command has a flag --{name}: `{text}`",
+                        file.display()
+                    ));
+                }
+            }
+        }
+    }
+    problems
+}
+
 /// Every problem of one Markdown file's commands; counts the commands checked.
 fn check_commands(
     file: &Path,
@@ -755,12 +800,15 @@ fn guide_references() -> Vec<(PathBuf, usize, String)> {
 
 // --- The tests -------------------------------------------------------------------------------
 
-/// Every documented `hefl` command line uses subcommands and flags the CLI has, and every
-/// subcommand is documented somewhere.
+/// Every documented `hefl` command line uses subcommands and flags the CLI has, every flag
+/// named alone is one of them, and every subcommand is documented somewhere.
 #[test]
 fn documented_commands_exist_in_the_cli() {
     let tree = cli_tree();
+    let mut flags = BTreeSet::new();
+    all_long_flags(&tree, &mut flags);
     let (mut checked, mut covered, mut problems) = (0, BTreeSet::new(), Vec::new());
+    let mut bare = 0;
     for file in markdown_files() {
         let markdown = parse_markdown(&read(&file));
         problems.extend(check_commands(
@@ -770,6 +818,7 @@ fn documented_commands_exist_in_the_cli() {
             &mut checked,
             &mut covered,
         ));
+        problems.extend(check_bare_flags(&file, &markdown, &flags, &mut bare));
     }
     for sub in &tree.subcommands {
         if sub.name != "help" && !sub.name.starts_with("__") && !covered.contains(&sub.name) {
@@ -787,7 +836,11 @@ fn documented_commands_exist_in_the_cli() {
     );
     // A reader that found nothing would pass: the docs hold about a hundred.
     assert!(checked >= 50, "only {checked} hefl command lines found");
-    eprintln!("checked {checked} hefl command lines");
+    assert!(
+        bare >= 30,
+        "only {bare} flags named without a command found"
+    );
+    eprintln!("checked {checked} hefl command lines and {bare} flags named alone");
 }
 
 /// Every relative link of the docs, and every guide the sources name, exists.
