@@ -15,10 +15,11 @@
 //!    same aggregate, so their models stay identical without the server ever
 //!    holding one.
 //!
-//! The plain federated mode, the DP variant (DP-SGD on every client with a
-//! Rényi-DP accountant, [`dp`]; HE mode itself has no DP option) and the local
-//! and centralized baselines run in the same loop ([`fl::run`]) so that users
-//! can see what collaboration gains and what each kind of privacy costs.
+//! The plain federated mode, the DP variant (DP-SGD on every client, with a
+//! privacy-loss-distribution accountant or Rényi DP on request, [`dp`]; HE mode
+//! itself has no DP option) and the local and centralized baselines run in the
+//! same loop ([`fl::run`]) so that users can see what collaboration gains and
+//! what each kind of privacy costs.
 //!
 //! ## Threat model
 //!
@@ -27,12 +28,14 @@
 //! the same secret key, so anyone holding it can decrypt any single client's
 //! ciphertext: the server must never see the key, and clients must not see each
 //! other's individual ciphertexts. Stronger models (threshold keys, where no
-//! single party can decrypt one update) are future work.
+//! single party can decrypt one update) are future work. What a malicious
+//! client can and cannot do, and why publishing mask seeds and rounding
+//! ciphertexts is safe, is in the guide `docs/security.md`.
 //!
 //! The server cannot decrypt, by construction: [`fl::Server`] is generic over
 //! the [`fl::Summable`] payload it folds, and in `he` mode that payload is
 //! [`he::CompactVector`], so every byte it keeps is ciphertext or public
-//! metadata (key id, lengths, party ids). It is built from a
+//! metadata (key id, mask seeds, lengths, party ids). It is built from a
 //! [`he::Expected`] (a public key id and a length), never from a key;
 //! decryption exists only as a method of [`he::keys::SecretKey`], which no
 //! server type holds or receives.
@@ -54,6 +57,17 @@
 //! moves bytes between parties and the hub; the Python binding drives the same
 //! party machine from Flower messages. [`perf`] measures what each mode
 //! costs; [`report`] and the CLI only present results.
+//!
+//! ## Guides
+//!
+//! These pages document the API. The repository's guides, in `docs/`, cover
+//! what a user of the `hefl` command and of a federation needs beyond it:
+//! `docs/usage.md` (commands and modes), `docs/deployment.md` (`hefl serve` and
+//! `hefl join`: limits, TLS, restarts, what to do when things fail),
+//! `docs/flower-and-python.md`, `docs/dp.md` (the accountants, tuning, the
+//! comparison with HE), `docs/performance.md` (every measured table and how to
+//! reproduce it), `docs/security.md`, `docs/formats.md` (every message and file)
+//! and `docs/architecture.md`.
 
 #![warn(missing_docs)]
 

@@ -33,8 +33,9 @@
 //!   the only biased step, so err on the large side.
 //! - **f** (`frac_bits`) sets the resolution 2^−f. Stochastic rounding keeps the sum unbiased
 //!   at any f; its standard deviation per coordinate is at most 2^−f−1 per party. The default
-//!   f = 16 ends the demo within 0.1 points of f = 24 (the README's precision table) and
-//!   makes ciphertexts 8 bits per value smaller.
+//!   f = 16 ends the demo 0.14 points above f = 24, a run-to-run difference (the precision
+//!   table of `docs/performance.md#precision`), and makes ciphertexts 8 bits per value
+//!   smaller.
 //! - **t** (`total_bits`) follows from c, f and P: with c = 8 and f = 16, b = 20 and
 //!   t = 20 + ceil(log2(P + 1)): 22 for 3 parties, 27 for 100, 30 for 1000.
 //!
@@ -73,7 +74,7 @@ const ROUNDING_CHUNK: usize = 2048;
 /// Words per parallel task when decoding and range-checking sums.
 const DECODE_CHUNK: usize = 8192;
 
-/// f of the defaults: 16 fractional bits (the README's precision table).
+/// f of the defaults: 16 fractional bits (the precision table of `docs/performance.md#precision`).
 pub const DEFAULT_FRAC_BITS: u32 = 16;
 /// c of the defaults: values are clipped to [-8, 8].
 pub const DEFAULT_CLIP: f32 = 8.0;

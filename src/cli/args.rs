@@ -219,7 +219,7 @@ pub struct TrainArgs {
     pub input_dp: Option<f64>,
     /// Fractional bits of the fixed-point encoding of federated updates
     /// (resolution 2^-F, values clipped to [-8, 8]); the total bits follow from
-    /// F and --parties. 16 ends the demo within 0.1 points of 24 (README).
+    /// F and --parties. 16 ends the demo 0.14 points above 24 (docs/performance.md#precision).
     #[arg(long, default_value_t = hefl::quant::DEFAULT_FRAC_BITS, value_name = "F")]
     pub frac_bits: u32,
     /// --privacy he: how each round's encrypted sum comes back: `seeds` (the

@@ -38,8 +38,8 @@ pub struct JoinArgs {
     /// Write this party's configuration and per-epoch metrics to this JSON file.
     #[arg(long, value_name = "FILE.json")]
     pub metrics_out: Option<PathBuf>,
-    /// Write this party's final model to this safetensors file (format in the README;
-    /// `hefl evaluate --model FILE` reports its test accuracy).
+    /// Write this party's final model to this safetensors file (format in
+    /// docs/formats.md; `hefl evaluate --model FILE` reports its test accuracy).
     #[arg(long, value_name = "FILE.safetensors")]
     pub model_out: Option<PathBuf>,
     /// For an https:// server: trust only this PEM CA certificate (e.g. the

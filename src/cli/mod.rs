@@ -11,6 +11,7 @@ mod output;
 mod progress;
 mod serve;
 mod train;
+mod tree;
 
 use args::{DpEpsilonArgs, TrainArgs};
 use clap::{Parser, Subcommand};
@@ -46,8 +47,8 @@ pub enum Command {
         /// Write the configuration and per-epoch metrics to this JSON file.
         #[arg(long, value_name = "FILE.json")]
         metrics_out: Option<PathBuf>,
-        /// Write the run's final model to this safetensors file (format in the README;
-        /// `hefl evaluate --model FILE` reports its test accuracy).
+        /// Write the run's final model to this safetensors file (format in
+        /// docs/formats.md; `hefl evaluate --model FILE` reports its test accuracy).
         #[arg(long, value_name = "FILE.safetensors")]
         model_out: Option<PathBuf>,
     },
@@ -65,8 +66,8 @@ pub enum Command {
         #[arg(long, value_name = "FILE.json")]
         metrics_out: Option<PathBuf>,
         /// Write each run's final model to DIR/RUN.safetensors, RUN being the run's name
-        /// in the table: local, centralized, federated-plain, federated-he (format in the
-        /// README; `hefl evaluate --model FILE` reports its test accuracy).
+        /// in the table: local, centralized, federated-plain, federated-he (format in
+        /// docs/formats.md; `hefl evaluate --model FILE` reports its test accuracy).
         #[arg(long, value_name = "DIR")]
         model_out: Option<PathBuf>,
         /// Run federated-he as separate processes on loopback: one `hefl serve`
@@ -169,6 +170,10 @@ pub enum Command {
     /// `test accuracy 97.83%, test loss 0.0712 (10,000 images)`: the numbers a run
     /// printed for its last epoch, when given the same test set.
     Evaluate(evaluate::EvaluateArgs),
+    /// Print the command tree (subcommands, aliases, flags) as JSON, read through clap's
+    /// introspection: the documentation test checks every `hefl ...` line against it.
+    #[command(name = "__cli-tree", hide = true)]
+    CliTree,
 }
 
 /// Runs one command.
@@ -218,5 +223,6 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(*args),
         Command::Join(args) => join::run(args),
         Command::Evaluate(args) => evaluate::run(&args),
+        Command::CliTree => tree::run(),
     }
 }

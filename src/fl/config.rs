@@ -131,7 +131,7 @@ pub struct TrainConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_dp: Option<InputDp>,
     /// Fractional bits f of the fixed-point encoding of federated updates (resolution
-    /// 2^-f; values clipped to [-8, 8]): see [`crate::quant`] and the README's precision table.
+    /// 2^-f; values clipped to [-8, 8]): see [`crate::quant`] and `docs/performance.md#precision`.
     #[serde(default = "default_frac_bits")]
     pub frac_bits: u32,
     /// How the round's encrypted sum travels back in `he` mode: the summed bodies with every

@@ -16,6 +16,9 @@
 //!   ciphertext: anyone holding the ciphertext could compute it, so it cannot reveal anything
 //!   the ciphertext did not. The same holds for the server's sum of masks and its switch to
 //!   fewer bits. The rounding only adds decoding error, which [`Widths`](super::Widths) bounds.
+//!
+//! The same argument, for users, is in
+//! `docs/security.md#why-publishing-seeds-and-rounding-bodies-is-safe`.
 
 use rayon::prelude::*;
 

@@ -16,7 +16,8 @@
 //! ```
 //!
 //! Loading refuses a file readable or writable by group or others, a file of another format
-//! version or parameter set, and a file whose key id does not match its seed.
+//! version or parameter set, and a file whose key id does not match its seed. Who gets the
+//! file: `keys/README.md` and `docs/formats.md#the-key-file`.
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -5,7 +5,8 @@
 //! hefl encrypts with tfhe's low-level `core_crypto` GLWE (RLWE, as k = 1) under the GLWE part
 //! of tfhe's 128-bit parameter set `V1_8_PARAM_MESSAGE_2_CARRY_2_KS_PBS_TUNIFORM_2M128`
 //! ([`params::PARAMS`]: N = 2048, q = 2^64, binary key, TUniform(17) noise). Only addition is
-//! needed, so there is no bootstrapping and no server key.
+//! needed, so there is no bootstrapping and no server key. For users, the guides
+//! `docs/security.md#the-scheme` and `docs/formats.md` say the same without the API.
 //!
 //! - **Packing**: a vector of d u64 plaintexts fills ceil(d / N) ciphertexts, one value per
 //!   coefficient. Per ciphertext: mask A uniform, body B = A·S + M + E, products negacyclic

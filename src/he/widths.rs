@@ -25,7 +25,8 @@
 //!   whose rounded bodies use little of it); 64 bits, no rounding, adds nothing.
 //!
 //! A setting whose terms cannot fit (too many parties, or t so large that a width would exceed
-//! 64 bits) is refused with the numbers, before any data moves.
+//! 64 bits) is refused with the numbers, before any data moves. (For users:
+//! `docs/security.md#sums-always-decode`.)
 //!
 //! ```
 //! use hefl::he::{DownloadForm, Widths};

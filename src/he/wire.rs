@@ -1,4 +1,5 @@
-//! Wire format of a [`CompactVector`] (version 2), and its validating parser.
+//! Wire format of a [`CompactVector`] (version 2), and its validating parser. (What each field
+//! is for, and hefl's other formats: `docs/formats.md`.)
 //!
 //! ```text
 //! magic      8 bytes   "HEFLGLWE"

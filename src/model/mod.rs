@@ -7,7 +7,8 @@
 //! "layered" and a "flat" view.
 //!
 //! A trained model is saved and loaded as a safetensors file ([`write_model`],
-//! [`read_model`]; the format is documented in [`file`](mod@file) and in the README).
+//! [`read_model`]; the format is documented in [`file`](mod@file) and, for users, in
+//! `docs/formats.md#the-model-file`).
 //!
 //! This module knows nothing of parties, encryption or networks.
 //!

@@ -7,6 +7,7 @@
 //! aggregation latency as parties grow, bytes on the wire, encryption throughput against
 //! threads and model size) comes out of one command in minutes. Absolute times depend on
 //! the machine ([`Machine`] goes with every table); ratios are measured in the same run.
+//! The measured tables, and how to reproduce each, are in the guide `docs/performance.md`.
 
 pub mod suite;
 pub mod workloads;

@@ -4,7 +4,9 @@
 //! [`HubUplink`](crate::fl::HubUplink); across processes, [`http`] puts the same hub behind
 //! HTTP handlers and gives parties an [`Uplink`](crate::fl::Uplink) that calls them.
 //! Transports only move bytes and check who is speaking ([`Tokens`]): validating and summing
-//! updates is the server's job, training the parties'.
+//! updates is the server's job, training the parties'. Running a federation over the
+//! network (tokens, limits, TLS, restarts) is described for operators in the guide
+//! `docs/deployment.md`.
 
 #[cfg(feature = "net")]
 pub mod http;

@@ -1,4 +1,5 @@
-//! The per-party bearer tokens of a federation, and the tokens file the server issues.
+//! The per-party bearer tokens of a federation, and the tokens file the server issues
+//! (described for operators in `docs/formats.md#the-tokens-file`).
 
 use crate::secret_file::SecretFileError;
 use sha2::{Digest, Sha256};

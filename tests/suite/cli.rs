@@ -2,19 +2,11 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use hefl::he::keys::KeyFile;
 
-use crate::util::write_tiny_mnist;
-
-fn hefl(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hefl"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("run hefl")
-}
+use crate::util::{hefl, write_tiny_mnist};
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()

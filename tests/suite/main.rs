@@ -4,6 +4,7 @@
 
 mod cli;
 mod data;
+mod docs;
 mod dp;
 mod fuzz_corpus;
 mod he;

@@ -29,6 +29,15 @@ pub fn real_mnist() -> Option<Mnist> {
     }
 }
 
+/// Runs `hefl args` in `cwd` to the end and returns what it printed and its status.
+pub fn hefl(args: &[&str], cwd: &Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_hefl"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("run hefl")
+}
+
 /// How a bounded run of the `hefl` binary ended.
 pub struct Bounded {
     /// The exit status; `None` when it was killed at the time limit or at `stop_at`.
