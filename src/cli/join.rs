@@ -3,7 +3,7 @@
 use super::args::{load_mnist, parse_duration};
 use super::output::{write_json, write_model};
 use super::progress::Progress;
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use hefl::fl::{PartyId, PartyOptions, Privacy, Retry};
 use hefl::he::keys::KeyFile;
@@ -60,6 +60,14 @@ pub struct JoinArgs {
     pub retry_for: Duration,
 }
 
+/// The directory an output file goes in.
+fn output_dir(file: &std::path::Path) -> PathBuf {
+    match file.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
 /// Fetches the plan, trains this party's shard through the server, writes its metrics.
 pub fn run(args: JoinArgs) -> Result<()> {
     let party = args.party;
@@ -89,6 +97,16 @@ pub fn run(args: JoinArgs) -> Result<()> {
         (Privacy::He, None) => bail!("the server runs privacy he: pass the shared key with --key"),
         (Privacy::Plain | Privacy::Dp, _) => None,
     };
+    // Every path this party writes is proved writable before its first round, not after it.
+    let dirs = [
+        args.state_dir.clone(),
+        args.metrics_out.as_deref().map(output_dir),
+        args.model_out.as_deref().map(output_dir),
+    ];
+    for dir in dirs.into_iter().flatten() {
+        hefl::secret_file::probe_writable(&dir)
+            .with_context(|| format!("{} is not writable", dir.display()))?;
+    }
     let data = load_mnist(args.data_dir.as_deref())?;
     let metrics = hefl::fl::run_party(
         &plan,

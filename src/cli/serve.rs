@@ -3,7 +3,7 @@
 use super::args::{TrainArgs, parse_byte_rate, parse_duration};
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use hefl::fl::{Hub, HubEvent, Mode, Plan, RoundRules, ValidPlan};
+use hefl::fl::{Hub, HubEvent, Mode, Plan, RoundRules, RunId, ValidPlan};
 use hefl::he::keys::KeyId;
 use hefl::transport::http::{self, TlsFiles};
 use hefl::transport::{Limits, Tokens};
@@ -183,8 +183,17 @@ pub fn run(args: ServeArgs) -> Result<()> {
     };
     let log = |event: &HubEvent| eprintln!("serve: {event}");
     let hub = match &args.state_dir {
-        None => Hub::new(plan, log)?,
+        None => {
+            let run_id = match plan.run_id {
+                Some(id) => id,
+                None => RunId::generate().context("drawing a run id")?,
+            };
+            Hub::new(plan.with_run_id(Some(run_id)), log)?
+        }
         Some(dir) => {
+            // A state directory that cannot be written is found now, not at round 1.
+            hefl::secret_file::probe_writable(dir)
+                .with_context(|| format!("--state-dir {} is not writable", dir.display()))?;
             let (hub, resumed) = Hub::with_state_dir(plan, dir, log)?;
             if let Some(round) = resumed {
                 eprintln!(
@@ -224,6 +233,12 @@ pub fn run(args: ServeArgs) -> Result<()> {
         &limits,
         |line: &str| eprintln!("serve: {line}"),
     )?;
+    if let Some(reason) = &report.store_failed {
+        bail!(
+            "stopped after {} rounds: the server's checkpoint could not be written ({reason}); the last good checkpoint is intact: free the disk and restart with the same --state-dir (the parties retry meanwhile)",
+            report.rounds
+        );
+    }
     if !report.missing.is_empty() {
         let missing: Vec<String> = report.missing.iter().map(|m| m.to_string()).collect();
         bail!(

@@ -29,7 +29,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// How a party runs besides the plan: how it waits out a lost server, and where it keeps
 /// its checkpoints.
@@ -124,11 +124,16 @@ impl Member<'_> {
             started,
         } = self;
         let config = plan.config();
-        let mut party = Party::for_plan(plan, client.id(), key)?;
-        let checkpoints = options
-            .state_dir
-            .as_deref()
-            .map(|dir| Checkpoints::new(dir, plan, client.id(), options.checkpoint_every));
+        let mut party = Party::for_plan(plan, client.id(), key.clone())?;
+        let checkpoints = options.state_dir.as_deref().map(|dir| {
+            Checkpoints::new(
+                dir,
+                plan,
+                client.id(),
+                options.checkpoint_every,
+                key.as_deref(),
+            )
+        });
         let mut progress = Progress::default();
         if let Some(checkpoints) = &checkpoints
             && let Some(resumed) = checkpoints.load(&mut party, &mut client, plan.total_rounds())?
@@ -438,8 +443,18 @@ impl Rounds for Federated<'_> {
             return Ok(());
         };
         let next = self.party.next_round();
-        if epoch_end || next.0 % checkpoints.every == 0 {
-            checkpoints.save(&self.party, client, progress)?;
+        if epoch_end || next.0.is_multiple_of(checkpoints.every) {
+            // A failed write is tried twice more; then the party stops, its last good
+            // checkpoint intact (writes are atomic), naming the file and the error.
+            let mut saved = checkpoints.save(&self.party, client, progress);
+            for wait in [Duration::from_millis(100), Duration::from_millis(500)] {
+                if saved.is_ok() {
+                    break;
+                }
+                std::thread::sleep(wait);
+                saved = checkpoints.save(&self.party, client, progress);
+            }
+            saved?;
             self.keep_from = Some(next);
         }
         Ok(())

@@ -15,7 +15,7 @@ use super::checkpoint::{CheckpointError, ServerStore};
 use super::config::ConfigError;
 use super::error::{RefusalKind, UplinkError};
 use super::payload::{PlainSum, Summable};
-use super::plan::ValidPlan;
+use super::plan::{RunId, ValidPlan};
 use super::rules::RoundRules;
 use super::server::{ModelSnapshot, PartyId, Published, Refusal, Round, Server};
 use super::uplink::{Submitted, Uplink};
@@ -52,6 +52,9 @@ pub struct ServeReport {
     /// Parties the run ended without, when it ended because no party had been heard from
     /// for the idle timeout (empty when every party fetched the last sum).
     pub missing: Vec<Missing>,
+    /// Why the server stopped taking rounds: its checkpoint could not be written, after
+    /// retries (the last good one is intact). `None` for a run that ended otherwise.
+    pub store_failed: Option<String>,
 }
 
 /// Something a server operator should know, reported through the hub's log.
@@ -98,8 +101,8 @@ pub enum HubEvent {
         /// What the party found, as it said it (control characters removed, truncated).
         reason: String,
     },
-    /// The server's checkpoint could not be written (the run goes on; a restart would
-    /// resume from the last one written).
+    /// The server's checkpoint could not be written, after retries: the server stops taking
+    /// rounds (a restart resumes from the last one written, which is intact).
     StoreFailed {
         /// What went wrong.
         reason: String,
@@ -161,7 +164,10 @@ impl std::fmt::Display for HubEvent {
                 "{party} skipped {round} (parties {}): {reason}",
                 party_list(parties)
             ),
-            Self::StoreFailed { reason } => write!(f, "could not write the checkpoint: {reason}"),
+            Self::StoreFailed { reason } => write!(
+                f,
+                "could not write the checkpoint, after retries: {reason}; stopping (the last good checkpoint is intact: free the disk and restart with the same --state-dir)"
+            ),
             Self::SnapshotKept {
                 round,
                 party,
@@ -308,16 +314,33 @@ impl Hub {
     }
 
     /// Like [`Hub::new`], with the server's checkpoint in `state_dir` (see
-    /// [`checkpoint`](super::checkpoint)): written after every round that closes, and
-    /// continued from when the directory already holds one of this plan (then the open
-    /// round starts at once; the parties resend their updates for it). A checkpoint of another
-    /// plan is refused. Returns the hub and the round it resumed at, if it did.
+    /// [`checkpoint`](super::checkpoint)): written at once (so the run's id is kept from the
+    /// start) and after every round that closes, and continued from when the directory
+    /// already holds one of this plan (then the open round starts at once; the parties resend
+    /// their updates for it). The run's id is the one kept there, else the plan's, else a
+    /// fresh one; a checkpoint of another plan or another run is refused. Returns the hub
+    /// and the round it resumed at, if it did.
     pub fn with_state_dir(
         plan: ValidPlan,
         state_dir: &Path,
         log: impl Fn(&HubEvent) + Send + Sync + 'static,
     ) -> Result<(Self, Option<Round>), CheckpointError> {
-        let hub = Self::new(plan, log)?;
+        let stored = ServerStore::stored_run_id(state_dir)?;
+        let run_id = match (plan.run_id, stored) {
+            (Some(ours), Some(theirs)) if ours != theirs => {
+                return Err(CheckpointError::Refused {
+                    path: state_dir.join("server.state"),
+                    reason: format!(
+                        "it is run {theirs}'s, and the plan names run {ours}: serve without a run id in the plan, use another --state-dir, or delete it to start over"
+                    ),
+                });
+            }
+            (ours, theirs) => match theirs.or(ours) {
+                Some(id) => id,
+                None => RunId::generate().map_err(CheckpointError::RunId)?,
+            },
+        };
+        let hub = Self::new(plan.with_run_id(Some(run_id)), log)?;
         let mut store = ServerStore::new(
             state_dir,
             &hub.plan,
@@ -345,6 +368,10 @@ impl Hub {
             state.report.short_rounds = short_rounds;
             state.recent = recent.into();
             resumed = Some(round);
+        } else {
+            // Round 0's state, now: the run's id is kept before any party sees the plan.
+            let fresh = either!(&state.server, s => s.state());
+            store.save(&fresh, 0)?;
         }
         state.store = Some(store);
         drop(state);
@@ -415,6 +442,9 @@ impl Hub {
         let mut state = self.state();
         loop {
             self.advance(&mut state, Instant::now());
+            if self.is_stopped() {
+                return Ok(None);
+            }
             if let Some(published) = either!(&state.server, s => s.aggregate(round))? {
                 let last = round.0 + 1 == self.plan.total_rounds();
                 let first_time = either!(&state.server, s => s.next_fetch(party)) <= round;
@@ -674,17 +704,35 @@ impl Hub {
         self.changed.notify_all();
     }
 
-    /// Writes the server's checkpoint, if it keeps one.
+    /// Writes the server's checkpoint, if it keeps one, retrying a failed write twice. If it
+    /// keeps failing, the hub stops before anyone can see what it could not save (the lock
+    /// is held throughout): no sum is served that a restart would not have.
     fn save(&self, state: &mut State) {
         let short_rounds = state.report.short_rounds;
-        if let Some(store) = state.store.as_mut() {
-            let saved = either!(&state.server, s => s.state());
-            if let Err(e) = store.save(&saved, short_rounds) {
-                (self.log)(&HubEvent::StoreFailed {
-                    reason: e.to_string(),
-                });
+        let Some(store) = state.store.as_mut() else {
+            return;
+        };
+        let saved = either!(&state.server, s => s.state());
+        let mut failure = None;
+        for wait in [
+            Duration::ZERO,
+            Duration::from_millis(100),
+            Duration::from_millis(500),
+        ] {
+            std::thread::sleep(wait);
+            match store.save(&saved, short_rounds) {
+                Ok(()) => return,
+                Err(e) => failure = Some(e.to_string()),
             }
         }
+        let reason = failure.unwrap_or_default();
+        (self.log)(&HubEvent::StoreFailed {
+            reason: reason.clone(),
+        });
+        state.report.store_failed = Some(reason);
+        state.store = None;
+        self.stopped.store(true, Ordering::SeqCst);
+        self.changed.notify_all();
     }
 }
 

@@ -82,7 +82,7 @@ pub use party::{
     SealError, SetupError, SnapshotError, StateError, Step,
 };
 pub use payload::{PayloadError, PlainError, PlainSum, Summable};
-pub use plan::{MAX_ROUNDS, Plan, ValidPlan, plan_for};
+pub use plan::{MAX_ROUNDS, Plan, RunId, ValidPlan, plan_for};
 pub use rules::{
     DEFAULT_ABSENT_AFTER, DEFAULT_KEEP_ROUNDS, DEFAULT_SNAPSHOT_EVERY, MAX_ROUND_TIMEOUT,
     RoundRules,

@@ -749,7 +749,7 @@ impl Party {
     pub fn snapshot_due(&self, last_parties: &[PartyId]) -> Option<Round> {
         let every = self.federation.snapshot_every?;
         let round = self.next_round;
-        (round.0 > 0 && round.0 % every == 0 && last_parties.first() == Some(&self.id()))
+        (round.0 > 0 && round.0.is_multiple_of(every) && last_parties.first() == Some(&self.id()))
             .then_some(round)
     }
 

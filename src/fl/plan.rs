@@ -32,6 +32,62 @@ pub struct Plan {
     /// keeps (in the plan's JSON at the top level, as `round_timeout_ms`, `min_parties`, ...).
     #[serde(flatten)]
     pub rules: RoundRules,
+    /// The run's id: chosen at random by `hefl serve` at its first start and kept in its
+    /// state directory, so that two runs of the same settings have different plans (and
+    /// fingerprints): a checkpoint of one is refused by the other, by name. `None` for runs
+    /// in one process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<RunId>,
+}
+
+/// A run's id: 16 random bytes, 32 hex digits in a plan's JSON. Drawn from the operating
+/// system's CSPRNG independently of any key or data, so publishing it reveals nothing.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RunId(pub [u8; 16]);
+
+impl RunId {
+    /// A fresh run id from the operating system's CSPRNG.
+    pub fn generate() -> Result<Self, getrandom::Error> {
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes)?;
+        Ok(Self(bytes))
+    }
+}
+
+impl std::fmt::Display for RunId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl std::fmt::Debug for RunId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RunId({self})")
+    }
+}
+
+impl std::str::FromStr for RunId {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        let mut bytes = [0u8; 16];
+        hex::decode_to_slice(text, &mut bytes)
+            .map_err(|_| format!("run id {text:?}: expected 32 hex digits"))?;
+        Ok(Self(bytes))
+    }
+}
+
+impl Serialize for RunId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.to_string().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for RunId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // A bounded string: untrusted JSON.
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 impl Plan {
@@ -45,6 +101,7 @@ impl Plan {
     ///     rounds_per_epoch: 313,
     ///     key_id: None,
     ///     rules: RoundRules::default(),
+    ///     run_id: None,
     /// };
     /// assert_eq!(plan.total_rounds(), 626);
     /// ```
@@ -67,7 +124,8 @@ impl Plan {
     /// pass [`RoundRules::validate`], and a key id is given exactly when privacy is `he`.
     pub fn validate(&self) -> Result<ValidPlan, ConfigError> {
         let config = self.config.validate()?;
-        ValidPlan::new(config, self.rounds_per_epoch, self.key_id, self.rules)
+        let valid = ValidPlan::new(config, self.rounds_per_epoch, self.key_id, self.rules)?;
+        Ok(valid.with_run_id(self.run_id))
     }
 }
 
@@ -123,9 +181,16 @@ impl ValidPlan {
                 rounds_per_epoch,
                 key_id,
                 rules,
+                run_id: None,
             },
             config,
         })
+    }
+
+    /// The same plan for the run `run_id`.
+    pub fn with_run_id(mut self, run_id: Option<RunId>) -> Self {
+        self.plan.run_id = run_id;
+        self
     }
 
     /// The validated configuration.
@@ -243,6 +308,7 @@ pub fn plan_for(
         rounds_per_epoch,
         key_id,
         rules,
+        run_id: None,
     }
     .validate()
 }

@@ -123,7 +123,7 @@ impl KeyStream {
         out: &mut [T],
         mut f: impl FnMut(&mut T, [u8; S]),
     ) {
-        const { assert!(BYTES_PER_BATCH % S == 0) };
+        const { assert!(BYTES_PER_BATCH.is_multiple_of(S)) };
         let per_batch = BYTES_PER_BATCH / S;
         let mut counter = first_block;
         let mut chunks = out.chunks_exact_mut(per_batch);

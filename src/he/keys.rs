@@ -165,6 +165,13 @@ impl From<SecretFileError> for KeyError {
                 Self::TooLarge { path, found, limit }
             }
             SecretFileError::NotRegularFile { path, found } => Self::NotRegularFile { path, found },
+            // Key files carry no integrity header: these come from state files only.
+            error @ (SecretFileError::Integrity { .. } | SecretFileError::NotChecked { .. }) => {
+                Self::Malformed {
+                    path: PathBuf::new(),
+                    reason: error.to_string(),
+                }
+            }
         }
     }
 }
@@ -465,10 +472,18 @@ impl KeyFile {
             PARAMS.polynomial_size(),
             &mut generator,
         );
+        let mut state_mac = Zeroizing::new([0u8; 32]);
+        hkdf::Hkdf::<Sha256>::new(None, &self.seed[..])
+            .expand(STATE_MAC_LABEL, &mut state_mac[..])
+            .map_err(|_| KeyError::Malformed {
+                path: PathBuf::new(),
+                reason: "HKDF cannot expand 32 bytes (a bug)".into(),
+            })?;
         let key = SecretKey {
             key_id: self.key_id,
             ntt: KeyNtt::new(glwe.as_ref(), PARAMS.polynomial_size().0)?,
             glwe,
+            state_mac,
         };
         Ok(key)
     }
@@ -493,7 +508,14 @@ pub struct SecretKey {
     key_id: KeyId,
     glwe: GlweSecretKeyOwned<u64>,
     pub(crate) ntt: KeyNtt,
+    /// HKDF-SHA256(seed, info `hefl/v1/state-mac`): the key of the MAC on the parties'
+    /// checkpoints ([`SecretKey::state_mac_key`]). Domain-separated from the GLWE key's
+    /// derivation and the key id; wiped on drop.
+    state_mac: Zeroizing<[u8; 32]>,
 }
+
+/// The HKDF label of the checkpoints' MAC key.
+const STATE_MAC_LABEL: &[u8] = b"hefl/v1/state-mac";
 
 impl fmt::Debug for SecretKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -530,6 +552,14 @@ impl SecretKey {
     /// ```
     pub fn as_glwe_secret_key(&self) -> GlweSecretKey<&[u64]> {
         self.glwe.as_view()
+    }
+
+    /// The key of the MAC on a party's checkpoints
+    /// ([`Integrity::Mac`](crate::secret_file::Integrity)): derived from the seed with
+    /// HKDF-SHA256 under its own label, so it reveals nothing of the GLWE key, and a checkpoint
+    /// edited by anyone without the shared key is refused.
+    pub fn state_mac_key(&self) -> &[u8; 32] {
+        &self.state_mac
     }
 }
 

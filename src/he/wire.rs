@@ -564,7 +564,7 @@ fn validate<'a>(bytes: &'a [u8], expected: &Expected, kind: Kind) -> Result<Part
 /// is read).
 fn padding_is_zero(bytes: &[u8], bits: u32, count: usize) -> bool {
     let block = super::pack::BLOCK;
-    if count % block == 0 {
+    if count.is_multiple_of(block) {
         return true;
     }
     let block_bytes = bits as usize * size_of::<u64>();
