@@ -58,7 +58,10 @@ def _copy(content: RecordDict) -> dict:
     for name, record in content.items():
         if isinstance(record, ArrayRecord):
             out[name] = ArrayRecord(
-                {k: Array(a.dtype, tuple(a.shape), a.stype, bytes(a.data)) for k, a in record.items()}
+                {
+                    k: Array(a.dtype, tuple(a.shape), a.stype, bytes(a.data))
+                    for k, a in record.items()
+                }
             )
         else:
             out[name] = type(record)(dict(record))
@@ -67,6 +70,28 @@ def _copy(content: RecordDict) -> dict:
 
 def _bytes(content: RecordDict) -> int:
     return sum(len(a.data) for record in content.array_records.values() for a in record.values())
+
+
+class Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@pytest.fixture
+def logged() -> Iterator[Records]:
+    """Every line of Flower's logger, and so of hefl.flower's (its child, flwr.hefl)."""
+    records = Records()
+    logger = logging.getLogger("flwr")
+    level = logger.level
+    logger.addHandler(records)
+    logger.setLevel(logging.DEBUG)
+    yield records
+    logger.removeHandler(records)
+    logger.setLevel(level)
 
 
 class MemoryGrid:
@@ -230,7 +255,9 @@ def test_rounds_with_evaluation_match_plaintext_fedavg(key_path: Path, tmp_path:
         for p in range(3):
             assert task.accuracy(as_dict(node), p) == task.accuracy(reference, p)
     # Only whitelisted metrics reach the server; never num-examples.
-    assert all(set(m) == {"train-loss", "hefl.clipped"} for m in result.train_metrics_clientapp.values())
+    assert all(
+        set(m) == {"train-loss", "hefl.clipped"} for m in result.train_metrics_clientapp.values()
+    )
     assert all(set(m) == {"eval-acc"} for m in result.evaluate_metrics_clientapp.values())
     assert len(result.arrays) == 0  # the model lives on the nodes
     # No record named "arrays" travels: user code cannot mistake ciphertext for a model.
@@ -247,9 +274,7 @@ def test_nodes_that_miss_rounds_catch_up(key_path: Path, tmp_path: Path) -> None
     """One node of three trains per round, no evaluation: every node misses rounds, and the
     final synchronization brings all to the same model."""
     grid = grid_for(key_path, tmp_path)
-    strategy = strategy_for(
-        key_path, fraction_train=0.34, min_train_nodes=1, fraction_evaluate=0.0
-    )
+    strategy = strategy_for(key_path, fraction_train=0.34, min_train_nodes=1, fraction_evaluate=0.0)
     strategy.start(grid=grid, initial_arrays=initial(), num_rounds=4)  # type: ignore[arg-type]
     assert [len(r) for r in grid.trained] == [1] * 4
     assert_identical_and_close(tmp_path, [[n - 100 for n in r] for r in grid.trained])
@@ -275,7 +300,9 @@ def garbage_in_round(round_: int) -> Callable[[Message, Context, Callable], Mess
     """A mod around HeflMod that replaces the node's update with garbage under a
     well-formed header in Flower round ``round_``: a malicious key holder."""
 
-    def mod(msg: Message, ctx: Context, call_next: Callable[[Message, Context], Message]) -> Message:
+    def mod(
+        msg: Message, ctx: Context, call_next: Callable[[Message, Context], Message]
+    ) -> Message:
         reply = call_next(msg, ctx)
         server_round = msg.content.config_records["config"].get("server-round")
         if server_round == round_ and not reply.has_error() and "hefl.update" in reply.content:
@@ -291,7 +318,7 @@ def garbage_in_round(round_: int) -> Callable[[Message, Context, Callable], Mess
 
 @pytest.mark.parametrize("garbage", [True, False])
 def test_a_node_sending_garbage_is_skipped_by_every_node(
-    key_path: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, garbage: bool
+    key_path: Path, tmp_path: Path, logged: Records, garbage: bool
 ) -> None:
     grid = grid_for(key_path, tmp_path)
     if garbage:  # node 102: the test app's functions, and garbage in Flower round 2
@@ -300,13 +327,15 @@ def test_a_node_sending_garbage_is_skipped_by_every_node(
         bad.evaluate()(client_app.evaluate)
         grid.apps[102] = bad
     strategy = strategy_for(key_path, fraction_evaluate=0.0)
-    with caplog.at_level(logging.WARNING, logger="hefl.flower"):
-        strategy.start(grid=grid, initial_arrays=initial(), num_rounds=3)  # type: ignore[arg-type]
+    strategy.start(grid=grid, initial_arrays=initial(), num_rounds=3)  # type: ignore[arg-type]
     rounds = [[0, 1, 2], [], [0, 1, 2]] if garbage else [[0, 1, 2]] * 3
     saved = assert_identical_and_close(tmp_path, rounds)
     assert [s.skipped for s in saved] == ([[1]] * 3 if garbage else [[]] * 3)
-    skips = [r.getMessage() for r in caplog.records if "skipped round 1" in r.getMessage()]
+    # Each node logs its skip, and the server each node's report, with the reason.
+    skips = [line for line in logged.lines if "skipped round 1" in line]
     assert len([s for s in skips if s.startswith("node ")]) == (3 if garbage else 0)
+    assert len([s for s in skips if s.startswith("HeflMod: ")]) == (3 if garbage else 0)
+    assert all("total weight" in s for s in skips)
 
 
 # --- failures stop the run --------------------------------------------------------------
@@ -346,8 +375,13 @@ def test_fewer_results_than_min_results_stops_the_run(
 ) -> None:
     grid = grid_for(key_path, tmp_path)
     grid.contexts[101].node_config["hefl-key"] = str(other_key_path)
-    with pytest.raises(HeflRunError, match=r"(?s)2 valid updates, fewer than min_results=3.*node 101: .*KeyMismatchError"):
-        strategy_for(key_path, min_results=3).start(grid=grid, initial_arrays=initial(), num_rounds=2)  # type: ignore[arg-type]
+    with pytest.raises(
+        HeflRunError,
+        match=r"(?s)2 valid updates, fewer than min_results=3.*node 101: .*KeyMismatchError",
+    ):
+        strategy_for(key_path, min_results=3).start(
+            grid=grid, initial_arrays=initial(), num_rounds=2
+        )  # type: ignore[arg-type]
     # Negative control: with min_results 2 the same run goes on without node 101.
     grid = grid_for(key_path, tmp_path / "two")
     grid.contexts[101].node_config["hefl-key"] = str(other_key_path)
@@ -368,30 +402,6 @@ def test_a_missing_heflmod_is_named_as_the_likely_cause(key_path: Path, tmp_path
 
 
 # --- metrics ----------------------------------------------------------------------------
-
-
-class Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
-
-
-@pytest.fixture
-def logged() -> Iterator[Records]:
-    """Every line of the flwr and hefl.flower loggers (flwr's does not propagate)."""
-    records = Records()
-    loggers = [logging.getLogger("flwr"), logging.getLogger("hefl.flower")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.addHandler(records)
-        logger.setLevel(logging.DEBUG)
-    yield records
-    for logger, level in zip(loggers, levels):
-        logger.removeHandler(records)
-        logger.setLevel(level)
 
 
 def metrics_app(mod: HeflMod) -> ClientApp:
@@ -482,9 +492,11 @@ def test_catch_up_is_bounded_for_a_node_that_stays_behind(
     assert len(behind) == 21  # 20 rounds and the final synchronization
     assert max(behind[1:]) <= one_aggregate, (behind, one_aggregate)
     assert sum(behind) <= behind[0] + 20 * one_aggregate
-    print(f"catch-up bytes to the node behind over 20 rounds: {sum(behind)} "
-          f"(first message {behind[0]}, one aggregate {one_aggregate}); "
-          f"re-sending every missed aggregate would be {behind[0] + 190 * one_aggregate}")
+    print(
+        f"catch-up bytes to the node behind over 20 rounds: {sum(behind)} "
+        f"(first message {behind[0]}, one aggregate {one_aggregate}); "
+        f"re-sending every missed aggregate would be {behind[0] + 190 * one_aggregate}"
+    )
 
 
 def tiny_app() -> ClientApp:
@@ -599,7 +611,11 @@ def test_the_mod_needs_a_key_and_the_right_one(
     with pytest.raises(hefl.HeflError, match="no hefl key on this node"):
         HeflMod()(a_train_message(strategy), mod_context({}), lambda m, c: m)
     with pytest.raises(hefl.KeyMismatchError, match="the server expects"):
-        HeflMod()(a_train_message(strategy), mod_context({"hefl-key": str(other_key_path)}), lambda m, c: m)
+        HeflMod()(
+            a_train_message(strategy),
+            mod_context({"hefl-key": str(other_key_path)}),
+            lambda m, c: m,
+        )
     monkeypatch.setenv("HEFL_KEY", str(key_path))
     reply = HeflMod()(
         a_train_message(strategy),
@@ -627,7 +643,9 @@ def test_the_mod_refuses_a_reply_without_valid_examples(
 
     def train(msg: Message, ctx: Context) -> Message:
         metrics = MetricRecord({} if examples is None else {"num-examples": examples})  # type: ignore[dict-item]
-        return Message(RecordDict({"arrays": msg.content["arrays"], "metrics": metrics}), reply_to=msg)
+        return Message(
+            RecordDict({"arrays": msg.content["arrays"], "metrics": metrics}), reply_to=msg
+        )
 
     reply = HeflMod()(a_train_message(strategy), context, train)
     assert reply.has_error()
@@ -642,7 +660,9 @@ def test_an_integral_float_count_is_accepted(key_path: Path) -> None:
 
     def train(msg: Message, ctx: Context) -> Message:
         metrics = MetricRecord({"num-examples": 40.0})
-        return Message(RecordDict({"arrays": msg.content["arrays"], "metrics": metrics}), reply_to=msg)
+        return Message(
+            RecordDict({"arrays": msg.content["arrays"], "metrics": metrics}), reply_to=msg
+        )
 
     assert not HeflMod()(a_train_message(strategy), context, train).has_error()
 
@@ -668,7 +688,11 @@ def test_the_server_refuses_plaintext_stale_and_foreign_replies(
 
     def sealed_by(path: Path) -> bytes:
         party = hefl.Party(
-            hefl.SecretKey.load(path), np.zeros(4, np.float32), max_parties=5, max_examples=10, party=0
+            hefl.SecretKey.load(path),
+            np.zeros(4, np.float32),
+            max_parties=5,
+            max_examples=10,
+            party=0,
         )
         return party.seal(np.ones(4, np.float32), 5)[0]
 

@@ -132,9 +132,7 @@ def test_refused_sums_change_nothing(
     assert group[0].receive(0, [0, 1], aggregate)[0] == "applied"
 
 
-def test_a_sum_under_another_key_is_refused(
-    key: hefl.SecretKey, other_key: hefl.SecretKey
-) -> None:
+def test_a_sum_under_another_key_is_refused(key: hefl.SecretKey, other_key: hefl.SecretKey) -> None:
     (mine,) = parties(key, np.zeros(4, np.float32), [0])
     (theirs,) = parties(other_key, np.zeros(4, np.float32), [0])
     aggregate = publish(other_key.key_id, [theirs.seal(np.ones(4, np.float32), 1)[0]], 4)
@@ -224,9 +222,7 @@ def test_the_resolution_does_not_depend_on_max_examples(key: hefl.SecretKey) -> 
     updates = updates_of(20_000, 3, seed=7)
     models = {}
     for max_examples in (1_000, 10_000_000):
-        model, exact = one_round(
-            key, updates, examples, max_examples=max_examples, frac_bits=14
-        )
+        model, exact = one_round(key, updates, examples, max_examples=max_examples, frac_bits=14)
         assert np.all(np.abs(model - exact) <= bound_of(14, model)), max_examples
         models[max_examples] = model
     assert models[1_000].tobytes() == models[10_000_000].tobytes()
@@ -236,8 +232,7 @@ def test_the_resolution_does_not_depend_on_max_examples(key: hefl.SecretKey) -> 
     for max_examples, far in ((1_000, False), (10_000_000, True)):
         weights = [c / max_examples for c in examples]
         total = sum(
-            np.floor(w * u * scale + rng.random(u.shape)) / scale
-            for w, u in zip(weights, updates)
+            np.floor(w * u * scale + rng.random(u.shape)) / scale for w, u in zip(weights, updates)
         )
         former = total / sum(weights)
         beyond = np.abs(former - exact).max() > 100 * 2.0**-14
@@ -247,12 +242,12 @@ def test_the_resolution_does_not_depend_on_max_examples(key: hefl.SecretKey) -> 
 # --- snapshots and resync ---------------------------------------------------------------
 
 
-def run_rounds(
-    key: hefl.SecretKey, group: list[hefl.Party], rounds: int, **bounds: object
-) -> None:
+def run_rounds(key: hefl.SecretKey, group: list[hefl.Party], rounds: int, **bounds: object) -> None:
     for _ in range(rounds):
         r = group[0].next_round
-        ups = [p.seal(np.full(p.length, 0.125 * (r + 1), np.float32), 1 + p.party)[0] for p in group]
+        ups = [
+            p.seal(np.full(p.length, 0.125 * (r + 1), np.float32), 1 + p.party)[0] for p in group
+        ]
         aggregate = publish(key.key_id, ups, group[0].length, **bounds)
         for p in group:
             assert p.receive(r, [p.party for p in group], aggregate)[0] == "applied"
@@ -275,9 +270,7 @@ def test_a_party_resyncs_from_a_snapshot_bit_for_bit(key: hefl.SecretKey) -> Non
     assert late.model.tobytes() == group[0].model.tobytes()
 
 
-def test_refused_snapshots_change_nothing(
-    key: hefl.SecretKey, other_key: hefl.SecretKey
-) -> None:
+def test_refused_snapshots_change_nothing(key: hefl.SecretKey, other_key: hefl.SecretKey) -> None:
     initial = np.zeros(8, np.float32)
     group = parties(key, initial, [0], snapshot_every=1)
     run_rounds(key, group, 2)

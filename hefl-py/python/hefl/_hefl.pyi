@@ -19,7 +19,8 @@ CLIP: Final[float]
 """Every value of an update is clipped to [-CLIP, CLIP] (8.0) before it is encoded."""
 
 STYPE: Final[str]
-"""The ``stype`` of a Flower ``Array`` that carries hefl ciphertext bytes (``"hefl.glwe.v2"``, the wire format version)."""
+"""The ``stype`` of a Flower ``Array`` that carries hefl ciphertext bytes (``"hefl.glwe.v2"``:
+it names the wire format version)."""
 
 def generate_key(path: str | PathLike[str], *, force: bool = False) -> str:
     """Write a fresh shared key file at ``path`` and return its public key id.

@@ -175,7 +175,9 @@ __all__ = [
     "DEFAULT_SNAPSHOT_EVERY",
 ]
 
-log = logging.getLogger("hefl.flower")
+# A child of Flower's logger: hefl's lines go where Flower's go (its console handler, and the
+# log a run streams to `flwr run --stream` / `flwr log`).
+log = logging.getLogger("flwr.hefl")
 
 KEY_NODE_CONFIG = "hefl-key"
 """The node-config entry naming a node's key file."""
@@ -407,7 +409,10 @@ class HeflMod:
     _dropped: set[tuple[str, str]] = field(default_factory=set, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        for kind, names in (("train_metrics", self.train_metrics), ("evaluate_metrics", self.evaluate_metrics)):
+        for kind, names in (
+            ("train_metrics", self.train_metrics),
+            ("evaluate_metrics", self.evaluate_metrics),
+        ):
             if self.examples_key in names:
                 log.warning(
                     "HeflMod: %r in %s is never sent: it is the FedAvg weight, which travels "
@@ -495,8 +500,7 @@ class HeflMod:
         key = _load_key(str(path))
         if key.key_id != expected_id:
             raise hefl.KeyMismatchError(
-                f"this node's key {path} has key id {key.key_id}, the server expects "
-                f"{expected_id}"
+                f"this node's key {path} has key id {key.key_id}, the server expects {expected_id}"
             )
         return key
 
@@ -561,7 +565,7 @@ class HeflMod:
             )
         skipped, reasons = [], []
         offset = 0
-        for round_, count in zip(rounds, counts):
+        for round_, count in zip(rounds, counts, strict=True):
             parties = flat_parties[offset : offset + count]
             offset += count
             name = f"round-{round_}"
@@ -614,7 +618,9 @@ class HeflMod:
             user[_CONFIG] = ConfigRecord()
         return user
 
-    def _whitelisted(self, content: RecordDict, allowed: Collection[str], kind: str) -> MetricRecord:
+    def _whitelisted(
+        self, content: RecordDict, allowed: Collection[str], kind: str
+    ) -> MetricRecord:
         records = list(content.metric_records.values())
         for name in sorted(_metric_names(records) - set(allowed) - {self.examples_key}):
             if (kind, name) not in self._dropped:
@@ -674,7 +680,9 @@ class HeflMod:
             )
         metrics = self._whitelisted(content, self.train_metrics, "train")
         metrics[_CLIPPED] = clipped
-        out = RecordDict({_UPDATE: ArrayRecord({"update": _ciphertext_array(sealed)}), _METRICS: metrics})
+        out = RecordDict(
+            {_UPDATE: ArrayRecord({"update": _ciphertext_array(sealed)}), _METRICS: metrics}
+        )
         if bool(fields.get("take-snapshot", False)):
             snapshot_round, snapshot = party.snapshot()
             out[_SNAPSHOT] = ArrayRecord({"snapshot": _ciphertext_array(snapshot)})
@@ -712,7 +720,9 @@ def _most_parties(key_id: str, max_examples: int, frac_bits: int, up_to: int) ->
 
     def fits(parties: int) -> bool:
         try:
-            hefl.KeylessSum(key_id, 1, max_parties=parties, max_examples=max_examples, frac_bits=frac_bits)
+            hefl.KeylessSum(
+                key_id, 1, max_parties=parties, max_examples=max_examples, frac_bits=frac_bits
+            )
             return True
         except hefl.ConfigError:
             return False
@@ -777,12 +787,18 @@ class HeFedAvg(FedAvg):
         for name, value in (("max_examples", max_examples), ("min_results", min_results)):
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if snapshot_every is not None and (not isinstance(snapshot_every, int) or snapshot_every <= 0):
-            raise ValueError(f"snapshot_every must be a positive int or None, got {snapshot_every!r}")
+        if snapshot_every is not None and (
+            not isinstance(snapshot_every, int) or snapshot_every <= 0
+        ):
+            raise ValueError(
+                f"snapshot_every must be a positive int or None, got {snapshot_every!r}"
+            )
         if max_parties is None:
             max_parties = _most_parties(key_id, max_examples, frac_bits, hefl.DEFAULT_MAX_PARTIES)
         # Validates the key id and the bounds (a ConfigError names what fits).
-        hefl.KeylessSum(key_id, 1, max_parties=max_parties, max_examples=max_examples, frac_bits=frac_bits)
+        hefl.KeylessSum(
+            key_id, 1, max_parties=max_parties, max_examples=max_examples, frac_bits=frac_bits
+        )
         if min_results > max_parties:
             raise hefl.ConfigError(
                 f"min_results={min_results} is more than max_parties={max_parties}: no round "
@@ -987,7 +1003,9 @@ class HeFedAvg(FedAvg):
             current = [n for n in sampled if self._view(n).confirmed == self._round]
             self._snapshot_asked = (current or sampled)[0]
         return [
-            self._message(node, config, MessageType.TRAIN, take_snapshot=node == self._snapshot_asked)
+            self._message(
+                node, config, MessageType.TRAIN, take_snapshot=node == self._snapshot_asked
+            )
             for node in sampled
         ]
 
@@ -1023,7 +1041,12 @@ class HeFedAvg(FedAvg):
         view.confirmed = view.sent_to = None if next_round < 0 else next_round
         view.error = str(status["behind"]) if "behind" in status else None
         for round_, reason in zip(status.get("skipped", []), status.get("reasons", [])):  # type: ignore[arg-type]
-            log.warning("node %d skipped round %d: its sum is not one of valid updates: %s", node, round_, reason)
+            log.warning(
+                "node %d skipped round %d: its sum is not one of valid updates: %s",
+                node,
+                round_,
+                reason,
+            )
         return status
 
     def _keep_snapshot(self, node: int, reply: Message, status: ConfigRecord) -> None:
@@ -1035,8 +1058,11 @@ class HeFedAvg(FedAvg):
                 raise HeflFlowerError(f"a snapshot of round {round_}, asked for {self._round}")
             data = _ciphertext(reply.content.array_records[_SNAPSHOT], "snapshot")
             hefl.KeylessSum(
-                self.key_id, self._length, max_parties=self.max_parties,
-                max_examples=self.max_examples, frac_bits=self.frac_bits,
+                self.key_id,
+                self._length,
+                max_parties=self.max_parties,
+                max_examples=self.max_examples,
+                frac_bits=self.frac_bits,
             ).check_snapshot(data)
         except (hefl.HeflError, KeyError) as error:
             log.warning("node %d: model snapshot refused: %s", node, error)
@@ -1079,12 +1105,17 @@ class HeFedAvg(FedAvg):
                 )
                 continue
             try:
-                uploads.append((self._view(node).party, _ciphertext(
-                    reply.content.array_records[_UPDATE], "update"), reply))
+                uploads.append(
+                    (
+                        self._view(node).party,
+                        _ciphertext(reply.content.array_records[_UPDATE], "update"),
+                        reply,
+                    )
+                )
             except (KeyError, HeflFlowerError) as error:
                 failures[node] = f"no update: {error}"
         accepted: list[Message] = []
-        for party, data, reply in sorted(uploads, key=lambda u: u[0]):
+        for _, data, reply in sorted(uploads, key=lambda u: u[0]):
             node = reply.metadata.src_node_id
             try:
                 total.add(data)
@@ -1176,4 +1207,3 @@ def mean_metrics(contents: list[RecordDict], weighted_by_key: str) -> MetricReco
                 sums[metric] = sums.get(metric, 0.0) + float(value)
                 counts[metric] = counts.get(metric, 0) + 1
     return MetricRecord({name: sums[name] / counts[name] for name in sums})
-
