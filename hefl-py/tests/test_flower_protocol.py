@@ -474,6 +474,33 @@ def test_an_update_beyond_the_clip_is_clipped_and_counted(
     assert abs(b2[1] - (start[1] + 7.5)) <= 2.0**-24 + 1e-6
 
 
+@pytest.mark.parametrize("max_examples", [1_000, 10_000_000])
+def test_the_error_bound_holds_whatever_max_examples(
+    key_path: Path, tmp_path: Path, max_examples: int
+) -> None:
+    """One round of HE FedAvg at 2^-14 with 3 nodes (the most parties for which 10^7 examples
+    still fit at 2^-14): every value of the model is within 2^-14 of plaintext FedAvg of the
+    float32 updates, plus the float32 roundings of the mean and of the model addition, with
+    max_examples 10^3 as with 10^7."""
+    grid = grid_for(key_path, tmp_path)
+    strategy = strategy_for(
+        key_path, max_examples=max_examples, max_parties=3, frac_bits=14, fraction_evaluate=0.0
+    )
+    strategy.start(grid=grid, initial_arrays=initial(), num_rounds=1)  # type: ignore[arg-type]
+    start = task.initial_model()
+    trained = [task.train(start, p, STEPS)[0] for p in range(3)]
+    model = as_dict(finals(tmp_path)[0])
+    worst = 0.0
+    for name, value in start.items():
+        updates = [(t[name] - value).astype(np.float64) for t in trained]  # float32 updates
+        mean = sum(n * u for n, u in zip(task.EXAMPLES, updates, strict=True)) / sum(task.EXAMPLES)
+        error = np.abs(model[name] - (value + mean))
+        slack = np.spacing(np.abs(mean).astype(np.float32)) + np.spacing(np.abs(model[name]))
+        assert np.all(error <= 2.0**-14 + slack), (name, error.max() / 2.0**-14)
+        worst = max(worst, float(error.max()))
+    assert worst > 2.0**-16  # the bound is not loose by orders of magnitude
+
+
 # --- catch-up and resync ----------------------------------------------------------------
 
 
