@@ -522,6 +522,22 @@ pub enum PartySealError {
     Party(#[from] hefl::fl::SealError),
 }
 
+/// Why [`PartyMachine::restore`] refused a state.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// More bytes than a state of this model can take.
+    #[error("{found} bytes, more than the {limit} a state of this model can take")]
+    TooLarge {
+        /// The bytes given.
+        found: u64,
+        /// The bound.
+        limit: u64,
+    },
+    /// The state does not parse or fit this party.
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
 /// Largest party state [`PartyMachine::restore`] reads beyond the model's own size: the
 /// header, the generator and up to a million skipped rounds.
 const STATE_SLACK: u64 = 4096 + 8 * (1 << 20);
@@ -658,10 +674,15 @@ impl PartyMachine {
     /// Continues from checkpoint bytes of [`PartyMachine::state`] (untrusted: parsed with a
     /// bound of the model's size plus [`STATE_SLACK`], checked against this party's run, id
     /// and model).
-    pub fn restore(&mut self, bytes: &[u8]) -> Result<(), StateError> {
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<(), RestoreError> {
         let model = self.party.federation().snapshot_len() as u64;
-        let state = PartyState::from_bytes(bytes, model * 4 + STATE_SLACK)?;
-        self.party.restore(state)
+        let limit = model * 4 + STATE_SLACK;
+        let found = bytes.len() as u64;
+        if found > limit {
+            return Err(RestoreError::TooLarge { found, limit });
+        }
+        let state = PartyState::from_bytes(bytes, limit)?;
+        Ok(self.party.restore(state)?)
     }
 }
 
@@ -887,7 +908,13 @@ mod tests {
         assert_eq!((again.model(), again.next_round()), (a.model(), 1));
         assert!(matches!(
             late.restore(&state),
-            Err(StateError::Party { .. })
+            Err(RestoreError::State(StateError::Party { .. }))
+        ));
+        let mut huge = state.clone();
+        huge.resize(9 << 20, 0);
+        assert!(matches!(
+            again.restore(&huge),
+            Err(RestoreError::TooLarge { .. })
         ));
         assert!(again.restore(&state[..state.len() - 1]).is_err());
     }

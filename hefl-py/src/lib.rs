@@ -36,7 +36,7 @@ use pyo3::types::PyBytes;
 
 use bridge::{
     Bounds, FlowerSettings, KeylessSum as RustSum, PartyMachine, PartySealError, PlanError,
-    SealError, Sealer, SetupError, SumError,
+    RestoreError, SealError, Sealer, SetupError, SumError,
 };
 use hefl::fl::{
     EncodeError as RustEncodeError, EnvelopeError, PayloadError, PlanPartyError, PublishedError,
@@ -140,6 +140,10 @@ fn published_error(error: Box<PublishedError>) -> PyErr {
 }
 
 fn state_error(error: RustStateError) -> PyErr {
+    StateError::new_err(format!("party state refused: {error}"))
+}
+
+fn restore_error(error: RestoreError) -> PyErr {
     StateError::new_err(format!("party state refused: {error}"))
 }
 
@@ -625,7 +629,7 @@ impl Party {
     /// Continues from a checkpoint of `state()`.
     fn restore(&self, py: Python<'_>, state: &[u8]) -> PyResult<()> {
         py.detach(|| self.machine().restore(state))
-            .map_err(state_error)
+            .map_err(restore_error)
     }
 
     fn __repr__(&self) -> String {
