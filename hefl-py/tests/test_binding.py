@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import doctest
+import math
 import os
 import re
 import shutil
@@ -16,6 +17,7 @@ import pytest
 
 import hefl
 import hefl.errors
+from wire import body_bits
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -153,6 +155,26 @@ def test_example_weighted_mean_of_three_parties(key: hefl.SecretKey) -> None:
     np.testing.assert_allclose(fine_mean, expected, atol=1e-6)
     # Decoding is deterministic: every client gets the same bits.
     assert np.array_equal(envelope.open(aggregate, parties=[0, 1, 2]), mean)
+
+
+@pytest.mark.parametrize(
+    "max_parties, max_examples, frac_bits",
+    [(3, 100, 16), (10, 250, 24), (100, 2621, 16), (21, 60_000, 16), (3, 10**7, 14)],
+)
+def test_bits_per_value_are_as_documented(
+    key: hefl.SecretKey, max_parties: int, max_examples: int, frac_bits: int
+) -> None:
+    """docs/flower-and-python.md: frac_bits + 5 + ceil(log2(P x max + 1)) + ceil(log2 P)."""
+    envelope = hefl.Envelope(
+        key, 10, max_parties=max_parties, max_examples=max_examples, frac_bits=frac_bits
+    )
+    documented = (
+        frac_bits
+        + 5
+        + math.ceil(math.log2(max_parties * max_examples + 1))
+        + math.ceil(math.log2(max_parties))
+    )
+    assert body_bits(envelope.seal(np.zeros(10, np.float32))) == documented
 
 
 def test_values_beyond_the_clip_bound_are_clipped(key: hefl.SecretKey) -> None:

@@ -39,20 +39,21 @@ multiplied by its integer ``num-examples``, and ``num-examples`` itself, encrypt
 of these integers is exact, so **each value of a round's mean update is within 2^-frac_bits
 of the exact num-examples-weighted FedAvg mean of the clipped updates** (plus its rounding to
 float32), whatever ``max_examples`` is, and every node adds it to its model in float32 (one
-more float32 rounding). Bigger bounds cost bits instead: an upload carries about
-log2(max_parties x max_examples) + frac_bits + 6 bits per value (32 at 3 parties, 100
-examples and 2^-16, the size of the float32 update), and bounds the GLWE noise budget cannot
-hold are refused with :class:`hefl.ConfigError`, which names the largest ``frac_bits``,
-``max_examples`` and ``max_parties`` that fit. The most ``max_examples`` that fit:
+more float32 rounding). Bigger bounds cost bits instead: an upload carries
+frac_bits + 5 + ceil(log2(max_parties x max_examples + 1)) + ceil(log2(max_parties)) bits
+per value (32 at 3 parties, 100 examples and 2^-16: the size of the float32 update), and
+bounds the GLWE noise budget cannot hold are refused with :class:`hefl.ConfigError`, which
+names the largest ``frac_bits``, ``max_examples`` and ``max_parties`` that fit. The most
+``max_examples`` that fit:
 
-=============  =========  =========  ==========
-max_parties    2^-12      2^-16      2^-20
-=============  =========  =========  ==========
-3              44.7 M     2.79 M     174 k
-10             6.71 M     419 k      26.2 k
-32             655 k      40.9 k     2.56 k
-100            41.9 k     2,621      163
-=============  =========  =========  ==========
+=============  ============  =========  =========
+max_parties    2^-12         2^-16      2^-20
+=============  ============  =========  =========
+3              44,739,242    2,796,202  174,762
+10             6,710,886     419,430    26,214
+32             262,143       16,383     1,023
+100            41,943        2,621      163
+=============  ============  =========  =========
 
 **Ciphertext on the wire**: every hefl array has ``stype`` :data:`hefl.STYPE`
 (``"hefl.glwe.v2"``) under records named ``hefl.*``. No record named ``"arrays"`` travels
