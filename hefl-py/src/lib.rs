@@ -453,9 +453,15 @@ struct Party {
 }
 
 impl Party {
-    /// The machine (a panic inside a call left it as the library left it).
-    fn machine(&self) -> MutexGuard<'_, PartyMachine> {
-        self.machine.lock().unwrap_or_else(PoisonError::into_inner)
+    /// Runs `f` on the machine with the GIL released: the lock is taken without the GIL, so
+    /// a thread waiting for another's call never stalls Python. (A panic inside a call left
+    /// the machine as the library left it.)
+    fn with<T: Send>(&self, py: Python<'_>, f: impl FnOnce(&mut PartyMachine) -> T + Send) -> T {
+        py.detach(|| {
+            let mut machine: MutexGuard<'_, PartyMachine> =
+                self.machine.lock().unwrap_or_else(PoisonError::into_inner);
+            f(&mut machine)
+        })
     }
 }
 
@@ -520,43 +526,39 @@ impl Party {
     /// A copy of the global model.
     #[getter]
     fn model<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<f32>> {
-        let model = py.detach(|| self.machine().model().to_vec());
+        let model = self.with(py, |m| m.model().to_vec());
         PyArray1::from_vec(py, model)
     }
 
     /// The round this party is on: the next whose sum it applies.
     #[getter]
-    fn next_round(&self) -> u64 {
-        self.machine().next_round()
+    fn next_round(&self, py: Python<'_>) -> u64 {
+        self.with(py, |m| m.next_round())
     }
 
     /// Rounds skipped so far (their sums were not sums of valid updates).
     #[getter]
-    fn skipped(&self) -> Vec<u64> {
-        self.machine().skipped().to_vec()
+    fn skipped(&self, py: Python<'_>) -> Vec<u64> {
+        self.with(py, |m| m.skipped().to_vec())
     }
 
     /// This party's id.
     #[getter]
-    fn party(&self) -> u32 {
-        self.machine().federation().party.0
+    fn party(&self, py: Python<'_>) -> u32 {
+        self.with(py, |m| m.federation().party.0)
     }
 
     /// Values of the model.
     #[getter]
-    fn length(&self) -> usize {
-        self.machine().federation().length
+    fn length(&self, py: Python<'_>) -> usize {
+        self.with(py, |m| m.federation().length)
     }
 
     /// The run's fingerprint (public), 64 hex digits.
     #[getter]
-    fn fingerprint(&self) -> String {
-        self.machine()
-            .federation()
-            .run
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+    fn fingerprint(&self, py: Python<'_>) -> String {
+        let run = self.with(py, |m| m.federation().run);
+        run.iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// Seals `update` for the round this party is on, weighted by `examples`: the bytes to
@@ -568,8 +570,8 @@ impl Party {
         examples: u64,
     ) -> PyResult<(Bound<'py, PyBytes>, usize)> {
         let update = copy_f32_vector(update, "update")?;
-        let sealed = py
-            .detach(|| self.machine().seal(&update, examples))
+        let sealed = self
+            .with(py, |m| m.seal(&update, examples))
             .map_err(party_seal_error)?;
         Ok((PyBytes::new(py, &sealed.bytes), sealed.clipped))
     }
@@ -582,8 +584,8 @@ impl Party {
         examples: u64,
     ) -> PyResult<(Bound<'py, PyBytes>, usize)> {
         let trained = copy_f32_vector(trained, "trained")?;
-        let sealed = py
-            .detach(|| self.machine().seal_model(&trained, examples))
+        let sealed = self
+            .with(py, |m| m.seal_model(&trained, examples))
             .map_err(party_seal_error)?;
         Ok((PyBytes::new(py, &sealed.bytes), sealed.clipped))
     }
@@ -596,8 +598,8 @@ impl Party {
         parties: Vec<u32>,
         aggregate: &[u8],
     ) -> PyResult<(&'static str, Option<String>)> {
-        let received = py
-            .detach(|| self.machine().receive(round, &parties, aggregate))
+        let received = self
+            .with(py, |m| m.receive(round, &parties, aggregate))
             .map_err(published_error)?;
         Ok(match received {
             Received::Applied { .. } => ("applied", None),
@@ -608,40 +610,37 @@ impl Party {
 
     /// The encrypted model snapshot of this party's state: its round and bytes.
     fn snapshot<'py>(&self, py: Python<'py>) -> PyResult<(u64, Bound<'py, PyBytes>)> {
-        let (round, bytes) = py
-            .detach(|| self.machine().snapshot())
-            .map_err(snapshot_error)?;
+        let (round, bytes) = self.with(py, |m| m.snapshot()).map_err(snapshot_error)?;
         Ok((round, PyBytes::new(py, &bytes)))
     }
 
     /// Resyncs from the model snapshot the server announced as of `round`.
     fn resync(&self, py: Python<'_>, round: u64, snapshot: &[u8]) -> PyResult<()> {
-        py.detach(|| self.machine().resync(round, snapshot))
+        self.with(py, |m| m.resync(round, snapshot))
             .map_err(snapshot_error)
     }
 
     /// The party's checkpoint (plaintext model: keep it where the key is).
     fn state<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
-        let bytes = py.detach(|| self.machine().state());
+        let bytes = self.with(py, |m| m.state());
         PyBytes::new(py, &bytes)
     }
 
     /// Continues from a checkpoint of `state()`.
     fn restore(&self, py: Python<'_>, state: &[u8]) -> PyResult<()> {
-        py.detach(|| self.machine().restore(state))
-            .map_err(restore_error)
+        self.with(py, |m| m.restore(state)).map_err(restore_error)
     }
 
-    fn __repr__(&self) -> String {
-        let machine = self.machine();
-        let federation = machine.federation();
-        format!(
-            "Party(party={}, length={}, next_round={}, skipped={})",
-            federation.party.0,
-            federation.length,
-            machine.next_round(),
-            machine.skipped().len()
-        )
+    fn __repr__(&self, py: Python<'_>) -> String {
+        self.with(py, |m| {
+            format!(
+                "Party(party={}, length={}, next_round={}, skipped={})",
+                m.federation().party.0,
+                m.federation().length,
+                m.next_round(),
+                m.skipped().len()
+            )
+        })
     }
 }
 
