@@ -1,7 +1,10 @@
 """End to end on Flower's deployment engine, offline on loopback: a SuperLink and three
 SuperNodes as separate processes run HE FedAvg (tests/flower_app); the third node starts only
-after round 1 and catches up. The three client models must be bit-identical and equal to a
-plaintext FedAvg reference; the ServerApp asserts from inside that it sees no key."""
+after round 1 and catches up. The three node models, read back from the files the nodes
+write, must be bit-identical and equal to a plaintext FedAvg reference; the ServerApp asserts
+from inside that it sees no key. A second run, in which every node's num-examples exceeds
+max_examples, must end failed (the ServerApp raises, so it exits non-zero), with the reason
+naming the nodes."""
 
 from __future__ import annotations
 
@@ -221,7 +224,8 @@ def test_he_fedavg_on_the_deployment_engine(tmp_path: Path, processes: Processes
     assert server["synchronized"] == 2  # one node evaluated round 3; two were behind
     assert sorted(server["applied"].values()) == [ROUNDS] * 3
     for metrics in server["train_metrics"].values():
-        assert set(metrics) == {"train-loss"}  # num-examples never reached the server
+        assert set(metrics) == {"train-loss", "hefl.clipped"}  # never num-examples
+        assert metrics["hefl.clipped"] == 0
     for metrics in server["evaluate_metrics"].values():
         assert set(metrics) == {"eval-acc"}
 
@@ -229,9 +233,9 @@ def test_he_fedavg_on_the_deployment_engine(tmp_path: Path, processes: Processes
     for index in range(3):
         path = models / f"node{index}.npz"
         wait_for(path.exists, f"node {index}'s model", processes, 30)
-        with np.load(path) as saved:
-            assert int(saved["hefl_applied"]) == ROUNDS
-            finals.append({name: saved[name] for name in task.initial_model()})
+        saved = hefl.flower.load_model(path)
+        assert saved.rounds == ROUNDS and saved.skipped == []
+        finals.append({name: saved.arrays[name].numpy() for name in task.initial_model()})
     for other in finals[1:]:
         for name in finals[0]:
             assert finals[0][name].tobytes() == other[name].tobytes(), name
@@ -241,3 +245,26 @@ def test_he_fedavg_on_the_deployment_engine(tmp_path: Path, processes: Processes
     # The models did train: far from the initial weights.
     initial = task.initial_model()
     assert max(np.abs(finals[0][n] - initial[n]).max() for n in initial) > 0.05
+
+    # A run in which every node fails ends failed, with the nodes and their error.
+    started = subprocess.run(
+        ["flwr", "run", str(APP), "hefl-test", "--format", "json", "--run-config",
+         f"hefl-key-id='{key_id}' examples-scale=1000"],
+        env=processes.env, capture_output=True, text=True, timeout=120, check=True,
+    )
+    run_id = json.loads(started.stdout)["run-id"]
+    deadline = time.monotonic() + 120
+    while True:
+        listed = subprocess.run(
+            ["flwr", "ls", "hefl-test", "--run-id", str(run_id), "--format", "json"],
+            env=processes.env, capture_output=True, text=True, timeout=60, check=True,
+        )
+        run = json.loads(listed.stdout)["runs"][0]
+        if run["status"].startswith("finished") or time.monotonic() > deadline:
+            break
+        processes.check_alive()
+        time.sleep(1)
+    assert run["status"] == "finished:failed", run
+    details = run["status-details"]
+    assert "0 valid updates, fewer than min_results=1" in details, details
+    assert details.count("more than max_examples=250") == 3, details

@@ -1,19 +1,26 @@
 """Type stubs of the compiled core ``hefl._hefl`` (re-exported by ``hefl``)."""
 
 from os import PathLike
-from typing import Final, final
+from collections.abc import Sequence
+from typing import Final, Literal, final
 
 import numpy as np
 import numpy.typing as npt
 
 DEFAULT_MAX_PARTIES: Final[int]
-DEFAULT_FRAC_BITS: Final[int]
-"""Fractional bits of the fixed-point encoding unless given (16, as ``hefl`` itself: each
-value is quantized to a multiple of 2^-16, so a mean is within 2^-16 of the plaintext one)."""
 """Largest number of updates an aggregate may sum unless told otherwise (100)."""
 
+DEFAULT_FRAC_BITS: Final[int]
+"""Fractional bits of the fixed-point encoding unless given (16, as ``hefl`` itself: each
+value of an update is rounded, without bias, to a multiple of 2^-16, so each value of a mean
+is within 2^-16 of the exact weighted mean of the clipped updates)."""
+
+CLIP: Final[float]
+"""Every value of an update is clipped to [-CLIP, CLIP] (8.0) before it is encoded."""
+
 STYPE: Final[str]
-"""The ``stype`` of a Flower ``Array`` that carries hefl ciphertext bytes (``"hefl.glwe.v2"``, the wire format version)."""
+"""The ``stype`` of a Flower ``Array`` that carries hefl ciphertext bytes (``"hefl.glwe.v2"``:
+it names the wire format version)."""
 
 def generate_key(path: str | PathLike[str], *, force: bool = False) -> str:
     """Write a fresh shared key file at ``path`` and return its public key id.
@@ -76,27 +83,40 @@ class SecretKey:
 class Envelope:
     """A client's envelope: seals updates of ``length`` values and opens aggregates.
 
-    An update is quantized to fixed point (values clipped to [-8, 8], resolution
-    2^-frac_bits, unbiased stochastic rounding) for sums of at most ``max_parties`` updates, weighted, and
-    encrypted; the weight travels encrypted in an extra slot. Every client of a federation
-    must use the same ``length``, ``max_parties`` and ``frac_bits`` (fractional bits of the
-    fixed point: values are rounded, without bias, to multiples of 2^-frac_bits).
+    An update's values are clipped to [-8, 8] (:data:`CLIP`) and rounded, without bias, to
+    multiples of 2^-frac_bits; the rounded update z and the client's integer example count n
+    travel as n·z and n, encrypted. A sum of at most ``max_parties`` updates opens into
+    Σn·z / Σn, exact in integers: each value of the mean is within 2^-frac_bits of the exact
+    example-weighted mean of the clipped updates (then rounded to float32), whatever
+    ``max_examples`` is. A larger ``max_examples`` or ``max_parties`` costs bits on the wire
+    instead, and bounds that the fixed point or the GLWE noise budget cannot hold are refused
+    with :class:`ConfigError`, naming the settings nearby that fit.
+
+    Every client of a federation and its server must use the same ``length``,
+    ``max_parties``, ``max_examples`` and ``frac_bits``.
 
     >>> import numpy as np, hefl, tempfile, os
     >>> path = os.path.join(tempfile.mkdtemp(), "hefl.key")
     >>> _ = hefl.generate_key(path)
     >>> envelope = hefl.Envelope(hefl.SecretKey.load(path), 2, max_parties=3)
-    >>> sealed = envelope.seal(np.array([0.5, -1.0], dtype=np.float32), weight=1.0)
-    >>> envelope.open(sealed, parties=1)
+    >>> sealed = envelope.seal(np.array([0.5, -1.0], dtype=np.float32))
+    >>> envelope.open(sealed, parties=[0])
     array([ 0.5, -1. ], dtype=float32)
 
     Raises:
         LengthError: ``length`` is 0 or above hefl's limit (2^26 - 1).
-        ConfigError: no fixed-point encoding fits ``max_parties`` (e.g. 0).
+        ConfigError: the bounds do not fit (e.g. ``max_parties=0``, or ``max_examples``
+            too large for ``max_parties`` and ``frac_bits``).
     """
 
     def __init__(
-        self, key: SecretKey, length: int, *, max_parties: int = 100, frac_bits: int = 16
+        self,
+        key: SecretKey,
+        length: int,
+        *,
+        max_parties: int = 100,
+        max_examples: int = 1,
+        frac_bits: int = 16,
     ) -> None: ...
     @property
     def length(self) -> int:
@@ -107,34 +127,44 @@ class Envelope:
         """The most updates an aggregate may sum."""
 
     @property
+    def max_examples(self) -> int:
+        """The largest example count an update may carry."""
+
+    @property
+    def frac_bits(self) -> int:
+        """Fractional bits of the fixed point: the resolution is 2^-frac_bits."""
+
+    @property
     def key_id(self) -> str:
         """The public id of the envelope's key."""
 
-    def seal(self, values: npt.NDArray[np.float32], weight: float = 1.0) -> bytes:
-        """Encrypt ``values * weight`` and ``weight``; return the message bytes.
+    def seal(self, values: npt.NDArray[np.float32], examples: int = 1) -> bytes:
+        """Clip, round and encrypt ``values`` weighted by ``examples``; return the bytes.
 
         ``values`` must be a 1-D, C-contiguous float32 array of :attr:`length` values; it is
-        copied before the GIL is released. ``weight`` is the update's share in the weighted
-        mean, in (0, 1] (FedAvg: the client's examples over a bound every client uses).
+        copied before the GIL is released. ``examples`` is the update's weight in the mean:
+        an integer from 1 to :attr:`max_examples` (FedAvg: the client's training examples).
 
         Raises:
             TypeError: not a numpy array, or not float32.
-            ValueError: a strided (non-contiguous) array, or a weight outside (0, 1].
+            ValueError: a strided (non-contiguous) array.
             LengthError: not 1-D or not :attr:`length` values.
-            EncodeError: a NaN or infinite value.
+            EncodeError: a NaN or infinite value, or ``examples`` outside 1..max_examples.
+            OverflowError: a negative ``examples``.
         """
 
-    def open(self, aggregate: bytes, parties: int) -> npt.NDArray[np.float32]:
-        """Decrypt the sum of ``parties`` sealed updates into their weighted mean.
+    def open(self, aggregate: bytes, parties: Sequence[int]) -> npt.NDArray[np.float32]:
+        """Decrypt the sum of the updates of ``parties`` into their example-weighted mean.
 
-        Checks the message (key id, length, at most ``parties`` summands) and that the
-        decrypted sum is one that ``parties`` valid updates can add up to.
+        ``parties`` are the ids of the parties in the sum, distinct and ascending (at most
+        :attr:`max_parties`). Checks the message (key id, length, as many summands as
+        parties) and that the decrypted sum is one that valid updates can add up to.
 
         Raises:
             KeyMismatchError: the aggregate is under another key.
-            MessageError: truncated, foreign, another length or more summands.
-            DecodeError: the total weight or a value is out of range for ``parties``.
-            ValueError: ``parties`` outside 1..max_parties.
+            MessageError: truncated, foreign, another length or another number of summands.
+            DecodeError: the total example count or a value is out of range for ``parties``.
+            ValueError: ``parties`` empty, unsorted, repeated or longer than max_parties.
         """
 
 @final
@@ -143,26 +173,33 @@ class KeylessSum:
 
     Each :meth:`add` validates the message exactly as ``hefl serve`` does (magic, wire
     version, parameter set, GLWE shape, key id, length, one summand, exact body length) and
-    adds it homomorphically; a refused message leaves the sum unchanged.
+    adds it homomorphically; a refused message leaves the sum unchanged. The bounds must be
+    the clients' (they size the ciphertexts).
 
     >>> import numpy as np, hefl, tempfile, os
     >>> path = os.path.join(tempfile.mkdtemp(), "hefl.key")
     >>> key_id = hefl.generate_key(path)
-    >>> envelope = hefl.Envelope(hefl.SecretKey.load(path), 2, max_parties=2)
-    >>> total = hefl.KeylessSum(key_id, 2, max_parties=2)
-    >>> total.add(envelope.seal(np.array([1, 2], dtype=np.float32), 0.5))
-    >>> total.add(envelope.seal(np.array([3, 4], dtype=np.float32), 0.5))
-    >>> envelope.open(total.to_bytes(), parties=total.count)
-    array([2., 3.], dtype=float32)
+    >>> envelope = hefl.Envelope(hefl.SecretKey.load(path), 2, max_parties=2, max_examples=10)
+    >>> total = hefl.KeylessSum(key_id, 2, max_parties=2, max_examples=10)
+    >>> total.add(envelope.seal(np.array([1, 2], dtype=np.float32), examples=3))
+    >>> total.add(envelope.seal(np.array([3, 4], dtype=np.float32), examples=1))
+    >>> envelope.open(total.to_bytes(), parties=[0, 1])
+    array([1.5, 2.5], dtype=float32)
 
     Raises:
         ValueError: ``key_id`` is not 64 hex digits.
         LengthError: ``length`` is 0 or above hefl's limit.
-        ConfigError: no fixed-point encoding fits ``max_parties``.
+        ConfigError: the bounds do not fit (see :class:`Envelope`).
     """
 
     def __init__(
-        self, key_id: str, length: int, *, max_parties: int = 100, frac_bits: int = 16
+        self,
+        key_id: str,
+        length: int,
+        *,
+        max_parties: int = 100,
+        max_examples: int = 1,
+        frac_bits: int = 16,
     ) -> None: ...
     def add(self, message: bytes) -> None:
         """Validate one sealed update and add it.
@@ -171,6 +208,17 @@ class KeylessSum:
             KeyMismatchError: made under another key.
             MessageError: truncated, foreign bytes, another length or wire version.
             SumFullError: the sum already holds ``max_parties`` updates.
+        """
+
+    def check_snapshot(self, snapshot: bytes) -> None:
+        """Validate a model snapshot of a :class:`Party` of this federation (one encryption
+        under the key, of a snapshot's length and widths), as ``hefl serve`` does; the sum
+        is unchanged. The server cannot read it: parties check what is inside when they
+        :meth:`Party.resync`.
+
+        Raises:
+            KeyMismatchError: made under another key.
+            MessageError: not a snapshot of this federation's shape.
         """
 
     @property
@@ -190,10 +238,185 @@ class KeylessSum:
         """An upper bound on the size of a valid update, to check before reading one."""
 
     def to_bytes(self) -> bytes:
-        """The aggregate's message bytes, for clients to :meth:`Envelope.open`.
+        """The aggregate's message bytes, for clients to :meth:`Envelope.open` or
+        :meth:`Party.receive`.
 
         Raises:
             ValueError: nothing was added yet.
         """
 
     def __len__(self) -> int: ...
+
+@final
+class Party:
+    """One party's side of a federation, without I/O: the machine ``hefl join`` runs.
+
+    A party holds the global model (which every party holds identically) and the round it is
+    on. It seals its update for that round (:meth:`seal_model`, :meth:`seal`), takes each
+    round's published sum with the ids of the parties in it (:meth:`receive`) and applies
+    the sums in order, each once: an earlier round's is "stale" and changes nothing, a later
+    one is refused (:class:`OutOfOrderError`: apply the missing ones first, or resync). A
+    sum that no valid updates add up to (some party sent garbage) is "skipped", on every
+    party alike. A party further behind than the sums a server keeps resyncs from an
+    encrypted model snapshot (:meth:`snapshot`, :meth:`resync`): the model's float32 bits as
+    integers, so the resynced model is bit-identical. :meth:`state` and :meth:`restore`
+    checkpoint it.
+
+    The constructor makes a party of a Flower-style federation, sized from its bounds:
+    updates of ``len(initial)`` values, sums of at most ``max_parties`` updates weighted by
+    integer example counts of at most ``max_examples`` (see :class:`Envelope` for the
+    encoding and its error bound), values clipped to [-8, 8], each published sum holding at
+    least ``min_parties`` updates, the mean update added to the model. ``party`` is this
+    party's id (any int below 2^32 - 1; the strategy assigns them); ``run`` is a public
+    label of the run (``hefl.flower`` passes Flower's run id). The run's fingerprint (a
+    SHA-256 of these public settings and the key id) tells this run's checkpoints and
+    snapshots from another's. ``seed`` makes the unbiased rounding reproducible (the
+    rounding protects nothing: values are encrypted afterwards); by default it is seeded
+    from the OS.
+
+    >>> import numpy as np, hefl, tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "hefl.key")
+    >>> key_id = hefl.generate_key(path)
+    >>> key = hefl.SecretKey.load(path)
+    >>> bounds = dict(max_parties=3, max_examples=100, snapshot_every=1)
+    >>> a = hefl.Party(key, np.zeros(2, np.float32), party=0, **bounds)
+    >>> b = hefl.Party(key, np.zeros(2, np.float32), party=5, **bounds)
+    >>> up_a, clipped = a.seal_model(np.array([1.0, 20.0], np.float32), examples=30)
+    >>> clipped  # 20 is beyond the clip, 8
+    1
+    >>> up_b, _ = b.seal_model(np.array([3.0, 0.0], np.float32), examples=10)
+    >>> total = hefl.KeylessSum(key_id, 2, max_parties=3, max_examples=100)  # the server
+    >>> total.add(up_a); total.add(up_b)
+    >>> for party in (a, b):
+    ...     party.receive(0, [0, 5], total.to_bytes())
+    ('applied', None)
+    ('applied', None)
+    >>> a.model, a.next_round
+    (array([1.5, 6. ], dtype=float32), 1)
+    >>> round_, snapshot = a.snapshot()              # encrypted: the server keeps it
+    >>> late = hefl.Party(key, np.zeros(2, np.float32), party=9, **bounds)
+    >>> late.resync(round_, snapshot)
+    >>> late.model.tobytes() == a.model.tobytes(), late.next_round
+    (True, 1)
+
+    Raises:
+        KeyMismatchError: ``key`` is not the one this federation's sums are under.
+        LengthError: ``initial`` is empty or longer than hefl's limit.
+        ConfigError: the bounds do not fit (the message names nearby settings that do),
+            or ``min_parties`` is 0 or above ``max_parties``.
+    """
+
+    def __init__(
+        self,
+        key: SecretKey,
+        initial: npt.NDArray[np.float32],
+        *,
+        max_parties: int,
+        max_examples: int,
+        party: int,
+        frac_bits: int = 16,
+        min_parties: int = 1,
+        snapshot_every: int | None = None,
+        run: str = "",
+        seed: int | None = None,
+    ) -> None: ...
+    @staticmethod
+    def from_plan(plan_json: str, party: int, key: SecretKey | None = None) -> Party:
+        """Party ``party`` of a hefl plan (the JSON ``hefl serve`` hands every party), as
+        ``hefl join`` runs it: the plan's initial model, encoding, rules and rounding
+        generator. ``key`` is the shared key in ``he`` mode, ``None`` in the clear modes.
+
+        Raises:
+            ConfigError: not a plan, a plan that does not validate, or ``party`` not in it.
+            KeyMismatchError: ``key`` is not the one the plan names.
+        """
+
+    @property
+    def model(self) -> npt.NDArray[np.float32]:
+        """A copy of the global model (float32)."""
+
+    @property
+    def next_round(self) -> int:
+        """The round this party is on: the next whose sum it applies (0 at the start)."""
+
+    @property
+    def skipped(self) -> list[int]:
+        """Rounds skipped so far: their sums were not sums of valid updates."""
+
+    @property
+    def party(self) -> int:
+        """This party's id."""
+
+    @property
+    def length(self) -> int:
+        """Values of the model (and of every update)."""
+
+    @property
+    def fingerprint(self) -> str:
+        """The run's fingerprint, 64 hex digits: public (a hash of public settings)."""
+
+    def seal_model(
+        self, trained: npt.NDArray[np.float32], examples: int
+    ) -> tuple[bytes, int]:
+        """Seal the update ``trained - model`` (float32, value by value) for the round this
+        party is on, weighted by ``examples`` (1 to ``max_examples``); return the bytes to
+        send and how many of the update's values were beyond the clip (8) and clipped.
+
+        Raises:
+            TypeError, ValueError, LengthError: as :meth:`Envelope.seal`, for ``trained``.
+            EncodeError: a NaN or infinite value, or ``examples`` out of range.
+        """
+
+    def seal(self, update: npt.NDArray[np.float32], examples: int) -> tuple[bytes, int]:
+        """Seal ``update`` (a model delta in Flower-style federations, a gradient in a
+        FedSGD plan) for the round this party is on; as :meth:`seal_model`."""
+
+    def receive(
+        self, round: int, parties: Sequence[int], aggregate: bytes
+    ) -> tuple[Literal["applied", "skipped", "stale"], str | None]:
+        """Take round ``round``'s published sum ``aggregate`` of the updates of ``parties``
+        (their ids, ascending). Returns ``("applied", None)`` (the model moved), ``("skipped",
+        reason)`` (no valid updates add up to the sum: the model stays, as on every party;
+        report it) or ``("stale", None)`` (an earlier round: nothing changed).
+
+        Raises (nothing changed):
+            OutOfOrderError: a round after :attr:`next_round`.
+            ProtocolError: ``parties`` empty, unsorted, repeated, or fewer than the minimum.
+            KeyMismatchError: the sum is under another key.
+            MessageError: the sum does not parse as this federation's (length, summands).
+        """
+
+    def snapshot(self) -> tuple[int, bytes]:
+        """The model snapshot of this party (before round :attr:`next_round`), encrypted
+        under the shared key: its round and bytes, for a server to keep and a party far
+        behind to :meth:`resync` from. A key holder could poison a snapshot as it could an
+        update; a resyncing party checks it decrypts to this run's fingerprint and the round
+        announced, and holds a model of this shape.
+
+        Raises:
+            SnapshotError: the run takes no snapshots (``snapshot_every=None``).
+        """
+
+    def resync(self, round: int, snapshot: bytes) -> None:
+        """Take the model and round of ``snapshot``, announced by the server as of
+        ``round``; the sums from that round on are then applied as they come.
+
+        Raises (nothing changed):
+            SnapshotError: not a snapshot of this run under this key, another round than
+                announced, older than this party, or a run without snapshots.
+            KeyMismatchError, MessageError: bytes that do not parse as a snapshot.
+            StateError: a snapshot of another model shape.
+        """
+
+    def state(self) -> bytes:
+        """This party's checkpoint: the model in the clear, its round, skipped rounds and
+        rounding generator. Keep it where the key is (never on the server)."""
+
+    def restore(self, state: bytes) -> None:
+        """Continue from a checkpoint of :meth:`state` (untrusted: read within a bound of
+        the model's size).
+
+        Raises:
+            StateError: not a party state, too large, another run's, another party's, or of
+                another model shape.
+        """
