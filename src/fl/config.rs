@@ -7,8 +7,7 @@
 //! CLI maps fields to its flag names in one place.
 
 use super::encoding::{Encoding, Weighting};
-use super::party::Step;
-use super::strategy::Strategy;
+use super::strategy::{Step, Strategy};
 use crate::data::{IMAGE_PIXELS, NUM_CLASSES, Partition};
 use crate::dp::{DpSgd, InputDp};
 use crate::he::{DownloadForm, MAX_PLAINTEXT_LEN, Widths};

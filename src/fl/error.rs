@@ -124,7 +124,7 @@ pub enum PartyError {
     },
     /// The party machine could not be set up (key, model, rules).
     #[error(transparent)]
-    Setup(#[from] super::party::PlanPartyError),
+    Setup(#[from] super::plan::PlanPartyError),
     /// The party is not in the plan's federation.
     #[error("{party} is not in this federation of {parties} parties")]
     NotInFederation {

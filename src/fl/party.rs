@@ -38,13 +38,13 @@
 //! party that resyncs from a snapshot trusts its uploader as every party trusts every
 //! update's sender (see the threat model).
 
-use super::config::{ConfigError, Privacy};
+use super::config::Privacy;
 use super::encoding::{DecodeError, Encoding};
 use super::envelope::{Envelope, EnvelopeCost, EnvelopeError, Sealed};
 use super::payload::{PayloadError, PlainSum, Summable};
-use super::plan::ValidPlan;
+use super::seeds::RngState;
 use super::server::{PartyId, Round};
-use super::setup::rounding_rng;
+pub use super::strategy::Step;
 use crate::he::keys::{KeyId, SecretKey};
 use crate::he::{
     CompactVector, DownloadForm, Expected, HeError, HeadroomError, PreparedEncryption, Widths,
@@ -53,22 +53,6 @@ use crate::model::{Optimizer, OptimizerKind, OptimizerState};
 use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-
-/// How the round's mean update moves the global model.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Step {
-    /// The mean is a gradient: `optimizer` (with learning rate `lr`) steps the model with it
-    /// (FedSGD; the optimizer's state is part of what all parties hold identically).
-    Gradient {
-        /// The optimizer.
-        optimizer: OptimizerKind,
-        /// Its learning rate.
-        lr: f32,
-    },
-    /// The mean is a model delta: it is added to the model (FedAvg, and Flower's).
-    Delta,
-}
 
 /// What every party of a federation holds identically: the model, and the optimizer that
 /// applies mean gradients to it.
@@ -422,7 +406,7 @@ pub struct PartyState {
     params: Vec<f32>,
     optimizer: Option<OptimizerState>,
     skipped: Vec<u64>,
-    rounding: super::client::RngState,
+    rounding: RngState,
 }
 
 /// The format of [`PartyState`].
@@ -504,20 +488,6 @@ pub struct Party {
     next_round: Round,
     skipped: Vec<u64>,
     rounding: ChaCha20Rng,
-}
-
-/// Why a party of a plan could not be set up ([`Party::for_plan`]).
-#[derive(Debug, thiserror::Error)]
-pub enum PlanPartyError {
-    /// The plan's encoding does not fit (a plan that passed validation always does).
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// The plan's model cannot be built.
-    #[error(transparent)]
-    Model(#[from] crate::model::ModelError),
-    /// The party cannot be set up (key, rules).
-    #[error(transparent)]
-    Setup(#[from] SetupError),
 }
 
 /// Why a party could not be set up.
@@ -616,25 +586,6 @@ impl Party {
             skipped: Vec::new(),
             rounding,
         })
-    }
-
-    /// Party `party` of `plan` at round 0: the plan's initial model (from its seed and
-    /// layers) and its rounding generator (from its seed and the party), as every driver of
-    /// the plan starts it.
-    pub fn for_plan(
-        plan: &ValidPlan,
-        party: PartyId,
-        key: Option<Arc<SecretKey>>,
-    ) -> Result<Self, PlanPartyError> {
-        let federation = plan.federation(party)?;
-        let initial = crate::model::Mlp::new(&plan.config.layers, plan.config.seed)?;
-        let rounding = rounding_rng(plan.config.seed, party);
-        Ok(Self::new(
-            federation,
-            initial.params().to_vec(),
-            key,
-            rounding,
-        )?)
     }
 
     /// The federation.
@@ -871,7 +822,7 @@ impl Party {
             params: self.model.params().to_vec(),
             optimizer: self.model.optimizer_state(),
             skipped: self.skipped.clone(),
-            rounding: super::client::RngState::of(&self.rounding),
+            rounding: RngState::of(&self.rounding),
         }
     }
 

@@ -1,16 +1,19 @@
 //! The plan a server hands every party: the run's configuration and schedule.
 
 use super::config::{ConfigError, Field, Mode, Privacy, TrainConfig, ValidConfig, check_range};
-use super::party::Federation;
+use super::party::{Federation, Party, SetupError};
 use super::payload::{PlainSum, Summable};
 use super::rules::RoundRules;
+use super::seeds::rounding_rng;
 use super::server::PartyId;
 use crate::data::Partition;
 use crate::he::keys::KeyId;
+use crate::he::keys::SecretKey;
 use crate::he::{CompactVector, Expected};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 use std::ops::Deref;
+use std::sync::Arc;
 
 /// Longest run a plan may ask for, in rounds (a bound on untrusted input).
 pub const MAX_ROUNDS: u64 = 100_000_000;
@@ -326,4 +329,39 @@ mod key_id_hex {
             .map(|text| text.parse().map_err(serde::de::Error::custom))
             .transpose()
     }
+}
+
+impl Party {
+    /// Party `party` of `plan` at round 0: the plan's initial model (from its seed and
+    /// layers) and its rounding generator (from its seed and the party), as every driver of
+    /// the plan starts it.
+    pub fn for_plan(
+        plan: &ValidPlan,
+        party: PartyId,
+        key: Option<Arc<SecretKey>>,
+    ) -> Result<Self, PlanPartyError> {
+        let federation = plan.federation(party)?;
+        let initial = crate::model::Mlp::new(&plan.config.layers, plan.config.seed)?;
+        let rounding = rounding_rng(plan.config.seed, party);
+        Ok(Self::new(
+            federation,
+            initial.params().to_vec(),
+            key,
+            rounding,
+        )?)
+    }
+}
+
+/// Why a party of a plan could not be set up ([`Party::for_plan`]).
+#[derive(Debug, thiserror::Error)]
+pub enum PlanPartyError {
+    /// The plan's encoding does not fit (a plan that passed validation always does).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The plan's model cannot be built.
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
+    /// The party cannot be set up (key, rules).
+    #[error(transparent)]
+    Setup(#[from] SetupError),
 }

@@ -30,6 +30,21 @@ impl fmt::Display for Round {
     }
 }
 
+/// What the server said to a submission.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Submitted {
+    /// The update is in the round.
+    Accepted,
+    /// The round closed before the update arrived: this party is left out of it (its sum is
+    /// still applied).
+    Late {
+        /// The round the server is on.
+        open: Round,
+    },
+    /// This party's update for the round was already in (a retried submission).
+    AlreadyIn,
+}
+
 /// A closed round: the sum of the included parties' updates.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Published {
@@ -189,8 +204,7 @@ impl Refusal {
 
     /// What a refused submission means to its sender when it is not an error: late (the
     /// round closed without it) or already in.
-    pub fn submitted(&self) -> Option<super::uplink::Submitted> {
-        use super::uplink::Submitted;
+    pub fn submitted(&self) -> Option<Submitted> {
         match self {
             Self::WrongRound { sent, current } if sent < current => {
                 Some(Submitted::Late { open: *current })

@@ -7,23 +7,9 @@
 
 use super::error::UplinkError;
 use super::metrics::Observer;
+pub use super::server::Submitted;
 use super::server::{ModelSnapshot, Published, Round};
 use std::time::{Duration, Instant};
-
-/// What the server said to a submission.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Submitted {
-    /// The update is in the round.
-    Accepted,
-    /// The round closed before the update arrived: this party is left out of it (its sum is
-    /// still applied).
-    Late {
-        /// The round the server is on.
-        open: Round,
-    },
-    /// This party's update for the round was already in (a retried submission).
-    AlreadyIn,
-}
 
 /// Moves one party's requests to the server and its answers back.
 pub trait Uplink {
