@@ -26,11 +26,26 @@ pub fn flag(field: Field) -> String {
 
 /// The message and exit code for a failed command: 2 for a setting out of range (named by
 /// its flag), 1 for anything else.
+///
+/// The message walks the error's chain of causes, each said once: most of hefl's errors
+/// already print their cause (`checkpoint {path}: {source}`), so a cause whose text the
+/// message already holds is not repeated.
 pub fn explain(error: &anyhow::Error) -> (String, u8) {
-    match error.chain().find_map(|e| e.downcast_ref::<ConfigError>()) {
-        Some(config) => (config.render(flag), 2),
-        None => (format!("{error:#}"), 1),
+    if let Some(config) = error.chain().find_map(|e| e.downcast_ref::<ConfigError>()) {
+        return (config.render(flag), 2);
     }
+    let mut message = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if message.contains(&text) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&text);
+    }
+    (message, 1)
 }
 
 /// Checks a probability-like flag.

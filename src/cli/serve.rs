@@ -71,8 +71,8 @@ pub struct RulesArgs {
     /// waiting for it until it submits on time again.
     #[arg(long, default_value_t = hefl::fl::DEFAULT_ABSENT_AFTER, value_name = "K")]
     pub absent_after: u32,
-    /// Round 0's clock starts when every party has joined, or after this long
-    /// if --min-parties have.
+    /// Round 0's clock starts when every party is ready (has loaded its data), or
+    /// after this long if --min-parties are.
     #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
     pub join_timeout: Duration,
     /// Give up when no party has been heard from (joined, sent an update, or
@@ -141,16 +141,22 @@ impl LimitArgs {
     }
 }
 
-/// The run the server will hand out, validated: from the plan file or from the flags.
+/// Largest plan file read.
+const MAX_PLAN_FILE: u64 = 1 << 20;
+
+/// The run the server will hand out, validated: from the plan file or from the flags (the
+/// same gate: `Plan::validate`, which validates the configuration as the flags' path does).
 fn plan(args: &ServeArgs) -> Result<ValidPlan> {
     if args.train.key.is_some() {
         bail!("the server never holds the key: give --key-id (printed by `hefl keygen`)");
     }
     match &args.plan {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
+            // A regular file of bounded size (a plan is a few hundred bytes): not a device
+            // or a pipe that never ends.
+            let bytes = hefl::secret_file::read_limited(path, MAX_PLAN_FILE)
                 .with_context(|| format!("reading the plan {}", path.display()))?;
-            let plan: Plan = serde_json::from_str(&text)
+            let plan: Plan = serde_json::from_slice(&bytes)
                 .with_context(|| format!("the plan {} does not parse", path.display()))?;
             Ok(plan.validate()?)
         }
@@ -195,6 +201,15 @@ pub fn run(args: ServeArgs) -> Result<()> {
             hefl::secret_file::probe_writable(dir)
                 .with_context(|| format!("--state-dir {} is not writable", dir.display()))?;
             let (hub, resumed) = Hub::with_state_dir(plan, dir, log)?;
+            if resumed.is_some() && hub.is_finished() {
+                // Every party fetched the last sum: nothing is left to serve.
+                println!(
+                    "the run in {} is over: all {} rounds were published and fetched; nothing to serve (use another --state-dir for a new run)",
+                    dir.display(),
+                    hub.plan().total_rounds()
+                );
+                return Ok(());
+            }
             if let Some(round) = resumed {
                 eprintln!(
                     "serve: resuming from the checkpoint in {} at {round}",

@@ -18,6 +18,12 @@ use std::fmt;
 use std::ops::Deref;
 use std::str::FromStr;
 
+/// Smallest Dirichlet concentration a partition may ask for: below it the class shares
+/// underflow to zero and the draw cannot deal the data.
+pub const MIN_DIRICHLET_ALPHA: f64 = 1e-3;
+/// Largest Dirichlet concentration (far beyond it the split is IID anyway).
+pub const MAX_DIRICHLET_ALPHA: f64 = 1e6;
+
 /// Largest federation hefl sets up (tokens, fixed-point headroom, per-party state).
 pub const MAX_PARTIES: usize = 100_000;
 /// Longest run, in epochs.
@@ -317,13 +323,27 @@ impl TrainConfig {
         if let Strategy::FedAvg { local_steps } = self.strategy {
             check_range(Field::LocalSteps, local_steps, 1, MAX_LOCAL_STEPS)?;
         }
-        for (field, subset) in [
-            (Field::TrainSubset, self.train_subset),
-            (Field::TestSubset, self.test_subset),
-        ] {
-            if let Some(n) = subset {
-                check_range(field, n, 1, usize::MAX)?;
-            }
+        // Every party needs a sample: a subset smaller than the party count leaves one empty.
+        let parties = match self.mode {
+            Mode::Centralized => 1,
+            Mode::Local | Mode::Federated => self.parties,
+        };
+        if let Some(n) = self.train_subset {
+            check_range(Field::TrainSubset, n, parties, usize::MAX)?;
+        }
+        if let Some(n) = self.test_subset {
+            check_range(Field::TestSubset, n, 1, usize::MAX)?;
+        }
+        if let Partition::Dirichlet { alpha } = self.partition
+            && !(MIN_DIRICHLET_ALPHA..=MAX_DIRICHLET_ALPHA).contains(&alpha)
+        {
+            return Err(ConfigError::Invalid {
+                field: Field::Partition,
+                expected: format!(
+                    "dirichlet:ALPHA with ALPHA from {MIN_DIRICHLET_ALPHA} to {MAX_DIRICHLET_ALPHA}"
+                ),
+                found: format!("dirichlet:{alpha}"),
+            });
         }
         match (self.privacy, &self.dp) {
             (Privacy::Dp, None) => {
@@ -381,6 +401,13 @@ impl TrainConfig {
         }
         if self.layers.contains(&0) {
             return Err(invalid("every layer at least 1 wide".into()));
+        }
+        // A model that trains must also save: the model file lists at most this many widths.
+        if self.layers.len() > crate::model::MAX_MODEL_LAYERS {
+            return Err(invalid(format!(
+                "at most {} layers (the model file's limit), input and output included",
+                crate::model::MAX_MODEL_LAYERS
+            )));
         }
         let params = self.layers.windows(2).try_fold(0usize, |acc, w| {
             w[0].checked_mul(w[1])?.checked_add(w[1])?.checked_add(acc)

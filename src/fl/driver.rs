@@ -164,6 +164,16 @@ impl Member<'_> {
             retry: options.retry,
             checkpoints,
         };
+        // Data loaded and checkpoint read: round 0's clock may start.
+        let retry = options.retry;
+        retry
+            .call("telling the server this party is ready", observer, || {
+                member.uplink.ready()
+            })
+            .map_err(|source| PartyError::Uplink {
+                round: member.party.next_round(),
+                source,
+            })?;
         let mut training = Training {
             config,
             rounds_per_epoch: plan.rounds_per_epoch,

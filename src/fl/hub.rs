@@ -62,7 +62,7 @@ pub struct ServeReport {
 pub enum HubEvent {
     /// The first round's clock started.
     Started {
-        /// The parties that had joined.
+        /// The parties that were ready (had loaded their data).
         joined: Vec<PartyId>,
         /// Parties in the federation.
         of: usize,
@@ -139,7 +139,7 @@ impl std::fmt::Display for HubEvent {
         match self {
             Self::Started { joined, of } => write!(
                 f,
-                "round 0 started with parties {} ({} of {of} joined)",
+                "round 0 started with parties {} ({} of {of} ready)",
                 party_list(joined),
                 joined.len()
             ),
@@ -205,8 +205,8 @@ macro_rules! either {
 struct State {
     server: AnyServer,
     report: ServeReport,
-    /// Parties that have joined (asked for the plan, or submitted).
-    joined: BTreeSet<PartyId>,
+    /// Parties that are ready: loaded their data and said so ([`Hub::ready`]), or submitted.
+    ready: BTreeSet<PartyId>,
     /// The parties of the last round published without every party, until one has all.
     short: Option<Vec<PartyId>>,
     /// Parties logged as gone (until they are back).
@@ -243,7 +243,7 @@ pub struct Hub {
 
 impl Hub {
     /// A hub for `plan`, run by its [`RoundRules`]. Round 0's clock starts when every party
-    /// has joined ([`Hub::join`], or a first submission), or at the join timeout if
+    /// is ready ([`Hub::ready`]: its data loaded; or a first submission), or at the join timeout if
     /// `min_parties` have. A round closes when every party not gone has submitted, or at its
     /// deadline with at least `min_parties` (default: all). `log` receives what an operator
     /// should know ([`HubEvent`]).
@@ -295,7 +295,7 @@ impl Hub {
             state: Mutex::new(State {
                 server,
                 report: ServeReport::default(),
-                joined: BTreeSet::new(),
+                ready: BTreeSet::new(),
                 short: None,
                 gone: BTreeSet::new(),
                 skip_reports: BTreeSet::new(),
@@ -399,15 +399,25 @@ impl Hub {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Notes that `party` joined (it asked for the plan): round 0's clock starts once every
-    /// party has.
+    /// Notes that `party` joined (it asked for the plan): it is heard from. Loading its data
+    /// comes next; round 0's clock waits for [`Hub::ready`].
     pub fn join(&self, party: PartyId) {
         if party.0 >= self.parties {
             return;
         }
+        self.state().heard = Instant::now();
+    }
+
+    /// Notes that `party` is ready (its data loaded, its checkpoint read): round 0's clock
+    /// starts once every party is, or at the join timeout once `min_parties` are. So a party
+    /// slow to load its data is never left out of round 0 by a clock that started without it.
+    pub fn ready(&self, party: PartyId) {
+        if party.0 >= self.parties {
+            return;
+        }
         let mut state = self.state();
-        if state.joined.insert(party) {
-            state.heard = Instant::now();
+        state.heard = Instant::now();
+        if state.ready.insert(party) {
             self.advance(&mut state, Instant::now());
         }
     }
@@ -420,7 +430,7 @@ impl Hub {
         state.server_seconds += start.elapsed().as_secs_f64();
         result?;
         state.heard = Instant::now();
-        state.joined.insert(party);
+        state.ready.insert(party);
         state.gone.remove(&party);
         self.advance(&mut state, Instant::now());
         Ok(())
@@ -639,13 +649,13 @@ impl Hub {
     fn advance(&self, state: &mut State, now: Instant) {
         let started = either!(&state.server, s => s.is_started());
         if !started {
-            let all = state.joined.len() == self.parties as usize;
+            let all = state.ready.len() == self.parties as usize;
             let min = self.rules.min_parties(self.parties) as usize;
             let timed_out = now >= self.created + self.rules.join_timeout;
-            if all || (timed_out && state.joined.len() >= min) {
+            if all || (timed_out && state.ready.len() >= min) {
                 either!(&mut state.server, s => s.start(now));
                 (self.log)(&HubEvent::Started {
-                    joined: state.joined.iter().copied().collect(),
+                    joined: state.ready.iter().copied().collect(),
                     of: self.parties as usize,
                 });
             }
@@ -786,6 +796,11 @@ impl Uplink for HubUplink {
         self.hub
             .put_snapshot(self.party, round, bytes)
             .map_err(|r| refused(&r))
+    }
+
+    fn ready(&mut self) -> Result<(), UplinkError> {
+        self.hub.ready(self.party);
+        Ok(())
     }
 
     fn snapshot(&mut self) -> Result<ModelSnapshot, UplinkError> {

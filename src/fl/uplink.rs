@@ -26,6 +26,9 @@ pub trait Uplink {
     fn put_snapshot(&mut self, round: Round, bytes: &[u8]) -> Result<(), UplinkError>;
     /// The latest model snapshot the server keeps.
     fn snapshot(&mut self) -> Result<ModelSnapshot, UplinkError>;
+    /// Tells the server this party is ready (its data loaded, its checkpoint read): round 0's
+    /// clock starts once every party is (see [`Hub::ready`](super::Hub::ready)).
+    fn ready(&mut self) -> Result<(), UplinkError>;
 }
 
 /// How a party waits out a lost server: it asks again after `first_delay`, doubling the

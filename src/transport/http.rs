@@ -4,6 +4,7 @@
 //! | request | what it does |
 //! |---|---|
 //! | `GET /v1/plan` | the run's [`Plan`](crate::fl::Plan) as JSON |
+//! | `POST /v1/ready` | the party has loaded its data: round 0's clock starts once every party has said so (or at the join timeout once `min_parties` have) |
 //! | `POST /v1/rounds/{r}/update` | one party's sealed update for round r (body: wire bytes) |
 //! | `GET /v1/rounds/{r}/aggregate?wait_ms=W&keep_from=K` | round r's sum once it is published (long poll: `204 No Content` if still open after W ms); header `x-hefl-parties` lists the parties in it. `keep_from`: the party may still ask for the sums from round K on (its last checkpoint), so the server keeps them |
 //! | `POST /v1/rounds/{r}/skipped` | the party skipped round r: its sum could not be a sum of valid updates (body: the reason, at most 4 KiB); the server logs it |
@@ -229,6 +230,15 @@ async fn plan_handler(
     axum::Json(Plan::clone(st.hub.plan())).into_response()
 }
 
+/// The party has loaded its data: round 0's clock may start ([`Hub::ready`]).
+async fn ready_handler(
+    State(st): State<Arc<Shared>>,
+    Extension(party): Extension<PartyId>,
+) -> Response {
+    st.hub.ready(party);
+    (StatusCode::OK, "noted: ready").into_response()
+}
+
 async fn update_handler(
     State(st): State<Arc<Shared>>,
     Extension(party): Extension<PartyId>,
@@ -441,6 +451,7 @@ fn router(shared: Arc<Shared>, limits: &Limits) -> Router {
     let upload_deadline = limits.upload_deadline(body_limit);
     Router::new()
         .route("/v1/plan", get(plan_handler))
+        .route("/v1/ready", post(ready_handler))
         .route(
             "/v1/rounds/{round}/update",
             post(update_handler)
@@ -802,6 +813,14 @@ impl Uplink for HttpUplink {
     fn put_snapshot(&mut self, round: Round, bytes: &[u8]) -> Result<(), UplinkError> {
         let path = format!("/v1/snapshot/{}", round.0);
         let answer = self.send("PUT", &path, "application/octet-stream", bytes)?;
+        if answer.status == StatusCode::OK {
+            return Ok(());
+        }
+        Err(Self::refused(answer.status, &answer.body))
+    }
+
+    fn ready(&mut self) -> Result<(), UplinkError> {
+        let answer = self.send("POST", "/v1/ready", "text/plain; charset=utf-8", b"")?;
         if answer.status == StatusCode::OK {
             return Ok(());
         }

@@ -8,6 +8,9 @@ use std::path::Path;
 /// Shortest token accepted from a tokens file (issued tokens have 64 hex characters).
 pub const MIN_TOKEN_LEN: usize = 16;
 
+/// Longest token accepted from a tokens file.
+pub const MAX_TOKEN_LEN: usize = 256;
+
 /// Largest tokens file read (a million parties' tokens fit).
 const MAX_TOKENS_FILE: u64 = 128 << 20;
 
@@ -128,6 +131,9 @@ fn read_tokens(path: &Path) -> Result<Vec<String>, TokensError> {
 /// let tokens = parse_tokens(br#"["0123456789abcdef0123"]"#, Path::new("tokens.json"))?;
 /// assert_eq!(tokens.len(), 1);
 /// assert!(parse_tokens(b"{}", Path::new("tokens.json")).is_err());
+/// // A token a header cannot carry is refused, not kept to fail every request.
+/// assert!(parse_tokens(br#"["0123456789abcdef 0123"]"#, Path::new("t")).is_err());
+/// assert!(parse_tokens(b"[\"0123456789abcdef0123\\r\\n\"]", Path::new("t")).is_err());
 /// # Ok::<(), hefl::transport::TokensError>(())
 /// ```
 pub fn parse_tokens(bytes: &[u8], path: &Path) -> Result<Vec<String>, TokensError> {
@@ -137,10 +143,25 @@ pub fn parse_tokens(bytes: &[u8], path: &Path) -> Result<Vec<String>, TokensErro
     };
     let tokens: Vec<String> = serde_json::from_slice(bytes)
         .map_err(|e| invalid(format!("expected a JSON list of tokens: {e}")))?;
-    if let Some(party) = tokens.iter().position(|t| t.len() < MIN_TOKEN_LEN) {
+    if let Some(party) = tokens
+        .iter()
+        .position(|t| !(MIN_TOKEN_LEN..=MAX_TOKEN_LEN).contains(&t.len()))
+    {
         return Err(invalid(format!(
-            "party {party}'s token has {} characters, expected at least {MIN_TOKEN_LEN}",
+            "party {party}'s token has {} characters, expected {MIN_TOKEN_LEN} to {MAX_TOKEN_LEN}",
             tokens[party].len()
+        )));
+    }
+    // What an `authorization: Bearer` header can carry as it is (RFC 6750's token68 without
+    // padding): a token with spaces, CR/LF or non-ASCII could never authenticate.
+    let usable = |c: char| c.is_ascii_alphanumeric() || "-._~+/".contains(c);
+    if let Some((party, bad)) = tokens
+        .iter()
+        .enumerate()
+        .find_map(|(p, t)| t.chars().find(|&c| !usable(c)).map(|c| (p, c)))
+    {
+        return Err(invalid(format!(
+            "party {party}'s token has the character {bad:?}, expected letters, digits and - . _ ~ + / only (a header cannot carry it)"
         )));
     }
     // A shared token would let one party submit as another.

@@ -134,6 +134,9 @@ impl Uplink for Scripted<'_> {
     fn put_snapshot(&mut self, _round: Round, _bytes: &[u8]) -> Result<(), UplinkError> {
         Ok(())
     }
+    fn ready(&mut self) -> Result<(), UplinkError> {
+        Ok(())
+    }
     fn snapshot(&mut self) -> Result<ModelSnapshot, UplinkError> {
         Err(UplinkError::Refused {
             kind: RefusalKind::NotFound,

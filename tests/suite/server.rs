@@ -440,6 +440,9 @@ impl hefl::fl::Uplink for Garbling {
     fn snapshot(&mut self) -> Result<hefl::fl::ModelSnapshot, hefl::fl::UplinkError> {
         self.inner.snapshot()
     }
+    fn ready(&mut self) -> Result<(), hefl::fl::UplinkError> {
+        self.inner.ready()
+    }
 }
 
 /// Notes the parties' observers receive.
@@ -564,6 +567,9 @@ impl hefl::fl::Uplink for Slow {
     }
     fn snapshot(&mut self) -> Result<hefl::fl::ModelSnapshot, hefl::fl::UplinkError> {
         self.inner.snapshot()
+    }
+    fn ready(&mut self) -> Result<(), hefl::fl::UplinkError> {
+        self.inner.ready()
     }
 }
 
