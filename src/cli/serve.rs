@@ -110,6 +110,10 @@ pub struct LimitArgs {
     /// previous answer: idle connections close after it too); also the TLS handshake's.
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub header_timeout: Duration,
+    /// Time a new connection has to carry a request with a valid token (in its first
+    /// request's headers); closed after it otherwise, so strangers cannot hold connections.
+    #[arg(long, default_value = "3s", value_parser = parse_duration, value_name = "DURATION")]
+    pub auth_timeout: Duration,
     /// Longest pause within an upload's body.
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub body_timeout: Duration,
@@ -132,6 +136,7 @@ impl LimitArgs {
         let limits = Limits {
             header_timeout: self.header_timeout,
             body_timeout: self.body_timeout,
+            auth_timeout: self.auth_timeout,
             min_upload_rate: self.min_upload_rate,
             max_connections: self.max_connections,
             max_connections_per_peer: self.max_connections_per_peer,

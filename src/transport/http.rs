@@ -40,7 +40,9 @@ use crate::secret_file::{self, SecretFileError};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Extension, Path as UrlPath, Query, Request, State};
+use axum::extract::{
+    ConnectInfo, DefaultBodyLimit, Extension, Path as UrlPath, Query, Request, State,
+};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -49,6 +51,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -157,6 +160,8 @@ fn kind_of(status: StatusCode) -> RefusalKind {
 struct Shared {
     hub: Arc<Hub>,
     tokens: Tokens,
+    /// The connection caps, told which connections authenticated.
+    caps: PeerCaps,
 }
 
 fn refusal_response(refusal: &Refusal) -> Response {
@@ -209,11 +214,14 @@ fn authenticate(st: &Shared, headers: &HeaderMap) -> Result<PartyId, (RefusalKin
 /// an unauthenticated peer costs the server one parsed header block.
 async fn require_party(
     State(st): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     mut request: Request,
     next: Next,
 ) -> Response {
     match authenticate(&st, request.headers()) {
         Ok(party) => {
+            // A party's connection: never closed to make room for strangers.
+            st.caps.authenticated(peer);
             request.extensions_mut().insert(party);
             next.run(request).await
         }
@@ -499,27 +507,30 @@ pub fn serve(
     limits: &Limits,
     log: impl Fn(&str) + Send + Sync + 'static,
 ) -> Result<ServeReport, TransportError> {
+    let caps = PeerCaps::new(limits, log);
     let shared = Arc::new(Shared {
         hub: Arc::clone(&hub),
         tokens,
+        caps: caps.clone(),
     });
     let app = router(shared, limits);
-    let caps = PeerCaps::new(limits, log);
     listener.set_nonblocking(true)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     runtime.block_on(async {
+        let sweeper = tokio::spawn(caps.clone().sweep_every());
         let handle = axum_server::Handle::new();
         let stopper = {
-            let (hub, handle) = (Arc::clone(&hub), handle.clone());
+            let (hub, handle, caps) = (Arc::clone(&hub), handle.clone(), caps.clone());
             tokio::spawn(async move {
                 let _ = tokio::task::spawn_blocking(move || hub.wait_finished()).await;
+                caps.close_strangers();
                 handle.graceful_shutdown(Some(Duration::from_secs(5)));
             })
         };
-        let service = app.into_make_service();
+        let service = app.into_make_service_with_connect_info::<SocketAddr>();
         let server = axum_server::from_tcp(listener)?.handle(handle);
         match tls {
             None => {
@@ -539,6 +550,7 @@ pub fn serve(
             }
         }
         stopper.abort();
+        sweeper.abort();
         Ok::<(), std::io::Error>(())
     })?;
     // The serving loop ended (finished, or the listener failed): release any waiter.

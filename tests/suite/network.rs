@@ -384,6 +384,125 @@ fn hostile_connections_cost_the_server_nothing() {
     assert_parties_match_the_in_process_run(dir.path(), 2);
 }
 
+/// Keeps `per_address` unauthenticated sockets open from each of `addresses` loopback
+/// addresses (127.0.0.20 on), each sending half a request line and reconnecting as soon as
+/// the server closes it, until `stop` is set; returns the connections made.
+fn flood(
+    server: std::net::SocketAddr,
+    addresses: u8,
+    per_address: usize,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<std::thread::JoinHandle<u64>> {
+    use std::io::{Read, Write};
+    use std::sync::atomic::Ordering;
+    (0..addresses)
+        .flat_map(|a| std::iter::repeat_n(a, per_address))
+        .map(|a| {
+            let stop = Arc::clone(&stop);
+            std::thread::Builder::new()
+                .stack_size(64 << 10)
+                .spawn(move || {
+                    let source = std::net::IpAddr::from([127, 0, 0, 20 + a]);
+                    let mut made = 0u64;
+                    while !stop.load(Ordering::SeqCst) {
+                        let Ok(socket) = socket2::Socket::new(
+                            socket2::Domain::IPV4,
+                            socket2::Type::STREAM,
+                            None,
+                        ) else {
+                            continue;
+                        };
+                        if socket
+                            .bind(&std::net::SocketAddr::new(source, 0).into())
+                            .is_err()
+                            || socket.connect(&server.into()).is_err()
+                        {
+                            std::thread::sleep(Duration::from_millis(5));
+                            continue;
+                        }
+                        made += 1;
+                        let mut socket: std::net::TcpStream = socket.into();
+                        let _ = socket.set_read_timeout(Some(Duration::from_millis(500)));
+                        let _ = socket.write_all(b"POST /v1/rounds/0/upd");
+                        let mut sink = [0u8; 256];
+                        // Held until the server closes it (or to look at `stop` again).
+                        loop {
+                            match socket.read(&mut sink) {
+                                Ok(0) => break,
+                                Ok(_) => {}
+                                Err(e)
+                                    if e.kind() == std::io::ErrorKind::WouldBlock
+                                        || e.kind() == std::io::ErrorKind::TimedOut =>
+                                {
+                                    if stop.load(Ordering::SeqCst) {
+                                        break;
+                                    }
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    made
+                })
+                .expect("flood thread")
+        })
+        .collect()
+}
+
+/// A federation under a flood: 600 sockets from 10 addresses that never authenticate and
+/// reconnect as soon as they are closed, more than the server's 512 connections, while three
+/// parties train. The server closes the oldest unauthenticated connection to admit each new
+/// one, and a party's connection, once its first request authenticated, is never closed:
+/// the run completes in at most twice its undisturbed time, with the undisturbed model.
+#[test]
+fn a_flood_of_strangers_from_many_addresses_does_not_starve_the_parties() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let timed_run = |flooded: bool| {
+        let (dir, key_id) = setup();
+        let (server, url) = start_server(dir.path(), &he_flags(&key_id, &["--epochs", "40"]));
+        let addr: std::net::SocketAddr = url.trim_start_matches("http://").parse().expect("addr");
+        let stop = Arc::new(AtomicBool::new(false));
+        let attackers = if flooded {
+            let attackers = flood(addr, 10, 60, Arc::clone(&stop));
+            // Let the flood fill the server's 512 connections first.
+            std::thread::sleep(Duration::from_secs(2));
+            attackers
+        } else {
+            Vec::new()
+        };
+        // The federation's time: from the parties' start until every party has its model.
+        let started = Instant::now();
+        let parties: Vec<Guard> = (0..3).map(|p| start_party(dir.path(), &url, p)).collect();
+        for (p, guard) in parties.into_iter().enumerate() {
+            let out = wait_bounded(guard, Duration::from_secs(120), "a party");
+            assert!(out.status.success(), "party {p}: {}", text(&out.stderr));
+        }
+        let elapsed = started.elapsed();
+        let out = wait_bounded(server, Duration::from_secs(30), "the server");
+        let log = text(&out.stderr);
+        assert!(out.status.success(), "the server: {log}");
+        stop.store(true, Ordering::SeqCst);
+        let made: u64 = attackers
+            .into_iter()
+            .map(|a| a.join().expect("flood thread"))
+            .sum();
+        assert_parties_match_the_in_process_run(dir.path(), 40);
+        (elapsed, made, log)
+    };
+    let (undisturbed, _, _) = timed_run(false);
+    let (flooded, made, log) = timed_run(true);
+    eprintln!("undisturbed {undisturbed:?}, under a flood of {made} connections {flooded:?}");
+    assert!(made > 600, "the flood made only {made} connections");
+    assert!(
+        log.contains("connection limit reached: 512 open"),
+        "the cap was never reached: {log}"
+    );
+    assert!(
+        flooded <= undisturbed * 2,
+        "under the flood the run took {flooded:?}, more than twice its undisturbed {undisturbed:?}"
+    );
+}
+
 /// Connections over the per-address cap are closed at once, and the cap is logged once.
 #[test]
 fn connections_over_the_per_peer_cap_are_closed() {
