@@ -53,14 +53,14 @@ def hefl_python(values: int, repeats: int) -> dict[str, float]:
     key_id = hefl.generate_key(path)
     envelope = hefl.Envelope(hefl.SecretKey.load(path), values, max_parties=10)
     update = ((np.arange(values) % 200).astype(np.float32) - 100) * np.float32(1e-3)
-    seal, sealed = timed(repeats, lambda: envelope.seal(update))
+    seal, sealed = timed(repeats, lambda: envelope.seal(update, party=0))
     # Each party's own encryption: a sum refuses the same one twice.
-    uploads = [envelope.seal(update) for _ in range(10)]
+    uploads = [envelope.seal(update, party=party) for party in range(10)]
 
     def sum_of(parties: int) -> bytes:
         total = hefl.KeylessSum(key_id, values, max_parties=10)
-        for upload in uploads[:parties]:
-            total.add(upload)
+        for party, upload in enumerate(uploads[:parties]):
+            total.add(upload, party)
         return total.to_bytes()
 
     sum3, aggregate = timed(repeats, lambda: sum_of(3))

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use _hefl::bridge::{Bounds, KeylessSum, Sealer};
+use hefl::he::Context;
 use hefl::he::keys::KeyFile;
 
 fn median_ms(mut samples: Vec<f64>) -> f64 {
@@ -45,17 +46,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|i| ((i % 200) as f32 - 100.0) * 1e-3)
         .collect();
 
-    let (seal, sealed) = time(repeats, || sealer.seal(&update, 1));
+    let run = [0; 32];
+    let context = |party| Context {
+        run,
+        round: 0,
+        party,
+    };
+    let (seal, sealed) = time(repeats, || sealer.seal(&update, 1, context(0)));
     let sealed = sealed?;
     // Each party's own encryption: a sum refuses the same one twice.
     let uploads = (0..10)
-        .map(|_| sealer.seal(&update, 1))
+        .map(|party| sealer.seal(&update, 1, context(party)))
         .collect::<Result<Vec<_>, _>>()?;
     let sum_of = |parties: usize| {
         time(repeats, || {
-            let mut sum = KeylessSum::new(&key_id, bounds)?;
-            for upload in &uploads[..parties] {
-                sum.add(&upload.bytes)?;
+            let mut sum = KeylessSum::new(&key_id, bounds, run, 0)?;
+            for (party, upload) in (0..).zip(&uploads[..parties]) {
+                sum.add(&upload.bytes, party)?;
             }
             let bytes = sum.to_bytes().ok_or("empty sum")?;
             Ok::<_, Box<dyn std::error::Error>>(bytes)
@@ -64,7 +71,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (sum3, aggregate) = sum_of(3);
     let (sum10, _) = sum_of(10);
     let aggregate = aggregate?;
-    let (open, mean) = time(repeats, || sealer.open(&aggregate, &[0, 1, 2]));
+    let (open, mean) = time(repeats, || {
+        sealer.open(&aggregate, &[0, 1, 2], Context::sum(run, 0))
+    });
     mean?;
     println!(
         "{{\"values\": {values}, \"repeats\": {repeats}, \"seal_ms\": {seal:.3}, \

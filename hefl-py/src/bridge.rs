@@ -17,7 +17,8 @@ use hefl::fl::{
 use hefl::he::csprng::EntropyError;
 use hefl::he::keys::{KeyError, KeyFile, KeyId, SecretKey};
 use hefl::he::{
-    CompactVector, DownloadForm, Expected, HeadroomError, MAX_PLAINTEXT_LEN, SecureRng, Widths,
+    CompactVector, Context, DownloadForm, Expected, HeadroomError, MAX_PLAINTEXT_LEN, SecureRng,
+    Widths,
 };
 use hefl::quant::{DEFAULT_CLIP, QuantError};
 use rand::{RngCore, SeedableRng};
@@ -291,20 +292,31 @@ impl Sealer {
     }
 
     /// Clips, rounds (stochastically, from a fresh OS-seeded generator), weights by
-    /// `examples` and encrypts `values`.
-    pub fn seal(&self, values: &[f32], examples: u64) -> Result<Sealed, SealError> {
+    /// `examples` and encrypts `values`, for `context` (run, round, sender: in the header).
+    pub fn seal(
+        &self,
+        values: &[f32],
+        examples: u64,
+        context: Context,
+    ) -> Result<Sealed, SealError> {
         let mut rng = SecureRng::from_os()?;
         let mut cost = EnvelopeCost::default();
         Ok(self
             .envelope
-            .seal(values, examples, None, &mut rng, &mut cost)?)
+            .seal(values, examples, context, None, &mut rng, &mut cost)?)
     }
 
-    /// Decrypts and decodes the sum of the updates of `parties` into their weighted mean.
-    pub fn open(&self, bytes: &[u8], parties: &[u32]) -> Result<Vec<f32>, EnvelopeError> {
+    /// Decrypts and decodes the sum of the updates of `parties` into their weighted mean;
+    /// refuses a sum that names another context than `context`.
+    pub fn open(
+        &self,
+        bytes: &[u8],
+        parties: &[u32],
+        context: Context,
+    ) -> Result<Vec<f32>, EnvelopeError> {
         let parties: Vec<PartyId> = parties.iter().copied().map(PartyId).collect();
         let mut cost = EnvelopeCost::default();
-        self.envelope.open(bytes, &parties, &mut cost)
+        self.envelope.open(bytes, &parties, context, &mut cost)
     }
 }
 
@@ -320,6 +332,14 @@ pub enum SumError {
     /// The message failed the validation `hefl serve` runs.
     #[error(transparent)]
     Payload(#[from] PayloadError),
+    /// A message for another run, round or party (a copy or a replay).
+    #[error("a message for {found}, expected {expected}")]
+    Context {
+        /// What the sum takes.
+        expected: Context,
+        /// What the message names.
+        found: Context,
+    },
 }
 
 /// The server's side: a running homomorphic sum of sealed updates, validated exactly as
@@ -331,11 +351,20 @@ pub struct KeylessSum {
     sum: Option<CompactVector>,
     count: u32,
     max_parties: u32,
+    /// The run's fingerprint and the round this sum is for: every upload must name them.
+    run: [u8; 32],
+    round: u64,
 }
 
 impl KeylessSum {
-    /// An empty sum of updates under `key_id` of a federation of `bounds`.
-    pub fn new(key_id: &str, bounds: Bounds) -> Result<Self, SetupError> {
+    /// An empty sum of round `round` of the run `run` (its fingerprint) of updates under
+    /// `key_id` of a federation of `bounds`.
+    pub fn new(
+        key_id: &str,
+        bounds: Bounds,
+        run: [u8; 32],
+        round: u64,
+    ) -> Result<Self, SetupError> {
         let key_id: KeyId = key_id.parse()?;
         let expect = bounds.expected(key_id)?;
         let federation = flower_federation(key_id, bounds, 1, Some(1), PartyId(0), "")?;
@@ -349,6 +378,8 @@ impl KeylessSum {
             sum: None,
             count: 0,
             max_parties: bounds.max_parties,
+            run,
+            round,
         })
     }
 
@@ -367,35 +398,61 @@ impl KeylessSum {
         CompactVector::max_wire_len(&self.expect)
     }
 
-    /// Validates `bytes` as one fresh submission and adds it; on any error the sum is
-    /// unchanged.
-    pub fn add(&mut self, bytes: &[u8]) -> Result<(), SumError> {
+    /// Refuses a message that names another context than `party`'s in this run and `round`
+    /// (as `hefl serve` does: one that fails the checks against `expect` too is refused for
+    /// those, the more telling mismatch).
+    fn check_context(
+        &self,
+        bytes: &[u8],
+        round: u64,
+        party: u32,
+        expect: &Expected,
+    ) -> Result<(), SumError> {
+        let expected = Context {
+            run: self.run,
+            round,
+            party,
+        };
+        let found = CompactVector::context_of(bytes).map_err(PayloadError::from)?;
+        if found != expected {
+            <CompactVector as Summable>::parse_submission(bytes, expect)?;
+            return Err(SumError::Context { expected, found });
+        }
+        Ok(())
+    }
+
+    /// Validates `bytes` as party `party`'s upload for this sum's round and adds it; on any
+    /// error the sum is unchanged.
+    pub fn add(&mut self, bytes: &[u8], party: u32) -> Result<(), SumError> {
         if self.count >= self.max_parties {
             return Err(SumError::Full {
                 max: self.max_parties,
             });
         }
+        self.check_context(bytes, self.round, party, &self.expect)?;
         match self.sum.as_mut() {
             Some(sum) => Summable::add_submission(sum, bytes, &self.expect)?,
             None => {
-                self.sum = Some(<CompactVector as Summable>::parse_submission(
-                    bytes,
-                    &self.expect,
-                )?)
+                let mut sum = <CompactVector as Summable>::parse_submission(bytes, &self.expect)?;
+                sum.set_context(Context::sum(self.run, self.round));
+                self.sum = Some(sum);
             }
         }
         self.count += 1;
         Ok(())
     }
 
-    /// Validates `bytes` as a model snapshot of this federation (one party's encryption
-    /// under the key, of a snapshot's length and widths), as `hefl serve` does.
-    pub fn check_snapshot(&self, bytes: &[u8]) -> Result<(), PayloadError> {
+    /// Validates `bytes` as party `party`'s model snapshot of the model before `round`, of
+    /// this federation (one party's encryption under the key, of a snapshot's length and
+    /// widths), as `hefl serve` does.
+    pub fn check_snapshot(&self, bytes: &[u8], round: u64, party: u32) -> Result<(), SumError> {
+        self.check_context(bytes, round, party, &self.snapshot_expect)?;
         <CompactVector as Summable>::parse_submission(bytes, &self.snapshot_expect)?;
         Ok(())
     }
 
-    /// The aggregate's wire bytes; `None` before the first submission.
+    /// The aggregate's wire bytes (naming this run's sum of this round); `None` before the
+    /// first submission.
     pub fn to_bytes(&self) -> Option<Vec<u8>> {
         self.sum.as_ref().map(Summable::to_bytes)
     }
@@ -708,8 +765,19 @@ mod tests {
         let key = key();
         for b in [bounds(10, 3, 1), bounds(10, 3, 1000), bounds(7, 100, 2621)] {
             let sealer = Sealer::new(key.clone(), b).unwrap();
-            let sum = KeylessSum::new(&key.key_id().to_string(), b).unwrap();
+            let sum = KeylessSum::new(&key.key_id().to_string(), b, RUN, 0).unwrap();
             assert_eq!(sealer.expected(), Some(sum.expect));
+        }
+    }
+
+    /// The run of these tests' sums.
+    const RUN: [u8; 32] = [0x42; 32];
+
+    fn upload(round: u64, party: u32) -> Context {
+        Context {
+            run: RUN,
+            round,
+            party,
         }
     }
 
@@ -718,13 +786,19 @@ mod tests {
         let key = key();
         let b = bounds(3, 3, 10);
         let sealer = Sealer::new(key.clone(), b).unwrap();
-        let mut sum = KeylessSum::new(&key.key_id().to_string(), b).unwrap();
-        sum.add(&sealer.seal(&[1.0, 2.0, 3.0], 1).unwrap().bytes)
-            .unwrap();
-        sum.add(&sealer.seal(&[5.0, 6.0, -1.0], 3).unwrap().bytes)
-            .unwrap();
-        let mean = sealer.open(&sum.to_bytes().unwrap(), &[0, 1]).unwrap();
+        let mut sum = KeylessSum::new(&key.key_id().to_string(), b, RUN, 5).unwrap();
+        let a = sealer.seal(&[1.0, 2.0, 3.0], 1, upload(5, 0)).unwrap();
+        sum.add(&a.bytes, 0).unwrap();
+        let b = sealer.seal(&[5.0, 6.0, -1.0], 3, upload(5, 1)).unwrap();
+        sum.add(&b.bytes, 1).unwrap();
+        let total = sum.to_bytes().unwrap();
+        let mean = sealer.open(&total, &[0, 1], Context::sum(RUN, 5)).unwrap();
         assert_eq!(mean, [4.0, 5.0, 0.0]);
+        // The sum names its run and round: opened as another round's, it is refused.
+        assert!(matches!(
+            sealer.open(&total, &[0, 1], Context::sum(RUN, 6)),
+            Err(EnvelopeError::Context { .. })
+        ));
     }
 
     #[test]
@@ -732,31 +806,46 @@ mod tests {
         let key = key();
         let b = bounds(4, 2, 1);
         let sealer = Sealer::new(key.clone(), b).unwrap();
-        let mut sum = KeylessSum::new(&key.key_id().to_string(), b).unwrap();
-        let good = sealer.seal(&[1.0; 4], 1).unwrap().bytes;
-        sum.add(&good).unwrap();
+        let mut sum = KeylessSum::new(&key.key_id().to_string(), b, RUN, 0).unwrap();
+        let good = sealer.seal(&[1.0; 4], 1, upload(0, 0)).unwrap().bytes;
+        sum.add(&good, 0).unwrap();
         let before = sum.to_bytes();
-        assert!(sum.add(&good[..good.len() - 1]).is_err());
+        assert!(sum.add(&good[..good.len() - 1], 1).is_err());
         let other = Sealer::new(
             Arc::new(KeyFile::from_seed([4; 32]).secret_key().unwrap()),
             b,
         )
         .unwrap();
-        assert!(sum.add(&other.seal(&[1.0; 4], 1).unwrap().bytes).is_err());
+        let foreign = other.seal(&[1.0; 4], 1, upload(0, 1)).unwrap().bytes;
+        assert!(sum.add(&foreign, 1).is_err());
         // The same upload twice: one encryption cannot count twice.
-        assert!(sum.add(&good).is_err());
+        assert!(sum.add(&good, 0).is_err());
+        // Party 0's upload handed in as party 1's, or one of another round or run: refused
+        // by the context its header names.
+        assert!(matches!(sum.add(&good, 1), Err(SumError::Context { .. })));
+        for context in [
+            upload(1, 1),
+            Context {
+                run: [0; 32],
+                ..upload(0, 1)
+            },
+        ] {
+            let stale = sealer.seal(&[1.0; 4], 1, context).unwrap().bytes;
+            assert!(matches!(sum.add(&stale, 1), Err(SumError::Context { .. })));
+        }
         assert_eq!(sum.to_bytes(), before);
         assert_eq!(sum.count(), 1);
-        sum.add(&sealer.seal(&[1.0; 4], 1).unwrap().bytes).unwrap();
-        let third = sealer.seal(&[1.0; 4], 1).unwrap().bytes;
-        assert!(matches!(sum.add(&third), Err(SumError::Full { max: 2 })));
+        let second = sealer.seal(&[1.0; 4], 1, upload(0, 1)).unwrap().bytes;
+        sum.add(&second, 1).unwrap();
+        let third = sealer.seal(&[1.0; 4], 1, upload(0, 2)).unwrap().bytes;
+        assert!(matches!(sum.add(&third, 2), Err(SumError::Full { max: 2 })));
     }
 
     #[test]
     fn seal_refuses_a_wrong_length_or_count() {
         let sealer = Sealer::new(key(), bounds(4, 2, 10)).unwrap();
         assert!(matches!(
-            sealer.seal(&[1.0; 5], 1),
+            sealer.seal(&[1.0; 5], 1, upload(0, 0)),
             Err(SealError::Envelope(EnvelopeError::Length {
                 expected: 4,
                 found: 5
@@ -764,7 +853,7 @@ mod tests {
         ));
         for examples in [0, 11, u64::MAX] {
             assert!(matches!(
-                sealer.seal(&[1.0; 4], examples),
+                sealer.seal(&[1.0; 4], examples, upload(0, 0)),
                 Err(SealError::Envelope(EnvelopeError::Encode(_)))
             ));
         }
@@ -884,9 +973,14 @@ mod tests {
             length: 5,
             ..bounds(0, 3, 100)
         };
-        let mut sum = KeylessSum::new(&key().key_id().to_string(), bounds).unwrap();
-        sum.add(&a.seal_model(&[1.5; 5], 1).unwrap().bytes).unwrap();
-        sum.add(&b.seal_model(&[4.5; 5], 3).unwrap().bytes).unwrap();
+        let run = fingerprint(key().key_id(), bounds, 1, Some(2), "test");
+        let mut sum = KeylessSum::new(&key().key_id().to_string(), bounds, run, 0).unwrap();
+        sum.add(&a.seal_model(&[1.5; 5], 1).unwrap().bytes, 0)
+            .unwrap();
+        let from_b = b.seal_model(&[4.5; 5], 3).unwrap().bytes;
+        // Party 7's upload handed in as party 0's: refused by the context in its header.
+        assert!(matches!(sum.add(&from_b, 0), Err(SumError::Context { .. })));
+        sum.add(&from_b, 7).unwrap();
         let bytes = sum.to_bytes().unwrap();
         for party in [&mut a, &mut b] {
             assert!(matches!(
@@ -896,8 +990,10 @@ mod tests {
             assert_eq!(party.model(), [3.75; 5]);
         }
         let (round, snapshot) = a.snapshot().unwrap();
-        sum.check_snapshot(&snapshot).unwrap();
-        assert!(sum.check_snapshot(&bytes).is_err());
+        sum.check_snapshot(&snapshot, round, 0).unwrap();
+        assert!(sum.check_snapshot(&snapshot, round + 1, 0).is_err());
+        assert!(sum.check_snapshot(&snapshot, round, 7).is_err());
+        assert!(sum.check_snapshot(&bytes, round, 0).is_err());
         let mut late = flower_party(9, 3);
         late.resync(round, &snapshot).unwrap();
         assert_eq!((late.model(), late.next_round()), (a.model(), 1));

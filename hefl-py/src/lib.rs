@@ -43,8 +43,8 @@ use hefl::fl::{
     Received, SealError as RustSealError, SetupError as PartySetupError,
     SnapshotError as RustSnapshotError, StateError as RustStateError,
 };
-use hefl::he::WireError;
 use hefl::he::keys::{KeyError, SecretKey as RustKey};
+use hefl::he::{Context, WireError};
 
 pyo3::import_exception!(hefl.errors, KeyFileError);
 pyo3::import_exception!(hefl.errors, KeyFileExistsError);
@@ -123,7 +123,32 @@ fn envelope_error(error: EnvelopeError, what: &str) -> PyErr {
         | EnvelopeError::He(_)) => EncodeError::new_err(e.to_string()),
         e @ EnvelopeError::Length { .. } => LengthError::new_err(e.to_string()),
         e @ EnvelopeError::Parties { .. } => PyValueError::new_err(e.to_string()),
+        e @ EnvelopeError::Context { .. } => MessageError::new_err(format!("{what} refused: {e}")),
+        e @ EnvelopeError::NothingSealed => PyValueError::new_err(e.to_string()),
     }
+}
+
+fn sum_error(error: SumError, what: &str) -> PyErr {
+    match error {
+        e @ SumError::Full { .. } => SumFullError::new_err(e.to_string()),
+        SumError::Payload(e) => payload_error(&e, what),
+        e @ SumError::Context { .. } => MessageError::new_err(format!("{what} refused: {e}")),
+    }
+}
+
+/// A run's 32 bytes from its 64 hex digits (`None`: all zero, no run named).
+fn run_bytes(run: Option<&str>) -> PyResult<[u8; 32]> {
+    let mut bytes = [0; 32];
+    if let Some(text) = run {
+        hex::decode_to_slice(text, &mut bytes).map_err(|_| {
+            PyValueError::new_err(format!(
+                "run must be 64 hex digits (hefl.run_fingerprint or Party.fingerprint), got \
+                 {:?}",
+                text.chars().take(80).collect::<String>()
+            ))
+        })?;
+    }
+    Ok(bytes)
 }
 
 fn published_error(error: Box<PublishedError>) -> PyErr {
@@ -248,6 +273,36 @@ fn key_id(py: Python<'_>, path: PathBuf) -> PyResult<String> {
     Ok(key_id.to_string())
 }
 
+/// The fingerprint (64 hex digits) of a Flower-style run: what every [`Party`] of these settings
+/// names in its uploads' headers, and what a server's `KeylessSum(run=...)` checks. It
+/// hashes only public values (the key id, the bounds, `min_parties`, `snapshot_every` and the
+/// run's public name `run`), so it tells the server nothing it does not know.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)] // Python's keyword arguments
+#[pyo3(signature = (key_id, length, *, max_parties, max_examples, frac_bits = DEFAULT_FRAC_BITS, min_parties = 1, snapshot_every = None, run = String::new()))]
+fn run_fingerprint(
+    key_id: &str,
+    length: usize,
+    max_parties: u32,
+    max_examples: u64,
+    frac_bits: u32,
+    min_parties: u32,
+    snapshot_every: Option<u64>,
+    run: String,
+) -> PyResult<String> {
+    let key_id = key_id
+        .parse()
+        .map_err(|e: KeyError| setup_error(e.into()))?;
+    let bounds = Bounds {
+        length,
+        max_parties,
+        max_examples,
+        frac_bits,
+    };
+    let fingerprint = bridge::fingerprint(key_id, bounds, min_parties, snapshot_every, &run);
+    Ok(hex::encode(fingerprint))
+}
+
 /// A client's envelope for updates of a fixed length under a shared key.
 #[pyclass(frozen, module = "hefl")]
 struct Envelope {
@@ -312,17 +367,27 @@ impl Envelope {
         &self.key_id
     }
 
-    /// Seals `values` weighted by `examples` into ciphertext bytes.
-    #[pyo3(signature = (values, examples = 1))]
+    /// Seals `values` weighted by `examples` into ciphertext bytes, as party `party`'s
+    /// upload for round `round` of run `run` (64 hex digits; `None`: all zero). The header names
+    /// all three; a sum refuses an upload that names another.
+    #[pyo3(signature = (values, examples = 1, *, party, round = 0, run = None))]
     fn seal<'py>(
         &self,
         py: Python<'py>,
         values: &Bound<'py, PyAny>,
         examples: u64,
+        party: u32,
+        round: u64,
+        run: Option<&str>,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let values = copy_f32_vector(values, "values")?;
+        let context = Context {
+            run: run_bytes(run)?,
+            round,
+            party,
+        };
         let sealed = py
-            .detach(|| self.sealer.seal(&values, examples))
+            .detach(|| self.sealer.seal(&values, examples, context))
             .map_err(|e| match e {
                 e @ SealError::Entropy(_) => PyOSError::new_err(e.to_string()),
                 SealError::Envelope(e) => envelope_error(e, "update"),
@@ -330,15 +395,20 @@ impl Envelope {
         Ok(PyBytes::new(py, &sealed.bytes))
     }
 
-    /// Decrypts the sum of the updates of `parties` into their example-weighted mean.
+    /// Decrypts the sum of the updates of `parties` into their example-weighted mean;
+    /// refuses a sum of another round `round` or run `run` (as given to `seal`).
+    #[pyo3(signature = (aggregate, parties, *, round = 0, run = None))]
     fn open<'py>(
         &self,
         py: Python<'py>,
         aggregate: &[u8],
         parties: Vec<u32>,
+        round: u64,
+        run: Option<&str>,
     ) -> PyResult<Bound<'py, PyArray1<f32>>> {
+        let context = Context::sum(run_bytes(run)?, round);
         let mean = py
-            .detach(|| self.sealer.open(aggregate, &parties))
+            .detach(|| self.sealer.open(aggregate, &parties, context))
             .map_err(|e| envelope_error(e, "aggregate"))?;
         Ok(PyArray1::from_vec(py, mean))
     }
@@ -362,13 +432,15 @@ struct KeylessSum {
 #[pymethods]
 impl KeylessSum {
     #[new]
-    #[pyo3(signature = (key_id, length, *, max_parties = DEFAULT_MAX_PARTIES, max_examples = 1, frac_bits = DEFAULT_FRAC_BITS))]
+    #[pyo3(signature = (key_id, length, *, max_parties = DEFAULT_MAX_PARTIES, max_examples = 1, frac_bits = DEFAULT_FRAC_BITS, round = 0, run = None))]
     fn new(
         key_id: &str,
         length: usize,
         max_parties: u32,
         max_examples: u64,
         frac_bits: u32,
+        round: u64,
+        run: Option<&str>,
     ) -> PyResult<Self> {
         let bounds = Bounds {
             length,
@@ -376,24 +448,30 @@ impl KeylessSum {
             max_examples,
             frac_bits,
         };
-        let sum = RustSum::new(key_id, bounds).map_err(setup_error)?;
+        let sum = RustSum::new(key_id, bounds, run_bytes(run)?, round).map_err(setup_error)?;
         Ok(Self { sum, length })
     }
 
-    /// Validates one sealed update exactly as `hefl serve` does and adds it.
-    fn add(&mut self, py: Python<'_>, message: &[u8]) -> PyResult<()> {
+    /// Validates one sealed update exactly as `hefl serve` does, as party `party`'s upload
+    /// for this sum's run and round (what its header must name), and adds it.
+    fn add(&mut self, py: Python<'_>, message: &[u8], party: u32) -> PyResult<()> {
         let sum = &mut self.sum;
-        py.detach(|| sum.add(message)).map_err(|e| match e {
-            e @ SumError::Full { .. } => SumFullError::new_err(e.to_string()),
-            SumError::Payload(e) => payload_error(&e, "submission"),
-        })
+        py.detach(|| sum.add(message, party))
+            .map_err(|e| sum_error(e, "submission"))
     }
 
-    /// Validates a model snapshot of this federation as `hefl serve` does.
-    fn check_snapshot(&self, py: Python<'_>, snapshot: &[u8]) -> PyResult<()> {
+    /// Validates a model snapshot of this federation as `hefl serve` does: party `party`'s
+    /// encryption of its model before round `round` of this sum's run.
+    fn check_snapshot(
+        &self,
+        py: Python<'_>,
+        snapshot: &[u8],
+        round: u64,
+        party: u32,
+    ) -> PyResult<()> {
         let sum = &self.sum;
-        py.detach(|| sum.check_snapshot(snapshot))
-            .map_err(|e| payload_error(&e, "model snapshot"))
+        py.detach(|| sum.check_snapshot(snapshot, round, party))
+            .map_err(|e| sum_error(e, "model snapshot"))
     }
 
     /// Updates added so far.
@@ -557,8 +635,7 @@ impl Party {
     /// The run's fingerprint (public), 64 hex digits.
     #[getter]
     fn fingerprint(&self, py: Python<'_>) -> String {
-        let run = self.with(py, |m| m.federation().run);
-        run.iter().map(|b| format!("{b:02x}")).collect()
+        hex::encode(self.with(py, |m| m.federation().run))
     }
 
     /// Seals `update` for the round this party is on, weighted by `examples`: the bytes to
@@ -654,6 +731,7 @@ fn _hefl(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Party>()?;
     m.add_function(wrap_pyfunction!(generate_key, m)?)?;
     m.add_function(wrap_pyfunction!(key_id, m)?)?;
+    m.add_function(wrap_pyfunction!(run_fingerprint, m)?)?;
     m.add("DEFAULT_MAX_PARTIES", DEFAULT_MAX_PARTIES)?;
     m.add("DEFAULT_FRAC_BITS", DEFAULT_FRAC_BITS)?;
     m.add("CLIP", CLIP)?;

@@ -11,6 +11,7 @@ import re
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -106,6 +107,7 @@ class MemoryGrid:
         run_config: dict | None = None,
     ) -> None:
         self.apps = {node: app for node in node_configs}
+        self.run = SimpleNamespace(run_id=1)  # Grid.run: what HeFedAvg reads of it
         self.contexts = {
             node: Context(
                 run_id=1,
@@ -709,21 +711,28 @@ def test_the_server_refuses_plaintext_stale_and_foreign_replies(
     strategy._length = 4
     strategy._kept = {0: ([0, 1], b"round 0's aggregate")}  # the current model has applied it
     strategy._round = 1
-    strategy._sampled = list(range(1, 6))
+    strategy._sampled = list(range(1, 7))
     for node in strategy._sampled:
-        strategy._view(node)  # nodes 1 to 5 are parties 0 to 4
+        strategy._view(node)  # nodes 1 to 6 are parties 0 to 5
 
-    def sealed_by(path: Path) -> bytes:
+    def sealed_by(path: Path) -> tuple[bytes, str]:
+        """Party 4's upload for round 1 (it applied a sum of round 0) and its run."""
         party = hefl.Party(
             hefl.SecretKey.load(path),
             np.zeros(4, np.float32),
             max_parties=5,
             max_examples=10,
-            party=0,
+            party=4,
         )
-        return party.seal(np.ones(4, np.float32), 5)[0]
+        first = hefl.KeylessSum(
+            hefl.key_id(path), 4, max_parties=5, max_examples=10, run=party.fingerprint
+        )
+        first.add(party.seal(np.zeros(4, np.float32), 1)[0], 4)
+        assert party.receive(0, [4], first.to_bytes())[0] == "applied"
+        return party.seal(np.ones(4, np.float32), 5)[0], party.fingerprint
 
-    sealed, foreign = sealed_by(key_path), sealed_by(other_key_path)
+    (sealed, run), (foreign, _) = sealed_by(key_path), sealed_by(other_key_path)
+    strategy._run = run  # what start() computes from the settings and Flower's run id
 
     def cipher(data: bytes) -> ArrayRecord:
         return ArrayRecord({"update": Array("uint8", (len(data),), hefl.STYPE, data)})
@@ -733,6 +742,7 @@ def test_the_server_refuses_plaintext_stale_and_foreign_replies(
         _reply(2, {"hefl.update": cipher(sealed)}, next_round=0),  # on an older model
         _reply(3, {"hefl.update": cipher(foreign)}),  # another key
         _reply(4, {"hefl.update": cipher(sealed[:-1])}),  # truncated
+        _reply(6, {"hefl.update": cipher(sealed)}),  # node 5's (party 4's) update, copied
         _reply(5, {"hefl.update": cipher(sealed)}),  # the only valid one
     ]
     arrays, _ = strategy.aggregate_train(2, replies)
@@ -740,13 +750,20 @@ def test_the_server_refuses_plaintext_stale_and_foreign_replies(
     parties, aggregate = strategy._kept[1]
     assert parties == [4]  # node 5 is party 4
     envelope = hefl.Envelope(hefl.SecretKey.load(key_path), 4, max_parties=5, max_examples=10)
-    assert np.array_equal(envelope.open(aggregate, [4]), np.ones(4, np.float32))
+    mean = envelope.open(aggregate, [4], round=1, run=run)
+    assert np.array_equal(mean, np.ones(4, np.float32))
     # Negative control: with min_results 2 the same replies stop the run, naming each.
     strategy._round, strategy.min_results = 1, 2
     with pytest.raises(HeflRunError) as raised:
         strategy.aggregate_train(2, replies)
     message = str(raised.value)
-    for node, reason in [(1, "no update"), (2, "round 0"), (3, "key"), (4, "truncated")]:
+    for node, reason in [
+        (1, "no update"),
+        (2, "round 0"),
+        (3, "key"),
+        (4, "truncated"),
+        (6, "a message for party 4, round 1, .* expected party 5, round 1"),
+    ]:
         assert re.search(f"node {node}: .*{reason}", message), (node, message)
 
 

@@ -47,12 +47,22 @@ def parties(
     ]
 
 
-def publish(key_id: str, uploads: Sequence[bytes], length: int, **bounds: object) -> bytes:
-    """The server's part: the keyless sum of the uploads."""
+def publish(
+    key_id: str, senders: Sequence[hefl.Party], uploads: Sequence[bytes], **bounds: object
+) -> bytes:
+    """The server's part: the keyless sum of the senders' uploads, for the run and round the
+    first sender is on (what each upload's header must name)."""
     bounds = {"max_parties": 3, "max_examples": 1000, **bounds}
-    total = hefl.KeylessSum(key_id, length, **bounds)  # type: ignore[arg-type]
-    for upload in uploads:
-        total.add(upload)
+    first = senders[0]
+    total = hefl.KeylessSum(
+        key_id,
+        first.length,
+        round=first.next_round,
+        run=first.fingerprint,
+        **bounds,  # type: ignore[arg-type]
+    )
+    for sender, upload in zip(senders, uploads, strict=True):
+        total.add(upload, sender.party)
     return total.to_bytes()
 
 
@@ -64,7 +74,7 @@ def test_every_party_applies_the_example_weighted_mean(key: hefl.SecretKey) -> N
     a, b, c = parties(key, initial, [0, 4, 9])
     trained = [initial + np.float32(d) for d in (1.0, 2.0, -1.0)]
     uploads = [p.seal_model(t, n)[0] for p, t, n in zip((a, b), trained, (10, 30))]
-    aggregate = publish(key.key_id, uploads, 3)
+    aggregate = publish(key.key_id, (a, b), uploads)
     for party in (a, b, c):  # c did not train: it applies the sum all the same
         assert party.receive(0, [0, 4], aggregate) == ("applied", None)
         assert party.model.tobytes() == (initial + np.float32(1.75)).tobytes()
@@ -80,7 +90,7 @@ def test_garbage_under_a_well_formed_header_is_skipped_by_every_party(
     group = parties(key, initial, [0, 1, 2])
     honest = [p.seal_model(initial + np.float32(0.5), 10)[0] for p in group[:2]]
     bad = garbage_under_header(group[2].seal_model(initial + np.float32(0.5), 10)[0])
-    aggregate = publish(key.key_id, [*honest, bad], 50)  # the server accepts it
+    aggregate = publish(key.key_id, group, [*honest, bad])  # the server accepts it
     outcomes = [p.receive(0, [0, 1, 2], aggregate) for p in group]
     assert {o[0] for o in outcomes} == {"skipped"}
     assert len({o[1] for o in outcomes}) == 1 and "total weight" in str(outcomes[0][1])
@@ -90,16 +100,18 @@ def test_garbage_under_a_well_formed_header_is_skipped_by_every_party(
     # Negative control: the same round without the garbage is applied.
     clean = parties(key, initial, [0, 1, 2])
     uploads = [p.seal_model(initial + np.float32(0.5), 10)[0] for p in clean]
-    assert clean[0].receive(0, [0, 1, 2], publish(key.key_id, uploads, 50)) == ("applied", None)
+    assert clean[0].receive(0, [0, 1, 2], publish(key.key_id, clean, uploads)) == ("applied", None)
 
 
 def test_sums_are_applied_in_order_each_once(key: hefl.SecretKey) -> None:
     initial = np.zeros(4, np.float32)
     (a,) = parties(key, initial, [0])
+    (leader,) = parties(key, initial, [0])  # a copy of a that publishes ahead of it
     sums = []
     for r in range(3):
-        up, _ = parties(key, initial, [0])[0].seal(np.full(4, r + 1, np.float32), 1)
-        sums.append(publish(key.key_id, [up], 4))
+        up, _ = leader.seal(np.full(4, r + 1, np.float32), 1)
+        sums.append(publish(key.key_id, [leader], [up]))
+        assert leader.receive(r, [0], sums[-1])[0] == "applied"
     with pytest.raises(hefl.OutOfOrderError, match="round 2 came before that of round 0"):
         a.receive(2, [0], sums[2])
     assert a.next_round == 0 and a.model.tolist() == [0.0] * 4
@@ -125,7 +137,7 @@ def test_refused_sums_change_nothing(
 ) -> None:
     initial = np.zeros(4, np.float32)
     group = parties(key, initial, [0, 1], min_parties=2)
-    aggregate = publish(key.key_id, [p.seal(np.ones(4, np.float32), 1)[0] for p in group], 4)
+    aggregate = publish(key.key_id, group, [p.seal(np.ones(4, np.float32), 1)[0] for p in group])
     with pytest.raises(error, match=match):
         group[0].receive(0, parties_in_sum, aggregate)
     assert group[0].next_round == 0 and group[0].model.tolist() == [0.0] * 4
@@ -135,7 +147,7 @@ def test_refused_sums_change_nothing(
 def test_a_sum_under_another_key_is_refused(key: hefl.SecretKey, other_key: hefl.SecretKey) -> None:
     (mine,) = parties(key, np.zeros(4, np.float32), [0])
     (theirs,) = parties(other_key, np.zeros(4, np.float32), [0])
-    aggregate = publish(other_key.key_id, [theirs.seal(np.ones(4, np.float32), 1)[0]], 4)
+    aggregate = publish(other_key.key_id, [theirs], [theirs.seal(np.ones(4, np.float32), 1)[0]])
     with pytest.raises(hefl.KeyMismatchError, match="round 0"):
         mine.receive(0, [0], aggregate)
     assert mine.next_round == 0
@@ -151,7 +163,7 @@ def test_the_clip_applies_to_the_update_and_is_counted(key: hefl.SecretKey) -> N
     (a,) = parties(key, initial, [0], max_parties=1)
     upload, clipped = a.seal_model(np.array([40, -40, 7.5, 0.25], np.float32), 440)
     assert clipped == 2
-    assert a.receive(0, [0], publish(key.key_id, [upload], 4, max_parties=1))[0] == "applied"
+    assert a.receive(0, [0], publish(key.key_id, [a], [upload], max_parties=1))[0] == "applied"
     assert np.all(np.abs(a.model - [8, -8, 7.5, 0.25]) <= 2.0**-16)
     # Negative control: nothing beyond the clip, nothing counted.
     (b,) = parties(key, initial, [0], max_parties=1)
@@ -181,7 +193,7 @@ def one_round(
     initial = np.zeros(n, np.float32)
     group = parties(key, initial, range(len(updates)), **bounds)
     uploads = [p.seal(u, c)[0] for p, u, c in zip(group, updates, examples)]
-    aggregate = publish(key.key_id, uploads, n, **bounds)
+    aggregate = publish(key.key_id, group, uploads, **bounds)
     ids = list(range(len(updates)))
     assert group[0].receive(0, ids, aggregate)[0] == "applied"
     exact = sum(c * u.astype(np.float64) for u, c in zip(updates, examples)) / sum(examples)
@@ -248,7 +260,7 @@ def run_rounds(key: hefl.SecretKey, group: list[hefl.Party], rounds: int, **boun
         ups = [
             p.seal(np.full(p.length, 0.125 * (r + 1), np.float32), 1 + p.party)[0] for p in group
         ]
-        aggregate = publish(key.key_id, ups, group[0].length, **bounds)
+        aggregate = publish(key.key_id, group, ups, **bounds)
         for p in group:
             assert p.receive(r, [p.party for p in group], aggregate)[0] == "applied"
 
@@ -259,10 +271,14 @@ def test_a_party_resyncs_from_a_snapshot_bit_for_bit(key: hefl.SecretKey) -> Non
     run_rounds(key, group, 3)
     round_, snapshot = group[0].snapshot()
     assert round_ == 3
-    total = hefl.KeylessSum(key.key_id, 30, max_parties=3, max_examples=1000)
-    total.check_snapshot(snapshot)  # what the server validates before keeping it
-    with pytest.raises(hefl.MessageError):
-        total.check_snapshot(publish(key.key_id, [group[0].seal(initial, 1)[0]], 30))
+    total = hefl.KeylessSum(
+        key.key_id, 30, max_parties=3, max_examples=1000, run=group[0].fingerprint
+    )
+    total.check_snapshot(snapshot, round_, 0)  # what the server validates before keeping it
+    with pytest.raises(hefl.MessageError, match="a message for party 0, round 3"):
+        total.check_snapshot(snapshot, round_, 1)  # party 0's snapshot as party 1's
+    with pytest.raises(hefl.MessageError, match="of 31 values, expected 43"):  # a sum
+        total.check_snapshot(publish(key.key_id, [group[0]], [group[0].seal(initial, 1)[0]]), 3, 0)
     (late,) = parties(key, initial, [7], snapshot_every=2)
     late.resync(round_, snapshot)
     assert late.model.tobytes() == group[0].model.tobytes() and late.next_round == 3
@@ -448,7 +464,7 @@ def test_the_party_releases_the_gil(key: hefl.SecretKey) -> None:
     started = time.perf_counter()
     upload, _ = party.seal_model(trained, 1)
     one_seal = time.perf_counter() - started
-    aggregate = publish(key.key_id, [upload], n)
+    aggregate = publish(key.key_id, [party], [upload])
     done = threading.Event()
 
     def work() -> None:

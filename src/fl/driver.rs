@@ -31,6 +31,10 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// Fresh encryptions a party tries for one round when copies of its upload keep getting in
+/// first (each copy needs the attacker to see the new upload and win the race again).
+const MAX_RESEALS: u32 = 3;
+
 /// How a party runs besides the plan: how it waits out a lost server, and where it keeps
 /// its checkpoints.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -372,14 +376,36 @@ impl Rounds for Federated<'_> {
         self.overhead.seal_seconds += sealing.elapsed().as_secs_f64();
         self.overhead.clipped_values += sealed.clipped as u64;
         let uplink_error = |source| PartyError::Uplink { round, source };
-        let uplink = &mut *self.uplink;
         let retry = self.retry;
-        let bytes = &sealed.bytes;
-        let submitted = retry
-            .call(&format!("sending {round}"), observer, || {
-                uplink.submit(round, bytes)
-            })
-            .map_err(uplink_error)?;
+        let mut bytes = sealed.bytes;
+        let mut submitted;
+        let mut reseals = 0;
+        loop {
+            let uplink = &mut *self.uplink;
+            submitted = retry
+                .call(&format!("sending {round}"), observer, || {
+                    uplink.submit(round, &bytes)
+                })
+                .map_err(uplink_error)?;
+            if submitted != Submitted::Taken || reseals == MAX_RESEALS {
+                break;
+            }
+            // A copy of our upload got in first (its seed is in the sum): not our fault.
+            // The same update in a fresh encryption goes in under our name.
+            reseals += 1;
+            observer.note(&format!(
+                "{round}: a copy of this party's upload reached the server first; sealing it again in a fresh encryption"
+            ));
+            bytes = self
+                .party
+                .reseal(round, None, &mut self.cost)
+                .map_err(|source| PartyError::Seal {
+                    round,
+                    source: Box::new(source),
+                })?
+                .bytes;
+        }
+        let uplink = &mut *self.uplink;
         if let Submitted::Late { open } = submitted {
             observer.note(&format!(
                 "left out of {round}: it closed before the update arrived (the server is on {open})"
@@ -394,7 +420,7 @@ impl Rounds for Federated<'_> {
         let keep_from = self.keep_from;
         let fetched = retry.call(&format!("waiting for {round}"), observer, || {
             if resend {
-                uplink.submit(round, bytes)?;
+                uplink.submit(round, &bytes)?;
             }
             let fetched = uplink.fetch(round, keep_from);
             resend = fetched.as_ref().is_err_and(UplinkError::is_transient);

@@ -6,7 +6,9 @@ use super::encoding::{DecodeError, EncodeError, Encoding};
 use super::payload::{PayloadError, PlainSum, Summable};
 use super::server::PartyId;
 use crate::he::keys::SecretKey;
-use crate::he::{CompactVector, Expected, HeError, OwnMask, PreparedEncryption, Widths, WireError};
+use crate::he::{
+    CompactVector, Context, Expected, HeError, OwnMask, PreparedEncryption, Widths, WireError,
+};
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
@@ -87,6 +89,17 @@ pub enum EnvelopeError {
     /// The aggregate did not decode to a mean.
     #[error("aggregate does not decode: {0}")]
     Decode(#[from] DecodeError),
+    /// An aggregate of another context (another round's or run's sum).
+    #[error("an aggregate for {found}, expected {expected}")]
+    Context {
+        /// The sum asked for.
+        expected: Context,
+        /// What the aggregate names.
+        found: Context,
+    },
+    /// Nothing was sealed to seal again.
+    #[error("no update was sealed to seal again")]
+    NothingSealed,
     /// A party list that does not fit the envelope: empty, unsorted, repeated, or longer
     /// than the encoding's party count.
     #[error(
@@ -117,7 +130,7 @@ pub struct Sealed {
 ///
 /// ```
 /// use hefl::fl::{Encoding, Envelope, EnvelopeCost, PartyId, Summable, Weighting};
-/// use hefl::he::{CompactVector, DownloadForm, Widths, keys::KeyFile};
+/// use hefl::he::{CompactVector, Context, DownloadForm, Widths, keys::KeyFile};
 /// use rand::SeedableRng;
 /// use std::sync::Arc;
 ///
@@ -127,14 +140,20 @@ pub struct Sealed {
 /// let envelope = Envelope::he(encoding, key, 2, widths);
 /// let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(0);
 /// let mut cost = EnvelopeCost::default();
+/// let run = [7; 32]; // the run's fingerprint
+/// let upload = |party| Context { run, round: 0, party };
 /// let prepared = envelope.prepare(&mut cost)?; // ahead of time
-/// let a = envelope.seal(&[1.0, 2.0], 64, prepared, &mut rng, &mut cost)?;
-/// let b = envelope.seal(&[3.0, 6.0], 64, None, &mut rng, &mut cost)?;
+/// let a = envelope.seal(&[1.0, 2.0], 64, upload(0), prepared, &mut rng, &mut cost)?;
+/// let b = envelope.seal(&[3.0, 6.0], 64, upload(1), None, &mut rng, &mut cost)?;
 /// // What the server does, without a key:
 /// let expect = envelope.expected_he().unwrap();
 /// let mut sum = <CompactVector as Summable>::parse_submission(&a.bytes, &expect)?;
 /// sum.add_submission(&b.bytes, &expect)?;
-/// let mean = envelope.open(&sum.to_bytes(), &[PartyId(0), PartyId(1)], &mut cost)?;
+/// sum.set_context(Context::sum(run, 0));
+/// let parties = [PartyId(0), PartyId(1)];
+/// let mean = envelope.open(&sum.to_bytes(), &parties, Context::sum(run, 0), &mut cost)?;
+/// // The same sum offered as another round's is refused.
+/// assert!(envelope.open(&sum.to_bytes(), &parties, Context::sum(run, 1), &mut cost).is_err());
 /// assert_eq!(mean, [2.0, 4.0]);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -145,6 +164,8 @@ pub struct Envelope {
     /// The masks of the last update this envelope sealed (`he`), which the next `open` reads
     /// instead of regenerating them if they are one of its summands' (see [`OwnMask`]).
     own_mask: Mutex<Option<OwnMask>>,
+    /// The words and context of the update sealed last ([`Envelope::reseal`]).
+    last: Mutex<Option<(Vec<u64>, Context)>>,
 }
 
 impl Clone for Envelope {
@@ -155,6 +176,7 @@ impl Clone for Envelope {
             he: self.he.clone(),
             len: self.len,
             own_mask: Mutex::default(),
+            last: Mutex::default(),
         }
     }
 }
@@ -167,6 +189,7 @@ impl Envelope {
             he: None,
             len,
             own_mask: Mutex::default(),
+            last: Mutex::default(),
         }
     }
 
@@ -179,6 +202,7 @@ impl Envelope {
             he: Some((key, widths)),
             len,
             own_mask: Mutex::default(),
+            last: Mutex::default(),
         }
     }
 
@@ -246,12 +270,14 @@ impl Envelope {
     }
 
     /// Encodes (weighted by `samples`, see [`Encoding::encode`]) and, in `he`, seals one
-    /// update into `prepared` (or into one made now); returns the bytes to send and the count
-    /// of clipped values. Refuses an update of another length.
+    /// update for `context` (its run, round and sender, in its header) into `prepared` (or
+    /// into one made now); returns the bytes to send and the count of clipped values. Refuses
+    /// an update of another length.
     pub fn seal<R: rand::Rng + Send + ?Sized>(
         &self,
         values: &[f32],
         samples: u64,
+        context: Context,
         prepared: Option<PreparedEncryption>,
         rng: &mut R,
         cost: &mut EnvelopeCost,
@@ -269,27 +295,62 @@ impl Envelope {
             let start = Instant::now();
             let encoded = self.encoding.encode(values, samples, rng)?;
             cost.encode_seconds += start.elapsed().as_secs_f64();
-            let bytes = match &self.he {
-                None => PlainSum::fresh(encoded.words).to_bytes(),
-                Some((key, widths)) => {
-                    let prepared = match prepared {
-                        Some(prepared) => prepared,
-                        None => self.prepare_with(key, cost)?,
-                    };
-                    let start = Instant::now();
-                    let (upload, own) = prepared.seal_keeping_mask(&encoded.words, widths)?;
-                    let bytes = upload.to_bytes();
-                    cost.encrypt_seconds += start.elapsed().as_secs_f64();
-                    *self.own_mask() = Some(own);
-                    bytes
-                }
-            };
-            cost.bytes_per_update = bytes.len();
+            let bytes = self.encrypt(&encoded.words, context, prepared, cost)?;
+            *self.last() = Some((encoded.words, context));
             Ok(Sealed {
                 bytes,
                 clipped: encoded.clipped,
             })
         })
+    }
+
+    /// The update sealed last, encrypted again into `prepared` (or one made now), with the
+    /// same words and context: a fresh encryption of the same plaintext (new seed, new noise),
+    /// for a submission refused because its seed was already in the sum (someone sent a copy
+    /// first). Refuses when nothing was sealed.
+    pub fn reseal(
+        &self,
+        prepared: Option<PreparedEncryption>,
+        cost: &mut EnvelopeCost,
+    ) -> Result<Sealed, EnvelopeError> {
+        let (words, context) = self.last().clone().ok_or(EnvelopeError::NothingSealed)?;
+        rayon::scope(|_| {
+            let bytes = self.encrypt(&words, context, prepared, cost)?;
+            Ok(Sealed { bytes, clipped: 0 })
+        })
+    }
+
+    /// Encrypts (in `he`) or wraps encoded `words` for `context`; keeps the masks for `open`.
+    fn encrypt(
+        &self,
+        words: &[u64],
+        context: Context,
+        prepared: Option<PreparedEncryption>,
+        cost: &mut EnvelopeCost,
+    ) -> Result<Vec<u8>, EnvelopeError> {
+        let bytes = match &self.he {
+            None => PlainSum::sealed(words.to_vec(), context).to_bytes(),
+            Some((key, widths)) => {
+                let prepared = match prepared {
+                    Some(prepared) => prepared,
+                    None => self.prepare_with(key, cost)?,
+                };
+                let start = Instant::now();
+                let (mut upload, own) = prepared.seal_keeping_mask(words, widths)?;
+                upload.set_context(context);
+                let bytes = upload.to_bytes();
+                cost.encrypt_seconds += start.elapsed().as_secs_f64();
+                *self.own_mask() = Some(own);
+                bytes
+            }
+        };
+        cost.bytes_per_update = bytes.len();
+        Ok(bytes)
+    }
+
+    /// The words and context of the update sealed last.
+    fn last(&self) -> MutexGuard<'_, Option<(Vec<u64>, Context)>> {
+        self.last.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The last sealed update's masks (a cache: a panic while it was held left it whole).
@@ -299,13 +360,15 @@ impl Envelope {
 
     /// Parses, (regenerates masks and decrypts) and decodes the sum of the sealed updates
     /// of `parties` (ascending, distinct) into the weighted mean update. Refuses an aggregate
-    /// that holds another number of updates than the list names. The masks of the update this
+    /// that names another context than `context` (another round's or run's sum), and one that
+    /// holds another number of updates than the list names. The masks of the update this
     /// envelope sealed last are read from memory instead of regenerated, if they are among
     /// the sum's.
     pub fn open(
         &self,
         bytes: &[u8],
         parties: &[PartyId],
+        context: Context,
         cost: &mut EnvelopeCost,
     ) -> Result<Vec<f32>, EnvelopeError> {
         let max = self.encoding.max_parties();
@@ -320,15 +383,29 @@ impl Envelope {
         rayon::scope(|_| {
             let start = Instant::now();
             cost.bytes_per_aggregate = bytes.len();
+            // Parsed before its context is compared: another key or shape is the more
+            // telling refusal.
+            let wrong_context = |found: Context| {
+                (found != context).then_some(EnvelopeError::Context {
+                    expected: context,
+                    found,
+                })
+            };
             let (words, summands) = match self.he.as_ref().zip(self.expected_he()) {
                 None => {
                     let sum = PlainSum::parse_aggregate(bytes, &self.wire_len(), count)?;
+                    if let Some(error) = wrong_context(sum.context()) {
+                        return Err(error);
+                    }
                     let summands = sum.summands();
                     (sum.into_words(), summands)
                 }
                 Some(((key, widths), expect)) => {
                     let sum = CompactVector::parse_aggregate(bytes, &expect, count)
                         .map_err(PayloadError::from)?;
+                    if let Some(error) = wrong_context(sum.context()) {
+                        return Err(error);
+                    }
                     let summands = sum.summands();
                     if summands != count {
                         (Vec::new(), summands)

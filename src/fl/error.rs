@@ -165,7 +165,7 @@ impl From<&Refusal> for RefusalKind {
             | Refusal::Duplicate { .. }
             | Refusal::NotYet { .. }
             | Refusal::Snapshot { .. } => Self::Conflict,
-            Refusal::Payload { .. } => Self::Invalid,
+            Refusal::Payload { .. } | Refusal::Context { .. } => Self::Invalid,
             Refusal::NoSuchAggregate { .. } => Self::Gone,
             Refusal::NoSnapshot { .. } => Self::NotFound,
         }

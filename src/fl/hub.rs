@@ -250,14 +250,19 @@ impl Hub {
     ///
     /// ```
     /// use hefl::fl::{Hub, PartyId, PlainSum, Round, RoundRules, Summable, TrainConfig, plan_for};
+    /// use hefl::he::Context;
     ///
     /// let config = TrainConfig { parties: 2, epochs: 1, layers: vec![784, 1, 10], ..TrainConfig::default() };
     /// let plan = plan_for(&config, 100, Some(1), None, RoundRules::default())?;
-    /// let update = PlainSum::fresh(vec![1; plan.wire_slots()]).to_bytes(); // 795 + weight
+    /// let run = plan.fingerprint();
+    /// // Party `party`'s update for round 0: 795 parameters and the weight.
+    /// let update = |party| PlainSum::sealed(vec![1; plan.wire_slots()], Context { run, round: 0, party }).to_bytes();
+    /// let (a, b) = (update(0), update(1));
     /// let hub = Hub::new(plan, |_: &hefl::fl::HubEvent| {})?;
-    /// hub.submit(PartyId(0), Round(0), &update)?;
+    /// hub.submit(PartyId(0), Round(0), &a)?;
     /// assert!(hub.fetch(PartyId(0), Round(0), std::time::Duration::ZERO, None)?.is_none()); // party 1 missing
-    /// hub.submit(PartyId(1), Round(0), &update)?;
+    /// assert!(hub.submit(PartyId(1), Round(0), &a).is_err()); // party 0's, copied
+    /// hub.submit(PartyId(1), Round(0), &b)?;
     /// let sum = hub.fetch(PartyId(0), Round(0), std::time::Duration::ZERO, None)?.expect("published");
     /// assert_eq!(sum.parties, [PartyId(0), PartyId(1)]);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -274,10 +279,15 @@ impl Hub {
                     field: super::config::Field::KeyId,
                     needs: "model snapshots under the same key".into(),
                 })?;
-                AnyServer::He(Server::waiting(parties, rules, expect)?.with_snapshots(snapshots))
+                AnyServer::He(
+                    Server::waiting(parties, rules, expect)?
+                        .with_run(plan.fingerprint())
+                        .with_snapshots(snapshots),
+                )
             }
             None => AnyServer::Plain(
                 Server::waiting(parties, rules, plan.wire_slots())?
+                    .with_run(plan.fingerprint())
                     .with_snapshots(plan.snapshot_len()?),
             ),
         };

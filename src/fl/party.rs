@@ -45,6 +45,7 @@ use super::payload::{PayloadError, PlainSum, Summable};
 use super::seeds::RngState;
 use super::server::{PartyId, Round};
 pub use super::strategy::Step;
+use crate::he::Context;
 use crate::he::keys::{KeyId, SecretKey};
 use crate::he::{
     CompactVector, DownloadForm, Expected, HeError, HeadroomError, PreparedEncryption, Widths,
@@ -465,6 +466,7 @@ impl PartyState {
 ///     snapshot_every: None,
 ///     run: [0; 32],
 /// };
+/// let federation_run = federation.run;
 /// let rng = || rand_chacha::ChaCha20Rng::seed_from_u64(1);
 /// let mut me = Party::new(federation.clone(), vec![0.0, 0.0], None, rng())?;
 /// let mut other = Party::new(Federation { party: PartyId(1), ..federation }, vec![0.0, 0.0], None, rng())?;
@@ -474,6 +476,7 @@ impl PartyState {
 /// // The server's sum:
 /// let mut sum = PlainSum::parse_submission(&a.bytes, &3)?;
 /// sum.add_submission(&b.bytes, &3)?;
+/// sum.set_context(hefl::he::Context::sum(federation_run, 0)); // the server stamps its sums
 /// let got = me.receive(Round(0), &[PartyId(0), PartyId(1)], &sum.to_bytes(), &mut cost)?;
 /// assert!(matches!(got, Received::Applied { round: Round(0) }));
 /// assert_eq!(me.model(), [2.0, 3.0]);
@@ -629,15 +632,44 @@ impl Party {
         prepared: Option<PreparedEncryption>,
         cost: &mut EnvelopeCost,
     ) -> Result<Sealed, SealError> {
+        self.check_sealing(round)?;
+        let context = self.context(round);
+        Ok(self
+            .envelope
+            .seal(update, samples, context, prepared, &mut self.rounding, cost)?)
+    }
+
+    /// This party's update for `round` sealed again, the same plaintext in a fresh encryption:
+    /// for a submission refused because its seed was already in the sum (someone submitted a
+    /// copy of it first), which is not this party's fault.
+    pub fn reseal(
+        &mut self,
+        round: Round,
+        prepared: Option<PreparedEncryption>,
+        cost: &mut EnvelopeCost,
+    ) -> Result<Sealed, SealError> {
+        self.check_sealing(round)?;
+        Ok(self.envelope.reseal(prepared, cost)?)
+    }
+
+    /// Refuses to seal for another round than the one this party is on.
+    fn check_sealing(&self, round: Round) -> Result<(), SealError> {
         if round != self.next_round {
             return Err(SealError::Round {
                 expected: self.next_round,
                 found: round,
             });
         }
-        Ok(self
-            .envelope
-            .seal(update, samples, prepared, &mut self.rounding, cost)?)
+        Ok(())
+    }
+
+    /// This party's messages' context for `round`.
+    fn context(&self, round: Round) -> Context {
+        Context {
+            run: self.federation.run,
+            round: round.0,
+            party: self.id().0,
+        }
     }
 
     /// Notes that `round` closed without this party's update (it was late). Its sum is still
@@ -679,7 +711,8 @@ impl Party {
                 min: self.federation.min_parties,
             });
         }
-        let received = match self.envelope.open(bytes, parties, cost) {
+        let expected = Context::sum(self.federation.run, round.0);
+        let received = match self.envelope.open(bytes, parties, expected, cost) {
             Ok(mean) => {
                 self.model.apply(&mean);
                 Received::Applied { round }
@@ -711,12 +744,14 @@ impl Party {
             return Err(SnapshotError::Disabled);
         }
         let words = self.snapshot_words();
+        let context = self.context(self.next_round);
         let bytes = match (&self.key, self.federation.snapshot_expected_he()?) {
-            (Some(key), Some(expect)) => key
-                .prepare(words.len())?
-                .seal(&words, &expect.widths)?
-                .to_bytes(),
-            _ => PlainSum::fresh(words).to_bytes(),
+            (Some(key), Some(expect)) => {
+                let mut sealed = key.prepare(words.len())?.seal(&words, &expect.widths)?;
+                sealed.set_context(context);
+                sealed.to_bytes()
+            }
+            _ => PlainSum::sealed(words, context).to_bytes(),
         };
         Ok((self.next_round, bytes))
     }
@@ -760,13 +795,32 @@ impl Party {
             return Err(SnapshotError::Disabled);
         }
         let len = self.federation.snapshot_len();
+        // The header's context, checked after the parse (another key or shape is the more
+        // telling refusal) and before decryption.
+        let check = |named: Context| {
+            if named.run != self.federation.run {
+                return Err(SnapshotError::Run);
+            }
+            if named.round != announced.0 {
+                return Err(SnapshotError::Round {
+                    announced,
+                    found: Round(named.round),
+                });
+            }
+            Ok(())
+        };
         let words = match (&self.key, self.federation.snapshot_expected_he()?) {
             (Some(key), Some(expect)) => {
                 let sum = CompactVector::parse_aggregate(bytes, &expect, 1)
                     .map_err(PayloadError::from)?;
+                check(sum.context())?;
                 key.decrypt_compact(sum, &expect.widths, None)?
             }
-            _ => PlainSum::parse_submission(bytes, &len)?.into_words(),
+            _ => {
+                let sum = PlainSum::parse_submission(bytes, &len)?;
+                check(sum.context())?;
+                sum.into_words()
+            }
         };
         let values: Vec<u32> = words
             .iter()

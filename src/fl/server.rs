@@ -5,6 +5,7 @@
 use super::config::{ConfigError, Field, MAX_PARTIES, check_range};
 use super::payload::{PayloadError, Summable};
 use super::rules::RoundRules;
+use crate::he::Context;
 use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
 use std::sync::Arc;
@@ -43,6 +44,9 @@ pub enum Submitted {
     },
     /// This party's update for the round was already in (a retried submission).
     AlreadyIn,
+    /// The upload's seed was already in the sum: someone submitted a copy of it first. Not
+    /// the sender's fault: it seals the same update again in a fresh encryption and resends.
+    Taken,
 }
 
 /// A closed round: the sum of the included parties' updates.
@@ -123,6 +127,15 @@ pub enum Refusal {
         /// Why: the round it names is still to come, or not newer than the kept one.
         reason: SnapshotRefusal,
     },
+    /// A message for another run, round or party than the one it is sent as (a copied or
+    /// replayed message): refused, naming both.
+    #[error("a message for {found}, expected {expected}")]
+    Context {
+        /// What the server expected.
+        expected: Context,
+        /// What the message names.
+        found: Context,
+    },
     /// No model snapshot has been uploaded yet (or the plan has none).
     #[error("no model snapshot yet (the server is on {current})")]
     NoSnapshot {
@@ -180,6 +193,14 @@ pub enum RestoreError {
         /// What is wrong with it.
         source: PayloadError,
     },
+    /// A kept sum of another run or round.
+    #[error("a kept message for {found}, expected {expected}")]
+    Context {
+        /// What the state should hold.
+        expected: Context,
+        /// What it holds.
+        found: Context,
+    },
     /// The open round is beyond the run's last.
     #[error("open round {found}, beyond the run's {total} rounds")]
     Beyond {
@@ -210,6 +231,10 @@ impl Refusal {
                 Some(Submitted::Late { open: *current })
             }
             Self::Duplicate { .. } => Some(Submitted::AlreadyIn),
+            Self::Payload {
+                source: PayloadError::Wire(crate::he::WireError::RepeatedSeed),
+                ..
+            } => Some(Submitted::Taken),
             _ => None,
         }
     }
@@ -255,13 +280,16 @@ pub struct ServerState {
 ///
 /// ```
 /// use hefl::fl::{PartyId, PlainSum, Round, RoundRules, Server, Summable};
+/// use hefl::he::Context;
 /// use std::time::Instant;
 ///
 /// let now = Instant::now();
+/// // A server's run id is all zeros until `Server::with_run` names one.
+/// let upload = |party, words| PlainSum::sealed(words, Context { run: [0; 32], round: 0, party }).to_bytes();
 /// let mut server = Server::<PlainSum>::new(2, RoundRules::default(), 3, now)?;
-/// server.submit(PartyId(0), Round(0), &PlainSum::fresh(vec![1, 2, 3]).to_bytes(), now)?;
+/// server.submit(PartyId(0), Round(0), &upload(0, vec![1, 2, 3]), now)?;
 /// assert!(server.aggregate(Round(0))?.is_none()); // still waiting for party 1
-/// server.submit(PartyId(1), Round(0), &PlainSum::fresh(vec![10, 20, 30]).to_bytes(), now)?;
+/// server.submit(PartyId(1), Round(0), &upload(1, vec![10, 20, 30]), now)?;
 /// let published = server.aggregate(Round(0))?.expect("both parties in");
 /// assert_eq!(published.parties, [PartyId(0), PartyId(1)]);
 /// let sum = PlainSum::parse_aggregate(&published.bytes, &3, 2)?;
@@ -272,6 +300,8 @@ pub struct ServerState {
 pub struct Server<S: Summable> {
     parties: u32,
     rules: RoundRules,
+    /// The run's plan fingerprint, in every message's [`Context`].
+    run: [u8; 32],
     expect: S::Expect,
     /// What a model snapshot is checked against (`None`: snapshots are refused).
     snapshot_expect: Option<S::Expect>,
@@ -321,6 +351,7 @@ impl<S: Summable> Server<S> {
         Ok(Self {
             parties,
             rules,
+            run: [0; 32],
             expect,
             snapshot_expect: None,
             round: Round(0),
@@ -334,6 +365,13 @@ impl<S: Summable> Server<S> {
             published: VecDeque::new(),
             model_snapshot: None,
         })
+    }
+
+    /// Serves the run `run` (its plan's fingerprint): every message must name it in its
+    /// [`Context`] (the default, all zeros, is what unbound messages name).
+    pub fn with_run(mut self, run: [u8; 32]) -> Self {
+        self.run = run;
+        self
     }
 
     /// Takes model snapshots checked against `expect` ([`Server::put_snapshot`]); without
@@ -394,13 +432,25 @@ impl<S: Summable> Server<S> {
                 return Err(RestoreError::UnknownParty(published.round));
             }
             let summed = u32::try_from(published.parties.len()).unwrap_or(u32::MAX);
-            S::parse_aggregate(&published.bytes, &self.expect, summed).map_err(|source| {
-                RestoreError::Payload {
+            let sum =
+                S::parse_aggregate(&published.bytes, &self.expect, summed).map_err(|source| {
+                    RestoreError::Payload {
+                        what: "sum",
+                        round: published.round,
+                        source,
+                    }
+                })?;
+            drop(sum);
+            let expected = Context::sum(self.run, published.round.0);
+            let found =
+                S::context_of(&published.bytes).map_err(|source| RestoreError::Payload {
                     what: "sum",
                     round: published.round,
                     source,
-                }
-            })?;
+                })?;
+            if found != expected {
+                return Err(RestoreError::Context { expected, found });
+            }
         }
         if let Some(snapshot) = &state.model_snapshot {
             let refused = |source| RestoreError::Payload {
@@ -522,6 +572,35 @@ impl<S: Summable> Server<S> {
         self.submitted.iter().copied()
     }
 
+    /// Refuses `party`'s message for `round` if it names another context than that. One that
+    /// fails the checks against `expect` too is refused for those (another key or shape says
+    /// more than another context); one whose header does not parse is left to the caller's
+    /// parse, which refuses it in detail.
+    fn check_context(
+        &self,
+        bytes: &[u8],
+        party: PartyId,
+        round: Round,
+        expect: &S::Expect,
+    ) -> Result<(), Refusal> {
+        let expected = Context {
+            run: self.run,
+            round: round.0,
+            party: party.0,
+        };
+        match S::context_of(bytes) {
+            Ok(found) if found != expected => {
+                S::parse_submission(bytes, expect).map_err(|source| Refusal::Payload {
+                    party,
+                    round,
+                    source,
+                })?;
+                Err(Refusal::Context { expected, found })
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn check_party(&self, party: PartyId) -> Result<(), Refusal> {
         if party.0 >= self.parties {
             return Err(Refusal::UnknownParty {
@@ -556,6 +635,7 @@ impl<S: Summable> Server<S> {
             round,
             source,
         };
+        self.check_context(bytes, party, round, &self.expect)?;
         match self.sum.as_mut() {
             Some(sum) => sum
                 .add_submission(bytes, &self.expect)
@@ -603,6 +683,7 @@ impl<S: Summable> Server<S> {
                 source: PayloadError::Unexpected("a model snapshot: this run takes none"),
             });
         };
+        self.check_context(bytes, party, round, expect)?;
         S::parse_submission(bytes, expect).map_err(|source| Refusal::Payload {
             party,
             round,
@@ -659,9 +740,10 @@ impl<S: Summable> Server<S> {
         if !(everyone || (enough && self.is_started() && (self.waiting_for == 0 || due))) {
             return false;
         }
-        let Some(sum) = self.sum.take() else {
+        let Some(mut sum) = self.sum.take() else {
             return false;
         };
+        sum.set_context(Context::sum(self.run, self.round.0));
         let submitted = std::mem::take(&mut self.submitted);
         for (p, missed) in self.missed.iter_mut().enumerate() {
             if submitted.contains(&PartyId(p as u32)) {

@@ -62,8 +62,9 @@ use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutError, TimeoutLayer};
 pub const PARTY_HEADER: &str = "x-hefl-party";
 /// Header listing the parties in a published sum, comma-separated.
 pub const PARTIES_HEADER: &str = "x-hefl-parties";
-/// Header set on a `409`: `late` when the update's round already closed, `duplicate` when
-/// the party's update for the round is already in.
+/// Header set on a refusal a party acts on: `late` (`409`) when the update's round already
+/// closed, `duplicate` (`409`) when the party's update for the round is already in,
+/// `seed-taken` (`422`) when a copy of the upload got in first (the party reseals).
 pub const REFUSAL_HEADER: &str = "x-hefl-refusal";
 /// Header naming a round: the open round on a `late` refusal, a model snapshot's round.
 pub const ROUND_HEADER: &str = "x-hefl-round";
@@ -174,6 +175,9 @@ fn refusal_response(refusal: &Refusal) -> Response {
         }
         Some(Submitted::AlreadyIn) => {
             headers.insert(REFUSAL_HEADER, HeaderValue::from_static("duplicate"));
+        }
+        Some(Submitted::Taken) => {
+            headers.insert(REFUSAL_HEADER, HeaderValue::from_static("seed-taken"));
         }
         Some(Submitted::Accepted) | None => {}
     }
@@ -767,6 +771,7 @@ impl Uplink for HttpUplink {
                 Ok(Submitted::Late { open: Round(open) })
             }
             (StatusCode::CONFLICT, Some(b"duplicate"), _) => Ok(Submitted::AlreadyIn),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some(b"seed-taken"), _) => Ok(Submitted::Taken),
             (status, _, _) => Err(Self::refused(status, &answer.body)),
         }
     }

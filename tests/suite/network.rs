@@ -707,6 +707,7 @@ fn the_server_refuses_bad_requests_and_keeps_the_round() {
     let slots = hefl::model::param_count(&config.layers) + 1;
     let expect = plan.expected_he().expect("he plan");
     let hub = Arc::new(Hub::new(plan, |_: &HubEvent| {}).expect("hub"));
+    let run = hub.plan().fingerprint();
     let (tokens, issued) = Tokens::generate(3).expect("tokens");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
@@ -726,13 +727,20 @@ fn the_server_refuses_bad_requests_and_keeps_the_round() {
         .map(|i| fp.to_plaintext(i % 5 - 2))
         .collect();
     // Every party's own encryption of the same words (a sum refuses a seed twice).
-    let seal = |key: &hefl::he::keys::SecretKey, words: &[u64]| {
-        key.prepare(words.len())
+    // Party `party`'s upload for round 0.
+    let seal = |key: &hefl::he::keys::SecretKey, words: &[u64], party: u32| {
+        let mut sealed = key
+            .prepare(words.len())
             .and_then(|prepared| prepared.seal(words, &expect.widths))
-            .expect("encrypt")
-            .to_bytes()
+            .expect("encrypt");
+        sealed.set_context(hefl::he::Context {
+            run,
+            round: 0,
+            party,
+        });
+        sealed.to_bytes()
     };
-    let good = seal(&key, &words);
+    let good = seal(&key, &words, 0);
     let update = "/v1/rounds/0/update";
 
     // Authentication.
@@ -786,24 +794,26 @@ fn the_server_refuses_bad_requests_and_keeps_the_round() {
         (409, true),
         "{message}"
     );
-    let other_key = seal(&other, &words);
+    let other_key = seal(&other, &words, 1);
     refused(update, &other_key, 422, "key id");
-    let longer = seal(&key, &[0; 3000]);
+    let longer = seal(&key, &[0; 3000], 1);
     refused(update, &longer, 422, "values, expected");
     let mut other_params = good.clone();
     other_params[18] ^= 1;
     refused(update, &other_params, 422, "parameter set");
     refused(update, &good[..good.len() - 8], 422, "truncated");
     refused(update, b"garbage", 422, "");
+    // Party 0's upload, copied: refused as what its header names.
+    refused(update, &good, 422, "a message for party 0, round 0, run");
     let oversized = vec![0u8; good.len() + 4096];
     let (status, _) = raw(&url, update, p1, t1, Some(&oversized));
     assert_eq!(status, 413);
 
     // None of that disturbed the round: parties 1 and 2 complete it and all fetch the sum.
-    for uplink in &mut uplinks[1..] {
+    for (party, uplink) in uplinks.iter_mut().enumerate().skip(1) {
         assert_eq!(
             uplink
-                .submit(Round(0), &seal(&key, &words))
+                .submit(Round(0), &seal(&key, &words, party as u32))
                 .expect("submit"),
             Submitted::Accepted
         );
@@ -926,6 +936,7 @@ fn tls_serves_parties_that_trust_the_certificate() {
     let plan = plan_for(&config, 600, Some(1), None, rules).expect("plan");
     let slots = hefl::model::param_count(&config.layers) + 1;
     let hub = Arc::new(Hub::new(plan, |_: &HubEvent| {}).expect("hub"));
+    let run = hub.plan().fingerprint();
     let (tokens, issued) = Tokens::generate(1).expect("tokens");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
@@ -972,7 +983,12 @@ fn tls_serves_parties_that_trust_the_certificate() {
     let mut uplink =
         HttpUplink::with_ca(&url, 0, &issued[0], &fixtures.join("cert.pem")).expect("uplink");
     assert_eq!(uplink.plan().expect("plan over TLS").rounds_per_epoch, 1);
-    let update = hefl::fl::PlainSum::fresh(vec![5; slots]);
+    let stamp = |party| hefl::he::Context {
+        run,
+        round: 0,
+        party,
+    };
+    let update = hefl::fl::PlainSum::sealed(vec![5; slots], stamp(0));
     use hefl::fl::Summable;
     assert_eq!(
         uplink.submit(Round(0), &update.to_bytes()).expect("submit"),
@@ -980,7 +996,9 @@ fn tls_serves_parties_that_trust_the_certificate() {
     );
     let published = uplink.fetch(Round(0), None).expect("fetch");
     assert_eq!(published.parties, [PartyId(0)]);
-    assert_eq!(*published.bytes, update.to_bytes());
+    // The one update, published as the sum of round 0.
+    let sum = hefl::fl::PlainSum::sealed(vec![5; slots], stamp(hefl::he::Context::SUM));
+    assert_eq!(*published.bytes, sum.to_bytes());
     let report = serving.join().expect("thread").expect("serve");
     assert_eq!(report.rounds, 1);
 }

@@ -4,13 +4,30 @@
 use hefl::fl::{PartyId, PayloadError, PlainSum, Refusal, Round, RoundRules, Server, Summable};
 use hefl::he::keys::KeyFile;
 use hefl::he::keys::SecretKey;
-use hefl::he::{CompactVector, DownloadForm, Expected, Widths, WireError};
+use hefl::he::{CompactVector, Context, DownloadForm, Expected, Widths, WireError};
 use std::time::{Duration, Instant};
 
 const LEN: usize = 5;
 
-fn plain(words: [u64; LEN]) -> Vec<u8> {
-    PlainSum::fresh(words.to_vec()).to_bytes()
+/// Party `party`'s plain update of `words` for `round` (of the run with id zero, what
+/// [`Server::new`] serves).
+fn plain(party: u32, round: u64, words: [u64; LEN]) -> Vec<u8> {
+    PlainSum::sealed(words.to_vec(), stamp(party, round)).to_bytes()
+}
+
+/// What party `party`'s message for `round` names (run zero).
+fn stamp(party: u32, round: u64) -> Context {
+    Context {
+        run: [0; 32],
+        round,
+        party,
+    }
+}
+
+/// `bytes` restamped as party `party`'s message for `round`.
+fn restamped<S: Summable>(mut bytes: Vec<u8>, party: u32, round: u64) -> Vec<u8> {
+    S::restamp(&mut bytes, stamp(party, round)).expect("a well-formed message");
+    bytes
 }
 
 fn config(parties: u32, min_parties: u32) -> (u32, RoundRules) {
@@ -45,14 +62,14 @@ fn refusals_leave_the_round_intact() {
     let t0 = Instant::now();
     let mut server = server(config(3, 3), t0).unwrap();
     server
-        .submit(PartyId(0), Round(0), &plain([1; LEN]), t0)
+        .submit(PartyId(0), Round(0), &plain(0, 0, [1; LEN]), t0)
         .unwrap();
 
     let refusals = [
-        server.submit(PartyId(7), Round(0), &plain([1; LEN]), t0),
-        server.submit(PartyId(1), Round(1), &plain([1; LEN]), t0),
-        server.submit(PartyId(0), Round(0), &plain([1; LEN]), t0),
-        server.submit(PartyId(1), Round(0), &plain([1; LEN])[..30], t0),
+        server.submit(PartyId(7), Round(0), &plain(7, 0, [1; LEN]), t0),
+        server.submit(PartyId(1), Round(1), &plain(1, 1, [1; LEN]), t0),
+        server.submit(PartyId(0), Round(0), &plain(0, 0, [1; LEN]), t0),
+        server.submit(PartyId(1), Round(0), &plain(1, 0, [1; LEN])[..30], t0),
         server.submit(
             PartyId(1),
             Round(0),
@@ -60,6 +77,19 @@ fn refusals_leave_the_round_intact() {
             t0,
         ),
         server.submit(PartyId(1), Round(0), b"not an update at all", t0),
+        // Party 0's update, copied and sent as party 1's.
+        server.submit(PartyId(1), Round(0), &plain(0, 0, [1; LEN]), t0),
+        // Party 1's update for another run.
+        server.submit(
+            PartyId(1),
+            Round(0),
+            &{
+                let mut other_run = plain(1, 0, [1; LEN]);
+                other_run[8 + 8 + 4] ^= 1; // the run id's first byte
+                other_run
+            },
+            t0,
+        ),
     ];
     let texts: Vec<String> = refusals
         .iter()
@@ -70,21 +100,36 @@ fn refusals_leave_the_round_intact() {
     assert!(matches!(refusals[1], Err(Refusal::WrongRound { .. })));
     assert_eq!(texts[1], "update for round 1, server is on round 0");
     assert!(matches!(refusals[2], Err(Refusal::Duplicate { .. })));
-    for (i, text) in texts.iter().enumerate().skip(3) {
+    for (i, text) in texts.iter().enumerate().skip(3).take(3) {
         assert!(
             matches!(refusals[i], Err(Refusal::Payload { .. })),
             "{text}"
         );
     }
     assert!(texts[4].contains("4 values, expected 5"), "{}", texts[4]);
+    for (i, text) in texts.iter().enumerate().skip(6) {
+        assert!(
+            matches!(refusals[i], Err(Refusal::Context { .. })),
+            "{text}"
+        );
+    }
+    assert_eq!(
+        texts[6],
+        "a message for party 0, round 0, run 000000000000, expected party 1, round 0, run 000000000000"
+    );
+    assert!(
+        texts[7].contains("run 010000000000, expected"),
+        "{}",
+        texts[7]
+    );
 
     // None of that disturbed the round: the two honest submissions still close it.
     assert_eq!(server.submitted().collect::<Vec<_>>(), [PartyId(0)]);
     server
-        .submit(PartyId(1), Round(0), &plain([2; LEN]), t0)
+        .submit(PartyId(1), Round(0), &plain(1, 0, [2; LEN]), t0)
         .unwrap();
     server
-        .submit(PartyId(2), Round(0), &plain([3; LEN]), t0)
+        .submit(PartyId(2), Round(0), &plain(2, 0, [3; LEN]), t0)
         .unwrap();
     let (parties, sum) = sum_of(&server, 0, 3);
     assert_eq!(parties, [PartyId(0), PartyId(1), PartyId(2)]);
@@ -104,7 +149,7 @@ fn deadline_closes_with_min_parties_and_absent_party_rejoins() {
     );
     let mut server = server(cfg, t0).unwrap();
     server
-        .submit(PartyId(0), Round(0), &plain([1; LEN]), t0)
+        .submit(PartyId(0), Round(0), &plain(0, 0, [1; LEN]), t0)
         .unwrap();
     // Before the deadline, or with too few parties, nothing closes.
     assert!(!server.tick(t0 + Duration::from_secs(5)));
@@ -112,7 +157,7 @@ fn deadline_closes_with_min_parties_and_absent_party_rejoins() {
     assert!(server.aggregate(Round(0)).unwrap().is_none());
     let t1 = t0 + Duration::from_secs(12);
     server
-        .submit(PartyId(1), Round(0), &plain([2; LEN]), t1)
+        .submit(PartyId(1), Round(0), &plain(1, 0, [2; LEN]), t1)
         .unwrap();
     // Past the deadline with min_parties: closes without party 2.
     let (parties, sum) = sum_of(&server, 0, 2);
@@ -121,27 +166,27 @@ fn deadline_closes_with_min_parties_and_absent_party_rejoins() {
 
     // Party 2's late update is refused as late, and it can still fetch round 0's sum.
     let late = server
-        .submit(PartyId(2), Round(0), &plain([9; LEN]), t1)
+        .submit(PartyId(2), Round(0), &plain(2, 0, [9; LEN]), t1)
         .unwrap_err();
     assert!(late.is_late(), "{late}");
 
     // Round 1 does not wait for the absent party 2...
     server
-        .submit(PartyId(0), Round(1), &plain([1; LEN]), t1)
+        .submit(PartyId(0), Round(1), &plain(0, 1, [1; LEN]), t1)
         .unwrap();
     server
-        .submit(PartyId(1), Round(1), &plain([1; LEN]), t1)
+        .submit(PartyId(1), Round(1), &plain(1, 1, [1; LEN]), t1)
         .unwrap();
     assert_eq!(sum_of(&server, 1, 2).0, [PartyId(0), PartyId(1)]);
     // ...but includes it when it submits in time.
     server
-        .submit(PartyId(2), Round(2), &plain([5; LEN]), t1)
+        .submit(PartyId(2), Round(2), &plain(2, 2, [5; LEN]), t1)
         .unwrap();
     server
-        .submit(PartyId(0), Round(2), &plain([1; LEN]), t1)
+        .submit(PartyId(0), Round(2), &plain(0, 2, [1; LEN]), t1)
         .unwrap();
     server
-        .submit(PartyId(1), Round(2), &plain([1; LEN]), t1)
+        .submit(PartyId(1), Round(2), &plain(1, 2, [1; LEN]), t1)
         .unwrap();
     let (parties, sum) = sum_of(&server, 2, 3);
     assert_eq!(parties, [PartyId(0), PartyId(1), PartyId(2)]);
@@ -163,7 +208,7 @@ fn old_aggregates_are_dropped_after_keep_rounds() {
     let mut server = server(cfg, t0).unwrap();
     for r in 0..4 {
         server
-            .submit(PartyId(0), Round(r), &plain([r; LEN]), t0)
+            .submit(PartyId(0), Round(r), &plain(0, r, [r; LEN]), t0)
             .unwrap();
     }
     assert!(matches!(
@@ -209,7 +254,7 @@ fn he_server_refuses_other_key_parameter_set_length_and_width() {
         let (p, r) = config(2, 2);
         Server::<CompactVector>::new(p, r, expect, t0).unwrap()
     };
-    let good = upload(&key, &[1 << 40; LEN], &expect).to_bytes();
+    let good = restamped::<CompactVector>(upload(&key, &[1 << 40; LEN], &expect).to_bytes(), 0, 0);
 
     let wire = |r: Result<(), Refusal>| match r {
         Err(Refusal::Payload {
@@ -254,12 +299,23 @@ fn he_server_refuses_other_key_parameter_set_length_and_width() {
     ));
 
     server.submit(PartyId(0), Round(0), &good, t0).unwrap();
-    // The same upload again, from another party: one encryption cannot count twice.
+    // The same upload again, from another party: refused as party 0's; and with its header
+    // edited to name party 1, refused too: one encryption cannot count twice.
     assert!(matches!(
-        wire(server.submit(PartyId(1), Round(0), &good, t0)),
+        server.submit(PartyId(1), Round(0), &good, t0),
+        Err(Refusal::Context { .. })
+    ));
+    assert!(matches!(
+        wire(server.submit(
+            PartyId(1),
+            Round(0),
+            &restamped::<CompactVector>(good.clone(), 1, 0),
+            t0
+        )),
         WireError::RepeatedSeed
     ));
-    let second = upload(&key, &[1 << 40; LEN], &expect).to_bytes();
+    let second =
+        restamped::<CompactVector>(upload(&key, &[1 << 40; LEN], &expect).to_bytes(), 1, 0);
     server.submit(PartyId(1), Round(0), &second, t0).unwrap();
     let published = server.aggregate(Round(0)).unwrap().unwrap();
     let sum = CompactVector::parse_aggregate(&published.bytes, &expect, 2).unwrap();
@@ -281,7 +337,9 @@ fn folded_he_submissions_decrypt_to_the_sum_and_refused_ones_change_nothing() {
             Server::<CompactVector>::new(p, r, expect, t0).unwrap()
         };
         let words = |p: u64| -> Vec<u64> { (0..len as u64).map(|i| (i * 7 + p) << 40).collect() };
-        let fresh = |p: u64| upload(&key, &words(p), &expect).to_bytes();
+        let fresh = |p: u64| {
+            restamped::<CompactVector>(upload(&key, &words(p), &expect).to_bytes(), p as u32, 0)
+        };
         server.submit(PartyId(0), Round(0), &fresh(0), t0).unwrap();
         let one = fresh(1);
         let bad = [
@@ -339,7 +397,7 @@ fn folded_plain_submissions_sum_exactly() {
             .collect()
     };
     for p in 0..3u64 {
-        let bytes = PlainSum::fresh(words(p)).to_bytes();
+        let bytes = PlainSum::sealed(words(p), stamp(p as u32, 0)).to_bytes();
         if p == 1 {
             // A sum posing as one update, and a truncated one, are refused mid-fold.
             let mut two = PlainSum::parse_submission(&bytes, &10_000).unwrap();
@@ -696,14 +754,19 @@ fn a_server_resumes_its_own_state_and_refuses_another_federations() {
         };
         plan_for(&config, 100, Some(3), None, hefl::fl::RoundRules::default()).expect("plan")
     };
-    let update = PlainSum::fresh(vec![1; plan(0.1).wire_slots()]).to_bytes();
     let log = |_: &HubEvent| {};
     let (hub, resumed) = Hub::with_state_dir(plan(0.1), dir.path(), log).expect("fresh");
+    let (run, slots) = (hub.plan().fingerprint(), hub.plan().wire_slots());
+    let update = |party: u32, round: u64| {
+        PlainSum::sealed(vec![1; slots], Context { run, round, party }).to_bytes()
+    };
     assert_eq!(resumed, None);
     for p in 0..2 {
-        hub.submit(PartyId(p), Round(0), &update).expect("submit");
+        hub.submit(PartyId(p), Round(0), &update(p, 0))
+            .expect("submit");
     }
-    hub.submit(PartyId(0), Round(1), &update).expect("submit");
+    hub.submit(PartyId(0), Round(1), &update(0, 1))
+        .expect("submit");
     drop(hub);
 
     let (hub, resumed) = Hub::with_state_dir(plan(0.1), dir.path(), log).expect("resumed");
@@ -714,7 +777,8 @@ fn a_server_resumes_its_own_state_and_refuses_another_federations() {
         .expect("published");
     assert_eq!(sum.parties, [PartyId(0), PartyId(1)]);
     // Round 1's submission was not saved: party 0 sends it again.
-    hub.submit(PartyId(0), Round(1), &update).expect("resent");
+    hub.submit(PartyId(0), Round(1), &update(0, 1))
+        .expect("resent");
     drop(hub);
 
     let err = Hub::with_state_dir(plan(0.2), dir.path(), log)

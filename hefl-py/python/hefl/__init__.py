@@ -18,10 +18,10 @@ A round in a few lines:
 >>> key_id = hefl.generate_key(path)            # once, then copy to every client
 >>> key = hefl.SecretKey.load(path)             # on each client
 >>> envelope = hefl.Envelope(key, 3, max_parties=2, max_examples=100)
->>> a = envelope.seal(np.array([1, 2, 3], dtype=np.float32), examples=25)
->>> b = envelope.seal(np.array([5, 6, -1], dtype=np.float32), examples=75)
+>>> a = envelope.seal(np.array([1, 2, 3], dtype=np.float32), examples=25, party=0)
+>>> b = envelope.seal(np.array([5, 6, -1], dtype=np.float32), examples=75, party=1)
 >>> total = hefl.KeylessSum(key_id, 3, max_parties=2, max_examples=100)  # server: no key
->>> total.add(a); total.add(b)
+>>> total.add(a, 0); total.add(b, 1)
 >>> envelope.open(total.to_bytes(), parties=[0, 1])
 array([4., 5., 0.], dtype=float32)
 
@@ -45,6 +45,7 @@ from ._hefl import (
     SecretKey,
     generate_key,
     key_id,
+    run_fingerprint,
 )
 from .errors import (
     ConfigError,
@@ -75,6 +76,7 @@ __all__ = [
     "SecretKey",
     "generate_key",
     "key_id",
+    "run_fingerprint",
     "ConfigError",
     "DecodeError",
     "EncodeError",

@@ -51,6 +51,29 @@ def key_id(path: str | PathLike[str]) -> str:
         KeyFileError: missing, malformed or for another parameter set.
     """
 
+def run_fingerprint(
+    key_id: str,
+    length: int,
+    *,
+    max_parties: int,
+    max_examples: int,
+    frac_bits: int = 16,
+    min_parties: int = 1,
+    snapshot_every: int | None = None,
+    run: str = "",
+) -> str:
+    """The fingerprint (64 hex digits) of a run of :class:`Party` objects made with these
+    settings: what their uploads' headers name, and what a server's
+    ``KeylessSum(..., run=...)`` checks. The same value as :attr:`Party.fingerprint`.
+
+    A hash of public values only (the key id, the bounds, ``min_parties``,
+    ``snapshot_every`` and the run's public name ``run``): it tells the server nothing it
+    does not know.
+
+    Raises:
+        ValueError: ``key_id`` is not 64 hex digits.
+    """
+
 @final
 class SecretKey:
     """The secret key all clients share, derived from a key file.
@@ -97,10 +120,12 @@ class Envelope:
 
     >>> import numpy as np, hefl, tempfile, os
     >>> path = os.path.join(tempfile.mkdtemp(), "hefl.key")
-    >>> _ = hefl.generate_key(path)
+    >>> key_id = hefl.generate_key(path)
     >>> envelope = hefl.Envelope(hefl.SecretKey.load(path), 2, max_parties=3)
-    >>> sealed = envelope.seal(np.array([0.5, -1.0], dtype=np.float32))
-    >>> envelope.open(sealed, parties=[0])
+    >>> sealed = envelope.seal(np.array([0.5, -1.0], dtype=np.float32), party=0)
+    >>> total = hefl.KeylessSum(key_id, 2, max_parties=3)  # the server
+    >>> total.add(sealed, 0)
+    >>> envelope.open(total.to_bytes(), parties=[0])
     array([ 0.5, -1. ], dtype=float32)
 
     Raises:
@@ -138,8 +163,23 @@ class Envelope:
     def key_id(self) -> str:
         """The public id of the envelope's key."""
 
-    def seal(self, values: npt.NDArray[np.float32], examples: int = 1) -> bytes:
-        """Clip, round and encrypt ``values`` weighted by ``examples``; return the bytes.
+    def seal(
+        self,
+        values: npt.NDArray[np.float32],
+        examples: int = 1,
+        *,
+        party: int,
+        round: int = 0,
+        run: str | None = None,
+    ) -> bytes:
+        """Clip, round and encrypt ``values`` weighted by ``examples``, as party ``party``'s
+        update for round ``round`` of run ``run``; return the bytes.
+
+        The header names ``run`` (64 hex digits, such as :func:`run_fingerprint`; ``None``:
+        all zero), ``round`` and ``party``, in the clear: a :class:`KeylessSum` refuses an
+        update that names another run, round or party, so a copied or replayed upload is
+        refused rather than counted as someone else's. These are public values the server
+        knows anyway.
 
         ``values`` must be a 1-D, C-contiguous float32 array of :attr:`length` values; it is
         copied before the GIL is released. ``examples`` is the update's weight in the mean:
@@ -153,8 +193,18 @@ class Envelope:
             OverflowError: a negative ``examples``.
         """
 
-    def open(self, aggregate: bytes, parties: Sequence[int]) -> npt.NDArray[np.float32]:
+    def open(
+        self,
+        aggregate: bytes,
+        parties: Sequence[int],
+        *,
+        round: int = 0,
+        run: str | None = None,
+    ) -> npt.NDArray[np.float32]:
         """Decrypt the sum of the updates of ``parties`` into their example-weighted mean.
+
+        The aggregate must name ``run`` and ``round`` (as the :class:`KeylessSum` that made
+        it does): a sum of another round or run is refused before decryption.
 
         ``parties`` are the ids of the parties in the sum, distinct and ascending (at most
         :attr:`max_parties`). Checks the message (key id, length, as many summands as
@@ -162,7 +212,8 @@ class Envelope:
 
         Raises:
             KeyMismatchError: the aggregate is under another key.
-            MessageError: truncated, foreign, another length or another number of summands.
+            MessageError: truncated, foreign, another length or another number of summands,
+                or a sum of another round or run.
             DecodeError: the total example count or a value is out of range for ``parties``.
             ValueError: ``parties`` empty, unsorted, repeated or longer than max_parties.
         """
@@ -181,8 +232,13 @@ class KeylessSum:
     >>> key_id = hefl.generate_key(path)
     >>> envelope = hefl.Envelope(hefl.SecretKey.load(path), 2, max_parties=2, max_examples=10)
     >>> total = hefl.KeylessSum(key_id, 2, max_parties=2, max_examples=10)
-    >>> total.add(envelope.seal(np.array([1, 2], dtype=np.float32), examples=3))
-    >>> total.add(envelope.seal(np.array([3, 4], dtype=np.float32), examples=1))
+    >>> total.add(envelope.seal(np.array([1, 2], dtype=np.float32), examples=3, party=0), 0)
+    >>> b = envelope.seal(np.array([3, 4], dtype=np.float32), examples=1, party=1)
+    >>> total.add(b, 0)  # party 1's update handed in as party 0's
+    Traceback (most recent call last):
+    ...
+    hefl.errors.MessageError: submission refused: a message for party 1, round 0, run 000000000000, expected party 0, round 0, run 000000000000
+    >>> total.add(b, 1)
     >>> envelope.open(total.to_bytes(), parties=[0, 1])
     array([1.5, 2.5], dtype=float32)
 
@@ -200,25 +256,33 @@ class KeylessSum:
         max_parties: int = 100,
         max_examples: int = 1,
         frac_bits: int = 16,
-    ) -> None: ...
-    def add(self, message: bytes) -> None:
-        """Validate one sealed update and add it.
+        round: int = 0,
+        run: str | None = None,
+    ) -> None:
+        """An empty sum of round ``round`` of run ``run`` (64 hex digits:
+        :func:`run_fingerprint` of the parties' settings; ``None``: all zero)."""
+
+    def add(self, message: bytes, party: int) -> None:
+        """Validate one sealed update as party ``party``'s for this sum's run and round
+        (what its header must name) and add it.
 
         Raises:
             KeyMismatchError: made under another key.
-            MessageError: truncated, foreign bytes, another length or wire version.
+            MessageError: truncated, foreign bytes, another length or wire version, or an
+                update that names another run, round or party (a copy or a replay).
             SumFullError: the sum already holds ``max_parties`` updates.
         """
 
-    def check_snapshot(self, snapshot: bytes) -> None:
-        """Validate a model snapshot of a :class:`Party` of this federation (one encryption
-        under the key, of a snapshot's length and widths), as ``hefl serve`` does; the sum
-        is unchanged. The server cannot read it: parties check what is inside when they
-        :meth:`Party.resync`.
+    def check_snapshot(self, snapshot: bytes, round: int, party: int) -> None:
+        """Validate party ``party``'s model snapshot of its model before round ``round`` of
+        this sum's run (one encryption under the key, of a snapshot's length and widths),
+        as ``hefl serve`` does; the sum is unchanged. The server cannot read it: parties
+        check what is inside when they :meth:`Party.resync`.
 
         Raises:
             KeyMismatchError: made under another key.
-            MessageError: not a snapshot of this federation's shape.
+            MessageError: not a snapshot of this federation's shape, or one that names
+                another run, round or party.
         """
 
     @property
@@ -285,8 +349,11 @@ class Party:
     >>> clipped  # 20 is beyond the clip, 8
     1
     >>> up_b, _ = b.seal_model(np.array([3.0, 0.0], np.float32), examples=10)
-    >>> total = hefl.KeylessSum(key_id, 2, max_parties=3, max_examples=100)  # the server
-    >>> total.add(up_a); total.add(up_b)
+    >>> run = hefl.run_fingerprint(key_id, 2, max_parties=3, max_examples=100, snapshot_every=1)
+    >>> run == a.fingerprint  # what the uploads name: public settings, hashed
+    True
+    >>> total = hefl.KeylessSum(key_id, 2, max_parties=3, max_examples=100, run=run)  # the server
+    >>> total.add(up_a, 0); total.add(up_b, 5)
     >>> for party in (a, b):
     ...     party.receive(0, [0, 5], total.to_bytes())
     ('applied', None)

@@ -12,7 +12,9 @@ Two pieces, used together (``pip install hefl[flower]``):
 * :class:`HeFedAvg`, a ``flwr.serverapp.strategy.FedAvg`` for the ServerApp. It adds the
   encrypted updates with :class:`hefl.KeylessSum` (validated as ``hefl serve`` validates
   them), keeps the aggregates since the latest model snapshot, and sends each node what it
-  lacks.
+  lacks. Every upload's header names the run (:func:`hefl.run_fingerprint` of the public
+  settings and Flower's run id), the round and the node's party number: an update copied
+  into another node's reply, or replayed into a later round or run, is refused.
 
 hefl differs from Flower's FedAvg on purpose: the strategy's "apply" step runs on every node,
 because the server cannot read an update. All nodes start from the same public initial
@@ -816,6 +818,7 @@ class HeFedAvg(FedAvg):
     def _reset(self, initial: ArrayRecord) -> None:
         self._initial = initial
         self._length = 0
+        self._run: str | None = None  # the run's fingerprint (set by start)
         self._round = 0  # the next round to publish
         self._kept: dict[int, tuple[list[int], bytes]] = {}  # round -> (parties, aggregate)
         self._snapshot: tuple[int, bytes] | None = None
@@ -847,6 +850,18 @@ class HeFedAvg(FedAvg):
         structure = _structure(initial_arrays)
         self._reset(initial_arrays)
         self._length = sum(int(np.prod(s, dtype=np.int64)) for _, s in structure)
+        # What every node's uploads name in their headers: the nodes hash the same public
+        # settings with their Context's run id (see HeflMod).
+        self._run = hefl.run_fingerprint(
+            self.key_id,
+            self._length,
+            max_parties=self.max_parties,
+            max_examples=self.max_examples,
+            frac_bits=self.frac_bits,
+            min_parties=self.min_results,
+            snapshot_every=self.snapshot_every,
+            run=str(grid.run.run_id),
+        )
         result = super().start(
             grid,
             initial_arrays,
@@ -1050,6 +1065,19 @@ class HeFedAvg(FedAvg):
             )
         return status
 
+    def _sum(self) -> hefl.KeylessSum:
+        """An empty sum of this run's current round: it takes an upload only from the party
+        its header names, for this run and round."""
+        return hefl.KeylessSum(
+            self.key_id,
+            self._length,
+            max_parties=self.max_parties,
+            max_examples=self.max_examples,
+            frac_bits=self.frac_bits,
+            round=self._round,
+            run=self._run,
+        )
+
     def _keep_snapshot(self, node: int, reply: Message, status: ConfigRecord) -> None:
         if _SNAPSHOT not in reply.content.array_records or node != self._snapshot_asked:
             return
@@ -1058,13 +1086,7 @@ class HeFedAvg(FedAvg):
             if round_ != self._round:
                 raise HeflFlowerError(f"a snapshot of round {round_}, asked for {self._round}")
             data = _ciphertext(reply.content.array_records[_SNAPSHOT], "snapshot")
-            hefl.KeylessSum(
-                self.key_id,
-                self._length,
-                max_parties=self.max_parties,
-                max_examples=self.max_examples,
-                frac_bits=self.frac_bits,
-            ).check_snapshot(data)
+            self._sum().check_snapshot(data, round_, self._view(node).party)
         except (hefl.HeflError, KeyError) as error:
             log.warning("node %d: model snapshot refused: %s", node, error)
             return
@@ -1081,13 +1103,7 @@ class HeFedAvg(FedAvg):
         replies = list(replies)
         if not self._sampled:
             return None, None  # no training this round (fraction_train=0)
-        total = hefl.KeylessSum(
-            self.key_id,
-            self._length,
-            max_parties=self.max_parties,
-            max_examples=self.max_examples,
-            frac_bits=self.frac_bits,
-        )
+        total = self._sum()
         failures: dict[int, str] = {n: "no reply before the timeout" for n in self._sampled}
         uploads: list[tuple[int, bytes, Message]] = []
         for reply in replies:
@@ -1116,10 +1132,10 @@ class HeFedAvg(FedAvg):
             except (KeyError, HeflFlowerError) as error:
                 failures[node] = f"no update: {error}"
         accepted: list[Message] = []
-        for _, data, reply in sorted(uploads, key=lambda u: u[0]):
+        for party, data, reply in sorted(uploads, key=lambda u: u[0]):
             node = reply.metadata.src_node_id
             try:
-                total.add(data)
+                total.add(data, party)
             except hefl.HeflError as error:
                 failures[node] = f"update refused: {error}"
                 log.warning("node %d: update refused: %s", node, error)
