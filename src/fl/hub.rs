@@ -471,6 +471,9 @@ impl Hub {
                 either!(&mut state.server, s => s.fetched(party, round, keep_from));
                 if last && first_time {
                     state.heard = Instant::now();
+                    // Saved, so that a server restarted on a run every party has finished
+                    // knows it is over rather than waiting for parties that are gone.
+                    self.save(&mut state);
                     self.changed.notify_all();
                 }
                 return Ok(Some(published));
