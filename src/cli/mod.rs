@@ -155,6 +155,40 @@ pub enum Command {
         #[arg(long, default_value = "runs/bench", value_name = "DIR")]
         out_dir: PathBuf,
     },
+    /// Time whole rounds over HTTP as parties grow: starts the real `hefl serve` on loopback
+    /// and a load generator of P parties in this process (one thread each, every party with
+    /// its own token and its own sealed upload, made before timing), runs rounds, and reports
+    /// per P the round latency (first upload sent to every party holding the sum: median,
+    /// p95, max), the server's CPU per round and peak memory (from /proc), the load
+    /// generator's CPU, and bytes per party. Writes network.md and network.csv. Build with
+    /// --release: `cargo run --release -- bench-network`.
+    BenchNetwork {
+        /// Party counts, comma-separated.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "3,10,30,100,300,1000",
+            value_name = "P,..."
+        )]
+        parties: Vec<u32>,
+        /// Modes, comma-separated: plain, he-seeds, he-switched.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "plain,he-seeds,he-switched",
+            value_name = "MODE,..."
+        )]
+        modes: Vec<String>,
+        /// Rounds timed per federation (after one that warms the connections).
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1000), value_name = "R")]
+        rounds: u64,
+        /// About a minute: parties 3, 30 and 300, he-seeds only, 3 rounds.
+        #[arg(long)]
+        quick: bool,
+        /// Folder for network.md and network.csv.
+        #[arg(long, default_value = "runs/bench", value_name = "DIR")]
+        out_dir: PathBuf,
+    },
     /// Print the epsilon of a DP-SGD run: the Poisson-subsampled Gaussian mechanism,
     /// add/remove adjacency, by privacy loss distribution (`--accountant pld`, the
     /// default, as Google's dp-accounting) or Rényi DP (`rdp`, Opacus's orders and
@@ -219,6 +253,13 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             out_dir,
         } => dp::compare(&train, &dp_settings, &out_dir),
         Command::BenchReport { quick, out_dir } => bench::run(quick, &out_dir),
+        Command::BenchNetwork {
+            parties,
+            modes,
+            rounds,
+            quick,
+            out_dir,
+        } => bench::network(&parties, &modes, rounds, quick, &out_dir),
         Command::DpEpsilon { args } => dp::epsilon(&args),
         Command::Serve(args) => serve::run(*args),
         Command::Join(args) => join::run(args),

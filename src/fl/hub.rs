@@ -234,6 +234,8 @@ pub struct Hub {
     created: Instant,
     state: Mutex<State>,
     changed: Condvar,
+    /// Called with every notification of `changed` ([`Hub::watch`]).
+    watchers: Mutex<Vec<Box<dyn Fn() + Send + Sync>>>,
     stopped: AtomicBool,
     max_submission_len: usize,
     max_snapshot_len: usize,
@@ -315,6 +317,7 @@ impl Hub {
                 store: None,
             }),
             changed: Condvar::new(),
+            watchers: Mutex::new(Vec::new()),
             stopped: AtomicBool::new(false),
             max_submission_len,
             max_snapshot_len,
@@ -474,7 +477,7 @@ impl Hub {
                     // Saved, so that a server restarted on a run every party has finished
                     // knows it is over rather than waiting for parties that are gone.
                     self.save(&mut state);
-                    self.changed.notify_all();
+                    self.notify_changed();
                 }
                 return Ok(Some(published));
             }
@@ -638,12 +641,36 @@ impl Hub {
     pub fn stop(&self) {
         self.stopped.store(true, Ordering::SeqCst);
         let _guard = self.state();
-        self.changed.notify_all();
+        self.notify_changed();
     }
 
     /// Whether [`Hub::stop`] was called.
     pub fn is_stopped(&self) -> bool {
         self.stopped.load(Ordering::SeqCst)
+    }
+
+    /// Calls `on_change` whenever a round closes, the run ends or the hub stops: what a
+    /// waiter polling [`Hub::fetch`] with no wait needs to know to ask again (the HTTP
+    /// server's long polls wait this way, without holding a thread each). `on_change` runs
+    /// with the hub's lock held: it must only signal, never call the hub.
+    pub fn watch(&self, on_change: impl Fn() + Send + Sync + 'static) {
+        self.watchers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Box::new(on_change));
+    }
+
+    /// Wakes the threads waiting on the hub and tells its watchers.
+    fn notify_changed(&self) {
+        self.changed.notify_all();
+        for watcher in self
+            .watchers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            watcher();
+        }
     }
 
     /// Rounds published so far.
@@ -724,7 +751,7 @@ impl Hub {
         }
         state.report.rounds = current;
         self.save(state);
-        self.changed.notify_all();
+        self.notify_changed();
     }
 
     /// Writes the server's checkpoint, if it keeps one, retrying a failed write twice. If it
@@ -755,7 +782,7 @@ impl Hub {
         state.report.store_failed = Some(reason);
         state.store = None;
         self.stopped.store(true, Ordering::SeqCst);
-        self.changed.notify_all();
+        self.notify_changed();
     }
 }
 

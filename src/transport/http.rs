@@ -163,6 +163,8 @@ struct Shared {
     tokens: Tokens,
     /// The connection caps, told which connections authenticated.
     caps: PeerCaps,
+    /// Notified whenever the hub's state changes ([`Hub::watch`]): long polls wait on it.
+    changed: Arc<tokio::sync::Notify>,
 }
 
 fn refusal_response(refusal: &Refusal) -> Response {
@@ -287,6 +289,15 @@ fn body_refusal(rejection: BytesRejection) -> Response {
     }
 }
 
+/// A published sum as a response body: every party's response reads the same bytes.
+struct SharedBody(Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for SharedBody {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 #[derive(Deserialize)]
 struct WaitQuery {
     wait_ms: Option<u64>,
@@ -301,22 +312,38 @@ async fn aggregate_handler(
     Query(query): Query<WaitQuery>,
 ) -> Response {
     let wait = Duration::from_millis(query.wait_ms.unwrap_or(0)).min(MAX_WAIT);
-    let hub = Arc::clone(&st.hub);
     let keep_from = query.keep_from.map(Round);
-    let found =
-        tokio::task::spawn_blocking(move || hub.fetch(party, Round(round), wait, keep_from)).await;
+    // A long poll holds no thread: it asks the hub without waiting, and waits here for the
+    // hub's next change (a round closing, the run ending), at most a second at a time (the
+    // round's own deadline passes by the hub's clock, which `serve` keeps ticking).
+    let until = tokio::time::Instant::now() + wait;
+    let found = loop {
+        let changed = st.changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        match st.hub.fetch(party, Round(round), Duration::ZERO, keep_from) {
+            Ok(None) if tokio::time::Instant::now() < until => {}
+            other => break other,
+        }
+        let tick = until.min(tokio::time::Instant::now() + Duration::from_secs(1));
+        tokio::select! {
+            () = changed => {}
+            () = tokio::time::sleep_until(tick) => {}
+        }
+    };
     match found {
-        Ok(Ok(Some(published))) => {
+        Ok(Some(published)) => {
             let parties: Vec<String> = published.parties.iter().map(|p| p.0.to_string()).collect();
-            let mut response = (StatusCode::OK, published.bytes.to_vec()).into_response();
+            // The sum's bytes are shared with every other response, not copied per party.
+            let body = Bytes::from_owner(SharedBody(published.bytes));
+            let mut response = (StatusCode::OK, body).into_response();
             if let Ok(value) = HeaderValue::from_str(&parties.join(",")) {
                 response.headers_mut().insert(PARTIES_HEADER, value);
             }
             response
         }
-        Ok(Ok(None)) => StatusCode::NO_CONTENT.into_response(),
-        Ok(Err(refusal)) => refusal_response(&refusal),
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        Ok(None) => StatusCode::NO_CONTENT.into_response(),
+        Err(refusal) => refusal_response(&refusal),
     }
 }
 
@@ -512,10 +539,16 @@ pub fn serve(
     log: impl Fn(&str) + Send + Sync + 'static,
 ) -> Result<ServeReport, TransportError> {
     let caps = PeerCaps::new(limits, log);
+    let changed = Arc::new(tokio::sync::Notify::new());
+    hub.watch({
+        let changed = Arc::clone(&changed);
+        move || changed.notify_waiters()
+    });
     let shared = Arc::new(Shared {
         hub: Arc::clone(&hub),
         tokens,
         caps: caps.clone(),
+        changed,
     });
     let app = router(shared, limits);
     listener.set_nonblocking(true)?;

@@ -488,6 +488,45 @@ fn evaluate_errors_say_each_cause_once() {
     }
 }
 
+/// `bench-network` runs federations over loopback and writes its table and CSV; an unknown
+/// mode is refused before anything starts.
+#[test]
+fn bench_network_writes_its_table_and_csv() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let args = [
+        "bench-network",
+        "--parties",
+        "3,5",
+        "--modes",
+        "he-seeds,plain",
+        "--rounds",
+        "2",
+        "--out-dir",
+        "out",
+    ];
+    let out = crate::util::hefl(&args, dir.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let csv = std::fs::read_to_string(dir.path().join("out/network.csv")).expect("csv");
+    for row in ["he-seeds,3,2,", "he-seeds,5,2,", "plain,3,2,", "plain,5,2,"] {
+        assert!(csv.contains(row), "{csv}");
+    }
+    let md = std::fs::read_to_string(dir.path().join("out/network.md")).expect("md");
+    assert!(md.contains("ms per party"), "{md}");
+    // No token file is left behind.
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("out"))
+        .expect("out")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(left.len(), 2, "{left:?}");
+    let bad = crate::util::hefl(&["bench-network", "--modes", "ckks"], dir.path());
+    assert!(!bad.status.success());
+    assert!(
+        text(&bad.stderr).contains("unknown mode \"ckks\""),
+        "{}",
+        text(&bad.stderr)
+    );
+}
+
 #[test]
 fn keygen_refuses_to_replace_what_is_not_a_regular_file() {
     let dir = tempfile::tempdir().expect("temp dir");
