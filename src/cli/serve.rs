@@ -227,6 +227,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let hub = Arc::new(hub);
     let plan = hub.plan();
     let issued = Tokens::load_or_create(&args.tokens, plan.config.parties)?;
+    // The operator's token (GET /v1/status), beside the parties'; never a party's.
+    let operator_path = Tokens::operator_path(&args.tokens);
+    let operator = Tokens::load_or_create_operator(&operator_path)?;
     let listener = std::net::TcpListener::bind(&args.bind)
         .with_context(|| format!("binding {}", args.bind))?;
     let addr = listener.local_addr()?;
@@ -236,11 +239,12 @@ pub fn run(args: ServeArgs) -> Result<()> {
         "http"
     };
     println!(
-        "listening on {scheme}://{addr} ({} parties, privacy {}, {} rounds; tokens in {})",
+        "listening on {scheme}://{addr} ({} parties, privacy {}, {} rounds; tokens in {}, the operator's in {})",
         plan.config.parties,
         plan.config.privacy,
         plan.total_rounds(),
-        args.tokens.display()
+        args.tokens.display(),
+        operator_path.display()
     );
     // The demo and scripts read this line: make sure it is out.
     let _ = std::io::Write::flush(&mut std::io::stdout());
@@ -248,7 +252,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let report = http::serve(
         listener,
         Arc::clone(&hub),
-        Tokens::from_issued(&issued),
+        Tokens::from_issued(&issued).with_operator(&operator),
         tls,
         &limits,
         |line: &str| eprintln!("serve: {line}"),

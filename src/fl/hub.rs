@@ -223,7 +223,65 @@ struct State {
     server_seconds: f64,
     /// Where the server's checkpoint goes (`--state-dir`).
     store: Option<ServerStore>,
+    /// When each party was last heard from (any request that reached the hub).
+    seen: Vec<Option<Instant>>,
+    /// When the last round closed (or the first round's clock started).
+    last_close: Option<Instant>,
+    /// The last rounds published, for [`Hub::status`].
+    timings: VecDeque<RoundStatus>,
 }
+
+/// What an operator sees of a running federation ([`Hub::status`]; `GET /v1/status`).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Status {
+    /// The open round (the number of rounds published).
+    pub round: u64,
+    /// Rounds in the run.
+    pub total_rounds: u64,
+    /// Every party fetched the last sum.
+    pub finished: bool,
+    /// The hub stopped taking rounds (its checkpoint could not be written, or shut down).
+    pub stopped: bool,
+    /// Seconds since the hub was created.
+    pub uptime_seconds: f64,
+    /// Each party's state.
+    pub parties: Vec<PartyStatus>,
+    /// The last rounds published, oldest first (at most 16).
+    pub recent_rounds: Vec<RoundStatus>,
+}
+
+/// One party as the server sees it ([`Status`]).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct PartyStatus {
+    /// The party.
+    pub party: u32,
+    /// It said it was ready (its data loaded) or submitted.
+    pub ready: bool,
+    /// Seconds since its last request reached the hub (`None`: never).
+    pub last_seen_seconds: Option<f64>,
+    /// Consecutive rounds it missed.
+    pub rounds_missed: u32,
+    /// The server counts it as gone (absent for `absent_after` rounds).
+    pub gone: bool,
+    /// The first round whose sum it has not fetched.
+    pub next_fetch: u64,
+}
+
+/// One published round ([`Status`]).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct RoundStatus {
+    /// The round.
+    pub round: u64,
+    /// Parties in its sum.
+    pub parties: usize,
+    /// Seconds from the previous round's close (or round 0's start) to its own.
+    pub seconds: f64,
+    /// Bytes of its published sum (what each party downloads).
+    pub sum_bytes: usize,
+}
+
+/// Rounds kept for [`Status::recent_rounds`].
+const STATUS_ROUNDS: usize = 16;
 
 /// One federation's server, clock and waiters: the [`Server`] state machine behind a lock, with
 /// time passing for it and the wait for published rounds (see [`Hub::new`]).
@@ -315,6 +373,9 @@ impl Hub {
                 heard: now,
                 server_seconds: 0.0,
                 store: None,
+                seen: vec![None; parties as usize],
+                last_close: None,
+                timings: VecDeque::new(),
             }),
             changed: Condvar::new(),
             watchers: Mutex::new(Vec::new()),
@@ -418,7 +479,9 @@ impl Hub {
         if party.0 >= self.parties {
             return;
         }
-        self.state().heard = Instant::now();
+        let mut state = self.state();
+        state.heard = Instant::now();
+        Self::seen(&mut state, party);
     }
 
     /// Notes that `party` is ready (its data loaded, its checkpoint read): round 0's clock
@@ -430,6 +493,7 @@ impl Hub {
         }
         let mut state = self.state();
         state.heard = Instant::now();
+        Self::seen(&mut state, party);
         if state.ready.insert(party) {
             self.advance(&mut state, Instant::now());
         }
@@ -438,6 +502,7 @@ impl Hub {
     /// Validates and folds `party`'s update for `round` (see [`Server::submit`]).
     pub fn submit(&self, party: PartyId, round: Round, bytes: &[u8]) -> Result<(), Refusal> {
         let mut state = self.state();
+        Self::seen(&mut state, party);
         let start = Instant::now();
         let result = either!(&mut state.server, s => s.submit(party, round, bytes, start));
         state.server_seconds += start.elapsed().as_secs_f64();
@@ -463,6 +528,7 @@ impl Hub {
     ) -> Result<Option<Published>, Refusal> {
         let until = Instant::now() + wait;
         let mut state = self.state();
+        Self::seen(&mut state, party);
         loop {
             self.advance(&mut state, Instant::now());
             if self.is_stopped() {
@@ -660,6 +726,44 @@ impl Hub {
             .push(Box::new(on_change));
     }
 
+    /// What an operator sees: the open round, each party's state, the last rounds' times and
+    /// sizes. Cheap (one pass over the parties under the lock); nothing in it is secret (no
+    /// message contents, no tokens).
+    pub fn status(&self) -> Status {
+        let state = self.state();
+        let now = Instant::now();
+        let parties = (0..self.parties)
+            .map(|p| {
+                let id = PartyId(p);
+                PartyStatus {
+                    party: p,
+                    ready: state.ready.contains(&id),
+                    last_seen_seconds: state.seen[p as usize]
+                        .map(|t| now.duration_since(t).as_secs_f64()),
+                    rounds_missed: either!(&state.server, s => s.missed(id)),
+                    gone: either!(&state.server, s => s.is_gone(id)),
+                    next_fetch: either!(&state.server, s => s.next_fetch(id)).0,
+                }
+            })
+            .collect();
+        Status {
+            round: either!(&state.server, s => s.current_round()).0,
+            total_rounds: self.plan.total_rounds(),
+            finished: self.finished(&state),
+            stopped: self.is_stopped(),
+            uptime_seconds: now.duration_since(self.created).as_secs_f64(),
+            parties,
+            recent_rounds: state.timings.iter().cloned().collect(),
+        }
+    }
+
+    /// Notes that `party` was heard from now.
+    fn seen(state: &mut State, party: PartyId) {
+        if let Some(slot) = state.seen.get_mut(party.0 as usize) {
+            *slot = Some(Instant::now());
+        }
+    }
+
     /// Wakes the threads waiting on the hub and tells its watchers.
     fn notify_changed(&self) {
         self.changed.notify_all();
@@ -694,6 +798,7 @@ impl Hub {
             let timed_out = now >= self.created + self.rules.join_timeout;
             if all || (timed_out && state.ready.len() >= min) {
                 either!(&mut state.server, s => s.start(now));
+                state.last_close = Some(now);
                 (self.log)(&HubEvent::Started {
                     joined: state.ready.iter().copied().collect(),
                     of: self.parties as usize,
@@ -711,6 +816,19 @@ impl Hub {
             let Ok(Some(published)) = either!(&state.server, s => s.aggregate(Round(r))) else {
                 continue;
             };
+            let since = state
+                .last_close
+                .map_or(0.0, |t| now.duration_since(t).as_secs_f64());
+            state.last_close = Some(now);
+            state.timings.push_back(RoundStatus {
+                round: published.round.0,
+                parties: published.parties.len(),
+                seconds: since,
+                sum_bytes: published.bytes.len(),
+            });
+            while state.timings.len() > STATUS_ROUNDS {
+                state.timings.pop_front();
+            }
             state
                 .recent
                 .push_back((published.round, published.parties.clone()));

@@ -76,7 +76,7 @@ pub use driver::{PartyOptions, run_party};
 pub use encoding::{DecodeError, EncodeError, Encoded, Encoding, Weighting};
 pub use envelope::{Envelope, EnvelopeCost, EnvelopeError, Sealed};
 pub use error::{MalformedAnswer, PartyError, RefusalKind, TrainError, UplinkError};
-pub use hub::{Hub, HubEvent, HubUplink, Missing, ServeReport};
+pub use hub::{Hub, HubEvent, HubUplink, Missing, PartyStatus, RoundStatus, ServeReport, Status};
 pub use metrics::{EpochMetrics, Observer, Overhead, RunMetrics};
 pub use party::{
     Federation, GlobalModel, Party, PartyState, PublishedError, Received, SealError, SetupError,

@@ -406,6 +406,7 @@ pub fn measure(
     drop(server);
     // The tokens were this federation's only; nothing else will use them.
     let _ = std::fs::remove_file(&tokens_path);
+    let _ = std::fs::remove_file(crate::transport::Tokens::operator_path(&tokens_path));
     let rounds = options.rounds;
     let times = latencies(&starts, &ends, rounds as usize);
     let download_bytes = *download.lock().unwrap_or_else(|p| p.into_inner());

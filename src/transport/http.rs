@@ -204,15 +204,46 @@ fn authenticate(st: &Shared, headers: &HeaderMap) -> Result<PartyId, (RefusalKin
             ),
         ));
     }
-    let token = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+    let token = bearer(headers)
         .ok_or_else(|| unauthorized("missing authorization: Bearer <token> header".to_owned()))?;
     if !st.tokens.check(party, token) {
         return Err(unauthorized(format!("wrong token for party {party}")));
     }
     Ok(PartyId(party))
+}
+
+/// The token of an `authorization: Bearer <token>` header.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+}
+
+/// Lets a request through only with the operator's token (no party's token, no party header
+/// needed); refused like any unauthenticated request otherwise.
+async fn require_operator(
+    State(st): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match bearer(request.headers()) {
+        Some(token) if st.tokens.check_operator(token) => {
+            st.caps.authenticated(peer);
+            next.run(request).await
+        }
+        _ => (
+            StatusCode::UNAUTHORIZED,
+            "GET /v1/status takes the operator's token (the .operator file beside the tokens file)",
+        )
+            .into_response(),
+    }
+}
+
+/// What the operator sees ([`Hub::status`]): JSON.
+async fn status_handler(State(st): State<Arc<Shared>>) -> Response {
+    axum::Json(st.hub.status()).into_response()
 }
 
 /// Runs before any handler and before a byte of the body is read: a request that does not
@@ -521,6 +552,14 @@ fn router(shared: Arc<Shared>, limits: &Limits) -> Router {
             Arc::clone(&shared),
             require_party,
         ))
+        .merge(
+            Router::new()
+                .route("/v1/status", get(status_handler))
+                .route_layer(middleware::from_fn_with_state(
+                    Arc::clone(&shared),
+                    require_operator,
+                )),
+        )
         .layer(RequestBodyTimeoutLayer::new(limits.body_timeout))
         .layer(DefaultBodyLimit::max(body_limit.max(snapshot_limit)))
         .layer(RequestBodyLimitLayer::new(body_limit.max(snapshot_limit)))

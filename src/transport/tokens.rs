@@ -48,6 +48,8 @@ pub enum TokensError {
 #[derive(Clone)]
 pub struct Tokens {
     digests: Vec<[u8; 32]>,
+    /// The operator's token (`GET /v1/status`), if the server has one.
+    operator: Option<[u8; 32]>,
 }
 
 impl Tokens {
@@ -67,7 +69,33 @@ impl Tokens {
     pub fn from_issued(issued: &[String]) -> Self {
         Self {
             digests: issued.iter().map(|t| digest(t)).collect(),
+            operator: None,
         }
+    }
+
+    /// These tokens, and `operator` as the operator's (the only token `GET /v1/status`
+    /// takes; no party's token does).
+    pub fn with_operator(mut self, operator: &str) -> Self {
+        self.operator = Some(digest(operator));
+        self
+    }
+
+    /// Whether `presented` is the operator's token (never when the server has none).
+    pub fn check_operator(&self, presented: &str) -> bool {
+        self.operator.is_some_and(|d| d == digest(presented))
+    }
+
+    /// Where the operator's token is kept beside the tokens file at `tokens`:
+    /// `tokens.json` -> `tokens.operator`.
+    pub fn operator_path(tokens: &Path) -> std::path::PathBuf {
+        tokens.with_extension("operator")
+    }
+
+    /// Reads the operator's token from `path` (a JSON list of one token, as a tokens file),
+    /// or creates it with a fresh token (mode 0600) if there is none.
+    pub fn load_or_create_operator(path: &Path) -> Result<String, TokensError> {
+        let mut one = Self::load_or_create(path, 1)?;
+        Ok(one.remove(0))
     }
 
     /// Whether `presented` is party `party`'s token.

@@ -1569,3 +1569,60 @@ fn two_hundred_parties_from_one_address_complete_rounds_with_the_default_limits(
     assert_eq!(row.download_bytes, row.upload_bytes + 199 * 16, "{row:?}");
     assert!(row.median > 0.0 && row.max >= row.median, "{row:?}");
 }
+
+/// `GET /v1/status` answers the operator during a run (the open round, every party's state,
+/// the last rounds' times and sizes) with the operator's token from the file beside the
+/// tokens file, and refuses a party's token and no token.
+#[test]
+fn the_operator_sees_the_run_and_nobody_else_does() {
+    let (dir, key_id) = setup();
+    let (server, url) = start_server(dir.path(), &he_flags(&key_id, &["--epochs", "3"]));
+    let operator: Vec<String> =
+        serde_json::from_slice(&std::fs::read(dir.path().join("tokens.operator")).expect("read"))
+            .expect("a tokens file of one");
+    let party: Vec<String> =
+        serde_json::from_slice(&std::fs::read(dir.path().join("tokens.json")).expect("read"))
+            .expect("tokens");
+    let (status, body) = raw(&url, "/v1/status", None, Some(&operator[0]), None);
+    assert_eq!(status, 200, "{body}");
+    let before: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(before["round"], 0);
+    assert_eq!(before["parties"].as_array().map(Vec::len), Some(3));
+    assert!(
+        before["parties"][0]["last_seen_seconds"].is_null(),
+        "{body}"
+    );
+    for (who, party_header, token) in [
+        ("a party's token", Some("0"), Some(party[0].as_str())),
+        (
+            "a party's token without a party",
+            None,
+            Some(party[0].as_str()),
+        ),
+        ("no token", None, None),
+    ] {
+        let (status, body) = raw(&url, "/v1/status", party_header, token, None);
+        assert_eq!(status, 401, "{who}: {body}");
+    }
+    let mut parties: Vec<Guard> = (0..3).map(|p| start_party(dir.path(), &url, p)).collect();
+    let _stdout = wait_for_an_epoch(&mut parties[0]);
+    let (status, body) = raw(&url, "/v1/status", None, Some(&operator[0]), None);
+    assert_eq!(status, 200, "{body}");
+    let during: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert!(during["round"].as_u64().expect("round") >= 1, "{body}");
+    let recent = during["recent_rounds"].as_array().expect("recent rounds");
+    assert!(!recent.is_empty(), "{body}");
+    assert_eq!(recent[0]["parties"], 3, "{body}");
+    assert!(
+        recent[0]["sum_bytes"].as_u64().expect("bytes") > 0,
+        "{body}"
+    );
+    for p in 0..3 {
+        assert_eq!(during["parties"][p]["ready"], true, "{body}");
+        assert!(
+            during["parties"][p]["last_seen_seconds"].is_number(),
+            "{body}"
+        );
+    }
+    finish(parties, server);
+}
