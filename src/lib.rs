@@ -48,7 +48,8 @@
 //! [`data`], [`model`], [`quant`], [`he`] and [`dp`] know nothing of networks
 //! or of the protocol ([`dp`] draws its noise from [`he::csprng::SecureRng`];
 //! [`he`] keeps its key files through [`secret_file`], and [`model`] its model files
-//! through the same atomic write); [`fl`] composes them
+//! through the same atomic write); [`secagg`] (secure aggregation's identities, roster,
+//! blinds and canaries) sits on [`he`] and the protocol's named types; [`fl`] composes them
 //! into two state machines without I/O, the party ([`fl::Party`]) and the
 //! server ([`fl::Server`], behind the [`fl::Hub`] that gives it a clock),
 //! and the drivers that move their bytes: one training loop
@@ -81,5 +82,6 @@ pub mod model;
 pub mod perf;
 pub mod quant;
 pub mod report;
+pub mod secagg;
 pub mod secret_file;
 pub mod transport;

@@ -156,6 +156,43 @@ impl KeyStream {
         });
     }
 
+    /// Adds (or, with `negate`, subtracts) a uniform t-bit value from the keystream at
+    /// `first_block` to the top `bits` = t bits of each word of `out`, modulo 2^64: a blind of
+    /// secure aggregation ([`crate::secagg`]). Reads 4 bytes per word when t <= 32, else 8;
+    /// [`KeyStream::blind_blocks`] is the counter range it covers.
+    pub(crate) fn add_top_bits(
+        &mut self,
+        first_block: u128,
+        out: &mut [u64],
+        bits: u32,
+        negate: bool,
+    ) {
+        debug_assert!((1..=64).contains(&bits));
+        let shift = 64 - bits;
+        // Shifting left by 64 - t keeps exactly the low t bits of the draw: uniform mod 2^t.
+        match (bits <= 32, negate) {
+            (true, false) => self.for_each_chunk(first_block, out, |w, le: [u8; 4]| {
+                *w = w.wrapping_add(u64::from(u32::from_le_bytes(le)) << shift);
+            }),
+            (true, true) => self.for_each_chunk(first_block, out, |w, le: [u8; 4]| {
+                *w = w.wrapping_sub(u64::from(u32::from_le_bytes(le)) << shift);
+            }),
+            (false, false) => self.for_each_chunk(first_block, out, |w, le: [u8; 8]| {
+                *w = w.wrapping_add(u64::from_le_bytes(le) << shift);
+            }),
+            (false, true) => self.for_each_chunk(first_block, out, |w, le: [u8; 8]| {
+                *w = w.wrapping_sub(u64::from_le_bytes(le) << shift);
+            }),
+        }
+    }
+
+    /// The AES blocks [`KeyStream::add_top_bits`] reads for `len` words of `bits` bits, from
+    /// block 0: whole batches, as every read here.
+    pub(crate) fn blind_blocks(len: usize, bits: u32) -> u128 {
+        let per_word = if bits <= 32 { 4 } else { 8 };
+        Self::blocks_for(len * per_word)
+    }
+
     /// Fills `out` with the keystream read as little-endian u32 words, from block `first_block`
     /// on (the uniform bits of stochastic rounding: 4 bytes per value).
     pub(crate) fn fill_u32(&mut self, first_block: u128, out: &mut [u32]) {
@@ -286,6 +323,36 @@ mod tests {
         let mut second = vec![0u64; 2048];
         KeyStream::new(KEY).fill_uniform(KeyStream::blocks_for(2048 * 8), &mut second);
         assert_eq!(second, expected[2048..2 * 2048]);
+    }
+
+    #[test]
+    fn blinds_are_the_keystream_in_the_top_bits() {
+        let start: Vec<u64> = (0..1000u64)
+            .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+            .collect();
+        for bits in [22, 32, 40] {
+            let mut raw = vec![0u64; start.len()];
+            let mut raw32 = vec![0u32; start.len()];
+            KeyStream::new(KEY).fill_uniform(0, &mut raw);
+            KeyStream::new(KEY).fill_u32(0, &mut raw32);
+            let mut added = start.clone();
+            KeyStream::new(KEY).add_top_bits(0, &mut added, bits, false);
+            for ((a, s), (r64, r32)) in added.iter().zip(&start).zip(raw.iter().zip(&raw32)) {
+                let r = if bits <= 32 { u64::from(*r32) } else { *r64 };
+                assert_eq!(*a, s.wrapping_add(r << (64 - bits)), "t = {bits}");
+            }
+            // Subtracting the same blind restores the words.
+            KeyStream::new(KEY).add_top_bits(0, &mut added, bits, true);
+            assert_eq!(added, start, "t = {bits}");
+        }
+        assert_eq!(
+            KeyStream::blind_blocks(1000, 22),
+            KeyStream::blocks_for(4000)
+        );
+        assert_eq!(
+            KeyStream::blind_blocks(1000, 40),
+            KeyStream::blocks_for(8000)
+        );
     }
 
     #[test]

@@ -472,18 +472,17 @@ impl KeyFile {
             PARAMS.polynomial_size(),
             &mut generator,
         );
+        let (prk, _) = hkdf::Hkdf::<Sha256>::extract(None, &self.seed[..]);
+        let mut seed_prk = Zeroizing::new([0u8; 32]);
+        seed_prk.copy_from_slice(&prk);
         let mut state_mac = Zeroizing::new([0u8; 32]);
-        hkdf::Hkdf::<Sha256>::new(None, &self.seed[..])
-            .expand(STATE_MAC_LABEL, &mut state_mac[..])
-            .map_err(|_| KeyError::Malformed {
-                path: PathBuf::new(),
-                reason: "HKDF cannot expand 32 bytes (a bug)".into(),
-            })?;
+        expand_seed_prk(&seed_prk, &[STATE_MAC_LABEL], &mut state_mac[..]);
         let key = SecretKey {
             key_id: self.key_id,
             ntt: KeyNtt::new(glwe.as_ref(), PARAMS.polynomial_size().0)?,
             glwe,
             state_mac,
+            seed_prk,
         };
         Ok(key)
     }
@@ -512,6 +511,19 @@ pub struct SecretKey {
     /// checkpoints ([`SecretKey::state_mac_key`]). Domain-separated from the GLWE key's
     /// derivation and the key id; wiped on drop.
     state_mac: Zeroizing<[u8; 32]>,
+    /// HKDF-Extract(no salt, seed): every other secret derived from the seed is an
+    /// HKDF-Expand of it under a label of its own ([`SecretKey::derive_secret`]). Wiped on drop.
+    seed_prk: Zeroizing<[u8; 32]>,
+}
+
+/// HKDF-SHA256-Expand of `prk` with the concatenation of `info` into `out` (at most 8160
+/// bytes, which every caller is far below).
+fn expand_seed_prk(prk: &[u8; 32], info: &[&[u8]], out: &mut [u8]) {
+    // `from_prk` refuses only a PRK shorter than the hash; `expand` only more than 255 blocks.
+    if let Ok(hk) = hkdf::Hkdf::<Sha256>::from_prk(prk) {
+        let expanded = hk.expand_multi_info(info, out);
+        debug_assert!(expanded.is_ok(), "HKDF output of {} bytes", out.len());
+    }
 }
 
 /// The HKDF label of the checkpoints' MAC key.
@@ -560,6 +572,13 @@ impl SecretKey {
     /// edited by anyone without the shared key is refused.
     pub fn state_mac_key(&self) -> &[u8; 32] {
         &self.state_mac
+    }
+
+    /// A secret derived from the key's seed by HKDF-SHA256 (no salt) under `info`: the
+    /// canary tags of secure aggregation ([`crate::secagg`]) use it with their own label,
+    /// so what they reveal says nothing of the GLWE key or of any other derived secret.
+    pub(crate) fn derive_secret(&self, info: &[&[u8]], out: &mut [u8]) {
+        expand_seed_prk(&self.seed_prk, info, out);
     }
 }
 
