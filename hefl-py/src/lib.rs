@@ -85,7 +85,9 @@ fn party_setup_error(error: PartySetupError) -> PyErr {
         PartySetupError::Length { .. } => LengthError::new_err(message),
         PartySetupError::MissingKey
         | PartySetupError::Headroom(_)
-        | PartySetupError::Rules { .. } => ConfigError::new_err(message),
+        | PartySetupError::Rules { .. }
+        | PartySetupError::SecureAggNeedsHe
+        | PartySetupError::BlinderParty { .. } => ConfigError::new_err(message),
     }
 }
 
@@ -124,7 +126,9 @@ fn envelope_error(error: EnvelopeError, what: &str) -> PyErr {
         e @ EnvelopeError::Length { .. } => LengthError::new_err(e.to_string()),
         e @ EnvelopeError::Parties { .. } => PyValueError::new_err(e.to_string()),
         e @ EnvelopeError::Context { .. } => MessageError::new_err(format!("{what} refused: {e}")),
-        e @ EnvelopeError::NothingSealed => PyValueError::new_err(e.to_string()),
+        e @ (EnvelopeError::NothingSealed | EnvelopeError::SecAgg(_)) => {
+            PyValueError::new_err(e.to_string())
+        }
     }
 }
 

@@ -205,6 +205,13 @@ pub struct TrainArgs {
     /// to local and centralized training).
     #[arg(long, default_value = "plain")]
     pub privacy: Privacy,
+    /// --privacy he: secure aggregation inside the encrypted plaintexts. `strict`:
+    /// pairwise blinds from X25519 keys (made in memory for runs in one process), so
+    /// that no holder of the shared key can read one party's update from its
+    /// ciphertext; every party is in every sum. Without it, any key holder who
+    /// obtains one party's ciphertext reads its update (docs/security.md).
+    #[arg(long, value_name = "MODE")]
+    pub secure_agg: Option<hefl::secagg::Mode>,
     /// DP-SGD: noise standard deviation as a multiple of --max-grad-norm.
     #[arg(long, default_value_t = 1.0, value_name = "SIGMA")]
     pub noise_multiplier: f64,
@@ -261,6 +268,8 @@ impl TrainArgs {
             parties: self.parties,
             partition: self.partition,
             privacy: self.privacy,
+            // Blinds live in federated sums; the local and centralized baselines have none.
+            secure_agg: self.secure_agg.filter(|_| mode == Mode::Federated),
             dp: (self.privacy == Privacy::Dp).then_some(self.dp_sgd()),
             input_dp: self.input_dp.map(|epsilon| InputDp {
                 epsilon,

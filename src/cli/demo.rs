@@ -34,6 +34,7 @@ pub fn run(
         let config = TrainConfig {
             privacy,
             dp: None,
+            secure_agg: args.secure_agg.filter(|_| privacy == Privacy::He),
             ..args.config(mode)
         };
         let model_path = model_out.map(|dir| dir.join(format!("{}.safetensors", config.label())));
@@ -108,6 +109,12 @@ fn network_run(
     dir: &Path,
     model_out: Option<&Path>,
 ) -> Result<RunMetrics> {
+    if let Some(mode) = config.secure_agg {
+        bail!(
+            "secure aggregation ({mode}) runs in one process only in this release: drop \
+             --network, or drop --secure-agg"
+        );
+    }
     create_dir(dir)?;
     let key_path = match &args.key {
         Some(path) => path.clone(),

@@ -181,6 +181,13 @@ fn plan(args: &ServeArgs) -> Result<ValidPlan> {
 /// until it is over.
 pub fn run(args: ServeArgs) -> Result<()> {
     let plan = plan(&args)?;
+    if let Some(mode) = plan.config.secure_agg {
+        bail!(
+            "secure aggregation ({mode}) runs in one process only (hefl train, hefl demo) in \
+             this release: serving it needs identities and a roster, which hefl serve and \
+             hefl join do not take yet"
+        );
+    }
     let limits = args.limits.limits()?;
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(

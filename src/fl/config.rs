@@ -128,6 +128,11 @@ pub struct TrainConfig {
     /// `he` ciphertexts of the same words.
     #[serde(default)]
     pub privacy: Privacy,
+    /// Secure aggregation inside the `he` plaintexts (`strict`: pairwise blinds from the
+    /// roster's keys, see [`crate::secagg`]); `None`: today's shared-key `he`, where any key
+    /// holder with one party's ciphertext reads its update.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secure_agg: Option<crate::secagg::Mode>,
     /// DP-SGD settings, used exactly when `privacy` is `dp` (also for the local and
     /// centralized baselines).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -362,6 +367,17 @@ impl TrainConfig {
             }
             (_, None) => {}
         }
+        if let Some(mode) = self.secure_agg
+            && (self.privacy != Privacy::He || self.mode != Mode::Federated || self.parties < 2)
+        {
+            return Err(ConfigError::Invalid {
+                field: Field::SecureAgg,
+                expected: format!(
+                    "secure aggregation ({mode}) only with --privacy he, federated, 2 parties or more"
+                ),
+                found: format!("{} {}, {} parties", self.mode, self.privacy, self.parties),
+            });
+        }
         if let Some(input_dp) = self.input_dp {
             check_positive(Field::InputDp, input_dp.epsilon)?;
             check_probability(Field::Delta, input_dp.delta)?;
@@ -430,6 +446,7 @@ impl Default for TrainConfig {
             partition: Partition::Iid,
             strategy: Strategy::FedSgd,
             privacy: Privacy::Plain,
+            secure_agg: None,
             dp: None,
             input_dp: None,
             frac_bits: DEFAULT_FRAC_BITS,
@@ -475,6 +492,7 @@ pub enum Field {
     Strategy,
     LocalSteps,
     Privacy,
+    SecureAgg,
     NoiseMultiplier,
     MaxGradNorm,
     Delta,
@@ -517,6 +535,7 @@ impl Field {
             Self::Strategy => "strategy",
             Self::LocalSteps => "local_steps",
             Self::Privacy => "privacy",
+            Self::SecureAgg => "secure_agg",
             Self::NoiseMultiplier => "noise_multiplier",
             Self::MaxGradNorm => "max_grad_norm",
             Self::Delta => "delta",

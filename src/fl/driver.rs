@@ -17,13 +17,14 @@ use super::envelope::{Envelope, EnvelopeCost, EnvelopeError};
 use super::error::{PartyError, UplinkError};
 use super::metrics::{EpochMetrics, Observer, Overhead, RunMetrics};
 use super::party::{GlobalModel, Party, Received};
-use super::plan::ValidPlan;
+use super::plan::{PlanPartyError, ValidPlan};
 use super::server::{PartyId, Round};
 use super::setup::setup;
 use super::uplink::{Retry, Submitted, Uplink};
 use crate::data::{Dataset, Mnist};
 use crate::he::PreparedEncryption;
 use crate::he::keys::SecretKey;
+use crate::secagg::{Blinder, Identity, Roster};
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -95,6 +96,7 @@ pub fn run_party(
         key,
         options,
         started,
+        secure_agg: None,
     }
     .run(uplink, observer)
 }
@@ -110,6 +112,8 @@ pub(crate) struct Member<'a> {
     pub(crate) key: Option<Arc<SecretKey>>,
     pub(crate) options: &'a PartyOptions,
     pub(crate) started: Instant,
+    /// `strict` secure aggregation: this party's identity and the roster.
+    pub(crate) secure_agg: Option<(Identity, Arc<Roster>)>,
 }
 
 impl Member<'_> {
@@ -126,9 +130,16 @@ impl Member<'_> {
             key,
             options,
             started,
+            secure_agg,
         } = self;
         let config = plan.config();
         let mut party = Party::for_plan(plan, client.id(), key.clone())?;
+        if let Some((identity, roster)) = secure_agg {
+            let blinder = Blinder::new(&identity, client.id(), &roster, party.federation().run)?;
+            party = party
+                .with_secure_agg(blinder)
+                .map_err(PlanPartyError::from)?;
+        }
         let checkpoints = options.state_dir.as_deref().map(|dir| {
             Checkpoints::new(
                 dir,
@@ -235,6 +246,7 @@ trait Rounds {
         &mut self,
         round: Round,
         update: &Update,
+        saved: (&Client, &Progress),
         observer: &mut dyn Observer,
     ) -> Result<(), PartyError>;
     /// A round ended (`epoch_end`: the last of an epoch): save a checkpoint if one is due.
@@ -267,6 +279,7 @@ impl Rounds for Alone {
         &mut self,
         round: Round,
         update: &Update,
+        _saved: (&Client, &Progress),
         _observer: &mut dyn Observer,
     ) -> Result<(), PartyError> {
         self.model.apply(&update.values);
@@ -343,6 +356,26 @@ impl Federated<'_> {
     }
 }
 
+impl Federated<'_> {
+    /// Saves a checkpoint (if the party keeps them). A failed write is tried twice more;
+    /// then the party stops, its last good checkpoint intact (writes are atomic), naming the
+    /// file and the error.
+    fn save_checkpoint(&self, client: &Client, progress: &Progress) -> Result<(), PartyError> {
+        let Some(checkpoints) = &self.checkpoints else {
+            return Ok(());
+        };
+        let mut saved = checkpoints.save(&self.party, client, progress);
+        for wait in [Duration::from_millis(100), Duration::from_millis(500)] {
+            if saved.is_ok() {
+                break;
+            }
+            std::thread::sleep(wait);
+            saved = checkpoints.save(&self.party, client, progress);
+        }
+        Ok(saved?)
+    }
+}
+
 impl Rounds for Federated<'_> {
     fn next_round(&self) -> Round {
         self.party.next_round()
@@ -356,9 +389,11 @@ impl Rounds for Federated<'_> {
         &mut self,
         round: Round,
         update: &Update,
+        (client, progress): (&Client, &Progress),
         observer: &mut dyn Observer,
     ) -> Result<(), PartyError> {
         self.finish_preparing(round)?;
+        let resent = self.party.sealed_upload(round).is_some();
         let sealing = Instant::now();
         let sealed = self
             .party
@@ -375,6 +410,14 @@ impl Rounds for Federated<'_> {
             })?;
         self.overhead.seal_seconds += sealing.elapsed().as_secs_f64();
         self.overhead.clipped_values += sealed.clipped as u64;
+        if resent {
+            observer.note(&format!(
+                "{round}: sending the upload sealed before the restart again, byte for byte (a blinded round is never sealed twice)"
+            ));
+        } else if self.party.sealed_upload(round).is_some() {
+            // Secure aggregation: "sealed" and its bytes are on disk before they leave.
+            self.save_checkpoint(client, progress)?;
+        }
         let uplink_error = |source| PartyError::Uplink { round, source };
         let retry = self.retry;
         let mut bytes = sealed.bytes;
@@ -480,17 +523,7 @@ impl Rounds for Federated<'_> {
         };
         let next = self.party.next_round();
         if epoch_end || next.0.is_multiple_of(checkpoints.every) {
-            // A failed write is tried twice more; then the party stops, its last good
-            // checkpoint intact (writes are atomic), naming the file and the error.
-            let mut saved = checkpoints.save(&self.party, client, progress);
-            for wait in [Duration::from_millis(100), Duration::from_millis(500)] {
-                if saved.is_ok() {
-                    break;
-                }
-                std::thread::sleep(wait);
-                saved = checkpoints.save(&self.party, client, progress);
-            }
-            saved?;
+            self.save_checkpoint(client, progress)?;
             self.keep_from = Some(next);
         }
         Ok(())
@@ -598,7 +631,7 @@ impl Training<'_> {
                 .client
                 .compute_update(config.strategy, config.batch_size);
             self.progress.loss_sum += f64::from(update.loss);
-            rounds.exchange(round, &update, observer)?;
+            rounds.exchange(round, &update, (&self.client, &self.progress), observer)?;
             let next = rounds.next_round().0;
             observer.round(next as usize);
             // An epoch ended (a resync may jump past several: the last is reported).

@@ -4,11 +4,12 @@
 use super::config::Privacy;
 use super::encoding::{DecodeError, EncodeError, Encoding};
 use super::payload::{PayloadError, PlainSum, Summable};
-use super::server::PartyId;
+use super::server::{PartyId, Round};
 use crate::he::keys::SecretKey;
 use crate::he::{
     CompactVector, Context, Expected, HeError, OwnMask, PreparedEncryption, Widths, WireError,
 };
+use crate::secagg::{Attempt, Blinder, CANARY_SLOTS, PartySet, SecAggError};
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
@@ -100,6 +101,9 @@ pub enum EnvelopeError {
     /// Nothing was sealed to seal again.
     #[error("no update was sealed to seal again")]
     NothingSealed,
+    /// Secure aggregation refused to seal (a round sealed before, a set without this party).
+    #[error(transparent)]
+    SecAgg(#[from] SecAggError),
     /// A party list that does not fit the envelope: empty, unsorted, repeated, or longer
     /// than the encoding's party count.
     #[error(
@@ -166,6 +170,16 @@ pub struct Envelope {
     own_mask: Mutex<Option<OwnMask>>,
     /// The words and context of the update sealed last ([`Envelope::reseal`]).
     last: Mutex<Option<(Vec<u64>, Context)>>,
+    /// Secure aggregation (`he` only): the blinder and the round's party set. Shared by
+    /// clones, so that no copy ever seals a round twice.
+    secure_agg: Option<Arc<Mutex<SecureAgg>>>,
+}
+
+/// An envelope's secure aggregation: the party's blinder and the party set of the rounds it
+/// seals and opens.
+struct SecureAgg {
+    blinder: Blinder,
+    set: PartySet,
 }
 
 impl Clone for Envelope {
@@ -177,6 +191,7 @@ impl Clone for Envelope {
             len: self.len,
             own_mask: Mutex::default(),
             last: Mutex::default(),
+            secure_agg: self.secure_agg.clone(),
         }
     }
 }
@@ -190,6 +205,7 @@ impl Envelope {
             len,
             own_mask: Mutex::default(),
             last: Mutex::default(),
+            secure_agg: None,
         }
     }
 
@@ -203,7 +219,42 @@ impl Envelope {
             len,
             own_mask: Mutex::default(),
             last: Mutex::default(),
+            secure_agg: None,
         }
+    }
+
+    /// This `he` envelope with `strict` secure aggregation: every update sealed gets the
+    /// canary slots and `blinder`'s blinds for the rounds' party set `set` (a set without the
+    /// blinder's party is refused when sealing); every sum opened must list exactly `set` and
+    /// carry the canaries of the round. A plain envelope stays as it is (secure aggregation
+    /// needs the key: [`TrainConfig::validate`](super::TrainConfig::validate) refuses it
+    /// without `he`).
+    pub fn with_secure_agg(mut self, blinder: Blinder, set: PartySet) -> Self {
+        if self.he.is_some() {
+            self.secure_agg = Some(Arc::new(Mutex::new(SecureAgg { blinder, set })));
+        }
+        self
+    }
+
+    /// Whether updates are blinded (`strict` secure aggregation).
+    pub fn is_blinded(&self) -> bool {
+        self.secure_agg.is_some()
+    }
+
+    /// Restores the last (round, attempt) the blinder sealed, from a checkpoint: nothing at
+    /// or below it is sealed again (nothing happens without secure aggregation).
+    pub fn restore_last_sealed(&self, round: Round, attempt: Attempt) {
+        if let Some(mut secure) = self.secure_agg() {
+            secure.blinder.restore_last_sealed(Some((round, attempt)));
+        }
+    }
+
+    /// The secure aggregation state, if any (a panic while it was held left it whole: the
+    /// blinder records a round as sealed only once its words are).
+    fn secure_agg(&self) -> Option<MutexGuard<'_, SecureAgg>> {
+        self.secure_agg
+            .as_ref()
+            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// The encoding of updates.
@@ -231,9 +282,9 @@ impl Envelope {
         }
     }
 
-    /// Slots on the wire: the update plus its weight.
+    /// Slots on the wire: the update plus its weight (and, blinded, the two canaries).
     pub fn wire_len(&self) -> usize {
-        self.len + 1
+        self.len + 1 + if self.is_blinded() { CANARY_SLOTS } else { 0 }
     }
 
     /// What a server checks `he` submissions against (key id, length, widths); `None` in
@@ -293,7 +344,13 @@ impl Envelope {
         // two cores). `open` does the same.
         rayon::scope(|_| {
             let start = Instant::now();
-            let encoded = self.encoding.encode(values, samples, rng)?;
+            let mut encoded = self.encoding.encode(values, samples, rng)?;
+            if let (Some(mut secure), Some((key, _))) = (self.secure_agg(), &self.he) {
+                let SecureAgg { blinder, set } = &mut *secure;
+                let round = Round(context.round);
+                let fp = self.encoding.fixed_point();
+                encoded.words = blinder.seal(encoded.words, fp, key, round, Attempt(0), set)?;
+            }
             cost.encode_seconds += start.elapsed().as_secs_f64();
             let bytes = self.encrypt(&encoded.words, context, prepared, cost)?;
             *self.last() = Some((encoded.words, context));
@@ -307,7 +364,8 @@ impl Envelope {
     /// The update sealed last, encrypted again into `prepared` (or one made now), with the
     /// same words and context: a fresh encryption of the same plaintext (new seed, new noise),
     /// for a submission refused because its seed was already in the sum (someone sent a copy
-    /// first). Refuses when nothing was sealed.
+    /// first). Refuses when nothing was sealed. A blinded update keeps its blinds and
+    /// canaries: the plaintext is the same, so no blind ever meets a second input.
     pub fn reseal(
         &self,
         prepared: Option<PreparedEncryption>,
@@ -424,7 +482,23 @@ impl Envelope {
             }
             let opened = Instant::now();
             cost.decrypt_seconds += (opened - start).as_secs_f64();
-            let mean = self.encoding.decode(&words, count)?;
+            let mean = match (self.secure_agg(), &self.he) {
+                (Some(secure), Some((key, _))) => {
+                    let values = secure
+                        .blinder
+                        .open(
+                            &words,
+                            self.encoding.fixed_point(),
+                            key,
+                            Round(context.round),
+                            &secure.set,
+                            &PartySet::new(parties.iter().copied()),
+                        )
+                        .map_err(DecodeError::from)?;
+                    self.encoding.decode(values, count)?
+                }
+                _ => self.encoding.decode(&words, count)?,
+            };
             cost.decode_seconds += opened.elapsed().as_secs_f64();
             Ok(mean)
         })

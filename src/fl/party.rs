@@ -51,6 +51,7 @@ use crate::he::{
     CompactVector, DownloadForm, Expected, HeError, HeadroomError, PreparedEncryption, Widths,
 };
 use crate::model::{Optimizer, OptimizerKind, OptimizerState};
+use crate::secagg::{Attempt, Blinder, PartySet};
 use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -408,10 +409,23 @@ pub struct PartyState {
     optimizer: Option<OptimizerState>,
     skipped: Vec<u64>,
     rounding: RngState,
+    /// Secure aggregation: the last round sealed, and its bytes until its sum came.
+    sealed: Option<SealedRecord>,
 }
 
-/// The format of [`PartyState`].
-const STATE_FORMAT: u32 = 2;
+/// The last update a blinded party sealed: the (round, attempt) it never seals again, and
+/// the bytes it resends verbatim (after a restart) while the round is open. Kept in the
+/// checkpoint, which the driver writes before sending.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct SealedRecord {
+    round: u64,
+    attempt: u32,
+    /// The sealed upload; emptied once the round's sum came (or the round was given up).
+    bytes: Vec<u8>,
+}
+
+/// The format of [`PartyState`] (3: with the sealed record of secure aggregation).
+const STATE_FORMAT: u32 = 3;
 
 impl PartyState {
     /// The next round to run.
@@ -491,6 +505,7 @@ pub struct Party {
     next_round: Round,
     skipped: Vec<u64>,
     rounding: ChaCha20Rng,
+    sealed: Option<SealedRecord>,
 }
 
 /// Why a party could not be set up.
@@ -518,6 +533,17 @@ pub enum SetupError {
     /// The widths of the federation's ciphertexts do not fit.
     #[error(transparent)]
     Headroom(#[from] HeadroomError),
+    /// Secure aggregation without `he`.
+    #[error("secure aggregation needs privacy he (the blinds live in the encrypted plaintext)")]
+    SecureAggNeedsHe,
+    /// A blinder made for another party.
+    #[error("a secure-aggregation blinder for {found}, this party is {expected}")]
+    BlinderParty {
+        /// This party.
+        expected: PartyId,
+        /// The blinder's.
+        found: PartyId,
+    },
     /// Rules that cannot hold: a minimum above the most parties, no parties, ids below the
     /// party count.
     #[error(
@@ -588,7 +614,28 @@ impl Party {
             next_round: Round(0),
             skipped: Vec::new(),
             rounding,
+            sealed: None,
         })
+    }
+
+    /// This party with `strict` secure aggregation (see [`crate::secagg`]): its updates are
+    /// blinded for the party set of every party of the federation and carry canaries, and it
+    /// accepts only sums of that whole set whose canaries hold (any other is skipped, as every
+    /// honest party skips it). Refuses a blinder of another party and a federation without
+    /// `he`.
+    pub fn with_secure_agg(mut self, blinder: Blinder) -> Result<Self, SetupError> {
+        if self.federation.he.is_none() {
+            return Err(SetupError::SecureAggNeedsHe);
+        }
+        if blinder.party() != self.id() {
+            return Err(SetupError::BlinderParty {
+                expected: self.id(),
+                found: blinder.party(),
+            });
+        }
+        let set = PartySet::new((0..self.federation.parties).map(PartyId));
+        self.envelope = self.envelope.with_secure_agg(blinder, set);
+        Ok(self)
     }
 
     /// The federation.
@@ -633,10 +680,43 @@ impl Party {
         cost: &mut EnvelopeCost,
     ) -> Result<Sealed, SealError> {
         self.check_sealing(round)?;
+        if let Some(record) = self.sealed.as_ref().filter(|r| r.round == round.0)
+            && !record.bytes.is_empty()
+        {
+            // Sealed before a restart and still unanswered: the same bytes again, never a
+            // second blind on another update.
+            return Ok(Sealed {
+                bytes: record.bytes.clone(),
+                clipped: 0,
+            });
+        }
         let context = self.context(round);
-        Ok(self
-            .envelope
-            .seal(update, samples, context, prepared, &mut self.rounding, cost)?)
+        let sealed =
+            self.envelope
+                .seal(update, samples, context, prepared, &mut self.rounding, cost)?;
+        self.record_sealed(round, &sealed);
+        Ok(sealed)
+    }
+
+    /// Keeps a blinded upload for the checkpoint (see [`SealedRecord`]).
+    fn record_sealed(&mut self, round: Round, sealed: &Sealed) {
+        if self.envelope.is_blinded() {
+            self.sealed = Some(SealedRecord {
+                round: round.0,
+                attempt: 0,
+                bytes: sealed.bytes.clone(),
+            });
+        }
+    }
+
+    /// The bytes of this party's blinded upload for `round` when it sealed one and the round
+    /// has not been answered: what a restarted party resends (`None` without secure
+    /// aggregation).
+    pub fn sealed_upload(&self, round: Round) -> Option<&[u8]> {
+        self.sealed
+            .as_ref()
+            .filter(|r| r.round == round.0 && !r.bytes.is_empty())
+            .map(|r| r.bytes.as_slice())
     }
 
     /// This party's update for `round` sealed again, the same plaintext in a fresh encryption:
@@ -649,7 +729,9 @@ impl Party {
         cost: &mut EnvelopeCost,
     ) -> Result<Sealed, SealError> {
         self.check_sealing(round)?;
-        Ok(self.envelope.reseal(prepared, cost)?)
+        let sealed = self.envelope.reseal(prepared, cost)?;
+        self.record_sealed(round, &sealed);
+        Ok(sealed)
     }
 
     /// Refuses to seal for another round than the one this party is on.
@@ -724,6 +806,9 @@ impl Party {
             Err(source) => return Err(PublishedError::Open { round, source }),
         };
         self.next_round = Round(round.0 + 1);
+        if let Some(record) = self.sealed.as_mut().filter(|r| r.round <= round.0) {
+            record.bytes = Vec::new();
+        }
         Ok(received)
     }
 
@@ -877,6 +962,7 @@ impl Party {
             optimizer: self.model.optimizer_state(),
             skipped: self.skipped.clone(),
             rounding: RngState::of(&self.rounding),
+            sealed: self.sealed.clone(),
         }
     }
 
@@ -898,6 +984,11 @@ impl Party {
         self.next_round = Round(state.next_round);
         self.skipped = state.skipped;
         self.rounding = state.rounding.restore();
+        if let Some(record) = &state.sealed {
+            self.envelope
+                .restore_last_sealed(Round(record.round), Attempt(record.attempt));
+        }
+        self.sealed = state.sealed;
         Ok(())
     }
 }

@@ -237,9 +237,14 @@ impl ValidPlan {
         Ok(self.federation(PartyId(0))?.snapshot_len())
     }
 
-    /// Values on the wire per update: the model's parameters and the update's weight.
+    /// Values on the wire per update: the model's parameters and the update's weight (and,
+    /// with secure aggregation, its two canaries).
     pub fn wire_slots(&self) -> usize {
-        crate::model::param_count(&self.config.layers) + 1
+        let canaries = match self.config.secure_agg {
+            Some(_) => crate::secagg::CANARY_SLOTS,
+            None => 0,
+        };
+        crate::model::param_count(&self.config.layers) + 1 + canaries
     }
 
     /// What the server checks `he` submissions against (key id, length, the widths of

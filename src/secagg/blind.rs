@@ -1,8 +1,9 @@
 //! The key schedule, the blinds and the seal rule of `strict` secure aggregation.
 //!
-//! - **Session**: s = SHA-256("hefl/v1/run" ‖ 0 ‖ run id ‖ roster fingerprint), the HKDF salt
-//!   of every blind key: a new run or a new roster never reuses a blind, even with the same
-//!   static keys.
+//! - **Session**: s = SHA-256("hefl/v1/run" ‖ 0 ‖ run fingerprint ‖ roster fingerprint), the
+//!   HKDF salt of every blind key. The run fingerprint is the SHA-256 of the run's plan, which
+//!   holds the run id `hefl serve` draws at its first start: a new run or a new roster never
+//!   reuses a blind, even with the same static keys.
 //! - **Pair secret**: K_ij = X25519(sk_i, pk_j), once per run for every other party j of the
 //!   roster; a non-contributory result (a low-order public key) is refused.
 //! - **Blind key** of pair {i, j} in round r, attempt a, over the party set S:
@@ -14,7 +15,7 @@
 //!   mod 2^t. The blinds of a complete set cancel exactly in the sum; one party's words, to
 //!   anyone missing one of its pair secrets, are uniform mod 2^t.
 //! - **Canaries**: two more slots, a public count (each party adds 1) and a secret tag
-//!   τ_r = 1 + (HKDF(HE key seed, "hefl/v1/canary" ‖ run id ‖ r) mod M), M the largest
+//!   τ_r = 1 + (HKDF(HE key seed, "hefl/v1/canary" ‖ run fingerprint ‖ r) mod M), M the largest
 //!   magnitude of one party's value, so P·τ_r fits wherever P values do. A sum is accepted
 //!   only if the count is the number of published parties and the tag is their number times
 //!   τ_r: a lone ciphertext, a subset sum (blinds left in) and a replayed older sum (another
@@ -30,7 +31,7 @@ use zeroize::Zeroizing;
 
 use super::identity::Identity;
 use super::roster::{Fingerprint, Policy, Roster, RosterError};
-use crate::fl::{PartyId, Round, RunId};
+use crate::fl::{PartyId, Round};
 use crate::he::csprng::KeyStream;
 use crate::he::keys::SecretKey;
 use crate::quant::FixedPoint;
@@ -272,11 +273,11 @@ impl fmt::Debug for CanaryTag {
 }
 
 impl CanaryTag {
-    /// τ_r for `run` and `round` under the HE key, in [1, M] for `fp`'s largest magnitude M.
-    pub fn derive(key: &SecretKey, run: RunId, round: Round, fp: &FixedPoint) -> Self {
+    /// τ_r for the run of fingerprint `run` and `round` under the HE key, in [1, M] for `fp`'s largest magnitude M.
+    pub fn derive(key: &SecretKey, run: [u8; 32], round: Round, fp: &FixedPoint) -> Self {
         let mut bytes = Zeroizing::new([0u8; 8]);
         key.derive_secret(
-            &[CANARY_LABEL, &run.0, &round.0.to_be_bytes()],
+            &[CANARY_LABEL, &run, &round.0.to_be_bytes()],
             &mut bytes[..],
         );
         let m = fp.max_magnitude().max(1) as u64;
@@ -332,7 +333,7 @@ pub fn check_canaries<'s>(
 /// Secrets are wiped on drop and never printed.
 ///
 /// ```
-/// use hefl::fl::{PartyId, Round, RunId};
+/// use hefl::fl::{PartyId, Round};
 /// use hefl::he::keys::KeyFile;
 /// use hefl::quant::FixedPoint;
 /// use hefl::secagg::{Attempt, Blinder, Identity, Mode, PartySet, Policy, Roster, SecAggError};
@@ -341,7 +342,7 @@ pub fn check_canaries<'s>(
 /// let ids: Vec<Identity> = (1..=3u8).map(|i| Identity::from_secret_bytes([i; 32])).collect();
 /// let policy = Policy { mode: Mode::Strict, parties: 3, min_parties: 3 };
 /// let roster = Roster::new(key.key_id(), ids.iter().map(Identity::public).collect(), policy)?;
-/// let run = RunId([9; 16]);
+/// let run = [9; 32]; // the run's fingerprint
 /// let fp = FixedPoint::for_parties(3)?;
 /// let set = PartySet::new(roster.parties());
 /// let mut sum = vec![0u64; 4 + 2];
@@ -361,7 +362,7 @@ pub fn check_canaries<'s>(
 /// ```
 pub struct Blinder {
     party: PartyId,
-    run: RunId,
+    run: [u8; 32],
     policy: Policy,
     salt: [u8; 32],
     pairs: BTreeMap<PartyId, Zeroizing<[u8; 32]>>,
@@ -372,31 +373,32 @@ impl fmt::Debug for Blinder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Blinder")
             .field("party", &self.party)
-            .field("run", &self.run)
+            .field("run", &hex::encode(&self.run[..8]))
             .field("partners", &self.pairs.len())
             .field("last_sealed", &self.last_sealed)
             .finish_non_exhaustive()
     }
 }
 
-/// The session salt of `run` under the roster `fingerprint`.
-fn session_salt(run: RunId, fingerprint: Fingerprint) -> [u8; 32] {
+/// The session salt of the run of fingerprint `run` under the roster `fingerprint`.
+fn session_salt(run: [u8; 32], fingerprint: Fingerprint) -> [u8; 32] {
     Sha256::new()
         .chain_update(SESSION_LABEL)
-        .chain_update(run.0)
+        .chain_update(run)
         .chain_update(fingerprint.0)
         .finalize()
         .into()
 }
 
 impl Blinder {
-    /// Party `party`'s blinder for `run`: refuses an identity that is not the roster's entry
+    /// Party `party`'s blinder for the run of fingerprint `run` (the SHA-256 of its plan,
+    /// [`Federation::run`](crate::fl::Federation)): refuses an identity that is not the roster's entry
     /// for `party`, and any partner key whose X25519 secret is non-contributory.
     pub fn new(
         identity: &Identity,
         party: PartyId,
         roster: &Roster,
-        run: RunId,
+        run: [u8; 32],
     ) -> Result<Self, SecAggError> {
         let expected = roster.public_key(party)?;
         if expected != identity.public() {

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::OnceLock;
 
-use hefl::fl::{Encoding, PartyId, Round, RunId, Weighting};
+use hefl::fl::{Encoding, PartyId, Round, Weighting};
 use hefl::he::keys::{KeyFile, SecretKey};
 use hefl::quant::FixedPoint;
 use hefl::secagg::{
@@ -19,7 +19,8 @@ use hefl::secret_file::SecretFileError;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-const RUN: RunId = RunId([0x5a; 16]);
+/// The run's fingerprint.
+const RUN: [u8; 32] = [0x5a; 32];
 
 fn key() -> &'static SecretKey {
     static KEY: OnceLock<SecretKey> = OnceLock::new();
@@ -346,7 +347,7 @@ fn every_key_and_counter_is_used_once_per_round() {
         bytes[31] = 0x77;
         bytes
     });
-    let other_run = Blinder::new(&ids_again, PartyId(0), &roster, RunId([1; 16])).unwrap();
+    let other_run = Blinder::new(&ids_again, PartyId(0), &roster, [1; 32]).unwrap();
     assert_ne!(base, digest(&other_run, 3, 0, &set));
 }
 
@@ -710,4 +711,187 @@ fn identity_files_are_private_and_checked() {
     assert!(err.to_string().contains("nothex"), "{err}");
     // Debug never prints the secret.
     assert!(!format!("{id:?}").contains(&hex::encode([5u8; 4])));
+}
+
+/// A quick federated run on the tiny data set.
+fn quick_run(privacy: hefl::fl::Privacy, strategy: hefl::fl::Strategy) -> hefl::fl::TrainConfig {
+    hefl::fl::TrainConfig {
+        mode: hefl::fl::Mode::Federated,
+        privacy,
+        strategy,
+        epochs: 2,
+        batch_size: 32,
+        lr: 1e-2,
+        layers: vec![hefl::data::IMAGE_PIXELS, 16, 10],
+        ..hefl::fl::TrainConfig::default()
+    }
+}
+
+/// Wire bytes of an `he` upload of `slots` values in the federation of `config`.
+fn upload_bytes(slots: usize, config: &hefl::fl::TrainConfig) -> usize {
+    let widths = config.widths().unwrap();
+    let upload = key()
+        .prepare(slots)
+        .unwrap()
+        .seal(&vec![0; slots], &widths)
+        .unwrap();
+    upload.to_bytes().len()
+}
+
+/// With no dropouts, strict secure aggregation changes nothing the parties compute: the
+/// blinds cancel exactly, so the final model is bit-identical to `he`'s with the same seeds.
+#[test]
+fn strict_runs_give_the_models_of_he_runs_bit_for_bit() {
+    use hefl::fl::{Privacy, Strategy, run};
+    let data = crate::util::tiny_mnist();
+    let key = || {
+        Some(std::sync::Arc::new(
+            KeyFile::from_seed([13; 32]).secret_key().unwrap(),
+        ))
+    };
+    for strategy in [Strategy::FedSgd, Strategy::FedAvg { local_steps: 2 }] {
+        let he = quick_run(Privacy::He, strategy);
+        let strict = hefl::fl::TrainConfig {
+            secure_agg: Some(Mode::Strict),
+            ..he.clone()
+        };
+        let he_run = run(&he, &data, key(), &mut ()).unwrap();
+        let strict_run = run(&strict, &data, key(), &mut ()).unwrap();
+        let bits = |p: &[f32]| p.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(strict_run.epochs.len(), 2);
+        assert_eq!(
+            bits(&strict_run.final_params),
+            bits(&he_run.final_params),
+            "{strategy}: strict and he models differ"
+        );
+        // The blinded uploads carry the two canary slots (so the blinded path ran).
+        let slots = hefl::model::param_count(&he.layers) + 1;
+        let strict_bytes = strict_run.overhead.unwrap().client_cpu.bytes_per_update;
+        assert_eq!(strict_bytes, upload_bytes(slots + CANARY_SLOTS, &strict));
+        eprintln!(
+            "{strategy}: upload {strict_bytes} bytes with canaries, {} without",
+            he_run.overhead.unwrap().client_cpu.bytes_per_update
+        );
+    }
+    // Secure aggregation needs he.
+    let plain = hefl::fl::TrainConfig {
+        secure_agg: Some(Mode::Strict),
+        ..quick_run(Privacy::Plain, Strategy::FedSgd)
+    };
+    let err = run(&plain, &data, None, &mut ()).unwrap_err();
+    assert!(err.to_string().contains("only with --privacy he"), "{err}");
+}
+
+/// Party `i` of a 3-party `he` federation of 4 values, blinded by `blinders[i]`.
+fn blinded_party(i: u32, blinder: Blinder) -> hefl::fl::Party {
+    use hefl::fl::{Federation, Party, Privacy, Step};
+    use rand::SeedableRng;
+    let federation = Federation {
+        party: PartyId(i),
+        parties: 3,
+        id_limit: 3,
+        min_parties: 3,
+        length: 4,
+        encoding: Encoding::new(8.0, 16, 3, Weighting::Fraction { nominal: 1 }).unwrap(),
+        privacy: Privacy::He,
+        he: Some((key().key_id(), hefl::he::DownloadForm::Seeds)),
+        step: Step::Delta,
+        snapshot_every: None,
+        run: RUN,
+    };
+    let key = std::sync::Arc::new(KeyFile::from_seed([11; 32]).secret_key().unwrap());
+    let rounding = rand_chacha::ChaCha20Rng::seed_from_u64(u64::from(i));
+    Party::new(federation, vec![0.0; 4], Some(key), rounding)
+        .unwrap()
+        .with_secure_agg(blinder)
+        .unwrap()
+}
+
+/// What the server publishes for `round`: the sum of `uploads`, stamped.
+fn server_sum(party: &hefl::fl::Party, uploads: &[&[u8]], round: u64) -> Vec<u8> {
+    use hefl::fl::Summable;
+    let expect = party.envelope().expected_he().unwrap();
+    let mut sum =
+        <hefl::he::CompactVector as Summable>::parse_submission(uploads[0], &expect).unwrap();
+    for upload in &uploads[1..] {
+        sum.add_submission(upload, &expect).unwrap();
+    }
+    sum.set_context(hefl::he::Context::sum(RUN, round));
+    sum.to_bytes()
+}
+
+#[test]
+fn a_blinded_party_resends_its_sealed_bytes_after_a_restart_and_skips_refused_sums() {
+    use hefl::fl::{PartyState, Received};
+    let mut cost = Default::default();
+    let (_, blinders) = federation(3);
+    let mut parties: Vec<_> = blinders
+        .into_iter()
+        .enumerate()
+        .map(|(i, b)| blinded_party(i as u32, b))
+        .collect();
+    let all: Vec<PartyId> = (0..3).map(PartyId).collect();
+    // Round 0: every party's update; the mean comes back exactly.
+    let uploads: Vec<Vec<u8>> = parties
+        .iter_mut()
+        .enumerate()
+        .map(|(i, p)| {
+            p.seal(Round(0), &[i as f32; 4], 1, None, &mut cost)
+                .unwrap()
+                .bytes
+        })
+        .collect();
+    let refs: Vec<&[u8]> = uploads.iter().map(Vec::as_slice).collect();
+    let sum = server_sum(&parties[0], &refs, 0);
+    for p in &mut parties {
+        let got = p.receive(Round(0), &all, &sum, &mut cost).unwrap();
+        assert!(matches!(got, Received::Applied { .. }), "{got:?}");
+        assert_eq!(p.model(), [1.0; 4]);
+        assert!(
+            p.sealed_upload(Round(0)).is_none(),
+            "answered: bytes dropped"
+        );
+    }
+    // Round 1: party 0 seals, checkpoints and restarts before its upload is answered.
+    let sealed = parties[0]
+        .seal(Round(1), &[0.5; 4], 1, None, &mut cost)
+        .unwrap()
+        .bytes;
+    let state = parties[0].state().to_bytes();
+    let (_, mut fresh) = federation(3);
+    let mut restarted = blinded_party(0, fresh.remove(0));
+    restarted
+        .restore(PartyState::from_bytes(&state, 1 << 20).unwrap())
+        .unwrap();
+    assert_eq!(restarted.sealed_upload(Round(1)), Some(sealed.as_slice()));
+    // Sealing round 1 again (another update: its training restarted) resends the same bytes.
+    let again = restarted
+        .seal(Round(1), &[-3.0; 4], 1, None, &mut cost)
+        .unwrap()
+        .bytes;
+    assert_eq!(
+        again, sealed,
+        "a restarted party resends its sealed upload verbatim"
+    );
+
+    // The server forwards party 1's lone upload as the sum of all three: every party skips
+    // it alike, with the canary named.
+    let lone = parties[1]
+        .seal(Round(1), &[2.0; 4], 1, None, &mut cost)
+        .unwrap()
+        .bytes;
+    // Three copies of one upload do not fold (same seed): the count is made up with the two
+    // other parties' round-0 uploads (another round's blinds), stamped as round 1's sum.
+    let three = server_sum(&parties[1], &[&lone, &uploads[0], &uploads[2]], 1);
+    for p in [&mut restarted, &mut parties[1]] {
+        let got = p.receive(Round(1), &all, &three, &mut cost).unwrap();
+        match got {
+            Received::Skipped { reason, .. } => {
+                assert!(reason.to_string().contains("canary"), "{reason}");
+            }
+            other => panic!("a forged sum was not skipped: {other:?}"),
+        }
+        assert_eq!(p.model(), [1.0; 4], "no step on a refused sum");
+        assert_eq!(p.next_round(), Round(2));
+    }
 }
