@@ -5,10 +5,12 @@ mod bench;
 mod demo;
 mod dp;
 mod evaluate;
+mod identity;
 mod join;
 mod keygen;
 mod output;
 mod progress;
+mod roster;
 mod serve;
 mod train;
 mod tree;
@@ -91,6 +93,21 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Create a party's identity for secure aggregation (--secure-agg strict): an
+    /// X25519 key pair in a file of mode 0600. Prints the public line: send it to
+    /// the coordinator, who lists it in the roster (`hefl roster`). Keep the file.
+    Identity {
+        /// Where to write the identity file (parent folders are created).
+        #[arg(long, default_value = "keys/party.id", value_name = "FILE")]
+        out: PathBuf,
+        /// Replace an existing identity file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Assemble the roster of a secure-aggregation federation from the HE key id
+    /// and every party's public line, with the policy; prints its fingerprint,
+    /// which every party compares out of band and gives to `hefl join`.
+    Roster(roster::RosterArgs),
     /// Run a federation's server: it holds no key and no model, only sums what
     /// the parties send. Validates the whole run before it listens, then prints
     /// `listening on http://ADDR`, one line per epoch and per round closed without
@@ -233,6 +250,8 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             network,
         ),
         Command::Keygen { out, force } => keygen::run(&out, force),
+        Command::Identity { out, force } => identity::run(&out, force),
+        Command::Roster(args) => roster::run(&args),
         Command::DpSweep {
             train,
             epsilons,

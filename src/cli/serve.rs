@@ -42,6 +42,11 @@ pub struct ServeArgs {
     /// round rules' flags, --key-id, --train-size and --rounds-per-epoch.
     #[arg(long, value_name = "FILE.json", conflicts_with_all = ["key_id", "rounds_per_epoch", "train_size", "RulesArgs", "TrainArgs"])]
     pub plan: Option<PathBuf>,
+    /// Secure aggregation (with --secure-agg strict, or a plan that has it): the
+    /// federation's roster (`hefl roster`). The server only relays; it checks that the
+    /// plan is the roster's (key id, parties, policy), which the parties check again.
+    #[arg(long, value_name = "FILE")]
+    pub roster: Option<PathBuf>,
     /// Serve over TLS with this PEM certificate chain (with --tls-key).
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -177,17 +182,44 @@ fn plan(args: &ServeArgs) -> Result<ValidPlan> {
     }
 }
 
+/// With secure aggregation, the roster must be given and fit the plan: its key, its party
+/// count, its policy (the parties refuse a plan that weakens it), and every party in every
+/// sum (strict: a round with a party missing is not published).
+fn check_roster(plan: &ValidPlan, roster: Option<&std::path::Path>) -> Result<()> {
+    let (mode, path) = match (plan.config.secure_agg, roster) {
+        (None, None) => return Ok(()),
+        (None, Some(_)) => bail!("--roster is for secure aggregation: give --secure-agg strict"),
+        (Some(mode), None) => {
+            bail!("secure aggregation ({mode}) needs the federation's roster: give --roster")
+        }
+        (Some(mode), Some(path)) => (mode, path),
+    };
+    let roster = super::roster::load(path)?;
+    let parties = plan.config.parties as u32;
+    if plan.rules.min_parties.is_some_and(|m| m < parties) {
+        bail!(
+            "strict secure aggregation publishes a round only with every party: drop \
+             --min-parties (a round with a party missing is not published)"
+        );
+    }
+    let key_id = plan
+        .key_id
+        .context("secure aggregation needs --privacy he and --key-id")?;
+    let policy = hefl::secagg::plan_policy(mode, parties, plan.rules.min_parties);
+    roster.check_key(key_id)?;
+    roster.check_policy(&policy)?;
+    eprintln!(
+        "serve: secure aggregation ({mode}) for the roster {}",
+        roster.fingerprint()
+    );
+    Ok(())
+}
+
 /// Validates everything (plan, limits, tokens, TLS files), then listens and serves the run
 /// until it is over.
 pub fn run(args: ServeArgs) -> Result<()> {
     let plan = plan(&args)?;
-    if let Some(mode) = plan.config.secure_agg {
-        bail!(
-            "secure aggregation ({mode}) runs in one process only (hefl train, hefl demo) in \
-             this release: serving it needs identities and a roster, which hefl serve and \
-             hefl join do not take yet"
-        );
-    }
+    check_roster(&plan, args.roster.as_deref())?;
     let limits = args.limits.limits()?;
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(

@@ -24,7 +24,7 @@ use super::uplink::{Retry, Submitted, Uplink};
 use crate::data::{Dataset, Mnist};
 use crate::he::PreparedEncryption;
 use crate::he::keys::SecretKey;
-use crate::secagg::{Blinder, Identity, Roster};
+use crate::secagg::{Credentials, plan_policy};
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -47,6 +47,9 @@ pub struct PartyOptions {
     pub state_dir: Option<PathBuf>,
     /// Rounds between checkpoints, besides every epoch's end.
     pub checkpoint_every: u64,
+    /// Secure aggregation: this party's identity and roster (required by a plan with
+    /// secure aggregation; a plan without it, or weaker than the roster, is refused).
+    pub secure_agg: Option<Credentials>,
 }
 
 impl Default for PartyOptions {
@@ -58,6 +61,7 @@ impl Default for PartyOptions {
             retry: Retry::default(),
             state_dir: None,
             checkpoint_every: 16,
+            secure_agg: None,
         }
     }
 }
@@ -84,6 +88,16 @@ pub fn run_party(
     if party.0 as usize >= parties {
         return Err(PartyError::NotInFederation { party, parties });
     }
+    match (plan.config.secure_agg, &options.secure_agg) {
+        (Some(mode), None) => return Err(PartyError::NoCredentials { mode }),
+        (mode, Some(credentials)) => {
+            let policy = mode.map(|m| plan_policy(m, parties as u32, plan.rules.min_parties));
+            credentials
+                .check_plan(party, plan.key_id, policy)
+                .map_err(crate::secagg::SecAggError::from)?;
+        }
+        (None, None) => {}
+    }
     let mut setup = setup(plan.config(), data, Some(party))?;
     let client = setup
         .clients
@@ -96,7 +110,7 @@ pub fn run_party(
         key,
         options,
         started,
-        secure_agg: None,
+        secure_agg: options.secure_agg.clone(),
     }
     .run(uplink, observer)
 }
@@ -113,7 +127,7 @@ pub(crate) struct Member<'a> {
     pub(crate) options: &'a PartyOptions,
     pub(crate) started: Instant,
     /// `strict` secure aggregation: this party's identity and the roster.
-    pub(crate) secure_agg: Option<(Identity, Arc<Roster>)>,
+    pub(crate) secure_agg: Option<Credentials>,
 }
 
 impl Member<'_> {
@@ -134,8 +148,8 @@ impl Member<'_> {
         } = self;
         let config = plan.config();
         let mut party = Party::for_plan(plan, client.id(), key.clone())?;
-        if let Some((identity, roster)) = secure_agg {
-            let blinder = Blinder::new(&identity, client.id(), &roster, party.federation().run)?;
+        if let Some(credentials) = secure_agg {
+            let blinder = credentials.blinder(client.id(), party.federation().run)?;
             party = party
                 .with_secure_agg(blinder)
                 .map_err(PlanPartyError::from)?;
@@ -249,6 +263,12 @@ trait Rounds {
         saved: (&Client, &Progress),
         observer: &mut dyn Observer,
     ) -> Result<(), PartyError>;
+    /// Whether this party sealed `round`'s update before a restart and has not had its sum:
+    /// then it resends those bytes, and computes no update (the checkpoint saved with them
+    /// holds the training state after that round's batch).
+    fn sealed_before(&self, _round: Round) -> bool {
+        false
+    }
     /// A round ended (`epoch_end`: the last of an epoch): save a checkpoint if one is due.
     fn after_round(
         &mut self,
@@ -512,6 +532,10 @@ impl Rounds for Federated<'_> {
         Ok(())
     }
 
+    fn sealed_before(&self, round: Round) -> bool {
+        self.party.sealed_upload(round).is_some()
+    }
+
     fn after_round(
         &mut self,
         client: &Client,
@@ -627,10 +651,19 @@ impl Training<'_> {
                 return Ok(());
             }
             self.client.load(rounds.model());
-            let update = self
-                .client
-                .compute_update(config.strategy, config.batch_size);
-            self.progress.loss_sum += f64::from(update.loss);
+            let update = if rounds.sealed_before(round) {
+                Update {
+                    values: Vec::new(),
+                    samples: 0,
+                    loss: 0.0,
+                }
+            } else {
+                let update = self
+                    .client
+                    .compute_update(config.strategy, config.batch_size);
+                self.progress.loss_sum += f64::from(update.loss);
+                update
+            };
             rounds.exchange(round, &update, (&self.client, &self.progress), observer)?;
             let next = rounds.next_round().0;
             observer.round(next as usize);

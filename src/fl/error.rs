@@ -135,6 +135,15 @@ pub enum PartyError {
     /// low-order key).
     #[error(transparent)]
     SecAgg(#[from] crate::secagg::SecAggError),
+    /// The plan runs secure aggregation and this party has no identity and roster.
+    #[error(
+        "the server runs secure aggregation ({mode}): give this party its identity and the \
+         roster (join --identity, --roster, --roster-fingerprint)"
+    )]
+    NoCredentials {
+        /// The plan's mode.
+        mode: crate::secagg::Mode,
+    },
     /// The party is not in the plan's federation.
     #[error("{party} is not in this federation of {parties} parties")]
     NotInFederation {

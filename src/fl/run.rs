@@ -14,7 +14,7 @@ use super::server::PartyId;
 use super::setup::{Setup, setup};
 use crate::data::Mnist;
 use crate::he::keys::SecretKey;
-use crate::secagg::{Identity, Policy, Roster};
+use crate::secagg::{Credentials, Identity, Policy, Roster};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -82,7 +82,7 @@ pub fn run_with(
 fn in_memory_secure_agg(
     plan: &ValidPlan,
     key: Option<&SecretKey>,
-) -> Result<Vec<(Identity, Arc<Roster>)>, TrainError> {
+) -> Result<Vec<Credentials>, TrainError> {
     let (Some(mode), Some(key)) = (plan.config.secure_agg, key) else {
         return Ok(Vec::new());
     };
@@ -99,7 +99,7 @@ fn in_memory_secure_agg(
     let roster = Arc::new(Roster::new(key.key_id(), keys, policy)?);
     Ok(identities
         .into_iter()
-        .map(|identity| (identity, Arc::clone(&roster)))
+        .map(|identity| Credentials::shared(Arc::new(identity), Arc::clone(&roster)))
         .collect())
 }
 

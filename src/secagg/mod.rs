@@ -45,6 +45,7 @@
 //!   leakage through the aggregate itself.
 
 mod blind;
+mod credentials;
 mod identity;
 mod roster;
 
@@ -52,6 +53,7 @@ pub use blind::{
     AggregateRefused, Attempt, BlindKey, Blinder, CANARY_SLOTS, CanaryTag, PartySet, SecAggError,
     canary_words, check_canaries,
 };
+pub use credentials::{Credentials, plan_policy};
 pub use identity::{IDENTITY_FILE_VERSION, Identity, IdentityError, PartyPublicKey};
 pub use roster::{
     Fingerprint, MAX_ROSTER_BYTES, MAX_ROSTER_PARTIES, Mode, Policy, ROSTER_VERSION, Roster,
