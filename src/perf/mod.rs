@@ -37,6 +37,9 @@ pub enum PerfError {
     /// The model could not be built.
     #[error(transparent)]
     Model(#[from] crate::model::ModelError),
+    /// Secure aggregation's fixture (roster, blinder) or its sealing failed.
+    #[error(transparent)]
+    SecAgg(#[from] crate::secagg::SecAggError),
     /// Sealing or opening an update failed.
     #[error(transparent)]
     Envelope(#[from] crate::fl::EnvelopeError),

@@ -22,6 +22,7 @@ use crate::he::keys::SecretKey;
 use crate::he::{CompactVector, Context, DownloadForm, Expected, SecureRng, Widths};
 use crate::model::{DEFAULT_LAYERS, Mlp, OptimizerKind, param_count};
 use crate::quant::FixedPoint;
+use crate::secagg::{Attempt, Blinder, Identity, Mode, PartySet, Policy, Roster, SecAggError};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use std::sync::Arc;
@@ -354,6 +355,68 @@ pub fn vector_to_encrypt(
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
     let values: Vec<f32> = (0..len).map(|_| rng.random_range(-0.1..0.1)).collect();
     fp.encode(&values, &mut rng)
+}
+
+/// The parties of the secure-aggregation rows: the demo's, and two larger federations.
+pub const BLIND_PARTIES: [u32; 3] = [3, 10, 100];
+
+/// One client's blinds in a strict secure-aggregation federation of `parties`: its blinder
+/// (pair secrets with every other party, computed once per run) and an encoded update of
+/// the default MLP (values and weight); [`BlindRound::run`] seals it for the next round,
+/// which is what `--secure-agg strict` adds to a client's round (P − 1 blind keys by HKDF,
+/// P − 1 AES-CTR keystreams over the update, the canary slots).
+pub struct BlindRound {
+    blinder: Blinder,
+    key: SecretKey,
+    fp: FixedPoint,
+    set: PartySet,
+    words: Vec<u64>,
+    round: u64,
+}
+
+impl BlindRound {
+    /// Party 0 of a strict federation of `parties` (identities from fixed seeds).
+    pub fn new(parties: u32) -> Result<Self, PerfError> {
+        let key = crate::he::keys::KeyFile::from_seed([5; 32]).secret_key()?;
+        let identities: Vec<Identity> = (0..parties)
+            .map(|i| {
+                let mut bytes = [0x42u8; 32];
+                bytes[4..8].copy_from_slice(&i.to_le_bytes());
+                Identity::from_secret_bytes(bytes)
+            })
+            .collect();
+        let policy = Policy {
+            mode: Mode::Strict,
+            parties,
+            min_parties: parties,
+        };
+        let keys = identities.iter().map(Identity::public).collect();
+        let roster = Roster::new(key.key_id(), keys, policy).map_err(SecAggError::from)?;
+        let blinder = Blinder::new(&identities[0], PartyId(0), &roster, [7; 32])?;
+        Ok(Self {
+            blinder,
+            key,
+            fp: FixedPoint::for_parties(parties)?,
+            set: PartySet::new(roster.parties()),
+            words: vector_to_encrypt(submission_len(), parties, 11)?,
+            round: 0,
+        })
+    }
+
+    /// Seals the update for the next round: canaries and blinds (the words' copy included,
+    /// as a party's sealing moves them).
+    pub fn run(&mut self) -> Result<Vec<u64>, PerfError> {
+        let round = Round(self.round);
+        self.round += 1;
+        Ok(self.blinder.seal(
+            self.words.clone(),
+            &self.fp,
+            &self.key,
+            round,
+            Attempt(0),
+            &self.set,
+        )?)
+    }
 }
 
 /// Slots of every submission: the model's parameters and the weight.

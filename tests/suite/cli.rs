@@ -118,6 +118,7 @@ fn bench_report_quick_writes_tables_csv_and_plots() {
         "Server aggregation latency",
         "Bytes per party per round",
         "Encryption throughput",
+        "Secure aggregation (strict): blinds per client round",
     ] {
         assert!(stdout.contains(heading), "missing {heading:?}:\n{stdout}");
     }
@@ -132,6 +133,7 @@ fn bench_report_quick_writes_tables_csv_and_plots() {
         "aggregation.csv",
         "bytes.csv",
         "he_throughput.csv",
+        "secagg_blinds.csv",
         "aggregation.png",
         "client_round.png",
         "bytes.png",
