@@ -768,3 +768,101 @@ fn tuned_dp_settings_feed_the_comparison() {
         text(&bad.stderr)
     );
 }
+
+/// `hefl identity` writes a private identity and prints its public line; `hefl roster`
+/// assembles the roster from public lines and prints its fingerprint, refusing a missing
+/// party id; `hefl serve` refuses secure aggregation without a roster, with another key's,
+/// and with `--min-parties` below the party count.
+#[test]
+fn identity_roster_and_serve_refuse_what_does_not_fit() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = hefl(&["keygen"], dir.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let key_id = KeyFile::load(&dir.path().join("keys/hefl.key"))
+        .unwrap()
+        .key_id()
+        .to_string();
+    for p in 0..3 {
+        let id = format!("p{p}.id");
+        let out = hefl(&["identity", "--out", &id], dir.path());
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let mode = std::fs::metadata(dir.path().join(&id))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        std::fs::write(dir.path().join(format!("p{p}.pub")), &out.stdout).unwrap();
+        let again = hefl(&["identity", "--out", &id], dir.path());
+        assert!(
+            !again.status.success(),
+            "an identity is never replaced without --force"
+        );
+    }
+    let missing = hefl(
+        &[
+            "roster", "--key-id", &key_id, "--party", "0=p0.pub", "--party", "2=p2.pub",
+        ],
+        dir.path(),
+    );
+    assert!(!missing.status.success());
+    assert!(
+        text(&missing.stderr).contains("not party 1"),
+        "{}",
+        text(&missing.stderr)
+    );
+    let out = hefl(
+        &[
+            "roster",
+            "--key",
+            "keys/hefl.key",
+            "--party",
+            "0=p0.pub",
+            "--party",
+            "1=p1.pub",
+            "--party",
+            "2=p2.pub",
+            "--out",
+            "roster.json",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("roster fingerprint: "),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let serve = |extra: &[&str]| {
+        let mut args = vec![
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--parties",
+            "3",
+            "--privacy",
+            "he",
+            "--secure-agg",
+            "strict",
+            "--tokens",
+            "tokens.json",
+        ];
+        args.extend_from_slice(extra);
+        let out = hefl(&args, dir.path());
+        assert!(!out.status.success(), "serve {extra:?} should refuse");
+        text(&out.stderr)
+    };
+    let other_key = KeyFile::from_seed([1; 32]).key_id().to_string();
+    assert!(serve(&["--key-id", &key_id]).contains("--roster"));
+    let log = serve(&["--key-id", &other_key, "--roster", "roster.json"]);
+    assert!(log.contains(&other_key) && log.contains(&key_id), "{log}");
+    let log = serve(&[
+        "--key-id",
+        &key_id,
+        "--roster",
+        "roster.json",
+        "--min-parties",
+        "2",
+    ]);
+    assert!(log.contains("every party"), "{log}");
+}
