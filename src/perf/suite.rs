@@ -154,7 +154,7 @@ pub fn run(options: Options, progress: &mut dyn FnMut(&str)) -> Result<Report, P
     for parties in BLIND_PARTIES {
         let mut work = BlindRound::new(parties)?;
         let (budget, min, max) = options.runs(Duration::from_micros(200) * parties);
-        let timing = measure(budget, min, max, || work.run())?;
+        let timing = measure_parts(budget, min, max, || work.run())?;
         progress(&format!(
             "secure aggregation: blinds at P={parties} {:.2} ms",
             timing.median * 1e3
