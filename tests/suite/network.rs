@@ -1763,11 +1763,20 @@ fn a_killed_strict_party_resends_its_sealed_upload_and_ends_with_the_undisturbed
     };
     let state = dir.path().join("state-2");
     let state_args = ["--state-dir", state.to_str().expect("utf-8 path")];
-    let others: Vec<Guard> = (0..2).map(|p| join(p, &[])).collect();
+    let mut others: Vec<Guard> = (0..2).map(|p| join(p, &[])).collect();
     let mut victim = join(2, &state_args);
     let _stdout = wait_for_an_epoch(&mut victim);
+    // With the others paused no round can close past the victim's next upload: within two
+    // seconds it has sealed it, saved it in its checkpoint, sent it and waits for the sum.
+    for other in &mut others {
+        signal(other.child(), "-STOP");
+    }
+    std::thread::sleep(Duration::from_secs(2));
     signal(victim.child(), "-KILL");
     let _ = victim.child().wait();
+    for other in &mut others {
+        signal(other.child(), "-CONT");
+    }
     assert!(state.join("party-2.checkpoint").exists());
 
     let restarted = join(2, &state_args);
