@@ -31,6 +31,7 @@
 //! side for [`run_party`](crate::fl::run_party).
 
 use super::limits::{Limits, PeerCaps};
+use super::metrics::{Answered, Metrics};
 use super::tokens::Tokens;
 use crate::fl::{
     Hub, MalformedAnswer, ModelSnapshot, PartyId, Plan, Published, Refusal, RefusalKind, Round,
@@ -165,6 +166,8 @@ struct Shared {
     caps: PeerCaps,
     /// Notified whenever the hub's state changes ([`Hub::watch`]): long polls wait on it.
     changed: Arc<tokio::sync::Notify>,
+    /// What `GET /metrics` reports.
+    metrics: Metrics,
 }
 
 fn refusal_response(refusal: &Refusal) -> Response {
@@ -235,7 +238,7 @@ async fn require_operator(
         }
         _ => (
             StatusCode::UNAUTHORIZED,
-            "GET /v1/status takes the operator's token (the .operator file beside the tokens file)",
+            "GET /v1/status and /metrics take the operator's token (the .operator file beside the tokens file)",
         )
             .into_response(),
     }
@@ -244,6 +247,46 @@ async fn require_operator(
 /// What the operator sees ([`Hub::status`]): JSON.
 async fn status_handler(State(st): State<Arc<Shared>>) -> Response {
     axum::Json(st.hub.status()).into_response()
+}
+
+/// The server's metrics in Prometheus's text format ([`Metrics`]).
+async fn metrics_handler(State(st): State<Arc<Shared>>) -> Response {
+    let text = st.metrics.render(&st.hub, st.caps.open());
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// Counts every answered request (authenticated or not) by status and refusal tag, and the
+/// body bytes each way by `Content-Length`: two atomic adds per request.
+async fn count_requests(State(st): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    let length = |headers: &HeaderMap| {
+        headers
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let received = length(request.headers());
+    let response = next.run(request).await;
+    let refusal = response
+        .headers()
+        .get(REFUSAL_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let answered = Answered {
+        status: response.status().as_u16(),
+        refusal,
+    };
+    st.metrics
+        .answered(answered, received, length(response.headers()));
+    response
 }
 
 /// Runs before any handler and before a byte of the body is read: a request that does not
@@ -555,11 +598,16 @@ fn router(shared: Arc<Shared>, limits: &Limits) -> Router {
         .merge(
             Router::new()
                 .route("/v1/status", get(status_handler))
+                .route("/metrics", get(metrics_handler))
                 .route_layer(middleware::from_fn_with_state(
                     Arc::clone(&shared),
                     require_operator,
                 )),
         )
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&shared),
+            count_requests,
+        ))
         .layer(RequestBodyTimeoutLayer::new(limits.body_timeout))
         .layer(DefaultBodyLimit::max(body_limit.max(snapshot_limit)))
         .layer(RequestBodyLimitLayer::new(body_limit.max(snapshot_limit)))
@@ -588,6 +636,7 @@ pub fn serve(
         tokens,
         caps: caps.clone(),
         changed,
+        metrics: Metrics::new(),
     });
     let app = router(shared, limits);
     listener.set_nonblocking(true)?;

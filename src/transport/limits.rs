@@ -304,6 +304,12 @@ impl PeerCaps {
         }
     }
 
+    /// Connections open now (counted against the cap, and in the overflow pool).
+    pub(crate) fn open(&self) -> usize {
+        let open = self.inner.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.total + open.overflow
+    }
+
     /// Notes that the connection from `addr` carried a request that authenticated: it no
     /// longer counts against its address's cap and is never closed to make room; admitted
     /// over the cap, it takes the place of the oldest unauthenticated connection.

@@ -1572,7 +1572,8 @@ fn two_hundred_parties_from_one_address_complete_rounds_with_the_default_limits(
 
 /// `GET /v1/status` answers the operator during a run (the open round, every party's state,
 /// the last rounds' times and sizes) with the operator's token from the file beside the
-/// tokens file, and refuses a party's token and no token.
+/// tokens file, and refuses a party's token and no token; so does `GET /metrics`
+/// (Prometheus's text format: requests by status and refusal, bytes, connections, rounds).
 #[test]
 fn the_operator_sees_the_run_and_nobody_else_does() {
     let (dir, key_id) = setup();
@@ -1624,6 +1625,23 @@ fn the_operator_sees_the_run_and_nobody_else_does() {
             "{body}"
         );
     }
+    // The same in Prometheus's text format, for the same token only.
+    let (status, text) = raw(&url, "/metrics", None, Some(&operator[0]), None);
+    assert_eq!(status, 200, "{text}");
+    for metric in [
+        "hefl_requests_total{status=\"200\",refusal=\"\"}",
+        "hefl_requests_total{status=\"401\",refusal=\"\"} 3",
+        "hefl_received_bytes_total",
+        "hefl_sent_bytes_total",
+        "hefl_connections ",
+        "hefl_open_round ",
+        "hefl_round_seconds_bucket",
+        "hefl_parties_gone 0",
+    ] {
+        assert!(text.contains(metric), "{metric} missing from {text}");
+    }
+    let (status, _) = raw(&url, "/metrics", Some("0"), Some(&party[0]), None);
+    assert_eq!(status, 401);
     finish(parties, server);
 }
 
