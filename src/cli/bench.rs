@@ -91,7 +91,12 @@ pub fn network(
     } else {
         "hefl bench-network".to_owned()
     };
-    let markdown = hefl::perf::network::markdown(&rows);
+    eprintln!(
+        "[{:6.1} s] the in-memory fold at the same party counts",
+        start.elapsed().as_secs_f64()
+    );
+    let fold = hefl::perf::network::fold_seconds(&options.parties)?;
+    let markdown = hefl::perf::network::markdown(&rows, &fold);
     let machine = hefl::perf::Machine::detect();
     let md_path = out_dir.join("network.md");
     write_file(
@@ -103,7 +108,14 @@ pub fn network(
     )?;
     let csv_path = out_dir.join("network.csv");
     write_file(&csv_path, hefl::perf::network::csv(&rows))?;
+    let png_path = out_dir.join("network.png");
+    hefl::perf::network::plot(&rows, &fold, &png_path)?;
     println!("\n{markdown}");
-    println!("wrote {}, {}", md_path.display(), csv_path.display());
+    println!(
+        "wrote {}, {}, {}",
+        md_path.display(),
+        csv_path.display(),
+        png_path.display()
+    );
     Ok(())
 }

@@ -441,6 +441,70 @@ pub fn run(
     Ok(rows)
 }
 
+/// The in-memory fold of the same round, for each of `parties`: seconds per round of the
+/// server's fold of P distinct `he` uploads (seeds form) in this process, no HTTP
+/// ([`super::workloads::Submissions`], as `bench-report` times it).
+pub fn fold_seconds(parties: &[u32]) -> Result<Vec<(u32, f64)>, PerfError> {
+    let Some(&most) = parties.iter().max() else {
+        return Ok(Vec::new());
+    };
+    let key = KeyFile::generate()?.secret_key()?;
+    let submissions =
+        super::workloads::Submissions::he(&key, most.max(2), crate::he::DownloadForm::Seeds)?;
+    parties
+        .iter()
+        .map(|&p| {
+            let timing = super::measure(Duration::from_millis(200), 3, 50, || {
+                submissions.round(p.max(1))
+            })?;
+            Ok((p, timing.median))
+        })
+        .collect()
+}
+
+/// Draws the median round latency of every mode against parties (log-log), with the
+/// in-memory `fold` (seconds per round, [`fold_seconds`]) on the same axes, into a PNG at
+/// `path`.
+#[cfg(feature = "plot")]
+pub fn plot(
+    rows: &[NetworkRow],
+    fold: &[(u32, f64)],
+    path: &std::path::Path,
+) -> Result<(), crate::report::PlotError> {
+    use crate::report::{Axis, LinePlot, Scale, Series, SeriesStyle, plot_lines};
+    let mut modes: Vec<NetMode> = rows.iter().map(|r| r.mode).collect();
+    modes.dedup();
+    let mut series: Vec<Series> = modes
+        .iter()
+        .map(|&mode| Series {
+            name: format!("{} over HTTP (median)", mode.name()),
+            points: rows
+                .iter()
+                .filter(|r| r.mode == mode)
+                .map(|r| (f64::from(r.parties), r.median * 1e3))
+                .collect(),
+            style: SeriesStyle::LineAndMarkers,
+            color: None,
+        })
+        .collect();
+    series.push(Series {
+        name: "he-seeds fold in memory".into(),
+        points: fold.iter().map(|&(p, s)| (f64::from(p), s * 1e3)).collect(),
+        style: SeriesStyle::LineAndMarkers,
+        color: None,
+    });
+    plot_lines(
+        path,
+        &LinePlot {
+            title: "Round latency against parties, loopback".into(),
+            x: Axis::fitted("parties", Scale::Log),
+            y: Axis::fitted("round latency (ms)", Scale::Log),
+            series,
+            legend: plotters::prelude::SeriesLabelPosition::UpperLeft,
+        },
+    )
+}
+
 /// The rows as CSV.
 pub fn csv(rows: &[NetworkRow]) -> String {
     let mut out = String::from(
@@ -466,15 +530,20 @@ pub fn csv(rows: &[NetworkRow]) -> String {
     out
 }
 
-/// The rows as a markdown table, then per mode the least-squares line of the median
-/// latency against parties (ms per party) and the log-log slope above 30 parties.
-pub fn markdown(rows: &[NetworkRow]) -> String {
+/// The rows as a markdown table (with the in-memory `fold` of the same P, where measured),
+/// then per mode the least-squares line of the median latency against parties (ms per
+/// party) and the log-log slope above 30 parties.
+pub fn markdown(rows: &[NetworkRow], fold: &[(u32, f64)]) -> String {
     let mut md = String::from(
-        "| mode | parties | median | p95 | max | server CPU / round | server peak | load generator CPU / round | upload | download | retries |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| mode | parties | median | p95 | max | he-seeds fold in memory | server CPU / round | server peak | load generator CPU / round | upload | download | retries |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in rows {
+        let folded = fold
+            .iter()
+            .find(|(p, _)| *p == r.parties)
+            .map_or("".to_owned(), |(_, s)| format!("{:.2} ms", s * 1e3));
         md.push_str(&format!(
-            "| {} | {} | {:.1} ms | {:.1} ms | {:.1} ms | {:.3} s | {:.0} MiB | {:.3} s | {} | {} | {} |\n",
+            "| {} | {} | {:.1} ms | {:.1} ms | {:.1} ms | {folded} | {:.3} s | {:.0} MiB | {:.3} s | {} | {} | {} |\n",
             r.mode.name(),
             r.parties,
             r.median * 1e3,

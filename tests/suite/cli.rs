@@ -513,13 +513,17 @@ fn bench_network_writes_its_table_and_csv() {
         assert!(csv.contains(row), "{csv}");
     }
     let md = std::fs::read_to_string(dir.path().join("out/network.md")).expect("md");
-    assert!(md.contains("ms per party"), "{md}");
+    assert!(
+        md.contains("ms per party") && md.contains("he-seeds fold in memory"),
+        "{md}"
+    );
     // No token file is left behind.
     let left: Vec<_> = std::fs::read_dir(dir.path().join("out"))
         .expect("out")
         .map(|e| e.expect("entry").file_name())
         .collect();
-    assert_eq!(left.len(), 2, "{left:?}");
+    assert_eq!(left.len(), 3, "{left:?}");
+    assert!(dir.path().join("out/network.png").exists());
     let bad = crate::util::hefl(&["bench-network", "--modes", "ckks"], dir.path());
     assert!(!bad.status.success());
     assert!(
