@@ -387,6 +387,26 @@ pub fn write_private_atomic(
     write_atomic(path, bytes, replace, Access::OwnerOnly)
 }
 
+/// Writes `value` as pretty-printed JSON and a newline to `path` with
+/// [`write_private_atomic`], through a buffer zeroised once written: how the key, identity and
+/// tokens files are written. (An encoding error, which the plain structs written here cannot
+/// have, is reported as an I/O error on `path`.)
+pub fn write_private_json<T: serde::Serialize>(
+    path: &Path,
+    value: &T,
+    replace: bool,
+) -> Result<(), SecretFileError> {
+    // Room for any of these files but a tokens file of hundreds of parties, so that the
+    // buffer is rarely reallocated (a reallocation leaves a copy this cannot zeroise).
+    let mut text = Zeroizing::new(Vec::with_capacity(4096));
+    serde_json::to_writer_pretty(&mut *text, value).map_err(|e| SecretFileError::Io {
+        path: path.to_path_buf(),
+        source: e.into(),
+    })?;
+    text.push(b'\n');
+    write_private_atomic(path, &text, replace)
+}
+
 /// Who may read a file written by [`write_atomic`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {

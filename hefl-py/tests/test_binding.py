@@ -22,25 +22,6 @@ from wire import body_bits
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def key_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("keys") / "hefl.key"
-    hefl.generate_key(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def key(key_path: Path) -> hefl.SecretKey:
-    return hefl.SecretKey.load(key_path)
-
-
-@pytest.fixture(scope="module")
-def other_key(tmp_path_factory: pytest.TempPathFactory) -> hefl.SecretKey:
-    path = tmp_path_factory.mktemp("other") / "hefl.key"
-    hefl.generate_key(path)
-    return hefl.SecretKey.load(path)
-
-
 def vector(n: int, seed: int, scale: float = 0.1) -> np.ndarray:
     return (np.random.default_rng(seed).standard_normal(n) * scale).astype(np.float32)
 

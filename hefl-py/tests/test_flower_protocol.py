@@ -163,20 +163,6 @@ class MemoryGrid:
         return replies
 
 
-@pytest.fixture(scope="module")
-def key_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("keys") / "hefl.key"
-    hefl.generate_key(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def other_key_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("other") / "hefl.key"
-    hefl.generate_key(path)
-    return path
-
-
 def initial() -> ArrayRecord:
     return ArrayRecord({k: Array(v) for k, v in task.initial_model().items()})
 

@@ -8,32 +8,12 @@ import json
 import threading
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import hefl
 from wire import garbage_under_header
-
-
-@pytest.fixture(scope="module")
-def key_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("keys") / "hefl.key"
-    hefl.generate_key(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def key(key_path: Path) -> hefl.SecretKey:
-    return hefl.SecretKey.load(key_path)
-
-
-@pytest.fixture(scope="module")
-def other_key(tmp_path_factory: pytest.TempPathFactory) -> hefl.SecretKey:
-    path = tmp_path_factory.mktemp("other") / "hefl.key"
-    hefl.generate_key(path)
-    return hefl.SecretKey.load(path)
 
 
 def parties(

@@ -351,14 +351,7 @@ impl KeyFile {
             key_id: self.key_id.to_string(),
             seed: hex::encode(&self.seed[..]),
         };
-        let mut text = Zeroizing::new(serde_json::to_string_pretty(&on_disk).map_err(|e| {
-            KeyError::Malformed {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            }
-        })?);
-        text.push('\n');
-        secret_file::write_private_atomic(path, text.as_bytes(), force)?;
+        secret_file::write_private_json(path, &on_disk, force)?;
         Ok(())
     }
 

@@ -236,14 +236,7 @@ impl Identity {
             x25519_public: self.public.to_string(),
             x25519_secret: hex::encode(self.secret.as_bytes()),
         };
-        let mut text = Zeroizing::new(serde_json::to_string_pretty(&on_disk).map_err(|e| {
-            IdentityError::Malformed {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            }
-        })?);
-        text.push('\n');
-        secret_file::write_private_atomic(path, text.as_bytes(), force)?;
+        secret_file::write_private_json(path, &on_disk, force)?;
         Ok(())
     }
 

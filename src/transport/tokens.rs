@@ -123,11 +123,7 @@ impl Tokens {
             return Ok(issued);
         }
         let (_, issued) = Self::generate(parties)?;
-        let json = serde_json::to_string_pretty(&issued).map_err(|e| TokensError::Invalid {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-        crate::secret_file::write_private_atomic(path, json.as_bytes(), false)?;
+        crate::secret_file::write_private_json(path, &issued, false)?;
         Ok(issued)
     }
 

@@ -1192,6 +1192,16 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Starts the server again with `args` (its state directory among them), waits for
+/// `parties` and it to finish, and checks that it resumed and that every party ends with the
+/// undisturbed run of `epochs` epochs, bit for bit.
+fn restart_server_and_finish(dir: &Path, args: &[&str], parties: Vec<Guard>, epochs: usize) {
+    let (server, _) = start_server(dir, args);
+    let (_, (_, log)) = finish(parties, server);
+    assert!(log.contains("resuming from the checkpoint"), "{log}");
+    assert_parties_match_the_in_process_run(dir, epochs);
+}
+
 /// `serve` flags for a 6-epoch `he` run on a fixed free port, its state in
 /// `dir/server-state`: a server that can come back on the same address and state.
 fn restartable_server(dir: &Path, key_id: &str) -> (Vec<String>, std::path::PathBuf) {
@@ -1227,10 +1237,7 @@ fn a_killed_server_restarted_from_its_state_dir_completes_the_run() {
     let _ = server.child().wait();
     assert!(state.join("server.state").exists());
     std::thread::sleep(Duration::from_secs(1));
-    let (server, _) = start_server(dir.path(), &args);
-    let (_, (_, log)) = finish(parties, server);
-    assert!(log.contains("resuming from the checkpoint"), "{log}");
-    assert_parties_match_the_in_process_run(dir.path(), 6);
+    restart_server_and_finish(dir.path(), &args, parties, 6);
 }
 
 /// An authenticated upload that pauses longer than `--body-timeout`, or trickles in slower
@@ -1326,10 +1333,7 @@ fn a_server_that_cannot_save_its_state_stops_and_a_restart_completes_the_run() {
 
     std::fs::remove_file(&sums).expect("remove the file");
     std::fs::rename(&aside, &sums).expect("the sums back");
-    let (server, _) = start_server(dir.path(), &args);
-    let (_, (_, log)) = finish(parties, server);
-    assert!(log.contains("resuming from the checkpoint"), "{log}");
-    assert_parties_match_the_in_process_run(dir.path(), 6);
+    restart_server_and_finish(dir.path(), &args, parties, 6);
 }
 
 /// `serve` on the state of a run that is over says so and exits 0 instead of waiting for
@@ -1850,8 +1854,5 @@ fn a_killed_strict_server_restarted_from_its_state_dir_completes_the_run() {
     signal(server.child(), "-KILL");
     let _ = server.child().wait();
     std::thread::sleep(Duration::from_secs(1));
-    let (server, _) = start_server(dir.path(), &args);
-    let (_, (_, log)) = finish(parties, server);
-    assert!(log.contains("resuming from the checkpoint"), "{log}");
-    assert_parties_match_the_in_process_run(dir.path(), 4);
+    restart_server_and_finish(dir.path(), &args, parties, 4);
 }
