@@ -385,7 +385,9 @@ impl Roster {
         )
     }
 
-    /// The SHA-256 fingerprint (over the label `hefl/v1/roster` and the canonical JSON).
+    /// The SHA-256 fingerprint (over the label `hefl/v1/roster` and the canonical JSON). It
+    /// hashes public data only (key id, public keys, policy), so printing or publishing it
+    /// leaks nothing the roster does not.
     pub fn fingerprint(&self) -> Fingerprint {
         self.fingerprint
     }
