@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use hefl::fl::{
     Encoding, Envelope, EnvelopeCost, EnvelopeError, Federation, Party, PartyId, PartyState,
-    PayloadError, Plan, PlanPartyError, Privacy, PublishedError, Received, Round, Sealed,
-    SetupError as PartySetupError, SnapshotError, StateError, Step, Summable, Weighting,
+    PayloadError, Plan, PlanPartyError, Privacy, Published, PublishedError, Received, Round,
+    Sealed, SetupError as PartySetupError, SnapshotError, StateError, Step, Summable, Weighting,
 };
 use hefl::he::csprng::EntropyError;
 use hefl::he::keys::{KeyError, KeyFile, KeyId, SecretKey};
@@ -708,7 +708,10 @@ impl PartyMachine {
     ) -> Result<Received, Box<PublishedError>> {
         let parties: Vec<PartyId> = parties.iter().copied().map(PartyId).collect();
         self.party
-            .receive(Round(round), &parties, bytes, &mut self.cost)
+            .receive(
+                &Published::sum(Round(round), parties.to_vec(), bytes.to_vec().into()),
+                &mut self.cost,
+            )
             .map_err(Box::new)
     }
 

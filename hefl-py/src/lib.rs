@@ -159,9 +159,10 @@ fn published_error(error: Box<PublishedError>) -> PyErr {
     let message = error.to_string();
     match *error {
         PublishedError::Gap { .. } => OutOfOrderError::new_err(message),
-        PublishedError::Parties { .. } | PublishedError::TooFew { .. } => {
-            ProtocolError::new_err(message)
-        }
+        PublishedError::Parties { .. }
+        | PublishedError::TooFew { .. }
+        | PublishedError::NextSet { .. }
+        | PublishedError::UnexpectedVoid { .. } => ProtocolError::new_err(message),
         PublishedError::Open { round, source } => {
             envelope_error(source, &format!("the sum of {round}"))
         }
@@ -686,6 +687,7 @@ impl Party {
             Received::Applied { .. } => ("applied", None),
             Received::Skipped { reason, .. } => ("skipped", Some(reason.to_string())),
             Received::Stale { .. } => ("stale", None),
+            Received::Void { .. } => ("void", None),
         })
     }
 

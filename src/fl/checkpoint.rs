@@ -18,7 +18,7 @@ use super::client::{Client, ClientState};
 use super::metrics::EpochMetrics;
 use super::party::{Party, PartyState};
 use super::plan::{RunId, ValidPlan};
-use super::server::{ModelSnapshot, PartyId, Published, Round, ServerState};
+use super::server::{ModelSnapshot, PartyId, PartySets, Published, Round, ServerState};
 use crate::secret_file::{
     Integrity, SecretFileError, check_integrity, read_private, with_integrity, write_private_atomic,
 };
@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
 /// Version of the checkpoint format.
-const FORMAT: u32 = 3;
+const FORMAT: u32 = 4;
 
 /// Why a checkpoint could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -283,10 +283,24 @@ struct StoredServer {
     next_fetch: Vec<u64>,
     keep_from: Vec<u64>,
     short_rounds: u64,
-    /// (round, parties in its sum) of the sums kept.
-    kept: Vec<(u64, Vec<u32>)>,
+    /// The rounds kept (a sum in `sums/{round}.sum` unless void).
+    kept: Vec<KeptRound>,
     /// The round of the model snapshot in `snapshot.bin`, if one is kept.
     snapshot: Option<u64>,
+    /// Strict secure aggregation: the open round's party set and the parties rejoining.
+    sets: Option<(Vec<u32>, Vec<u32>)>,
+}
+
+/// A published round the server keeps, as its state file names it.
+#[derive(Serialize, Deserialize)]
+struct KeptRound {
+    round: u64,
+    /// The parties in its sum (void: those that had submitted).
+    parties: Vec<u32>,
+    /// Void: no sum file.
+    void: bool,
+    /// Strict secure aggregation: the next round's party set.
+    next_set: Option<Vec<u32>>,
 }
 
 impl ServerStore {
@@ -389,13 +403,21 @@ impl ServerStore {
             )));
         }
         let mut published = Vec::with_capacity(stored.kept.len());
-        for (round, parties) in stored.kept {
-            let bytes = Self::read_checked(&self.sum_path(round), self.max_sum)?;
-            self.written.insert(round);
+        let ids = |list: Vec<u32>| list.into_iter().map(PartyId).collect();
+        for kept in stored.kept {
+            let bytes = if kept.void {
+                Vec::new()
+            } else {
+                let bytes = Self::read_checked(&self.sum_path(kept.round), self.max_sum)?;
+                self.written.insert(kept.round);
+                bytes
+            };
             published.push(Published {
-                round: Round(round),
-                parties: parties.into_iter().map(PartyId).collect(),
+                round: Round(kept.round),
+                parties: ids(kept.parties),
                 bytes: std::sync::Arc::new(bytes),
+                void: kept.void,
+                next_set: kept.next_set.map(ids),
             });
         }
         let model_snapshot = match stored.snapshot {
@@ -416,6 +438,10 @@ impl ServerStore {
             keep_from: stored.keep_from,
             published,
             model_snapshot,
+            sets: stored.sets.map(|(open, rejoining)| PartySets {
+                open: open.into_iter().map(PartyId).collect(),
+                rejoining: rejoining.into_iter().map(PartyId).collect(),
+            }),
         };
         Ok(Some((state, stored.short_rounds)))
     }
@@ -427,7 +453,8 @@ impl ServerStore {
         state: &ServerState,
         short_rounds: u64,
     ) -> Result<(), CheckpointError> {
-        for published in &state.published {
+        let ids = |list: &[PartyId]| list.iter().map(|p| p.0).collect::<Vec<u32>>();
+        for published in state.published.iter().filter(|p| !p.void) {
             let round = published.round.0;
             if !self.written.contains(&round) {
                 Self::write_checked(&self.sum_path(round), &published.bytes)?;
@@ -452,17 +479,32 @@ impl ServerStore {
             kept: state
                 .published
                 .iter()
-                .map(|p| (p.round.0, p.parties.iter().map(|q| q.0).collect()))
+                .map(|p| KeptRound {
+                    round: p.round.0,
+                    parties: ids(&p.parties),
+                    void: p.void,
+                    next_set: p.next_set.as_deref().map(ids),
+                })
                 .collect(),
             snapshot: state.model_snapshot.as_ref().map(|s| s.round.0),
+            sets: state.sets.as_ref().map(|sets| {
+                (
+                    sets.open.iter().map(|p| p.0).collect(),
+                    sets.rejoining.iter().map(|p| p.0).collect(),
+                )
+            }),
         };
         let bytes = bincode::options()
             .with_fixint_encoding()
             .serialize(&stored)
             .map_err(|e| self.refused(format!("cannot encode: {e}")))?;
         Self::write_checked(&self.state_path(), &bytes)?;
-        let kept: std::collections::BTreeSet<u64> =
-            state.published.iter().map(|p| p.round.0).collect();
+        let kept: std::collections::BTreeSet<u64> = state
+            .published
+            .iter()
+            .filter(|p| !p.void)
+            .map(|p| p.round.0)
+            .collect();
         let dropped: Vec<u64> = self.written.difference(&kept).copied().collect();
         for round in dropped {
             // A sum left behind is only disk space: the state no longer names it.

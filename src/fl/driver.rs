@@ -220,6 +220,7 @@ impl Member<'_> {
         } = member;
         overhead.client_cpu = cost;
         overhead.skipped_rounds = party.skipped().to_vec();
+        overhead.void_rounds = party.voided().to_vec();
         Ok(training.metrics(party.model(), Some(overhead)))
     }
 }
@@ -396,23 +397,16 @@ impl Federated<'_> {
     }
 }
 
-impl Rounds for Federated<'_> {
-    fn next_round(&self) -> Round {
-        self.party.next_round()
-    }
-
-    fn model(&self) -> &[f32] {
-        self.party.model()
-    }
-
-    fn exchange(
+impl Federated<'_> {
+    /// Seals this party's `update` for `round` and submits it; returns the bytes sent (the
+    /// fetch resends them if the server was lost meanwhile).
+    fn submit(
         &mut self,
         round: Round,
         update: &Update,
         (client, progress): (&Client, &Progress),
         observer: &mut dyn Observer,
-    ) -> Result<(), PartyError> {
-        self.finish_preparing(round)?;
+    ) -> Result<Vec<u8>, PartyError> {
         let resent = self.party.sealed_upload(round).is_some();
         let sealing = Instant::now();
         let sealed = self
@@ -468,22 +462,73 @@ impl Rounds for Federated<'_> {
                 })?
                 .bytes;
         }
-        let uplink = &mut *self.uplink;
-        if let Submitted::Late { open } = submitted {
-            observer.note(&format!(
-                "left out of {round}: it closed before the update arrived (the server is on {open})"
-            ));
-            self.party.left_out(round);
+        match submitted {
+            Submitted::Late { open } => {
+                observer.note(&format!(
+                    "left out of {round}: it closed before the update arrived (the server is on {open})"
+                ));
+                self.party.left_out(round);
+            }
+            Submitted::NotInSet { open } => {
+                observer.note(&format!(
+                    "left out of {round}: the server's party set for it does not hold this party (the server is on {open}); the next round's set comes with its outcome"
+                ));
+                self.party.left_out(round);
+            }
+            Submitted::Accepted | Submitted::AlreadyIn | Submitted::Taken => {}
         }
-        // The next round's encryption of zero, made while this round's sum is on its way.
-        self.preparing.start();
+        Ok(bytes)
+    }
+}
+
+impl Rounds for Federated<'_> {
+    fn next_round(&self) -> Round {
+        self.party.next_round()
+    }
+
+    fn model(&self) -> &[f32] {
+        self.party.model()
+    }
+
+    fn exchange(
+        &mut self,
+        round: Round,
+        update: &Update,
+        (client, progress): (&Client, &Progress),
+        observer: &mut dyn Observer,
+    ) -> Result<(), PartyError> {
+        self.finish_preparing(round)?;
+        let uplink_error = |source| PartyError::Uplink { round, source };
+        let retry = self.retry;
+        let bytes = if self.party.is_member() {
+            Some(self.submit(round, update, (client, progress), observer)?)
+        } else {
+            // Strict secure aggregation: left out of this round's set (a missed deadline, or
+            // a resync); its update is dropped, and it asks to be in a later round's.
+            let uplink = &mut *self.uplink;
+            let from = retry
+                .call(&format!("asking to rejoin at {round}"), observer, || {
+                    uplink.rejoin(round)
+                })
+                .map_err(uplink_error)?;
+            observer.note(&format!(
+                "not in the party set of {round} (it missed a deadline, or resynced): asked to rejoin; in the set from {from} on"
+            ));
+            None
+        };
+        let uplink = &mut *self.uplink;
+        // The next round's encryption of zero, made while this round's sum is on its way
+        // (unless the one prepared for this round is still unused).
+        if self.prepared.is_none() {
+            self.preparing.start();
+        }
         // After the connection broke the server may have restarted without this round's
         // updates: send ours again before waiting (a refusal there is the fetch's to tell).
         let mut resend = false;
         let keep_from = self.keep_from;
         let fetched = retry.call(&format!("waiting for {round}"), observer, || {
-            if resend {
-                uplink.submit(round, &bytes)?;
+            if let Some(bytes) = bytes.as_deref().filter(|_| resend) {
+                uplink.submit(round, bytes)?;
             }
             let fetched = uplink.fetch(round, keep_from);
             resend = fetched.as_ref().is_err_and(UplinkError::is_transient);
@@ -497,22 +542,29 @@ impl Rounds for Federated<'_> {
         let opening = Instant::now();
         let received = self
             .party
-            .receive(round, &published.parties, &published.bytes, &mut self.cost)
+            .receive(&published, &mut self.cost)
             .map_err(|source| PartyError::Published {
                 round,
                 source: Box::new(source),
             })?;
         self.overhead.open_seconds += opening.elapsed().as_secs_f64();
-        if let Received::Skipped { reason, .. } = received {
-            let reason = format!("its sum is not a sum of valid updates: {reason}");
-            let list: Vec<String> = published.parties.iter().map(|p| p.0.to_string()).collect();
-            observer.note(&format!(
-                "skipped {round} (parties {}): {reason}",
-                list.join(", ")
-            ));
-            if let Err(e) = self.uplink.skipped(round, &reason) {
-                observer.note(&format!("could not tell the server about {round}: {e}"));
+        let list: Vec<String> = published.parties.iter().map(|p| p.0.to_string()).collect();
+        match received {
+            Received::Skipped { reason, .. } => {
+                let reason = format!("its sum is not a sum of valid updates: {reason}");
+                observer.note(&format!(
+                    "skipped {round} (parties {}): {reason}",
+                    list.join(", ")
+                ));
+                if let Err(e) = self.uplink.skipped(round, &reason) {
+                    observer.note(&format!("could not tell the server about {round}: {e}"));
+                }
             }
+            Received::Void { .. } => observer.note(&format!(
+                "{round} is void (submitted: {}): no step; this party's update for it is dropped",
+                list.join(", ")
+            )),
+            Received::Applied { .. } | Received::Stale { .. } => {}
         }
         if let Some(at) = self.party.snapshot_due(&published.parties) {
             // Best effort: another party's, or a later one, serves as well.

@@ -175,11 +175,11 @@ pub struct Envelope {
     secure_agg: Option<Arc<Mutex<SecureAgg>>>,
 }
 
-/// An envelope's secure aggregation: the party's blinder and the party set of the rounds it
-/// seals and opens.
+/// An envelope's secure aggregation: the party's blinder and the party set of the round it
+/// seals and opens next (`None`: not known, after a resync from a model snapshot).
 struct SecureAgg {
     blinder: Blinder,
-    set: PartySet,
+    set: Option<PartySet>,
 }
 
 impl Clone for Envelope {
@@ -231,9 +231,35 @@ impl Envelope {
     /// without `he`).
     pub fn with_secure_agg(mut self, blinder: Blinder, set: PartySet) -> Self {
         if self.he.is_some() {
-            self.secure_agg = Some(Arc::new(Mutex::new(SecureAgg { blinder, set })));
+            self.secure_agg = Some(Arc::new(Mutex::new(SecureAgg {
+                blinder,
+                set: Some(set),
+            })));
         }
         self
+    }
+
+    /// Secure aggregation: the party set of the round this envelope seals and opens next
+    /// (`None`: without secure aggregation, or not known).
+    pub fn party_set(&self) -> Option<PartySet> {
+        self.secure_agg().and_then(|s| s.set.clone())
+    }
+
+    /// Secure aggregation: the party set of the next round, as announced with the round
+    /// before (checked first with [`Envelope::check_announced`]); `None`: not known.
+    pub fn set_party_set(&self, set: Option<PartySet>) {
+        if let Some(mut secure) = self.secure_agg() {
+            secure.set = set;
+        }
+    }
+
+    /// Secure aggregation: refuses an announced party set of `round` with a party outside the
+    /// roster or fewer than its minimum (nothing to check without secure aggregation).
+    pub fn check_announced(&self, round: Round, set: &PartySet) -> Result<(), SecAggError> {
+        match self.secure_agg() {
+            Some(secure) => secure.blinder.check_announced(round, set),
+            None => Ok(()),
+        }
     }
 
     /// Whether updates are blinded (`strict` secure aggregation).
@@ -349,6 +375,7 @@ impl Envelope {
                 let SecureAgg { blinder, set } = &mut *secure;
                 let round = Round(context.round);
                 let fp = self.encoding.fixed_point();
+                let set = set.as_ref().ok_or(SecAggError::SetUnknown { round })?;
                 encoded.words = blinder.seal(encoded.words, fp, key, round, Attempt(0), set)?;
             }
             cost.encode_seconds += start.elapsed().as_secs_f64();
@@ -491,7 +518,7 @@ impl Envelope {
                             self.encoding.fixed_point(),
                             key,
                             Round(context.round),
-                            &secure.set,
+                            secure.set.as_ref(),
                             &PartySet::new(parties.iter().copied()),
                         )
                         .map_err(DecodeError::from)?;

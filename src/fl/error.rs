@@ -183,6 +183,7 @@ impl From<&Refusal> for RefusalKind {
             Refusal::WrongRound { .. }
             | Refusal::Duplicate { .. }
             | Refusal::NotYet { .. }
+            | Refusal::NotInSet { .. }
             | Refusal::Snapshot { .. } => Self::Conflict,
             Refusal::Payload { .. } | Refusal::Context { .. } => Self::Invalid,
             Refusal::NoSuchAggregate { .. } => Self::Gone,

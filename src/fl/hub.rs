@@ -49,6 +49,9 @@ pub struct ServeReport {
     pub rounds: u64,
     /// Rounds published without every party.
     pub short_rounds: u64,
+    /// Strict secure aggregation: rounds voided (a member missed the deadline, or the server
+    /// restarted while the round was open) since this server started.
+    pub void_rounds: u64,
     /// Parties the run ended without, when it ended because no party had been heard from
     /// for the idle timeout (empty when every party fetched the last sum).
     pub missing: Vec<Missing>,
@@ -81,6 +84,23 @@ pub enum HubEvent {
     Complete {
         /// The round.
         round: Round,
+    },
+    /// Strict secure aggregation: a round was voided (nobody steps); the next round's set
+    /// leaves out the members that had not submitted.
+    Void {
+        /// The round.
+        round: Round,
+        /// The members that had submitted (empty after a restart).
+        submitted: Vec<PartyId>,
+        /// The next round's party set.
+        next_set: Vec<PartyId>,
+    },
+    /// Strict secure aggregation: a party left out of the open round's set asked to rejoin.
+    Rejoining {
+        /// The party.
+        party: PartyId,
+        /// The first round whose set holds it.
+        from: Round,
     },
     /// A party missed `absent_after` rounds in a row: rounds stop waiting for it.
     Gone {
@@ -150,6 +170,29 @@ impl std::fmt::Display for HubEvent {
                 parties.len()
             ),
             Self::Complete { round } => write!(f, "{round} closed with every party again"),
+            Self::Void {
+                round,
+                submitted,
+                next_set,
+            } if submitted.is_empty() => write!(
+                f,
+                "{round} is void: the server restarted while it was open (its updates were not kept); nobody steps; the next round's set is {}",
+                party_list(next_set)
+            ),
+            Self::Void {
+                round,
+                submitted,
+                next_set,
+            } => write!(
+                f,
+                "{round} is void: a member of its party set missed the deadline (submitted: {}); nobody steps; the next round's set is {}",
+                party_list(submitted),
+                party_list(next_set)
+            ),
+            Self::Rejoining { party, from } => write!(
+                f,
+                "{party} asked to rejoin: it is in the party set from {from} on"
+            ),
             Self::Gone { party, since } => write!(
                 f,
                 "{party} is gone: it missed every round since {since}; rounds no longer wait for it until it submits on time"
@@ -276,8 +319,10 @@ pub struct RoundStatus {
     pub parties: usize,
     /// Seconds from the previous round's close (or round 0's start) to its own.
     pub seconds: f64,
-    /// Bytes of its published sum (what each party downloads).
+    /// Bytes of its published sum (what each party downloads; 0 when void).
     pub sum_bytes: usize,
+    /// Strict secure aggregation: the round was void.
+    pub void: bool,
 }
 
 /// Rounds kept for [`Status::recent_rounds`].
@@ -339,11 +384,13 @@ impl Hub {
                     field: super::config::Field::KeyId,
                     needs: "model snapshots under the same key".into(),
                 })?;
-                AnyServer::He(
-                    Server::waiting(parties, rules, expect)?
-                        .with_run(plan.fingerprint())
-                        .with_snapshots(snapshots),
-                )
+                let server = Server::waiting(parties, rules, expect)?
+                    .with_run(plan.fingerprint())
+                    .with_snapshots(snapshots);
+                AnyServer::He(match plan.config.secure_agg {
+                    Some(_) => server.with_party_sets(),
+                    None => server,
+                })
             }
             None => AnyServer::Plain(
                 Server::waiting(parties, rules, plan.wire_slots())?
@@ -512,6 +559,20 @@ impl Hub {
         state.gone.remove(&party);
         self.advance(&mut state, Instant::now());
         Ok(())
+    }
+
+    /// Strict secure aggregation: `party`, left out of the open round's party set, asks to
+    /// rejoin; returns the first round whose set holds it (see [`Server::rejoin`]).
+    pub fn rejoin(&self, party: PartyId) -> Result<Round, Refusal> {
+        let mut state = self.state();
+        Self::seen(&mut state, party);
+        let current = either!(&state.server, s => s.current_round());
+        let from = either!(&mut state.server, s => s.rejoin(party))?;
+        state.heard = Instant::now();
+        if from > current {
+            (self.log)(&HubEvent::Rejoining { party, from });
+        }
+        Ok(from)
     }
 
     /// `round`'s published sum, waiting at most `wait` for it (`Ok(None)` if it is still
@@ -825,9 +886,18 @@ impl Hub {
                 parties: published.parties.len(),
                 seconds: since,
                 sum_bytes: published.bytes.len(),
+                void: published.void,
             });
             while state.timings.len() > STATUS_ROUNDS {
                 state.timings.pop_front();
+            }
+            if published.void {
+                state.report.void_rounds += 1;
+                (self.log)(&HubEvent::Void {
+                    round: published.round,
+                    submitted: published.parties.clone(),
+                    next_set: published.next_set.clone().unwrap_or_default(),
+                });
             }
             state
                 .recent
@@ -835,7 +905,9 @@ impl Hub {
             while state.recent.len() > self.keep_rounds {
                 state.recent.pop_front();
             }
-            if published.parties.len() < parties {
+            if published.void {
+                // Logged above; neither short nor complete.
+            } else if published.parties.len() < parties {
                 state.report.short_rounds += 1;
                 if state.short.as_ref() != Some(&published.parties) {
                     (self.log)(&HubEvent::ShortRound {
@@ -948,6 +1020,10 @@ impl Uplink for HubUplink {
         self.hub
             .skipped(self.party, round, reason)
             .map_err(|r| refused(&r))
+    }
+
+    fn rejoin(&mut self, _round: Round) -> Result<Round, UplinkError> {
+        self.hub.rejoin(self.party).map_err(|r| refused(&r))
     }
 
     fn put_snapshot(&mut self, round: Round, bytes: &[u8]) -> Result<(), UplinkError> {

@@ -90,8 +90,8 @@ pub use rules::{
 };
 pub use run::{run, run_with};
 pub use server::{
-    ModelSnapshot, PartyId, Published, Refusal, RestoreError, Round, Server, ServerState,
-    SnapshotRefusal,
+    ModelSnapshot, PartyId, PartySets, Published, Refusal, RestoreError, Round, Server,
+    ServerState, SnapshotRefusal,
 };
 pub use setup::{calibrate_noise, sampling_rate_and_steps};
 pub use strategy::{Step, Strategy};

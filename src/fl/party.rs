@@ -9,7 +9,8 @@
 //! | input | output |
 //! |---|---|
 //! | [`Party::seal`]: this party's update for the round it is on | the bytes to upload ([`Sealed`]), with the count of clipped values |
-//! | [`Party::receive`]: round r's published sum and who is in it | [`Received::Applied`] (the model stepped), [`Received::Skipped`] (no valid updates add up to it: every party skips it alike; report it), or [`Received::Stale`] (applied before) |
+//! | [`Party::receive`]: round r's published outcome (its sum and who is in it; with strict secure aggregation, or void, and the next round's party set) | [`Received::Applied`] (the model stepped), [`Received::Skipped`] (no valid updates add up to it: every party skips it alike; report it), [`Received::Void`] (no sum: nobody steps), or [`Received::Stale`] (applied before) |
+//! | [`Party::is_member`] | whether this party is in its next round's party set (strict secure aggregation: if not, it asks to rejoin instead of sealing) |
 //! | [`Party::left_out`]: round r closed without this party's update | nothing: its sum is still applied |
 //! | [`Party::snapshot_due`] / [`Party::snapshot`] | a sealed model snapshot to upload |
 //! | [`Party::resync`]: a model snapshot | the model and round it holds, when the sums since are gone |
@@ -43,7 +44,7 @@ use super::encoding::{DecodeError, Encoding};
 use super::envelope::{Envelope, EnvelopeCost, EnvelopeError, Sealed};
 use super::payload::{PayloadError, PlainSum, Summable};
 use super::seeds::RngState;
-use super::server::{PartyId, Round};
+use super::server::{PartyId, Published, Round};
 pub use super::strategy::Step;
 use crate::he::Context;
 use crate::he::keys::{KeyId, SecretKey};
@@ -235,6 +236,12 @@ pub enum Received {
         /// Why the sum is not one of valid updates.
         reason: DecodeError,
     },
+    /// Strict secure aggregation: the round is void (a member of its party set missed the
+    /// deadline, or the server restarted): no step, this party's update for it is dropped.
+    Void {
+        /// The round.
+        round: Round,
+    },
     /// The round was applied (or skipped) before: nothing changed.
     Stale {
         /// The round.
@@ -277,6 +284,23 @@ pub enum PublishedError {
         found: usize,
         /// The rules' minimum.
         min: u32,
+    },
+    /// Strict secure aggregation: the next round's party set announced with this round is
+    /// refused (a party outside the roster, fewer than its minimum).
+    #[error("the party set announced with {round}: {source}")]
+    NextSet {
+        /// The round it came with.
+        round: Round,
+        /// Why it is refused.
+        source: crate::secagg::SecAggError,
+    },
+    /// A void round in a run without strict secure aggregation (whose rounds are never void).
+    #[error(
+        "{round} is announced void, but this run has no secure aggregation: its rounds are never void"
+    )]
+    UnexpectedVoid {
+        /// The round.
+        round: Round,
     },
     /// The sum does not parse or decrypt as this federation's (wrong key id, length, format).
     #[error("{round}: {source}")]
@@ -337,6 +361,9 @@ pub enum StateError {
     /// The optimizer refused its state.
     #[error(transparent)]
     Moments(#[from] crate::model::OptimizerStateError),
+    /// A party set this roster refuses.
+    #[error("its party set: {0}")]
+    Sets(String),
 }
 
 /// Why a model snapshot could not be made or resynced from.
@@ -411,6 +438,10 @@ pub struct PartyState {
     rounding: RngState,
     /// Secure aggregation: the last round sealed, and its bytes until its sum came.
     sealed: Option<SealedRecord>,
+    /// Secure aggregation: the party set of the next round (`None`: not known).
+    set: Option<Vec<u32>>,
+    /// Secure aggregation: the rounds that were void.
+    voided: Vec<u64>,
 }
 
 /// The last update a blinded party sealed: the (round, attempt) it never seals again, and
@@ -424,8 +455,9 @@ struct SealedRecord {
     bytes: Vec<u8>,
 }
 
-/// The format of [`PartyState`] (3: with the sealed record of secure aggregation).
-const STATE_FORMAT: u32 = 3;
+/// The format of [`PartyState`] (4: with the party set and the void rounds of secure
+/// aggregation).
+const STATE_FORMAT: u32 = 4;
 
 impl PartyState {
     /// The next round to run.
@@ -491,7 +523,8 @@ impl PartyState {
 /// let mut sum = PlainSum::parse_submission(&a.bytes, &3)?;
 /// sum.add_submission(&b.bytes, &3)?;
 /// sum.set_context(hefl::he::Context::sum(federation_run, 0)); // the server stamps its sums
-/// let got = me.receive(Round(0), &[PartyId(0), PartyId(1)], &sum.to_bytes(), &mut cost)?;
+/// let published = hefl::fl::Published::sum(Round(0), vec![PartyId(0), PartyId(1)], sum.to_bytes().into());
+/// let got = me.receive(&published, &mut cost)?;
 /// assert!(matches!(got, Received::Applied { round: Round(0) }));
 /// assert_eq!(me.model(), [2.0, 3.0]);
 /// assert_eq!(me.next_round(), Round(1));
@@ -504,6 +537,7 @@ pub struct Party {
     model: GlobalModel,
     next_round: Round,
     skipped: Vec<u64>,
+    voided: Vec<u64>,
     rounding: ChaCha20Rng,
     sealed: Option<SealedRecord>,
 }
@@ -613,6 +647,7 @@ impl Party {
             key,
             next_round: Round(0),
             skipped: Vec::new(),
+            voided: Vec::new(),
             rounding,
             sealed: None,
         })
@@ -666,6 +701,22 @@ impl Party {
     /// Rounds skipped so far (their sums were not sums of valid updates).
     pub fn skipped(&self) -> &[u64] {
         &self.skipped
+    }
+
+    /// Strict secure aggregation: rounds that were void so far.
+    pub fn voided(&self) -> &[u64] {
+        &self.voided
+    }
+
+    /// Whether this party is in the party set of its next round: always without secure
+    /// aggregation; with it, only if the set announced with the round before holds it (a
+    /// party left out after missing a deadline, or that resynced, asks to rejoin).
+    pub fn is_member(&self) -> bool {
+        !self.envelope.is_blinded()
+            || self
+                .envelope
+                .party_set()
+                .is_some_and(|set| set.contains(self.id()))
     }
 
     /// Seals this party's update for `round` (the round it is on), computed from `samples`
@@ -758,16 +809,24 @@ impl Party {
     /// applied when it comes, as every party applies it.
     pub fn left_out(&mut self, _round: Round) {}
 
-    /// Takes `round`'s published sum of the updates of `parties` (see [`Received`]). A sum
-    /// that does not parse, names parties this federation cannot have, holds fewer than the
-    /// minimum, or comes out of order is refused ([`PublishedError`]) and changes nothing.
+    /// Takes a round's published outcome: its sum of the updates of its parties, or (strict
+    /// secure aggregation) a void round, with the next round's party set (see [`Received`]).
+    /// A sum that does not parse, names parties this federation cannot have, holds fewer
+    /// than the minimum, or comes out of order, and a next set the roster refuses, are
+    /// refused ([`PublishedError`]) and change nothing.
     pub fn receive(
         &mut self,
-        round: Round,
-        parties: &[PartyId],
-        bytes: &[u8],
+        published: &Published,
         cost: &mut EnvelopeCost,
     ) -> Result<Received, PublishedError> {
+        let Published {
+            round,
+            parties,
+            bytes,
+            void,
+            next_set,
+        } = published;
+        let round = *round;
         if round < self.next_round {
             return Ok(Received::Stale { round });
         }
@@ -776,6 +835,24 @@ impl Party {
                 expected: self.next_round,
                 found: round,
             });
+        }
+        let next_set = match next_set {
+            Some(ids) if self.envelope.is_blinded() => {
+                let set = PartySet::new(ids.iter().copied());
+                self.envelope
+                    .check_announced(Round(round.0 + 1), &set)
+                    .map_err(|source| PublishedError::NextSet { round, source })?;
+                Some(set)
+            }
+            _ => None,
+        };
+        if *void {
+            if !self.envelope.is_blinded() {
+                return Err(PublishedError::UnexpectedVoid { round });
+            }
+            self.voided.push(round.0);
+            self.finish_round(round, next_set);
+            return Ok(Received::Void { round });
         }
         let limit = self.federation.id_limit;
         let ordered = parties.windows(2).all(|w| w[0] < w[1]);
@@ -805,11 +882,20 @@ impl Party {
             }
             Err(source) => return Err(PublishedError::Open { round, source }),
         };
+        self.finish_round(round, next_set);
+        Ok(received)
+    }
+
+    /// Moves past `round`: its sealed bytes are no longer resent, and (secure aggregation)
+    /// the next round's set is `next_set` when one was announced.
+    fn finish_round(&mut self, round: Round, next_set: Option<PartySet>) {
         self.next_round = Round(round.0 + 1);
         if let Some(record) = self.sealed.as_mut().filter(|r| r.round <= round.0) {
             record.bytes = Vec::new();
         }
-        Ok(received)
+        if next_set.is_some() {
+            self.envelope.set_party_set(next_set);
+        }
     }
 
     /// The round of a snapshot this party should upload now, if any: when the rounds
@@ -947,6 +1033,8 @@ impl Party {
         });
         self.model.set(floats(params), optimizer)?;
         self.next_round = found;
+        // The snapshot does not say who is in the next round's set: the party asks to rejoin.
+        self.envelope.set_party_set(None);
         Ok(())
     }
 
@@ -963,6 +1051,11 @@ impl Party {
             skipped: self.skipped.clone(),
             rounding: RngState::of(&self.rounding),
             sealed: self.sealed.clone(),
+            set: self
+                .envelope
+                .party_set()
+                .map(|set| set.iter().map(|p| p.0).collect()),
+            voided: self.voided.clone(),
         }
     }
 
@@ -980,9 +1073,21 @@ impl Party {
                 found: PartyId(state.party),
             });
         }
+        let set = state
+            .set
+            .map(|ids| PartySet::new(ids.into_iter().map(PartyId)));
+        if let Some(set) = &set {
+            self.envelope
+                .check_announced(Round(state.next_round), set)
+                .map_err(|e| StateError::Sets(e.to_string()))?;
+        }
         self.model.set(state.params, state.optimizer)?;
         self.next_round = Round(state.next_round);
+        if self.envelope.is_blinded() {
+            self.envelope.set_party_set(set);
+        }
         self.skipped = state.skipped;
+        self.voided = state.voided;
         self.rounding = state.rounding.restore();
         if let Some(record) = &state.sealed {
             self.envelope

@@ -47,17 +47,47 @@ pub enum Submitted {
     /// The upload's seed was already in the sum: someone submitted a copy of it first. Not
     /// the sender's fault: it seals the same update again in a fresh encryption and resends.
     Taken,
+    /// Strict secure aggregation: the sender is not in the open round's party set (it missed
+    /// a deadline and was left out); its update is dropped, and it asks to rejoin
+    /// ([`Server::rejoin`]).
+    NotInSet {
+        /// The open round.
+        open: Round,
+    },
 }
 
-/// A closed round: the sum of the included parties' updates.
+/// A closed round: the sum of the included parties' updates, or (strict secure aggregation)
+/// a void round.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Published {
     /// The round.
     pub round: Round,
-    /// The parties whose updates are in the sum, ascending.
+    /// The parties whose updates are in the sum, ascending (a void round: those that had
+    /// submitted when it was voided).
     pub parties: Vec<PartyId>,
-    /// The summed payload's wire bytes (shared, not copied, per reader).
+    /// The summed payload's wire bytes (shared, not copied, per reader); empty when void.
     pub bytes: Arc<Vec<u8>>,
+    /// Strict secure aggregation: the round is void (a member of its party set missed the
+    /// deadline, or the server restarted while it was open): there is no sum, nobody steps,
+    /// and every party drops its update for it.
+    pub void: bool,
+    /// Strict secure aggregation: the party set of the next round, announced with this one
+    /// (`None` without secure aggregation: every party, always).
+    pub next_set: Option<Vec<PartyId>>,
+}
+
+impl Published {
+    /// Round `round`'s sum of the updates of `parties` (no party set: without secure
+    /// aggregation).
+    pub fn sum(round: Round, parties: Vec<PartyId>, bytes: Arc<Vec<u8>>) -> Self {
+        Self {
+            round,
+            parties,
+            bytes,
+            void: false,
+            next_set: None,
+        }
+    }
 }
 
 /// Why the server refused a request. The round and the other parties' submissions are
@@ -141,6 +171,16 @@ pub enum Refusal {
     NoSnapshot {
         /// The open round.
         current: Round,
+    },
+    /// Strict secure aggregation: an update from a party outside the open round's party set.
+    #[error(
+        "{party} is not in the party set of {round} (it missed a deadline): its update is dropped; ask to rejoin"
+    )]
+    NotInSet {
+        /// The party.
+        party: PartyId,
+        /// The open round.
+        round: Round,
     },
 }
 
@@ -231,6 +271,7 @@ impl Refusal {
                 Some(Submitted::Late { open: *current })
             }
             Self::Duplicate { .. } => Some(Submitted::AlreadyIn),
+            Self::NotInSet { round, .. } => Some(Submitted::NotInSet { open: *round }),
             Self::Payload {
                 source: PayloadError::Wire(crate::he::WireError::RepeatedSeed),
                 ..
@@ -267,6 +308,18 @@ pub struct ServerState {
     pub published: Vec<Published>,
     /// The latest model snapshot, if one was uploaded.
     pub model_snapshot: Option<ModelSnapshot>,
+    /// Strict secure aggregation: the open round's party set, and the parties that asked to
+    /// rejoin (in the next round's set). `None` without it.
+    pub sets: Option<PartySets>,
+}
+
+/// The party sets of strict secure aggregation, as a server holds them between requests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartySets {
+    /// The open round's party set: it publishes only with every one of them.
+    pub open: BTreeSet<PartyId>,
+    /// Parties that asked to rejoin: announced in the next round's set.
+    pub rejoining: BTreeSet<PartyId>,
 }
 
 /// Runs rounds over payloads of type `S`: collects one update per party, folds them,
@@ -321,6 +374,8 @@ pub struct Server<S: Summable> {
     sum: Option<S>,
     published: VecDeque<Published>,
     model_snapshot: Option<ModelSnapshot>,
+    /// Strict secure aggregation's party sets ([`Server::with_party_sets`]).
+    sets: Option<PartySets>,
 }
 
 impl<S: Summable> Server<S> {
@@ -364,7 +419,45 @@ impl<S: Summable> Server<S> {
             sum: None,
             published: VecDeque::new(),
             model_snapshot: None,
+            sets: None,
         })
+    }
+
+    /// Runs strict secure aggregation's rounds: each round has a party set (every party in
+    /// round 0) and is published only when every member has submitted; at its deadline with
+    /// a member missing it is void (no sum; see [`Published::void`]) if the members that
+    /// submitted, with the parties rejoining, are at least `min_parties`, and the next
+    /// round's set is those parties. Otherwise it keeps waiting for the missing members. A
+    /// party outside the open round's set is refused ([`Refusal::NotInSet`]) until it asks to
+    /// rejoin ([`Server::rejoin`]). The published party list and the next set travel with
+    /// every round ([`Published::next_set`]).
+    pub fn with_party_sets(mut self) -> Self {
+        self.sets = Some(PartySets {
+            open: (0..self.parties).map(PartyId).collect(),
+            rejoining: BTreeSet::new(),
+        });
+        self
+    }
+
+    /// Strict secure aggregation: `party` asks to be in a later round's party set. Returns
+    /// the first round whose set holds it: the open round if it is in its set already, else
+    /// the next one (announced with the open round's outcome). Without secure aggregation
+    /// every party is in every round: the open round.
+    pub fn rejoin(&mut self, party: PartyId) -> Result<Round, Refusal> {
+        self.check_party(party)?;
+        let Some(sets) = self.sets.as_mut() else {
+            return Ok(self.round);
+        };
+        if sets.open.contains(&party) {
+            return Ok(self.round);
+        }
+        sets.rejoining.insert(party);
+        Ok(Round(self.round.0 + 1))
+    }
+
+    /// The open round's party set (`None` without strict secure aggregation: every party).
+    pub fn party_set(&self) -> Option<&BTreeSet<PartyId>> {
+        self.sets.as_ref().map(|s| &s.open)
     }
 
     /// Serves the run `run` (its plan's fingerprint): every message must name it in its
@@ -390,6 +483,7 @@ impl<S: Summable> Server<S> {
             keep_from: self.keep_from.clone(),
             published: self.published.iter().cloned().collect(),
             model_snapshot: self.model_snapshot.clone(),
+            sets: self.sets.clone(),
         }
     }
 
@@ -428,8 +522,26 @@ impl<S: Summable> Server<S> {
                 return Err(RestoreError::Order(published.round));
             }
             previous = Some(published.round);
-            if published.parties.iter().any(|p| p.0 >= self.parties) {
+            let named = published
+                .parties
+                .iter()
+                .chain(published.next_set.iter().flatten());
+            if named.clone().any(|p| p.0 >= self.parties) {
                 return Err(RestoreError::UnknownParty(published.round));
+            }
+            if published.void != published.bytes.is_empty()
+                || published.next_set.is_some() != self.sets.is_some()
+            {
+                return Err(RestoreError::Payload {
+                    what: "sum",
+                    round: published.round,
+                    source: PayloadError::Unexpected(
+                        "a void round with a sum, a sum without bytes, or a party set where the plan has none (or none where it has one)",
+                    ),
+                });
+            }
+            if published.void {
+                continue;
             }
             let summed = u32::try_from(published.parties.len()).unwrap_or(u32::MAX);
             let sum =
@@ -468,7 +580,27 @@ impl<S: Summable> Server<S> {
             }
             S::parse_submission(&snapshot.bytes, expect).map_err(refused)?;
         }
+        let sets = match (&self.sets, state.sets) {
+            (None, None) => None,
+            (Some(_), Some(sets)) => {
+                let named = sets.open.iter().chain(&sets.rejoining);
+                if named.clone().any(|p| p.0 >= self.parties) {
+                    return Err(RestoreError::UnknownParty(state.round));
+                }
+                Some(sets)
+            }
+            _ => {
+                return Err(RestoreError::Payload {
+                    what: "party sets",
+                    round: state.round,
+                    source: PayloadError::Unexpected(
+                        "party sets in a run without secure aggregation, or none in a run with it",
+                    ),
+                });
+            }
+        };
         self.round = state.round;
+        self.sets = sets;
         self.missed = state.missed;
         self.next_fetch = state.next_fetch;
         self.keep_from = state.keep_from;
@@ -477,6 +609,13 @@ impl<S: Summable> Server<S> {
         self.waiting_for = (0..self.parties)
             .filter(|&p| !self.is_gone(PartyId(p)))
             .count();
+        if self.sets.is_some() && self.round.0 < total_rounds {
+            // The open round's submissions are lost with the old process: it is void, and
+            // its members submit fresh updates to the next round, never the same update
+            // under another set (see `crate::secagg`).
+            self.opened = Some(now);
+            self.void_open_round(now);
+        }
         self.start(now);
         Ok(())
     }
@@ -627,6 +766,13 @@ impl<S: Summable> Server<S> {
                 current: self.round,
             });
         }
+        if self
+            .sets
+            .as_ref()
+            .is_some_and(|sets| !sets.open.contains(&party))
+        {
+            return Err(Refusal::NotInSet { party, round });
+        }
         if self.submitted.contains(&party) {
             return Err(Refusal::Duplicate { party, round });
         }
@@ -734,16 +880,64 @@ impl<S: Summable> Server<S> {
     }
 
     fn close_if_ready(&mut self, now: Instant) -> bool {
-        let enough = self.submitted.len() >= self.rules.min_parties(self.parties) as usize;
+        let min = self.rules.min_parties(self.parties) as usize;
         let due = self.deadline().is_some_and(|deadline| now >= deadline);
+        if let Some(sets) = &self.sets {
+            if sets.open.iter().all(|p| self.submitted.contains(p)) {
+                return self.publish(now);
+            }
+            let staying = self.submitted.union(&sets.rejoining).count();
+            if due && staying >= min {
+                self.void_open_round(now);
+                return true;
+            }
+            return false;
+        }
+        let enough = self.submitted.len() >= min;
         let everyone = self.submitted.len() == self.parties as usize;
         if !(everyone || (enough && self.is_started() && (self.waiting_for == 0 || due))) {
             return false;
         }
+        self.publish(now)
+    }
+
+    /// Publishes the open round's sum of the parties that submitted, and opens the next.
+    fn publish(&mut self, now: Instant) -> bool {
         let Some(mut sum) = self.sum.take() else {
             return false;
         };
         sum.set_context(Context::sum(self.run, self.round.0));
+        let parties = self.close_round();
+        let next_set = self.next_set(&parties);
+        self.published.push_back(Published {
+            round: self.round,
+            parties,
+            bytes: Arc::new(sum.to_bytes()),
+            void: false,
+            next_set,
+        });
+        self.open_next(now);
+        true
+    }
+
+    /// Strict secure aggregation: the open round is void; its members that submitted, and
+    /// the parties rejoining, are the next round's set.
+    fn void_open_round(&mut self, now: Instant) {
+        self.sum = None;
+        let parties = self.close_round();
+        let next_set = self.next_set(&parties);
+        self.published.push_back(Published {
+            round: self.round,
+            parties,
+            bytes: Arc::new(Vec::new()),
+            void: true,
+            next_set,
+        });
+        self.open_next(now);
+    }
+
+    /// Ends the open round's bookkeeping: who missed it, and who submitted (returned).
+    fn close_round(&mut self) -> Vec<PartyId> {
         let submitted = std::mem::take(&mut self.submitted);
         for (p, missed) in self.missed.iter_mut().enumerate() {
             if submitted.contains(&PartyId(p as u32)) {
@@ -755,15 +949,21 @@ impl<S: Summable> Server<S> {
         self.waiting_for = (0..self.parties)
             .filter(|&p| !self.is_gone(PartyId(p)))
             .count();
-        let parties: Vec<PartyId> = submitted.into_iter().collect();
-        self.published.push_back(Published {
-            round: self.round,
-            parties,
-            bytes: Arc::new(sum.to_bytes()),
-        });
+        submitted.into_iter().collect()
+    }
+
+    /// Strict secure aggregation: the next round's set, `staying` and the parties rejoining
+    /// (who are then in it); `None` without it.
+    fn next_set(&mut self, staying: &[PartyId]) -> Option<Vec<PartyId>> {
+        let sets = self.sets.as_mut()?;
+        let rejoining = std::mem::take(&mut sets.rejoining);
+        sets.open = staying.iter().copied().chain(rejoining).collect();
+        Some(sets.open.iter().copied().collect())
+    }
+
+    fn open_next(&mut self, now: Instant) {
         self.drop_fetched();
         self.round = Round(self.round.0 + 1);
         self.opened = Some(now);
-        true
     }
 }

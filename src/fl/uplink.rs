@@ -22,6 +22,10 @@ pub trait Uplink {
     /// Tells the server this party skipped `round`: its sum could not be a sum of valid
     /// updates, for `reason` (the server logs it for its operator).
     fn skipped(&mut self, round: Round, reason: &str) -> Result<(), UplinkError>;
+    /// Strict secure aggregation: this party, left out of `round`'s party set (it missed a
+    /// deadline), asks to be in a later round's set; returns the first round whose set holds
+    /// it (announced with the outcome of the round before).
+    fn rejoin(&mut self, round: Round) -> Result<Round, UplinkError>;
     /// Uploads this party's sealed model snapshot of the model before `round`.
     fn put_snapshot(&mut self, round: Round, bytes: &[u8]) -> Result<(), UplinkError>;
     /// The latest model snapshot the server keeps.

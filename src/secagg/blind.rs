@@ -155,6 +155,15 @@ pub enum SecAggError {
         /// The roster's `min_parties`.
         min: u32,
     },
+    /// The round's party set is not known (after a resync from a model snapshot): the party
+    /// asks to rejoin, and learns it from the next round's announcement.
+    #[error(
+        "round {round}: the round's party set is not known to this party (it resynced); it asks to rejoin"
+    )]
+    SetUnknown {
+        /// The round.
+        round: Round,
+    },
     /// A (round, attempt) at or below the last sealed one: a blind is never applied twice.
     #[error(
         "round {round} attempt {attempt}: already sealed up to round {last_round} attempt \
@@ -380,7 +389,7 @@ pub fn check_canaries<'s>(
 ///     sum.iter_mut().zip(&sealed).for_each(|(s, w)| *s = s.wrapping_add(*w));
 /// }
 /// let blinder = Blinder::new(&ids[0], PartyId(0), &roster, run)?;
-/// let values = blinder.open(&sum, &fp, &key, Round(0), &set, &set)?;
+/// let values = blinder.open(&sum, &fp, &key, Round(0), Some(&set), &set)?;
 /// assert_eq!(fp.decode_integers(values), [3, 3, 3, 3]);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -478,6 +487,12 @@ impl Blinder {
                 set: set.clone(),
             });
         }
+        self.check_announced(round, set)
+    }
+
+    /// Refuses an announced party set (of a round this party may be left out of) with a
+    /// party outside the roster or fewer parties than the roster allows.
+    pub fn check_announced(&self, round: Round, set: &PartySet) -> Result<(), SecAggError> {
         if let Some(party) = set.iter().find(|p| p.0 >= self.policy.parties) {
             return Err(RosterError::UnknownParty {
                 party,
@@ -580,26 +595,29 @@ impl Blinder {
     }
 
     /// Checks a decrypted sum of round `round`: the published parties must be the round's
-    /// `set` (which holds at least the roster's minimum and this party), the canaries must
-    /// hold; returns the slots before the canaries (values and weight), to decode.
+    /// `set` as this party knows it (`None`: not known, after a resync from a model snapshot),
+    /// within the roster and at least its minimum; the canaries must hold. Returns the slots
+    /// before the canaries (values and weight), to decode. This party need not be in the set
+    /// (a party left out still applies the sum).
     pub fn open<'s>(
         &self,
         sum: &'s [u64],
         fp: &FixedPoint,
         key: &SecretKey,
         round: Round,
-        set: &PartySet,
+        set: Option<&PartySet>,
         published: &PartySet,
     ) -> Result<&'s [u64], AggregateRefused> {
-        if published != set || self.check_set(round, set).is_err() {
+        let expected = set.unwrap_or(published);
+        if published != expected || self.check_announced(round, published).is_err() {
             return Err(AggregateRefused::PartyList {
                 round,
-                expected: set.clone(),
+                expected: expected.clone(),
                 found: published.clone(),
             });
         }
         let tag = CanaryTag::derive(key, self.run, round, fp);
-        check_canaries(fp, sum, set.len(), tag, round)
+        check_canaries(fp, sum, published.len(), tag, round)
     }
 }
 

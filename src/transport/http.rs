@@ -6,7 +6,8 @@
 //! | `GET /v1/plan` | the run's [`Plan`](crate::fl::Plan) as JSON |
 //! | `POST /v1/ready` | the party has loaded its data: round 0's clock starts once every party has said so (or at the join timeout once `min_parties` have) |
 //! | `POST /v1/rounds/{r}/update` | one party's sealed update for round r (body: wire bytes) |
-//! | `GET /v1/rounds/{r}/aggregate?wait_ms=W&keep_from=K` | round r's sum once it is published (long poll: `204 No Content` if still open after W ms); header `x-hefl-parties` lists the parties in it. `keep_from`: the party may still ask for the sums from round K on (its last checkpoint), so the server keeps them |
+//! | `GET /v1/rounds/{r}/aggregate?wait_ms=W&keep_from=K` | round r's sum once it is published (long poll: `204 No Content` if still open after W ms); header `x-hefl-parties` lists the parties in it. `keep_from`: the party may still ask for the sums from round K on (its last checkpoint), so the server keeps them. Strict secure aggregation: `x-hefl-next-set` lists the next round's party set, and a void round answers `200` with an empty body and `x-hefl-void: 1` (`x-hefl-parties` then lists the members that had submitted, possibly none) |
+//! | `POST /v1/rounds/{r}/rejoin` | strict secure aggregation: a party left out of round r's set asks to rejoin; `x-hefl-round` in the answer names the first round whose set holds it |
 //! | `POST /v1/rounds/{r}/skipped` | the party skipped round r: its sum could not be a sum of valid updates (body: the reason, at most 4 KiB); the server logs it |
 //! | `PUT /v1/snapshot/{r}` | a party's sealed model snapshot of the model before round r (body: wire bytes); kept if newer than the one kept |
 //! | `GET /v1/snapshot` | the latest model snapshot (`404` if none yet); header `x-hefl-round` names its round |
@@ -17,8 +18,8 @@
 //! token `401`, and the connection is closed with the body unread. A `Content-Length` above
 //! the largest valid message gets `413` at once. Refusals keep the round intact and say why
 //! in the body: `409` wrong round or duplicate (with `x-hefl-refusal: late` and the open
-//! round in `x-hefl-round` when the round already closed, `duplicate` when the party's update
-//! is already in), `410` an aggregate no longer kept, `413` a body above the limit, `422` a
+//! round in `x-hefl-round` when the round already closed, `not-in-set` with the open round
+//! when the party is not in its party set, `duplicate` when the party's update is already in), `410` an aggregate no longer kept, `413` a body above the limit, `422` a
 //! malformed update or one of another key id, parameter set or length, `408` an upload
 //! slower than the floor rate. [`Limits`] bounds what any peer can hold: time to send
 //! headers, pauses in a body, upload rate, and open connections in total and per address.
@@ -69,6 +70,10 @@ pub const PARTIES_HEADER: &str = "x-hefl-parties";
 pub const REFUSAL_HEADER: &str = "x-hefl-refusal";
 /// Header naming a round: the open round on a `late` refusal, a model snapshot's round.
 pub const ROUND_HEADER: &str = "x-hefl-round";
+/// Header listing the next round's party set (strict secure aggregation), comma-separated.
+pub const NEXT_SET_HEADER: &str = "x-hefl-next-set";
+/// Header marking a void round (strict secure aggregation): `1`.
+pub const VOID_HEADER: &str = "x-hefl-void";
 /// Longest a single aggregate request waits before answering `204 No Content`.
 const MAX_WAIT: Duration = Duration::from_secs(10);
 
@@ -180,6 +185,10 @@ fn refusal_response(refusal: &Refusal) -> Response {
         }
         Some(Submitted::AlreadyIn) => {
             headers.insert(REFUSAL_HEADER, HeaderValue::from_static("duplicate"));
+        }
+        Some(Submitted::NotInSet { open }) => {
+            headers.insert(REFUSAL_HEADER, HeaderValue::from_static("not-in-set"));
+            headers.insert(ROUND_HEADER, HeaderValue::from(open.0));
         }
         Some(Submitted::Taken) => {
             headers.insert(REFUSAL_HEADER, HeaderValue::from_static("seed-taken"));
@@ -407,12 +416,25 @@ async fn aggregate_handler(
     };
     match found {
         Ok(Some(published)) => {
-            let parties: Vec<String> = published.parties.iter().map(|p| p.0.to_string()).collect();
+            let list = |ids: &[PartyId]| {
+                let ids: Vec<String> = ids.iter().map(|p| p.0.to_string()).collect();
+                HeaderValue::from_str(&ids.join(","))
+            };
+            let parties = list(&published.parties);
+            let next_set = published.next_set.as_deref().map(list);
+            let void = published.void;
             // The sum's bytes are shared with every other response, not copied per party.
             let body = Bytes::from_owner(SharedBody(published.bytes));
             let mut response = (StatusCode::OK, body).into_response();
-            if let Ok(value) = HeaderValue::from_str(&parties.join(",")) {
-                response.headers_mut().insert(PARTIES_HEADER, value);
+            let headers = response.headers_mut();
+            if let Ok(value) = parties {
+                headers.insert(PARTIES_HEADER, value);
+            }
+            if let Some(Ok(value)) = next_set {
+                headers.insert(NEXT_SET_HEADER, value);
+            }
+            if void {
+                headers.insert(VOID_HEADER, HeaderValue::from_static("1"));
             }
             response
         }
@@ -431,6 +453,28 @@ async fn skipped_handler(
 ) -> Response {
     match st.hub.skipped(party, Round(round), &reason) {
         Ok(()) => (StatusCode::OK, format!("noted: {round} skipped")).into_response(),
+        Err(refusal) => refusal_response(&refusal),
+    }
+}
+
+/// Strict secure aggregation: a party left out of the open round's set asks to rejoin; the
+/// first round whose set holds it in [`ROUND_HEADER`].
+async fn rejoin_handler(
+    State(st): State<Arc<Shared>>,
+    Extension(party): Extension<PartyId>,
+) -> Response {
+    match st.hub.rejoin(party) {
+        Ok(from) => {
+            let mut response = (
+                StatusCode::OK,
+                format!("{party} is in the party set from {from} on"),
+            )
+                .into_response();
+            response
+                .headers_mut()
+                .insert(ROUND_HEADER, HeaderValue::from(from.0));
+            response
+        }
         Err(refusal) => refusal_response(&refusal),
     }
 }
@@ -576,6 +620,10 @@ fn router(shared: Arc<Shared>, limits: &Limits) -> Router {
                 .layer::<_, Infallible>(RequestBodyLimitLayer::new(body_limit)),
         )
         .route("/v1/rounds/{round}/aggregate", get(aggregate_handler))
+        .route(
+            "/v1/rounds/{round}/rejoin",
+            post(rejoin_handler).layer(DefaultBodyLimit::max(0)),
+        )
         .route(
             "/v1/rounds/{round}/skipped",
             post(skipped_handler).layer(DefaultBodyLimit::max(MAX_SKIP_REASON)),
@@ -892,6 +940,9 @@ impl Uplink for HttpUplink {
                 Ok(Submitted::Late { open: Round(open) })
             }
             (StatusCode::CONFLICT, Some(b"duplicate"), _) => Ok(Submitted::AlreadyIn),
+            (StatusCode::CONFLICT, Some(b"not-in-set"), Some(open)) => {
+                Ok(Submitted::NotInSet { open: Round(open) })
+            }
             (StatusCode::UNPROCESSABLE_ENTITY, Some(b"seed-taken"), _) => Ok(Submitted::Taken),
             (status, _, _) => Err(Self::refused(status, &answer.body)),
         }
@@ -922,17 +973,32 @@ impl Uplink for HttpUplink {
             keep_from.map_or(String::new(), |k| format!("&keep_from={}", k.0))
         );
         let (_, headers, body) = self.get(&path)?;
-        let parties = headers
-            .get(PARTIES_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| {
-                v.split(',')
-                    .filter(|s| !s.is_empty())
-                    .map(|s| s.trim().parse().map(PartyId))
-                    .collect::<Result<Vec<_>, _>>()
-            });
-        let parties = match parties {
-            Some(Ok(p)) if !p.is_empty() => p,
+        let list = |header: &'static str| {
+            headers.get(header).map(|v| {
+                v.to_str()
+                    .ok()
+                    .and_then(|v| {
+                        v.split(',')
+                            .filter(|s| !s.is_empty())
+                            .map(|s| s.trim().parse().map(PartyId).ok())
+                            .collect::<Option<Vec<_>>>()
+                    })
+                    .ok_or(MalformedAnswer::Header { round, header })
+            })
+        };
+        let void = match headers.get(VOID_HEADER) {
+            None => false,
+            Some(v) if v == "1" && body.is_empty() => true,
+            Some(_) => {
+                return Err(MalformedAnswer::Header {
+                    round,
+                    header: VOID_HEADER,
+                }
+                .into());
+            }
+        };
+        let parties = match list(PARTIES_HEADER) {
+            Some(Ok(p)) if void || !p.is_empty() => p,
             _ => {
                 return Err(MalformedAnswer::Header {
                     round,
@@ -941,11 +1007,28 @@ impl Uplink for HttpUplink {
                 .into());
             }
         };
+        let next_set = list(NEXT_SET_HEADER).transpose()?;
         Ok(Published {
             round,
             parties,
             bytes: Arc::new(body),
+            void,
+            next_set,
         })
+    }
+
+    fn rejoin(&mut self, round: Round) -> Result<Round, UplinkError> {
+        let path = format!("/v1/rounds/{}/rejoin", round.0);
+        let answer = self.send("POST", &path, "text/plain; charset=utf-8", b"")?;
+        match (answer.status, answer.round) {
+            (StatusCode::OK, Some(from)) => Ok(Round(from)),
+            (StatusCode::OK, None) => Err(MalformedAnswer::Header {
+                round,
+                header: ROUND_HEADER,
+            }
+            .into()),
+            (status, _) => Err(Self::refused(status, &answer.body)),
+        }
     }
 
     fn put_snapshot(&mut self, round: Round, bytes: &[u8]) -> Result<(), UplinkError> {

@@ -134,15 +134,14 @@ impl Uplink for Scripted<'_> {
             return Err(UplinkError::Stopped);
         }
         let (parties, bytes) = self.sums.get(&round).ok_or(UplinkError::Stopped)?;
-        Ok(Published {
-            round,
-            parties: parties.clone(),
-            bytes: Arc::clone(bytes),
-        })
+        Ok(Published::sum(round, parties.clone(), Arc::clone(bytes)))
     }
     fn skipped(&mut self, round: Round, _reason: &str) -> Result<(), UplinkError> {
         self.skipped.insert(round.0);
         Ok(())
+    }
+    fn rejoin(&mut self, round: Round) -> Result<Round, UplinkError> {
+        Ok(round)
     }
     fn put_snapshot(&mut self, _round: Round, _bytes: &[u8]) -> Result<(), UplinkError> {
         Ok(())
@@ -379,7 +378,10 @@ fn the_party_refuses_sums_out_of_order_and_party_lists_the_rules_forbid() {
     let refuse = |party: &mut Party, round: u64, parties: &[u32], bytes: &[u8]| {
         let before = party.model().to_vec();
         let err = party
-            .receive(Round(round), &ids(parties), bytes, &mut Default::default())
+            .receive(
+                &Published::sum(Round(round), ids(parties).to_vec(), bytes.to_vec().into()),
+                &mut Default::default(),
+            )
             .expect_err("refused");
         assert!(
             party.model() == before.as_slice(),
@@ -425,12 +427,18 @@ fn the_party_refuses_sums_out_of_order_and_party_lists_the_rules_forbid() {
     );
     // The valid sum is applied once; the same round again changes nothing.
     let got = party
-        .receive(Round(0), &ids(&[0, 1]), &sum, &mut cost)
+        .receive(
+            &Published::sum(Round(0), ids(&[0, 1]), sum.clone().into()),
+            &mut cost,
+        )
         .expect("applied");
     assert!(matches!(got, Received::Applied { .. }));
     let after = party.model().to_vec();
     let again = party
-        .receive(Round(0), &ids(&[0, 1]), &sum, &mut cost)
+        .receive(
+            &Published::sum(Round(0), ids(&[0, 1]), sum.clone().into()),
+            &mut cost,
+        )
         .expect("stale");
     assert!(matches!(again, Received::Stale { .. }));
     assert!(party.model() == after.as_slice());
@@ -447,7 +455,10 @@ fn a_snapshot_resyncs_a_party_bit_for_bit_and_others_are_refused() {
     for r in 0..4 {
         let sum = plain_sum(r, &[[0.1 * r as f32, -0.2, 0.3], [0.05, 0.4, -0.1]], 3);
         ahead
-            .receive(Round(r), &ids, &sum, &mut cost)
+            .receive(
+                &Published::sum(Round(r), ids.to_vec(), sum.to_vec().into()),
+                &mut cost,
+            )
             .expect("applied");
     }
     assert_eq!(ahead.snapshot_due(&ids), Some(Round(4)));
@@ -463,10 +474,16 @@ fn a_snapshot_resyncs_a_party_bit_for_bit_and_others_are_refused() {
     // The optimizer came along too: the next step is the same.
     let sum = plain_sum(4, &[[0.3, 0.3, 0.3], [0.1, 0.1, 0.1]], 3);
     ahead
-        .receive(Round(4), &ids, &sum, &mut cost)
+        .receive(
+            &Published::sum(Round(4), ids.to_vec(), sum.to_vec().into()),
+            &mut cost,
+        )
         .expect("applied");
     behind
-        .receive(Round(4), &ids, &sum, &mut cost)
+        .receive(
+            &Published::sum(Round(4), ids.to_vec(), sum.to_vec().into()),
+            &mut cost,
+        )
         .expect("applied");
     assert_eq!(bits(&behind), bits(&ahead));
 

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::OnceLock;
 
-use hefl::fl::{Encoding, PartyId, Round, Weighting};
+use hefl::fl::{Encoding, PartyId, Published, Round, Weighting};
 use hefl::he::keys::{KeyFile, SecretKey};
 use hefl::quant::FixedPoint;
 use hefl::secagg::{
@@ -109,7 +109,7 @@ fn blinds_cancel_exactly_in_the_sum() {
         );
         assert_eq!(fp.from_plaintext(blinded[len + 1]), i64::from(parties));
         let opened = blinders[0]
-            .open(&blinded, &fp, key(), Round(4), &set, &set)
+            .open(&blinded, &fp, key(), Round(4), Some(&set), &set)
             .expect("the round's sum is accepted");
         assert_eq!(
             encoding.decode(opened, parties).expect("decode"),
@@ -145,7 +145,7 @@ fn blinded_ciphertexts_sum_to_the_unblinded_sum_under_he() {
     }
     let decrypted = key().decrypt(&sum.unwrap()).unwrap();
     let opened = blinders[1]
-        .open(&decrypted, &fp, key(), Round(0), &set, &set)
+        .open(&decrypted, &fp, key(), Round(0), Some(&set), &set)
         .expect("accepted");
     assert_eq!(fp.decode_integers(opened), fp.decode_integers(&plain));
 }
@@ -459,7 +459,7 @@ fn canaries_refuse_what_is_not_the_rounds_sum() {
     let opener = &blinders[0];
     let open = |sum: &[u64], round: u64, published: &PartySet| {
         opener
-            .open(sum, &fp, key(), Round(round), &all, published)
+            .open(sum, &fp, key(), Round(round), Some(&all), published)
             .map(<[u64]>::to_vec)
     };
     // Control: the round's sum is accepted.
@@ -844,7 +844,12 @@ fn a_blinded_party_resends_its_sealed_bytes_after_a_restart_and_skips_refused_su
     let refs: Vec<&[u8]> = uploads.iter().map(Vec::as_slice).collect();
     let sum = server_sum(&parties[0], &refs, 0);
     for p in &mut parties {
-        let got = p.receive(Round(0), &all, &sum, &mut cost).unwrap();
+        let got = p
+            .receive(
+                &Published::sum(Round(0), all.to_vec(), sum.to_vec().into()),
+                &mut cost,
+            )
+            .unwrap();
         assert!(matches!(got, Received::Applied { .. }), "{got:?}");
         assert_eq!(p.model(), [1.0; 4]);
         assert!(
@@ -884,7 +889,12 @@ fn a_blinded_party_resends_its_sealed_bytes_after_a_restart_and_skips_refused_su
     // other parties' round-0 uploads (another round's blinds), stamped as round 1's sum.
     let three = server_sum(&parties[1], &[&lone, &uploads[0], &uploads[2]], 1);
     for p in [&mut restarted, &mut parties[1]] {
-        let got = p.receive(Round(1), &all, &three, &mut cost).unwrap();
+        let got = p
+            .receive(
+                &Published::sum(Round(1), all.to_vec(), three.to_vec().into()),
+                &mut cost,
+            )
+            .unwrap();
         match got {
             Received::Skipped { reason, .. } => {
                 assert!(reason.to_string().contains("canary"), "{reason}");

@@ -509,6 +509,9 @@ impl hefl::fl::Uplink for Intercepted {
     fn skipped(&mut self, round: Round, reason: &str) -> Result<(), hefl::fl::UplinkError> {
         self.inner.skipped(round, reason)
     }
+    fn rejoin(&mut self, round: Round) -> Result<Round, hefl::fl::UplinkError> {
+        self.inner.rejoin(round)
+    }
     fn put_snapshot(&mut self, round: Round, bytes: &[u8]) -> Result<(), hefl::fl::UplinkError> {
         self.inner.put_snapshot(round, bytes)
     }
