@@ -183,8 +183,8 @@ fn plan(args: &ServeArgs) -> Result<ValidPlan> {
 }
 
 /// With secure aggregation, the roster must be given and fit the plan: its key, its party
-/// count, its policy (the parties refuse a plan that weakens it), and every party in every
-/// sum (strict: a round with a party missing is not published).
+/// count, and its policy (the parties refuse a plan that weakens it; `--min-parties` is the
+/// smallest party set a round may have: strict rounds with a member missing are void).
 fn check_roster(plan: &ValidPlan, roster: Option<&std::path::Path>) -> Result<()> {
     let (mode, path) = match (plan.config.secure_agg, roster) {
         (None, None) => return Ok(()),
@@ -196,12 +196,6 @@ fn check_roster(plan: &ValidPlan, roster: Option<&std::path::Path>) -> Result<()
     };
     let roster = super::roster::load(path)?;
     let parties = plan.config.parties as u32;
-    if plan.rules.min_parties.is_some_and(|m| m < parties) {
-        bail!(
-            "strict secure aggregation publishes a round only with every party: drop \
-             --min-parties (a round with a party missing is not published)"
-        );
-    }
     let key_id = plan
         .key_id
         .context("secure aggregation needs --privacy he and --key-id")?;

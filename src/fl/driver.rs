@@ -192,6 +192,7 @@ impl Member<'_> {
             },
             retry: options.retry,
             checkpoints,
+            rejoining: None,
         };
         // Data loaded and checkpoint read: round 0's clock may start.
         let retry = options.retry;
@@ -330,6 +331,9 @@ struct Federated<'u> {
     checkpoints: Option<Checkpoints>,
     /// The round of the last checkpoint: the server keeps the sums from there on.
     keep_from: Option<Round>,
+    /// Strict secure aggregation: the round from which the server said this party, left
+    /// out, is back in the party set (it asked to rejoin).
+    rejoining: Option<Round>,
 }
 
 impl Federated<'_> {
@@ -501,19 +505,24 @@ impl Rounds for Federated<'_> {
         let uplink_error = |source| PartyError::Uplink { round, source };
         let retry = self.retry;
         let bytes = if self.party.is_member() {
+            self.rejoining = None;
             Some(self.submit(round, update, (client, progress), observer)?)
         } else {
             // Strict secure aggregation: left out of this round's set (a missed deadline, or
-            // a resync); its update is dropped, and it asks to be in a later round's.
-            let uplink = &mut *self.uplink;
-            let from = retry
-                .call(&format!("asking to rejoin at {round}"), observer, || {
-                    uplink.rejoin(round)
-                })
-                .map_err(uplink_error)?;
-            observer.note(&format!(
-                "not in the party set of {round} (it missed a deadline, or resynced): asked to rejoin; in the set from {from} on"
-            ));
+            // a resync); its update is dropped, and it asks to be in a later round's (once:
+            // again only if that round came and its set did not hold this party).
+            if self.rejoining.is_none_or(|from| round >= from) {
+                let uplink = &mut *self.uplink;
+                let from = retry
+                    .call(&format!("asking to rejoin at {round}"), observer, || {
+                        uplink.rejoin(round)
+                    })
+                    .map_err(uplink_error)?;
+                observer.note(&format!(
+                    "not in the party set of {round} (it missed a deadline, or resynced): asked to rejoin; in the set from {from} on"
+                ));
+                self.rejoining = Some(from);
+            }
             None
         };
         let uplink = &mut *self.uplink;

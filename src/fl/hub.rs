@@ -567,9 +567,10 @@ impl Hub {
         let mut state = self.state();
         Self::seen(&mut state, party);
         let current = either!(&state.server, s => s.current_round());
+        let asked_before = either!(&state.server, s => s.is_rejoining(party));
         let from = either!(&mut state.server, s => s.rejoin(party))?;
         state.heard = Instant::now();
-        if from > current {
+        if from > current && !asked_before {
             (self.log)(&HubEvent::Rejoining { party, from });
         }
         Ok(from)

@@ -455,6 +455,13 @@ impl<S: Summable> Server<S> {
         Ok(Round(self.round.0 + 1))
     }
 
+    /// Whether `party` asked to rejoin and is to be in the next round's set.
+    pub fn is_rejoining(&self, party: PartyId) -> bool {
+        self.sets
+            .as_ref()
+            .is_some_and(|s| s.rejoining.contains(&party))
+    }
+
     /// The open round's party set (`None` without strict secure aggregation: every party).
     pub fn party_set(&self) -> Option<&BTreeSet<PartyId>> {
         self.sets.as_ref().map(|s| &s.open)
@@ -614,7 +621,12 @@ impl<S: Summable> Server<S> {
             // its members submit fresh updates to the next round, never the same update
             // under another set (see `crate::secagg`).
             self.opened = Some(now);
-            self.void_open_round(now);
+            let members = self
+                .sets
+                .as_ref()
+                .map(|s| s.open.clone())
+                .unwrap_or_default();
+            self.void_open_round(now, members.into_iter().collect());
         }
         self.start(now);
         Ok(())
@@ -888,7 +900,8 @@ impl<S: Summable> Server<S> {
             }
             let staying = self.submitted.union(&sets.rejoining).count();
             if due && staying >= min {
-                self.void_open_round(now);
+                let submitted = self.submitted.iter().copied().collect();
+                self.void_open_round(now, submitted);
                 return true;
             }
             return false;
@@ -920,12 +933,13 @@ impl<S: Summable> Server<S> {
         true
     }
 
-    /// Strict secure aggregation: the open round is void; its members that submitted, and
-    /// the parties rejoining, are the next round's set.
-    fn void_open_round(&mut self, now: Instant) {
+    /// Strict secure aggregation: the open round is void; `staying` (its members that
+    /// submitted, or after a restart all its members) and the parties rejoining are the next
+    /// round's set.
+    fn void_open_round(&mut self, now: Instant, staying: Vec<PartyId>) {
         self.sum = None;
         let parties = self.close_round();
-        let next_set = self.next_set(&parties);
+        let next_set = self.next_set(&staying);
         self.published.push_back(Published {
             round: self.round,
             parties,

@@ -1649,9 +1649,9 @@ fn the_operator_sees_the_run_and_nobody_else_does() {
     finish(parties, server);
 }
 
-/// Makes every party's identity (`hefl identity`) and the roster (`hefl roster`) in `dir`;
-/// returns the roster's fingerprint as printed.
-fn strict_federation(dir: &Path) -> String {
+/// Makes every party's identity (`hefl identity`) and the roster (`hefl roster`, with
+/// `--min-parties` if given) in `dir`; returns the roster's fingerprint as printed.
+fn strict_federation(dir: &Path, min_parties: Option<u32>) -> String {
     let mut parties = Vec::new();
     for p in 0..3 {
         let id = dir.join(format!("party-{p}.id"));
@@ -1672,6 +1672,9 @@ fn strict_federation(dir: &Path) -> String {
     roster.arg("roster").arg("--key").arg(dir.join("hefl.key"));
     for party in &parties {
         roster.args(["--party", party]);
+    }
+    if let Some(min) = min_parties {
+        roster.args(["--min-parties", &min.to_string()]);
     }
     let out = roster
         .arg("--out")
@@ -1709,7 +1712,7 @@ fn strict_join_flags(dir: &Path, p: u32, fingerprint: &str) -> Vec<String> {
 #[test]
 fn strict_processes_match_the_in_process_he_run() {
     let (dir, key_id) = setup();
-    let fingerprint = strict_federation(dir.path());
+    let fingerprint = strict_federation(dir.path(), None);
     let roster = dir.path().join("roster.json");
     let roster = roster.to_str().expect("utf-8 path");
     let strict = [
@@ -1765,7 +1768,7 @@ fn strict_processes_match_the_in_process_he_run() {
 #[test]
 fn a_killed_strict_party_resends_its_sealed_upload_and_ends_with_the_undisturbed_model() {
     let (dir, key_id) = setup();
-    let fingerprint = strict_federation(dir.path());
+    let fingerprint = strict_federation(dir.path(), None);
     let roster = dir.path().join("roster.json");
     let roster = roster.to_str().expect("utf-8 path");
     let strict = [
@@ -1816,14 +1819,35 @@ fn a_killed_strict_party_resends_its_sealed_upload_and_ends_with_the_undisturbed
     assert_parties_match_the_in_process_run(dir.path(), 4);
 }
 
+/// Every party's saved model and void rounds, which must be the same for all three; returns
+/// the void rounds.
+fn assert_parties_agree(dir: &Path) -> Vec<u64> {
+    let voids = |p: u32| -> Vec<u64> {
+        let json: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join(format!("party-{p}.json"))).expect("metrics"),
+        )
+        .expect("json");
+        serde_json::from_value(json["overhead"]["void_rounds"].clone()).expect("void rounds")
+    };
+    for p in 1..3 {
+        assert!(
+            saved_params(dir, p) == saved_params(dir, 0),
+            "party {p}'s model differs from party 0's"
+        );
+        assert_eq!(voids(p), voids(0), "party {p}'s void rounds");
+    }
+    voids(0)
+}
+
 /// Strict secure aggregation with the server killed mid-run and restarted from its state
-/// dir: the parties resend their sealed uploads of the open round byte for byte (the same
-/// blinded inputs for the same party set, so nothing new is revealed) and the run ends with
-/// the undisturbed model.
+/// dir: the open round's submissions were not kept, so the restarted server voids it (never
+/// asking for the same updates under another set); every party takes no step for it, goes
+/// on with fresh updates, and all end with the same model.
 #[test]
-fn a_killed_strict_server_restarted_from_its_state_dir_completes_the_run() {
+fn a_killed_strict_server_restarted_from_its_state_dir_voids_the_open_round_and_completes_the_run()
+{
     let (dir, key_id) = setup();
-    let fingerprint = strict_federation(dir.path());
+    let fingerprint = strict_federation(dir.path(), None);
     let bind = format!("127.0.0.1:{}", free_port());
     let state = dir.path().join("server-state");
     let roster = dir.path().join("roster.json");
@@ -1854,5 +1878,112 @@ fn a_killed_strict_server_restarted_from_its_state_dir_completes_the_run() {
     signal(server.child(), "-KILL");
     let _ = server.child().wait();
     std::thread::sleep(Duration::from_secs(1));
-    restart_server_and_finish(dir.path(), &args, parties, 4);
+    let (server, _) = start_server(dir.path(), &args);
+    let (_, (stdout, log)) = finish(parties, server);
+    assert!(log.contains("resuming from the checkpoint"), "{log}");
+    assert!(
+        log.contains("is void: the server restarted while it was open"),
+        "{log}"
+    );
+    assert!(stdout.contains("done: 28 rounds"), "{stdout}");
+    let voids = assert_parties_agree(dir.path());
+    assert!(!voids.is_empty(), "no void round");
+    assert!(final_accuracy(&dir.path().join("party-0.json")) > 0.9);
+}
+
+/// A child's stderr lines as they come, read on a thread.
+struct LogTail(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl LogTail {
+    fn of(guard: &mut Guard) -> Self {
+        let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stderr = guard.child().stderr.take().expect("stderr");
+        let sink = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().expect("lock").push(line);
+            }
+        });
+        Self(lines)
+    }
+
+    /// Waits (at most 60 s) for a line containing `pattern`.
+    fn wait_for(&self, pattern: &str) {
+        let start = Instant::now();
+        while !self.text().contains(pattern) {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "no {pattern:?} in {}",
+                self.text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn text(&self) -> String {
+        self.0.lock().expect("lock").join("\n")
+    }
+}
+
+/// Strict secure aggregation with `--min-parties 2` and a party killed (SIGKILL) mid-run:
+/// the round it misses is void, the two others go on as a set of two, and the killed party,
+/// restarted from its state dir, catches up on the sums it missed (the void round among
+/// them), asks to rejoin, is announced in a later round's set and submits again; all three
+/// end with the same model and the same void rounds.
+#[test]
+fn a_killed_strict_party_leaves_a_void_round_and_rejoins_after_its_restart() {
+    let (dir, key_id) = setup();
+    let fingerprint = strict_federation(dir.path(), Some(2));
+    let roster = dir.path().join("roster.json");
+    let roster = roster.to_str().expect("utf-8 path");
+    let strict = [
+        "--epochs",
+        "4",
+        "--secure-agg",
+        "strict",
+        "--roster",
+        roster,
+        "--min-parties",
+        "2",
+        "--round-timeout",
+        "2s",
+    ];
+    let (mut server, url) = start_server(dir.path(), &he_flags(&key_id, &strict));
+    let log = LogTail::of(&mut server);
+    let join = |p: u32, extra: &[&str]| {
+        let mut flags = strict_join_flags(dir.path(), p, &fingerprint);
+        flags.extend(extra.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = flags.iter().map(String::as_str).collect();
+        start_party_with(dir.path(), &url, p, &refs)
+    };
+    let state = dir.path().join("state-2");
+    let state_args = ["--state-dir", state.to_str().expect("utf-8 path")];
+    let mut others: Vec<Guard> = (0..2).map(|p| join(p, &[])).collect();
+    let mut victim = join(2, &state_args);
+    let _stdout = wait_for_an_epoch(&mut victim);
+    signal(victim.child(), "-KILL");
+    let _ = victim.child().wait();
+    // The round it missed is void at its deadline; the two others go on as a set of two,
+    // and are paused there so that the run cannot end before the restarted party is back.
+    log.wait_for("is void: a member of its party set missed the deadline");
+    log.wait_for("closed at its deadline with parties 0, 1");
+    for other in &mut others {
+        signal(other.child(), "-STOP");
+    }
+    let restarted = join(2, &state_args);
+    log.wait_for("party 2 asked to rejoin");
+    for other in &mut others {
+        signal(other.child(), "-CONT");
+    }
+    let (logs, _) = finish(others.into_iter().chain([restarted]).collect(), server);
+    let log = log.text();
+    assert!(log.contains("closed with every party again"), "{log}");
+    assert!(
+        logs[2].contains("resuming from the checkpoint") && logs[2].contains("asked to rejoin"),
+        "{}",
+        logs[2]
+    );
+    let voids = assert_parties_agree(dir.path());
+    assert!(!voids.is_empty(), "no void round");
+    assert!(final_accuracy(&dir.path().join("party-2.json")) > 0.9);
 }

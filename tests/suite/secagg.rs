@@ -784,13 +784,18 @@ fn strict_runs_give_the_models_of_he_runs_bit_for_bit() {
 
 /// Party `i` of a 3-party `he` federation of 4 values, blinded by `blinders[i]`.
 fn blinded_party(i: u32, blinder: Blinder) -> hefl::fl::Party {
+    he_party(i).with_secure_agg(blinder).unwrap()
+}
+
+/// Party `i` of a 3-party `he` federation of 4 values (at least 2 in a sum), unblinded.
+fn he_party(i: u32) -> hefl::fl::Party {
     use hefl::fl::{Federation, Party, Privacy, Step};
     use rand::SeedableRng;
     let federation = Federation {
         party: PartyId(i),
         parties: 3,
         id_limit: 3,
-        min_parties: 3,
+        min_parties: 2,
         length: 4,
         encoding: Encoding::new(8.0, 16, 3, Weighting::Fraction { nominal: 1 }).unwrap(),
         privacy: Privacy::He,
@@ -801,10 +806,7 @@ fn blinded_party(i: u32, blinder: Blinder) -> hefl::fl::Party {
     };
     let key = std::sync::Arc::new(KeyFile::from_seed([11; 32]).secret_key().unwrap());
     let rounding = rand_chacha::ChaCha20Rng::seed_from_u64(u64::from(i));
-    Party::new(federation, vec![0.0; 4], Some(key), rounding)
-        .unwrap()
-        .with_secure_agg(blinder)
-        .unwrap()
+    Party::new(federation, vec![0.0; 4], Some(key), rounding).unwrap()
 }
 
 /// What the server publishes for `round`: the sum of `uploads`, stamped.
@@ -904,4 +906,115 @@ fn a_blinded_party_resends_its_sealed_bytes_after_a_restart_and_skips_refused_su
         assert_eq!(p.model(), [1.0; 4], "no step on a refused sum");
         assert_eq!(p.next_round(), Round(2));
     }
+}
+
+/// A void round: no step on any party, every party moves on, and the next round's set (two
+/// parties) is the one the members seal for and the one its sum must list; the party left
+/// out applies that sum too, is back in the set announced with it, and all three models stay
+/// equal. A next set the roster refuses, and a void round in a run without secure
+/// aggregation, are refused and change nothing.
+#[test]
+fn a_void_round_moves_every_party_on_and_the_next_set_is_sealed_for() {
+    use hefl::fl::{PartyState, PublishedError, Received};
+    let mut cost = Default::default();
+    let (_, blinders) = federation(3);
+    let mut parties: Vec<_> = blinders
+        .into_iter()
+        .enumerate()
+        .map(|(i, b)| blinded_party(i as u32, b))
+        .collect();
+    let ids = |ids: &[u32]| ids.iter().map(|&p| PartyId(p)).collect::<Vec<_>>();
+    let outcome = |round: u64, parties: &[u32], bytes: Vec<u8>, next: &[u32]| Published {
+        void: bytes.is_empty(),
+        next_set: Some(ids(next)),
+        ..Published::sum(Round(round), ids(parties), bytes.into())
+    };
+    let seal = |p: &mut hefl::fl::Party, round: u64, value: f32, cost: &mut _| {
+        p.seal(Round(round), &[value; 4], 1, None, cost)
+            .map(|s| s.bytes)
+    };
+
+    // Round 0, all three: applied; the next set announced is all three.
+    let uploads: Vec<Vec<u8>> = (0..3)
+        .map(|i| seal(&mut parties[i], 0, i as f32, &mut cost).unwrap())
+        .collect();
+    let refs: Vec<&[u8]> = uploads.iter().map(Vec::as_slice).collect();
+    let sum = server_sum(&parties[0], &refs, 0);
+    for p in &mut parties {
+        let got = p.receive(&outcome(0, &[0, 1, 2], sum.clone(), &[0, 1, 2]), &mut cost);
+        assert!(matches!(got, Ok(Received::Applied { .. })), "{got:?}");
+    }
+
+    // Round 1: parties 0 and 1 seal, party 2 never does: void, next set {0, 1}.
+    for p in &mut parties[..2] {
+        seal(p, 1, 5.0, &mut cost).unwrap();
+    }
+    // Refused next sets first: a party outside the roster, a set below its minimum.
+    for (next, named) in [(&[0u32, 7][..], "party 7"), (&[0u32][..], "at least 2")] {
+        let err = parties[0]
+            .receive(&outcome(1, &[0, 1], Vec::new(), next), &mut cost)
+            .expect_err("refused");
+        assert!(matches!(err, PublishedError::NextSet { .. }), "{err}");
+        assert!(err.to_string().contains(named), "{err}");
+        assert_eq!(parties[0].next_round(), Round(1), "nothing changed");
+    }
+    for p in &mut parties {
+        let got = p.receive(&outcome(1, &[0, 1], Vec::new(), &[0, 1]), &mut cost);
+        assert!(matches!(got, Ok(Received::Void { .. })), "{got:?}");
+        assert_eq!(p.model(), [1.0; 4], "no step on a void round");
+        assert_eq!(p.next_round(), Round(2));
+        assert_eq!(p.voided(), [1]);
+        assert!(p.sealed_upload(Round(1)).is_none(), "its update is dropped");
+    }
+    assert!(parties[0].is_member() && parties[1].is_member());
+    assert!(!parties[2].is_member(), "left out of round 2");
+    let err = seal(&mut parties[2], 2, 9.0, &mut cost).expect_err("not in the set");
+    assert!(
+        err.to_string().contains("not in the round's party set"),
+        "{err}"
+    );
+    // The left-out party's checkpoint keeps the set.
+    let state = PartyState::from_bytes(&parties[2].state().to_bytes(), 1 << 20).unwrap();
+    let (_, mut fresh) = federation(3);
+    let mut restarted = blinded_party(2, fresh.remove(2));
+    restarted.restore(state).unwrap();
+    assert!(!restarted.is_member());
+    assert_eq!(restarted.voided(), [1]);
+
+    // Round 2 over {0, 1}: their blinds cancel in their sum; all three apply it, and party
+    // 2 is in the set announced with it.
+    let uploads: Vec<Vec<u8>> = (0..2)
+        .map(|i| seal(&mut parties[i], 2, 3.0 + i as f32, &mut cost).unwrap())
+        .collect();
+    let refs: Vec<&[u8]> = uploads.iter().map(Vec::as_slice).collect();
+    let sum = server_sum(&parties[0], &refs, 2);
+    for p in &mut parties {
+        let got = p.receive(&outcome(2, &[0, 1], sum.clone(), &[0, 1, 2]), &mut cost);
+        assert!(matches!(got, Ok(Received::Applied { .. })), "{got:?}");
+        assert_eq!(p.model(), [4.5; 4], "1 + the mean of 3 and 4");
+        assert!(p.is_member());
+    }
+
+    // Round 3, all three again.
+    let uploads: Vec<Vec<u8>> = (0..3)
+        .map(|i| seal(&mut parties[i], 3, 1.0, &mut cost).unwrap())
+        .collect();
+    let refs: Vec<&[u8]> = uploads.iter().map(Vec::as_slice).collect();
+    let sum = server_sum(&parties[0], &refs, 3);
+    for p in &mut parties {
+        let got = p.receive(&outcome(3, &[0, 1, 2], sum.clone(), &[0, 1, 2]), &mut cost);
+        assert!(matches!(got, Ok(Received::Applied { .. })), "{got:?}");
+        assert_eq!(p.model(), [5.5; 4]);
+    }
+
+    // Without secure aggregation no round is ever void.
+    let mut unblinded = he_party(0);
+    let err = unblinded
+        .receive(&outcome(0, &[0, 1], Vec::new(), &[0, 1]), &mut cost)
+        .expect_err("refused");
+    assert!(
+        matches!(err, PublishedError::UnexpectedVoid { .. }),
+        "{err}"
+    );
+    assert_eq!(unblinded.next_round(), Round(0));
 }

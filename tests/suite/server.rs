@@ -1069,3 +1069,112 @@ fn round_zero_waits_for_every_party_to_be_ready() {
         [PartyId(0), PartyId(1)]
     );
 }
+
+/// Strict secure aggregation's rounds: a round publishes only with every member of its set;
+/// at the deadline with one missing it is void (no sum) when enough members remain, and the
+/// next set leaves the missing one out until it asks to rejoin; with too few it keeps
+/// waiting; an update from outside the set is refused; a restored server voids the open round.
+#[test]
+fn strict_rounds_publish_whole_sets_void_short_ones_and_take_parties_back() {
+    let now = Instant::now();
+    let later = |s: u64| now + Duration::from_secs(s);
+    let ids = |ids: &[u32]| ids.iter().map(|&p| PartyId(p)).collect::<Vec<_>>();
+    let mut server = server(config(3, 2), now).expect("valid").with_party_sets();
+
+    // Round 0 with everyone: published, the next set announced with it.
+    for p in 0..3 {
+        server
+            .submit(PartyId(p), Round(0), &plain(p, 0, [1; LEN]), now)
+            .expect("in");
+    }
+    let round0 = server
+        .aggregate(Round(0))
+        .expect("kept")
+        .expect("published");
+    assert!(!round0.void);
+    assert_eq!(round0.parties, ids(&[0, 1, 2]));
+    assert_eq!(round0.next_set, Some(ids(&[0, 1, 2])));
+
+    // Round 1 without party 2: nothing before the deadline, void at it.
+    for p in 0..2 {
+        server
+            .submit(PartyId(p), Round(1), &plain(p, 1, [1; LEN]), now)
+            .expect("in");
+    }
+    assert!(!server.tick(later(5)), "closed before the deadline");
+    assert!(server.aggregate(Round(1)).expect("open").is_none());
+    assert!(server.tick(later(11)), "void at the deadline");
+    let round1 = server.aggregate(Round(1)).expect("kept").expect("closed");
+    assert!(round1.void && round1.bytes.is_empty(), "{round1:?}");
+    assert_eq!(round1.parties, ids(&[0, 1]));
+    assert_eq!(round1.next_set, Some(ids(&[0, 1])));
+
+    // Party 2 is out of round 2: its update is refused, and it asks to rejoin.
+    let refused = server
+        .submit(PartyId(2), Round(2), &plain(2, 2, [1; LEN]), later(11))
+        .expect_err("not in the set");
+    assert!(matches!(refused, Refusal::NotInSet { .. }), "{refused}");
+    assert_eq!(server.rejoin(PartyId(2)).expect("rejoin"), Round(3));
+    assert_eq!(server.rejoin(PartyId(0)).expect("a member"), Round(2));
+    for p in 0..2 {
+        server
+            .submit(PartyId(p), Round(2), &plain(p, 2, [2; LEN]), later(12))
+            .expect("in");
+    }
+    let round2 = server
+        .aggregate(Round(2))
+        .expect("kept")
+        .expect("published");
+    assert!(!round2.void);
+    assert_eq!(round2.parties, ids(&[0, 1]));
+    assert_eq!(round2.next_set, Some(ids(&[0, 1, 2])), "party 2 is back");
+    let (_, words) = sum_of(&server, 2, 2);
+    assert_eq!(words, [4; LEN]);
+
+    // Round 3: only party 0 by the deadline, below the minimum of 2: the round waits.
+    server
+        .submit(PartyId(0), Round(3), &plain(0, 3, [1; LEN]), later(12))
+        .expect("in");
+    assert!(
+        !server.tick(later(40)),
+        "a set below the minimum is never announced"
+    );
+    assert_eq!(server.current_round(), Round(3));
+    // Once a second member comes, past the deadline, the round is void without the third.
+    server
+        .submit(PartyId(1), Round(3), &plain(1, 3, [1; LEN]), later(41))
+        .expect("in");
+    let round3 = server.aggregate(Round(3)).expect("kept").expect("closed");
+    assert!(round3.void, "{round3:?}");
+    assert_eq!(round3.next_set, Some(ids(&[0, 1])));
+
+    // A restart voids the open round: its submissions were not kept.
+    server
+        .submit(PartyId(0), Round(4), &plain(0, 4, [1; LEN]), later(42))
+        .expect("in");
+    let state = server.state();
+    let mut restored = self::server(config(3, 2), later(43))
+        .expect("valid")
+        .with_party_sets();
+    restored
+        .restore(state.clone(), 10, later(43))
+        .expect("restores");
+    assert_eq!(restored.current_round(), Round(5));
+    let void = restored.aggregate(Round(4)).expect("kept").expect("closed");
+    assert!(void.void && void.parties.is_empty(), "{void:?}");
+    assert_eq!(void.next_set, Some(ids(&[0, 1])), "the same set again");
+
+    // A state with party sets does not restore into a server without them, nor back.
+    let mut unsets = self::server(config(3, 2), later(43)).expect("valid");
+    let refused = unsets
+        .restore(state, 10, later(43))
+        .expect_err("sets refused");
+    assert!(refused.to_string().contains("party set"), "{refused}");
+    let plain_state = self::server(config(3, 2), now).expect("valid").state();
+    let refused = self::server(config(3, 2), now)
+        .expect("valid")
+        .with_party_sets()
+        .restore(plain_state, 10, now)
+        .expect_err("none refused");
+    assert!(refused.to_string().contains("party set"), "{refused}");
+}
