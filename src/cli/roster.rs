@@ -30,10 +30,13 @@ pub struct RosterArgs {
     /// printed), as ID=FILE. Give every party, ids 0 to P - 1.
     #[arg(long = "party", value_name = "ID=FILE", required = true)]
     pub parties: Vec<String>,
-    /// The mode: `strict` (every party in every sum).
+    /// The mode: `strict` (every member of a round's party set in its sum; a round with a
+    /// member missing at its deadline is void, and the next set leaves it out until it
+    /// rejoins).
     #[arg(long, default_value = "strict", value_name = "MODE")]
     pub secure_agg: Mode,
-    /// The fewest parties a published sum may hold (default: all).
+    /// The fewest parties a published sum, and a round's party set, may hold (default: all:
+    /// a missing party stalls the run until it is back).
     #[arg(long, value_name = "N")]
     pub min_parties: Option<u32>,
     /// Where to write the roster (public; parent folders are created).

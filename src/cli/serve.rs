@@ -69,7 +69,10 @@ pub struct RulesArgs {
     #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     pub round_timeout: Duration,
     /// A round closes at its deadline if at least this many parties sent an
-    /// update (default: all parties); parties refuse a sum of fewer.
+    /// update (default: all parties); parties refuse a sum of fewer. With
+    /// `--secure-agg strict`: a round missing a member of its party set is void at
+    /// its deadline if this many members submitted (the next set is them), else it
+    /// waits; at least the roster's `min_parties`.
     #[arg(long, value_name = "N")]
     pub min_parties: Option<u32>,
     /// A party that missed this many rounds in a row is gone: rounds stop
@@ -306,8 +309,13 @@ pub fn run(args: ServeArgs) -> Result<()> {
             missing.join(", ")
         );
     }
+    let void = if plan.config.secure_agg.is_some() {
+        format!(", {} void", report.void_rounds)
+    } else {
+        String::new()
+    };
     println!(
-        "done: {} rounds in {:.1} s, {} without every party",
+        "done: {} rounds in {:.1} s, {} without every party{void}",
         report.rounds,
         started.elapsed().as_secs_f64(),
         report.short_rounds
