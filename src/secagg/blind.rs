@@ -9,8 +9,8 @@
 //! - **Blind key** of pair {i, j} in round r, attempt a, over the party set S:
 //!   HKDF-SHA256(salt = s, ikm = K_ij, info = "hefl/v1/blind/pair" ‖ r ‖ a ‖ min(i, j) ‖
 //!   max(i, j) ‖ SHA-256(S))\[..16\] (integers big-endian: r as 8 bytes, the rest as 4).
-//! - **Blind**: that key's AES-128-CTR keystream (hefl's [`KeyStream`]) from counter 0, 4 bytes
-//!   per word when t <= 32 (8 beyond), shifted into the top t bits of each plaintext word and
+//! - **Blind**: that key's AES-128-CTR keystream (hefl's [`KeyStream`]) from counter 0, 3 bytes
+//!   per word when t <= 24, 4 when t <= 32, 8 beyond, shifted into the top t bits of each plaintext word and
 //!   added by the smaller id, subtracted by the larger: y_i = z_i + Σ_{j>i} p_ij − Σ_{j<i} p_ij
 //!   mod 2^t. The blinds of a complete set cancel exactly in the sum; one party's words, to
 //!   anyone missing one of its pair secrets, are uniform mod 2^t.
@@ -244,8 +244,8 @@ impl fmt::Debug for BlindKey {
     }
 }
 
-/// Words per chunk when blinds are applied: a multiple of every keystream batch (32 words
-/// at 4 bytes each, 16 at 8), so that chunk c reads exactly the blocks a single pass would
+/// Words per chunk when blinds are applied: a multiple of every keystream read (128 words
+/// per three batches at 3 bytes each, 32 per batch at 4, 16 at 8), so that chunk c reads exactly the blocks a single pass would
 /// (from c times the chunk's blocks on), and small enough (64 KiB) to stay in cache while
 /// every blind of the round is added to it.
 const BLIND_CHUNK: usize = 8192;

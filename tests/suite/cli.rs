@@ -868,5 +868,10 @@ fn identity_roster_and_serve_refuse_what_does_not_fit() {
         "--min-parties",
         "2",
     ]);
-    assert!(log.contains("every party"), "{log}");
+    // A roster of min_parties 3 (every party): a plan of 2 would weaken it.
+    assert!(
+        log.contains("weakens the roster's policy")
+            && log.contains("the roster says 3, the plan 2"),
+        "{log}"
+    );
 }

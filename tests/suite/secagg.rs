@@ -302,7 +302,11 @@ fn every_key_and_counter_is_used_once_per_round() {
     let set = PartySet::new((0..parties).map(PartyId));
     let (len, t) = (101_773, 22);
     let blocks = BlindKey::blocks_used(len, t);
-    assert_eq!(blocks, (len as u128 * 4).div_ceil(128) * 8);
+    assert_eq!(
+        blocks,
+        (len as u128 * 3).div_ceil(128) * 8,
+        "3 bytes per word at t <= 24"
+    );
     let mut used = HashSet::new();
     let mut keys = HashSet::new();
     for (i, blinder) in blinders.iter().enumerate() {
