@@ -372,19 +372,33 @@ def test_the_node_refuses_a_wrong_roster_fingerprint_or_party_or_a_weakened_poli
     assert not reply.has_error() and "hefl.update" in reply.content
 
 
-@pytest.mark.parametrize("entry", ["hefl-identity", "hefl-roster", "hefl-roster-fingerprint"])
 def test_the_node_takes_no_identity_or_roster_from_run_config(
-    key_path: Path, identity_paths: list[Path], roster_path: Path, fingerprint: str, entry: str
+    key_path: Path, identity_paths: list[Path], roster_path: Path, fingerprint: str
 ) -> None:
     strategy = strict_strategy(key_path, roster_path, fingerprint)
     config = strict_config(key_path, identity_paths[0], roster_path, fingerprint)
-    in_run_config = {"local-steps": 1, entry: str(config[entry])}
-    message = refusal(train_message(strategy), node_context(config, in_run_config))
-    assert f"run_config has a {entry!r} entry" in message
-    # The identity's path under another name is refused too: the ServerApp would see it.
-    if entry == "hefl-identity":
-        renamed = {"local-steps": 1, "path": str(identity_paths[0])}
-        assert "run_config" in refusal(train_message(strategy), node_context(config, renamed))
+    # An identity (a secret) in run_config is refused: the ServerApp sees run_config.
+    for run_config in (
+        {"local-steps": 1, "hefl-identity": str(identity_paths[0])},
+        {"local-steps": 1, "path": str(identity_paths[0])},  # its path under another name
+    ):
+        message = refusal(train_message(strategy), node_context(config, run_config))
+        assert "run_config has a 'hefl-identity' entry" in message
+    # A roster and fingerprint in run_config (public: a ServerApp may read them there) never
+    # stand in for the node's own.
+    public = {
+        "local-steps": 1,
+        "hefl-roster": str(roster_path),
+        "hefl-roster-fingerprint": fingerprint,
+        "hefl-identity-public": hefl.Identity.load(identity_paths[0]).public,
+    }
+    no_roster = {
+        k: v for k, v in config.items() if k not in ("hefl-roster", "hefl-roster-fingerprint")
+    }
+    message = refusal(train_message(strategy), node_context(no_roster, public))
+    assert "but not hefl-roster, hefl-roster-fingerprint" in message
+    reply = HeflMod()(train_message(strategy), node_context(config, public), client_app.train)
+    assert not reply.has_error() and "hefl.update" in reply.content
 
 
 def test_the_strategy_refuses_settings_the_nodes_would(

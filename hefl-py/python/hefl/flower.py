@@ -102,6 +102,24 @@ environment variable ``HEFL_MODEL_DIR`` (which the simulation engine's nodes can
 only by the final synchronization never run your ``@app.evaluate`` on the final model: the
 file is how to get it.
 
+**Strict secure aggregation** (``HeFedAvg(..., secure_agg="strict", roster=...,
+roster_fingerprint=...)``): every node also adds pairwise blinds inside its encrypted update,
+keyed by X25519 with the other parties of a roster (``hefl identity``, ``hefl roster``), so
+that one node's ciphertext decrypted with the shared key is noise unless one holds all its
+partners' secrets; the blinds cancel in the sum of a round's whole party set. Each node takes
+its identity file, the roster and the roster's fingerprint as compared out of band from node
+config (``hefl-identity``, ``hefl-roster``, ``hefl-roster-fingerprint``) or the environment
+(``HEFL_IDENTITY``, ``HEFL_ROSTER``, ``HEFL_ROSTER_FINGERPRINT``), never from
+``run_config``; its party number is its identity's in the roster. It refuses another roster,
+another party number, and a server whose settings weaken the roster's policy, naming what it
+expected and what it found. Every connected node gets each round's instruction; a round is
+published only when every member of its party set (round 1: the whole roster) sent a valid
+update, and is **void** otherwise: nobody steps, its updates are dropped, and the next set
+(announced with every outcome) holds the members that sent one. A node left out replies to
+its next instruction without an update and is back in the set after it. A node seals each
+round once (the sealed bytes live in ``Context.state`` until the round's outcome). The server
+additionally sees each node's party number, the roster (public) and which rounds were void.
+
 Limits: every array must be float32; ``num-examples`` must be an integer from 1 to
 ``max_examples``; at most ``max_parties`` nodes train per round (more sampled are trimmed,
 with a warning); a server-side ``evaluate_fn`` is refused (the server has no model).
@@ -225,7 +243,9 @@ ROSTER_FINGERPRINT_ENV = "HEFL_ROSTER_FINGERPRINT"
 none)."""
 
 # What a node reads from its node config or its environment, never from run_config (which the
-# ServerApp writes and sees): (node-config entry, environment variable, what it is).
+# ServerApp writes and sees): (node-config entry, environment variable, what it is). The key
+# and the identity are secrets, refused in run_config; the roster and its fingerprint are
+# public (a ServerApp may read them from there) but a node's own are its trust anchor.
 _NODE_ONLY = (
     (KEY_NODE_CONFIG, KEY_ENV, "a key"),
     (IDENTITY_NODE_CONFIG, IDENTITY_ENV, "an identity"),
@@ -569,14 +589,12 @@ class HeflMod:
         return str(value) if value else None
 
     def _refuse_run_config(self, ctx: Context) -> None:
-        """Refuses a run_config that carries what only a node's own configuration may: the
-        ServerApp writes and sees run_config, so a key or identity path there leaks it, and a
-        roster or fingerprint there would be the server's choice, not the coordinator's."""
+        """Refuses a run_config that carries a secret only a node's own configuration may:
+        the ServerApp writes and sees run_config, so a key or identity path there leaks it."""
         values = set(map(str, ctx.run_config.values()))
-        for entry, env, what in _NODE_ONLY:
-            secret = entry in (KEY_NODE_CONFIG, IDENTITY_NODE_CONFIG)
+        for entry, env, what in _NODE_ONLY[:2]:
             mine = self._node_setting(ctx, entry, env)
-            if entry in ctx.run_config or (secret and mine is not None and mine in values):
+            if entry in ctx.run_config or (mine is not None and mine in values):
                 raise HeflFlowerError(
                     f"run_config has a {entry!r} entry: the ServerApp sees run_config, so "
                     f"{what} must never travel there; give each SuperNode "
@@ -612,7 +630,8 @@ class HeflMod:
                     f"\"{IDENTITY_NODE_CONFIG}='/path/to/party.id' "
                     f"{ROSTER_NODE_CONFIG}='/path/to/roster.json' "
                     f"{ROSTER_FINGERPRINT_NODE_CONFIG}='<64 hex>'\" (or set {IDENTITY_ENV}, "
-                    f"{ROSTER_ENV} and {ROSTER_FINGERPRINT_ENV})"
+                    f"{ROSTER_ENV} and {ROSTER_FINGERPRINT_ENV}); a roster named in run_config "
+                    "is the server's choice, never a node's trust anchor"
                 )
             return None
         if len(given) < len(settings):
