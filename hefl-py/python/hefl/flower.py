@@ -1343,9 +1343,11 @@ class HeFedAvg(FedAvg):
             sampled = sampled[: self.max_parties]
         self._sampled = sampled
         self._snapshot_asked = None
-        if self._snapshot_due() and sampled:
-            current = [n for n in sampled if self._view(n).confirmed == self._round]
-            self._snapshot_asked = (current or sampled)[0]
+        # Strict secure aggregation: only members of the round's set seal (and snapshot).
+        able = [n for n in sampled if self.roster is None or self._view(n).party in self._set]
+        if self._snapshot_due() and able:
+            current = [n for n in able if self._view(n).confirmed == self._round]
+            self._snapshot_asked = (current or able)[0]
         return [
             self._message(
                 node, config, MessageType.TRAIN, take_snapshot=node == self._snapshot_asked
