@@ -60,7 +60,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect::<Result<Vec<_>, _>>()?;
     let sum_of = |parties: usize| {
         time(repeats, || {
-            let mut sum = KeylessSum::new(&key_id, bounds, run, 0)?;
+            let mut sum = KeylessSum::new(&key_id, bounds, run, 0, false)?;
             for (party, upload) in (0..).zip(&uploads[..parties]) {
                 sum.add(&upload.bytes, party)?;
             }

@@ -1,6 +1,7 @@
 //! The binding's only contact with hefl's API: key files, the client's envelope, the server's
-//! keyless sum and the party machine, in plain Rust (no Python types), so that re-pointing the
-//! binding at a new library API touches this file alone.
+//! keyless sum, the party machine and secure aggregation's identities and rosters, in plain
+//! Rust (no Python types), so that re-pointing the binding at a new library API touches this
+//! file alone.
 //!
 //! Every function here may run with the GIL released: nothing borrows Python memory except
 //! immutable byte strings, and nothing calls back into Python.
@@ -21,17 +22,23 @@ use hefl::he::{
     Widths,
 };
 use hefl::quant::{DEFAULT_CLIP, QuantError};
+use hefl::secagg::{
+    CANARY_SLOTS, Credentials, Fingerprint, Identity, IdentityError, MAX_ROSTER_BYTES, Mode,
+    PartyPublicKey, Policy, Roster, RosterError, SecAggError, plan_policy,
+};
+use hefl::secret_file::{SecretFileError, read_limited};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use sha2::{Digest, Sha256};
 
-/// Slots a sealed update of `len` values occupies: the weighted values, then the weight.
+/// Slots a sealed update of `len` values occupies: the weighted values, then the weight (and
+/// with `strict` secure aggregation, the canaries).
 ///
 /// [`Envelope::expected_he`] knows this, but only for an envelope built from a secret key;
 /// the server has a key id, not a key, so the binding mirrors it here (and a test checks
 /// that the two agree).
-pub fn wire_len(len: usize) -> usize {
-    len + 1
+pub fn wire_len(len: usize, secure_agg: bool) -> usize {
+    len + 1 + if secure_agg { CANARY_SLOTS } else { 0 }
 }
 
 /// Writes a fresh key file at `path` (mode 0600; refuses to replace one unless `force`),
@@ -50,6 +57,110 @@ pub fn inspect_key(path: &Path) -> Result<KeyId, KeyError> {
 /// Loads the key file at `path` and derives its GLWE secret key.
 pub fn load_key(path: &Path) -> Result<Arc<SecretKey>, KeyError> {
     Ok(Arc::new(KeyFile::load(path)?.secret_key()?))
+}
+
+// --- secure aggregation: identities and rosters ---------------------------------------------
+
+/// Why an identity or a roster could not be made, read or used.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsError {
+    /// The identity file was refused (mode, format, public key) or could not be written.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// The roster was refused (malformed, another version, a bad policy, duplicate keys, a
+    /// fingerprint other than the one compared out of band).
+    #[error(transparent)]
+    Roster(#[from] RosterError),
+    /// The roster file could not be read.
+    #[error("reading the roster {path}: {source}")]
+    RosterFile {
+        /// The file.
+        path: String,
+        /// Why.
+        source: SecretFileError,
+    },
+    /// An identity the roster does not list.
+    #[error(
+        "this identity's public key {public} is not in the roster {roster} (parties 0 to {last}): \
+         it is another federation's roster, or the coordinator left this party out"
+    )]
+    NotInRoster {
+        /// The identity's public key.
+        public: PartyPublicKey,
+        /// The roster's fingerprint.
+        roster: Fingerprint,
+        /// The roster's last party id.
+        last: u32,
+    },
+}
+
+/// Writes a fresh identity file at `path` (mode 0600; refuses to replace one unless `force`),
+/// loads it back as a party will and returns its public key: what `hefl identity` does.
+pub fn generate_identity(path: &Path, force: bool) -> Result<PartyPublicKey, IdentityError> {
+    Identity::generate()?.write_new(path, force)?;
+    Ok(Identity::load(path)?.public())
+}
+
+/// Loads an identity file (refused unless mode 0600; see [`Identity::load`]).
+pub fn load_identity(path: &Path) -> Result<Arc<Identity>, IdentityError> {
+    Ok(Arc::new(Identity::load(path)?))
+}
+
+/// Reads and validates a roster file (at most [`MAX_ROSTER_BYTES`]), as `hefl join` does.
+pub fn load_roster(path: &Path) -> Result<Roster, CredentialsError> {
+    let bytes =
+        read_limited(path, MAX_ROSTER_BYTES).map_err(|source| CredentialsError::RosterFile {
+            path: path.display().to_string(),
+            source,
+        })?;
+    Ok(Roster::parse(&bytes)?)
+}
+
+/// A roster of the parties whose public lines are `publics` (party i's at index i) for the
+/// key `key_id`, in `mode`, each sum of at least `min_parties` (`None`: all): what
+/// `hefl roster` assembles.
+pub fn make_roster(
+    key_id: &str,
+    publics: &[String],
+    mode: Mode,
+    min_parties: Option<u32>,
+) -> Result<Roster, SetupError> {
+    let key_id: KeyId = key_id.parse()?;
+    let keys = publics
+        .iter()
+        .map(|line| line.parse::<PartyPublicKey>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| RosterError::Malformed {
+            reason: e.to_string(),
+        })?;
+    let parties = u32::try_from(keys.len()).unwrap_or(u32::MAX);
+    let policy: Policy = plan_policy(mode, parties, min_parties);
+    Ok(Roster::new(key_id, keys, policy)?)
+}
+
+/// The party id the roster gives `identity`: the party-number mapping is the roster's, never
+/// the server's.
+pub fn party_of(roster: &Roster, identity: &Identity) -> Result<u32, CredentialsError> {
+    let public = identity.public();
+    roster
+        .parties()
+        .find(|&p| roster.public_key(p).ok() == Some(public))
+        .map(|p| p.0)
+        .ok_or(CredentialsError::NotInRoster {
+            public,
+            roster: roster.fingerprint(),
+            last: roster.policy().parties.saturating_sub(1),
+        })
+}
+
+/// `identity` and `roster`, refused unless the roster's fingerprint is `expected` (64 hex
+/// digits, compared out of band).
+pub fn credentials(
+    identity: Arc<Identity>,
+    roster: Arc<Roster>,
+    expected: &str,
+) -> Result<Credentials, RosterError> {
+    Credentials::new_shared(identity, roster, expected.parse()?)
 }
 
 // --- a Flower-style federation's bounds -------------------------------------------------------
@@ -190,12 +301,13 @@ impl Bounds {
         }
     }
 
-    /// What a server checks this federation's submissions against.
-    pub fn expected(&self, key_id: KeyId) -> Result<Expected, SetupError> {
+    /// What a server checks this federation's submissions against (`secure_agg`: with the
+    /// canaries of `strict` secure aggregation).
+    pub fn expected(&self, key_id: KeyId, secure_agg: bool) -> Result<Expected, SetupError> {
         let (_, widths) = self.sized()?;
         Ok(Expected {
             key_id,
-            plaintext_len: wire_len(self.length),
+            plaintext_len: wire_len(self.length, secure_agg),
             widths,
         })
     }
@@ -241,6 +353,22 @@ pub enum SetupError {
     /// The OS's random source failed.
     #[error("cannot seed the rounding generator: {0}")]
     Entropy(#[from] EntropyError),
+    /// The server runs secure aggregation, and this party was given no identity and roster.
+    #[error(
+        "the server runs secure aggregation {mode}: this party needs its identity, the roster \
+         and the roster's fingerprint"
+    )]
+    NoCredentials {
+        /// The server's mode.
+        mode: Mode,
+    },
+    /// The roster refused the server's settings or this identity (a weakened policy, another
+    /// key, another party's entry).
+    #[error(transparent)]
+    Roster(#[from] RosterError),
+    /// The blinder could not be made (a partner's key is refused).
+    #[error(transparent)]
+    SecAgg(#[from] SecAggError),
 }
 
 fn check_len(len: usize) -> Result<(), SetupError> {
@@ -358,16 +486,18 @@ pub struct KeylessSum {
 
 impl KeylessSum {
     /// An empty sum of round `round` of the run `run` (its fingerprint) of updates under
-    /// `key_id` of a federation of `bounds`.
+    /// `key_id` of a federation of `bounds` (`secure_agg`: updates carry the canaries of
+    /// `strict` secure aggregation).
     pub fn new(
         key_id: &str,
         bounds: Bounds,
         run: [u8; 32],
         round: u64,
+        secure_agg: bool,
     ) -> Result<Self, SetupError> {
         let key_id: KeyId = key_id.parse()?;
-        let expect = bounds.expected(key_id)?;
-        let federation = flower_federation(key_id, bounds, 1, Some(1), PartyId(0), "")?;
+        let expect = bounds.expected(key_id, secure_agg)?;
+        let federation = flower_federation(key_id, bounds, 1, Some(1), PartyId(0), "", None)?;
         let snapshot_expect = federation
             .snapshot_expected_he()
             .map_err(PartySetupError::from)?
@@ -465,16 +595,18 @@ const FINGERPRINT_DOMAIN: &[u8] = b"hefl.flower.run.v1\0";
 
 /// A Flower-style run's fingerprint: SHA-256 over a domain label and a fixed-width encoding
 /// of the run's public settings (key id, length, bounds, clip, minimum parties, snapshot
-/// interval) and `label` (a public run name, such as Flower's run id). Every input is a
-/// value the server sends every node in the clear (the key id is a hash of the key under its
-/// own label), so the fingerprint leaks nothing the server does not already know; it only
-/// tells a party's checkpoints and model snapshots from another run's.
+/// interval), `label` (a public run name, such as Flower's run id) and, with secure
+/// aggregation, the roster's fingerprint. Every input is a value the server sends every node
+/// in the clear (the key id and the roster fingerprint are hashes of public data), so the
+/// fingerprint leaks nothing the server does not already know; it tells a party's
+/// checkpoints and model snapshots from another run's, and salts its blinds.
 pub fn fingerprint(
     key_id: KeyId,
     bounds: Bounds,
     min_parties: u32,
     snapshot_every: Option<u64>,
     label: &str,
+    roster: Option<Fingerprint>,
 ) -> [u8; 32] {
     let mut hash = Sha256::new();
     hash.update(FINGERPRINT_DOMAIN);
@@ -494,12 +626,18 @@ pub fn fingerprint(
     }
     hash.update((label.len() as u64).to_le_bytes());
     hash.update(label.as_bytes());
+    // After the length-prefixed label, so that no run without a roster hashes as one with.
+    if let Some(roster) = roster {
+        hash.update([1]);
+        hash.update(roster.0);
+    }
     hash.finalize().into()
 }
 
 /// The [`Federation`] of party `party` in a Flower-style run: `he` under `key_id`, sums
 /// weighted by example counts, the mean update added to the model ([`Step::Delta`]), any
-/// party id below `u32::MAX` (the strategy assigns them), the fingerprint of [`fingerprint`].
+/// party id below `u32::MAX` (the strategy assigns them; the roster, with secure
+/// aggregation), the fingerprint of [`fingerprint`].
 pub fn flower_federation(
     key_id: KeyId,
     bounds: Bounds,
@@ -507,6 +645,7 @@ pub fn flower_federation(
     snapshot_every: Option<u64>,
     party: PartyId,
     label: &str,
+    roster: Option<Fingerprint>,
 ) -> Result<Federation, SetupError> {
     let (encoding, _) = bounds.sized()?;
     Ok(Federation {
@@ -520,7 +659,7 @@ pub fn flower_federation(
         he: Some((key_id, DownloadForm::Auto)),
         step: Step::Delta,
         snapshot_every,
-        run: fingerprint(key_id, bounds, min_parties, snapshot_every, label),
+        run: fingerprint(key_id, bounds, min_parties, snapshot_every, label, roster),
     })
 }
 
@@ -539,6 +678,8 @@ pub struct FlowerSettings {
     pub label: String,
     /// Seeds the rounding generator (reproducible runs); `None`: from the OS.
     pub seed: Option<u64>,
+    /// The secure aggregation the server's strategy runs (`None`: none).
+    pub secure_agg: Option<Mode>,
 }
 
 /// Why a party of a plan could not be set up.
@@ -606,23 +747,39 @@ pub struct PartyMachine {
 }
 
 impl PartyMachine {
-    /// A Flower-style party with the global model `initial` under `key`.
+    /// A Flower-style party with the global model `initial` under `key`; with `credentials`
+    /// (its identity and the roster it compared out of band), a party of `strict` secure
+    /// aggregation, which refuses settings weaker than the roster's (no secure aggregation,
+    /// another party count, a smaller minimum), another key, and an identity that is not the
+    /// roster's entry for `settings.party`.
     pub fn flower(
         key: Arc<SecretKey>,
         initial: Vec<f32>,
         settings: &FlowerSettings,
+        credentials: Option<&Credentials>,
     ) -> Result<Self, SetupError> {
         let bounds = Bounds {
             length: initial.len(),
             ..settings.bounds
         };
+        let party = PartyId(settings.party);
+        match (settings.secure_agg, credentials) {
+            (Some(mode), None) => return Err(SetupError::NoCredentials { mode }),
+            (mode, Some(credentials)) => {
+                let policy =
+                    mode.map(|m| plan_policy(m, bounds.max_parties, Some(settings.min_parties)));
+                credentials.check_plan(party, Some(key.key_id()), policy)?;
+            }
+            (None, None) => {}
+        }
         let federation = flower_federation(
             key.key_id(),
             bounds,
             settings.min_parties,
             settings.snapshot_every,
-            PartyId(settings.party),
+            party,
             &settings.label,
+            credentials.map(|c| c.roster().fingerprint()),
         )?;
         let rounding = match settings.seed {
             Some(seed) => ChaCha20Rng::seed_from_u64(seed),
@@ -632,8 +789,13 @@ impl PartyMachine {
                 ChaCha20Rng::from_seed(seed)
             }
         };
+        let mut machine = Party::new(federation, initial, Some(key), rounding)?;
+        if let Some(credentials) = credentials {
+            let blinder = credentials.blinder(party, machine.federation().run)?;
+            machine = machine.with_secure_agg(blinder)?;
+        }
         Ok(Self {
-            party: Party::new(federation, initial, Some(key), rounding)?,
+            party: machine,
             cost: EnvelopeCost::default(),
         })
     }
@@ -677,6 +839,17 @@ impl PartyMachine {
         self.party.skipped()
     }
 
+    /// Rounds void so far (`strict` secure aggregation).
+    pub fn voided(&self) -> &[u64] {
+        self.party.voided()
+    }
+
+    /// Whether this party is in its next round's party set (always without secure
+    /// aggregation): if not, it must not seal, and asks to rejoin.
+    pub fn is_member(&self) -> bool {
+        self.party.is_member()
+    }
+
     /// Seals `update` (for the round the party is on) weighted by `examples`.
     pub fn seal(&mut self, update: &[f32], examples: u64) -> Result<Sealed, PartySealError> {
         let round = self.party.next_round();
@@ -699,19 +872,25 @@ impl PartyMachine {
         self.seal(&update, examples)
     }
 
-    /// Takes round `round`'s published sum of the updates of `parties`.
+    /// Takes round `round`'s published outcome: the sum `bytes` of the updates of `parties`,
+    /// or (`strict` secure aggregation, `void`) no sum; with secure aggregation, `next_set`
+    /// is the next round's party set (`None`: unchanged).
     pub fn receive(
         &mut self,
         round: u64,
         parties: &[u32],
         bytes: &[u8],
+        void: bool,
+        next_set: Option<&[u32]>,
     ) -> Result<Received, Box<PublishedError>> {
-        let parties: Vec<PartyId> = parties.iter().copied().map(PartyId).collect();
+        let ids = |list: &[u32]| list.iter().copied().map(PartyId).collect::<Vec<_>>();
+        let published = Published {
+            void,
+            next_set: next_set.map(ids),
+            ..Published::sum(Round(round), ids(parties), bytes.to_vec().into())
+        };
         self.party
-            .receive(
-                &Published::sum(Round(round), parties.to_vec(), bytes.to_vec().into()),
-                &mut self.cost,
-            )
+            .receive(&published, &mut self.cost)
             .map_err(Box::new)
     }
 
@@ -768,7 +947,7 @@ mod tests {
         let key = key();
         for b in [bounds(10, 3, 1), bounds(10, 3, 1000), bounds(7, 100, 2621)] {
             let sealer = Sealer::new(key.clone(), b).unwrap();
-            let sum = KeylessSum::new(&key.key_id().to_string(), b, RUN, 0).unwrap();
+            let sum = KeylessSum::new(&key.key_id().to_string(), b, RUN, 0, false).unwrap();
             assert_eq!(sealer.expected(), Some(sum.expect));
         }
     }
@@ -789,7 +968,7 @@ mod tests {
         let key = key();
         let b = bounds(3, 3, 10);
         let sealer = Sealer::new(key.clone(), b).unwrap();
-        let mut sum = KeylessSum::new(&key.key_id().to_string(), b, RUN, 5).unwrap();
+        let mut sum = KeylessSum::new(&key.key_id().to_string(), b, RUN, 5, false).unwrap();
         let a = sealer.seal(&[1.0, 2.0, 3.0], 1, upload(5, 0)).unwrap();
         sum.add(&a.bytes, 0).unwrap();
         let b = sealer.seal(&[5.0, 6.0, -1.0], 3, upload(5, 1)).unwrap();
@@ -809,7 +988,7 @@ mod tests {
         let key = key();
         let b = bounds(4, 2, 1);
         let sealer = Sealer::new(key.clone(), b).unwrap();
-        let mut sum = KeylessSum::new(&key.key_id().to_string(), b, RUN, 0).unwrap();
+        let mut sum = KeylessSum::new(&key.key_id().to_string(), b, RUN, 0, false).unwrap();
         let good = sealer.seal(&[1.0; 4], 1, upload(0, 0)).unwrap().bytes;
         sum.add(&good, 0).unwrap();
         let before = sum.to_bytes();
@@ -920,11 +1099,11 @@ mod tests {
     fn fingerprints_differ_by_every_setting() {
         let id = key().key_id();
         let b = bounds(10, 3, 100);
-        let base = fingerprint(id, b, 1, Some(4), "run");
-        assert_eq!(base, fingerprint(id, b, 1, Some(4), "run"));
+        let base = fingerprint(id, b, 1, Some(4), "run", None);
+        assert_eq!(base, fingerprint(id, b, 1, Some(4), "run", None));
         let others = [
-            fingerprint(KeyId([9; 32]), b, 1, Some(4), "run"),
-            fingerprint(id, Bounds { length: 11, ..b }, 1, Some(4), "run"),
+            fingerprint(KeyId([9; 32]), b, 1, Some(4), "run", None),
+            fingerprint(id, Bounds { length: 11, ..b }, 1, Some(4), "run", None),
             fingerprint(
                 id,
                 Bounds {
@@ -934,6 +1113,7 @@ mod tests {
                 1,
                 Some(4),
                 "run",
+                None,
             ),
             fingerprint(
                 id,
@@ -944,12 +1124,15 @@ mod tests {
                 1,
                 Some(4),
                 "run",
+                None,
             ),
-            fingerprint(id, Bounds { frac_bits: 15, ..b }, 1, Some(4), "run"),
-            fingerprint(id, b, 2, Some(4), "run"),
-            fingerprint(id, b, 1, Some(5), "run"),
-            fingerprint(id, b, 1, None, "run"),
-            fingerprint(id, b, 1, Some(4), "run2"),
+            fingerprint(id, Bounds { frac_bits: 15, ..b }, 1, Some(4), "run", None),
+            fingerprint(id, b, 2, Some(4), "run", None),
+            fingerprint(id, b, 1, Some(5), "run", None),
+            fingerprint(id, b, 1, None, "run", None),
+            fingerprint(id, b, 1, Some(4), "run2", None),
+            fingerprint(id, b, 1, Some(4), "run", Some(Fingerprint([0; 32]))),
+            fingerprint(id, b, 1, Some(4), "run", Some(Fingerprint([1; 32]))),
         ];
         for other in others {
             assert_ne!(base, other);
@@ -964,8 +1147,9 @@ mod tests {
             party,
             label: "test".into(),
             seed: Some(seed),
+            secure_agg: None,
         };
-        PartyMachine::flower(key(), vec![0.5; 5], &settings).unwrap()
+        PartyMachine::flower(key(), vec![0.5; 5], &settings, None).unwrap()
     }
 
     #[test]
@@ -976,8 +1160,8 @@ mod tests {
             length: 5,
             ..bounds(0, 3, 100)
         };
-        let run = fingerprint(key().key_id(), bounds, 1, Some(2), "test");
-        let mut sum = KeylessSum::new(&key().key_id().to_string(), bounds, run, 0).unwrap();
+        let run = fingerprint(key().key_id(), bounds, 1, Some(2), "test", None);
+        let mut sum = KeylessSum::new(&key().key_id().to_string(), bounds, run, 0, false).unwrap();
         sum.add(&a.seal_model(&[1.5; 5], 1).unwrap().bytes, 0)
             .unwrap();
         let from_b = b.seal_model(&[4.5; 5], 3).unwrap().bytes;
@@ -987,7 +1171,7 @@ mod tests {
         let bytes = sum.to_bytes().unwrap();
         for party in [&mut a, &mut b] {
             assert!(matches!(
-                party.receive(0, &[0, 7], &bytes).unwrap(),
+                party.receive(0, &[0, 7], &bytes, false, None).unwrap(),
                 Received::Applied { .. }
             ));
             assert_eq!(party.model(), [3.75; 5]);
@@ -1016,5 +1200,170 @@ mod tests {
             Err(RestoreError::TooLarge { .. })
         ));
         assert!(again.restore(&state[..state.len() - 1]).is_err());
+    }
+
+    /// Three Flower-style parties of 5 values, with `strict` secure aggregation over a roster
+    /// of fixed identities or without, their rounding seeded alike.
+    fn three_parties(strict: bool) -> Vec<PartyMachine> {
+        let ids: Vec<Arc<Identity>> = (1..=3u8)
+            .map(|i| Arc::new(Identity::from_secret_bytes([i; 32])))
+            .collect();
+        let publics: Vec<String> = ids.iter().map(|id| id.public().to_line()).collect();
+        let roster = Arc::new(
+            make_roster(&key().key_id().to_string(), &publics, Mode::Strict, None).unwrap(),
+        );
+        (0..3u32)
+            .map(|party| {
+                let settings = FlowerSettings {
+                    bounds: bounds(0, 3, 100),
+                    min_parties: 3,
+                    snapshot_every: None,
+                    party,
+                    label: "strict".into(),
+                    seed: Some(u64::from(party) + 10),
+                    secure_agg: strict.then_some(Mode::Strict),
+                };
+                let credentials = strict.then(|| {
+                    let mine = Arc::clone(&ids[party as usize]);
+                    assert_eq!(party_of(&roster, &mine).unwrap(), party);
+                    let fingerprint = roster.fingerprint().to_string();
+                    credentials(mine, Arc::clone(&roster), &fingerprint).unwrap()
+                });
+                PartyMachine::flower(key(), vec![0.25; 5], &settings, credentials.as_ref()).unwrap()
+            })
+            .collect()
+    }
+
+    /// Runs `rounds` rounds of the three parties, each sealing a different update each round;
+    /// returns their models.
+    fn run_three(mut parties: Vec<PartyMachine>, strict: bool, rounds: u64) -> Vec<Vec<f32>> {
+        let b = Bounds {
+            length: 5,
+            ..bounds(0, 3, 100)
+        };
+        let run = parties[0].federation().run;
+        for round in 0..rounds {
+            let mut sum =
+                KeylessSum::new(&key().key_id().to_string(), b, run, round, strict).unwrap();
+            for (i, party) in (0u32..).zip(parties.iter_mut()) {
+                let trained: Vec<f32> = (0..5)
+                    .map(|v| 0.25 + (v as f32 - 2.0) * 0.1 * (i + 1) as f32 / (round + 1) as f32)
+                    .collect();
+                let sealed = party.seal_model(&trained, u64::from(10 * (i + 1))).unwrap();
+                sum.add(&sealed.bytes, i).unwrap();
+            }
+            let bytes = sum.to_bytes().unwrap();
+            for party in &mut parties {
+                let received = party
+                    .receive(round, &[0, 1, 2], &bytes, false, None)
+                    .unwrap();
+                assert!(matches!(received, Received::Applied { .. }), "{received:?}");
+            }
+        }
+        parties.iter().map(|p| p.model().to_vec()).collect()
+    }
+
+    #[test]
+    fn strict_parties_end_bit_identical_to_unblinded_ones() {
+        let plain = run_three(three_parties(false), false, 3);
+        let strict = run_three(three_parties(true), true, 3);
+        let bits = |models: &[Vec<f32>]| -> Vec<Vec<u32>> {
+            models
+                .iter()
+                .map(|m| m.iter().map(|v| v.to_bits()).collect())
+                .collect()
+        };
+        assert_eq!(bits(&strict), bits(&plain));
+        assert!(plain[0].iter().any(|&v| v != 0.25), "the model moved");
+        // A strict sum opened by unblinded parties is refused by its length (the canaries).
+        let mut plain_parties = three_parties(false);
+        let mut strict_parties = three_parties(true);
+        let b = Bounds {
+            length: 5,
+            ..bounds(0, 3, 100)
+        };
+        let run = strict_parties[0].federation().run;
+        let mut sum = KeylessSum::new(&key().key_id().to_string(), b, run, 0, true).unwrap();
+        for (i, party) in (0u32..).zip(strict_parties.iter_mut()) {
+            sum.add(&party.seal_model(&[0.5; 5], 1).unwrap().bytes, i)
+                .unwrap();
+        }
+        let bytes = sum.to_bytes().unwrap();
+        assert!(
+            plain_parties[0]
+                .receive(0, &[0, 1, 2], &bytes, false, None)
+                .is_err()
+        );
+    }
+
+    /// What a key holder reads from one party's upload: the fixed-point integers of its
+    /// plaintext (values, weight, and with secure aggregation the canaries).
+    fn decrypt_lone(bytes: &[u8], len: usize, strict: bool) -> Vec<i64> {
+        let b = Bounds {
+            length: len,
+            ..bounds(0, 3, 100)
+        };
+        let (encoding, widths) = b.sized().unwrap();
+        let expect = b.expected(key().key_id(), strict).unwrap();
+        let upload = <CompactVector as Summable>::parse_submission(bytes, &expect).unwrap();
+        let words = key().decrypt_compact(upload, &widths, None).unwrap();
+        encoding.fixed_point().decode_integers(&words)
+    }
+
+    #[test]
+    fn a_lone_strict_upload_decrypts_to_noise_an_unblinded_one_to_the_update() {
+        const LEN: usize = 2000;
+        let update: Vec<f32> = (0..LEN).map(|i| (i as f32 / LEN as f32) - 0.5).collect();
+        let scale = f64::from(1u32 << 16);
+        let near_update = |ints: &[i64]| {
+            ints.iter()
+                .zip(&update)
+                .filter(|&(&z, &u)| (z as f64 - f64::from(u) * scale).abs() <= 1.0)
+                .count()
+        };
+        for strict in [false, true] {
+            let mut party = {
+                let ids: Vec<Arc<Identity>> = (1..=3u8)
+                    .map(|i| Arc::new(Identity::from_secret_bytes([i; 32])))
+                    .collect();
+                let publics: Vec<String> = ids.iter().map(|id| id.public().to_line()).collect();
+                let roster = Arc::new(
+                    make_roster(&key().key_id().to_string(), &publics, Mode::Strict, None).unwrap(),
+                );
+                let fingerprint = roster.fingerprint().to_string();
+                let credentials = credentials(Arc::clone(&ids[0]), roster, &fingerprint).unwrap();
+                let settings = FlowerSettings {
+                    bounds: bounds(0, 3, 100),
+                    min_parties: 3,
+                    snapshot_every: None,
+                    party: 0,
+                    label: "lone".into(),
+                    seed: Some(1),
+                    secure_agg: strict.then_some(Mode::Strict),
+                };
+                PartyMachine::flower(
+                    key(),
+                    vec![0.0; LEN],
+                    &settings,
+                    strict.then_some(&credentials),
+                )
+                .unwrap()
+            };
+            let sealed = party.seal(&update, 1).unwrap();
+            let ints = decrypt_lone(&sealed.bytes, LEN, strict);
+            if strict {
+                // Blinded: about LEN * 3 / 2^t values land within 1 of the update by chance.
+                assert!(
+                    near_update(&ints[..LEN]) <= 2,
+                    "{}",
+                    near_update(&ints[..LEN])
+                );
+                assert_ne!(ints[LEN], 1, "the weight is blinded too");
+            } else {
+                // The negative control: without blinds, the key opens the update.
+                assert_eq!(near_update(&ints[..LEN]), LEN);
+                assert_eq!(ints[LEN], 1);
+            }
+        }
     }
 }

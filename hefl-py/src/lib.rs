@@ -2,12 +2,14 @@
 //! package `hefl` (see `python/hefl/__init__.py` for the documented API and
 //! `python/hefl/_hefl.pyi` for its types).
 //!
-//! Four things cross the boundary: key files ([`SecretKey`], [`generate_key`], [`key_id`]),
+//! Five things cross the boundary: key files ([`SecretKey`], [`generate_key`], [`key_id`]),
 //! a client's [`Envelope`] (seal a float32 vector with its example count, open an aggregate
 //! into the example-weighted mean), the server's [`KeylessSum`] (validate and add sealed
-//! updates knowing only the public key id) and the party machine [`Party`] (`hefl::fl::Party`:
-//! one party's side of every round, which `hefl.flower` drives and `hefl join` runs). All of
-//! hefl's work goes through [`bridge`], the one module that touches the library's API.
+//! updates knowing only the public key id), the party machine [`Party`] (`hefl::fl::Party`:
+//! one party's side of every round, which `hefl.flower` drives and `hefl join` runs), and
+//! `strict` secure aggregation's [`Identity`] and [`Roster`] (as `hefl identity` and
+//! `hefl roster` make them). All of hefl's work goes through [`bridge`], the one module that
+//! touches the library's API.
 //!
 //! The GIL is released (`Python::detach`) around every call that derives keys, encrypts,
 //! decrypts, parses, sums or copies a model; numpy inputs are copied into Rust memory first
@@ -35,8 +37,8 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use bridge::{
-    Bounds, FlowerSettings, KeylessSum as RustSum, PartyMachine, PartySealError, PlanError,
-    RestoreError, SealError, Sealer, SetupError, SumError,
+    Bounds, CredentialsError, FlowerSettings, KeylessSum as RustSum, PartyMachine, PartySealError,
+    PlanError, RestoreError, SealError, Sealer, SetupError, SumError,
 };
 use hefl::fl::{
     EncodeError as RustEncodeError, EnvelopeError, PayloadError, PlanPartyError, PublishedError,
@@ -45,6 +47,11 @@ use hefl::fl::{
 };
 use hefl::he::keys::{KeyError, SecretKey as RustKey};
 use hefl::he::{Context, WireError};
+use hefl::secagg::{
+    Identity as RustIdentity, IdentityError, Mode, Roster as RustRoster,
+    RosterError as RustRosterError, SecAggError,
+};
+use hefl::secret_file::SecretFileError;
 
 pyo3::import_exception!(hefl.errors, KeyFileError);
 pyo3::import_exception!(hefl.errors, KeyFileExistsError);
@@ -60,6 +67,8 @@ pyo3::import_exception!(hefl.errors, ProtocolError);
 pyo3::import_exception!(hefl.errors, OutOfOrderError);
 pyo3::import_exception!(hefl.errors, SnapshotError);
 pyo3::import_exception!(hefl.errors, StateError);
+pyo3::import_exception!(hefl.errors, SecureAggError);
+pyo3::import_exception!(hefl.errors, RosterError);
 
 /// Default largest number of parties an aggregate may sum (hefl's default fixed point).
 const DEFAULT_MAX_PARTIES: u32 = 100;
@@ -98,7 +107,57 @@ fn setup_error(error: SetupError) -> PyErr {
         e @ SetupError::Length { .. } => LengthError::new_err(e.to_string()),
         e @ SetupError::NoFit(_) => ConfigError::new_err(e.to_string()),
         e @ SetupError::Entropy(_) => PyOSError::new_err(e.to_string()),
+        e @ (SetupError::NoCredentials { .. } | SetupError::Roster(_)) => {
+            RosterError::new_err(e.to_string())
+        }
+        SetupError::SecAgg(e) => secagg_error(e),
     }
+}
+
+/// A refusal of secure aggregation: the roster's (fingerprint, party, policy, key, identity)
+/// as [`RosterError`], the rest (a second seal of a round, a set without this party) as
+/// [`SecureAggError`].
+fn secagg_error(error: SecAggError) -> PyErr {
+    match error {
+        e @ (SecAggError::Roster(_) | SecAggError::NonContributory { .. }) => {
+            RosterError::new_err(e.to_string())
+        }
+        e => SecureAggError::new_err(e.to_string()),
+    }
+}
+
+fn identity_error(error: IdentityError) -> PyErr {
+    let message = error.to_string();
+    match error {
+        IdentityError::File(SecretFileError::InsecurePermissions { .. }) => {
+            InsecureKeyFileError::new_err(message)
+        }
+        IdentityError::File(SecretFileError::AlreadyExists { .. }) => {
+            KeyFileExistsError::new_err(message)
+        }
+        IdentityError::PublicLine { .. } => RosterError::new_err(message),
+        _ => KeyFileError::new_err(message),
+    }
+}
+
+fn credentials_error(error: CredentialsError) -> PyErr {
+    match error {
+        CredentialsError::Identity(e) => identity_error(e),
+        e @ CredentialsError::RosterFile { .. } => KeyFileError::new_err(e.to_string()),
+        e @ (CredentialsError::Roster(_) | CredentialsError::NotInRoster { .. }) => {
+            RosterError::new_err(e.to_string())
+        }
+    }
+}
+
+fn roster_error(error: RustRosterError) -> PyErr {
+    RosterError::new_err(error.to_string())
+}
+
+/// The secure aggregation mode named `mode` (`None`: none).
+fn secure_agg_mode(mode: Option<&str>) -> PyResult<Option<Mode>> {
+    mode.map(|m| m.parse::<Mode>().map_err(PyValueError::new_err))
+        .transpose()
 }
 
 fn plan_error(error: PlanError) -> PyErr {
@@ -126,9 +185,8 @@ fn envelope_error(error: EnvelopeError, what: &str) -> PyErr {
         e @ EnvelopeError::Length { .. } => LengthError::new_err(e.to_string()),
         e @ EnvelopeError::Parties { .. } => PyValueError::new_err(e.to_string()),
         e @ EnvelopeError::Context { .. } => MessageError::new_err(format!("{what} refused: {e}")),
-        e @ (EnvelopeError::NothingSealed | EnvelopeError::SecAgg(_)) => {
-            PyValueError::new_err(e.to_string())
-        }
+        e @ EnvelopeError::NothingSealed => PyValueError::new_err(e.to_string()),
+        EnvelopeError::SecAgg(e) => secagg_error(e),
     }
 }
 
@@ -280,11 +338,12 @@ fn key_id(py: Python<'_>, path: PathBuf) -> PyResult<String> {
 
 /// The fingerprint (64 hex digits) of a Flower-style run: what every [`Party`] of these settings
 /// names in its uploads' headers, and what a server's `KeylessSum(run=...)` checks. It
-/// hashes only public values (the key id, the bounds, `min_parties`, `snapshot_every` and the
-/// run's public name `run`), so it tells the server nothing it does not know.
+/// hashes only public values (the key id, the bounds, `min_parties`, `snapshot_every`, the
+/// run's public name `run` and, with secure aggregation, the roster's fingerprint), so it
+/// tells the server nothing it does not know.
 #[pyfunction]
 #[allow(clippy::too_many_arguments)] // Python's keyword arguments
-#[pyo3(signature = (key_id, length, *, max_parties, max_examples, frac_bits = DEFAULT_FRAC_BITS, min_parties = 1, snapshot_every = None, run = String::new()))]
+#[pyo3(signature = (key_id, length, *, max_parties, max_examples, frac_bits = DEFAULT_FRAC_BITS, min_parties = 1, snapshot_every = None, run = String::new(), roster_fingerprint = None))]
 fn run_fingerprint(
     key_id: &str,
     length: usize,
@@ -294,6 +353,7 @@ fn run_fingerprint(
     min_parties: u32,
     snapshot_every: Option<u64>,
     run: String,
+    roster_fingerprint: Option<&str>,
 ) -> PyResult<String> {
     let key_id = key_id
         .parse()
@@ -304,8 +364,161 @@ fn run_fingerprint(
         max_examples,
         frac_bits,
     };
-    let fingerprint = bridge::fingerprint(key_id, bounds, min_parties, snapshot_every, &run);
+    let roster = roster_fingerprint
+        .map(str::parse)
+        .transpose()
+        .map_err(roster_error)?;
+    let fingerprint =
+        bridge::fingerprint(key_id, bounds, min_parties, snapshot_every, &run, roster);
     Ok(hex::encode(fingerprint))
+}
+
+/// Writes a fresh identity file (mode 0600) for `strict` secure aggregation and returns its
+/// public line, as `hefl identity --out PATH` does.
+#[pyfunction]
+#[pyo3(signature = (path, *, force = false))]
+fn generate_identity(py: Python<'_>, path: PathBuf, force: bool) -> PyResult<String> {
+    let public = py
+        .detach(|| bridge::generate_identity(&path, force))
+        .map_err(identity_error)?;
+    Ok(public.to_line())
+}
+
+/// A party's identity for `strict` secure aggregation: an X25519 key pair, loaded from a file
+/// of mode 0600. The secret never leaves Rust and is wiped when the object is freed.
+#[pyclass(frozen, module = "hefl")]
+struct Identity {
+    identity: Arc<RustIdentity>,
+}
+
+#[pymethods]
+impl Identity {
+    /// Loads an identity file (`hefl identity` or `hefl.generate_identity`), refusing one
+    /// that group or others can access.
+    #[staticmethod]
+    fn load(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
+        let identity = py
+            .detach(|| bridge::load_identity(&path))
+            .map_err(identity_error)?;
+        Ok(Self { identity })
+    }
+
+    /// The public line, `hefl-x25519-v1 <64 hex>`, for the coordinator's roster.
+    #[getter]
+    fn public(&self) -> String {
+        self.identity.public().to_line()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Identity(public='{}')", self.identity.public())
+    }
+}
+
+/// The roster of a `strict` secure-aggregation federation: the HE key id, every party's
+/// public key and the policy; compared out of band by its fingerprint.
+#[pyclass(frozen, module = "hefl")]
+struct Roster {
+    roster: Arc<RustRoster>,
+}
+
+#[pymethods]
+impl Roster {
+    /// A roster of the parties whose public lines are `publics` (party i's at index i) for
+    /// the key `key_id`, each sum of at least `min_parties` (default: all), as `hefl roster`
+    /// assembles it.
+    #[new]
+    #[pyo3(signature = (key_id, publics, *, min_parties = None, secure_agg = "strict"))]
+    fn new(
+        key_id: &str,
+        publics: Vec<String>,
+        min_parties: Option<u32>,
+        secure_agg: &str,
+    ) -> PyResult<Self> {
+        let mode = secure_agg.parse::<Mode>().map_err(PyValueError::new_err)?;
+        let roster =
+            bridge::make_roster(key_id, &publics, mode, min_parties).map_err(setup_error)?;
+        Ok(Self {
+            roster: Arc::new(roster),
+        })
+    }
+
+    /// Reads and validates a roster file (`hefl roster --out PATH`).
+    #[staticmethod]
+    fn load(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
+        let roster = py
+            .detach(|| bridge::load_roster(&path))
+            .map_err(credentials_error)?;
+        Ok(Self {
+            roster: Arc::new(roster),
+        })
+    }
+
+    /// Parses and validates a roster file's contents.
+    #[staticmethod]
+    fn from_bytes(data: &[u8]) -> PyResult<Self> {
+        let roster = RustRoster::parse(data).map_err(roster_error)?;
+        Ok(Self {
+            roster: Arc::new(roster),
+        })
+    }
+
+    /// The roster file's contents (JSON).
+    fn to_bytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.roster.to_json())
+    }
+
+    /// The SHA-256 fingerprint, 64 hex digits, to compare out of band.
+    #[getter]
+    fn fingerprint(&self) -> String {
+        self.roster.fingerprint().to_string()
+    }
+
+    /// The HE key's id.
+    #[getter]
+    fn key_id(&self) -> String {
+        self.roster.key_id().to_string()
+    }
+
+    /// The mode (`"strict"`).
+    #[getter]
+    fn mode(&self) -> String {
+        self.roster.policy().mode.to_string()
+    }
+
+    /// Parties in the roster (ids 0 to `parties - 1`).
+    #[getter]
+    fn parties(&self) -> u32 {
+        self.roster.policy().parties
+    }
+
+    /// The fewest parties a published sum may hold.
+    #[getter]
+    fn min_parties(&self) -> u32 {
+        self.roster.policy().min_parties
+    }
+
+    /// Refuses this roster unless its fingerprint is `expected` (compared out of band).
+    fn check_fingerprint(&self, expected: &str) -> PyResult<()> {
+        let expected = expected.parse().map_err(roster_error)?;
+        self.roster
+            .check_fingerprint(expected)
+            .map_err(roster_error)
+    }
+
+    /// The party id the roster gives `identity`.
+    fn party_of(&self, identity: &Identity) -> PyResult<u32> {
+        bridge::party_of(&self.roster, &identity.identity).map_err(credentials_error)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Roster(fingerprint='{}', parties={}, min_parties={}, mode='{}')",
+            self.roster.fingerprint(),
+            self.roster.policy().parties,
+            self.roster.policy().min_parties,
+            self.roster.policy().mode
+        )
+    }
 }
 
 /// A client's envelope for updates of a fixed length under a shared key.
@@ -437,7 +650,8 @@ struct KeylessSum {
 #[pymethods]
 impl KeylessSum {
     #[new]
-    #[pyo3(signature = (key_id, length, *, max_parties = DEFAULT_MAX_PARTIES, max_examples = 1, frac_bits = DEFAULT_FRAC_BITS, round = 0, run = None))]
+    #[allow(clippy::too_many_arguments)] // Python's keyword arguments
+    #[pyo3(signature = (key_id, length, *, max_parties = DEFAULT_MAX_PARTIES, max_examples = 1, frac_bits = DEFAULT_FRAC_BITS, round = 0, run = None, secure_agg = None))]
     fn new(
         key_id: &str,
         length: usize,
@@ -446,6 +660,7 @@ impl KeylessSum {
         frac_bits: u32,
         round: u64,
         run: Option<&str>,
+        secure_agg: Option<&str>,
     ) -> PyResult<Self> {
         let bounds = Bounds {
             length,
@@ -453,7 +668,9 @@ impl KeylessSum {
             max_examples,
             frac_bits,
         };
-        let sum = RustSum::new(key_id, bounds, run_bytes(run)?, round).map_err(setup_error)?;
+        let blinded = secure_agg_mode(secure_agg)?.is_some();
+        let sum =
+            RustSum::new(key_id, bounds, run_bytes(run)?, round, blinded).map_err(setup_error)?;
         Ok(Self { sum, length })
     }
 
@@ -552,7 +769,7 @@ impl Party {
 impl Party {
     #[new]
     #[allow(clippy::too_many_arguments)] // Python's keyword arguments
-    #[pyo3(signature = (key, initial, *, max_parties, max_examples, party, frac_bits = DEFAULT_FRAC_BITS, min_parties = 1, snapshot_every = None, run = String::new(), seed = None))]
+    #[pyo3(signature = (key, initial, *, max_parties, max_examples, party, frac_bits = DEFAULT_FRAC_BITS, min_parties = 1, snapshot_every = None, run = String::new(), seed = None, secure_agg = None, identity = None, roster = None, roster_fingerprint = None))]
     fn new(
         py: Python<'_>,
         key: &SecretKey,
@@ -565,8 +782,29 @@ impl Party {
         snapshot_every: Option<u64>,
         run: String,
         seed: Option<u64>,
+        secure_agg: Option<&str>,
+        identity: Option<&Identity>,
+        roster: Option<&Roster>,
+        roster_fingerprint: Option<&str>,
     ) -> PyResult<Self> {
         let initial = copy_f32_vector(initial, "initial")?;
+        let secure_agg = secure_agg_mode(secure_agg)?;
+        let credentials = match (identity, roster, roster_fingerprint) {
+            (None, None, None) => None,
+            (Some(identity), Some(roster), Some(expected)) => Some(
+                bridge::credentials(
+                    Arc::clone(&identity.identity),
+                    Arc::clone(&roster.roster),
+                    expected,
+                )
+                .map_err(roster_error)?,
+            ),
+            _ => {
+                return Err(PyValueError::new_err(
+                    "secure aggregation needs identity, roster and roster_fingerprint together",
+                ));
+            }
+        };
         let settings = FlowerSettings {
             bounds: Bounds {
                 length: initial.len(),
@@ -579,9 +817,12 @@ impl Party {
             party,
             label: run,
             seed,
+            secure_agg,
         };
         let machine = py
-            .detach(|| PartyMachine::flower(key.key.clone(), initial, &settings))
+            .detach(|| {
+                PartyMachine::flower(key.key.clone(), initial, &settings, credentials.as_ref())
+            })
             .map_err(setup_error)?;
         Ok(Self {
             machine: Mutex::new(machine),
@@ -623,6 +864,19 @@ impl Party {
     #[getter]
     fn skipped(&self, py: Python<'_>) -> Vec<u64> {
         self.with(py, |m| m.skipped().to_vec())
+    }
+
+    /// Rounds that were void so far (`strict` secure aggregation).
+    #[getter]
+    fn voided(&self, py: Python<'_>) -> Vec<u64> {
+        self.with(py, |m| m.voided().to_vec())
+    }
+
+    /// Whether this party is in its next round's party set (always without secure
+    /// aggregation). A party that is not must not seal: it asks to rejoin.
+    #[getter]
+    fn is_member(&self, py: Python<'_>) -> bool {
+        self.with(py, |m| m.is_member())
     }
 
     /// This party's id.
@@ -672,16 +926,23 @@ impl Party {
         Ok((PyBytes::new(py, &sealed.bytes), sealed.clipped))
     }
 
-    /// Takes round `round`'s published sum of the updates of `parties`.
+    /// Takes round `round`'s published outcome: the sum `aggregate` of the updates of
+    /// `parties`, or (`strict` secure aggregation) a `void` round without one; `next_set` is
+    /// the next round's party set announced with it (`None`: unchanged).
+    #[pyo3(signature = (round, parties, aggregate, *, void = false, next_set = None))]
     fn receive(
         &self,
         py: Python<'_>,
         round: u64,
         parties: Vec<u32>,
         aggregate: &[u8],
+        void: bool,
+        next_set: Option<Vec<u32>>,
     ) -> PyResult<(&'static str, Option<String>)> {
         let received = self
-            .with(py, |m| m.receive(round, &parties, aggregate))
+            .with(py, |m| {
+                m.receive(round, &parties, aggregate, void, next_set.as_deref())
+            })
             .map_err(published_error)?;
         Ok(match received {
             Received::Applied { .. } => ("applied", None),
@@ -735,9 +996,12 @@ fn _hefl(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Envelope>()?;
     m.add_class::<KeylessSum>()?;
     m.add_class::<Party>()?;
+    m.add_class::<Identity>()?;
+    m.add_class::<Roster>()?;
     m.add_function(wrap_pyfunction!(generate_key, m)?)?;
     m.add_function(wrap_pyfunction!(key_id, m)?)?;
     m.add_function(wrap_pyfunction!(run_fingerprint, m)?)?;
+    m.add_function(wrap_pyfunction!(generate_identity, m)?)?;
     m.add("DEFAULT_MAX_PARTIES", DEFAULT_MAX_PARTIES)?;
     m.add("DEFAULT_FRAC_BITS", DEFAULT_FRAC_BITS)?;
     m.add("CLIP", CLIP)?;

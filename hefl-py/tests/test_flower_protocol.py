@@ -695,7 +695,7 @@ def test_the_server_refuses_plaintext_stale_and_foreign_replies(
     strategy = HeFedAvg(key_id=key_id, max_examples=10, max_parties=5)
     strategy._reset(initial())
     strategy._length = 4
-    strategy._kept = {0: ([0, 1], b"round 0's aggregate")}  # the current model has applied it
+    strategy._kept = {0: hefl.flower._Kept([0, 1], b"round 0's aggregate")}  # the current model has applied it
     strategy._round = 1
     strategy._sampled = list(range(1, 7))
     for node in strategy._sampled:
@@ -733,7 +733,7 @@ def test_the_server_refuses_plaintext_stale_and_foreign_replies(
     ]
     arrays, _ = strategy.aggregate_train(2, replies)
     assert arrays is None and strategy._round == 2
-    parties, aggregate = strategy._kept[1]
+    parties, aggregate, *_ = strategy._kept[1]
     assert parties == [4]  # node 5 is party 4
     envelope = hefl.Envelope(hefl.SecretKey.load(key_path), 4, max_parties=5, max_examples=10)
     mean = envelope.open(aggregate, [4], round=1, run=run)

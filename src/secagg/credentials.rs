@@ -61,8 +61,18 @@ impl Credentials {
         roster: Roster,
         expected: Fingerprint,
     ) -> Result<Self, RosterError> {
+        Self::new_shared(Arc::new(identity), Arc::new(roster), expected)
+    }
+
+    /// As [`Credentials::new`], for an identity and a roster already shared (the Python
+    /// binding keeps them in Python objects that outlive one party).
+    pub fn new_shared(
+        identity: Arc<Identity>,
+        roster: Arc<Roster>,
+        expected: Fingerprint,
+    ) -> Result<Self, RosterError> {
         roster.check_fingerprint(expected)?;
-        Ok(Self::shared(Arc::new(identity), Arc::new(roster)))
+        Ok(Self::shared(identity, roster))
     }
 
     /// Credentials over a roster made in this process (no fingerprint to compare).

@@ -30,6 +30,13 @@ it seals updates for the round it is on, applies published sums in order (skippi
 no valid updates add up to), resyncs from encrypted model snapshots and checkpoints itself.
 ``hefl.flower`` (``pip install hefl[flower]``) drives it from Flower: ``HeflMod`` for the
 ClientApp and ``HeFedAvg`` for the ServerApp.
+
+With ``strict`` secure aggregation (:class:`Identity`, :class:`Roster`, and
+``Party(..., secure_agg="strict", identity=..., roster=..., roster_fingerprint=...)``) each
+party also adds pairwise blinds inside the encrypted plaintext, keyed by X25519 between the
+parties of a roster compared out of band: they cancel in the sum of a round's whole party
+set, so one party's ciphertext decrypted with the shared key is noise to anyone missing one of
+its partners' secrets. See ``docs/security.md`` for the threat model with and without it.
 """
 
 from __future__ import annotations
@@ -40,9 +47,12 @@ from ._hefl import (
     DEFAULT_MAX_PARTIES,
     STYPE,
     Envelope,
+    Identity,
     KeylessSum,
     Party,
+    Roster,
     SecretKey,
+    generate_identity,
     generate_key,
     key_id,
     run_fingerprint,
@@ -60,6 +70,8 @@ from .errors import (
     MessageError,
     OutOfOrderError,
     ProtocolError,
+    RosterError,
+    SecureAggError,
     SnapshotError,
     StateError,
     SumFullError,
@@ -71,9 +83,12 @@ __all__ = [
     "DEFAULT_MAX_PARTIES",
     "STYPE",
     "Envelope",
+    "Identity",
     "KeylessSum",
     "Party",
+    "Roster",
     "SecretKey",
+    "generate_identity",
     "generate_key",
     "key_id",
     "run_fingerprint",
@@ -89,6 +104,8 @@ __all__ = [
     "MessageError",
     "OutOfOrderError",
     "ProtocolError",
+    "RosterError",
+    "SecureAggError",
     "SnapshotError",
     "StateError",
     "SumFullError",

@@ -61,18 +61,163 @@ def run_fingerprint(
     min_parties: int = 1,
     snapshot_every: int | None = None,
     run: str = "",
+    roster_fingerprint: str | None = None,
 ) -> str:
     """The fingerprint (64 hex digits) of a run of :class:`Party` objects made with these
     settings: what their uploads' headers name, and what a server's
     ``KeylessSum(..., run=...)`` checks. The same value as :attr:`Party.fingerprint`.
 
     A hash of public values only (the key id, the bounds, ``min_parties``,
-    ``snapshot_every`` and the run's public name ``run``): it tells the server nothing it
-    does not know.
+    ``snapshot_every``, the run's public name ``run`` and, for parties of ``strict`` secure
+    aggregation, their roster's fingerprint): it tells the server nothing it does not know.
 
     Raises:
         ValueError: ``key_id`` is not 64 hex digits.
+        RosterError: ``roster_fingerprint`` is not 64 hex digits.
     """
+
+def generate_identity(path: str | PathLike[str], *, force: bool = False) -> str:
+    """Write a fresh identity file for ``strict`` secure aggregation at ``path`` and return
+    its public line (``hefl-x25519-v1 <64 hex>``), for the coordinator's :class:`Roster`.
+
+    The same file as ``hefl identity --out PATH``: an X25519 key pair drawn from tfhe's
+    CSPRNG, JSON, mode 0600, written atomically. Refuses to replace an existing file unless
+    ``force``. The public line reveals nothing about the secret.
+
+    Raises:
+        KeyFileExistsError: ``path`` exists and ``force`` is false.
+        KeyFileError: the file cannot be written.
+
+    >>> import hefl, tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "party-0.id")
+    >>> line = hefl.generate_identity(path)
+    >>> line.split()[0], len(line.split()[1]), oct(os.stat(path).st_mode & 0o777)
+    ('hefl-x25519-v1', 64, '0o600')
+    >>> hefl.Identity.load(path).public == line
+    True
+
+    """
+
+@final
+class Identity:
+    """A party's identity for ``strict`` secure aggregation: an X25519 static key pair from
+    a file of mode 0600 (``hefl identity`` or :func:`generate_identity`). The secret stays in
+    Rust memory, is never printed, and is wiped when the object is freed."""
+
+    @staticmethod
+    def load(path: str | PathLike[str]) -> Identity:
+        """Load and check an identity file.
+
+        Raises:
+            InsecureKeyFileError: group or others can access the file.
+            KeyFileError: missing, malformed, another version, or a public key that is not
+                its secret's.
+        """
+
+    @property
+    def public(self) -> str:
+        """The public line, ``hefl-x25519-v1 <64 hex>``."""
+
+@final
+class Roster:
+    """The trust anchor of ``strict`` secure aggregation: the HE key id, every party's X25519
+    public key (party i's at index i) and the policy (the mode, the party count, the fewest
+    parties in a published sum). Every party compares its :attr:`fingerprint` out of band
+    with the coordinator's; the server only relays, and a server whose settings weaken the
+    policy is refused by the parties, never the reverse.
+
+    >>> import hefl, tempfile, os
+    >>> folder = tempfile.mkdtemp()
+    >>> key_id = hefl.generate_key(os.path.join(folder, "hefl.key"))
+    >>> lines = [hefl.generate_identity(os.path.join(folder, f"p{i}.id")) for i in range(3)]
+    >>> roster = hefl.Roster(key_id, lines, min_parties=2)
+    >>> roster.parties, roster.min_parties, roster.mode, len(roster.fingerprint)
+    (3, 2, 'strict', 64)
+    >>> roster.party_of(hefl.Identity.load(os.path.join(folder, "p2.id")))
+    2
+    >>> hefl.Roster.from_bytes(roster.to_bytes()).fingerprint == roster.fingerprint
+    True
+    >>> try:  # a fingerprint other than the coordinator's
+    ...     roster.check_fingerprint("00" * 32)
+    ... except hefl.RosterError as error:
+    ...     print(str(error).replace(roster.fingerprint, "<found>").replace("0" * 64, "<expected>"))
+    roster fingerprint <found> is not the expected <expected>: this is not the roster your coordinator sent
+
+    """
+
+    def __init__(
+        self,
+        key_id: str,
+        publics: Sequence[str],
+        *,
+        min_parties: int | None = None,
+        secure_agg: Literal["strict"] = "strict",
+    ) -> None:
+        """The roster of the parties whose public lines are ``publics`` for the HE key
+        ``key_id``, each sum of at least ``min_parties`` (2 to ``len(publics)``; default:
+        all): what ``hefl roster`` assembles.
+
+        Raises:
+            RosterError: a public line that does not parse, two parties with one key, or a
+                ``min_parties`` outside 2 to ``len(publics)``.
+            ValueError: ``key_id`` is not 64 hex digits, or another mode than ``"strict"``.
+        """
+
+    @staticmethod
+    def load(path: str | PathLike[str]) -> Roster:
+        """Read and validate a roster file (``hefl roster --out PATH``).
+
+        Raises:
+            KeyFileError: the file cannot be read, or is too large.
+            RosterError: not a valid roster.
+        """
+
+    @staticmethod
+    def from_bytes(data: bytes) -> Roster:
+        """Parse and validate a roster file's contents.
+
+        Raises:
+            RosterError: not a valid roster.
+        """
+
+    def to_bytes(self) -> bytes:
+        """The roster file's contents (JSON; its fingerprint hashes a canonical form)."""
+
+    @property
+    def fingerprint(self) -> str:
+        """The roster's SHA-256 fingerprint, 64 hex digits: compare it out of band. A hash of
+        public data, so it leaks nothing."""
+
+    @property
+    def key_id(self) -> str:
+        """The HE key id the roster is for."""
+
+    @property
+    def mode(self) -> str:
+        """The secure aggregation mode (``"strict"``)."""
+
+    @property
+    def parties(self) -> int:
+        """Parties in the roster: ids 0 to ``parties - 1``."""
+
+    @property
+    def min_parties(self) -> int:
+        """The fewest parties a published sum may hold: the privacy floor."""
+
+    def check_fingerprint(self, expected: str) -> None:
+        """Refuse this roster unless its fingerprint is ``expected``.
+
+        Raises:
+            RosterError: another fingerprint (the message names both), or not 64 hex digits.
+        """
+
+    def party_of(self, identity: Identity) -> int:
+        """The party id the roster gives ``identity`` (the party numbering is the roster's,
+        never the server's).
+
+        Raises:
+            RosterError: the roster does not list this identity's public key.
+        """
 
 @final
 class SecretKey:
@@ -258,9 +403,12 @@ class KeylessSum:
         frac_bits: int = 16,
         round: int = 0,
         run: str | None = None,
+        secure_agg: Literal["strict"] | None = None,
     ) -> None:
         """An empty sum of round ``round`` of run ``run`` (64 hex digits:
-        :func:`run_fingerprint` of the parties' settings; ``None``: all zero)."""
+        :func:`run_fingerprint` of the parties' settings; ``None``: all zero). With
+        ``secure_agg="strict"`` updates carry the two canary slots of secure aggregation
+        (the sum still never sees a key or a plaintext)."""
 
     def add(self, message: bytes, party: int) -> None:
         """Validate one sealed update as party ``party``'s for this sum's run and round
@@ -338,6 +486,19 @@ class Party:
     rounding protects nothing: values are encrypted afterwards); by default it is seeded
     from the OS.
 
+    ``strict`` secure aggregation: ``identity``, ``roster`` and ``roster_fingerprint`` (the
+    fingerprint compared out of band) make a party that adds pairwise blinds and two canaries
+    to every update, keyed with every other party of the roster, and accepts only sums of its
+    round's whole party set whose canaries hold (any other is skipped). ``secure_agg`` is what
+    the server runs (``"strict"`` or ``None``): the party refuses settings weaker than its
+    roster's policy (``None``, a ``max_parties`` other than the roster's party count, a
+    ``min_parties`` below its minimum), a key other than the roster's, and a ``party`` whose
+    roster entry is not ``identity``. Each round is sealed at most once (:meth:`seal` again
+    returns the same bytes until the round's outcome is received; the checkpoint keeps them).
+    Rounds may then be void (:meth:`receive` with ``void=True``: nobody steps), and every
+    outcome announces the next round's party set; a party not in it (:attr:`is_member`) must
+    not seal, and asks to be put back in a later set.
+
     >>> import numpy as np, hefl, tempfile, os
     >>> path = os.path.join(tempfile.mkdtemp(), "hefl.key")
     >>> key_id = hefl.generate_key(path)
@@ -371,6 +532,10 @@ class Party:
         LengthError: ``initial`` is empty or longer than hefl's limit.
         ConfigError: the bounds do not fit (the message names nearby settings that do),
             or ``min_parties`` is 0 or above ``max_parties``.
+        RosterError: the roster's fingerprint is not ``roster_fingerprint``, the settings
+            weaken its policy, ``secure_agg`` without an identity and roster, the key or
+            ``party`` is not the roster's (each message names what was expected and found).
+        ValueError: only some of ``identity``, ``roster`` and ``roster_fingerprint``.
     """
 
     def __init__(
@@ -386,6 +551,10 @@ class Party:
         snapshot_every: int | None = None,
         run: str = "",
         seed: int | None = None,
+        secure_agg: Literal["strict"] | None = None,
+        identity: Identity | None = None,
+        roster: Roster | None = None,
+        roster_fingerprint: str | None = None,
     ) -> None: ...
     @staticmethod
     def from_plan(plan_json: str, party: int, key: SecretKey | None = None) -> Party:
@@ -411,6 +580,16 @@ class Party:
         """Rounds skipped so far: their sums were not sums of valid updates."""
 
     @property
+    def voided(self) -> list[int]:
+        """Rounds that were void so far (``strict`` secure aggregation)."""
+
+    @property
+    def is_member(self) -> bool:
+        """Whether this party is in its next round's party set: always without secure
+        aggregation. A party that is not (it missed a round, or resynced) must not seal; it
+        asks to be put back in a later round's set."""
+
+    @property
     def party(self) -> int:
         """This party's id."""
 
@@ -429,9 +608,15 @@ class Party:
         party is on, weighted by ``examples`` (1 to ``max_examples``); return the bytes to
         send and how many of the update's values were beyond the clip (8) and clipped.
 
+        With ``strict`` secure aggregation a round is sealed once: sealing it again returns
+        the same bytes (whatever ``trained``), until its outcome is received.
+
         Raises:
             TypeError, ValueError, LengthError: as :meth:`Envelope.seal`, for ``trained``.
             EncodeError: a NaN or infinite value, or ``examples`` out of range.
+            SecureAggError: ``strict``: this party is not in its round's party set
+                (:attr:`is_member`), or the round was sealed before a checkpoint it was
+                restored from and its bytes are gone.
         """
 
     def seal(self, update: npt.NDArray[np.float32], examples: int) -> tuple[bytes, int]:
@@ -439,16 +624,31 @@ class Party:
         FedSGD plan) for the round this party is on; as :meth:`seal_model`."""
 
     def receive(
-        self, round: int, parties: Sequence[int], aggregate: bytes
-    ) -> tuple[Literal["applied", "skipped", "stale"], str | None]:
+        self,
+        round: int,
+        parties: Sequence[int],
+        aggregate: bytes,
+        *,
+        void: bool = False,
+        next_set: Sequence[int] | None = None,
+    ) -> tuple[Literal["applied", "skipped", "stale", "void"], str | None]:
         """Take round ``round``'s published sum ``aggregate`` of the updates of ``parties``
         (their ids, ascending). Returns ``("applied", None)`` (the model moved), ``("skipped",
         reason)`` (no valid updates add up to the sum: the model stays, as on every party;
         report it) or ``("stale", None)`` (an earlier round: nothing changed).
 
+        ``strict`` secure aggregation: ``void=True`` is a round without a sum (a member of its
+        set failed): ``("void", None)``, nobody steps and this party's update for it is
+        dropped (``aggregate`` is ignored). ``next_set`` is the next round's party set,
+        announced with this outcome (``None``: unchanged); it is checked against the roster
+        and decides :attr:`is_member`. A sum whose party list is not the round's set, or whose
+        canaries fail (a lone ciphertext, a subset sum, another round's sum), is skipped.
+
         Raises (nothing changed):
             OutOfOrderError: a round after :attr:`next_round`.
-            ProtocolError: ``parties`` empty, unsorted, repeated, or fewer than the minimum.
+            ProtocolError: ``parties`` empty, unsorted, repeated, or fewer than the minimum;
+                a ``next_set`` outside the roster or below its minimum; ``void`` in a run
+                without secure aggregation.
             KeyMismatchError: the sum is under another key.
             MessageError: the sum does not parse as this federation's (length, summands).
         """

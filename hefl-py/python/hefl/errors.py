@@ -31,6 +31,8 @@ __all__ = [
     "OutOfOrderError",
     "SnapshotError",
     "StateError",
+    "SecureAggError",
+    "RosterError",
 ]
 
 
@@ -48,7 +50,8 @@ class KeyFileExistsError(KeyFileError, FileExistsError):
 
 
 class InsecureKeyFileError(KeyFileError, PermissionError):
-    """The key file is readable or writable by group or others; ``chmod 600`` it."""
+    """The key file (or a secure-aggregation identity file) is readable or writable by group
+    or others; ``chmod 600`` it."""
 
 
 class MessageError(HeflError, ValueError):
@@ -103,3 +106,16 @@ class SnapshotError(HeflError, ValueError):
 class StateError(HeflError, ValueError):
     """Party state bytes that do not restore into this party: not a party state, another
     format version, another run, another party, another model shape, or too large."""
+
+
+class SecureAggError(HeflError, ValueError):
+    """``strict`` secure aggregation refused to seal: a second seal of a round (a blind is
+    never applied to two inputs: resend the sealed bytes instead), or a party not in its
+    round's party set (it asks to rejoin)."""
+
+
+class RosterError(SecureAggError):
+    """The roster refused: a fingerprint other than the one compared out of band, a party it
+    does not list, an identity that is not its entry for the party, another HE key, a server
+    whose settings weaken its policy (no secure aggregation, another party count, a smaller
+    minimum), or a malformed roster. The message names what was expected and what came."""

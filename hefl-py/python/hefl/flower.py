@@ -102,6 +102,24 @@ environment variable ``HEFL_MODEL_DIR`` (which the simulation engine's nodes can
 only by the final synchronization never run your ``@app.evaluate`` on the final model: the
 file is how to get it.
 
+**Strict secure aggregation** (``HeFedAvg(..., secure_agg="strict", roster=...,
+roster_fingerprint=...)``): every node also adds pairwise blinds inside its encrypted update,
+keyed by X25519 with the other parties of a roster (``hefl identity``, ``hefl roster``), so
+that one node's ciphertext decrypted with the shared key is noise unless one holds all its
+partners' secrets; the blinds cancel in the sum of a round's whole party set. Each node takes
+its identity file, the roster and the roster's fingerprint as compared out of band from node
+config (``hefl-identity``, ``hefl-roster``, ``hefl-roster-fingerprint``) or the environment
+(``HEFL_IDENTITY``, ``HEFL_ROSTER``, ``HEFL_ROSTER_FINGERPRINT``), never from
+``run_config``; its party number is its identity's in the roster. It refuses another roster,
+another party number, and a server whose settings weaken the roster's policy, naming what it
+expected and what it found. Every connected node gets each round's instruction; a round is
+published only when every member of its party set (round 1: the whole roster) sent a valid
+update, and is **void** otherwise: nobody steps, its updates are dropped, and the next set
+(announced with every outcome) holds the members that sent one. A node left out replies to
+its next instruction without an update and is back in the set after it. A node seals each
+round once (the sealed bytes live in ``Context.state`` until the round's outcome). The server
+additionally sees each node's party number, the roster (public) and which rounds were void.
+
 Limits: every array must be float32; ``num-examples`` must be an integer from 1 to
 ``max_examples``; at most ``max_parties`` nodes train per round (more sampled are trimmed,
 with a warning); a server-side ``evaluate_fn`` is refused (the server has no model).
@@ -175,6 +193,12 @@ __all__ = [
     "MODEL_OUT_NODE_CONFIG",
     "MODEL_DIR_RUN_CONFIG",
     "MODEL_DIR_ENV",
+    "IDENTITY_NODE_CONFIG",
+    "IDENTITY_ENV",
+    "ROSTER_NODE_CONFIG",
+    "ROSTER_ENV",
+    "ROSTER_FINGERPRINT_NODE_CONFIG",
+    "ROSTER_FINGERPRINT_ENV",
     "DEFAULT_SNAPSHOT_EVERY",
 ]
 
@@ -198,6 +222,37 @@ model as ``node-<node id>.npz`` (a public path, not a secret: the ServerApp sees
 MODEL_DIR_ENV = "HEFL_MODEL_DIR"
 """The environment variable naming that directory when the run config has none."""
 
+IDENTITY_NODE_CONFIG = "hefl-identity"
+"""Secure aggregation: the node-config entry naming the node's identity file (mode 0600)."""
+
+IDENTITY_ENV = "HEFL_IDENTITY"
+"""The environment variable naming the identity file (when the node config has none)."""
+
+ROSTER_NODE_CONFIG = "hefl-roster"
+"""Secure aggregation: the node-config entry naming the roster file the coordinator sent."""
+
+ROSTER_ENV = "HEFL_ROSTER"
+"""The environment variable naming the roster file (when the node config has none)."""
+
+ROSTER_FINGERPRINT_NODE_CONFIG = "hefl-roster-fingerprint"
+"""Secure aggregation: the node-config entry holding the roster's fingerprint, as compared
+out of band (64 hex digits, printed by ``hefl roster``)."""
+
+ROSTER_FINGERPRINT_ENV = "HEFL_ROSTER_FINGERPRINT"
+"""The environment variable holding the roster's fingerprint (when the node config has
+none)."""
+
+# What a node reads from its node config or its environment, never from run_config (which the
+# ServerApp writes and sees): (node-config entry, environment variable, what it is). The key
+# and the identity are secrets, refused in run_config; the roster and its fingerprint are
+# public (a ServerApp may read them from there) but a node's own are its trust anchor.
+_NODE_ONLY = (
+    (KEY_NODE_CONFIG, KEY_ENV, "a key"),
+    (IDENTITY_NODE_CONFIG, IDENTITY_ENV, "an identity"),
+    (ROSTER_NODE_CONFIG, ROSTER_ENV, "the roster"),
+    (ROSTER_FINGERPRINT_NODE_CONFIG, ROSTER_FINGERPRINT_ENV, "the roster fingerprint"),
+)
+
 DEFAULT_SNAPSHOT_EVERY = 16
 """Rounds between encrypted model snapshots unless :class:`HeFedAvg` is told otherwise."""
 
@@ -211,6 +266,7 @@ _SNAPSHOT = "hefl.snapshot"
 _AGGREGATES = "hefl.aggregates"
 _UPDATE = "hefl.update"
 _CLIPPED = "hefl.clipped"
+_VOID = "hefl.void"
 # Node-local state (Context.state).
 _STATE = "hefl.party"
 # Keys of a saved model file.
@@ -347,15 +403,32 @@ def _write_model(path: Path, model: ArrayRecord, party: hefl.Party) -> None:
 # --- the node: HeflMod ----------------------------------------------------------------------
 
 
-_key_cache: dict[tuple[str, int, int], hefl.SecretKey] = {}
+_loaded: dict[tuple[str, str, int, int], object] = {}
+
+
+def _load_cached(load: Callable[[str], object], path: str) -> object:
+    """``load(path)``, once per file version (its path, inode and modification time): a node
+    rebuilds its party for every message, without reading and checking its files again."""
+    stat = os.stat(path)
+    cache_key = (load.__qualname__, os.path.realpath(path), stat.st_mtime_ns, stat.st_ino)
+    if cache_key not in _loaded:
+        _loaded[cache_key] = load(path)
+    return _loaded[cache_key]
 
 
 def _load_key(path: str) -> hefl.SecretKey:
-    stat = os.stat(path)
-    cache_key = (os.path.realpath(path), stat.st_mtime_ns, stat.st_ino)
-    if cache_key not in _key_cache:
-        _key_cache[cache_key] = hefl.SecretKey.load(path)
-    return _key_cache[cache_key]
+    return _load_cached(hefl.SecretKey.load, path)  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class _Credentials:
+    """A node's secure-aggregation credentials: its identity, its roster, the fingerprint it
+    compared out of band, and its party number (the roster's)."""
+
+    identity: hefl.Identity
+    roster: hefl.Roster
+    fingerprint: str
+    party: int
 
 
 @dataclass
@@ -389,13 +462,19 @@ class HeflMod:
         evaluate_metrics: the same for evaluate replies (default: none).
         examples_key: the metric holding the number of training examples, the FedAvg
             weight; it is never sent in plaintext (whitelisting it is warned about).
+        seed: seeds this node's unbiased rounding with ``seed`` plus its party number, for
+            reproducible runs (the rounding protects nothing: values are encrypted
+            afterwards); default: from the OS.
 
     Evaluate messages also carry catch-up aggregates: register an ``@app.evaluate()``
     function, or run the strategy with ``fraction_evaluate=0.0`` (Flower refuses a message
     type the ClientApp has no function for, before any mod runs).
 
     The key file comes from node config ``hefl-key`` or else environment ``HEFL_KEY``, never
-    from ``run_config``. The node writes its model whenever it changes to node config
+    from ``run_config``. With ``strict`` secure aggregation (see the module docs) so do the
+    identity file (``hefl-identity`` / ``HEFL_IDENTITY``), the roster (``hefl-roster`` /
+    ``HEFL_ROSTER``) and its fingerprint as compared out of band
+    (``hefl-roster-fingerprint`` / ``HEFL_ROSTER_FINGERPRINT``). The node writes its model whenever it changes to node config
     ``hefl-model-out``, else to ``node-<node id>.npz`` in run config ``hefl-model-dir`` or
     environment ``HEFL_MODEL_DIR`` (see :func:`load_model`). A failure after the node has
     caught up (your function raised, ``num-examples`` out of range) becomes an error reply
@@ -408,6 +487,7 @@ class HeflMod:
     train_metrics: Collection[str] = ()
     evaluate_metrics: Collection[str] = ()
     examples_key: str = "num-examples"
+    seed: int | None = None
     _key_env: str = field(default=KEY_ENV, repr=False)
     _dropped: set[tuple[str, str]] = field(default_factory=set, repr=False, compare=False)
 
@@ -438,12 +518,17 @@ class HeflMod:
                 "hefl.flower.HeFedAvg"
             )
         fields = msg.content.config_records[_HEFL]
+        self._refuse_run_config(ctx)
         key = self._key(ctx, str(fields["key-id"]))
-        node = self._node(msg.content, fields, ctx, key)
+        secure = self._credentials(ctx, fields)
+        node = self._node(msg.content, fields, ctx, key, secure)
+        # With secure aggregation every reply says which party this node is: the roster's
+        # numbering, which the server learns from the nodes.
+        known = {} if secure is None else {"party": secure.party}
         if node is None:  # no model yet and no initial arrays: ask for them
-            return self._status_reply(msg, None, {"behind": "this node has no model"})
+            return self._status_reply(msg, None, {"behind": "this node has no model", **known})
         try:
-            return self._run(msg, ctx, call_next, kind, fields, node)
+            return self._run(msg, ctx, call_next, kind, fields, node, known)
         except Exception as error:  # noqa: BLE001 - reported to the server, state kept
             log.error("HeflMod: %s", error, exc_info=error)
             reason = f"{type(error)}:<'{error}'>"
@@ -461,8 +546,9 @@ class HeflMod:
         kind: str,
         fields: ConfigRecord,
         node: _Node,
+        known: dict,
     ) -> Message:
-        status = self._catch_up(msg.content, fields, node)
+        status = {**known, **self._catch_up(msg.content, fields, node)}
         self._export(ctx, node)
         party = node.party
         current = int(fields["round"])  # type: ignore[arg-type]
@@ -475,6 +561,16 @@ class HeflMod:
             return self._status_reply(msg, party, status)
         if kind == MessageType.TRAIN and bool(fields.get("sync-only", False)):
             return self._status_reply(msg, party, status)
+        if kind == MessageType.TRAIN and not party.is_member:
+            # Strict secure aggregation: left out of this round's set (it missed a round, or
+            # resynced). It must not seal; its reply puts it back in the next round's set.
+            status["rejoin"] = True
+            log.info(
+                "HeflMod: not in the party set of round %d (it missed a round, or resynced): "
+                "no update this round; asking to be in the next round's set",
+                current,
+            )
+            return self._status_reply(msg, party, status)
 
         msg.content = self._user_content(msg.content, node.model())
         reply = call_next(msg, ctx)
@@ -485,43 +581,120 @@ class HeflMod:
         metrics = self._whitelisted(reply.content, self.evaluate_metrics, "evaluate")
         return self._reply(reply, party, status, RecordDict({_METRICS: metrics}))
 
+    def _node_setting(self, ctx: Context, entry: str, env: str) -> str | None:
+        """A setting of this node: its node config's ``entry``, else environment ``env``."""
+        if entry == KEY_NODE_CONFIG:
+            env = self._key_env
+        value = ctx.node_config.get(entry) or os.environ.get(env)
+        return str(value) if value else None
+
+    def _refuse_run_config(self, ctx: Context) -> None:
+        """Refuses a run_config that carries a secret only a node's own configuration may:
+        the ServerApp writes and sees run_config, so a key or identity path there leaks it."""
+        values = set(map(str, ctx.run_config.values()))
+        for entry, env, what in _NODE_ONLY[:2]:
+            mine = self._node_setting(ctx, entry, env)
+            if entry in ctx.run_config or (mine is not None and mine in values):
+                raise HeflFlowerError(
+                    f"run_config has a {entry!r} entry: the ServerApp sees run_config, so "
+                    f"{what} must never travel there; give each SuperNode "
+                    f"--node-config \"{entry}='...'\" or set {env}"
+                )
+
     def _key(self, ctx: Context, expected_id: str) -> hefl.SecretKey:
-        path = ctx.node_config.get(KEY_NODE_CONFIG) or os.environ.get(self._key_env)
-        if KEY_NODE_CONFIG in ctx.run_config or (
-            path and str(path) in map(str, ctx.run_config.values())
-        ):
-            raise HeflFlowerError(
-                f"run_config has a {KEY_NODE_CONFIG!r} entry: the ServerApp sees run_config, "
-                "so a key must never travel there; give each SuperNode "
-                f"--node-config \"{KEY_NODE_CONFIG}='/path/to/hefl.key'\" or {KEY_ENV}"
-            )
+        path = self._node_setting(ctx, KEY_NODE_CONFIG, KEY_ENV)
         if not path:
             raise HeflFlowerError(
                 f"no hefl key on this node: start the SuperNode with --node-config "
                 f"\"{KEY_NODE_CONFIG}='/path/to/hefl.key'\" or set {KEY_ENV}"
             )
-        key = _load_key(str(path))
+        key = _load_key(path)
         if key.key_id != expected_id:
             raise hefl.KeyMismatchError(
                 f"this node's key {path} has key id {key.key_id}, the server expects {expected_id}"
             )
         return key
 
+    def _credentials(self, ctx: Context, fields: ConfigRecord) -> _Credentials | None:
+        """This node's secure-aggregation credentials (``None`` without any), checked
+        against the fingerprint compared out of band and against what the server says: its
+        roster's fingerprint and the node's party number."""
+        settings = {e: self._node_setting(ctx, e, env) for e, env, _ in _NODE_ONLY[1:]}
+        given = [entry for entry, value in settings.items() if value]
+        server = fields.get("secure-agg")
+        if not given:
+            if server is not None:
+                raise HeflFlowerError(
+                    f"the server runs {server} secure aggregation and this node has no "
+                    f"identity or roster: start the SuperNode with --node-config "
+                    f"\"{IDENTITY_NODE_CONFIG}='/path/to/party.id' "
+                    f"{ROSTER_NODE_CONFIG}='/path/to/roster.json' "
+                    f"{ROSTER_FINGERPRINT_NODE_CONFIG}='<64 hex>'\" (or set {IDENTITY_ENV}, "
+                    f"{ROSTER_ENV} and {ROSTER_FINGERPRINT_ENV}); a roster named in run_config "
+                    "is the server's choice, never a node's trust anchor"
+                )
+            return None
+        if len(given) < len(settings):
+            missing = sorted(set(settings) - set(given))
+            raise HeflFlowerError(
+                f"secure aggregation needs {', '.join(settings)} together (node config or "
+                f"environment); this node has {', '.join(given)} but not {', '.join(missing)}"
+            )
+        identity: hefl.Identity = _load_cached(
+            hefl.Identity.load, str(settings[IDENTITY_NODE_CONFIG])
+        )  # type: ignore[assignment]
+        roster: hefl.Roster = _load_cached(
+            hefl.Roster.load, str(settings[ROSTER_NODE_CONFIG])
+        )  # type: ignore[assignment]
+        mine = str(settings[ROSTER_FINGERPRINT_NODE_CONFIG]).strip().lower()
+        roster.check_fingerprint(mine)
+        party = roster.party_of(identity)
+        if server is not None:
+            theirs = str(fields.get("roster-fingerprint", ""))
+            if theirs != mine:
+                raise hefl.RosterError(
+                    f"the server's roster has fingerprint {theirs or 'none'}, this node's "
+                    f"roster (compared out of band) is {mine}: another federation's server, "
+                    "or a substituted roster"
+                )
+            if "party" in fields and int(fields["party"]) != party:  # type: ignore[arg-type]
+                raise hefl.RosterError(
+                    f"the server numbers this node party {fields['party']}, its roster gives "
+                    f"its identity party {party}: the party numbering is the roster's"
+                )
+        return _Credentials(identity, roster, mine, party)
+
     def _node(
-        self, content: RecordDict, fields: ConfigRecord, ctx: Context, key: hefl.SecretKey
+        self,
+        content: RecordDict,
+        fields: ConfigRecord,
+        ctx: Context,
+        key: hefl.SecretKey,
+        secure: _Credentials | None,
     ) -> _Node | None:
         """This node's party: restored from ``Context.state``, or made from the initial
         arrays the server sends a node it has not heard from; ``None`` without either."""
         every = int(fields.get("snapshot-every", 0))  # type: ignore[arg-type]
-        settings = dict(
+        party = int(fields["party"]) if secure is None else secure.party  # type: ignore[arg-type]
+        settings: dict = dict(
             max_parties=int(fields["max-parties"]),  # type: ignore[arg-type]
             max_examples=int(fields["max-examples"]),  # type: ignore[arg-type]
             frac_bits=int(fields["frac-bits"]),  # type: ignore[arg-type]
             min_parties=int(fields["min-parties"]),  # type: ignore[arg-type]
             snapshot_every=every or None,
-            party=int(fields["party"]),  # type: ignore[arg-type]
+            party=party,
             run=str(ctx.run_id),
+            seed=None if self.seed is None else self.seed + party,
         )
+        if secure is not None:
+            # The server's mode: the party refuses one weaker than its roster's policy.
+            mode = fields.get("secure-agg")
+            settings.update(
+                secure_agg=None if mode is None else str(mode),
+                identity=secure.identity,
+                roster=secure.roster,
+                roster_fingerprint=secure.fingerprint,
+            )
         length = int(fields["length"])  # type: ignore[arg-type]
         saved = ctx.state.config_records.get(_STATE)
         if saved is not None:
@@ -566,21 +739,51 @@ class HeflMod:
                 f"{len(rounds)} rounds, {len(counts)} party counts and {len(flat_parties)} "
                 "party ids do not describe the same aggregates"
             )
+        # Strict secure aggregation: each round may be void, and announces the next set.
+        voids = [bool(v) for v in fields.get("voids", [])]  # type: ignore[union-attr]
+        next_counts = [int(c) for c in fields.get("next-counts", [])]  # type: ignore[union-attr]
+        next_flat = [int(p) for p in fields.get("next-parties", [])]  # type: ignore[union-attr]
+        if (voids or next_counts) and (
+            len(voids) != len(rounds)
+            or len(next_counts) != len(rounds)
+            or sum(next_counts) != len(next_flat)
+        ):
+            raise HeflFlowerError(
+                f"{len(rounds)} rounds, {len(voids)} void flags, {len(next_counts)} set sizes "
+                f"and {len(next_flat)} party ids do not describe the same outcomes"
+            )
         skipped, reasons = [], []
-        offset = 0
-        for round_, count in zip(rounds, counts, strict=True):
+        offset = next_offset = 0
+        for i, (round_, count) in enumerate(zip(rounds, counts, strict=True)):
             parties = flat_parties[offset : offset + count]
             offset += count
+            void = voids[i] if voids else False
+            next_set = None
+            if next_counts:
+                next_set = next_flat[next_offset : next_offset + next_counts[i]]
+                next_offset += next_counts[i]
             name = f"round-{round_}"
-            if name not in aggregates:
+            if void:
+                aggregate = b""
+            elif name not in aggregates:
                 raise HeflFlowerError(f"the aggregate of round {round_} is missing")
-            aggregate = _ciphertext(
-                ArrayRecord({name: aggregates[name]}), f"the aggregate of round {round_}"
-            )
+            else:
+                aggregate = _ciphertext(
+                    ArrayRecord({name: aggregates[name]}), f"the aggregate of round {round_}"
+                )
             try:
-                outcome, reason = party.receive(round_, parties, aggregate)
+                outcome, reason = party.receive(
+                    round_, parties, aggregate, void=void, next_set=next_set
+                )
             except hefl.OutOfOrderError:
                 break  # a gap: reported by the round check
+            if outcome == "void":
+                log.info(
+                    "HeflMod: round %d is void (a member of its party set sent no valid "
+                    "update): no step; the next round's set is %s",
+                    round_,
+                    next_set,
+                )
             if outcome == "skipped":
                 log.warning(
                     "HeflMod: skipped round %d (parties %s): its sum is not a sum of valid "
@@ -712,10 +915,27 @@ class HeflMod:
 class _NodeView:
     """What the server knows of a node."""
 
-    party: int
+    party: int | None  # None: not known yet (secure aggregation: the node says, by its roster)
     sent_to: int | None = None  # the round it is on if it applied all it was sent (None: fresh)
     confirmed: int | None = None  # the round it last said it is on
     error: str | None = None  # its last error
+
+
+class _Kept(NamedTuple):
+    """A round's published outcome, kept for the nodes that lack it."""
+
+    parties: list[int]  # in the sum (a void round: the members that sent a valid update)
+    aggregate: bytes  # empty when void
+    void: bool = False  # secure aggregation: no sum (a member of the set failed)
+    next_set: list[int] | None = None  # secure aggregation: the next round's party set
+
+
+def _load_roster(roster: str | os.PathLike[str] | bytes | hefl.Roster) -> hefl.Roster:
+    if isinstance(roster, hefl.Roster):
+        return roster
+    if isinstance(roster, bytes):
+        return hefl.Roster.from_bytes(roster)
+    return hefl.Roster.load(roster)
 
 
 def _most_parties(key_id: str, max_examples: int, frac_bits: int, up_to: int) -> int:
@@ -759,6 +979,13 @@ class HeFedAvg(FedAvg):
         snapshot_every: rounds between encrypted model snapshots, from which a node further
             behind than the kept aggregates resyncs (default 16; ``None``: none, and every
             aggregate is kept).
+        secure_agg: ``"strict"``: pairwise blinds inside the encrypted updates (see the module
+            docs), over the parties of ``roster``; ``None`` (default): none.
+        roster: with ``secure_agg``, the roster (a path to ``roster.json``, its bytes, or a
+            :class:`hefl.Roster`): its party count is ``max_parties`` and its minimum the
+            default ``min_results``.
+        roster_fingerprint: the roster's fingerprint as compared out of band; another is
+            refused. Nodes compare their own, and refuse a server whose roster differs.
         **kwargs: passed to ``FedAvg`` (``fraction_train``, ``min_train_nodes``, ...).
 
     ``start`` refuses a server-side ``evaluate_fn``. Its result's ``arrays`` is empty: the
@@ -780,12 +1007,28 @@ class HeFedAvg(FedAvg):
         max_examples: int,
         max_parties: int | None = None,
         frac_bits: int = hefl.DEFAULT_FRAC_BITS,
-        min_results: int = 1,
+        min_results: int | None = None,
         snapshot_every: int | None = DEFAULT_SNAPSHOT_EVERY,
+        secure_agg: str | None = None,
+        roster: str | os.PathLike[str] | bytes | hefl.Roster | None = None,
+        roster_fingerprint: str | None = None,
         **kwargs: object,
     ) -> None:
         kwargs.setdefault("train_metrics_aggr_fn", mean_metrics)
         kwargs.setdefault("evaluate_metrics_aggr_fn", mean_metrics)
+        self.roster = self._secure_agg(secure_agg, roster, roster_fingerprint, key_id)
+        self.secure_agg = secure_agg
+        if self.roster is not None:
+            if max_parties is None:
+                max_parties = self.roster.parties
+            if min_results is None:
+                min_results = self.roster.min_parties
+            self._check_strict(max_parties, min_results, kwargs)
+            # Wait for the nodes a sum needs before the first round.
+            for name in ("min_available_nodes", "min_train_nodes"):
+                kwargs.setdefault(name, self.roster.min_parties)
+        if min_results is None:
+            min_results = 1
         super().__init__(**kwargs)  # type: ignore[arg-type]
         for name, value in (("max_examples", max_examples), ("min_results", min_results)):
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
@@ -815,17 +1058,72 @@ class HeFedAvg(FedAvg):
         self.snapshot_every = snapshot_every
         self._reset(ArrayRecord())
 
+    @staticmethod
+    def _secure_agg(
+        mode: str | None,
+        roster: str | os.PathLike[str] | bytes | hefl.Roster | None,
+        fingerprint: str | None,
+        key_id: str,
+    ) -> hefl.Roster | None:
+        """The roster of ``strict`` secure aggregation, checked against the fingerprint
+        compared out of band and the key id; ``None`` without secure aggregation."""
+        if mode is None:
+            if roster is not None or fingerprint is not None:
+                raise ValueError(
+                    "a roster without secure_agg: pass secure_agg='strict' to use it"
+                )
+            return None
+        if mode != "strict":
+            raise ValueError(f"secure_agg must be 'strict' or None, got {mode!r}")
+        if roster is None or fingerprint is None:
+            raise ValueError(
+                "secure_agg='strict' needs the roster and the roster_fingerprint compared "
+                "out of band (hefl roster prints it)"
+            )
+        loaded = _load_roster(roster)
+        loaded.check_fingerprint(fingerprint)
+        if loaded.key_id != key_id:
+            raise hefl.RosterError(
+                f"the roster is for key {loaded.key_id}, this strategy's key_id is {key_id}"
+            )
+        return loaded
+
+    def _check_strict(self, max_parties: int, min_results: int, kwargs: dict) -> None:
+        """Refuses settings the nodes would refuse (weaker than the roster's policy) or that
+        cannot run strict rounds (which train every member of a round's set)."""
+        assert self.roster is not None
+        if max_parties != self.roster.parties:
+            raise hefl.RosterError(
+                f"the plan weakens the roster's policy: parties: the roster says "
+                f"{self.roster.parties}, the plan {max_parties} (max_parties)"
+            )
+        if min_results < self.roster.min_parties:
+            raise hefl.RosterError(
+                f"the plan weakens the roster's policy: min_parties: the roster says "
+                f"{self.roster.min_parties}, the plan {min_results} (min_results)"
+            )
+        if kwargs.get("fraction_train", 1.0) != 1.0:
+            raise ValueError(
+                "secure_agg='strict' trains every member of a round's party set: "
+                f"fraction_train must be 1.0, got {kwargs['fraction_train']}"
+            )
+
     def _reset(self, initial: ArrayRecord) -> None:
         self._initial = initial
         self._length = 0
         self._run: str | None = None  # the run's fingerprint (set by start)
         self._round = 0  # the next round to publish
-        self._kept: dict[int, tuple[list[int], bytes]] = {}  # round -> (parties, aggregate)
+        self._kept: dict[int, _Kept] = {}  # round -> its outcome
         self._snapshot: tuple[int, bytes] | None = None
         self._snapshot_asked: int | None = None  # the node asked for one this round
         self._nodes: dict[int, _NodeView] = {}
         self._sampled: list[int] = []
         self._trimmed_warned = False
+        # Strict secure aggregation: the open round's party set (round 0: the whole roster),
+        # the parties asking to be in the next one, and the nodes connected this round.
+        self._set: list[int] = [] if self.roster is None else list(range(self.roster.parties))
+        self._rejoining: set[int] = set()
+        self._connected: set[int] = set()
 
     # -- run ---------------------------------------------------------------------------------
 
@@ -861,6 +1159,7 @@ class HeFedAvg(FedAvg):
             min_parties=self.min_results,
             snapshot_every=self.snapshot_every,
             run=str(grid.run.run_id),
+            roster_fingerprint=None if self.roster is None else self.roster.fingerprint,
         )
         result = super().start(
             grid,
@@ -924,6 +1223,15 @@ class HeFedAvg(FedAvg):
             self.min_results,
             self.snapshot_every,
         )
+        if self.roster is not None:
+            log.info(
+                "\t├──> Secure aggregation %s: roster %s, %d parties, at least %d in a sum; a "
+                "round with a member of its set missing is void",
+                self.secure_agg,
+                self.roster.fingerprint,
+                self.roster.parties,
+                self.roster.min_parties,
+            )
         log.info(
             "\t└──> Models weighted by num-examples, which travels encrypted; metrics: "
             "unweighted mean of the whitelisted ones over the replies that carry them, plus "
@@ -934,7 +1242,10 @@ class HeFedAvg(FedAvg):
 
     def _view(self, node: int) -> _NodeView:
         if node not in self._nodes:
-            self._nodes[node] = _NodeView(party=len(self._nodes))
+            # With secure aggregation the roster numbers parties, and each node says which it
+            # is; without, the server numbers them as they come.
+            party = None if self.roster is not None else len(self._nodes)
+            self._nodes[node] = _NodeView(party=party)
         return self._nodes[node]
 
     def _message(
@@ -957,10 +1268,14 @@ class HeFedAvg(FedAvg):
                 "frac-bits": self.frac_bits,
                 "min-parties": self.min_results,
                 "snapshot-every": self.snapshot_every or 0,
-                "party": view.party,
                 "round": self._round,
             }
         )
+        if view.party is not None:
+            fields["party"] = view.party
+        if self.roster is not None:
+            fields["secure-agg"] = str(self.secure_agg)
+            fields["roster-fingerprint"] = self.roster.fingerprint
         content = RecordDict({_CONFIG: ConfigRecord(dict(config))})
         start = view.sent_to
         if start is None:
@@ -974,11 +1289,19 @@ class HeFedAvg(FedAvg):
             start = snapshot_round
         rounds = list(range(start, self._round))
         if rounds:  # an empty list has no element type on the wire
+            kept = [self._kept[r] for r in rounds]
             fields["rounds"] = rounds
-            fields["counts"] = [len(self._kept[r][0]) for r in rounds]
-            fields["parties"] = [p for r in rounds for p in self._kept[r][0]]
+            fields["counts"] = [len(k.parties) for k in kept]
+            parties = [p for k in kept for p in k.parties]
+            if parties:
+                fields["parties"] = parties
+            if self.roster is not None:
+                fields["voids"] = [k.void for k in kept]
+                fields["next-counts"] = [len(k.next_set or []) for k in kept]
+                fields["next-parties"] = [p for k in kept for p in k.next_set or []]
+            sums = {f"round-{r}": _ciphertext_array(k.aggregate) for r, k in zip(rounds, kept)}
             content[_AGGREGATES] = ArrayRecord(
-                {f"round-{r}": _ciphertext_array(self._kept[r][1]) for r in rounds}
+                {name: array for (name, array), k in zip(sums.items(), kept) if not k.void}
             )
         if sync_only:
             fields["sync-only"] = True
@@ -1003,7 +1326,12 @@ class HeFedAvg(FedAvg):
             m.metadata.dst_node_id
             for m in super().configure_train(server_round, ArrayRecord(), config, grid)
         ]
-        if len(sampled) > self.max_parties:
+        if self.roster is not None:
+            # Every connected node: the members of the round's set train, the others ask to
+            # be put back in the next one (a sum holds only members' updates).
+            self._connected = set(grid.get_node_ids())
+            sampled = sorted(self._connected)
+        elif len(sampled) > self.max_parties:
             if not self._trimmed_warned:
                 log.warning(
                     "%d nodes sampled, but a sum holds at most max_parties=%d: the others "
@@ -1015,9 +1343,11 @@ class HeFedAvg(FedAvg):
             sampled = sampled[: self.max_parties]
         self._sampled = sampled
         self._snapshot_asked = None
-        if self._snapshot_due() and sampled:
-            current = [n for n in sampled if self._view(n).confirmed == self._round]
-            self._snapshot_asked = (current or sampled)[0]
+        # Strict secure aggregation: only members of the round's set seal (and snapshot).
+        able = [n for n in sampled if self.roster is None or self._view(n).party in self._set]
+        if self._snapshot_due() and able:
+            current = [n for n in able if self._view(n).confirmed == self._round]
+            self._snapshot_asked = (current or able)[0]
         return [
             self._message(
                 node, config, MessageType.TRAIN, take_snapshot=node == self._snapshot_asked
@@ -1050,6 +1380,8 @@ class HeFedAvg(FedAvg):
             view.error = "its reply has no hefl status: is HeflMod in the ClientApp's mods?"
             log.warning("node %d: %s", node, view.error)
             return None
+        if self.roster is not None and not self._note_party(node, status):
+            return None
         next_round = int(status["next-round"])  # type: ignore[arg-type]
         if not -1 <= next_round <= self._round:
             view.error = f"it says it is on round {next_round}, the server is on {self._round}"
@@ -1065,6 +1397,35 @@ class HeFedAvg(FedAvg):
             )
         return status
 
+    def _note_party(self, node: int, status: ConfigRecord) -> bool:
+        """Secure aggregation: notes the party number a node's reply names (its roster's),
+        refusing one outside the roster, another than it named before, or one another
+        connected node holds (a node that restarted under a new node id takes its number
+        over from the old id once that id is gone)."""
+        view = self._view(node)
+        assert self.roster is not None
+        party = status.get("party")
+        error = None
+        if not isinstance(party, int) or not 0 <= party < self.roster.parties:
+            error = (
+                f"its reply names party {party!r}, expected a party of the roster (0 to "
+                f"{self.roster.parties - 1})"
+            )
+        elif view.party is not None and view.party != party:
+            error = f"it said it is party {view.party}, now it says {party}"
+        else:
+            holders = [n for n, v in self._nodes.items() if v.party == party and n != node]
+            if any(n in self._connected for n in holders):
+                error = f"node {holders[0]} is party {party} already"
+        if error is not None:
+            view.error = error
+            log.warning("node %d: %s", node, error)
+            return False
+        for other in (n for n, v in self._nodes.items() if v.party == party and n != node):
+            self._nodes[other].party = None
+        view.party = party
+        return True
+
     def _sum(self) -> hefl.KeylessSum:
         """An empty sum of this run's current round: it takes an upload only from the party
         its header names, for this run and round."""
@@ -1076,6 +1437,7 @@ class HeFedAvg(FedAvg):
             frac_bits=self.frac_bits,
             round=self._round,
             run=self._run,
+            secure_agg=self.secure_agg,
         )
 
     def _keep_snapshot(self, node: int, reply: Message, status: ConfigRecord) -> None:
@@ -1099,7 +1461,12 @@ class HeFedAvg(FedAvg):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Adds the encrypted updates of the nodes on the current round (refusing any
         other reply, with its reason) and keeps the aggregate for the nodes to apply.
-        Raises :class:`HeflRunError` below ``min_results`` valid updates."""
+        Raises :class:`HeflRunError` below ``min_results`` valid updates.
+
+        With secure aggregation only members of the round's party set send updates; the
+        round is published when every member's is valid, and is void otherwise (no sum;
+        the next round's set is the members that sent one, with the nodes that asked to be
+        put back). The run stops when that set would hold fewer than ``min_results``."""
         replies = list(replies)
         if not self._sampled:
             return None, None  # no training this round (fraction_train=0)
@@ -1113,6 +1480,14 @@ class HeFedAvg(FedAvg):
             if status is None:
                 continue
             self._keep_snapshot(node, reply, status)
+            party = self._view(node).party
+            if self.roster is not None and party not in self._set:
+                # Not in this round's set: a node on this round that asks is put back in the
+                # next one (its update for this round, if any, is not summed).
+                del failures[node]
+                if status.get("rejoin") and self._view(node).confirmed == self._round:
+                    self._rejoining.add(party)  # type: ignore[arg-type]
+                continue
             if "behind" in status:
                 continue
             if self._view(node).confirmed != self._round:
@@ -1142,10 +1517,13 @@ class HeFedAvg(FedAvg):
                 continue
             del failures[node]
             accepted.append(reply)
-        if len(accepted) < self.min_results:
+        parties = sorted(self._view(r.metadata.src_node_id).party for r in accepted)  # type: ignore[type-var]
+        if self.roster is not None:
+            self._kept[self._round] = self._strict_outcome(server_round, total, parties, failures)
+        elif len(accepted) < self.min_results:
             raise HeflRunError(self._failure(server_round, len(accepted), failures))
-        parties = sorted(self._view(r.metadata.src_node_id).party for r in accepted)
-        self._kept[self._round] = (parties, total.to_bytes())
+        else:
+            self._kept[self._round] = _Kept(parties, total.to_bytes())
         self._round += 1
         for node, reason in failures.items():
             log.warning("round %d: node %d sent no valid update: %s", server_round, node, reason)
@@ -1154,6 +1532,8 @@ class HeFedAvg(FedAvg):
         metrics = self.train_metrics_aggr_fn(contents, self.weighted_by_key)
         clipped = {r.metadata.src_node_id: _clipped(r.content) for r in accepted}
         metrics[_CLIPPED] = sum(clipped.values())
+        if self.roster is not None:
+            metrics[_VOID] = int(self._kept[self._round - 1].void)
         if metrics[_CLIPPED]:
             log.warning(
                 "round %d: %d update values beyond [-%g, %g] were clipped (by node: %s)",
@@ -1165,9 +1545,45 @@ class HeFedAvg(FedAvg):
             )
         return None, metrics
 
-    def _failure(self, server_round: int, valid: int, failures: dict[int, str]) -> str:
+    def _strict_outcome(
+        self,
+        server_round: int,
+        total: hefl.KeylessSum,
+        submitted: list[int],
+        failures: dict[int, str],
+    ) -> _Kept:
+        """Strict secure aggregation: the round's outcome (its sum when every member of its
+        set sent a valid update, void otherwise) and the next round's set, which it becomes.
+        Raises :class:`HeflRunError` when that set would hold fewer than ``min_results``."""
+        missing = [p for p in self._set if p not in submitted]
+        next_set = sorted(set(submitted) | self._rejoining)
+        if missing and len(next_set) < self.min_results:
+            headline = (
+                f"round {server_round}: party set {self._set}, no valid update from parties "
+                f"{missing}: the round is void, and the next round's set {next_set} would "
+                f"hold fewer than min_results={self.min_results}: the run stops"
+            )
+            raise HeflRunError(self._failure(server_round, len(submitted), failures, headline))
+        if missing:
+            log.warning(
+                "round %d is void: party set %s, no valid update from parties %s (by node: "
+                "%s); nobody steps; the next round's set is %s",
+                server_round,
+                self._set,
+                missing,
+                failures,
+                next_set,
+            )
+        kept = _Kept(submitted, b"" if missing else total.to_bytes(), bool(missing), next_set)
+        self._set, self._rejoining = next_set, set()
+        return kept
+
+    def _failure(
+        self, server_round: int, valid: int, failures: dict[int, str], headline: str = ""
+    ) -> str:
         lines = [
-            f"round {server_round}: {valid} valid updates, fewer than min_results="
+            headline
+            or f"round {server_round}: {valid} valid updates, fewer than min_results="
             f"{self.min_results}: the run stops"
         ]
         lines += [f"  node {node}: {reason}" for node, reason in sorted(failures.items())]

@@ -19,18 +19,20 @@ app = ServerApp()
 
 
 def _key_files_visible(context: Context) -> list[str]:
-    """Every string this process was configured with that names a loadable hefl key file."""
+    """Every string this process was configured with that names a loadable hefl key file or
+    identity file."""
     values = [*os.environ.values(), *map(str, context.run_config.values())]
     values += map(str, context.node_config.values())
     found = []
     for value in values:
         for candidate in {value, *value.split(os.pathsep)}:
-            try:
-                if os.path.isfile(candidate):
-                    hefl.key_id(candidate)
-                    found.append(candidate)
-            except (hefl.HeflError, OSError):
-                pass
+            for load in (hefl.key_id, hefl.Identity.load):
+                try:
+                    if os.path.isfile(candidate):
+                        load(candidate)
+                        found.append(candidate)
+                except (hefl.HeflError, OSError):
+                    pass
     return found
 
 
@@ -94,18 +96,30 @@ def main(grid: Grid, context: Context) -> None:
         )
         failing.start(grid=grid, initial_arrays=initial, num_rounds=1, timeout=120)
         return
+    # Strict secure aggregation: the roster is public, the ServerApp may read it from its
+    # run config (nodes never take theirs from there).
+    strict = str(context.run_config.get("secure-agg", "")) == "strict"
+    secure: dict = {}
+    if strict:
+        secure = dict(
+            secure_agg="strict",
+            roster=str(context.run_config["hefl-roster"]),
+            roster_fingerprint=str(context.run_config["hefl-roster-fingerprint"]),
+            min_available_nodes=3,  # round 1's set is the whole roster
+            min_train_nodes=3,
+        )
+    else:
+        secure = dict(max_parties=10, min_available_nodes=2, min_train_nodes=2)
     strategy = CheckedHeFedAvg(
         result_dir,
         int(context.run_config["wait-nodes"]),
         frac_bits=24,  # the acceptance: within 1e-5 of plaintext FedAvg
         key_id=str(context.run_config["hefl-key-id"]),
         max_examples=task.MAX_EXAMPLES,
-        max_parties=10,
-        min_available_nodes=2,
-        min_train_nodes=2,
         # One node evaluates per round; the others get the last aggregate from synchronize.
         fraction_evaluate=0.34,
         min_evaluate_nodes=1,
+        **secure,
     )
     result = strategy.start(
         grid=grid,
@@ -117,6 +131,8 @@ def main(grid: Grid, context: Context) -> None:
     summary = {
         "aggregates": strategy._round,
         "parties": [len(strategy._kept[r][0]) for r in sorted(strategy._kept)],
+        "voids": [strategy._kept[r].void for r in sorted(strategy._kept)],
+        "numbering": {str(node): view.party for node, view in strategy._nodes.items()},
         "checked_arrays": strategy.checked_arrays,
         "synchronized": len(strategy.synchronized),
         "applied": {str(node): view.confirmed for node, view in strategy._nodes.items()},
