@@ -947,7 +947,7 @@ fn tls_serves_parties_that_trust_the_certificate() {
         ..Default::default()
     };
     let plan = plan_for(&config, 600, Some(1), None, rules).expect("plan");
-    let slots = hefl::model::param_count(&config.layers) + 1;
+    let shape = plan.expected_plain();
     let hub = Arc::new(Hub::new(plan, |_: &HubEvent| {}).expect("hub"));
     let run = hub.plan().fingerprint();
     let (tokens, issued) = Tokens::generate(1).expect("tokens");
@@ -1001,7 +1001,8 @@ fn tls_serves_parties_that_trust_the_certificate() {
         round: 0,
         party,
     };
-    let update = hefl::fl::PlainSum::sealed(vec![5; slots], stamp(0));
+    let words = vec![5 << (64 - shape.bits); shape.len];
+    let update = hefl::fl::PlainSum::sealed(words.clone(), shape.bits, stamp(0));
     use hefl::fl::Summable;
     assert_eq!(
         uplink.submit(Round(0), &update.to_bytes()).expect("submit"),
@@ -1010,7 +1011,7 @@ fn tls_serves_parties_that_trust_the_certificate() {
     let published = uplink.fetch(Round(0), None).expect("fetch");
     assert_eq!(published.parties, [PartyId(0)]);
     // The one update, published as the sum of round 0.
-    let sum = hefl::fl::PlainSum::sealed(vec![5; slots], stamp(hefl::he::Context::SUM));
+    let sum = hefl::fl::PlainSum::sealed(words, shape.bits, stamp(hefl::he::Context::SUM));
     assert_eq!(*published.bytes, sum.to_bytes());
     let report = serving.join().expect("thread").expect("serve");
     assert_eq!(report.rounds, 1);
