@@ -23,6 +23,28 @@ const DEFAULT_PURGE_DELAY_MS: std::ffi::c_long = 10;
 /// The purge delay this sets, in milliseconds.
 pub const PURGE_DELAY_MS: std::ffi::c_long = 1000;
 
+/// mimalloc's `mi_option_allow_thp`: position 37 of `mi_option_e` in v2's `mimalloc.h` (the
+/// version libmimalloc-sys builds without its `v3` feature, as hefl does; 43 in v3).
+const ALLOW_THP: mi_option_t = 37;
+
+/// Stops mimalloc from asking for transparent huge pages (`madvise(MADV_HUGEPAGE)`) for the
+/// memory it maps from now on, for processes of many threads with a little memory each: the
+/// load generator of `hefl bench-network` (a thread per party) and `hefl serve` (a task per
+/// connection). mimalloc gives each thread its own segments, and the first touch of a huge page
+/// makes the kernel zero 2 MiB where the thread may use a few KiB: at 1000 parties that
+/// zeroing was half of the load generator's CPU time (`perf`), and the first 1000-party
+/// federation took 58 s to set up where it takes 20 without (both on a loaded machine; the
+/// round times are in `docs/perf/network.md`). Leaves the option alone when it does not read
+/// mimalloc's default, 1 (`MIMALLOC_ALLOW_THP=0` set by the user, or another mimalloc).
+pub fn avoid_huge_pages() {
+    // SAFETY: as in `keep_freed_pages`.
+    unsafe {
+        if mi_option_get(ALLOW_THP) == 1 {
+            mi_option_set(ALLOW_THP, 0);
+        }
+    }
+}
+
 /// Keeps freed pages for [`PURGE_DELAY_MS`] before mimalloc returns them to the system (see
 /// the module docs). Leaves the option alone when it does not read mimalloc's default (set by
 /// the user through `MIMALLOC_PURGE_DELAY`, or a mimalloc whose option 15 is something else).

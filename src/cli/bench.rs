@@ -2,7 +2,7 @@
 
 use super::output::{create_dir, write_file};
 use anyhow::{Context, Result, bail};
-use hefl::perf::network::{NetMode, NetworkOptions};
+use hefl::perf::network::{NetMode, NetworkOptions, Transport};
 use std::path::Path;
 use std::time::Instant;
 
@@ -46,19 +46,30 @@ pub fn run(quick: bool, out_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Runs `hefl bench-network`: federations of `parties` in each of `modes` over loopback.
+/// Runs `hefl bench-network`: federations of `parties` in each of `modes` over each of
+/// `transports` on loopback.
 pub fn network(
     parties: &[u32],
     modes: &[String],
+    transports: &[String],
     rounds: u64,
     quick: bool,
     out_dir: &Path,
 ) -> Result<()> {
+    // A thread per party: no huge pages (see the function).
+    hefl::alloc::avoid_huge_pages();
     let modes = modes
         .iter()
         .map(|m| match NetMode::parse(m) {
             Some(mode) => Ok(mode),
             None => bail!("--modes: unknown mode {m:?}, expected plain, he-seeds or he-switched"),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let transports = transports
+        .iter()
+        .map(|t| match Transport::parse(t) {
+            Some(transport) => Ok(transport),
+            None => bail!("--transports: unknown transport {t:?}, expected http or https"),
         })
         .collect::<Result<Vec<_>>>()?;
     if let Some(p) = parties.iter().find(|&&p| !(1..=10_000).contains(&p)) {
@@ -80,23 +91,23 @@ pub fn network(
             parties.to_vec()
         },
         modes: if quick { vec![NetMode::HeSeeds] } else { modes },
+        transports: if quick {
+            vec![Transport::Http, Transport::Https]
+        } else {
+            transports
+        },
         rounds: if quick { 3 } else { rounds },
     };
     let start = Instant::now();
     let rows = hefl::perf::network::run(&options, &mut |step| {
         eprintln!("[{:6.1} s] {step}", start.elapsed().as_secs_f64());
     })?;
-    let command = if quick {
-        "hefl bench-network --quick".to_owned()
-    } else {
-        "hefl bench-network".to_owned()
-    };
-    eprintln!(
-        "[{:6.1} s] the in-memory fold at the same party counts",
-        start.elapsed().as_secs_f64()
-    );
-    let fold = hefl::perf::network::fold_seconds(&options.parties)?;
-    let markdown = hefl::perf::network::markdown(&rows, &fold);
+    // The command as typed, so that the page says how to reproduce it.
+    let command = std::iter::once("hefl".to_owned())
+        .chain(std::env::args().skip(1))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let markdown = hefl::perf::network::markdown(&rows);
     let machine = hefl::perf::Machine::detect();
     let md_path = out_dir.join("network.md");
     write_file(
@@ -109,7 +120,7 @@ pub fn network(
     let csv_path = out_dir.join("network.csv");
     write_file(&csv_path, hefl::perf::network::csv(&rows))?;
     let png_path = out_dir.join("network.png");
-    hefl::perf::network::plot(&rows, &fold, &png_path)?;
+    hefl::perf::network::plot(&rows, &png_path)?;
     println!("\n{markdown}");
     println!(
         "wrote {}, {}, {}",

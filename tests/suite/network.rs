@@ -1559,16 +1559,17 @@ fn a_party_that_cannot_write_its_outputs_says_so_before_its_first_round() {
 /// party holding every round's complete sum.
 #[test]
 fn two_hundred_parties_from_one_address_complete_rounds_with_the_default_limits() {
-    use hefl::perf::network::{NetMode, NetworkOptions, measure};
+    use hefl::perf::network::{NetMode, NetworkOptions, Transport, measure};
     let dir = tempfile::tempdir().expect("temp dir");
     let options = NetworkOptions {
         hefl: std::path::PathBuf::from(env!("CARGO_BIN_EXE_hefl")),
         work_dir: dir.path().to_path_buf(),
         parties: vec![200],
         modes: vec![NetMode::HeSeeds],
+        transports: vec![Transport::Http],
         rounds: 3,
     };
-    let row = measure(&options, NetMode::HeSeeds, 200).expect("200 parties, 3 rounds");
+    let row = measure(&options, NetMode::HeSeeds, 200, None).expect("200 parties, 3 rounds");
     assert_eq!((row.parties, row.rounds), (200, 3));
     // The seeds form: the summed bodies and a 16-byte seed per party.
     assert_eq!(row.download_bytes, row.upload_bytes + 199 * 16, "{row:?}");
