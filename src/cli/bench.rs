@@ -46,6 +46,24 @@ pub fn run(quick: bool, out_dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Every value of the list flag `flag` parsed by `parse`, or an error naming the first unknown
+/// one and what was `expected`.
+fn parse_each<T>(
+    flag: &str,
+    what: &str,
+    values: &[String],
+    parse: fn(&str) -> Option<T>,
+    expected: &str,
+) -> Result<Vec<T>> {
+    values
+        .iter()
+        .map(|v| match parse(v) {
+            Some(value) => Ok(value),
+            None => bail!("{flag}: unknown {what} {v:?}, expected {expected}"),
+        })
+        .collect()
+}
+
 /// Runs `hefl bench-network`: federations of `parties` in each of `modes` over each of
 /// `transports` on loopback.
 pub fn network(
@@ -56,22 +74,24 @@ pub fn network(
     quick: bool,
     out_dir: &Path,
 ) -> Result<()> {
-    // A thread per party: no huge pages (see the function).
+    // A thread per party, each freeing and allocating a download a round: no huge pages, and
+    // freed pages kept (see the functions).
     hefl::alloc::avoid_huge_pages();
-    let modes = modes
-        .iter()
-        .map(|m| match NetMode::parse(m) {
-            Some(mode) => Ok(mode),
-            None => bail!("--modes: unknown mode {m:?}, expected plain, he-seeds or he-switched"),
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let transports = transports
-        .iter()
-        .map(|t| match Transport::parse(t) {
-            Some(transport) => Ok(transport),
-            None => bail!("--transports: unknown transport {t:?}, expected http or https"),
-        })
-        .collect::<Result<Vec<_>>>()?;
+    hefl::alloc::never_return_freed_pages();
+    let modes = parse_each(
+        "--modes",
+        "mode",
+        modes,
+        NetMode::parse,
+        "plain, he-seeds or he-switched",
+    )?;
+    let transports = parse_each(
+        "--transports",
+        "transport",
+        transports,
+        Transport::parse,
+        "http or https",
+    )?;
     if let Some(p) = parties.iter().find(|&&p| !(1..=10_000).contains(&p)) {
         bail!("--parties: {p} parties, expected 1 to 10000");
     }

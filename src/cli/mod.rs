@@ -205,11 +205,12 @@ pub enum Command {
             value_name = "TRANSPORT,..."
         )]
         transports: Vec<String>,
-        /// Rounds timed per federation (after one that warms the connections).
+        /// Rounds timed per federation, at least (after one that warms the connections;
+        /// federations of P < 60 parties time 300 / P rounds, up to 100).
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1000), value_name = "R")]
         rounds: u64,
-        /// About a minute: parties 3, 30 and 300, he-seeds only, over http and https, 3
-        /// rounds.
+        /// About a minute: parties 3, 30 and 300, he-seeds only, over http and https, at
+        /// least 3 rounds.
         #[arg(long)]
         quick: bool,
         /// Folder for network.md, network.csv and network.png.

@@ -128,8 +128,19 @@ pub struct NetworkOptions {
     pub modes: Vec<NetMode>,
     /// Transports, each for every mode and party count.
     pub transports: Vec<Transport>,
-    /// Rounds timed per federation (after one round not timed, which warms connections).
+    /// Rounds timed per federation (after one round not timed, which warms connections), at
+    /// least: see [`NetworkOptions::timed_rounds`].
     pub rounds: u64,
+}
+
+impl NetworkOptions {
+    /// Rounds timed for a federation of `parties`: [`NetworkOptions::rounds`], or more for
+    /// small federations (300 / P, at most 100), whose rounds take milliseconds and whose
+    /// median would otherwise be one of a few noisy rounds on a shared machine.
+    pub fn timed_rounds(&self, parties: u32) -> u64 {
+        let small = u64::from(300 / parties.max(1)).min(100);
+        self.rounds.max(small)
+    }
 }
 
 /// One federation's rounds.
@@ -326,7 +337,7 @@ impl Server {
         // One round per epoch, one more than the warm-up and timed rounds, so that the server
         // is still up (its run not over) when its usage is read. A round deadline far beyond
         // any round here.
-        let rounds = (options.rounds + 2).to_string();
+        let rounds = (options.timed_rounds(parties) + 2).to_string();
         let mut child = Command::new(&options.hefl)
             .args(["serve", "--bind", "127.0.0.1:0", "--parties"])
             .arg(parties.to_string())
@@ -453,7 +464,7 @@ fn connect(
     })
 }
 
-/// Runs one federation of `parties` in `mode` for `options.rounds` timed rounds, over HTTPS
+/// Runs one federation of `parties` in `mode` for [`NetworkOptions::timed_rounds`], over HTTPS
 /// with the certificate `tls` if given (else HTTP). The row's `fold` and `transfer` are left
 /// at zero ([`run`] measures them).
 pub fn measure(
@@ -490,7 +501,8 @@ pub fn measure(
         .collect::<Result<_, _>>()?;
     let upload_bytes = uploads.first().map_or(0, Vec::len);
 
-    let total = options.rounds as usize + 1;
+    let rounds = options.timed_rounds(parties);
+    let total = rounds as usize + 1;
     let barrier = Arc::new(Barrier::new(parties as usize + 1));
     let download = Arc::new(Mutex::new(0usize));
     let threads: Vec<_> = uploads
@@ -579,7 +591,6 @@ pub fn measure(
     // The tokens were this federation's only; nothing else will use them.
     let _ = std::fs::remove_file(&tokens_path);
     let _ = std::fs::remove_file(crate::transport::Tokens::operator_path(&tokens_path));
-    let rounds = options.rounds;
     let times = latencies(&starts, &ends, rounds as usize);
     let download_bytes = *download.lock().unwrap_or_else(|p| p.into_inner());
     Ok(NetworkRow {
@@ -682,9 +693,10 @@ pub fn fold_seconds(
     Ok(folds)
 }
 
-/// Seconds to move `bytes` through one loopback TCP connection (no HTTP, no TLS): the median
-/// of a few transfers, each timed from the first byte written to the reader's one-byte
-/// acknowledgement of the last (one loopback round trip more than the bytes alone).
+/// Seconds to move `bytes` through one loopback TCP connection (no HTTP, no TLS): the least of
+/// a few transfers (what the bytes cost at the least; a busy machine only adds), each timed
+/// from the first byte written to the reader's one-byte acknowledgement of the last (one
+/// loopback round trip more than the bytes alone).
 pub fn loopback_seconds(bytes: usize) -> std::io::Result<f64> {
     const CHUNK: usize = 1 << 20;
     let runs = if bytes > 256 << 20 { 3 } else { 7 };
@@ -728,7 +740,7 @@ pub fn loopback_seconds(bytes: usize) -> std::io::Result<f64> {
     reader
         .join()
         .map_err(|_| std::io::Error::other("the loopback reader panicked"))??;
-    Ok(nearest_rank(&times, 0.5))
+    Ok(times.into_iter().fold(f64::INFINITY, f64::min))
 }
 
 /// The (mode, transport) pairs of `rows`, in order of first appearance.
@@ -768,7 +780,9 @@ pub fn plot(rows: &[NetworkRow], path: &std::path::Path) -> Result<(), crate::re
             .filter(|r| r.mode == mode)
             .map(|r| (f64::from(r.parties), r.fold * 1e3))
             .collect();
-        points.dedup();
+        // One point per party count (every transport's rows carry the same fold).
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        points.dedup_by(|a, b| a.0 == b.0);
         series.push(Series {
             name: format!("{} fold in memory", mode.name()),
             points,
