@@ -42,7 +42,7 @@
 use super::config::Privacy;
 use super::encoding::{DecodeError, Encoding};
 use super::envelope::{Envelope, EnvelopeCost, EnvelopeError, Sealed};
-use super::payload::{PayloadError, PlainSum, Summable};
+use super::payload::{PayloadError, PlainShape, PlainSum, Summable};
 use super::seeds::RngState;
 use super::server::{PartyId, Published, Round};
 pub use super::strategy::Step;
@@ -193,8 +193,18 @@ impl Federation {
         SNAPSHOT_HEADER + 1 + self.length * (1 + moments)
     }
 
+    /// What a server checks this federation's model snapshots against in the clear modes:
+    /// [`Federation::snapshot_len`] words of 32 bits (one f32 or header word each).
+    pub fn snapshot_expected_plain(&self) -> PlainShape {
+        PlainShape {
+            len: self.snapshot_len(),
+            bits: SNAPSHOT_BITS,
+        }
+    }
+
     /// What a server checks this federation's `he` model snapshots against (`None` in the
-    /// clear modes, where a snapshot is [`PlainSum`] words of [`Federation::snapshot_len`]).
+    /// clear modes, where a snapshot is [`PlainSum`] words of
+    /// [`Federation::snapshot_expected_plain`]).
     pub fn snapshot_expected_he(&self) -> Result<Option<Expected>, HeadroomError> {
         let Some((key_id, _)) = self.he else {
             return Ok(None);
@@ -922,7 +932,7 @@ impl Party {
                 sealed.set_context(context);
                 sealed.to_bytes()
             }
-            _ => PlainSum::sealed(words, context).to_bytes(),
+            _ => PlainSum::sealed(words, SNAPSHOT_BITS, context).to_bytes(),
         };
         Ok((self.next_round, bytes))
     }
@@ -965,7 +975,6 @@ impl Party {
         if self.federation.snapshot_every.is_none() {
             return Err(SnapshotError::Disabled);
         }
-        let len = self.federation.snapshot_len();
         // The header's context, checked after the parse (another key or shape is the more
         // telling refusal) and before decryption.
         let check = |named: Context| {
@@ -988,7 +997,8 @@ impl Party {
                 key.decrypt_compact(sum, &expect.widths, None)?
             }
             _ => {
-                let sum = PlainSum::parse_submission(bytes, &len)?;
+                let shape = self.federation.snapshot_expected_plain();
+                let sum = PlainSum::parse_submission(bytes, &shape)?;
                 check(sum.context())?;
                 sum.into_words()
             }

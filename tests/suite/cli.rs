@@ -490,8 +490,9 @@ fn evaluate_errors_say_each_cause_once() {
     }
 }
 
-/// `bench-network` runs federations over loopback and writes its table and CSV; an unknown
-/// mode is refused before anything starts.
+/// `bench-network` runs federations over loopback, over HTTP and over HTTPS (its own
+/// throwaway certificate, verified by every party), and writes its table, CSV and plot; an
+/// unknown mode or transport is refused before anything starts.
 #[test]
 fn bench_network_writes_its_table_and_csv() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -509,14 +510,24 @@ fn bench_network_writes_its_table_and_csv() {
     let out = crate::util::hefl(&args, dir.path());
     assert!(out.status.success(), "{}", text(&out.stderr));
     let csv = std::fs::read_to_string(dir.path().join("out/network.csv")).expect("csv");
-    for row in ["he-seeds,3,2,", "he-seeds,5,2,", "plain,3,2,", "plain,5,2,"] {
-        assert!(csv.contains(row), "{csv}");
+    for mode in ["he-seeds", "plain"] {
+        for transport in ["http", "https"] {
+            for parties in [3, 5] {
+                let row = format!("{mode},{transport},{parties},");
+                assert!(csv.contains(&row), "{row}: {csv}");
+            }
+        }
     }
     let md = std::fs::read_to_string(dir.path().join("out/network.md")).expect("md");
-    assert!(
-        md.contains("ms per party") && md.contains("he-seeds fold in memory"),
-        "{md}"
-    );
+    for part in [
+        "ms per party",
+        "fold in memory",
+        "transfer over loopback",
+        "he-seeds over https",
+        "Measured by `hefl bench-network --parties 3,5",
+    ] {
+        assert!(md.contains(part), "{part}: {md}");
+    }
     // No token file is left behind.
     let left: Vec<_> = std::fs::read_dir(dir.path().join("out"))
         .expect("out")
@@ -524,13 +535,14 @@ fn bench_network_writes_its_table_and_csv() {
         .collect();
     assert_eq!(left.len(), 3, "{left:?}");
     assert!(dir.path().join("out/network.png").exists());
-    let bad = crate::util::hefl(&["bench-network", "--modes", "ckks"], dir.path());
-    assert!(!bad.status.success());
-    assert!(
-        text(&bad.stderr).contains("unknown mode \"ckks\""),
-        "{}",
-        text(&bad.stderr)
-    );
+    for (flag, value, error) in [
+        ("--modes", "ckks", "unknown mode \"ckks\""),
+        ("--transports", "quic", "unknown transport \"quic\""),
+    ] {
+        let bad = crate::util::hefl(&["bench-network", flag, value], dir.path());
+        assert!(!bad.status.success());
+        assert!(text(&bad.stderr).contains(error), "{}", text(&bad.stderr));
+    }
 }
 
 #[test]
