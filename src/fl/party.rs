@@ -530,8 +530,9 @@ impl PartyState {
 /// let a = me.seal(Round(0), &[1.0, 2.0], 1, None, &mut cost)?;
 /// let b = other.seal(Round(0), &[3.0, 4.0], 1, None, &mut cost)?;
 /// // The server's sum:
-/// let mut sum = PlainSum::parse_submission(&a.bytes, &3)?;
-/// sum.add_submission(&b.bytes, &3)?;
+/// let shape = me.envelope().expected_plain(); // 2 values and the weight, packed
+/// let mut sum = PlainSum::parse_submission(&a.bytes, &shape)?;
+/// sum.add_submission(&b.bytes, &shape)?;
 /// sum.set_context(hefl::he::Context::sum(federation_run, 0)); // the server stamps its sums
 /// let published = hefl::fl::Published::sum(Round(0), vec![PartyId(0), PartyId(1)], sum.to_bytes().into());
 /// let got = me.receive(&published, &mut cost)?;
