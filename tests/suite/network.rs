@@ -1708,6 +1708,14 @@ fn strict_join_flags(dir: &Path, p: u32, fingerprint: &str) -> Vec<String> {
     ]
 }
 
+/// Starts `hefl join` for party `p` of the strict federation of `dir`, with `extra` flags.
+fn start_strict_party(dir: &Path, url: &str, p: u32, fingerprint: &str, extra: &[&str]) -> Guard {
+    let mut flags = strict_join_flags(dir, p, fingerprint);
+    flags.extend(extra.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = flags.iter().map(String::as_str).collect();
+    start_party_with(dir, url, p, &refs)
+}
+
 /// Three `hefl join` processes with strict secure aggregation end with the model of the
 /// `he` run in one process, bit for bit; a party without the roster, or with another
 /// fingerprint, is refused, naming what it expected.
@@ -1752,11 +1760,7 @@ fn strict_processes_match_the_in_process_he_run() {
     );
 
     let parties: Vec<Guard> = (0..3)
-        .map(|p| {
-            let flags = strict_join_flags(dir.path(), p, &fingerprint);
-            let refs: Vec<&str> = flags.iter().map(String::as_str).collect();
-            start_party_with(dir.path(), &url, p, &refs)
-        })
+        .map(|p| start_strict_party(dir.path(), &url, p, &fingerprint, &[]))
         .collect();
     let (_, (stdout, log)) = finish(parties, server);
     assert!(stdout.contains("done: 14 rounds"), "{stdout}");
@@ -1782,12 +1786,8 @@ fn a_killed_strict_party_resends_its_sealed_upload_and_ends_with_the_undisturbed
         roster,
     ];
     let (server, url) = start_server(dir.path(), &he_flags(&key_id, &strict));
-    let join = |p: u32, extra: &[&str]| {
-        let mut flags = strict_join_flags(dir.path(), p, &fingerprint);
-        flags.extend(extra.iter().map(|s| s.to_string()));
-        let refs: Vec<&str> = flags.iter().map(String::as_str).collect();
-        start_party_with(dir.path(), &url, p, &refs)
-    };
+    let join =
+        |p: u32, extra: &[&str]| start_strict_party(dir.path(), &url, p, &fingerprint, extra);
     let state = dir.path().join("state-2");
     let state_args = ["--state-dir", state.to_str().expect("utf-8 path")];
     let mut others: Vec<Guard> = (0..2).map(|p| join(p, &[])).collect();
@@ -1870,11 +1870,7 @@ fn a_killed_strict_server_restarted_from_its_state_dir_voids_the_open_round_and_
     );
     let (mut server, url) = start_server(dir.path(), &args);
     let mut parties: Vec<Guard> = (0..3)
-        .map(|p| {
-            let flags = strict_join_flags(dir.path(), p, &fingerprint);
-            let refs: Vec<&str> = flags.iter().map(String::as_str).collect();
-            start_party_with(dir.path(), &url, p, &refs)
-        })
+        .map(|p| start_strict_party(dir.path(), &url, p, &fingerprint, &[]))
         .collect();
     let _stdout = wait_for_an_epoch(&mut parties[0]);
     signal(server.child(), "-KILL");
@@ -1952,12 +1948,8 @@ fn a_killed_strict_party_leaves_a_void_round_and_rejoins_after_its_restart() {
     ];
     let (mut server, url) = start_server(dir.path(), &he_flags(&key_id, &strict));
     let log = LogTail::of(&mut server);
-    let join = |p: u32, extra: &[&str]| {
-        let mut flags = strict_join_flags(dir.path(), p, &fingerprint);
-        flags.extend(extra.iter().map(|s| s.to_string()));
-        let refs: Vec<&str> = flags.iter().map(String::as_str).collect();
-        start_party_with(dir.path(), &url, p, &refs)
-    };
+    let join =
+        |p: u32, extra: &[&str]| start_strict_party(dir.path(), &url, p, &fingerprint, extra);
     let state = dir.path().join("state-2");
     let state_args = ["--state-dir", state.to_str().expect("utf-8 path")];
     let mut others: Vec<Guard> = (0..2).map(|p| join(p, &[])).collect();
