@@ -168,6 +168,7 @@ fn dp_sgd_trains_and_reports_epsilon() {
         delta: 1e-5,
         sampling: Sampling::Poisson,
         accountant: Accountant::Rdp,
+        pca: None,
     };
     let data = tiny_mnist();
     for mode in [Mode::Centralized, Mode::Federated] {
@@ -411,6 +412,7 @@ fn tuning_scores_on_a_held_out_validation_split() {
             delta: 1e-5,
             sampling: Sampling::Poisson,
             accountant: Accountant::Pld,
+            pca: None,
         }),
         layers: vec![hefl::data::IMAGE_PIXELS, 8, 10],
         ..TrainConfig::default()
