@@ -146,15 +146,15 @@ fn plan(args: &ServeArgs) -> Result<ValidPlan> {
     if args.train.key.is_some() {
         bail!("the server never holds the key: give --key-id (printed by `hefl keygen`)");
     }
-    match &args.plan {
+    let plan = match &args.plan {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading the plan {}", path.display()))?;
             let plan: Plan = serde_json::from_str(&text)
                 .with_context(|| format!("the plan {} does not parse", path.display()))?;
-            Ok(plan.validate()?)
+            plan.validate()?
         }
-        None => Ok(hefl::fl::plan_for(
+        None => hefl::fl::plan_for(
             &*args
                 .train
                 .calibrated(args.train.validated(Mode::Federated)?, args.train_size)?,
@@ -162,8 +162,15 @@ fn plan(args: &ServeArgs) -> Result<ValidPlan> {
             args.rounds_per_epoch,
             args.key_id,
             args.rules.rules(),
-        )?),
+        )?,
+    };
+    if plan.config.pca().is_some() {
+        bail!(
+            "--dp-pca needs every party's noisy covariance before the first round, which a \
+             server does not collect: run DP-PCA in one process (train, dp-sweep, dp-compare)"
+        );
     }
+    Ok(plan)
 }
 
 /// Validates everything (plan, limits, tokens, TLS files), then listens and serves the run

@@ -12,9 +12,9 @@
 
 use super::checkpoint::{Checkpoints, Progress};
 use super::client::{Client, Update};
-use super::config::{Privacy, ValidConfig};
+use super::config::{ConfigError, Field, Privacy, ValidConfig};
 use super::envelope::{Envelope, EnvelopeCost, EnvelopeError};
-use super::error::{PartyError, UplinkError};
+use super::error::{PartyError, TrainError, UplinkError};
 use super::metrics::{EpochMetrics, Observer, Overhead, RunMetrics};
 use super::party::{GlobalModel, Party, Received};
 use super::plan::ValidPlan;
@@ -24,6 +24,7 @@ use super::uplink::{Retry, Submitted, Uplink};
 use crate::data::{Dataset, Mnist};
 use crate::he::PreparedEncryption;
 use crate::he::keys::SecretKey;
+use crate::model::EmaState;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -124,6 +125,16 @@ impl Member<'_> {
             started,
         } = self;
         let config = plan.config();
+        if let (Some(ema), Some(_)) = (config.ema, &options.state_dir) {
+            // The average is not part of a checkpoint: a resumed run would report another.
+            return Err(PartyError::Train(TrainError::Config(
+                ConfigError::Invalid {
+                    field: Field::Ema,
+                    expected: "no EMA in a run that keeps checkpoints (--state-dir)".into(),
+                    found: ema.decay.to_string(),
+                },
+            )));
+        }
         let mut party = Party::for_plan(plan, client.id(), key)?;
         let checkpoints = options
             .state_dir
@@ -145,6 +156,7 @@ impl Member<'_> {
             Privacy::He => Preparing::new(party.envelope().clone()),
             _ => Preparing::default(),
         };
+        let ema = config.ema.map(|ema| ema.start(party.model()));
         let mut member = Federated {
             keep_from: checkpoints.as_ref().map(|_| party.next_round()),
             party,
@@ -166,6 +178,7 @@ impl Member<'_> {
             test,
             started,
             progress,
+            ema,
         };
         training.run(&mut member, observer)?;
         let Federated {
@@ -188,13 +201,17 @@ pub(crate) fn run_alone(
     observer: &mut dyn Observer,
     started: Instant,
 ) -> Result<RunMetrics, PartyError> {
+    let rounds_per_epoch = config.rounds_per_epoch(client.num_samples());
+    let total_rounds = (rounds_per_epoch as u64).saturating_mul(config.epochs as u64);
     let mut alone = Alone {
-        model: GlobalModel::new(client.model().params().to_vec(), config.step()),
+        model: GlobalModel::new(client.model().params().to_vec(), config.step())
+            .with_schedule(config.lr_schedule, total_rounds),
         next_round: Round(0),
     };
     let mut training = Training {
         config,
-        rounds_per_epoch: config.rounds_per_epoch(client.num_samples()),
+        rounds_per_epoch,
+        ema: config.ema.map(|ema| ema.start(client.model().params())),
         client,
         test: Some(test),
         started,
@@ -520,6 +537,8 @@ struct Training<'a> {
     test: Option<&'a Dataset>,
     started: Instant,
     progress: Progress,
+    /// The moving average of the global model after every round, when the run reports it.
+    ema: Option<EmaState>,
 }
 
 impl Training<'_> {
@@ -548,13 +567,16 @@ impl Training<'_> {
                 .compute_update(config.strategy, config.batch_size);
             self.progress.loss_sum += f64::from(update.loss);
             rounds.exchange(round, &update, observer)?;
+            if let Some(ema) = self.ema.as_mut() {
+                ema.update(rounds.model());
+            }
             let next = rounds.next_round().0;
             observer.round(next as usize);
             // An epoch ended (a resync may jump past several: the last is reported).
             let epoch_end = next / per_epoch > round.0 / per_epoch;
             if epoch_end {
                 if let Some(test) = self.test {
-                    self.client.load(rounds.model());
+                    self.client.load(reported(&self.ema, rounds.model()));
                     let eval = self
                         .client
                         .model()
@@ -579,7 +601,8 @@ impl Training<'_> {
         }
     }
 
-    /// A finished trainer's metrics, with the final global model `params`.
+    /// A finished trainer's metrics, with the final global model `params` (as [`reported`]
+    /// says).
     fn metrics(&mut self, params: &[f32], overhead: Option<Overhead>) -> RunMetrics {
         RunMetrics {
             config: self.config.clone().into_inner(),
@@ -587,7 +610,14 @@ impl Training<'_> {
             epochs: std::mem::take(&mut self.progress.epochs),
             total_seconds: self.started.elapsed().as_secs_f64(),
             overhead,
-            final_params: params.to_vec(),
+            final_params: reported(&self.ema, params).to_vec(),
+            input_projection: None,
         }
     }
+}
+
+/// The parameters a trainer reports for the global model `params`: their moving average
+/// `ema` when the run keeps one.
+fn reported<'p>(ema: &'p Option<EmaState>, params: &'p [f32]) -> &'p [f32] {
+    ema.as_ref().map_or(params, EmaState::average)
 }

@@ -49,7 +49,7 @@ use crate::he::keys::{KeyId, SecretKey};
 use crate::he::{
     CompactVector, DownloadForm, Expected, HeError, HeadroomError, PreparedEncryption, Widths,
 };
-use crate::model::{Optimizer, OptimizerKind, OptimizerState};
+use crate::model::{LrSchedule, Optimizer, OptimizerKind, OptimizerState};
 use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -94,6 +94,15 @@ impl GlobalModel {
             Step::Delta => None,
         };
         Self { params, optimizer }
+    }
+
+    /// This model with its FedSGD optimizer's learning rate following `schedule` over
+    /// `total_steps` steps (one per round); nothing changes for deltas.
+    pub fn with_schedule(mut self, schedule: LrSchedule, total_steps: u64) -> Self {
+        self.optimizer = self
+            .optimizer
+            .map(|optimizer| optimizer.with_schedule(schedule, total_steps));
+        self
     }
 
     /// The parameters.
@@ -627,14 +636,15 @@ impl Party {
         key: Option<Arc<SecretKey>>,
     ) -> Result<Self, PlanPartyError> {
         let federation = plan.federation(party)?;
-        let initial = crate::model::Mlp::new(&plan.config.layers, plan.config.seed)?;
-        let rounding = rounding_rng(plan.config.seed, party);
-        Ok(Self::new(
-            federation,
-            initial.params().to_vec(),
-            key,
-            rounding,
-        )?)
+        let config = &plan.config;
+        let initial =
+            crate::model::Mlp::with_activation(&config.layers, config.activation, config.seed)?;
+        let rounding = rounding_rng(config.seed, party);
+        let mut party = Self::new(federation, initial.params().to_vec(), key, rounding)?;
+        party.model = party
+            .model
+            .with_schedule(config.lr_schedule, plan.total_rounds());
+        Ok(party)
     }
 
     /// The federation.
