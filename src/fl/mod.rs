@@ -96,6 +96,6 @@ pub use setup::{calibrate_noise, sampling_rate_and_steps};
 pub use strategy::Strategy;
 pub use tune::{
     DEFAULT_VALIDATION_SIZE, DpTrial, TrialResult, TuneObserver, TunedDp, default_grid, run_trial,
-    tune, validation_split,
+    tune, tuning_grid, validation_split,
 };
 pub use uplink::{Retry, Submitted, Uplink};
