@@ -29,7 +29,7 @@ impl InputProjection {
     /// The projection by `matrix` (`inputs × outputs`, row-major); refused unless the
     /// length is `inputs · outputs` and both widths are at least 1.
     pub fn new(inputs: usize, outputs: usize, matrix: Vec<f32>) -> Result<Self, ModelError> {
-        let expected = inputs.checked_mul(outputs).unwrap_or(usize::MAX);
+        let expected = inputs.saturating_mul(outputs);
         if inputs == 0 || outputs == 0 || matrix.len() != expected {
             return Err(ModelError::ProjectionSize {
                 inputs,
