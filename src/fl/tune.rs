@@ -187,21 +187,23 @@ pub fn default_grid() -> Vec<DpTrial> {
 /// top of the DP-SGD settings [`default_grid`]'s search chose. Every trial projects the
 /// inputs on 60 DP-PCA components (Abadi et al. 2016), with σ_p = 16·√(2/ε) (32 at ε = 0.5,
 /// 16 at 2, 8 at 8; Abadi et al. used 16, 7 and 4), and uses plain SGD at rate 4 with C = 1
-/// on expected batches of 1,024 images (per party when federated). The three trials:
+/// on expected batches of 1,024 images (per party when federated). The four trials:
 ///
-/// - 128 ReLU units, constant rate, 40 epochs (DP-SGD with DP-PCA alone);
+/// - 128 ReLU units, constant rate, 40 epochs (DP-SGD with DP-PCA alone), at rate 4 and at
+///   rate 1;
 /// - the same, cosine-decayed over 100 epochs, with an EMA of the parameters (decay 0.99);
 /// - 256 tanh units (Papernot et al. 2021), cosine-decayed over 100 epochs, with the EMA.
 ///
 /// Chosen from pilot runs at ε = 0.5, 2 and 8 (`docs/dp.md` has them): σ_p = 32 at ε = 2
 /// lost 0.6 points against 16; batches of 512 lost 1.8 points against 1,024; a constant
-/// rate over 40 epochs diverges at ε = 0.5 (test loss rising from epoch 10).
+/// rate 4 over 40 epochs diverges at ε = 0.5 (test loss rising from epoch 10), where rate 1
+/// gained 6 points.
 ///
 /// ```
 /// use hefl::fl::{Mode, tuning_grid};
 ///
 /// let grid = tuning_grid(Mode::Centralized, 2.0);
-/// assert_eq!(grid.len(), 3);
+/// assert_eq!(grid.len(), 4);
 /// assert!(grid.iter().all(|t| t.pca.is_some_and(|p| p.noise_multiplier == 16.0)));
 /// ```
 pub fn tuning_grid(_mode: super::config::Mode, epsilon: f64) -> Vec<DpTrial> {
@@ -222,6 +224,11 @@ pub fn tuning_grid(_mode: super::config::Mode, epsilon: f64) -> Vec<DpTrial> {
     vec![
         DpTrial {
             hidden: Some(128),
+            ..base
+        },
+        DpTrial {
+            hidden: Some(128),
+            lr: 1.0,
             ..base
         },
         DpTrial {

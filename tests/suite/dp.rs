@@ -690,7 +690,7 @@ fn dp_runs_with_the_new_settings_report_a_self_contained_model() {
                 data.train.len(),
                 None,
                 None,
-                std::time::Duration::from_secs(30),
+                hefl::fl::RoundRules::default(),
             )
             .expect("plan");
             let err = hefl::fl::run_party(
@@ -715,22 +715,32 @@ impl hefl::fl::Uplink for NoUplink {
     fn submit(
         &mut self,
         _round: hefl::fl::Round,
-        _bytes: Vec<u8>,
+        _bytes: &[u8],
     ) -> Result<hefl::fl::Submitted, hefl::fl::UplinkError> {
         unreachable!("no round runs")
     }
     fn fetch(
         &mut self,
         _round: hefl::fl::Round,
+        _keep_from: Option<hefl::fl::Round>,
     ) -> Result<hefl::fl::Published, hefl::fl::UplinkError> {
         unreachable!("no round runs")
     }
-    fn keep_from(&mut self, _round: hefl::fl::Round) {}
     fn skipped(
         &mut self,
         _round: hefl::fl::Round,
         _reason: &str,
     ) -> Result<(), hefl::fl::UplinkError> {
+        unreachable!("no round runs")
+    }
+    fn put_snapshot(
+        &mut self,
+        _round: hefl::fl::Round,
+        _bytes: &[u8],
+    ) -> Result<(), hefl::fl::UplinkError> {
+        unreachable!("no round runs")
+    }
+    fn snapshot(&mut self) -> Result<hefl::fl::ModelSnapshot, hefl::fl::UplinkError> {
         unreachable!("no round runs")
     }
 }
