@@ -27,8 +27,12 @@
 //! from what it sees. Clients do not collude with the server. Every client holds
 //! the same secret key, so anyone holding it can decrypt any single client's
 //! ciphertext: the server must never see the key, and clients must not see each
-//! other's individual ciphertexts. Stronger models (threshold keys, where no
-//! single party can decrypt one update) are future work. What a malicious
+//! other's individual ciphertexts. Under `--secure-agg strict` ([`secagg`]) each
+//! party also blinds its update with pairwise masks inside the plaintext, so that
+//! one party's ciphertext is uniform noise to any key holder lacking one of its
+//! partners' secrets, and a server colluding with clients learns only the sum of
+//! the honest parties' updates; [`secagg`]'s docs state that threat model and what
+//! it does not provide. Threshold keys are future work. What a malicious
 //! client can and cannot do, and why publishing mask seeds and rounding
 //! ciphertexts is safe, is in the guide `docs/security.md`.
 //!
@@ -48,7 +52,8 @@
 //! [`data`], [`model`], [`quant`], [`he`] and [`dp`] know nothing of networks
 //! or of the protocol ([`dp`] draws its noise from [`he::csprng::SecureRng`];
 //! [`he`] keeps its key files through [`secret_file`], and [`model`] its model files
-//! through the same atomic write); [`fl`] composes them
+//! through the same atomic write); [`secagg`] (secure aggregation's identities, roster,
+//! blinds and canaries) sits on [`he`] and the protocol's named types; [`fl`] composes them
 //! into two state machines without I/O, the party ([`fl::Party`]) and the
 //! server ([`fl::Server`], behind the [`fl::Hub`] that gives it a clock),
 //! and the drivers that move their bytes: one training loop
@@ -81,5 +86,6 @@ pub mod model;
 pub mod perf;
 pub mod quant;
 pub mod report;
+pub mod secagg;
 pub mod secret_file;
 pub mod transport;

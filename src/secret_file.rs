@@ -79,6 +79,148 @@ pub enum SecretFileError {
         /// What it is, e.g. "a directory" or "a character device".
         found: &'static str,
     },
+    /// A state file whose checksum or MAC does not match its contents: damaged (a flipped byte,
+    /// a torn write on a failing disk) or edited.
+    #[error(
+        "{path} is damaged or was edited: its {integrity} does not match its contents; restore it from a backup, or remove it to start over"
+    )]
+    Integrity {
+        /// The file.
+        path: PathBuf,
+        /// "SHA-256 checksum" or "MAC".
+        integrity: &'static str,
+    },
+    /// Not a state file written by [`with_integrity`] (no header, or another kind of check).
+    #[error("{path} is not a hefl state file of this version (no {expected} header)")]
+    NotChecked {
+        /// The file.
+        path: PathBuf,
+        /// The header expected.
+        expected: &'static str,
+    },
+}
+
+/// How a state file proves it is whole ([`with_integrity`], [`check_integrity`]).
+#[derive(Clone, Copy)]
+pub enum Integrity<'a> {
+    /// A SHA-256 checksum of the contents: refuses a damaged file (a flipped byte, a torn
+    /// write), not a deliberate edit, which can recompute it.
+    Checksum,
+    /// HMAC-SHA256 under a 32-byte key the writer and the reader share: refuses an edit by
+    /// anyone without the key too. The tag is a pseudorandom function of the key and the
+    /// contents, so storing it beside them reveals nothing about the key.
+    Mac(&'a [u8; 32]),
+}
+
+impl std::fmt::Debug for Integrity<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print a key.
+        f.write_str(match self {
+            Self::Checksum => "Checksum",
+            Self::Mac(_) => "Mac(..)",
+        })
+    }
+}
+
+/// The header of a state file: magic, then the kind of check (1: checksum, 2: MAC).
+const STATE_MAGIC: &[u8; 8] = b"HEFLSTA1";
+const STATE_HEADER: usize = 8 + 1 + 32;
+
+impl Integrity<'_> {
+    fn kind(&self) -> u8 {
+        match self {
+            Self::Checksum => 1,
+            Self::Mac(_) => 2,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Checksum => "SHA-256 checksum",
+            Self::Mac(_) => "MAC",
+        }
+    }
+
+    fn tag(&self, payload: &[u8]) -> [u8; 32] {
+        use hmac::Mac;
+        use sha2::Digest;
+        match self {
+            Self::Checksum => sha2::Sha256::new()
+                .chain_update(STATE_MAGIC)
+                .chain_update([self.kind()])
+                .chain_update(payload)
+                .finalize()
+                .into(),
+            Self::Mac(key) => {
+                // A 32-byte key is always a valid HMAC key.
+                let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(&key[..])
+                    .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+                mac.update(STATE_MAGIC);
+                mac.update(&[self.kind()]);
+                mac.update(payload);
+                mac.finalize().into_bytes().into()
+            }
+        }
+    }
+}
+
+/// `payload` with a header that proves it whole: the magic `HEFLSTA1`, the kind of check, and
+/// the checksum or MAC of the payload (see [`Integrity`]). Write the result atomically.
+///
+/// ```
+/// use hefl::secret_file::{Integrity, check_integrity, with_integrity};
+/// use std::path::Path;
+///
+/// let key = [7u8; 32];
+/// let mut file = with_integrity(b"state", Integrity::Mac(&key));
+/// let path = Path::new("party-0.checkpoint");
+/// assert_eq!(check_integrity(path, &file, Integrity::Mac(&key))?, b"state");
+/// assert!(check_integrity(path, &file, Integrity::Mac(&[8; 32])).is_err());
+/// assert!(check_integrity(path, &file, Integrity::Checksum).is_err());
+/// let last = file.len() - 1;
+/// file[last] ^= 1;
+/// assert!(check_integrity(path, &file, Integrity::Mac(&key)).is_err());
+/// # Ok::<(), hefl::secret_file::SecretFileError>(())
+/// ```
+pub fn with_integrity(payload: &[u8], integrity: Integrity<'_>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(STATE_HEADER + payload.len());
+    out.extend_from_slice(STATE_MAGIC);
+    out.push(integrity.kind());
+    out.extend_from_slice(&integrity.tag(payload));
+    out.extend_from_slice(payload);
+    out
+}
+
+/// The payload of a state file read from `path` (named in errors) if its header's check
+/// matches; refuses a file without the header, one checked another way, and one whose
+/// checksum or MAC does not match (compared in constant time).
+pub fn check_integrity<'b>(
+    path: &Path,
+    bytes: &'b [u8],
+    integrity: Integrity<'_>,
+) -> Result<&'b [u8], SecretFileError> {
+    let not_checked = || SecretFileError::NotChecked {
+        path: path.to_path_buf(),
+        expected: "HEFLSTA1",
+    };
+    let header = bytes.get(..STATE_HEADER).ok_or_else(not_checked)?;
+    if &header[..8] != STATE_MAGIC {
+        return Err(not_checked());
+    }
+    let payload = &bytes[STATE_HEADER..];
+    let expected = integrity.tag(payload);
+    let same = header[9..]
+        .iter()
+        .zip(expected)
+        .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+        == 0;
+    if header[8] != integrity.kind() || !same {
+        return Err(SecretFileError::Integrity {
+            path: path.to_path_buf(),
+            integrity: integrity.name(),
+        });
+    }
+    Ok(payload)
 }
 
 /// Creates a new file (never replacing one) readable and writable by its owner only
@@ -243,6 +385,26 @@ pub fn write_private_atomic(
     replace: bool,
 ) -> Result<(), SecretFileError> {
     write_atomic(path, bytes, replace, Access::OwnerOnly)
+}
+
+/// Writes `value` as pretty-printed JSON and a newline to `path` with
+/// [`write_private_atomic`], through a buffer zeroised once written: how the key, identity and
+/// tokens files are written. (An encoding error, which the plain structs written here cannot
+/// have, is reported as an I/O error on `path`.)
+pub fn write_private_json<T: serde::Serialize>(
+    path: &Path,
+    value: &T,
+    replace: bool,
+) -> Result<(), SecretFileError> {
+    // Room for any of these files but a tokens file of hundreds of parties, so that the
+    // buffer is rarely reallocated (a reallocation leaves a copy this cannot zeroise).
+    let mut text = Zeroizing::new(Vec::with_capacity(4096));
+    serde_json::to_writer_pretty(&mut *text, value).map_err(|e| SecretFileError::Io {
+        path: path.to_path_buf(),
+        source: e.into(),
+    })?;
+    text.push(b'\n');
+    write_private_atomic(path, &text, replace)
 }
 
 /// Who may read a file written by [`write_atomic`].
@@ -460,4 +622,36 @@ mod tests {
             );
         }
     }
+}
+
+/// Proves that files can be written in `dir` before any work depends on it: creates the
+/// directory if missing, then writes, syncs and removes a probe file. Refuses a directory
+/// that is full, read-only or not a directory, naming it and the error.
+///
+/// ```
+/// let dir = tempfile::tempdir()?;
+/// hefl::secret_file::probe_writable(&dir.path().join("state"))?;
+/// let file = dir.path().join("a-file");
+/// std::fs::write(&file, b"x")?;
+/// assert!(hefl::secret_file::probe_writable(&file).is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn probe_writable(dir: &Path) -> Result<(), SecretFileError> {
+    let io = |at: &Path| {
+        let path = at.to_path_buf();
+        move |source| SecretFileError::Io { path, source }
+    };
+    fs::create_dir_all(dir).map_err(io(dir))?;
+    let probe = temp_sibling(&dir.join(".hefl-write-probe"));
+    let written = (|| -> io::Result<()> {
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&probe)?;
+        file.write_all(&[0u8; 4096])?;
+        file.sync_all()
+    })();
+    let removed = fs::remove_file(&probe);
+    written.map_err(io(&probe))?;
+    removed.map_err(io(&probe))
 }

@@ -70,14 +70,15 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path.cwd()))
+from hefl.flower import load_model  # noqa: E402
 from hefl_mnist import task  # noqa: E402
 
 models, rounds = Path(sys.argv[1]), int(sys.argv[2])
 finals = []
 for node in range(3):
-    with np.load(models / f"node{node}.npz") as saved:
-        assert int(saved["hefl_applied"]) == rounds, f"node {node} applied {saved['hefl_applied']}"
-        finals.append({name: saved[name] for name in task.initial_model()})
+    saved = load_model(models / f"node{node}.npz")
+    assert saved.rounds == rounds, f"node {node} applied {saved.rounds} rounds"
+    finals.append({name: saved.arrays[name].numpy() for name in task.initial_model()})
 identical = all(
     a[name].tobytes() == b[name].tobytes() for a, b in zip(finals, finals[1:]) for name in a
 )

@@ -13,7 +13,7 @@
 
 use hefl::fl::{Hub, HubEvent, PartyId, PlainSum, Plan, Round, Summable, TrainConfig, ValidPlan};
 use hefl::he::keys::{KeyFile, KeyId};
-use hefl::he::{CompactVector, Expected, MAX_PLAINTEXT_LEN};
+use hefl::he::{CompactVector, Context, Expected, MAX_PLAINTEXT_LEN};
 use std::io::Write;
 use std::path::Path;
 use std::sync::OnceLock;
@@ -85,6 +85,24 @@ fn he_uploads() -> &'static [CompactVector] {
             })
             .collect()
     })
+}
+
+/// What party `party`'s round-0 update names in the `he` (or plain) plan's run.
+pub fn upload_context(he: bool, party: u32) -> Context {
+    Context {
+        run: plan(he).fingerprint(),
+        round: 0,
+        party,
+    }
+}
+
+/// Rewrites the context `bytes` (a well-formed message of the `he` or plain format) name.
+pub fn restamp(he: bool, bytes: &mut [u8], context: Context) {
+    let stamped = match he {
+        true => <CompactVector as Summable>::restamp(bytes, context),
+        false => PlainSum::restamp(bytes, context),
+    };
+    stamped.expect("a well-formed message");
 }
 
 /// The ciphertext wire format: [`CompactVector::parse_submission`],
@@ -248,10 +266,11 @@ pub fn hub(data: &[u8]) -> bool {
     for other in (0..PARTIES as u32).filter(|&p| p != party) {
         // Plain: the same update is valid from every party. He: each party sends its own
         // encryption (a sum refuses a seed twice).
-        let update = match he {
+        let mut update = match he {
             true => he_uploads()[other as usize].to_bytes(),
             false => message.to_vec(),
         };
+        restamp(he, &mut update, upload_context(he, other));
         hub.submit(PartyId(other), Round(0), &update)
             .expect("every party's update is valid");
     }

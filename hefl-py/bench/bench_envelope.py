@@ -53,19 +53,19 @@ def hefl_python(values: int, repeats: int) -> dict[str, float]:
     key_id = hefl.generate_key(path)
     envelope = hefl.Envelope(hefl.SecretKey.load(path), values, max_parties=10)
     update = ((np.arange(values) % 200).astype(np.float32) - 100) * np.float32(1e-3)
-    seal, sealed = timed(repeats, lambda: envelope.seal(update, 0.5))
+    seal, sealed = timed(repeats, lambda: envelope.seal(update, party=0))
     # Each party's own encryption: a sum refuses the same one twice.
-    uploads = [envelope.seal(update, 0.5) for _ in range(10)]
+    uploads = [envelope.seal(update, party=party) for party in range(10)]
 
     def sum_of(parties: int) -> bytes:
         total = hefl.KeylessSum(key_id, values, max_parties=10)
-        for upload in uploads[:parties]:
-            total.add(upload)
+        for party, upload in enumerate(uploads[:parties]):
+            total.add(upload, party)
         return total.to_bytes()
 
     sum3, aggregate = timed(repeats, lambda: sum_of(3))
     sum10, _ = timed(repeats, lambda: sum_of(10))
-    open_, mean = timed(repeats, lambda: envelope.open(aggregate, 3))
+    open_, mean = timed(repeats, lambda: envelope.open(aggregate, [0, 1, 2]))
     assert np.allclose(mean, update, atol=2.0**-15)
     return {"seal_ms": seal, "sum3_ms": sum3, "sum10_ms": sum10, "open_ms": open_,
             "bytes": len(sealed)}

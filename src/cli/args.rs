@@ -26,11 +26,26 @@ pub fn flag(field: Field) -> String {
 
 /// The message and exit code for a failed command: 2 for a setting out of range (named by
 /// its flag), 1 for anything else.
+///
+/// The message walks the error's chain of causes, each said once: most of hefl's errors
+/// already print their cause (`checkpoint {path}: {source}`), so a cause whose text the
+/// message already holds is not repeated.
 pub fn explain(error: &anyhow::Error) -> (String, u8) {
-    match error.chain().find_map(|e| e.downcast_ref::<ConfigError>()) {
-        Some(config) => (config.render(flag), 2),
-        None => (format!("{error:#}"), 1),
+    if let Some(config) = error.chain().find_map(|e| e.downcast_ref::<ConfigError>()) {
+        return (config.render(flag), 2);
     }
+    let mut message = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if message.contains(&text) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&text);
+    }
+    (message, 1)
 }
 
 /// Checks a probability-like flag.
@@ -203,6 +218,13 @@ pub struct TrainArgs {
     /// to local and centralized training).
     #[arg(long, default_value = "plain")]
     pub privacy: Privacy,
+    /// --privacy he: secure aggregation inside the encrypted plaintexts. `strict`:
+    /// pairwise blinds from X25519 keys (made in memory for runs in one process), so
+    /// that no holder of the shared key can read one party's update from its
+    /// ciphertext; every party is in every sum. Without it, any key holder who
+    /// obtains one party's ciphertext reads its update (docs/security.md).
+    #[arg(long, value_name = "MODE")]
+    pub secure_agg: Option<hefl::secagg::Mode>,
     /// DP-SGD: noise standard deviation as a multiple of --max-grad-norm.
     #[arg(long, default_value_t = 1.0, value_name = "SIGMA")]
     pub noise_multiplier: f64,
@@ -269,6 +291,8 @@ impl TrainArgs {
             parties: self.parties,
             partition: self.partition,
             privacy: self.privacy,
+            // Blinds live in federated sums; the local and centralized baselines have none.
+            secure_agg: self.secure_agg.filter(|_| mode == Mode::Federated),
             dp: (self.privacy == Privacy::Dp).then_some(self.dp_sgd()),
             input_dp: self.input_dp.map(|epsilon| InputDp {
                 epsilon,

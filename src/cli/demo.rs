@@ -34,6 +34,7 @@ pub fn run(
         let config = TrainConfig {
             privacy,
             dp: None,
+            secure_agg: args.secure_agg.filter(|_| privacy == Privacy::He),
             ..args.config(mode)
         };
         let model_path = model_out.map(|dir| dir.join(format!("{}.safetensors", config.label())));
@@ -98,6 +99,37 @@ pub fn run(
     Ok(())
 }
 
+/// Secure aggregation's files for a run on loopback: one identity per party
+/// (`DIR/party-P.id`) and their roster (`DIR/roster.json`); returns the roster's path and
+/// fingerprint.
+fn secure_agg_files(
+    dir: &Path,
+    key_id: hefl::he::keys::KeyId,
+    mode: hefl::secagg::Mode,
+    parties: u32,
+) -> Result<(std::ffi::OsString, String)> {
+    let mut keys = Vec::new();
+    for party in 0..parties {
+        let identity = hefl::secagg::Identity::generate()?;
+        identity.write_new(&dir.join(format!("party-{party}.id")), true)?;
+        keys.push(identity.public());
+    }
+    let policy = hefl::secagg::Policy {
+        mode,
+        parties,
+        min_parties: parties,
+    };
+    let roster = hefl::secagg::Roster::new(key_id, keys, policy)?;
+    let path = dir.join("roster.json");
+    hefl::secret_file::write_atomic(
+        &path,
+        &roster.to_json(),
+        true,
+        hefl::secret_file::Access::Default,
+    )?;
+    Ok((path.into_os_string(), roster.fingerprint().to_string()))
+}
+
 /// The federated-he run as processes on loopback: `hefl serve --plan` with the run's plan
 /// file, and one `hefl join` per party (party 0's writing its model to `model_out`).
 /// Returns party 0's metrics.
@@ -118,6 +150,10 @@ fn network_run(
         }
     };
     let key_id = KeyFile::load(&key_path)?.key_id();
+    let secure_agg = match config.secure_agg {
+        Some(mode) => Some(secure_agg_files(dir, key_id, mode, args.parties as u32)?),
+        None => None,
+    };
     let plan = hefl::fl::plan_for(
         config,
         data.train.len(),
@@ -138,6 +174,13 @@ fn network_run(
         .arg(&plan_path)
         .arg("--tokens")
         .arg(&tokens)
+        .args(
+            secure_agg
+                .as_ref()
+                .map(|(roster, _)| ["--roster".into(), roster.clone()])
+                .into_iter()
+                .flatten(),
+        )
         .stdout(Stdio::piped())
         .spawn()
         .context("starting hefl serve")?;
@@ -165,6 +208,13 @@ fn network_run(
             .arg(dir.join(format!("party-{party}.json")));
         if let Some(data_dir) = &args.data_dir {
             join.arg("--data-dir").arg(data_dir);
+        }
+        if let Some((roster, fingerprint)) = &secure_agg {
+            join.arg("--identity")
+                .arg(dir.join(format!("party-{party}.id")))
+                .arg("--roster")
+                .arg(roster)
+                .args(["--roster-fingerprint", fingerprint]);
         }
         if party > 0 {
             // Party 0 speaks for all: every party prints the same epoch lines.

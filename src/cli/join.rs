@@ -3,10 +3,11 @@
 use super::args::{load_mnist, parse_duration};
 use super::output::{write_json, write_model};
 use super::progress::Progress;
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use hefl::fl::{PartyId, PartyOptions, Privacy, Retry};
 use hefl::he::keys::KeyFile;
+use hefl::secagg::{Credentials, Identity};
 use hefl::transport::Tokens;
 use hefl::transport::http::HttpUplink;
 use std::path::PathBuf;
@@ -54,16 +55,51 @@ pub struct JoinArgs {
     /// keeps a sum for a party's restart only as far back as 64 rounds.
     #[arg(long, default_value_t = 16, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=32))]
     pub checkpoint_every: u64,
+    /// Secure aggregation: this party's identity file (`hefl identity`). Needed
+    /// when the server runs --secure-agg; give --roster and --roster-fingerprint with it.
+    #[arg(long, value_name = "FILE", requires_all = ["roster", "roster_fingerprint"])]
+    pub identity: Option<PathBuf>,
+    /// Secure aggregation: the roster the coordinator sent (`hefl roster`).
+    #[arg(long, value_name = "FILE", requires = "identity")]
+    pub roster: Option<PathBuf>,
+    /// Secure aggregation: the roster's fingerprint as compared out of band (64 hex
+    /// digits, printed by `hefl roster`); a roster with another is refused.
+    #[arg(long, value_name = "HEX", requires = "identity")]
+    pub roster_fingerprint: Option<String>,
     /// How long to keep retrying a server that cannot be reached (backoff from
     /// 0.5 s doubling to 15 s), e.g. while it restarts.
     #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
     pub retry_for: Duration,
 }
 
+/// The directory an output file goes in.
+fn output_dir(file: &std::path::Path) -> PathBuf {
+    match file.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// The identity and roster of --identity, --roster and --roster-fingerprint, checked.
+fn credentials(args: &JoinArgs) -> Result<Option<Credentials>> {
+    let (Some(identity), Some(roster), Some(fingerprint)) =
+        (&args.identity, &args.roster, &args.roster_fingerprint)
+    else {
+        return Ok(None);
+    };
+    let identity = Identity::load(identity)?;
+    let roster = super::roster::load(roster)?;
+    Ok(Some(Credentials::new(
+        identity,
+        roster,
+        fingerprint.parse()?,
+    )?))
+}
+
 /// Fetches the plan, trains this party's shard through the server, writes its metrics.
 pub fn run(args: JoinArgs) -> Result<()> {
     let party = args.party;
-    let token = match (args.token, &args.tokens) {
+    let token = match (args.token.clone(), &args.tokens) {
         (Some(t), _) => t,
         (None, Some(path)) => Tokens::read_party(path, party)?,
         (None, None) => bail!("give this party's token: --token, HEFL_TOKEN or --tokens FILE"),
@@ -79,6 +115,7 @@ pub fn run(args: JoinArgs) -> Result<()> {
         },
         state_dir: args.state_dir.clone(),
         checkpoint_every: args.checkpoint_every,
+        secure_agg: credentials(&args)?,
     };
     let mut progress = Progress::named(&format!("party {party}"));
     let plan = options
@@ -89,6 +126,16 @@ pub fn run(args: JoinArgs) -> Result<()> {
         (Privacy::He, None) => bail!("the server runs privacy he: pass the shared key with --key"),
         (Privacy::Plain | Privacy::Dp, _) => None,
     };
+    // Every path this party writes is proved writable before its first round, not after it.
+    let dirs = [
+        args.state_dir.clone(),
+        args.metrics_out.as_deref().map(output_dir),
+        args.model_out.as_deref().map(output_dir),
+    ];
+    for dir in dirs.into_iter().flatten() {
+        hefl::secret_file::probe_writable(&dir)
+            .with_context(|| format!("{} is not writable", dir.display()))?;
+    }
     let data = load_mnist(args.data_dir.as_deref())?;
     let metrics = hefl::fl::run_party(
         &plan,

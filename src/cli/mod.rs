@@ -5,10 +5,12 @@ mod bench;
 mod demo;
 mod dp;
 mod evaluate;
+mod identity;
 mod join;
 mod keygen;
 mod output;
 mod progress;
+mod roster;
 mod serve;
 mod train;
 mod tree;
@@ -91,6 +93,21 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Create a party's identity for secure aggregation (--secure-agg strict): an
+    /// X25519 key pair in a file of mode 0600. Prints the public line: send it to
+    /// the coordinator, who lists it in the roster (`hefl roster`). Keep the file.
+    Identity {
+        /// Where to write the identity file (parent folders are created).
+        #[arg(long, default_value = "keys/party.id", value_name = "FILE")]
+        out: PathBuf,
+        /// Replace an existing identity file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Assemble the roster of a secure-aggregation federation from the HE key id
+    /// and every party's public line, with the policy; prints its fingerprint,
+    /// which every party compares out of band and gives to `hefl join`.
+    Roster(roster::RosterArgs),
     /// Run a federation's server: it holds no key and no model, only sums what
     /// the parties send. Validates the whole run before it listens, then prints
     /// `listening on http://ADDR`, one line per epoch and per round closed without
@@ -168,6 +185,40 @@ pub enum Command {
         #[arg(long, default_value = "runs/bench", value_name = "DIR")]
         out_dir: PathBuf,
     },
+    /// Time whole rounds over HTTP as parties grow: starts the real `hefl serve` on loopback
+    /// and a load generator of P parties in this process (one thread each, every party with
+    /// its own token and its own sealed upload, made before timing), runs rounds, and reports
+    /// per P the round latency (first upload sent to every party holding the sum: median,
+    /// p95, max), the server's CPU per round and peak memory (from /proc), the load
+    /// generator's CPU, and bytes per party. Writes network.md and network.csv. Build with
+    /// --release: `cargo run --release -- bench-network`.
+    BenchNetwork {
+        /// Party counts, comma-separated.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "3,10,30,100,300,1000",
+            value_name = "P,..."
+        )]
+        parties: Vec<u32>,
+        /// Modes, comma-separated: plain, he-seeds, he-switched.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "plain,he-seeds,he-switched",
+            value_name = "MODE,..."
+        )]
+        modes: Vec<String>,
+        /// Rounds timed per federation (after one that warms the connections).
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1000), value_name = "R")]
+        rounds: u64,
+        /// About a minute: parties 3, 30 and 300, he-seeds only, 3 rounds.
+        #[arg(long)]
+        quick: bool,
+        /// Folder for network.md and network.csv.
+        #[arg(long, default_value = "runs/bench", value_name = "DIR")]
+        out_dir: PathBuf,
+    },
     /// Print the epsilon of a DP-SGD run: the Poisson-subsampled Gaussian mechanism,
     /// add/remove adjacency, by privacy loss distribution (`--accountant pld`, the
     /// default, as Google's dp-accounting) or Rényi DP (`rdp`, Opacus's orders and
@@ -212,6 +263,8 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             network,
         ),
         Command::Keygen { out, force } => keygen::run(&out, force),
+        Command::Identity { out, force } => identity::run(&out, force),
+        Command::Roster(args) => roster::run(&args),
         Command::DpSweep {
             train,
             epsilons,
@@ -233,6 +286,13 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             out_dir,
         } => dp::compare(&train, &dp_settings, &out_dir),
         Command::BenchReport { quick, out_dir } => bench::run(quick, &out_dir),
+        Command::BenchNetwork {
+            parties,
+            modes,
+            rounds,
+            quick,
+            out_dir,
+        } => bench::network(&parties, &modes, rounds, quick, &out_dir),
         Command::DpEpsilon { args } => dp::epsilon(&args),
         Command::Serve(args) => serve::run(*args),
         Command::Join(args) => join::run(args),

@@ -17,15 +17,18 @@
 use super::client::{Client, ClientState};
 use super::metrics::EpochMetrics;
 use super::party::{Party, PartyState};
-use super::plan::ValidPlan;
-use super::server::{ModelSnapshot, PartyId, Published, Round, ServerState};
-use crate::secret_file::{SecretFileError, read_private, write_private_atomic};
+use super::plan::{RunId, ValidPlan};
+use super::server::{ModelSnapshot, PartyId, PartySets, Published, Round, ServerState};
+use crate::secret_file::{
+    Integrity, SecretFileError, check_integrity, read_private, with_integrity, write_private_atomic,
+};
 use bincode::Options;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
 
 /// Version of the checkpoint format.
-const FORMAT: u32 = 2;
+const FORMAT: u32 = 4;
 
 /// Why a checkpoint could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +44,9 @@ pub enum CheckpointError {
     /// The plan or rules of a resumed server do not validate.
     #[error(transparent)]
     Config(#[from] super::config::ConfigError),
+    /// A fresh run id could not be drawn from the operating system's random source.
+    #[error("cannot draw a run id: {0}")]
+    RunId(getrandom::Error),
     /// The file is not a checkpoint of this party in this federation, or is damaged.
     #[error("checkpoint {path}: {reason}")]
     Refused {
@@ -64,6 +70,8 @@ pub(crate) struct Progress {
 struct PartyCheckpoint {
     format: u32,
     fingerprint: [u8; 32],
+    /// The run's id, for the message when another run's checkpoint is refused.
+    run_id: Option<RunId>,
     party: u32,
     loss_sum: f64,
     /// The epochs' metrics as JSON (their optional fields are skipped when empty, which a
@@ -81,8 +89,11 @@ pub(crate) struct Checkpoints {
     path: PathBuf,
     model_path: PathBuf,
     fingerprint: [u8; 32],
+    run_id: Option<RunId>,
     party: PartyId,
     layers: Vec<usize>,
+    /// The MAC key (`he`: derived from the shared key), else `None`: a checksum.
+    mac: Option<Zeroizing<[u8; 32]>>,
     /// Rounds between checkpoints (besides every epoch's end).
     pub(crate) every: u64,
 }
@@ -92,15 +103,32 @@ pub(crate) struct Checkpoints {
 const MAX_CHECKPOINT: u64 = 1 << 30;
 
 impl Checkpoints {
-    pub(crate) fn new(dir: &Path, plan: &ValidPlan, party: PartyId, every: u64) -> Self {
+    /// Party `party`'s checkpoints of `plan` in `dir`, every `every` rounds, MACed under
+    /// `key`'s state MAC key when there is a key (`he`), else checksummed.
+    pub(crate) fn new(
+        dir: &Path,
+        plan: &ValidPlan,
+        party: PartyId,
+        every: u64,
+        key: Option<&crate::he::keys::SecretKey>,
+    ) -> Self {
         Self {
             dir: dir.to_path_buf(),
             path: dir.join(format!("party-{}.checkpoint", party.0)),
             model_path: dir.join(format!("party-{}.model.safetensors", party.0)),
             fingerprint: plan.fingerprint(),
+            run_id: plan.run_id,
             party,
             layers: plan.config.layers.clone(),
+            mac: key.map(|key| Zeroizing::new(*key.state_mac_key())),
             every: every.max(1),
+        }
+    }
+
+    fn integrity(&self) -> Integrity<'_> {
+        match &self.mac {
+            Some(key) => Integrity::Mac(key),
+            None => Integrity::Checksum,
         }
     }
 
@@ -127,22 +155,29 @@ impl Checkpoints {
         if !self.path.exists() {
             return Ok(None);
         }
-        let bytes =
-            read_private(&self.path, MAX_CHECKPOINT).map_err(|source| CheckpointError::File {
-                path: self.path.clone(),
-                source,
-            })?;
+        let file_error = |source| CheckpointError::File {
+            path: self.path.clone(),
+            source,
+        };
+        let bytes = read_private(&self.path, MAX_CHECKPOINT).map_err(file_error)?;
+        let payload = check_integrity(&self.path, &bytes, self.integrity()).map_err(file_error)?;
         let checkpoint: PartyCheckpoint = bincode::options()
             .with_limit(MAX_CHECKPOINT)
             .with_fixint_encoding()
-            .deserialize(&bytes)
+            .deserialize(payload)
             .map_err(|e| self.refused(format!("not a hefl checkpoint ({e})")))?;
         if checkpoint.format != FORMAT {
             return Err(self.refused(format!("format {}, expected {FORMAT}", checkpoint.format)));
         }
         if checkpoint.fingerprint != self.fingerprint {
+            let runs = match (checkpoint.run_id, self.run_id) {
+                (Some(theirs), Some(ours)) if theirs != ours => {
+                    format!("run {theirs}, this server's run is {ours}; ")
+                }
+                _ => String::new(),
+            };
             return Err(self.refused(format!(
-                "it belongs to another federation (plan fingerprint {}, this server's plan is {}): use another --state-dir, or delete it to start over",
+                "it belongs to another federation ({runs}plan fingerprint {}, this server's plan is {}): use another --state-dir, or delete it to start over",
                 hex::encode(&checkpoint.fingerprint[..8]),
                 hex::encode(&self.fingerprint[..8])
             )));
@@ -184,6 +219,7 @@ impl Checkpoints {
         let checkpoint = PartyCheckpoint {
             format: FORMAT,
             fingerprint: self.fingerprint,
+            run_id: self.run_id,
             party: self.party.0,
             loss_sum: progress.loss_sum,
             epochs: serde_json::to_string(&progress.epochs)
@@ -195,6 +231,7 @@ impl Checkpoints {
             .with_fixint_encoding()
             .serialize(&checkpoint)
             .map_err(|e| self.refused(format!("cannot encode: {e}")))?;
+        let bytes = with_integrity(&bytes, self.integrity());
         write_private_atomic(&self.path, &bytes, true).map_err(|source| CheckpointError::File {
             path: self.path.clone(),
             source,
@@ -221,6 +258,7 @@ impl Checkpoints {
 pub(crate) struct ServerStore {
     dir: PathBuf,
     fingerprint: [u8; 32],
+    run_id: Option<RunId>,
     /// Sum files on disk.
     written: std::collections::BTreeSet<u64>,
     /// The round of the snapshot file on disk.
@@ -231,19 +269,38 @@ pub(crate) struct ServerStore {
     max_snapshot: u64,
 }
 
+/// The server's state file in its directory.
+const STATE_FILE: &str = "server.state";
+
 #[derive(Serialize, Deserialize)]
 struct StoredServer {
     format: u32,
     fingerprint: [u8; 32],
+    /// The run's id (its plan's), chosen at the server's first start.
+    run_id: Option<RunId>,
     round: u64,
     missed: Vec<u32>,
     next_fetch: Vec<u64>,
     keep_from: Vec<u64>,
     short_rounds: u64,
-    /// (round, parties in its sum) of the sums kept.
-    kept: Vec<(u64, Vec<u32>)>,
+    /// The rounds kept (a sum in `sums/{round}.sum` unless void).
+    kept: Vec<KeptRound>,
     /// The round of the model snapshot in `snapshot.bin`, if one is kept.
     snapshot: Option<u64>,
+    /// Strict secure aggregation: the open round's party set and the parties rejoining.
+    sets: Option<(Vec<u32>, Vec<u32>)>,
+}
+
+/// A published round the server keeps, as its state file names it.
+#[derive(Serialize, Deserialize)]
+struct KeptRound {
+    round: u64,
+    /// The parties in its sum (void: those that had submitted).
+    parties: Vec<u32>,
+    /// Void: no sum file.
+    void: bool,
+    /// Strict secure aggregation: the next round's party set.
+    next_set: Option<Vec<u32>>,
 }
 
 impl ServerStore {
@@ -253,6 +310,7 @@ impl ServerStore {
         Self {
             dir: dir.to_path_buf(),
             fingerprint: plan.fingerprint(),
+            run_id: plan.run_id,
             written: std::collections::BTreeSet::new(),
             snapshot_written: None,
             max_sum: max_sum as u64,
@@ -261,7 +319,7 @@ impl ServerStore {
     }
 
     fn state_path(&self) -> PathBuf {
-        self.dir.join("server.state")
+        self.dir.join(STATE_FILE)
     }
 
     fn sum_path(&self, round: u64) -> PathBuf {
@@ -283,6 +341,52 @@ impl ServerStore {
         move |source| CheckpointError::File { path, source }
     }
 
+    /// A state file's payload, at most `limit` bytes, its checksum checked.
+    fn read_checked(path: &Path, limit: u64) -> Result<Vec<u8>, CheckpointError> {
+        let limit = limit.saturating_add(64);
+        let bytes = crate::secret_file::read_limited(path, limit)
+            .map_err(Self::file_error(path.to_path_buf()))?;
+        check_integrity(path, &bytes, Integrity::Checksum)
+            .map(<[u8]>::to_vec)
+            .map_err(Self::file_error(path.to_path_buf()))
+    }
+
+    /// Writes `payload` to `path` atomically with its checksum.
+    fn write_checked(path: &Path, payload: &[u8]) -> Result<(), CheckpointError> {
+        use crate::secret_file::{Access, write_atomic};
+        let bytes = with_integrity(payload, Integrity::Checksum);
+        write_atomic(path, &bytes, true, Access::Default)
+            .map_err(Self::file_error(path.to_path_buf()))
+    }
+
+    /// The run id of the state in `dir`, if it holds one (checked whole; the rest is checked
+    /// by [`ServerStore::load`]).
+    pub(crate) fn stored_run_id(dir: &Path) -> Result<Option<RunId>, CheckpointError> {
+        let path = dir.join(STATE_FILE);
+        if !path.exists() {
+            return Ok(None);
+        }
+        Ok(Self::read_stored(&path)?.run_id)
+    }
+
+    fn read_stored(path: &Path) -> Result<StoredServer, CheckpointError> {
+        let stored: StoredServer = bincode::options()
+            .with_limit(MAX_CHECKPOINT)
+            .with_fixint_encoding()
+            .deserialize(&Self::read_checked(path, MAX_CHECKPOINT)?)
+            .map_err(|e| CheckpointError::Refused {
+                path: path.to_path_buf(),
+                reason: format!("not a hefl server state ({e})"),
+            })?;
+        if stored.format != FORMAT {
+            return Err(CheckpointError::Refused {
+                path: path.to_path_buf(),
+                reason: format!("format {}, expected {FORMAT}", stored.format),
+            });
+        }
+        Ok(stored)
+    }
+
     /// The saved state and its short-round count, if the directory holds one (checked
     /// against the plan; the sums are checked by [`Server::restore`](super::Server::restore)).
     pub(crate) fn load(&mut self) -> Result<Option<(ServerState, u64)>, CheckpointError> {
@@ -290,16 +394,7 @@ impl ServerStore {
         if !path.exists() {
             return Ok(None);
         }
-        let bytes = crate::secret_file::read_limited(&path, MAX_CHECKPOINT)
-            .map_err(Self::file_error(path.clone()))?;
-        let stored: StoredServer = bincode::options()
-            .with_limit(MAX_CHECKPOINT)
-            .with_fixint_encoding()
-            .deserialize(&bytes)
-            .map_err(|e| self.refused(format!("not a hefl server state ({e})")))?;
-        if stored.format != FORMAT {
-            return Err(self.refused(format!("format {}, expected {FORMAT}", stored.format)));
-        }
+        let stored = Self::read_stored(&path)?;
         if stored.fingerprint != self.fingerprint {
             return Err(self.refused(format!(
                 "it is another federation's (plan fingerprint {}, this plan's is {}): serve the same plan, use another --state-dir, or delete it to start over",
@@ -308,23 +403,27 @@ impl ServerStore {
             )));
         }
         let mut published = Vec::with_capacity(stored.kept.len());
-        for (round, parties) in stored.kept {
-            let sum_path = self.sum_path(round);
-            let bytes = crate::secret_file::read_limited(&sum_path, self.max_sum)
-                .map_err(Self::file_error(sum_path))?;
-            self.written.insert(round);
+        let ids = |list: Vec<u32>| list.into_iter().map(PartyId).collect();
+        for kept in stored.kept {
+            let bytes = if kept.void {
+                Vec::new()
+            } else {
+                let bytes = Self::read_checked(&self.sum_path(kept.round), self.max_sum)?;
+                self.written.insert(kept.round);
+                bytes
+            };
             published.push(Published {
-                round: Round(round),
-                parties: parties.into_iter().map(PartyId).collect(),
+                round: Round(kept.round),
+                parties: ids(kept.parties),
                 bytes: std::sync::Arc::new(bytes),
+                void: kept.void,
+                next_set: kept.next_set.map(ids),
             });
         }
         let model_snapshot = match stored.snapshot {
             None => None,
             Some(round) => {
-                let path = self.snapshot_path();
-                let bytes = crate::secret_file::read_limited(&path, self.max_snapshot)
-                    .map_err(Self::file_error(path))?;
+                let bytes = Self::read_checked(&self.snapshot_path(), self.max_snapshot)?;
                 self.snapshot_written = Some(round);
                 Some(ModelSnapshot {
                     round: Round(round),
@@ -339,6 +438,10 @@ impl ServerStore {
             keep_from: stored.keep_from,
             published,
             model_snapshot,
+            sets: stored.sets.map(|(open, rejoining)| PartySets {
+                open: open.into_iter().map(PartyId).collect(),
+                rejoining: rejoining.into_iter().map(PartyId).collect(),
+            }),
         };
         Ok(Some((state, stored.short_rounds)))
     }
@@ -350,27 +453,24 @@ impl ServerStore {
         state: &ServerState,
         short_rounds: u64,
     ) -> Result<(), CheckpointError> {
-        use crate::secret_file::{Access, write_atomic};
-        for published in &state.published {
+        let ids = |list: &[PartyId]| list.iter().map(|p| p.0).collect::<Vec<u32>>();
+        for published in state.published.iter().filter(|p| !p.void) {
             let round = published.round.0;
             if !self.written.contains(&round) {
-                let path = self.sum_path(round);
-                write_atomic(&path, &published.bytes, true, Access::Default)
-                    .map_err(Self::file_error(path))?;
+                Self::write_checked(&self.sum_path(round), &published.bytes)?;
                 self.written.insert(round);
             }
         }
         if let Some(snapshot) = &state.model_snapshot
             && self.snapshot_written != Some(snapshot.round.0)
         {
-            let path = self.snapshot_path();
-            write_atomic(&path, &snapshot.bytes, true, Access::Default)
-                .map_err(Self::file_error(path))?;
+            Self::write_checked(&self.snapshot_path(), &snapshot.bytes)?;
             self.snapshot_written = Some(snapshot.round.0);
         }
         let stored = StoredServer {
             format: FORMAT,
             fingerprint: self.fingerprint,
+            run_id: self.run_id,
             round: state.round.0,
             missed: state.missed.clone(),
             next_fetch: state.next_fetch.clone(),
@@ -379,18 +479,32 @@ impl ServerStore {
             kept: state
                 .published
                 .iter()
-                .map(|p| (p.round.0, p.parties.iter().map(|q| q.0).collect()))
+                .map(|p| KeptRound {
+                    round: p.round.0,
+                    parties: ids(&p.parties),
+                    void: p.void,
+                    next_set: p.next_set.as_deref().map(ids),
+                })
                 .collect(),
             snapshot: state.model_snapshot.as_ref().map(|s| s.round.0),
+            sets: state.sets.as_ref().map(|sets| {
+                (
+                    sets.open.iter().map(|p| p.0).collect(),
+                    sets.rejoining.iter().map(|p| p.0).collect(),
+                )
+            }),
         };
         let bytes = bincode::options()
             .with_fixint_encoding()
             .serialize(&stored)
             .map_err(|e| self.refused(format!("cannot encode: {e}")))?;
-        let path = self.state_path();
-        write_atomic(&path, &bytes, true, Access::Default).map_err(Self::file_error(path))?;
-        let kept: std::collections::BTreeSet<u64> =
-            state.published.iter().map(|p| p.round.0).collect();
+        Self::write_checked(&self.state_path(), &bytes)?;
+        let kept: std::collections::BTreeSet<u64> = state
+            .published
+            .iter()
+            .filter(|p| !p.void)
+            .map(|p| p.round.0)
+            .collect();
         let dropped: Vec<u64> = self.written.difference(&kept).copied().collect();
         for round in dropped {
             // A sum left behind is only disk space: the state no longer names it.

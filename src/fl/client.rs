@@ -1,5 +1,6 @@
 //! A party: its own data, its own copy of the model, its own optimizer.
 
+use super::seeds::RngState;
 use super::server::PartyId;
 use super::strategy::Strategy;
 use crate::data::Dataset;
@@ -349,31 +350,6 @@ pub enum ClientStateError {
     /// The local optimizer's state does not fit.
     #[error(transparent)]
     Optimizer(#[from] crate::model::OptimizerStateError),
-}
-
-/// A ChaCha20 generator's exact position.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub(crate) struct RngState {
-    seed: [u8; 32],
-    stream: u64,
-    word_pos: u128,
-}
-
-impl RngState {
-    pub(crate) fn of(rng: &ChaCha20Rng) -> Self {
-        Self {
-            seed: rng.get_seed(),
-            stream: rng.get_stream(),
-            word_pos: rng.get_word_pos(),
-        }
-    }
-
-    pub(crate) fn restore(&self) -> ChaCha20Rng {
-        let mut rng = <ChaCha20Rng as rand::SeedableRng>::from_seed(self.seed);
-        rng.set_stream(self.stream);
-        rng.set_word_pos(self.word_pos);
-        rng
-    }
 }
 
 /// A client's state ([`Client::state`]).

@@ -7,8 +7,7 @@
 //! CLI maps fields to its flag names in one place.
 
 use super::encoding::{Encoding, Weighting};
-use super::party::Step;
-use super::strategy::Strategy;
+use super::strategy::{Step, Strategy};
 use crate::data::{IMAGE_PIXELS, NUM_CLASSES, Partition};
 use crate::dp::{DpSgd, InputDp, MAX_PCA_COMPONENTS};
 use crate::he::{DownloadForm, MAX_PLAINTEXT_LEN, Widths};
@@ -18,6 +17,12 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::ops::Deref;
 use std::str::FromStr;
+
+/// Smallest Dirichlet concentration a partition may ask for: below it the class shares
+/// underflow to zero and the draw cannot deal the data.
+pub const MIN_DIRICHLET_ALPHA: f64 = 1e-3;
+/// Largest Dirichlet concentration (far beyond it the split is IID anyway).
+pub const MAX_DIRICHLET_ALPHA: f64 = 1e6;
 
 /// Largest federation hefl sets up (tokens, fixed-point headroom, per-party state).
 pub const MAX_PARTIES: usize = 100_000;
@@ -123,6 +128,11 @@ pub struct TrainConfig {
     /// `he` ciphertexts of the same words.
     #[serde(default)]
     pub privacy: Privacy,
+    /// Secure aggregation inside the `he` plaintexts (`strict`: pairwise blinds from the
+    /// roster's keys, see [`crate::secagg`]); `None`: today's shared-key `he`, where any key
+    /// holder with one party's ciphertext reads its update.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secure_agg: Option<crate::secagg::Mode>,
     /// DP-SGD settings, used exactly when `privacy` is `dp` (also for the local and
     /// centralized baselines).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -352,13 +362,27 @@ impl TrainConfig {
         if let Strategy::FedAvg { local_steps } = self.strategy {
             check_range(Field::LocalSteps, local_steps, 1, MAX_LOCAL_STEPS)?;
         }
-        for (field, subset) in [
-            (Field::TrainSubset, self.train_subset),
-            (Field::TestSubset, self.test_subset),
-        ] {
-            if let Some(n) = subset {
-                check_range(field, n, 1, usize::MAX)?;
-            }
+        // Every party needs a sample: a subset smaller than the party count leaves one empty.
+        let parties = match self.mode {
+            Mode::Centralized => 1,
+            Mode::Local | Mode::Federated => self.parties,
+        };
+        if let Some(n) = self.train_subset {
+            check_range(Field::TrainSubset, n, parties, usize::MAX)?;
+        }
+        if let Some(n) = self.test_subset {
+            check_range(Field::TestSubset, n, 1, usize::MAX)?;
+        }
+        if let Partition::Dirichlet { alpha } = self.partition
+            && !(MIN_DIRICHLET_ALPHA..=MAX_DIRICHLET_ALPHA).contains(&alpha)
+        {
+            return Err(ConfigError::Invalid {
+                field: Field::Partition,
+                expected: format!(
+                    "dirichlet:ALPHA with ALPHA from {MIN_DIRICHLET_ALPHA} to {MAX_DIRICHLET_ALPHA}"
+                ),
+                found: format!("dirichlet:{alpha}"),
+            });
         }
         match (self.privacy, &self.dp) {
             (Privacy::Dp, None) => {
@@ -377,6 +401,17 @@ impl TrainConfig {
             }
             (_, None) => {}
         }
+        if let Some(mode) = self.secure_agg
+            && (self.privacy != Privacy::He || self.mode != Mode::Federated || self.parties < 2)
+        {
+            return Err(ConfigError::Invalid {
+                field: Field::SecureAgg,
+                expected: format!(
+                    "secure aggregation ({mode}) only with --privacy he, federated, 2 parties or more"
+                ),
+                found: format!("{} {}, {} parties", self.mode, self.privacy, self.parties),
+            });
+        }
         if let Some(input_dp) = self.input_dp {
             check_positive(Field::InputDp, input_dp.epsilon)?;
             check_probability(Field::Delta, input_dp.delta)?;
@@ -388,14 +423,14 @@ impl TrainConfig {
                 });
             }
         }
-        if let Some(ema) = self.ema {
-            if !(0.0..1.0).contains(&ema.decay) {
-                return Err(ConfigError::Invalid {
-                    field: Field::Ema,
-                    expected: "a decay in [0, 1)".into(),
-                    found: ema.decay.to_string(),
-                });
-            }
+        if let Some(ema) = self.ema
+            && !(0.0..1.0).contains(&ema.decay)
+        {
+            return Err(ConfigError::Invalid {
+                field: Field::Ema,
+                expected: "a decay in [0, 1)".into(),
+                found: ema.decay.to_string(),
+            });
         }
         self.check_layers()?;
         if self.mode == Mode::Federated {
@@ -445,6 +480,13 @@ impl TrainConfig {
         if self.layers.contains(&0) {
             return Err(invalid("every layer at least 1 wide".into()));
         }
+        // A model that trains must also save: the model file lists at most this many widths.
+        if self.layers.len() > crate::model::MAX_MODEL_LAYERS {
+            return Err(invalid(format!(
+                "at most {} layers (the model file's limit), input and output included",
+                crate::model::MAX_MODEL_LAYERS
+            )));
+        }
         let params = self.layers.windows(2).try_fold(0usize, |acc, w| {
             w[0].checked_mul(w[1])?.checked_add(w[1])?.checked_add(acc)
         });
@@ -466,6 +508,7 @@ impl Default for TrainConfig {
             partition: Partition::Iid,
             strategy: Strategy::FedSgd,
             privacy: Privacy::Plain,
+            secure_agg: None,
             dp: None,
             input_dp: None,
             frac_bits: DEFAULT_FRAC_BITS,
@@ -514,6 +557,7 @@ pub enum Field {
     Strategy,
     LocalSteps,
     Privacy,
+    SecureAgg,
     NoiseMultiplier,
     MaxGradNorm,
     Delta,
@@ -536,6 +580,7 @@ pub enum Field {
     JoinTimeout,
     IdleTimeout,
     HeaderTimeout,
+    AuthTimeout,
     BodyTimeout,
     MinUploadRate,
     MaxConnections,
@@ -560,6 +605,7 @@ impl Field {
             Self::Strategy => "strategy",
             Self::LocalSteps => "local_steps",
             Self::Privacy => "privacy",
+            Self::SecureAgg => "secure_agg",
             Self::NoiseMultiplier => "noise_multiplier",
             Self::MaxGradNorm => "max_grad_norm",
             Self::Delta => "delta",
@@ -582,6 +628,7 @@ impl Field {
             Self::JoinTimeout => "join_timeout",
             Self::IdleTimeout => "idle_timeout",
             Self::HeaderTimeout => "header_timeout",
+            Self::AuthTimeout => "auth_timeout",
             Self::BodyTimeout => "body_timeout",
             Self::MinUploadRate => "min_upload_rate",
             Self::MaxConnections => "max_connections",
@@ -664,7 +711,7 @@ impl ConfigError {
 /// use hefl::dp::{Accountant, DpSgd, Sampling};
 /// use hefl::fl::check_dp_sgd;
 ///
-/// let dp = DpSgd { noise_multiplier: 1.0, max_grad_norm: 1.0, delta: 1e-5, sampling: Sampling::Poisson, accountant: Accountant::Pld };
+/// let dp = DpSgd { noise_multiplier: 1.0, max_grad_norm: 1.0, delta: 1e-5, sampling: Sampling::Poisson, accountant: Accountant::Pld, pca: None };
 /// assert!(check_dp_sgd(&dp).is_ok());
 /// assert!(check_dp_sgd(&DpSgd { delta: 0.0, ..dp }).is_err());
 /// ```

@@ -17,7 +17,7 @@ use super::envelope::{Envelope, EnvelopeCost, EnvelopeError};
 use super::error::{PartyError, TrainError, UplinkError};
 use super::metrics::{EpochMetrics, Observer, Overhead, RunMetrics};
 use super::party::{GlobalModel, Party, Received};
-use super::plan::ValidPlan;
+use super::plan::{PlanPartyError, ValidPlan};
 use super::server::{PartyId, Round};
 use super::setup::setup;
 use super::uplink::{Retry, Submitted, Uplink};
@@ -25,12 +25,17 @@ use crate::data::{Dataset, Mnist};
 use crate::he::PreparedEncryption;
 use crate::he::keys::SecretKey;
 use crate::model::EmaState;
+use crate::secagg::{Credentials, plan_policy};
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// Fresh encryptions a party tries for one round when copies of its upload keep getting in
+/// first (each copy needs the attacker to see the new upload and win the race again).
+const MAX_RESEALS: u32 = 3;
 
 /// How a party runs besides the plan: how it waits out a lost server, and where it keeps
 /// its checkpoints.
@@ -43,6 +48,9 @@ pub struct PartyOptions {
     pub state_dir: Option<PathBuf>,
     /// Rounds between checkpoints, besides every epoch's end.
     pub checkpoint_every: u64,
+    /// Secure aggregation: this party's identity and roster (required by a plan with
+    /// secure aggregation; a plan without it, or weaker than the roster, is refused).
+    pub secure_agg: Option<Credentials>,
 }
 
 impl Default for PartyOptions {
@@ -54,6 +62,7 @@ impl Default for PartyOptions {
             retry: Retry::default(),
             state_dir: None,
             checkpoint_every: 16,
+            secure_agg: None,
         }
     }
 }
@@ -80,6 +89,16 @@ pub fn run_party(
     if party.0 as usize >= parties {
         return Err(PartyError::NotInFederation { party, parties });
     }
+    match (plan.config.secure_agg, &options.secure_agg) {
+        (Some(mode), None) => return Err(PartyError::NoCredentials { mode }),
+        (mode, Some(credentials)) => {
+            let policy = mode.map(|m| plan_policy(m, parties as u32, plan.rules.min_parties));
+            credentials
+                .check_plan(party, plan.key_id, policy)
+                .map_err(crate::secagg::SecAggError::from)?;
+        }
+        (None, None) => {}
+    }
     let mut setup = setup(plan.config(), data, Some(party))?;
     let client = setup
         .clients
@@ -92,6 +111,7 @@ pub fn run_party(
         key,
         options,
         started,
+        secure_agg: options.secure_agg.clone(),
     }
     .run(uplink, observer)
 }
@@ -107,6 +127,8 @@ pub(crate) struct Member<'a> {
     pub(crate) key: Option<Arc<SecretKey>>,
     pub(crate) options: &'a PartyOptions,
     pub(crate) started: Instant,
+    /// `strict` secure aggregation: this party's identity and the roster.
+    pub(crate) secure_agg: Option<Credentials>,
 }
 
 impl Member<'_> {
@@ -123,6 +145,7 @@ impl Member<'_> {
             key,
             options,
             started,
+            secure_agg,
         } = self;
         let config = plan.config();
         if let (Some(ema), Some(_)) = (config.ema, &options.state_dir) {
@@ -135,11 +158,22 @@ impl Member<'_> {
                 },
             )));
         }
-        let mut party = Party::for_plan(plan, client.id(), key)?;
-        let checkpoints = options
-            .state_dir
-            .as_deref()
-            .map(|dir| Checkpoints::new(dir, plan, client.id(), options.checkpoint_every));
+        let mut party = Party::for_plan(plan, client.id(), key.clone())?;
+        if let Some(credentials) = secure_agg {
+            let blinder = credentials.blinder(client.id(), party.federation().run)?;
+            party = party
+                .with_secure_agg(blinder)
+                .map_err(PlanPartyError::from)?;
+        }
+        let checkpoints = options.state_dir.as_deref().map(|dir| {
+            Checkpoints::new(
+                dir,
+                plan,
+                client.id(),
+                options.checkpoint_every,
+                key.as_deref(),
+            )
+        });
         let mut progress = Progress::default();
         if let Some(checkpoints) = &checkpoints
             && let Some(resumed) = checkpoints.load(&mut party, &mut client, plan.total_rounds())?
@@ -170,7 +204,18 @@ impl Member<'_> {
             },
             retry: options.retry,
             checkpoints,
+            rejoining: None,
         };
+        // Data loaded and checkpoint read: round 0's clock may start.
+        let retry = options.retry;
+        retry
+            .call("telling the server this party is ready", observer, || {
+                member.uplink.ready()
+            })
+            .map_err(|source| PartyError::Uplink {
+                round: member.party.next_round(),
+                source,
+            })?;
         let mut training = Training {
             config,
             rounds_per_epoch: plan.rounds_per_epoch,
@@ -189,6 +234,7 @@ impl Member<'_> {
         } = member;
         overhead.client_cpu = cost;
         overhead.skipped_rounds = party.skipped().to_vec();
+        overhead.void_rounds = party.voided().to_vec();
         Ok(training.metrics(party.model(), Some(overhead)))
     }
 }
@@ -233,8 +279,15 @@ trait Rounds {
         &mut self,
         round: Round,
         update: &Update,
+        saved: (&Client, &Progress),
         observer: &mut dyn Observer,
     ) -> Result<(), PartyError>;
+    /// Whether this party sealed `round`'s update before a restart and has not had its sum:
+    /// then it resends those bytes, and computes no update (the checkpoint saved with them
+    /// holds the training state after that round's batch).
+    fn sealed_before(&self, _round: Round) -> bool {
+        false
+    }
     /// A round ended (`epoch_end`: the last of an epoch): save a checkpoint if one is due.
     fn after_round(
         &mut self,
@@ -265,6 +318,7 @@ impl Rounds for Alone {
         &mut self,
         round: Round,
         update: &Update,
+        _saved: (&Client, &Progress),
         _observer: &mut dyn Observer,
     ) -> Result<(), PartyError> {
         self.model.apply(&update.values);
@@ -294,6 +348,9 @@ struct Federated<'u> {
     checkpoints: Option<Checkpoints>,
     /// The round of the last checkpoint: the server keeps the sums from there on.
     keep_from: Option<Round>,
+    /// Strict secure aggregation: the round from which the server said this party, left
+    /// out, is back in the party set (it asked to rejoin).
+    rejoining: Option<Round>,
 }
 
 impl Federated<'_> {
@@ -341,22 +398,37 @@ impl Federated<'_> {
     }
 }
 
-impl Rounds for Federated<'_> {
-    fn next_round(&self) -> Round {
-        self.party.next_round()
+impl Federated<'_> {
+    /// Saves a checkpoint (if the party keeps them). A failed write is tried twice more;
+    /// then the party stops, its last good checkpoint intact (writes are atomic), naming the
+    /// file and the error.
+    fn save_checkpoint(&self, client: &Client, progress: &Progress) -> Result<(), PartyError> {
+        let Some(checkpoints) = &self.checkpoints else {
+            return Ok(());
+        };
+        let mut saved = checkpoints.save(&self.party, client, progress);
+        for wait in [Duration::from_millis(100), Duration::from_millis(500)] {
+            if saved.is_ok() {
+                break;
+            }
+            std::thread::sleep(wait);
+            saved = checkpoints.save(&self.party, client, progress);
+        }
+        Ok(saved?)
     }
+}
 
-    fn model(&self) -> &[f32] {
-        self.party.model()
-    }
-
-    fn exchange(
+impl Federated<'_> {
+    /// Seals this party's `update` for `round` and submits it; returns the bytes sent (the
+    /// fetch resends them if the server was lost meanwhile).
+    fn submit(
         &mut self,
         round: Round,
         update: &Update,
+        (client, progress): (&Client, &Progress),
         observer: &mut dyn Observer,
-    ) -> Result<(), PartyError> {
-        self.finish_preparing(round)?;
+    ) -> Result<Vec<u8>, PartyError> {
+        let resent = self.party.sealed_upload(round).is_some();
         let sealing = Instant::now();
         let sealed = self
             .party
@@ -373,29 +445,115 @@ impl Rounds for Federated<'_> {
             })?;
         self.overhead.seal_seconds += sealing.elapsed().as_secs_f64();
         self.overhead.clipped_values += sealed.clipped as u64;
-        let uplink_error = |source| PartyError::Uplink { round, source };
-        let uplink = &mut *self.uplink;
-        let retry = self.retry;
-        let bytes = &sealed.bytes;
-        let submitted = retry
-            .call(&format!("sending {round}"), observer, || {
-                uplink.submit(round, bytes)
-            })
-            .map_err(uplink_error)?;
-        if let Submitted::Late { open } = submitted {
+        if resent {
             observer.note(&format!(
-                "left out of {round}: it closed before the update arrived (the server is on {open})"
+                "{round}: sending the upload sealed before the restart again, byte for byte (a blinded round is never sealed twice)"
             ));
-            self.party.left_out(round);
+        } else if self.party.sealed_upload(round).is_some() {
+            // Secure aggregation: "sealed" and its bytes are on disk before they leave.
+            self.save_checkpoint(client, progress)?;
         }
-        // The next round's encryption of zero, made while this round's sum is on its way.
-        self.preparing.start();
+        let uplink_error = |source| PartyError::Uplink { round, source };
+        let retry = self.retry;
+        let mut bytes = sealed.bytes;
+        let mut submitted;
+        let mut reseals = 0;
+        loop {
+            let uplink = &mut *self.uplink;
+            submitted = retry
+                .call(&format!("sending {round}"), observer, || {
+                    uplink.submit(round, &bytes)
+                })
+                .map_err(uplink_error)?;
+            if submitted != Submitted::Taken || reseals == MAX_RESEALS {
+                break;
+            }
+            // A copy of our upload got in first (its seed is in the sum): not our fault.
+            // The same update in a fresh encryption goes in under our name.
+            reseals += 1;
+            observer.note(&format!(
+                "{round}: a copy of this party's upload reached the server first; sealing it again in a fresh encryption"
+            ));
+            bytes = self
+                .party
+                .reseal(round, None, &mut self.cost)
+                .map_err(|source| PartyError::Seal {
+                    round,
+                    source: Box::new(source),
+                })?
+                .bytes;
+        }
+        match submitted {
+            Submitted::Late { open } => {
+                observer.note(&format!(
+                    "left out of {round}: it closed before the update arrived (the server is on {open})"
+                ));
+                self.party.left_out(round);
+            }
+            Submitted::NotInSet { open } => {
+                observer.note(&format!(
+                    "left out of {round}: the server's party set for it does not hold this party (the server is on {open}); the next round's set comes with its outcome"
+                ));
+                self.party.left_out(round);
+            }
+            Submitted::Accepted | Submitted::AlreadyIn | Submitted::Taken => {}
+        }
+        Ok(bytes)
+    }
+}
+
+impl Rounds for Federated<'_> {
+    fn next_round(&self) -> Round {
+        self.party.next_round()
+    }
+
+    fn model(&self) -> &[f32] {
+        self.party.model()
+    }
+
+    fn exchange(
+        &mut self,
+        round: Round,
+        update: &Update,
+        (client, progress): (&Client, &Progress),
+        observer: &mut dyn Observer,
+    ) -> Result<(), PartyError> {
+        self.finish_preparing(round)?;
+        let uplink_error = |source| PartyError::Uplink { round, source };
+        let retry = self.retry;
+        let bytes = if self.party.is_member() {
+            self.rejoining = None;
+            Some(self.submit(round, update, (client, progress), observer)?)
+        } else {
+            // Strict secure aggregation: left out of this round's set (a missed deadline, or
+            // a resync); its update is dropped, and it asks to be in a later round's (once:
+            // again only if that round came and its set did not hold this party).
+            if self.rejoining.is_none_or(|from| round >= from) {
+                let uplink = &mut *self.uplink;
+                let from = retry
+                    .call(&format!("asking to rejoin at {round}"), observer, || {
+                        uplink.rejoin(round)
+                    })
+                    .map_err(uplink_error)?;
+                observer.note(&format!(
+                    "not in the party set of {round} (it missed a deadline, or resynced): asked to rejoin; in the set from {from} on"
+                ));
+                self.rejoining = Some(from);
+            }
+            None
+        };
+        let uplink = &mut *self.uplink;
+        // The next round's encryption of zero, made while this round's sum is on its way
+        // (unless the one prepared for this round is still unused).
+        if self.prepared.is_none() {
+            self.preparing.start();
+        }
         // After the connection broke the server may have restarted without this round's
         // updates: send ours again before waiting (a refusal there is the fetch's to tell).
         let mut resend = false;
         let keep_from = self.keep_from;
         let fetched = retry.call(&format!("waiting for {round}"), observer, || {
-            if resend {
+            if let Some(bytes) = bytes.as_deref().filter(|_| resend) {
                 uplink.submit(round, bytes)?;
             }
             let fetched = uplink.fetch(round, keep_from);
@@ -410,22 +568,29 @@ impl Rounds for Federated<'_> {
         let opening = Instant::now();
         let received = self
             .party
-            .receive(round, &published.parties, &published.bytes, &mut self.cost)
+            .receive(&published, &mut self.cost)
             .map_err(|source| PartyError::Published {
                 round,
                 source: Box::new(source),
             })?;
         self.overhead.open_seconds += opening.elapsed().as_secs_f64();
-        if let Received::Skipped { reason, .. } = received {
-            let reason = format!("its sum is not a sum of valid updates: {reason}");
-            let list: Vec<String> = published.parties.iter().map(|p| p.0.to_string()).collect();
-            observer.note(&format!(
-                "skipped {round} (parties {}): {reason}",
-                list.join(", ")
-            ));
-            if let Err(e) = self.uplink.skipped(round, &reason) {
-                observer.note(&format!("could not tell the server about {round}: {e}"));
+        let list: Vec<String> = published.parties.iter().map(|p| p.0.to_string()).collect();
+        match received {
+            Received::Skipped { reason, .. } => {
+                let reason = format!("its sum is not a sum of valid updates: {reason}");
+                observer.note(&format!(
+                    "skipped {round} (parties {}): {reason}",
+                    list.join(", ")
+                ));
+                if let Err(e) = self.uplink.skipped(round, &reason) {
+                    observer.note(&format!("could not tell the server about {round}: {e}"));
+                }
             }
+            Received::Void { .. } => observer.note(&format!(
+                "{round} is void (submitted: {}): no step; this party's update for it is dropped",
+                list.join(", ")
+            )),
+            Received::Applied { .. } | Received::Stale { .. } => {}
         }
         if let Some(at) = self.party.snapshot_due(&published.parties) {
             // Best effort: another party's, or a later one, serves as well.
@@ -445,6 +610,10 @@ impl Rounds for Federated<'_> {
         Ok(())
     }
 
+    fn sealed_before(&self, round: Round) -> bool {
+        self.party.sealed_upload(round).is_some()
+    }
+
     fn after_round(
         &mut self,
         client: &Client,
@@ -455,8 +624,8 @@ impl Rounds for Federated<'_> {
             return Ok(());
         };
         let next = self.party.next_round();
-        if epoch_end || next.0 % checkpoints.every == 0 {
-            checkpoints.save(&self.party, client, progress)?;
+        if epoch_end || next.0.is_multiple_of(checkpoints.every) {
+            self.save_checkpoint(client, progress)?;
             self.keep_from = Some(next);
         }
         Ok(())
@@ -562,11 +731,20 @@ impl Training<'_> {
                 return Ok(());
             }
             self.client.load(rounds.model());
-            let update = self
-                .client
-                .compute_update(config.strategy, config.batch_size);
-            self.progress.loss_sum += f64::from(update.loss);
-            rounds.exchange(round, &update, observer)?;
+            let update = if rounds.sealed_before(round) {
+                Update {
+                    values: Vec::new(),
+                    samples: 0,
+                    loss: 0.0,
+                }
+            } else {
+                let update = self
+                    .client
+                    .compute_update(config.strategy, config.batch_size);
+                self.progress.loss_sum += f64::from(update.loss);
+                update
+            };
+            rounds.exchange(round, &update, (&self.client, &self.progress), observer)?;
             if let Some(ema) = self.ema.as_mut() {
                 ema.update(rounds.model());
             }

@@ -95,6 +95,10 @@ pub enum DecodeError {
     /// The fixed-point decoder refused.
     #[error(transparent)]
     Quant(#[from] QuantError),
+    /// Secure aggregation's checks refused the sum: its party list or canaries say it is not
+    /// the sum of the round's party set (a lone ciphertext, a subset sum, a replay).
+    #[error(transparent)]
+    Refused(#[from] crate::secagg::AggregateRefused),
 }
 
 /// A federation's encoding of updates: the fixed point (clip c, f fractional bits, and the

@@ -4,9 +4,12 @@
 use super::config::Privacy;
 use super::encoding::{DecodeError, EncodeError, Encoding};
 use super::payload::{PayloadError, PlainSum, Summable};
-use super::server::PartyId;
+use super::server::{PartyId, Round};
 use crate::he::keys::SecretKey;
-use crate::he::{CompactVector, Expected, HeError, OwnMask, PreparedEncryption, Widths, WireError};
+use crate::he::{
+    CompactVector, Context, Expected, HeError, OwnMask, PreparedEncryption, Widths, WireError,
+};
+use crate::secagg::{Attempt, Blinder, CANARY_SLOTS, PartySet, SecAggError};
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
@@ -87,6 +90,20 @@ pub enum EnvelopeError {
     /// The aggregate did not decode to a mean.
     #[error("aggregate does not decode: {0}")]
     Decode(#[from] DecodeError),
+    /// An aggregate of another context (another round's or run's sum).
+    #[error("an aggregate for {found}, expected {expected}")]
+    Context {
+        /// The sum asked for.
+        expected: Context,
+        /// What the aggregate names.
+        found: Context,
+    },
+    /// Nothing was sealed to seal again.
+    #[error("no update was sealed to seal again")]
+    NothingSealed,
+    /// Secure aggregation refused to seal (a round sealed before, a set without this party).
+    #[error(transparent)]
+    SecAgg(#[from] SecAggError),
     /// A party list that does not fit the envelope: empty, unsorted, repeated, or longer
     /// than the encoding's party count.
     #[error(
@@ -117,7 +134,7 @@ pub struct Sealed {
 ///
 /// ```
 /// use hefl::fl::{Encoding, Envelope, EnvelopeCost, PartyId, Summable, Weighting};
-/// use hefl::he::{CompactVector, DownloadForm, Widths, keys::KeyFile};
+/// use hefl::he::{CompactVector, Context, DownloadForm, Widths, keys::KeyFile};
 /// use rand::SeedableRng;
 /// use std::sync::Arc;
 ///
@@ -127,14 +144,20 @@ pub struct Sealed {
 /// let envelope = Envelope::he(encoding, key, 2, widths);
 /// let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(0);
 /// let mut cost = EnvelopeCost::default();
+/// let run = [7; 32]; // the run's fingerprint
+/// let upload = |party| Context { run, round: 0, party };
 /// let prepared = envelope.prepare(&mut cost)?; // ahead of time
-/// let a = envelope.seal(&[1.0, 2.0], 64, prepared, &mut rng, &mut cost)?;
-/// let b = envelope.seal(&[3.0, 6.0], 64, None, &mut rng, &mut cost)?;
+/// let a = envelope.seal(&[1.0, 2.0], 64, upload(0), prepared, &mut rng, &mut cost)?;
+/// let b = envelope.seal(&[3.0, 6.0], 64, upload(1), None, &mut rng, &mut cost)?;
 /// // What the server does, without a key:
 /// let expect = envelope.expected_he().unwrap();
 /// let mut sum = <CompactVector as Summable>::parse_submission(&a.bytes, &expect)?;
 /// sum.add_submission(&b.bytes, &expect)?;
-/// let mean = envelope.open(&sum.to_bytes(), &[PartyId(0), PartyId(1)], &mut cost)?;
+/// sum.set_context(Context::sum(run, 0));
+/// let parties = [PartyId(0), PartyId(1)];
+/// let mean = envelope.open(&sum.to_bytes(), &parties, Context::sum(run, 0), &mut cost)?;
+/// // The same sum offered as another round's is refused.
+/// assert!(envelope.open(&sum.to_bytes(), &parties, Context::sum(run, 1), &mut cost).is_err());
 /// assert_eq!(mean, [2.0, 4.0]);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -145,6 +168,18 @@ pub struct Envelope {
     /// The masks of the last update this envelope sealed (`he`), which the next `open` reads
     /// instead of regenerating them if they are one of its summands' (see [`OwnMask`]).
     own_mask: Mutex<Option<OwnMask>>,
+    /// The words and context of the update sealed last ([`Envelope::reseal`]).
+    last: Mutex<Option<(Vec<u64>, Context)>>,
+    /// Secure aggregation (`he` only): the blinder and the round's party set. Shared by
+    /// clones, so that no copy ever seals a round twice.
+    secure_agg: Option<Arc<Mutex<SecureAgg>>>,
+}
+
+/// An envelope's secure aggregation: the party's blinder and the party set of the round it
+/// seals and opens next (`None`: not known, after a resync from a model snapshot).
+struct SecureAgg {
+    blinder: Blinder,
+    set: Option<PartySet>,
 }
 
 impl Clone for Envelope {
@@ -155,6 +190,8 @@ impl Clone for Envelope {
             he: self.he.clone(),
             len: self.len,
             own_mask: Mutex::default(),
+            last: Mutex::default(),
+            secure_agg: self.secure_agg.clone(),
         }
     }
 }
@@ -167,6 +204,8 @@ impl Envelope {
             he: None,
             len,
             own_mask: Mutex::default(),
+            last: Mutex::default(),
+            secure_agg: None,
         }
     }
 
@@ -179,7 +218,69 @@ impl Envelope {
             he: Some((key, widths)),
             len,
             own_mask: Mutex::default(),
+            last: Mutex::default(),
+            secure_agg: None,
         }
+    }
+
+    /// This `he` envelope with `strict` secure aggregation: every update sealed gets the
+    /// canary slots and `blinder`'s blinds for the rounds' party set `set` (a set without the
+    /// blinder's party is refused when sealing); every sum opened must list exactly `set` and
+    /// carry the canaries of the round. A plain envelope stays as it is (secure aggregation
+    /// needs the key: [`TrainConfig::validate`](super::TrainConfig::validate) refuses it
+    /// without `he`).
+    pub fn with_secure_agg(mut self, blinder: Blinder, set: PartySet) -> Self {
+        if self.he.is_some() {
+            self.secure_agg = Some(Arc::new(Mutex::new(SecureAgg {
+                blinder,
+                set: Some(set),
+            })));
+        }
+        self
+    }
+
+    /// Secure aggregation: the party set of the round this envelope seals and opens next
+    /// (`None`: without secure aggregation, or not known).
+    pub fn party_set(&self) -> Option<PartySet> {
+        self.secure_agg().and_then(|s| s.set.clone())
+    }
+
+    /// Secure aggregation: the party set of the next round, as announced with the round
+    /// before (checked first with [`Envelope::check_announced`]); `None`: not known.
+    pub fn set_party_set(&self, set: Option<PartySet>) {
+        if let Some(mut secure) = self.secure_agg() {
+            secure.set = set;
+        }
+    }
+
+    /// Secure aggregation: refuses an announced party set of `round` with a party outside the
+    /// roster or fewer than its minimum (nothing to check without secure aggregation).
+    pub fn check_announced(&self, round: Round, set: &PartySet) -> Result<(), SecAggError> {
+        match self.secure_agg() {
+            Some(secure) => secure.blinder.check_announced(round, set),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether updates are blinded (`strict` secure aggregation).
+    pub fn is_blinded(&self) -> bool {
+        self.secure_agg.is_some()
+    }
+
+    /// Restores the last (round, attempt) the blinder sealed, from a checkpoint: nothing at
+    /// or below it is sealed again (nothing happens without secure aggregation).
+    pub fn restore_last_sealed(&self, round: Round, attempt: Attempt) {
+        if let Some(mut secure) = self.secure_agg() {
+            secure.blinder.restore_last_sealed(Some((round, attempt)));
+        }
+    }
+
+    /// The secure aggregation state, if any (a panic while it was held left it whole: the
+    /// blinder records a round as sealed only once its words are).
+    fn secure_agg(&self) -> Option<MutexGuard<'_, SecureAgg>> {
+        self.secure_agg
+            .as_ref()
+            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// The encoding of updates.
@@ -207,9 +308,9 @@ impl Envelope {
         }
     }
 
-    /// Slots on the wire: the update plus its weight.
+    /// Slots on the wire: the update plus its weight (and, blinded, the two canaries).
     pub fn wire_len(&self) -> usize {
-        self.len + 1
+        self.len + 1 + if self.is_blinded() { CANARY_SLOTS } else { 0 }
     }
 
     /// What a server checks `he` submissions against (key id, length, widths); `None` in
@@ -246,12 +347,14 @@ impl Envelope {
     }
 
     /// Encodes (weighted by `samples`, see [`Encoding::encode`]) and, in `he`, seals one
-    /// update into `prepared` (or into one made now); returns the bytes to send and the count
-    /// of clipped values. Refuses an update of another length.
+    /// update for `context` (its run, round and sender, in its header) into `prepared` (or
+    /// into one made now); returns the bytes to send and the count of clipped values. Refuses
+    /// an update of another length.
     pub fn seal<R: rand::Rng + Send + ?Sized>(
         &self,
         values: &[f32],
         samples: u64,
+        context: Context,
         prepared: Option<PreparedEncryption>,
         rng: &mut R,
         cost: &mut EnvelopeCost,
@@ -267,29 +370,72 @@ impl Envelope {
         // two cores). `open` does the same.
         rayon::scope(|_| {
             let start = Instant::now();
-            let encoded = self.encoding.encode(values, samples, rng)?;
+            let mut encoded = self.encoding.encode(values, samples, rng)?;
+            if let (Some(mut secure), Some((key, _))) = (self.secure_agg(), &self.he) {
+                let SecureAgg { blinder, set } = &mut *secure;
+                let round = Round(context.round);
+                let fp = self.encoding.fixed_point();
+                let set = set.as_ref().ok_or(SecAggError::SetUnknown { round })?;
+                encoded.words = blinder.seal(encoded.words, fp, key, round, Attempt(0), set)?;
+            }
             cost.encode_seconds += start.elapsed().as_secs_f64();
-            let bytes = match &self.he {
-                None => PlainSum::fresh(encoded.words).to_bytes(),
-                Some((key, widths)) => {
-                    let prepared = match prepared {
-                        Some(prepared) => prepared,
-                        None => self.prepare_with(key, cost)?,
-                    };
-                    let start = Instant::now();
-                    let (upload, own) = prepared.seal_keeping_mask(&encoded.words, widths)?;
-                    let bytes = upload.to_bytes();
-                    cost.encrypt_seconds += start.elapsed().as_secs_f64();
-                    *self.own_mask() = Some(own);
-                    bytes
-                }
-            };
-            cost.bytes_per_update = bytes.len();
+            let bytes = self.encrypt(&encoded.words, context, prepared, cost)?;
+            *self.last() = Some((encoded.words, context));
             Ok(Sealed {
                 bytes,
                 clipped: encoded.clipped,
             })
         })
+    }
+
+    /// The update sealed last, encrypted again into `prepared` (or one made now), with the
+    /// same words and context: a fresh encryption of the same plaintext (new seed, new noise),
+    /// for a submission refused because its seed was already in the sum (someone sent a copy
+    /// first). Refuses when nothing was sealed. A blinded update keeps its blinds and
+    /// canaries: the plaintext is the same, so no blind ever meets a second input.
+    pub fn reseal(
+        &self,
+        prepared: Option<PreparedEncryption>,
+        cost: &mut EnvelopeCost,
+    ) -> Result<Sealed, EnvelopeError> {
+        let (words, context) = self.last().clone().ok_or(EnvelopeError::NothingSealed)?;
+        rayon::scope(|_| {
+            let bytes = self.encrypt(&words, context, prepared, cost)?;
+            Ok(Sealed { bytes, clipped: 0 })
+        })
+    }
+
+    /// Encrypts (in `he`) or wraps encoded `words` for `context`; keeps the masks for `open`.
+    fn encrypt(
+        &self,
+        words: &[u64],
+        context: Context,
+        prepared: Option<PreparedEncryption>,
+        cost: &mut EnvelopeCost,
+    ) -> Result<Vec<u8>, EnvelopeError> {
+        let bytes = match &self.he {
+            None => PlainSum::sealed(words.to_vec(), context).to_bytes(),
+            Some((key, widths)) => {
+                let prepared = match prepared {
+                    Some(prepared) => prepared,
+                    None => self.prepare_with(key, cost)?,
+                };
+                let start = Instant::now();
+                let (mut upload, own) = prepared.seal_keeping_mask(words, widths)?;
+                upload.set_context(context);
+                let bytes = upload.to_bytes();
+                cost.encrypt_seconds += start.elapsed().as_secs_f64();
+                *self.own_mask() = Some(own);
+                bytes
+            }
+        };
+        cost.bytes_per_update = bytes.len();
+        Ok(bytes)
+    }
+
+    /// The words and context of the update sealed last.
+    fn last(&self) -> MutexGuard<'_, Option<(Vec<u64>, Context)>> {
+        self.last.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The last sealed update's masks (a cache: a panic while it was held left it whole).
@@ -299,13 +445,15 @@ impl Envelope {
 
     /// Parses, (regenerates masks and decrypts) and decodes the sum of the sealed updates
     /// of `parties` (ascending, distinct) into the weighted mean update. Refuses an aggregate
-    /// that holds another number of updates than the list names. The masks of the update this
+    /// that names another context than `context` (another round's or run's sum), and one that
+    /// holds another number of updates than the list names. The masks of the update this
     /// envelope sealed last are read from memory instead of regenerated, if they are among
     /// the sum's.
     pub fn open(
         &self,
         bytes: &[u8],
         parties: &[PartyId],
+        context: Context,
         cost: &mut EnvelopeCost,
     ) -> Result<Vec<f32>, EnvelopeError> {
         let max = self.encoding.max_parties();
@@ -320,15 +468,29 @@ impl Envelope {
         rayon::scope(|_| {
             let start = Instant::now();
             cost.bytes_per_aggregate = bytes.len();
+            // Parsed before its context is compared: another key or shape is the more
+            // telling refusal.
+            let wrong_context = |found: Context| {
+                (found != context).then_some(EnvelopeError::Context {
+                    expected: context,
+                    found,
+                })
+            };
             let (words, summands) = match self.he.as_ref().zip(self.expected_he()) {
                 None => {
                     let sum = PlainSum::parse_aggregate(bytes, &self.wire_len(), count)?;
+                    if let Some(error) = wrong_context(sum.context()) {
+                        return Err(error);
+                    }
                     let summands = sum.summands();
                     (sum.into_words(), summands)
                 }
                 Some(((key, widths), expect)) => {
                     let sum = CompactVector::parse_aggregate(bytes, &expect, count)
                         .map_err(PayloadError::from)?;
+                    if let Some(error) = wrong_context(sum.context()) {
+                        return Err(error);
+                    }
                     let summands = sum.summands();
                     if summands != count {
                         (Vec::new(), summands)
@@ -347,7 +509,23 @@ impl Envelope {
             }
             let opened = Instant::now();
             cost.decrypt_seconds += (opened - start).as_secs_f64();
-            let mean = self.encoding.decode(&words, count)?;
+            let mean = match (self.secure_agg(), &self.he) {
+                (Some(secure), Some((key, _))) => {
+                    let values = secure
+                        .blinder
+                        .open(
+                            &words,
+                            self.encoding.fixed_point(),
+                            key,
+                            Round(context.round),
+                            secure.set.as_ref(),
+                            &PartySet::new(parties.iter().copied()),
+                        )
+                        .map_err(DecodeError::from)?;
+                    self.encoding.decode(values, count)?
+                }
+                _ => self.encoding.decode(&words, count)?,
+            };
             cost.decode_seconds += opened.elapsed().as_secs_f64();
             Ok(mean)
         })

@@ -28,6 +28,12 @@ pub enum TrainError {
     /// The secure generator (DP noise, input perturbation) could not be seeded.
     #[error("secure random generator: {0}")]
     Entropy(#[from] EntropyError),
+    /// A secure-aggregation identity could not be made.
+    #[error(transparent)]
+    Identity(#[from] crate::secagg::IdentityError),
+    /// A secure-aggregation roster could not be made.
+    #[error(transparent)]
+    Roster(#[from] crate::secagg::RosterError),
     /// A party's shard of the partition is empty.
     #[error("{party} has no training samples; use fewer parties or a larger Dirichlet alpha")]
     EmptyShard {
@@ -131,7 +137,20 @@ pub enum PartyError {
     },
     /// The party machine could not be set up (key, model, rules).
     #[error(transparent)]
-    Setup(#[from] super::party::PlanPartyError),
+    Setup(#[from] super::plan::PlanPartyError),
+    /// Secure aggregation could not be set up (an identity that is not the roster's, a
+    /// low-order key).
+    #[error(transparent)]
+    SecAgg(#[from] crate::secagg::SecAggError),
+    /// The plan runs secure aggregation and this party has no identity and roster.
+    #[error(
+        "the server runs secure aggregation ({mode}): give this party its identity and the \
+         roster (join --identity, --roster, --roster-fingerprint)"
+    )]
+    NoCredentials {
+        /// The plan's mode.
+        mode: crate::secagg::Mode,
+    },
     /// The party is not in the plan's federation.
     #[error("{party} is not in this federation of {parties} parties")]
     NotInFederation {
@@ -171,8 +190,9 @@ impl From<&Refusal> for RefusalKind {
             Refusal::WrongRound { .. }
             | Refusal::Duplicate { .. }
             | Refusal::NotYet { .. }
+            | Refusal::NotInSet { .. }
             | Refusal::Snapshot { .. } => Self::Conflict,
-            Refusal::Payload { .. } => Self::Invalid,
+            Refusal::Payload { .. } | Refusal::Context { .. } => Self::Invalid,
             Refusal::NoSuchAggregate { .. } => Self::Gone,
             Refusal::NoSnapshot { .. } => Self::NotFound,
         }

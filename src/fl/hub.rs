@@ -15,7 +15,7 @@ use super::checkpoint::{CheckpointError, ServerStore};
 use super::config::ConfigError;
 use super::error::{RefusalKind, UplinkError};
 use super::payload::{PlainSum, Summable};
-use super::plan::ValidPlan;
+use super::plan::{RunId, ValidPlan};
 use super::rules::RoundRules;
 use super::server::{ModelSnapshot, PartyId, Published, Refusal, Round, Server};
 use super::uplink::{Submitted, Uplink};
@@ -49,9 +49,15 @@ pub struct ServeReport {
     pub rounds: u64,
     /// Rounds published without every party.
     pub short_rounds: u64,
+    /// Strict secure aggregation: rounds voided (a member missed the deadline, or the server
+    /// restarted while the round was open) since this server started.
+    pub void_rounds: u64,
     /// Parties the run ended without, when it ended because no party had been heard from
     /// for the idle timeout (empty when every party fetched the last sum).
     pub missing: Vec<Missing>,
+    /// Why the server stopped taking rounds: its checkpoint could not be written, after
+    /// retries (the last good one is intact). `None` for a run that ended otherwise.
+    pub store_failed: Option<String>,
 }
 
 /// Something a server operator should know, reported through the hub's log.
@@ -59,7 +65,7 @@ pub struct ServeReport {
 pub enum HubEvent {
     /// The first round's clock started.
     Started {
-        /// The parties that had joined.
+        /// The parties that were ready (had loaded their data).
         joined: Vec<PartyId>,
         /// Parties in the federation.
         of: usize,
@@ -78,6 +84,23 @@ pub enum HubEvent {
     Complete {
         /// The round.
         round: Round,
+    },
+    /// Strict secure aggregation: a round was voided (nobody steps); the next round's set
+    /// leaves out the members that had not submitted.
+    Void {
+        /// The round.
+        round: Round,
+        /// The members that had submitted (empty after a restart).
+        submitted: Vec<PartyId>,
+        /// The next round's party set.
+        next_set: Vec<PartyId>,
+    },
+    /// Strict secure aggregation: a party left out of the open round's set asked to rejoin.
+    Rejoining {
+        /// The party.
+        party: PartyId,
+        /// The first round whose set holds it.
+        from: Round,
     },
     /// A party missed `absent_after` rounds in a row: rounds stop waiting for it.
     Gone {
@@ -98,8 +121,8 @@ pub enum HubEvent {
         /// What the party found, as it said it (control characters removed, truncated).
         reason: String,
     },
-    /// The server's checkpoint could not be written (the run goes on; a restart would
-    /// resume from the last one written).
+    /// The server's checkpoint could not be written, after retries: the server stops taking
+    /// rounds (a restart resumes from the last one written, which is intact).
     StoreFailed {
         /// What went wrong.
         reason: String,
@@ -136,7 +159,7 @@ impl std::fmt::Display for HubEvent {
         match self {
             Self::Started { joined, of } => write!(
                 f,
-                "round 0 started with parties {} ({} of {of} joined)",
+                "round 0 started with parties {} ({} of {of} ready)",
                 party_list(joined),
                 joined.len()
             ),
@@ -147,6 +170,29 @@ impl std::fmt::Display for HubEvent {
                 parties.len()
             ),
             Self::Complete { round } => write!(f, "{round} closed with every party again"),
+            Self::Void {
+                round,
+                submitted,
+                next_set,
+            } if submitted.is_empty() => write!(
+                f,
+                "{round} is void: the server restarted while it was open (its updates were not kept); nobody steps; the next round's set is {}",
+                party_list(next_set)
+            ),
+            Self::Void {
+                round,
+                submitted,
+                next_set,
+            } => write!(
+                f,
+                "{round} is void: a member of its party set missed the deadline (submitted: {}); nobody steps; the next round's set is {}",
+                party_list(submitted),
+                party_list(next_set)
+            ),
+            Self::Rejoining { party, from } => write!(
+                f,
+                "{party} asked to rejoin: it is in the party set from {from} on"
+            ),
             Self::Gone { party, since } => write!(
                 f,
                 "{party} is gone: it missed every round since {since}; rounds no longer wait for it until it submits on time"
@@ -161,7 +207,10 @@ impl std::fmt::Display for HubEvent {
                 "{party} skipped {round} (parties {}): {reason}",
                 party_list(parties)
             ),
-            Self::StoreFailed { reason } => write!(f, "could not write the checkpoint: {reason}"),
+            Self::StoreFailed { reason } => write!(
+                f,
+                "could not write the checkpoint, after retries: {reason}; stopping (the last good checkpoint is intact: free the disk and restart with the same --state-dir)"
+            ),
             Self::SnapshotKept {
                 round,
                 party,
@@ -199,8 +248,8 @@ macro_rules! either {
 struct State {
     server: AnyServer,
     report: ServeReport,
-    /// Parties that have joined (asked for the plan, or submitted).
-    joined: BTreeSet<PartyId>,
+    /// Parties that are ready: loaded their data and said so ([`Hub::ready`]), or submitted.
+    ready: BTreeSet<PartyId>,
     /// The parties of the last round published without every party, until one has all.
     short: Option<Vec<PartyId>>,
     /// Parties logged as gone (until they are back).
@@ -217,7 +266,67 @@ struct State {
     server_seconds: f64,
     /// Where the server's checkpoint goes (`--state-dir`).
     store: Option<ServerStore>,
+    /// When each party was last heard from (any request that reached the hub).
+    seen: Vec<Option<Instant>>,
+    /// When the last round closed (or the first round's clock started).
+    last_close: Option<Instant>,
+    /// The last rounds published, for [`Hub::status`].
+    timings: VecDeque<RoundStatus>,
 }
+
+/// What an operator sees of a running federation ([`Hub::status`]; `GET /v1/status`).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Status {
+    /// The open round (the number of rounds published).
+    pub round: u64,
+    /// Rounds in the run.
+    pub total_rounds: u64,
+    /// Every party fetched the last sum.
+    pub finished: bool,
+    /// The hub stopped taking rounds (its checkpoint could not be written, or shut down).
+    pub stopped: bool,
+    /// Seconds since the hub was created.
+    pub uptime_seconds: f64,
+    /// Each party's state.
+    pub parties: Vec<PartyStatus>,
+    /// The last rounds published, oldest first (at most 16).
+    pub recent_rounds: Vec<RoundStatus>,
+}
+
+/// One party as the server sees it ([`Status`]).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct PartyStatus {
+    /// The party.
+    pub party: u32,
+    /// It said it was ready (its data loaded) or submitted.
+    pub ready: bool,
+    /// Seconds since its last request reached the hub (`None`: never).
+    pub last_seen_seconds: Option<f64>,
+    /// Consecutive rounds it missed.
+    pub rounds_missed: u32,
+    /// The server counts it as gone (absent for `absent_after` rounds).
+    pub gone: bool,
+    /// The first round whose sum it has not fetched.
+    pub next_fetch: u64,
+}
+
+/// One published round ([`Status`]).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct RoundStatus {
+    /// The round.
+    pub round: u64,
+    /// Parties in its sum.
+    pub parties: usize,
+    /// Seconds from the previous round's close (or round 0's start) to its own.
+    pub seconds: f64,
+    /// Bytes of its published sum (what each party downloads; 0 when void).
+    pub sum_bytes: usize,
+    /// Strict secure aggregation: the round was void.
+    pub void: bool,
+}
+
+/// Rounds kept for [`Status::recent_rounds`].
+const STATUS_ROUNDS: usize = 16;
 
 /// One federation's server, clock and waiters: the [`Server`] state machine behind a lock, with
 /// time passing for it and the wait for published rounds (see [`Hub::new`]).
@@ -228,6 +337,8 @@ pub struct Hub {
     created: Instant,
     state: Mutex<State>,
     changed: Condvar,
+    /// Called with every notification of `changed` ([`Hub::watch`]).
+    watchers: Mutex<Vec<Box<dyn Fn() + Send + Sync>>>,
     stopped: AtomicBool,
     max_submission_len: usize,
     max_snapshot_len: usize,
@@ -237,21 +348,26 @@ pub struct Hub {
 
 impl Hub {
     /// A hub for `plan`, run by its [`RoundRules`]. Round 0's clock starts when every party
-    /// has joined ([`Hub::join`], or a first submission), or at the join timeout if
+    /// is ready ([`Hub::ready`]: its data loaded; or a first submission), or at the join timeout if
     /// `min_parties` have. A round closes when every party not gone has submitted, or at its
     /// deadline with at least `min_parties` (default: all). `log` receives what an operator
     /// should know ([`HubEvent`]).
     ///
     /// ```
     /// use hefl::fl::{Hub, PartyId, PlainSum, Round, RoundRules, Summable, TrainConfig, plan_for};
+    /// use hefl::he::Context;
     ///
     /// let config = TrainConfig { parties: 2, epochs: 1, layers: vec![784, 1, 10], ..TrainConfig::default() };
     /// let plan = plan_for(&config, 100, Some(1), None, RoundRules::default())?;
-    /// let update = PlainSum::fresh(vec![1; plan.wire_slots()]).to_bytes(); // 795 + weight
+    /// let run = plan.fingerprint();
+    /// // Party `party`'s update for round 0: 795 parameters and the weight.
+    /// let update = |party| PlainSum::sealed(vec![1; plan.wire_slots()], Context { run, round: 0, party }).to_bytes();
+    /// let (a, b) = (update(0), update(1));
     /// let hub = Hub::new(plan, |_: &hefl::fl::HubEvent| {})?;
-    /// hub.submit(PartyId(0), Round(0), &update)?;
+    /// hub.submit(PartyId(0), Round(0), &a)?;
     /// assert!(hub.fetch(PartyId(0), Round(0), std::time::Duration::ZERO, None)?.is_none()); // party 1 missing
-    /// hub.submit(PartyId(1), Round(0), &update)?;
+    /// assert!(hub.submit(PartyId(1), Round(0), &a).is_err()); // party 0's, copied
+    /// hub.submit(PartyId(1), Round(0), &b)?;
     /// let sum = hub.fetch(PartyId(0), Round(0), std::time::Duration::ZERO, None)?.expect("published");
     /// assert_eq!(sum.parties, [PartyId(0), PartyId(1)]);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -268,10 +384,17 @@ impl Hub {
                     field: super::config::Field::KeyId,
                     needs: "model snapshots under the same key".into(),
                 })?;
-                AnyServer::He(Server::waiting(parties, rules, expect)?.with_snapshots(snapshots))
+                let server = Server::waiting(parties, rules, expect)?
+                    .with_run(plan.fingerprint())
+                    .with_snapshots(snapshots);
+                AnyServer::He(match plan.config.secure_agg {
+                    Some(_) => server.with_party_sets(),
+                    None => server,
+                })
             }
             None => AnyServer::Plain(
                 Server::waiting(parties, rules, plan.wire_slots())?
+                    .with_run(plan.fingerprint())
                     .with_snapshots(plan.snapshot_len()?),
             ),
         };
@@ -289,7 +412,7 @@ impl Hub {
             state: Mutex::new(State {
                 server,
                 report: ServeReport::default(),
-                joined: BTreeSet::new(),
+                ready: BTreeSet::new(),
                 short: None,
                 gone: BTreeSet::new(),
                 skip_reports: BTreeSet::new(),
@@ -297,8 +420,12 @@ impl Hub {
                 heard: now,
                 server_seconds: 0.0,
                 store: None,
+                seen: vec![None; parties as usize],
+                last_close: None,
+                timings: VecDeque::new(),
             }),
             changed: Condvar::new(),
+            watchers: Mutex::new(Vec::new()),
             stopped: AtomicBool::new(false),
             max_submission_len,
             max_snapshot_len,
@@ -308,16 +435,33 @@ impl Hub {
     }
 
     /// Like [`Hub::new`], with the server's checkpoint in `state_dir` (see
-    /// [`checkpoint`](super::checkpoint)): written after every round that closes, and
-    /// continued from when the directory already holds one of this plan (then the open
-    /// round starts at once; the parties resend their updates for it). A checkpoint of another
-    /// plan is refused. Returns the hub and the round it resumed at, if it did.
+    /// [`checkpoint`](super::checkpoint)): written at once (so the run's id is kept from the
+    /// start) and after every round that closes, and continued from when the directory
+    /// already holds one of this plan (then the open round starts at once; the parties resend
+    /// their updates for it). The run's id is the one kept there, else the plan's, else a
+    /// fresh one; a checkpoint of another plan or another run is refused. Returns the hub
+    /// and the round it resumed at, if it did.
     pub fn with_state_dir(
         plan: ValidPlan,
         state_dir: &Path,
         log: impl Fn(&HubEvent) + Send + Sync + 'static,
     ) -> Result<(Self, Option<Round>), CheckpointError> {
-        let hub = Self::new(plan, log)?;
+        let stored = ServerStore::stored_run_id(state_dir)?;
+        let run_id = match (plan.run_id, stored) {
+            (Some(ours), Some(theirs)) if ours != theirs => {
+                return Err(CheckpointError::Refused {
+                    path: state_dir.join("server.state"),
+                    reason: format!(
+                        "it is run {theirs}'s, and the plan names run {ours}: serve without a run id in the plan, use another --state-dir, or delete it to start over"
+                    ),
+                });
+            }
+            (ours, theirs) => match theirs.or(ours) {
+                Some(id) => id,
+                None => RunId::generate().map_err(CheckpointError::RunId)?,
+            },
+        };
+        let hub = Self::new(plan.with_run_id(Some(run_id)), log)?;
         let mut store = ServerStore::new(
             state_dir,
             &hub.plan,
@@ -345,6 +489,10 @@ impl Hub {
             state.report.short_rounds = short_rounds;
             state.recent = recent.into();
             resumed = Some(round);
+        } else {
+            // Round 0's state, now: the run's id is kept before any party sees the plan.
+            let fresh = either!(&state.server, s => s.state());
+            store.save(&fresh, 0)?;
         }
         state.store = Some(store);
         drop(state);
@@ -372,15 +520,28 @@ impl Hub {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Notes that `party` joined (it asked for the plan): round 0's clock starts once every
-    /// party has.
+    /// Notes that `party` joined (it asked for the plan): it is heard from. Loading its data
+    /// comes next; round 0's clock waits for [`Hub::ready`].
     pub fn join(&self, party: PartyId) {
         if party.0 >= self.parties {
             return;
         }
         let mut state = self.state();
-        if state.joined.insert(party) {
-            state.heard = Instant::now();
+        state.heard = Instant::now();
+        Self::seen(&mut state, party);
+    }
+
+    /// Notes that `party` is ready (its data loaded, its checkpoint read): round 0's clock
+    /// starts once every party is, or at the join timeout once `min_parties` are. So a party
+    /// slow to load its data is never left out of round 0 by a clock that started without it.
+    pub fn ready(&self, party: PartyId) {
+        if party.0 >= self.parties {
+            return;
+        }
+        let mut state = self.state();
+        state.heard = Instant::now();
+        Self::seen(&mut state, party);
+        if state.ready.insert(party) {
             self.advance(&mut state, Instant::now());
         }
     }
@@ -388,15 +549,31 @@ impl Hub {
     /// Validates and folds `party`'s update for `round` (see [`Server::submit`]).
     pub fn submit(&self, party: PartyId, round: Round, bytes: &[u8]) -> Result<(), Refusal> {
         let mut state = self.state();
+        Self::seen(&mut state, party);
         let start = Instant::now();
         let result = either!(&mut state.server, s => s.submit(party, round, bytes, start));
         state.server_seconds += start.elapsed().as_secs_f64();
         result?;
         state.heard = Instant::now();
-        state.joined.insert(party);
+        state.ready.insert(party);
         state.gone.remove(&party);
         self.advance(&mut state, Instant::now());
         Ok(())
+    }
+
+    /// Strict secure aggregation: `party`, left out of the open round's party set, asks to
+    /// rejoin; returns the first round whose set holds it (see [`Server::rejoin`]).
+    pub fn rejoin(&self, party: PartyId) -> Result<Round, Refusal> {
+        let mut state = self.state();
+        Self::seen(&mut state, party);
+        let current = either!(&state.server, s => s.current_round());
+        let asked_before = either!(&state.server, s => s.is_rejoining(party));
+        let from = either!(&mut state.server, s => s.rejoin(party))?;
+        state.heard = Instant::now();
+        if from > current && !asked_before {
+            (self.log)(&HubEvent::Rejoining { party, from });
+        }
+        Ok(from)
     }
 
     /// `round`'s published sum, waiting at most `wait` for it (`Ok(None)` if it is still
@@ -413,15 +590,22 @@ impl Hub {
     ) -> Result<Option<Published>, Refusal> {
         let until = Instant::now() + wait;
         let mut state = self.state();
+        Self::seen(&mut state, party);
         loop {
             self.advance(&mut state, Instant::now());
+            if self.is_stopped() {
+                return Ok(None);
+            }
             if let Some(published) = either!(&state.server, s => s.aggregate(round))? {
                 let last = round.0 + 1 == self.plan.total_rounds();
                 let first_time = either!(&state.server, s => s.next_fetch(party)) <= round;
                 either!(&mut state.server, s => s.fetched(party, round, keep_from));
                 if last && first_time {
                     state.heard = Instant::now();
-                    self.changed.notify_all();
+                    // Saved, so that a server restarted on a run every party has finished
+                    // knows it is over rather than waiting for parties that are gone.
+                    self.save(&mut state);
+                    self.notify_changed();
                 }
                 return Ok(Some(published));
             }
@@ -585,12 +769,74 @@ impl Hub {
     pub fn stop(&self) {
         self.stopped.store(true, Ordering::SeqCst);
         let _guard = self.state();
-        self.changed.notify_all();
+        self.notify_changed();
     }
 
     /// Whether [`Hub::stop`] was called.
     pub fn is_stopped(&self) -> bool {
         self.stopped.load(Ordering::SeqCst)
+    }
+
+    /// Calls `on_change` whenever a round closes, the run ends or the hub stops: what a
+    /// waiter polling [`Hub::fetch`] with no wait needs to know to ask again (the HTTP
+    /// server's long polls wait this way, without holding a thread each). `on_change` runs
+    /// with the hub's lock held: it must only signal, never call the hub.
+    pub fn watch(&self, on_change: impl Fn() + Send + Sync + 'static) {
+        self.watchers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Box::new(on_change));
+    }
+
+    /// What an operator sees: the open round, each party's state, the last rounds' times and
+    /// sizes. Cheap (one pass over the parties under the lock); nothing in it is secret (no
+    /// message contents, no tokens).
+    pub fn status(&self) -> Status {
+        let state = self.state();
+        let now = Instant::now();
+        let parties = (0..self.parties)
+            .map(|p| {
+                let id = PartyId(p);
+                PartyStatus {
+                    party: p,
+                    ready: state.ready.contains(&id),
+                    last_seen_seconds: state.seen[p as usize]
+                        .map(|t| now.duration_since(t).as_secs_f64()),
+                    rounds_missed: either!(&state.server, s => s.missed(id)),
+                    gone: either!(&state.server, s => s.is_gone(id)),
+                    next_fetch: either!(&state.server, s => s.next_fetch(id)).0,
+                }
+            })
+            .collect();
+        Status {
+            round: either!(&state.server, s => s.current_round()).0,
+            total_rounds: self.plan.total_rounds(),
+            finished: self.finished(&state),
+            stopped: self.is_stopped(),
+            uptime_seconds: now.duration_since(self.created).as_secs_f64(),
+            parties,
+            recent_rounds: state.timings.iter().cloned().collect(),
+        }
+    }
+
+    /// Notes that `party` was heard from now.
+    fn seen(state: &mut State, party: PartyId) {
+        if let Some(slot) = state.seen.get_mut(party.0 as usize) {
+            *slot = Some(Instant::now());
+        }
+    }
+
+    /// Wakes the threads waiting on the hub and tells its watchers.
+    fn notify_changed(&self) {
+        self.changed.notify_all();
+        for watcher in self
+            .watchers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            watcher();
+        }
     }
 
     /// Rounds published so far.
@@ -609,13 +855,14 @@ impl Hub {
     fn advance(&self, state: &mut State, now: Instant) {
         let started = either!(&state.server, s => s.is_started());
         if !started {
-            let all = state.joined.len() == self.parties as usize;
+            let all = state.ready.len() == self.parties as usize;
             let min = self.rules.min_parties(self.parties) as usize;
             let timed_out = now >= self.created + self.rules.join_timeout;
-            if all || (timed_out && state.joined.len() >= min) {
+            if all || (timed_out && state.ready.len() >= min) {
                 either!(&mut state.server, s => s.start(now));
+                state.last_close = Some(now);
                 (self.log)(&HubEvent::Started {
-                    joined: state.joined.iter().copied().collect(),
+                    joined: state.ready.iter().copied().collect(),
                     of: self.parties as usize,
                 });
             }
@@ -631,13 +878,37 @@ impl Hub {
             let Ok(Some(published)) = either!(&state.server, s => s.aggregate(Round(r))) else {
                 continue;
             };
+            let since = state
+                .last_close
+                .map_or(0.0, |t| now.duration_since(t).as_secs_f64());
+            state.last_close = Some(now);
+            state.timings.push_back(RoundStatus {
+                round: published.round.0,
+                parties: published.parties.len(),
+                seconds: since,
+                sum_bytes: published.bytes.len(),
+                void: published.void,
+            });
+            while state.timings.len() > STATUS_ROUNDS {
+                state.timings.pop_front();
+            }
+            if published.void {
+                state.report.void_rounds += 1;
+                (self.log)(&HubEvent::Void {
+                    round: published.round,
+                    submitted: published.parties.clone(),
+                    next_set: published.next_set.clone().unwrap_or_default(),
+                });
+            }
             state
                 .recent
                 .push_back((published.round, published.parties.clone()));
             while state.recent.len() > self.keep_rounds {
                 state.recent.pop_front();
             }
-            if published.parties.len() < parties {
+            if published.void {
+                // Logged above; neither short nor complete.
+            } else if published.parties.len() < parties {
                 state.report.short_rounds += 1;
                 if state.short.as_ref() != Some(&published.parties) {
                     (self.log)(&HubEvent::ShortRound {
@@ -671,20 +942,38 @@ impl Hub {
         }
         state.report.rounds = current;
         self.save(state);
-        self.changed.notify_all();
+        self.notify_changed();
     }
 
-    /// Writes the server's checkpoint, if it keeps one.
+    /// Writes the server's checkpoint, if it keeps one, retrying a failed write twice. If it
+    /// keeps failing, the hub stops before anyone can see what it could not save (the lock
+    /// is held throughout): no sum is served that a restart would not have.
     fn save(&self, state: &mut State) {
         let short_rounds = state.report.short_rounds;
-        if let Some(store) = state.store.as_mut() {
-            let saved = either!(&state.server, s => s.state());
-            if let Err(e) = store.save(&saved, short_rounds) {
-                (self.log)(&HubEvent::StoreFailed {
-                    reason: e.to_string(),
-                });
+        let Some(store) = state.store.as_mut() else {
+            return;
+        };
+        let saved = either!(&state.server, s => s.state());
+        let mut failure = None;
+        for wait in [
+            Duration::ZERO,
+            Duration::from_millis(100),
+            Duration::from_millis(500),
+        ] {
+            std::thread::sleep(wait);
+            match store.save(&saved, short_rounds) {
+                Ok(()) => return,
+                Err(e) => failure = Some(e.to_string()),
             }
         }
+        let reason = failure.unwrap_or_default();
+        (self.log)(&HubEvent::StoreFailed {
+            reason: reason.clone(),
+        });
+        state.report.store_failed = Some(reason);
+        state.store = None;
+        self.stopped.store(true, Ordering::SeqCst);
+        self.notify_changed();
     }
 }
 
@@ -734,10 +1023,19 @@ impl Uplink for HubUplink {
             .map_err(|r| refused(&r))
     }
 
+    fn rejoin(&mut self, _round: Round) -> Result<Round, UplinkError> {
+        self.hub.rejoin(self.party).map_err(|r| refused(&r))
+    }
+
     fn put_snapshot(&mut self, round: Round, bytes: &[u8]) -> Result<(), UplinkError> {
         self.hub
             .put_snapshot(self.party, round, bytes)
             .map_err(|r| refused(&r))
+    }
+
+    fn ready(&mut self) -> Result<(), UplinkError> {
+        self.hub.ready(self.party);
+        Ok(())
     }
 
     fn snapshot(&mut self) -> Result<ModelSnapshot, UplinkError> {

@@ -86,6 +86,10 @@ pub struct Overhead {
     /// updates (some party sent garbage).
     #[serde(default)]
     pub skipped_rounds: Vec<u64>,
+    /// Strict secure aggregation: rounds that were void for the reporting party (a member
+    /// missed the deadline, or the server restarted): no step.
+    #[serde(default)]
+    pub void_rounds: Vec<u64>,
     /// Values of the reporting party's updates beyond the clip bound, clipped to it.
     #[serde(default)]
     pub clipped_values: u64,

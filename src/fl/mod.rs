@@ -60,6 +60,7 @@ pub mod payload;
 mod plan;
 mod rules;
 mod run;
+mod seeds;
 mod server;
 mod setup;
 mod strategy;
@@ -75,25 +76,25 @@ pub use driver::{PartyOptions, run_party};
 pub use encoding::{DecodeError, EncodeError, Encoded, Encoding, Weighting};
 pub use envelope::{Envelope, EnvelopeCost, EnvelopeError, Sealed};
 pub use error::{MalformedAnswer, PartyError, RefusalKind, TrainError, UplinkError};
-pub use hub::{Hub, HubEvent, HubUplink, Missing, ServeReport};
+pub use hub::{Hub, HubEvent, HubUplink, Missing, PartyStatus, RoundStatus, ServeReport, Status};
 pub use metrics::{EpochMetrics, Observer, Overhead, RunMetrics};
 pub use party::{
-    Federation, GlobalModel, Party, PartyState, PlanPartyError, PublishedError, Received,
-    SealError, SetupError, SnapshotError, StateError, Step,
+    Federation, GlobalModel, Party, PartyState, PublishedError, Received, SealError, SetupError,
+    SnapshotError, StateError,
 };
 pub use payload::{PayloadError, PlainError, PlainSum, Summable};
-pub use plan::{MAX_ROUNDS, Plan, ValidPlan, plan_for};
+pub use plan::{MAX_ROUNDS, Plan, PlanPartyError, RunId, ValidPlan, plan_for};
 pub use rules::{
     DEFAULT_ABSENT_AFTER, DEFAULT_KEEP_ROUNDS, DEFAULT_SNAPSHOT_EVERY, MAX_ROUND_TIMEOUT,
     RoundRules,
 };
 pub use run::{run, run_with};
 pub use server::{
-    ModelSnapshot, PartyId, Published, Refusal, RestoreError, Round, Server, ServerState,
-    SnapshotRefusal,
+    ModelSnapshot, PartyId, PartySets, Published, Refusal, RestoreError, Round, Server,
+    ServerState, SnapshotRefusal,
 };
 pub use setup::{calibrate_noise, sampling_rate_and_steps};
-pub use strategy::Strategy;
+pub use strategy::{Step, Strategy};
 pub use tune::{
     DEFAULT_VALIDATION_SIZE, DpTrial, TrialResult, TuneObserver, TunedDp, default_grid, run_trial,
     tune, tuning_grid, validation_split,

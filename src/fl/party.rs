@@ -9,7 +9,8 @@
 //! | input | output |
 //! |---|---|
 //! | [`Party::seal`]: this party's update for the round it is on | the bytes to upload ([`Sealed`]), with the count of clipped values |
-//! | [`Party::receive`]: round r's published sum and who is in it | [`Received::Applied`] (the model stepped), [`Received::Skipped`] (no valid updates add up to it: every party skips it alike; report it), or [`Received::Stale`] (applied before) |
+//! | [`Party::receive`]: round r's published outcome (its sum and who is in it; with strict secure aggregation, or void, and the next round's party set) | [`Received::Applied`] (the model stepped), [`Received::Skipped`] (no valid updates add up to it: every party skips it alike; report it), [`Received::Void`] (no sum: nobody steps), or [`Received::Stale`] (applied before) |
+//! | [`Party::is_member`] | whether this party is in its next round's party set (strict secure aggregation: if not, it asks to rejoin instead of sealing) |
 //! | [`Party::left_out`]: round r closed without this party's update | nothing: its sum is still applied |
 //! | [`Party::snapshot_due`] / [`Party::snapshot`] | a sealed model snapshot to upload |
 //! | [`Party::resync`]: a model snapshot | the model and round it holds, when the sums since are gone |
@@ -38,37 +39,23 @@
 //! party that resyncs from a snapshot trusts its uploader as every party trusts every
 //! update's sender (see the threat model).
 
-use super::config::{ConfigError, Privacy};
+use super::config::Privacy;
 use super::encoding::{DecodeError, Encoding};
 use super::envelope::{Envelope, EnvelopeCost, EnvelopeError, Sealed};
 use super::payload::{PayloadError, PlainSum, Summable};
-use super::plan::ValidPlan;
-use super::server::{PartyId, Round};
-use super::setup::rounding_rng;
+use super::seeds::RngState;
+use super::server::{PartyId, Published, Round};
+pub use super::strategy::Step;
+use crate::he::Context;
 use crate::he::keys::{KeyId, SecretKey};
 use crate::he::{
     CompactVector, DownloadForm, Expected, HeError, HeadroomError, PreparedEncryption, Widths,
 };
 use crate::model::{LrSchedule, Optimizer, OptimizerKind, OptimizerState};
+use crate::secagg::{Attempt, Blinder, PartySet};
 use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-
-/// How the round's mean update moves the global model.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Step {
-    /// The mean is a gradient: `optimizer` (with learning rate `lr`) steps the model with it
-    /// (FedSGD; the optimizer's state is part of what all parties hold identically).
-    Gradient {
-        /// The optimizer.
-        optimizer: OptimizerKind,
-        /// Its learning rate.
-        lr: f32,
-    },
-    /// The mean is a model delta: it is added to the model (FedAvg, and Flower's).
-    Delta,
-}
 
 /// What every party of a federation holds identically: the model, and the optimizer that
 /// applies mean gradients to it.
@@ -258,6 +245,12 @@ pub enum Received {
         /// Why the sum is not one of valid updates.
         reason: DecodeError,
     },
+    /// Strict secure aggregation: the round is void (a member of its party set missed the
+    /// deadline, or the server restarted): no step, this party's update for it is dropped.
+    Void {
+        /// The round.
+        round: Round,
+    },
     /// The round was applied (or skipped) before: nothing changed.
     Stale {
         /// The round.
@@ -300,6 +293,23 @@ pub enum PublishedError {
         found: usize,
         /// The rules' minimum.
         min: u32,
+    },
+    /// Strict secure aggregation: the next round's party set announced with this round is
+    /// refused (a party outside the roster, fewer than its minimum).
+    #[error("the party set announced with {round}: {source}")]
+    NextSet {
+        /// The round it came with.
+        round: Round,
+        /// Why it is refused.
+        source: crate::secagg::SecAggError,
+    },
+    /// A void round in a run without strict secure aggregation (whose rounds are never void).
+    #[error(
+        "{round} is announced void, but this run has no secure aggregation: its rounds are never void"
+    )]
+    UnexpectedVoid {
+        /// The round.
+        round: Round,
     },
     /// The sum does not parse or decrypt as this federation's (wrong key id, length, format).
     #[error("{round}: {source}")]
@@ -360,6 +370,9 @@ pub enum StateError {
     /// The optimizer refused its state.
     #[error(transparent)]
     Moments(#[from] crate::model::OptimizerStateError),
+    /// A party set this roster refuses.
+    #[error("its party set: {0}")]
+    Sets(String),
 }
 
 /// Why a model snapshot could not be made or resynced from.
@@ -431,11 +444,29 @@ pub struct PartyState {
     params: Vec<f32>,
     optimizer: Option<OptimizerState>,
     skipped: Vec<u64>,
-    rounding: super::client::RngState,
+    rounding: RngState,
+    /// Secure aggregation: the last round sealed, and its bytes until its sum came.
+    sealed: Option<SealedRecord>,
+    /// Secure aggregation: the party set of the next round (`None`: not known).
+    set: Option<Vec<u32>>,
+    /// Secure aggregation: the rounds that were void.
+    voided: Vec<u64>,
 }
 
-/// The format of [`PartyState`].
-const STATE_FORMAT: u32 = 2;
+/// The last update a blinded party sealed: the (round, attempt) it never seals again, and
+/// the bytes it resends verbatim (after a restart) while the round is open. Kept in the
+/// checkpoint, which the driver writes before sending.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct SealedRecord {
+    round: u64,
+    attempt: u32,
+    /// The sealed upload; emptied once the round's sum came (or the round was given up).
+    bytes: Vec<u8>,
+}
+
+/// The format of [`PartyState`] (4: with the party set and the void rounds of secure
+/// aggregation).
+const STATE_FORMAT: u32 = 4;
 
 impl PartyState {
     /// The next round to run.
@@ -490,6 +521,7 @@ impl PartyState {
 ///     snapshot_every: None,
 ///     run: [0; 32],
 /// };
+/// let federation_run = federation.run;
 /// let rng = || rand_chacha::ChaCha20Rng::seed_from_u64(1);
 /// let mut me = Party::new(federation.clone(), vec![0.0, 0.0], None, rng())?;
 /// let mut other = Party::new(Federation { party: PartyId(1), ..federation }, vec![0.0, 0.0], None, rng())?;
@@ -499,7 +531,9 @@ impl PartyState {
 /// // The server's sum:
 /// let mut sum = PlainSum::parse_submission(&a.bytes, &3)?;
 /// sum.add_submission(&b.bytes, &3)?;
-/// let got = me.receive(Round(0), &[PartyId(0), PartyId(1)], &sum.to_bytes(), &mut cost)?;
+/// sum.set_context(hefl::he::Context::sum(federation_run, 0)); // the server stamps its sums
+/// let published = hefl::fl::Published::sum(Round(0), vec![PartyId(0), PartyId(1)], sum.to_bytes().into());
+/// let got = me.receive(&published, &mut cost)?;
 /// assert!(matches!(got, Received::Applied { round: Round(0) }));
 /// assert_eq!(me.model(), [2.0, 3.0]);
 /// assert_eq!(me.next_round(), Round(1));
@@ -512,21 +546,9 @@ pub struct Party {
     model: GlobalModel,
     next_round: Round,
     skipped: Vec<u64>,
+    voided: Vec<u64>,
     rounding: ChaCha20Rng,
-}
-
-/// Why a party of a plan could not be set up ([`Party::for_plan`]).
-#[derive(Debug, thiserror::Error)]
-pub enum PlanPartyError {
-    /// The plan's encoding does not fit (a plan that passed validation always does).
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// The plan's model cannot be built.
-    #[error(transparent)]
-    Model(#[from] crate::model::ModelError),
-    /// The party cannot be set up (key, rules).
-    #[error(transparent)]
-    Setup(#[from] SetupError),
+    sealed: Option<SealedRecord>,
 }
 
 /// Why a party could not be set up.
@@ -554,6 +576,17 @@ pub enum SetupError {
     /// The widths of the federation's ciphertexts do not fit.
     #[error(transparent)]
     Headroom(#[from] HeadroomError),
+    /// Secure aggregation without `he`.
+    #[error("secure aggregation needs privacy he (the blinds live in the encrypted plaintext)")]
+    SecureAggNeedsHe,
+    /// A blinder made for another party.
+    #[error("a secure-aggregation blinder for {found}, this party is {expected}")]
+    BlinderParty {
+        /// This party.
+        expected: PartyId,
+        /// The blinder's.
+        found: PartyId,
+    },
     /// Rules that cannot hold: a minimum above the most parties, no parties, ids below the
     /// party count.
     #[error(
@@ -623,28 +656,38 @@ impl Party {
             key,
             next_round: Round(0),
             skipped: Vec::new(),
+            voided: Vec::new(),
             rounding,
+            sealed: None,
         })
     }
 
-    /// Party `party` of `plan` at round 0: the plan's initial model (from its seed and
-    /// layers) and its rounding generator (from its seed and the party), as every driver of
-    /// the plan starts it.
-    pub fn for_plan(
-        plan: &ValidPlan,
-        party: PartyId,
-        key: Option<Arc<SecretKey>>,
-    ) -> Result<Self, PlanPartyError> {
-        let federation = plan.federation(party)?;
-        let config = &plan.config;
-        let initial =
-            crate::model::Mlp::with_activation(&config.layers, config.activation, config.seed)?;
-        let rounding = rounding_rng(config.seed, party);
-        let mut party = Self::new(federation, initial.params().to_vec(), key, rounding)?;
-        party.model = party
-            .model
-            .with_schedule(config.lr_schedule, plan.total_rounds());
-        Ok(party)
+    /// This party with its FedSGD optimizer's learning rate following `schedule` over
+    /// `total_rounds` rounds (one optimizer step per round; see
+    /// [`GlobalModel::with_schedule`]); nothing changes for deltas.
+    pub fn with_lr_schedule(mut self, schedule: LrSchedule, total_rounds: u64) -> Self {
+        self.model = self.model.with_schedule(schedule, total_rounds);
+        self
+    }
+
+    /// This party with `strict` secure aggregation (see [`crate::secagg`]): its updates are
+    /// blinded for the party set of every party of the federation and carry canaries, and it
+    /// accepts only sums of that whole set whose canaries hold (any other is skipped, as every
+    /// honest party skips it). Refuses a blinder of another party and a federation without
+    /// `he`.
+    pub fn with_secure_agg(mut self, blinder: Blinder) -> Result<Self, SetupError> {
+        if self.federation.he.is_none() {
+            return Err(SetupError::SecureAggNeedsHe);
+        }
+        if blinder.party() != self.id() {
+            return Err(SetupError::BlinderParty {
+                expected: self.id(),
+                found: blinder.party(),
+            });
+        }
+        let set = PartySet::new((0..self.federation.parties).map(PartyId));
+        self.envelope = self.envelope.with_secure_agg(blinder, set);
+        Ok(self)
     }
 
     /// The federation.
@@ -677,6 +720,22 @@ impl Party {
         &self.skipped
     }
 
+    /// Strict secure aggregation: rounds that were void so far.
+    pub fn voided(&self) -> &[u64] {
+        &self.voided
+    }
+
+    /// Whether this party is in the party set of its next round: always without secure
+    /// aggregation; with it, only if the set announced with the round before holds it (a
+    /// party left out after missing a deadline, or that resynced, asks to rejoin).
+    pub fn is_member(&self) -> bool {
+        !self.envelope.is_blinded()
+            || self
+                .envelope
+                .party_set()
+                .is_some_and(|set| set.contains(self.id()))
+    }
+
     /// Seals this party's update for `round` (the round it is on), computed from `samples`
     /// samples (the weight; see [`Weighting`](super::Weighting)), into `prepared` (an encryption of zero made
     /// ahead of time) or one made now.
@@ -688,31 +747,103 @@ impl Party {
         prepared: Option<PreparedEncryption>,
         cost: &mut EnvelopeCost,
     ) -> Result<Sealed, SealError> {
+        self.check_sealing(round)?;
+        if let Some(record) = self.sealed.as_ref().filter(|r| r.round == round.0)
+            && !record.bytes.is_empty()
+        {
+            // Sealed before a restart and still unanswered: the same bytes again, never a
+            // second blind on another update.
+            return Ok(Sealed {
+                bytes: record.bytes.clone(),
+                clipped: 0,
+            });
+        }
+        let context = self.context(round);
+        let sealed =
+            self.envelope
+                .seal(update, samples, context, prepared, &mut self.rounding, cost)?;
+        self.record_sealed(round, &sealed);
+        Ok(sealed)
+    }
+
+    /// Keeps a blinded upload for the checkpoint (see [`SealedRecord`]).
+    fn record_sealed(&mut self, round: Round, sealed: &Sealed) {
+        if self.envelope.is_blinded() {
+            self.sealed = Some(SealedRecord {
+                round: round.0,
+                attempt: 0,
+                bytes: sealed.bytes.clone(),
+            });
+        }
+    }
+
+    /// The bytes of this party's blinded upload for `round` when it sealed one and the round
+    /// has not been answered: what a restarted party resends (`None` without secure
+    /// aggregation).
+    pub fn sealed_upload(&self, round: Round) -> Option<&[u8]> {
+        self.sealed
+            .as_ref()
+            .filter(|r| r.round == round.0 && !r.bytes.is_empty())
+            .map(|r| r.bytes.as_slice())
+    }
+
+    /// This party's update for `round` sealed again, the same plaintext in a fresh encryption:
+    /// for a submission refused because its seed was already in the sum (someone submitted a
+    /// copy of it first), which is not this party's fault.
+    pub fn reseal(
+        &mut self,
+        round: Round,
+        prepared: Option<PreparedEncryption>,
+        cost: &mut EnvelopeCost,
+    ) -> Result<Sealed, SealError> {
+        self.check_sealing(round)?;
+        let sealed = self.envelope.reseal(prepared, cost)?;
+        self.record_sealed(round, &sealed);
+        Ok(sealed)
+    }
+
+    /// Refuses to seal for another round than the one this party is on.
+    fn check_sealing(&self, round: Round) -> Result<(), SealError> {
         if round != self.next_round {
             return Err(SealError::Round {
                 expected: self.next_round,
                 found: round,
             });
         }
-        Ok(self
-            .envelope
-            .seal(update, samples, prepared, &mut self.rounding, cost)?)
+        Ok(())
+    }
+
+    /// This party's messages' context for `round`.
+    fn context(&self, round: Round) -> Context {
+        Context {
+            run: self.federation.run,
+            round: round.0,
+            party: self.id().0,
+        }
     }
 
     /// Notes that `round` closed without this party's update (it was late). Its sum is still
     /// applied when it comes, as every party applies it.
     pub fn left_out(&mut self, _round: Round) {}
 
-    /// Takes `round`'s published sum of the updates of `parties` (see [`Received`]). A sum
-    /// that does not parse, names parties this federation cannot have, holds fewer than the
-    /// minimum, or comes out of order is refused ([`PublishedError`]) and changes nothing.
+    /// Takes a round's published outcome: its sum of the updates of its parties, or (strict
+    /// secure aggregation) a void round, with the next round's party set (see [`Received`]).
+    /// A sum that does not parse, names parties this federation cannot have, holds fewer
+    /// than the minimum, or comes out of order, and a next set the roster refuses, are
+    /// refused ([`PublishedError`]) and change nothing.
     pub fn receive(
         &mut self,
-        round: Round,
-        parties: &[PartyId],
-        bytes: &[u8],
+        published: &Published,
         cost: &mut EnvelopeCost,
     ) -> Result<Received, PublishedError> {
+        let Published {
+            round,
+            parties,
+            bytes,
+            void,
+            next_set,
+        } = published;
+        let round = *round;
         if round < self.next_round {
             return Ok(Received::Stale { round });
         }
@@ -721,6 +852,24 @@ impl Party {
                 expected: self.next_round,
                 found: round,
             });
+        }
+        let next_set = match next_set {
+            Some(ids) if self.envelope.is_blinded() => {
+                let set = PartySet::new(ids.iter().copied());
+                self.envelope
+                    .check_announced(Round(round.0 + 1), &set)
+                    .map_err(|source| PublishedError::NextSet { round, source })?;
+                Some(set)
+            }
+            _ => None,
+        };
+        if *void {
+            if !self.envelope.is_blinded() {
+                return Err(PublishedError::UnexpectedVoid { round });
+            }
+            self.voided.push(round.0);
+            self.finish_round(round, next_set);
+            return Ok(Received::Void { round });
         }
         let limit = self.federation.id_limit;
         let ordered = parties.windows(2).all(|w| w[0] < w[1]);
@@ -738,7 +887,8 @@ impl Party {
                 min: self.federation.min_parties,
             });
         }
-        let received = match self.envelope.open(bytes, parties, cost) {
+        let expected = Context::sum(self.federation.run, round.0);
+        let received = match self.envelope.open(bytes, parties, expected, cost) {
             Ok(mean) => {
                 self.model.apply(&mean);
                 Received::Applied { round }
@@ -749,8 +899,20 @@ impl Party {
             }
             Err(source) => return Err(PublishedError::Open { round, source }),
         };
-        self.next_round = Round(round.0 + 1);
+        self.finish_round(round, next_set);
         Ok(received)
+    }
+
+    /// Moves past `round`: its sealed bytes are no longer resent, and (secure aggregation)
+    /// the next round's set is `next_set` when one was announced.
+    fn finish_round(&mut self, round: Round, next_set: Option<PartySet>) {
+        self.next_round = Round(round.0 + 1);
+        if let Some(record) = self.sealed.as_mut().filter(|r| r.round <= round.0) {
+            record.bytes = Vec::new();
+        }
+        if next_set.is_some() {
+            self.envelope.set_party_set(next_set);
+        }
     }
 
     /// The round of a snapshot this party should upload now, if any: when the rounds
@@ -759,7 +921,7 @@ impl Party {
     pub fn snapshot_due(&self, last_parties: &[PartyId]) -> Option<Round> {
         let every = self.federation.snapshot_every?;
         let round = self.next_round;
-        (round.0 > 0 && round.0 % every == 0 && last_parties.first() == Some(&self.id()))
+        (round.0 > 0 && round.0.is_multiple_of(every) && last_parties.first() == Some(&self.id()))
             .then_some(round)
     }
 
@@ -770,12 +932,14 @@ impl Party {
             return Err(SnapshotError::Disabled);
         }
         let words = self.snapshot_words();
+        let context = self.context(self.next_round);
         let bytes = match (&self.key, self.federation.snapshot_expected_he()?) {
-            (Some(key), Some(expect)) => key
-                .prepare(words.len())?
-                .seal(&words, &expect.widths)?
-                .to_bytes(),
-            _ => PlainSum::fresh(words).to_bytes(),
+            (Some(key), Some(expect)) => {
+                let mut sealed = key.prepare(words.len())?.seal(&words, &expect.widths)?;
+                sealed.set_context(context);
+                sealed.to_bytes()
+            }
+            _ => PlainSum::sealed(words, context).to_bytes(),
         };
         Ok((self.next_round, bytes))
     }
@@ -819,13 +983,32 @@ impl Party {
             return Err(SnapshotError::Disabled);
         }
         let len = self.federation.snapshot_len();
+        // The header's context, checked after the parse (another key or shape is the more
+        // telling refusal) and before decryption.
+        let check = |named: Context| {
+            if named.run != self.federation.run {
+                return Err(SnapshotError::Run);
+            }
+            if named.round != announced.0 {
+                return Err(SnapshotError::Round {
+                    announced,
+                    found: Round(named.round),
+                });
+            }
+            Ok(())
+        };
         let words = match (&self.key, self.federation.snapshot_expected_he()?) {
             (Some(key), Some(expect)) => {
                 let sum = CompactVector::parse_aggregate(bytes, &expect, 1)
                     .map_err(PayloadError::from)?;
+                check(sum.context())?;
                 key.decrypt_compact(sum, &expect.widths, None)?
             }
-            _ => PlainSum::parse_submission(bytes, &len)?.into_words(),
+            _ => {
+                let sum = PlainSum::parse_submission(bytes, &len)?;
+                check(sum.context())?;
+                sum.into_words()
+            }
         };
         let values: Vec<u32> = words
             .iter()
@@ -867,6 +1050,8 @@ impl Party {
         });
         self.model.set(floats(params), optimizer)?;
         self.next_round = found;
+        // The snapshot does not say who is in the next round's set: the party asks to rejoin.
+        self.envelope.set_party_set(None);
         Ok(())
     }
 
@@ -881,7 +1066,13 @@ impl Party {
             params: self.model.params().to_vec(),
             optimizer: self.model.optimizer_state(),
             skipped: self.skipped.clone(),
-            rounding: super::client::RngState::of(&self.rounding),
+            rounding: RngState::of(&self.rounding),
+            sealed: self.sealed.clone(),
+            set: self
+                .envelope
+                .party_set()
+                .map(|set| set.iter().map(|p| p.0).collect()),
+            voided: self.voided.clone(),
         }
     }
 
@@ -899,10 +1090,27 @@ impl Party {
                 found: PartyId(state.party),
             });
         }
+        let set = state
+            .set
+            .map(|ids| PartySet::new(ids.into_iter().map(PartyId)));
+        if let Some(set) = &set {
+            self.envelope
+                .check_announced(Round(state.next_round), set)
+                .map_err(|e| StateError::Sets(e.to_string()))?;
+        }
         self.model.set(state.params, state.optimizer)?;
         self.next_round = Round(state.next_round);
+        if self.envelope.is_blinded() {
+            self.envelope.set_party_set(set);
+        }
         self.skipped = state.skipped;
+        self.voided = state.voided;
         self.rounding = state.rounding.restore();
+        if let Some(record) = &state.sealed {
+            self.envelope
+                .restore_last_sealed(Round(record.round), Attempt(record.attempt));
+        }
+        self.sealed = state.sealed;
         Ok(())
     }
 }

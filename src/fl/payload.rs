@@ -9,7 +9,7 @@
 //! by encryption alone: fed the same updates they produce bit-identical models (tested).
 
 use crate::he::wire::le_word;
-use crate::he::{CompactVector, Expected, WireError};
+use crate::he::{CompactVector, Context, Expected, WireError};
 use rayon::prelude::*;
 
 /// A vector a server can parse from untrusted bytes, add up and send back, without a key.
@@ -44,6 +44,17 @@ pub trait Summable: Sized + Send + 'static {
     /// An upper bound on the size of any valid message for `expect` (the transport's body
     /// limit).
     fn max_wire_len(expect: &Self::Expect) -> usize;
+
+    /// The [`Context`] a message names (run, round, sender), read from its header alone: what
+    /// a receiver compares with the context it expects before anything else.
+    fn context_of(bytes: &[u8]) -> Result<Context, PayloadError>;
+
+    /// Names what this (summed) message is for: a published sum gets its round's context.
+    fn set_context(&mut self, context: Context);
+
+    /// Rewrites the context in a message's header, in place (benchmarks cycle a few messages
+    /// through many senders). Refuses bytes whose header does not parse.
+    fn restamp(bytes: &mut [u8], context: Context) -> Result<(), PayloadError>;
 }
 
 /// Why a payload was refused.
@@ -76,7 +87,7 @@ pub enum PlainError {
         expected: usize,
     },
     /// The first eight bytes are not the plain format's magic.
-    #[error("magic is not HEFLPLN1")]
+    #[error("magic is not HEFLPLN2 (an older hefl, or not a plain message)")]
     Magic,
     /// Another number of values.
     #[error("{found} values, expected {expected}")]
@@ -107,7 +118,8 @@ pub enum PlainError {
 /// Fixed-point words sent in the clear (the `plain` privacy mode), with the number of
 /// submissions summed into them.
 ///
-/// Wire format: `HEFLPLN1`, then `len: u64 LE`, `summands: u32 LE`, then `len` u64 LE words.
+/// Wire format: `HEFLPLN2`, then `len: u64 LE`, `summands: u32 LE`, the [`Context`] (`run`:
+/// 32 bytes, `round: u64 LE`, `party: u32 LE`), then `len` u64 LE words.
 ///
 /// ```
 /// use hefl::fl::{PlainSum, Summable};
@@ -125,15 +137,28 @@ pub enum PlainError {
 pub struct PlainSum {
     words: Vec<u64>,
     summands: u32,
+    context: Context,
 }
 
-const PLAIN_MAGIC: &[u8; 8] = b"HEFLPLN1";
-const PLAIN_HEADER: usize = 8 + 8 + 4;
+const PLAIN_MAGIC: &[u8; 8] = b"HEFLPLN2";
+const PLAIN_HEADER: usize = 8 + 8 + 4 + 32 + 8 + 4;
 
 impl PlainSum {
-    /// One party's words.
+    /// One party's words (in the default context; see [`Summable::set_context`]).
     pub fn fresh(words: Vec<u64>) -> Self {
-        Self { words, summands: 1 }
+        Self {
+            words,
+            summands: 1,
+            context: Context::default(),
+        }
+    }
+
+    /// One party's words for `context`.
+    pub fn sealed(words: Vec<u64>, context: Context) -> Self {
+        Self {
+            context,
+            ..Self::fresh(words)
+        }
     }
 
     /// The (summed) words.
@@ -146,6 +171,11 @@ impl PlainSum {
         self.words
     }
 
+    /// The context this message names.
+    pub fn context(&self) -> Context {
+        self.context
+    }
+
     /// How many submissions are summed in.
     pub fn summands(&self) -> u32 {
         self.summands
@@ -156,11 +186,12 @@ impl PlainSum {
         Ok(Self {
             words: body.chunks_exact(8).map(le_word).collect(),
             summands,
+            context: Self::header_context(bytes)?,
         })
     }
 
-    /// Checks a message's header and length; returns its summand count and body.
-    fn validate(bytes: &[u8], len: usize, max_summands: u32) -> Result<(u32, &[u8]), PlainError> {
+    /// A message's header, its size and magic checked.
+    fn header(bytes: &[u8]) -> Result<&[u8], PlainError> {
         let header = bytes.get(..PLAIN_HEADER).ok_or(PlainError::Short {
             found: bytes.len(),
             expected: PLAIN_HEADER,
@@ -168,6 +199,24 @@ impl PlainSum {
         if &header[..8] != PLAIN_MAGIC {
             return Err(PlainError::Magic);
         }
+        Ok(header)
+    }
+
+    /// The context in a message's header (magic and size checked).
+    fn header_context(bytes: &[u8]) -> Result<Context, PlainError> {
+        let header = Self::header(bytes)?;
+        let mut run = [0u8; 32];
+        run.copy_from_slice(&header[20..52]);
+        Ok(Context {
+            run,
+            round: le_word(&header[52..60]),
+            party: u32::from_le_bytes([header[60], header[61], header[62], header[63]]),
+        })
+    }
+
+    /// Checks a message's header and length; returns its summand count and body.
+    fn validate(bytes: &[u8], len: usize, max_summands: u32) -> Result<(u32, &[u8]), PlainError> {
+        let header = Self::header(bytes)?;
         let found_len = le_word(&header[8..16]);
         let summands = u32::from_le_bytes([header[16], header[17], header[18], header[19]]);
         if found_len != len as u64 {
@@ -234,6 +283,9 @@ impl Summable for PlainSum {
         out.extend_from_slice(PLAIN_MAGIC);
         out.extend_from_slice(&(self.words.len() as u64).to_le_bytes());
         out.extend_from_slice(&self.summands.to_le_bytes());
+        out.extend_from_slice(&self.context.run);
+        out.extend_from_slice(&self.context.round.to_le_bytes());
+        out.extend_from_slice(&self.context.party.to_le_bytes());
         for w in &self.words {
             out.extend_from_slice(&w.to_le_bytes());
         }
@@ -242,6 +294,22 @@ impl Summable for PlainSum {
 
     fn max_wire_len(len: &usize) -> usize {
         PLAIN_HEADER + len.saturating_mul(8)
+    }
+
+    fn context_of(bytes: &[u8]) -> Result<Context, PayloadError> {
+        Ok(Self::header_context(bytes)?)
+    }
+
+    fn set_context(&mut self, context: Context) {
+        self.context = context;
+    }
+
+    fn restamp(bytes: &mut [u8], context: Context) -> Result<(), PayloadError> {
+        Self::header_context(bytes)?;
+        bytes[20..52].copy_from_slice(&context.run);
+        bytes[52..60].copy_from_slice(&context.round.to_le_bytes());
+        bytes[60..64].copy_from_slice(&context.party.to_le_bytes());
+        Ok(())
     }
 }
 
@@ -278,5 +346,17 @@ impl Summable for CompactVector {
 
     fn max_wire_len(expect: &Expected) -> usize {
         CompactVector::max_wire_len(expect)
+    }
+
+    fn context_of(bytes: &[u8]) -> Result<Context, PayloadError> {
+        Ok(CompactVector::context_of(bytes)?)
+    }
+
+    fn set_context(&mut self, context: Context) {
+        CompactVector::set_context(self, context);
+    }
+
+    fn restamp(bytes: &mut [u8], context: Context) -> Result<(), PayloadError> {
+        Ok(CompactVector::restamp(bytes, context)?)
     }
 }

@@ -1,16 +1,19 @@
 //! The plan a server hands every party: the run's configuration and schedule.
 
 use super::config::{ConfigError, Field, Mode, Privacy, TrainConfig, ValidConfig, check_range};
-use super::party::Federation;
+use super::party::{Federation, Party, SetupError};
 use super::payload::{PlainSum, Summable};
 use super::rules::RoundRules;
+use super::seeds::rounding_rng;
 use super::server::PartyId;
 use crate::data::Partition;
 use crate::he::keys::KeyId;
+use crate::he::keys::SecretKey;
 use crate::he::{CompactVector, Expected};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 use std::ops::Deref;
+use std::sync::Arc;
 
 /// Longest run a plan may ask for, in rounds (a bound on untrusted input).
 pub const MAX_ROUNDS: u64 = 100_000_000;
@@ -32,6 +35,62 @@ pub struct Plan {
     /// keeps (in the plan's JSON at the top level, as `round_timeout_ms`, `min_parties`, ...).
     #[serde(flatten)]
     pub rules: RoundRules,
+    /// The run's id: chosen at random by `hefl serve` at its first start and kept in its
+    /// state directory, so that two runs of the same settings have different plans (and
+    /// fingerprints): a checkpoint of one is refused by the other, by name. `None` for runs
+    /// in one process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<RunId>,
+}
+
+/// A run's id: 16 random bytes, 32 hex digits in a plan's JSON. Drawn from the operating
+/// system's CSPRNG independently of any key or data, so publishing it reveals nothing.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RunId(pub [u8; 16]);
+
+impl RunId {
+    /// A fresh run id from the operating system's CSPRNG.
+    pub fn generate() -> Result<Self, getrandom::Error> {
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes)?;
+        Ok(Self(bytes))
+    }
+}
+
+impl std::fmt::Display for RunId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl std::fmt::Debug for RunId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RunId({self})")
+    }
+}
+
+impl std::str::FromStr for RunId {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        let mut bytes = [0u8; 16];
+        hex::decode_to_slice(text, &mut bytes)
+            .map_err(|_| format!("run id {text:?}: expected 32 hex digits"))?;
+        Ok(Self(bytes))
+    }
+}
+
+impl Serialize for RunId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.to_string().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for RunId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // A bounded string: untrusted JSON.
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 impl Plan {
@@ -45,6 +104,7 @@ impl Plan {
     ///     rounds_per_epoch: 313,
     ///     key_id: None,
     ///     rules: RoundRules::default(),
+    ///     run_id: None,
     /// };
     /// assert_eq!(plan.total_rounds(), 626);
     /// ```
@@ -67,7 +127,8 @@ impl Plan {
     /// pass [`RoundRules::validate`], and a key id is given exactly when privacy is `he`.
     pub fn validate(&self) -> Result<ValidPlan, ConfigError> {
         let config = self.config.validate()?;
-        ValidPlan::new(config, self.rounds_per_epoch, self.key_id, self.rules)
+        let valid = ValidPlan::new(config, self.rounds_per_epoch, self.key_id, self.rules)?;
+        Ok(valid.with_run_id(self.run_id))
     }
 }
 
@@ -123,9 +184,16 @@ impl ValidPlan {
                 rounds_per_epoch,
                 key_id,
                 rules,
+                run_id: None,
             },
             config,
         })
+    }
+
+    /// The same plan for the run `run_id`.
+    pub fn with_run_id(mut self, run_id: Option<RunId>) -> Self {
+        self.plan.run_id = run_id;
+        self
     }
 
     /// The validated configuration.
@@ -169,9 +237,14 @@ impl ValidPlan {
         Ok(self.federation(PartyId(0))?.snapshot_len())
     }
 
-    /// Values on the wire per update: the model's parameters and the update's weight.
+    /// Values on the wire per update: the model's parameters and the update's weight (and,
+    /// with secure aggregation, its two canaries).
     pub fn wire_slots(&self) -> usize {
-        crate::model::param_count(&self.config.layers) + 1
+        let canaries = match self.config.secure_agg {
+            Some(_) => crate::secagg::CANARY_SLOTS,
+            None => 0,
+        };
+        crate::model::param_count(&self.config.layers) + 1 + canaries
     }
 
     /// What the server checks `he` submissions against (key id, length, the widths of
@@ -243,6 +316,7 @@ pub fn plan_for(
         rounds_per_epoch,
         key_id,
         rules,
+        run_id: None,
     }
     .validate()
 }
@@ -260,4 +334,39 @@ mod key_id_hex {
             .map(|text| text.parse().map_err(serde::de::Error::custom))
             .transpose()
     }
+}
+
+impl Party {
+    /// Party `party` of `plan` at round 0: the plan's initial model (from its seed, layers
+    /// and activation) with its learning-rate schedule, and its rounding generator (from its
+    /// seed and the party), as every driver of the plan starts it.
+    pub fn for_plan(
+        plan: &ValidPlan,
+        party: PartyId,
+        key: Option<Arc<SecretKey>>,
+    ) -> Result<Self, PlanPartyError> {
+        let federation = plan.federation(party)?;
+        let config = &plan.config;
+        let initial =
+            crate::model::Mlp::with_activation(&config.layers, config.activation, config.seed)?;
+        let rounding = rounding_rng(config.seed, party);
+        Ok(
+            Self::new(federation, initial.params().to_vec(), key, rounding)?
+                .with_lr_schedule(config.lr_schedule, plan.total_rounds()),
+        )
+    }
+}
+
+/// Why a party of a plan could not be set up ([`Party::for_plan`]).
+#[derive(Debug, thiserror::Error)]
+pub enum PlanPartyError {
+    /// The plan's encoding does not fit (a plan that passed validation always does).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The plan's model cannot be built.
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
+    /// The party cannot be set up (key, rules).
+    #[error(transparent)]
+    Setup(#[from] SetupError),
 }

@@ -58,8 +58,8 @@ pub struct RoundRules {
     /// keeping sums for it) until it submits on time again.
     #[serde(default = "default_absent_after")]
     pub absent_after: u32,
-    /// The first round's clock starts when every party has joined, or after this long if
-    /// `min_parties` have.
+    /// The first round's clock starts when every party is ready (its data loaded), or after
+    /// this long if `min_parties` are.
     #[serde(
         rename = "join_timeout_ms",
         with = "millis",

@@ -14,6 +14,7 @@ use super::server::PartyId;
 use super::setup::{Setup, setup};
 use crate::data::Mnist;
 use crate::he::keys::SecretKey;
+use crate::secagg::{Credentials, Identity, Policy, Roster};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -82,6 +83,32 @@ pub fn run_with(
     Ok(metrics)
 }
 
+/// With secure aggregation, one fresh identity per party (made in memory) and their roster
+/// (every party in every sum), party 0's first; otherwise none.
+fn in_memory_secure_agg(
+    plan: &ValidPlan,
+    key: Option<&SecretKey>,
+) -> Result<Vec<Credentials>, TrainError> {
+    let (Some(mode), Some(key)) = (plan.config.secure_agg, key) else {
+        return Ok(Vec::new());
+    };
+    let parties = plan.config.parties as u32;
+    let identities = (0..parties)
+        .map(|_| Identity::generate())
+        .collect::<Result<Vec<_>, _>>()?;
+    let policy = Policy {
+        mode,
+        parties,
+        min_parties: parties,
+    };
+    let keys = identities.iter().map(Identity::public).collect();
+    let roster = Arc::new(Roster::new(key.key_id(), keys, policy)?);
+    Ok(identities
+        .into_iter()
+        .map(|identity| Credentials::shared(Arc::new(identity), Arc::clone(&roster)))
+        .collect())
+}
+
 /// Refuses a final model with NaN or infinite parameters: the run diverged, and saying so
 /// beats a comparison of NaNs.
 fn check_finite(party: PartyId, params: &[f32]) -> Result<(), TrainError> {
@@ -126,18 +153,23 @@ fn federate(
         )
     };
 
+    // Secure aggregation in one process: identities made in memory, their roster.
+    let mut identities = in_memory_secure_agg(plan, key.as_deref())?.into_iter();
+
     // Party 0 runs on this thread and reports to `observer`; the others on their own.
     let options = PartyOptions::default();
     let mut clients = clients.into_iter();
     let first = clients
         .next()
         .ok_or(TrainError::EmptyShard { party: PartyId(0) })?;
+    let first_secure_agg = identities.next();
     let results = std::thread::scope(|scope| {
         let others: Vec<_> = clients
             .map(|client| {
                 let (hub, key) = (Arc::clone(&hub), key.clone());
                 let party = client.id();
                 let options = &options;
+                let secure_agg = identities.next();
                 let handle = scope.spawn(move || {
                     let mut uplink = HubUplink::new(Arc::clone(&hub), party);
                     let member = Member {
@@ -147,6 +179,7 @@ fn federate(
                         key,
                         options,
                         started,
+                        secure_agg,
                     };
                     let result = member.run(&mut uplink, &mut ());
                     if result.is_err() {
@@ -165,6 +198,7 @@ fn federate(
             key: key.clone(),
             options: &options,
             started,
+            secure_agg: first_secure_agg,
         };
         let first = member.run(&mut uplink, observer);
         if first.is_err() {

@@ -5,6 +5,7 @@
 use super::config::{ConfigError, Field, MAX_PARTIES, check_range};
 use super::payload::{PayloadError, Summable};
 use super::rules::RoundRules;
+use crate::he::Context;
 use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
 use std::sync::Arc;
@@ -30,15 +31,63 @@ impl fmt::Display for Round {
     }
 }
 
-/// A closed round: the sum of the included parties' updates.
+/// What the server said to a submission.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Submitted {
+    /// The update is in the round.
+    Accepted,
+    /// The round closed before the update arrived: this party is left out of it (its sum is
+    /// still applied).
+    Late {
+        /// The round the server is on.
+        open: Round,
+    },
+    /// This party's update for the round was already in (a retried submission).
+    AlreadyIn,
+    /// The upload's seed was already in the sum: someone submitted a copy of it first. Not
+    /// the sender's fault: it seals the same update again in a fresh encryption and resends.
+    Taken,
+    /// Strict secure aggregation: the sender is not in the open round's party set (it missed
+    /// a deadline and was left out); its update is dropped, and it asks to rejoin
+    /// ([`Server::rejoin`]).
+    NotInSet {
+        /// The open round.
+        open: Round,
+    },
+}
+
+/// A closed round: the sum of the included parties' updates, or (strict secure aggregation)
+/// a void round.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Published {
     /// The round.
     pub round: Round,
-    /// The parties whose updates are in the sum, ascending.
+    /// The parties whose updates are in the sum, ascending (a void round: those that had
+    /// submitted when it was voided).
     pub parties: Vec<PartyId>,
-    /// The summed payload's wire bytes (shared, not copied, per reader).
+    /// The summed payload's wire bytes (shared, not copied, per reader); empty when void.
     pub bytes: Arc<Vec<u8>>,
+    /// Strict secure aggregation: the round is void (a member of its party set missed the
+    /// deadline, or the server restarted while it was open): there is no sum, nobody steps,
+    /// and every party drops its update for it.
+    pub void: bool,
+    /// Strict secure aggregation: the party set of the next round, announced with this one
+    /// (`None` without secure aggregation: every party, always).
+    pub next_set: Option<Vec<PartyId>>,
+}
+
+impl Published {
+    /// Round `round`'s sum of the updates of `parties` (no party set: without secure
+    /// aggregation).
+    pub fn sum(round: Round, parties: Vec<PartyId>, bytes: Arc<Vec<u8>>) -> Self {
+        Self {
+            round,
+            parties,
+            bytes,
+            void: false,
+            next_set: None,
+        }
+    }
 }
 
 /// Why the server refused a request. The round and the other parties' submissions are
@@ -108,11 +157,30 @@ pub enum Refusal {
         /// Why: the round it names is still to come, or not newer than the kept one.
         reason: SnapshotRefusal,
     },
+    /// A message for another run, round or party than the one it is sent as (a copied or
+    /// replayed message): refused, naming both.
+    #[error("a message for {found}, expected {expected}")]
+    Context {
+        /// What the server expected.
+        expected: Context,
+        /// What the message names.
+        found: Context,
+    },
     /// No model snapshot has been uploaded yet (or the plan has none).
     #[error("no model snapshot yet (the server is on {current})")]
     NoSnapshot {
         /// The open round.
         current: Round,
+    },
+    /// Strict secure aggregation: an update from a party outside the open round's party set.
+    #[error(
+        "{party} is not in the party set of {round} (it missed a deadline): its update is dropped; ask to rejoin"
+    )]
+    NotInSet {
+        /// The party.
+        party: PartyId,
+        /// The open round.
+        round: Round,
     },
 }
 
@@ -165,6 +233,14 @@ pub enum RestoreError {
         /// What is wrong with it.
         source: PayloadError,
     },
+    /// A kept sum of another run or round.
+    #[error("a kept message for {found}, expected {expected}")]
+    Context {
+        /// What the state should hold.
+        expected: Context,
+        /// What it holds.
+        found: Context,
+    },
     /// The open round is beyond the run's last.
     #[error("open round {found}, beyond the run's {total} rounds")]
     Beyond {
@@ -189,13 +265,17 @@ impl Refusal {
 
     /// What a refused submission means to its sender when it is not an error: late (the
     /// round closed without it) or already in.
-    pub fn submitted(&self) -> Option<super::uplink::Submitted> {
-        use super::uplink::Submitted;
+    pub fn submitted(&self) -> Option<Submitted> {
         match self {
             Self::WrongRound { sent, current } if sent < current => {
                 Some(Submitted::Late { open: *current })
             }
             Self::Duplicate { .. } => Some(Submitted::AlreadyIn),
+            Self::NotInSet { round, .. } => Some(Submitted::NotInSet { open: *round }),
+            Self::Payload {
+                source: PayloadError::Wire(crate::he::WireError::RepeatedSeed),
+                ..
+            } => Some(Submitted::Taken),
             _ => None,
         }
     }
@@ -228,6 +308,18 @@ pub struct ServerState {
     pub published: Vec<Published>,
     /// The latest model snapshot, if one was uploaded.
     pub model_snapshot: Option<ModelSnapshot>,
+    /// Strict secure aggregation: the open round's party set, and the parties that asked to
+    /// rejoin (in the next round's set). `None` without it.
+    pub sets: Option<PartySets>,
+}
+
+/// The party sets of strict secure aggregation, as a server holds them between requests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartySets {
+    /// The open round's party set: it publishes only with every one of them.
+    pub open: BTreeSet<PartyId>,
+    /// Parties that asked to rejoin: announced in the next round's set.
+    pub rejoining: BTreeSet<PartyId>,
 }
 
 /// Runs rounds over payloads of type `S`: collects one update per party, folds them,
@@ -241,13 +333,16 @@ pub struct ServerState {
 ///
 /// ```
 /// use hefl::fl::{PartyId, PlainSum, Round, RoundRules, Server, Summable};
+/// use hefl::he::Context;
 /// use std::time::Instant;
 ///
 /// let now = Instant::now();
+/// // A server's run id is all zeros until `Server::with_run` names one.
+/// let upload = |party, words| PlainSum::sealed(words, Context { run: [0; 32], round: 0, party }).to_bytes();
 /// let mut server = Server::<PlainSum>::new(2, RoundRules::default(), 3, now)?;
-/// server.submit(PartyId(0), Round(0), &PlainSum::fresh(vec![1, 2, 3]).to_bytes(), now)?;
+/// server.submit(PartyId(0), Round(0), &upload(0, vec![1, 2, 3]), now)?;
 /// assert!(server.aggregate(Round(0))?.is_none()); // still waiting for party 1
-/// server.submit(PartyId(1), Round(0), &PlainSum::fresh(vec![10, 20, 30]).to_bytes(), now)?;
+/// server.submit(PartyId(1), Round(0), &upload(1, vec![10, 20, 30]), now)?;
 /// let published = server.aggregate(Round(0))?.expect("both parties in");
 /// assert_eq!(published.parties, [PartyId(0), PartyId(1)]);
 /// let sum = PlainSum::parse_aggregate(&published.bytes, &3, 2)?;
@@ -258,6 +353,8 @@ pub struct ServerState {
 pub struct Server<S: Summable> {
     parties: u32,
     rules: RoundRules,
+    /// The run's plan fingerprint, in every message's [`Context`].
+    run: [u8; 32],
     expect: S::Expect,
     /// What a model snapshot is checked against (`None`: snapshots are refused).
     snapshot_expect: Option<S::Expect>,
@@ -277,6 +374,8 @@ pub struct Server<S: Summable> {
     sum: Option<S>,
     published: VecDeque<Published>,
     model_snapshot: Option<ModelSnapshot>,
+    /// Strict secure aggregation's party sets ([`Server::with_party_sets`]).
+    sets: Option<PartySets>,
 }
 
 impl<S: Summable> Server<S> {
@@ -307,6 +406,7 @@ impl<S: Summable> Server<S> {
         Ok(Self {
             parties,
             rules,
+            run: [0; 32],
             expect,
             snapshot_expect: None,
             round: Round(0),
@@ -319,7 +419,59 @@ impl<S: Summable> Server<S> {
             sum: None,
             published: VecDeque::new(),
             model_snapshot: None,
+            sets: None,
         })
+    }
+
+    /// Runs strict secure aggregation's rounds: each round has a party set (every party in
+    /// round 0) and is published only when every member has submitted; at its deadline with
+    /// a member missing it is void (no sum; see [`Published::void`]) if the members that
+    /// submitted, with the parties rejoining, are at least `min_parties`, and the next
+    /// round's set is those parties. Otherwise it keeps waiting for the missing members. A
+    /// party outside the open round's set is refused ([`Refusal::NotInSet`]) until it asks to
+    /// rejoin ([`Server::rejoin`]). The published party list and the next set travel with
+    /// every round ([`Published::next_set`]).
+    pub fn with_party_sets(mut self) -> Self {
+        self.sets = Some(PartySets {
+            open: (0..self.parties).map(PartyId).collect(),
+            rejoining: BTreeSet::new(),
+        });
+        self
+    }
+
+    /// Strict secure aggregation: `party` asks to be in a later round's party set. Returns
+    /// the first round whose set holds it: the open round if it is in its set already, else
+    /// the next one (announced with the open round's outcome). Without secure aggregation
+    /// every party is in every round: the open round.
+    pub fn rejoin(&mut self, party: PartyId) -> Result<Round, Refusal> {
+        self.check_party(party)?;
+        let Some(sets) = self.sets.as_mut() else {
+            return Ok(self.round);
+        };
+        if sets.open.contains(&party) {
+            return Ok(self.round);
+        }
+        sets.rejoining.insert(party);
+        Ok(Round(self.round.0 + 1))
+    }
+
+    /// Whether `party` asked to rejoin and is to be in the next round's set.
+    pub fn is_rejoining(&self, party: PartyId) -> bool {
+        self.sets
+            .as_ref()
+            .is_some_and(|s| s.rejoining.contains(&party))
+    }
+
+    /// The open round's party set (`None` without strict secure aggregation: every party).
+    pub fn party_set(&self) -> Option<&BTreeSet<PartyId>> {
+        self.sets.as_ref().map(|s| &s.open)
+    }
+
+    /// Serves the run `run` (its plan's fingerprint): every message must name it in its
+    /// [`Context`] (the default, all zeros, is what unbound messages name).
+    pub fn with_run(mut self, run: [u8; 32]) -> Self {
+        self.run = run;
+        self
     }
 
     /// Takes model snapshots checked against `expect` ([`Server::put_snapshot`]); without
@@ -338,6 +490,7 @@ impl<S: Summable> Server<S> {
             keep_from: self.keep_from.clone(),
             published: self.published.iter().cloned().collect(),
             model_snapshot: self.model_snapshot.clone(),
+            sets: self.sets.clone(),
         }
     }
 
@@ -376,17 +529,47 @@ impl<S: Summable> Server<S> {
                 return Err(RestoreError::Order(published.round));
             }
             previous = Some(published.round);
-            if published.parties.iter().any(|p| p.0 >= self.parties) {
+            let named = published
+                .parties
+                .iter()
+                .chain(published.next_set.iter().flatten());
+            if named.clone().any(|p| p.0 >= self.parties) {
                 return Err(RestoreError::UnknownParty(published.round));
             }
+            if published.void != published.bytes.is_empty()
+                || published.next_set.is_some() != self.sets.is_some()
+            {
+                return Err(RestoreError::Payload {
+                    what: "sum",
+                    round: published.round,
+                    source: PayloadError::Unexpected(
+                        "a void round with a sum, a sum without bytes, or a party set where the plan has none (or none where it has one)",
+                    ),
+                });
+            }
+            if published.void {
+                continue;
+            }
             let summed = u32::try_from(published.parties.len()).unwrap_or(u32::MAX);
-            S::parse_aggregate(&published.bytes, &self.expect, summed).map_err(|source| {
-                RestoreError::Payload {
+            let sum =
+                S::parse_aggregate(&published.bytes, &self.expect, summed).map_err(|source| {
+                    RestoreError::Payload {
+                        what: "sum",
+                        round: published.round,
+                        source,
+                    }
+                })?;
+            drop(sum);
+            let expected = Context::sum(self.run, published.round.0);
+            let found =
+                S::context_of(&published.bytes).map_err(|source| RestoreError::Payload {
                     what: "sum",
                     round: published.round,
                     source,
-                }
-            })?;
+                })?;
+            if found != expected {
+                return Err(RestoreError::Context { expected, found });
+            }
         }
         if let Some(snapshot) = &state.model_snapshot {
             let refused = |source| RestoreError::Payload {
@@ -404,7 +587,27 @@ impl<S: Summable> Server<S> {
             }
             S::parse_submission(&snapshot.bytes, expect).map_err(refused)?;
         }
+        let sets = match (&self.sets, state.sets) {
+            (None, None) => None,
+            (Some(_), Some(sets)) => {
+                let named = sets.open.iter().chain(&sets.rejoining);
+                if named.clone().any(|p| p.0 >= self.parties) {
+                    return Err(RestoreError::UnknownParty(state.round));
+                }
+                Some(sets)
+            }
+            _ => {
+                return Err(RestoreError::Payload {
+                    what: "party sets",
+                    round: state.round,
+                    source: PayloadError::Unexpected(
+                        "party sets in a run without secure aggregation, or none in a run with it",
+                    ),
+                });
+            }
+        };
         self.round = state.round;
+        self.sets = sets;
         self.missed = state.missed;
         self.next_fetch = state.next_fetch;
         self.keep_from = state.keep_from;
@@ -413,6 +616,18 @@ impl<S: Summable> Server<S> {
         self.waiting_for = (0..self.parties)
             .filter(|&p| !self.is_gone(PartyId(p)))
             .count();
+        if self.sets.is_some() && self.round.0 < total_rounds {
+            // The open round's submissions are lost with the old process: it is void, and
+            // its members submit fresh updates to the next round, never the same update
+            // under another set (see `crate::secagg`).
+            self.opened = Some(now);
+            let members = self
+                .sets
+                .as_ref()
+                .map(|s| s.open.clone())
+                .unwrap_or_default();
+            self.void_open_round(now, members.into_iter().collect());
+        }
         self.start(now);
         Ok(())
     }
@@ -508,6 +723,35 @@ impl<S: Summable> Server<S> {
         self.submitted.iter().copied()
     }
 
+    /// Refuses `party`'s message for `round` if it names another context than that. One that
+    /// fails the checks against `expect` too is refused for those (another key or shape says
+    /// more than another context); one whose header does not parse is left to the caller's
+    /// parse, which refuses it in detail.
+    fn check_context(
+        &self,
+        bytes: &[u8],
+        party: PartyId,
+        round: Round,
+        expect: &S::Expect,
+    ) -> Result<(), Refusal> {
+        let expected = Context {
+            run: self.run,
+            round: round.0,
+            party: party.0,
+        };
+        match S::context_of(bytes) {
+            Ok(found) if found != expected => {
+                S::parse_submission(bytes, expect).map_err(|source| Refusal::Payload {
+                    party,
+                    round,
+                    source,
+                })?;
+                Err(Refusal::Context { expected, found })
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn check_party(&self, party: PartyId) -> Result<(), Refusal> {
         if party.0 >= self.parties {
             return Err(Refusal::UnknownParty {
@@ -534,6 +778,13 @@ impl<S: Summable> Server<S> {
                 current: self.round,
             });
         }
+        if self
+            .sets
+            .as_ref()
+            .is_some_and(|sets| !sets.open.contains(&party))
+        {
+            return Err(Refusal::NotInSet { party, round });
+        }
         if self.submitted.contains(&party) {
             return Err(Refusal::Duplicate { party, round });
         }
@@ -542,6 +793,7 @@ impl<S: Summable> Server<S> {
             round,
             source,
         };
+        self.check_context(bytes, party, round, &self.expect)?;
         match self.sum.as_mut() {
             Some(sum) => sum
                 .add_submission(bytes, &self.expect)
@@ -589,6 +841,7 @@ impl<S: Summable> Server<S> {
                 source: PayloadError::Unexpected("a model snapshot: this run takes none"),
             });
         };
+        self.check_context(bytes, party, round, expect)?;
         S::parse_submission(bytes, expect).map_err(|source| Refusal::Payload {
             party,
             round,
@@ -639,15 +892,66 @@ impl<S: Summable> Server<S> {
     }
 
     fn close_if_ready(&mut self, now: Instant) -> bool {
-        let enough = self.submitted.len() >= self.rules.min_parties(self.parties) as usize;
+        let min = self.rules.min_parties(self.parties) as usize;
         let due = self.deadline().is_some_and(|deadline| now >= deadline);
+        if let Some(sets) = &self.sets {
+            if sets.open.iter().all(|p| self.submitted.contains(p)) {
+                return self.publish(now);
+            }
+            let staying = self.submitted.union(&sets.rejoining).count();
+            if due && staying >= min {
+                let submitted = self.submitted.iter().copied().collect();
+                self.void_open_round(now, submitted);
+                return true;
+            }
+            return false;
+        }
+        let enough = self.submitted.len() >= min;
         let everyone = self.submitted.len() == self.parties as usize;
         if !(everyone || (enough && self.is_started() && (self.waiting_for == 0 || due))) {
             return false;
         }
-        let Some(sum) = self.sum.take() else {
+        self.publish(now)
+    }
+
+    /// Publishes the open round's sum of the parties that submitted, and opens the next.
+    fn publish(&mut self, now: Instant) -> bool {
+        let Some(mut sum) = self.sum.take() else {
             return false;
         };
+        sum.set_context(Context::sum(self.run, self.round.0));
+        let parties = self.close_round();
+        let next_set = self.next_set(&parties);
+        self.published.push_back(Published {
+            round: self.round,
+            parties,
+            bytes: Arc::new(sum.to_bytes()),
+            void: false,
+            next_set,
+        });
+        self.open_next(now);
+        true
+    }
+
+    /// Strict secure aggregation: the open round is void; `staying` (its members that
+    /// submitted, or after a restart all its members) and the parties rejoining are the next
+    /// round's set.
+    fn void_open_round(&mut self, now: Instant, staying: Vec<PartyId>) {
+        self.sum = None;
+        let parties = self.close_round();
+        let next_set = self.next_set(&staying);
+        self.published.push_back(Published {
+            round: self.round,
+            parties,
+            bytes: Arc::new(Vec::new()),
+            void: true,
+            next_set,
+        });
+        self.open_next(now);
+    }
+
+    /// Ends the open round's bookkeeping: who missed it, and who submitted (returned).
+    fn close_round(&mut self) -> Vec<PartyId> {
         let submitted = std::mem::take(&mut self.submitted);
         for (p, missed) in self.missed.iter_mut().enumerate() {
             if submitted.contains(&PartyId(p as u32)) {
@@ -659,15 +963,21 @@ impl<S: Summable> Server<S> {
         self.waiting_for = (0..self.parties)
             .filter(|&p| !self.is_gone(PartyId(p)))
             .count();
-        let parties: Vec<PartyId> = submitted.into_iter().collect();
-        self.published.push_back(Published {
-            round: self.round,
-            parties,
-            bytes: Arc::new(sum.to_bytes()),
-        });
+        submitted.into_iter().collect()
+    }
+
+    /// Strict secure aggregation: the next round's set, `staying` and the parties rejoining
+    /// (who are then in it); `None` without it.
+    fn next_set(&mut self, staying: &[PartyId]) -> Option<Vec<PartyId>> {
+        let sets = self.sets.as_mut()?;
+        let rejoining = std::mem::take(&mut sets.rejoining);
+        sets.open = staying.iter().copied().chain(rejoining).collect();
+        Some(sets.open.iter().copied().collect())
+    }
+
+    fn open_next(&mut self, now: Instant) {
         self.drop_fetched();
         self.round = Round(self.round.0 + 1);
         self.opened = Some(now);
-        true
     }
 }

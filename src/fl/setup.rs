@@ -9,8 +9,6 @@ use crate::data::{Dataset, Mnist, partition};
 use crate::dp::{DpSgd, InputDp};
 use crate::he::SecureRng;
 use crate::model::{InputProjection, Mlp};
-use rand::SeedableRng;
-use rand_chacha::ChaCha20Rng;
 
 /// The parties' clients (all on the seeded initial model) and the test set.
 pub(crate) struct Setup {
@@ -131,12 +129,6 @@ fn shard_indices(config: &TrainConfig, train: &Dataset) -> Result<Vec<Vec<usize>
             parts
         }
     })
-}
-
-/// The generator of a party's stochastic rounding: seeded by the run's seed and the party,
-/// so that the same run quantizes the same way in every privacy mode and every transport.
-pub(crate) fn rounding_rng(seed: u64, party: PartyId) -> ChaCha20Rng {
-    ChaCha20Rng::seed_from_u64(seed ^ 0x0F1D_ED00 ^ (u64::from(party.0) << 32))
 }
 
 /// The DP-SGD sampling rate (batch / largest IID shard) and the number of steps of the

@@ -48,3 +48,19 @@ impl fmt::Display for Strategy {
         }
     }
 }
+
+/// How the round's mean update moves the global model.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// The mean is a gradient: `optimizer` (with learning rate `lr`) steps the model with it
+    /// (FedSGD; the optimizer's state is part of what all parties hold identically).
+    Gradient {
+        /// The optimizer.
+        optimizer: crate::model::OptimizerKind,
+        /// Its learning rate.
+        lr: f32,
+    },
+    /// The mean is a model delta: it is added to the model (FedAvg, and Flower's).
+    Delta,
+}

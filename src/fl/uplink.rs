@@ -7,23 +7,9 @@
 
 use super::error::UplinkError;
 use super::metrics::Observer;
+pub use super::server::Submitted;
 use super::server::{ModelSnapshot, Published, Round};
 use std::time::{Duration, Instant};
-
-/// What the server said to a submission.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Submitted {
-    /// The update is in the round.
-    Accepted,
-    /// The round closed before the update arrived: this party is left out of it (its sum is
-    /// still applied).
-    Late {
-        /// The round the server is on.
-        open: Round,
-    },
-    /// This party's update for the round was already in (a retried submission).
-    AlreadyIn,
-}
 
 /// Moves one party's requests to the server and its answers back.
 pub trait Uplink {
@@ -36,10 +22,17 @@ pub trait Uplink {
     /// Tells the server this party skipped `round`: its sum could not be a sum of valid
     /// updates, for `reason` (the server logs it for its operator).
     fn skipped(&mut self, round: Round, reason: &str) -> Result<(), UplinkError>;
+    /// Strict secure aggregation: this party, left out of `round`'s party set (it missed a
+    /// deadline), asks to be in a later round's set; returns the first round whose set holds
+    /// it (announced with the outcome of the round before).
+    fn rejoin(&mut self, round: Round) -> Result<Round, UplinkError>;
     /// Uploads this party's sealed model snapshot of the model before `round`.
     fn put_snapshot(&mut self, round: Round, bytes: &[u8]) -> Result<(), UplinkError>;
     /// The latest model snapshot the server keeps.
     fn snapshot(&mut self) -> Result<ModelSnapshot, UplinkError>;
+    /// Tells the server this party is ready (its data loaded, its checkpoint read): round 0's
+    /// clock starts once every party is (see [`Hub::ready`](super::Hub::ready)).
+    fn ready(&mut self) -> Result<(), UplinkError>;
 }
 
 /// How a party waits out a lost server: it asks again after `first_delay`, doubling the

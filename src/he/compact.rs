@@ -65,6 +65,8 @@ pub struct CompactVector {
     /// One torus word per value: the (summed) rounded bodies, low 64 - `body_bits` bits zero.
     pub(crate) bodies: Vec<u64>,
     pub(crate) masks: Masks,
+    /// What the message is for: run, round, sender (see [`Context`](super::Context)).
+    pub(crate) context: super::context::Context,
 }
 
 /// How a [`CompactVector`] carries its masks.

@@ -123,7 +123,7 @@ impl KeyStream {
         out: &mut [T],
         mut f: impl FnMut(&mut T, [u8; S]),
     ) {
-        const { assert!(BYTES_PER_BATCH % S == 0) };
+        const { assert!(BYTES_PER_BATCH.is_multiple_of(S)) };
         let per_batch = BYTES_PER_BATCH / S;
         let mut counter = first_block;
         let mut chunks = out.chunks_exact_mut(per_batch);
@@ -142,6 +142,44 @@ impl KeyStream {
         }
     }
 
+    /// Calls `f` on each word of `out` with a 24-bit value from 3 keystream bytes
+    /// (little-endian), from block `first_block` on: [`KeyStream::for_each_chunk`] for a size
+    /// that does not divide a batch, read three batches (128 words) at a time.
+    #[inline(always)]
+    fn for_each_u24(
+        &mut self,
+        first_block: u128,
+        out: &mut [u64],
+        mut f: impl FnMut(&mut u64, u32),
+    ) {
+        const GROUP: usize = 3 * BYTES_PER_BATCH;
+        let mut counter = first_block;
+        let mut group = [0u8; GROUP];
+        let mut fill = |group: &mut [u8; GROUP], batches: usize, counter: &mut u128| {
+            for batch in group.chunks_exact_mut(BYTES_PER_BATCH).take(batches) {
+                batch.copy_from_slice(&self.next_batch(counter));
+            }
+        };
+        let mut chunks = out.chunks_exact_mut(GROUP / 3);
+        for chunk in &mut chunks {
+            fill(&mut group, 3, &mut counter);
+            for (o, b) in chunk.iter_mut().zip(group.chunks_exact(3)) {
+                f(o, u32::from_le_bytes([b[0], b[1], b[2], 0]));
+            }
+        }
+        let tail = chunks.into_remainder();
+        if !tail.is_empty() {
+            fill(
+                &mut group,
+                (tail.len() * 3).div_ceil(BYTES_PER_BATCH),
+                &mut counter,
+            );
+            for (o, b) in tail.iter_mut().zip(group.chunks_exact(3)) {
+                f(o, u32::from_le_bytes([b[0], b[1], b[2], 0]));
+            }
+        }
+    }
+
     /// Fills `out` with uniform u64 words from the keystream at `first_block`, read as
     /// little-endian (tfhe's byte order for uniform integers).
     pub(crate) fn fill_uniform(&mut self, first_block: u128, out: &mut [u64]) {
@@ -154,6 +192,58 @@ impl KeyStream {
         self.for_each_chunk(first_block, out, |w, le| {
             *w = w.wrapping_add(u64::from_le_bytes(le));
         });
+    }
+
+    /// Adds (or, with `negate`, subtracts) a uniform t-bit value from the keystream at
+    /// `first_block` to the top `bits` = t bits of each word of `out`, modulo 2^64: a blind of
+    /// secure aggregation ([`crate::secagg`]). Reads 3 bytes per word when t <= 24, 4 when
+    /// t <= 32, else 8; [`KeyStream::blind_blocks`] is the counter range it covers.
+    pub(crate) fn add_top_bits(
+        &mut self,
+        first_block: u128,
+        out: &mut [u64],
+        bits: u32,
+        negate: bool,
+    ) {
+        debug_assert!((1..=64).contains(&bits));
+        let shift = 64 - bits;
+        // Shifting left by 64 - t keeps exactly the low t bits of the draw: uniform mod 2^t.
+        if bits <= 24 {
+            return if negate {
+                self.for_each_u24(first_block, out, |w, r| {
+                    *w = w.wrapping_sub(u64::from(r) << shift);
+                })
+            } else {
+                self.for_each_u24(first_block, out, |w, r| {
+                    *w = w.wrapping_add(u64::from(r) << shift);
+                })
+            };
+        }
+        match (bits <= 32, negate) {
+            (true, false) => self.for_each_chunk(first_block, out, |w, le: [u8; 4]| {
+                *w = w.wrapping_add(u64::from(u32::from_le_bytes(le)) << shift);
+            }),
+            (true, true) => self.for_each_chunk(first_block, out, |w, le: [u8; 4]| {
+                *w = w.wrapping_sub(u64::from(u32::from_le_bytes(le)) << shift);
+            }),
+            (false, false) => self.for_each_chunk(first_block, out, |w, le: [u8; 8]| {
+                *w = w.wrapping_add(u64::from_le_bytes(le) << shift);
+            }),
+            (false, true) => self.for_each_chunk(first_block, out, |w, le: [u8; 8]| {
+                *w = w.wrapping_sub(u64::from_le_bytes(le) << shift);
+            }),
+        }
+    }
+
+    /// The AES blocks [`KeyStream::add_top_bits`] reads for `len` words of `bits` bits, from
+    /// block 0: whole batches, as every read here.
+    pub(crate) fn blind_blocks(len: usize, bits: u32) -> u128 {
+        let per_word = match bits {
+            ..=24 => 3,
+            25..=32 => 4,
+            _ => 8,
+        };
+        Self::blocks_for(len * per_word)
     }
 
     /// Fills `out` with the keystream read as little-endian u32 words, from block `first_block`
@@ -286,6 +376,55 @@ mod tests {
         let mut second = vec![0u64; 2048];
         KeyStream::new(KEY).fill_uniform(KeyStream::blocks_for(2048 * 8), &mut second);
         assert_eq!(second, expected[2048..2 * 2048]);
+    }
+
+    #[test]
+    fn blinds_are_the_keystream_in_the_top_bits() {
+        let start: Vec<u64> = (0..1000u64)
+            .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+            .collect();
+        // The keystream's bytes, and the same read as 3-byte words (t <= 24).
+        let mut bytes = vec![0u8; start.len() * 3];
+        KeyStream::new(KEY).fill_bytes(0, &mut bytes);
+        let raw24: Vec<u32> = bytes
+            .chunks_exact(3)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], 0]))
+            .collect();
+        for bits in [22, 24, 25, 32, 40] {
+            let mut raw = vec![0u64; start.len()];
+            let mut raw32 = vec![0u32; start.len()];
+            KeyStream::new(KEY).fill_uniform(0, &mut raw);
+            KeyStream::new(KEY).fill_u32(0, &mut raw32);
+            let mut added = start.clone();
+            KeyStream::new(KEY).add_top_bits(0, &mut added, bits, false);
+            let draws = added
+                .iter()
+                .zip(&start)
+                .zip(raw.iter().zip(&raw32).zip(&raw24));
+            for ((a, s), ((r64, r32), r24)) in draws {
+                let r = match bits {
+                    ..=24 => u64::from(*r24),
+                    25..=32 => u64::from(*r32),
+                    _ => *r64,
+                };
+                assert_eq!(*a, s.wrapping_add(r << (64 - bits)), "t = {bits}");
+            }
+            // Subtracting the same blind restores the words.
+            KeyStream::new(KEY).add_top_bits(0, &mut added, bits, true);
+            assert_eq!(added, start, "t = {bits}");
+        }
+        assert_eq!(
+            KeyStream::blind_blocks(1000, 22),
+            KeyStream::blocks_for(3000)
+        );
+        assert_eq!(
+            KeyStream::blind_blocks(1000, 25),
+            KeyStream::blocks_for(4000)
+        );
+        assert_eq!(
+            KeyStream::blind_blocks(1000, 40),
+            KeyStream::blocks_for(8000)
+        );
     }
 
     #[test]

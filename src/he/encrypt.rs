@@ -178,6 +178,7 @@ impl PreparedEncryption {
             body_bits: bits,
             bodies,
             masks: Masks::Seeds(vec![self.seed]),
+            context: super::context::Context::default(),
         };
         let own = OwnMask {
             seed: self.seed,

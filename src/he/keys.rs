@@ -165,6 +165,13 @@ impl From<SecretFileError> for KeyError {
                 Self::TooLarge { path, found, limit }
             }
             SecretFileError::NotRegularFile { path, found } => Self::NotRegularFile { path, found },
+            // Key files carry no integrity header: these come from state files only.
+            error @ (SecretFileError::Integrity { .. } | SecretFileError::NotChecked { .. }) => {
+                Self::Malformed {
+                    path: PathBuf::new(),
+                    reason: error.to_string(),
+                }
+            }
         }
     }
 }
@@ -344,14 +351,7 @@ impl KeyFile {
             key_id: self.key_id.to_string(),
             seed: hex::encode(&self.seed[..]),
         };
-        let mut text = Zeroizing::new(serde_json::to_string_pretty(&on_disk).map_err(|e| {
-            KeyError::Malformed {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            }
-        })?);
-        text.push('\n');
-        secret_file::write_private_atomic(path, text.as_bytes(), force)?;
+        secret_file::write_private_json(path, &on_disk, force)?;
         Ok(())
     }
 
@@ -465,10 +465,17 @@ impl KeyFile {
             PARAMS.polynomial_size(),
             &mut generator,
         );
+        let (prk, _) = hkdf::Hkdf::<Sha256>::extract(None, &self.seed[..]);
+        let mut seed_prk = Zeroizing::new([0u8; 32]);
+        seed_prk.copy_from_slice(&prk);
+        let mut state_mac = Zeroizing::new([0u8; 32]);
+        expand_seed_prk(&seed_prk, &[STATE_MAC_LABEL], &mut state_mac[..]);
         let key = SecretKey {
             key_id: self.key_id,
             ntt: KeyNtt::new(glwe.as_ref(), PARAMS.polynomial_size().0)?,
             glwe,
+            state_mac,
+            seed_prk,
         };
         Ok(key)
     }
@@ -493,7 +500,27 @@ pub struct SecretKey {
     key_id: KeyId,
     glwe: GlweSecretKeyOwned<u64>,
     pub(crate) ntt: KeyNtt,
+    /// HKDF-SHA256(seed, info `hefl/v1/state-mac`): the key of the MAC on the parties'
+    /// checkpoints ([`SecretKey::state_mac_key`]). Domain-separated from the GLWE key's
+    /// derivation and the key id; wiped on drop.
+    state_mac: Zeroizing<[u8; 32]>,
+    /// HKDF-Extract(no salt, seed): every other secret derived from the seed is an
+    /// HKDF-Expand of it under a label of its own ([`SecretKey::derive_secret`]). Wiped on drop.
+    seed_prk: Zeroizing<[u8; 32]>,
 }
+
+/// HKDF-SHA256-Expand of `prk` with the concatenation of `info` into `out` (at most 8160
+/// bytes, which every caller is far below).
+fn expand_seed_prk(prk: &[u8; 32], info: &[&[u8]], out: &mut [u8]) {
+    // `from_prk` refuses only a PRK shorter than the hash; `expand` only more than 255 blocks.
+    if let Ok(hk) = hkdf::Hkdf::<Sha256>::from_prk(prk) {
+        let expanded = hk.expand_multi_info(info, out);
+        debug_assert!(expanded.is_ok(), "HKDF output of {} bytes", out.len());
+    }
+}
+
+/// The HKDF label of the checkpoints' MAC key.
+const STATE_MAC_LABEL: &[u8] = b"hefl/v1/state-mac";
 
 impl fmt::Debug for SecretKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -530,6 +557,21 @@ impl SecretKey {
     /// ```
     pub fn as_glwe_secret_key(&self) -> GlweSecretKey<&[u64]> {
         self.glwe.as_view()
+    }
+
+    /// The key of the MAC on a party's checkpoints
+    /// ([`Integrity::Mac`](crate::secret_file::Integrity)): derived from the seed with
+    /// HKDF-SHA256 under its own label, so it reveals nothing of the GLWE key, and a checkpoint
+    /// edited by anyone without the shared key is refused.
+    pub fn state_mac_key(&self) -> &[u8; 32] {
+        &self.state_mac
+    }
+
+    /// A secret derived from the key's seed by HKDF-SHA256 (no salt) under `info`: the
+    /// canary tags of secure aggregation ([`crate::secagg`]) use it with their own label,
+    /// so what they reveal says nothing of the GLWE key or of any other derived secret.
+    pub(crate) fn derive_secret(&self, info: &[&[u8]], out: &mut [u8]) {
+        expand_seed_prk(&self.seed_prk, info, out);
     }
 }
 

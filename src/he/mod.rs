@@ -95,6 +95,7 @@
 
 mod ciphertext;
 mod compact;
+mod context;
 pub mod csprng;
 mod encrypt;
 pub mod keys;
@@ -106,6 +107,7 @@ pub mod wire;
 
 pub use ciphertext::{EncryptedVector, HeError, MAX_PLAINTEXT_LEN};
 pub use compact::CompactVector;
+pub use context::Context;
 pub use csprng::SecureRng;
 pub use encrypt::{OwnMask, PreparedEncryption};
 pub use ntt::NttError;

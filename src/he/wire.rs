@@ -1,13 +1,14 @@
-//! Wire format of a [`CompactVector`] (version 2), and its validating parser. (What each field
+//! Wire format of a [`CompactVector`] (version 3), and its validating parser. (What each field
 //! is for, and hefl's other formats: `docs/formats.md`.)
 //!
 //! ```text
 //! magic      8 bytes   "HEFLGLWE"
-//! version    u16 LE    WIRE_VERSION (2)
+//! version    u16 LE    WIRE_VERSION (3)
 //! header     bincode 1.3 (fixed-width little-endian integers, at most 512 bytes):
 //!              parameter_set: String, glwe_dimension: u64, polynomial_size: u64,
 //!              key_id: [u8; 32], plaintext_len: u64, summands: u32,
-//!              body_bits: u32, mask_bits: u32 (0: seeds form), seed_count: u32
+//!              body_bits: u32, mask_bits: u32 (0: seeds form), seed_count: u32,
+//!              context: { run: [u8; 32], round: u64, party: u32 } (a sum: party u32::MAX)
 //! seeds      seed_count x u128 LE, strictly increasing (seeds form: one per summand)
 //! mask       switched form only: ceil(len / N) x k x N values of mask_bits bits, packed
 //! bodies     len values of body_bits bits, packed
@@ -36,6 +37,7 @@ use bincode::Options;
 
 use super::ciphertext::MAX_PLAINTEXT_LEN;
 use super::compact::{CompactVector, Masks, add_masks, mask_words};
+use super::context::Context;
 use super::keys::KeyId;
 pub(crate) use super::pack::le_word;
 use super::pack::round_to;
@@ -45,9 +47,10 @@ use super::widths::{DownloadForm, Widths};
 
 /// First bytes of every serialized [`CompactVector`].
 const MAGIC: [u8; 8] = *b"HEFLGLWE";
-/// Version of the wire format this release writes and reads: 2, compact ciphertexts (1 was
-/// hefl 0.1's full ciphertexts).
-pub const WIRE_VERSION: u16 = 2;
+/// Version of the wire format this release writes and reads: 3, compact ciphertexts bound to
+/// their run, round and party (2 had no [`Context`]; 1 was hefl 0.1's full ciphertexts).
+pub const WIRE_VERSION: u16 = 3;
+
 /// Upper bound on the bincode header (the real one is about 160 bytes).
 const HEADER_LIMIT: u64 = 512;
 /// Bytes of one seed.
@@ -210,6 +213,7 @@ struct Header {
     body_bits: u32,
     mask_bits: u32,
     seed_count: u32,
+    context: Context,
 }
 
 fn bincode_options() -> impl Options {
@@ -255,7 +259,38 @@ impl CompactVector {
             body_bits: self.body_bits,
             mask_bits,
             seed_count,
+            context: self.context,
         }
+    }
+
+    /// The context this message names (see [`Context`]).
+    pub fn context(&self) -> Context {
+        self.context
+    }
+
+    /// Names the context this message is for: a party's upload when it seals, the server's
+    /// published sum when it closes a round.
+    pub fn set_context(&mut self, context: Context) {
+        self.context = context;
+    }
+
+    /// Rewrites the context in a message's header, in place (the header's size does not
+    /// change). Refuses bytes whose header does not parse.
+    pub fn restamp(bytes: &mut [u8], context: Context) -> Result<(), WireError> {
+        let (mut header, rest) = read_header(bytes)?;
+        let end = bytes.len() - rest.len();
+        header.context = context;
+        let mut out = &mut bytes[PREFIX_LEN..end];
+        bincode_options()
+            .serialize_into(&mut out, &header)
+            .map_err(|e| WireError::Header(HeaderError::Decode(e)))
+    }
+
+    /// The context a message names, read from its header alone (checked: magic, version and a
+    /// header that parses), without parsing the rest.
+    pub fn context_of(bytes: &[u8]) -> Result<Context, WireError> {
+        let (header, _) = read_header(bytes)?;
+        Ok(header.context)
     }
 
     /// An upper bound on the size of any valid message of the federation `expected` (an
@@ -397,6 +432,7 @@ impl CompactVector {
             body_bits: parts.header.body_bits,
             bodies,
             masks,
+            context: parts.header.context,
         })
     }
 
@@ -479,6 +515,14 @@ fn le_seed(chunk: &[u8]) -> u128 {
 /// Checks every field of a message against `expected` and `kind`; returns its header and the
 /// exact byte ranges of its seeds, mask and bodies.
 fn validate<'a>(bytes: &'a [u8], expected: &Expected, kind: Kind) -> Result<Parts<'a>, WireError> {
+    let (header, rest) = read_header(bytes)?;
+    validate_header(&header, expected, kind)?;
+    validate_body(header, rest, expected)
+}
+
+/// The header of a message and the bytes after it: magic, version and the bincode header
+/// checked, nothing else.
+fn read_header(bytes: &[u8]) -> Result<(Header, &[u8]), WireError> {
     let prefix = bytes.get(..PREFIX_LEN).ok_or(WireError::Truncated {
         part: "magic and version",
         needed: PREFIX_LEN as u64,
@@ -503,8 +547,15 @@ fn validate<'a>(bytes: &'a [u8], expected: &Expected, kind: Kind) -> Result<Part
     let header: Header = bincode_options()
         .deserialize_from(&mut rest)
         .map_err(|e| header_error(*e, available))?;
-    validate_header(&header, expected, kind)?;
+    Ok((header, rest))
+}
 
+/// The exact byte ranges of a message's seeds, mask and bodies after its validated header.
+fn validate_body<'a>(
+    header: Header,
+    rest: &'a [u8],
+    expected: &Expected,
+) -> Result<Parts<'a>, WireError> {
     // Bounded by MAX_PLAINTEXT_LEN and the u32 counts: no overflow in usize on 64 bits.
     let len = expected.plaintext_len;
     let seeds_len = header.seed_count as usize * SEED_BYTES;
@@ -564,7 +615,7 @@ fn validate<'a>(bytes: &'a [u8], expected: &Expected, kind: Kind) -> Result<Part
 /// is read).
 fn padding_is_zero(bytes: &[u8], bits: u32, count: usize) -> bool {
     let block = super::pack::BLOCK;
-    if count % block == 0 {
+    if count.is_multiple_of(block) {
         return true;
     }
     let block_bytes = bits as usize * size_of::<u64>();

@@ -254,13 +254,13 @@ impl Mlp {
         mut self,
         projection: Option<InputProjection>,
     ) -> Result<Self, ModelError> {
-        if let Some(p) = &projection {
-            if p.outputs() != self.layers[0] {
-                return Err(ModelError::ProjectionMismatch {
-                    outputs: p.outputs(),
-                    inputs: self.layers[0],
-                });
-            }
+        if let Some(p) = &projection
+            && p.outputs() != self.layers[0]
+        {
+            return Err(ModelError::ProjectionMismatch {
+                outputs: p.outputs(),
+                inputs: self.layers[0],
+            });
         }
         self.projection = projection;
         Ok(self)

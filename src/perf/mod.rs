@@ -9,6 +9,8 @@
 //! the machine ([`Machine`] goes with every table); ratios are measured in the same run.
 //! The measured tables, and how to reproduce each, are in the guide `docs/performance.md`.
 
+#[cfg(feature = "net")]
+pub mod network;
 pub mod suite;
 pub mod workloads;
 
@@ -35,6 +37,9 @@ pub enum PerfError {
     /// The model could not be built.
     #[error(transparent)]
     Model(#[from] crate::model::ModelError),
+    /// Secure aggregation's fixture (roster, blinder) or its sealing failed.
+    #[error(transparent)]
+    SecAgg(#[from] crate::secagg::SecAggError),
     /// Sealing or opening an update failed.
     #[error(transparent)]
     Envelope(#[from] crate::fl::EnvelopeError),
@@ -53,6 +58,12 @@ pub enum PerfError {
     /// A thread pool could not be built.
     #[error("cannot build a thread pool: {0}")]
     ThreadPool(#[from] rayon::ThreadPoolBuildError),
+    /// A party of the plan could not be set up.
+    #[error(transparent)]
+    Party(#[from] crate::fl::PlanPartyError),
+    /// A party could not seal its update.
+    #[error(transparent)]
+    Seal(#[from] crate::fl::SealError),
 }
 
 /// The machine a measurement ran on: absolute times mean little without it.

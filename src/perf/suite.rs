@@ -1,7 +1,10 @@
 //! `hefl bench-report`: every measurement of the criterion benches, timed with a short
 //! loop ([`measure`]), then written as markdown tables, CSV and PNG plots.
 
-use super::workloads::{self, BYTES_PARTIES, ClientRound, ClientWork, PARTY_COUNTS, Submissions};
+use super::workloads::{
+    self, BLIND_PARTIES, BYTES_PARTIES, BlindRound, ClientRound, ClientWork, PARTY_COUNTS,
+    Submissions,
+};
 use super::{
     LinearFit, Machine, PerfError, Timing, current_memory_bytes, measure, measure_parts,
     peak_memory_bytes, reset_peak_memory, thread_counts, thread_pool,
@@ -82,6 +85,15 @@ pub struct BytesRow {
     pub open: Option<Timing>,
 }
 
+/// One client's blinds per round in a strict secure-aggregation federation of `parties`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BlindRow {
+    /// Parties in the federation (the client blinds against the P − 1 others).
+    pub parties: u32,
+    /// Sealing the default MLP's update with canaries and blinds.
+    pub timing: Timing,
+}
+
 /// Encryption or decryption of one vector length at one thread count.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ThroughputRow {
@@ -114,6 +126,8 @@ pub struct Report {
     pub aggregation_fixture_bytes: usize,
     /// Encryption throughput.
     pub throughput: Vec<ThroughputRow>,
+    /// Secure aggregation (strict): one client's blinds per round, at P = 3, 10, 100.
+    pub blinds: Vec<BlindRow>,
 }
 
 /// Runs every measurement, reporting each step through `progress`.
@@ -135,6 +149,18 @@ pub fn run(options: Options, progress: &mut dyn FnMut(&str)) -> Result<Report, P
         client.push(ClientRow { work, timing });
     }
     drop(round);
+
+    let mut blinds = Vec::new();
+    for parties in BLIND_PARTIES {
+        let mut work = BlindRound::new(parties)?;
+        let (budget, min, max) = options.runs(Duration::from_micros(200) * parties);
+        let timing = measure_parts(budget, min, max, || work.run())?;
+        progress(&format!(
+            "secure aggregation: blinds at P={parties} {:.2} ms",
+            timing.median * 1e3
+        ));
+        blinds.push(BlindRow { parties, timing });
+    }
 
     let key = KeyFile::generate()?.secret_key()?;
     let largest = PARTY_COUNTS[PARTY_COUNTS.len() - 1];
@@ -230,6 +256,7 @@ pub fn run(options: Options, progress: &mut dyn FnMut(&str)) -> Result<Report, P
         f32_update_bytes: workloads::model_len() * 4,
         aggregation_fixture_bytes,
         throughput,
+        blinds,
     })
 }
 
@@ -315,9 +342,39 @@ impl Report {
             md.push_str("\nQuick run (`--quick`): few repetitions, medians are rough.\n");
         }
         md.push_str(&self.client_markdown());
+        md.push_str(&self.blinds_markdown());
         md.push_str(&self.aggregation_markdown());
         md.push_str(&self.bytes_markdown());
         md.push_str(&self.throughput_markdown());
+        md
+    }
+
+    fn blinds_markdown(&self) -> String {
+        let envelope = self
+            .client
+            .iter()
+            .find(|r| r.work == ClientWork::HeEnvelope)
+            .map(|r| r.timing.median);
+        let mut md = format!(
+            "\n### Secure aggregation (strict): blinds per client round\n\n\
+             Sealing the default MLP's update ({} slots with the weight, plus 2 canaries) with \
+             the blinds against every other party: P − 1 HKDF keys and AES-CTR keystreams; \
+             medians. Bytes and round trips are unchanged (the canaries sit in the last \
+             ciphertext's padding).\n\n\
+             | parties | blinds per round | vs the HE envelope (P = 3) |\n|---:|---:|---:|\n",
+            workloads::submission_len()
+        );
+        for row in &self.blinds {
+            let share = envelope.map_or("–".to_owned(), |e| {
+                format!("{:.1}%", 100.0 * row.timing.median / e)
+            });
+            let _ = writeln!(
+                md,
+                "| {} | {:.2} ms | {share} |",
+                row.parties,
+                row.timing.median * 1e3
+            );
+        }
         md
     }
 
@@ -551,8 +608,17 @@ impl Report {
                 r.decrypt.runs
             );
         }
+        let mut blinds = format!("{machine}parties,median_seconds,min_seconds,runs\n");
+        for r in &self.blinds {
+            let _ = writeln!(
+                blinds,
+                "{},{},{},{}",
+                r.parties, r.timing.median, r.timing.min, r.timing.runs
+            );
+        }
         vec![
             ("client_round.csv", client),
+            ("secagg_blinds.csv", blinds),
             ("aggregation.csv", aggregation),
             ("bytes.csv", bytes),
             ("he_throughput.csv", throughput),

@@ -19,13 +19,22 @@ use crate::fl::{
     RoundRules, Server, Step, Strategy, Summable, Weighting,
 };
 use crate::he::keys::SecretKey;
-use crate::he::{CompactVector, DownloadForm, Expected, SecureRng, Widths};
+use crate::he::{CompactVector, Context, DownloadForm, Expected, SecureRng, Widths};
 use crate::model::{DEFAULT_LAYERS, Mlp, OptimizerKind, param_count};
 use crate::quant::FixedPoint;
+use crate::secagg::{Attempt, Blinder, Identity, Mode, PartySet, Policy, Roster, SecAggError};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// The context of the measured uploads (one run, round 0; the party field is not checked
+/// outside a server).
+const DEMO: Context = Context {
+    run: [0; 32],
+    round: 0,
+    party: 0,
+};
 
 /// Batch size of the measured rounds (the demo's).
 pub const BATCH: usize = 64;
@@ -197,7 +206,7 @@ impl ClientRound {
             (1..DEMO_PARTIES)
                 .map(|_| {
                     envelope
-                        .seal(&fixed_update, 1, None, &mut rounding, &mut cost)
+                        .seal(&fixed_update, 1, DEMO, None, &mut rounding, &mut cost)
                         .map(|sealed| sealed.bytes)
                 })
                 .collect::<Result<Vec<_>, _>>()
@@ -292,7 +301,7 @@ fn round_trip(
     rng: &mut ChaCha20Rng,
 ) -> Result<(Vec<f32>, Duration), PerfError> {
     let mut cost = EnvelopeCost::default();
-    let sealed = envelope.seal(values, 1, prepared, rng, &mut cost)?;
+    let sealed = envelope.seal(values, 1, DEMO, prepared, rng, &mut cost)?;
     let server = Instant::now();
     let aggregate = match envelope.expected_he() {
         Some(expect) => fold::<CompactVector>(&sealed.bytes, others, &expect)?,
@@ -300,7 +309,11 @@ fn round_trip(
     };
     let server = server.elapsed();
     let parties: Vec<PartyId> = (0..DEMO_PARTIES).map(PartyId).collect();
-    Ok((envelope.open(&aggregate, &parties, &mut cost)?, server))
+    let context = Context::sum(DEMO.run, DEMO.round);
+    Ok((
+        envelope.open(&aggregate, &parties, context, &mut cost)?,
+        server,
+    ))
 }
 
 /// The server's sum of `first` and `others`, serialized.
@@ -313,6 +326,7 @@ fn fold<S: Summable>(
     for other in others {
         sum.add_submission(other, expect)?;
     }
+    sum.set_context(Context::sum(DEMO.run, DEMO.round));
     Ok(sum.to_bytes())
 }
 
@@ -321,7 +335,9 @@ fn fold<S: Summable>(
 /// weight slot) which party i's submission cycles through; in `he`, one upload per party.
 pub struct Submissions<S: Summable> {
     expect: S::Expect,
-    messages: Vec<Vec<u8>>,
+    /// The messages, behind locks: a cycled plain message is stamped with the party that
+    /// submits it (its header names its sender) before each submission.
+    messages: Vec<std::sync::Mutex<Vec<u8>>>,
 }
 
 /// Fixed-point words of `len` values uniform in [-0.1, 0.1), encoded for `parties`.
@@ -340,6 +356,69 @@ pub fn vector_to_encrypt(
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
     let values: Vec<f32> = (0..len).map(|_| rng.random_range(-0.1..0.1)).collect();
     fp.encode(&values, &mut rng)
+}
+
+/// The parties of the secure-aggregation rows: the demo's, and two larger federations.
+pub const BLIND_PARTIES: [u32; 3] = [3, 10, 100];
+
+/// One client's blinds in a strict secure-aggregation federation of `parties`: its blinder
+/// (pair secrets with every other party, computed once per run) and an encoded update of
+/// the default MLP (values and weight); [`BlindRound::run`] seals it for the next round,
+/// which is what `--secure-agg strict` adds to a client's round (P − 1 blind keys by HKDF,
+/// P − 1 AES-CTR keystreams over the update, the canary slots).
+pub struct BlindRound {
+    blinder: Blinder,
+    key: SecretKey,
+    fp: FixedPoint,
+    set: PartySet,
+    words: Vec<u64>,
+    round: u64,
+}
+
+impl BlindRound {
+    /// Party 0 of a strict federation of `parties` (identities from fixed seeds).
+    pub fn new(parties: u32) -> Result<Self, PerfError> {
+        let key = crate::he::keys::KeyFile::from_seed([5; 32]).secret_key()?;
+        let identities: Vec<Identity> = (0..parties)
+            .map(|i| {
+                let mut bytes = [0x42u8; 32];
+                bytes[4..8].copy_from_slice(&i.to_le_bytes());
+                Identity::from_secret_bytes(bytes)
+            })
+            .collect();
+        let policy = Policy {
+            mode: Mode::Strict,
+            parties,
+            min_parties: parties,
+        };
+        let keys = identities.iter().map(Identity::public).collect();
+        let roster = Roster::new(key.key_id(), keys, policy).map_err(SecAggError::from)?;
+        let blinder = Blinder::new(&identities[0], PartyId(0), &roster, [7; 32])?;
+        Ok(Self {
+            blinder,
+            key,
+            fp: FixedPoint::for_parties(parties)?,
+            set: PartySet::new(roster.parties()),
+            words: vector_to_encrypt(submission_len(), parties, 11)?,
+            round: 0,
+        })
+    }
+
+    /// Seals the update for the next round (canaries and blinds) and returns the time it
+    /// took (a copy of the update is made before the clock starts: a party's sealing moves
+    /// its words in).
+    pub fn run(&mut self) -> Result<Duration, PerfError> {
+        let round = Round(self.round);
+        self.round += 1;
+        let words = self.words.clone();
+        let start = Instant::now();
+        let sealed = self
+            .blinder
+            .seal(words, &self.fp, &self.key, round, Attempt(0), &self.set)?;
+        let elapsed = start.elapsed();
+        drop(std::hint::black_box(sealed));
+        Ok(elapsed)
+    }
 }
 
 /// Slots of every submission: the model's parameters and the weight.
@@ -369,12 +448,15 @@ impl Submissions<CompactVector> {
         let messages = (0..parties as usize)
             .map(|i| {
                 let base = &distinct[i % distinct.len()];
-                match i < distinct.len() {
-                    true => base.to_bytes(),
-                    false => base
-                        .with_seed(0xBE7C_0000_0000_0000_u128 << 64 | i as u128)
-                        .to_bytes(),
-                }
+                let mut upload = match i < distinct.len() {
+                    true => base.clone(),
+                    false => base.with_seed(0xBE7C_0000_0000_0000_u128 << 64 | i as u128),
+                };
+                upload.set_context(Context {
+                    party: i as u32,
+                    ..DEMO
+                });
+                std::sync::Mutex::new(upload.to_bytes())
             })
             .collect();
         Ok(Self { expect, messages })
@@ -390,7 +472,9 @@ impl Submissions<PlainSum> {
             messages: (0..DISTINCT_MESSAGES)
                 .map(|i| {
                     let words = vector_to_encrypt(submission_len(), parties, i as u64)?;
-                    Ok(PlainSum::fresh(words).to_bytes())
+                    Ok(std::sync::Mutex::new(
+                        PlainSum::sealed(words, DEMO).to_bytes(),
+                    ))
                 })
                 .collect::<Result<_, PerfError>>()?,
         })
@@ -405,12 +489,17 @@ impl<S: Summable> Submissions<S> {
 
     /// Bytes one party uploads.
     pub fn message_len(&self) -> usize {
-        self.messages.first().map_or(0, Vec::len)
+        self.messages
+            .first()
+            .map_or(0, |m| m.lock().unwrap_or_else(|p| p.into_inner()).len())
     }
 
     /// Bytes of all prepared messages (held by the fixture, not by the server).
     pub fn fixture_bytes(&self) -> usize {
-        self.messages.iter().map(Vec::len).sum()
+        self.messages
+            .iter()
+            .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
     }
 
     /// One server round with `parties` parties: a fresh [`Server`], every party's bytes
@@ -426,8 +515,14 @@ impl<S: Summable> Submissions<S> {
         // HTTP handler calls it, every submission also pays a thread handoff (about 8 µs on
         // the 2-core reference machine).
         rayon::scope(|_| {
-            for (party, bytes) in (0..parties).zip(self.messages.iter().cycle()) {
-                server.submit(PartyId(party), Round(0), bytes, now)?;
+            for (party, message) in (0..parties).zip(self.messages.iter().cycle()) {
+                let mut bytes = message.lock().unwrap_or_else(|p| p.into_inner());
+                let context = Context { party, ..DEMO };
+                if S::context_of(&bytes).is_ok_and(|found| found != context) {
+                    // A cycled plain message: its sender field, in place (four bytes).
+                    S::restamp(&mut bytes, context)?;
+                }
+                server.submit(PartyId(party), Round(0), &bytes, now)?;
             }
             Ok::<(), PerfError>(())
         })?;

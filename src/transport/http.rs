@@ -4,8 +4,10 @@
 //! | request | what it does |
 //! |---|---|
 //! | `GET /v1/plan` | the run's [`Plan`](crate::fl::Plan) as JSON |
+//! | `POST /v1/ready` | the party has loaded its data: round 0's clock starts once every party has said so (or at the join timeout once `min_parties` have) |
 //! | `POST /v1/rounds/{r}/update` | one party's sealed update for round r (body: wire bytes) |
-//! | `GET /v1/rounds/{r}/aggregate?wait_ms=W&keep_from=K` | round r's sum once it is published (long poll: `204 No Content` if still open after W ms); header `x-hefl-parties` lists the parties in it. `keep_from`: the party may still ask for the sums from round K on (its last checkpoint), so the server keeps them |
+//! | `GET /v1/rounds/{r}/aggregate?wait_ms=W&keep_from=K` | round r's sum once it is published (long poll: `204 No Content` if still open after W ms); header `x-hefl-parties` lists the parties in it. `keep_from`: the party may still ask for the sums from round K on (its last checkpoint), so the server keeps them. Strict secure aggregation: `x-hefl-next-set` lists the next round's party set, and a void round answers `200` with an empty body and `x-hefl-void: 1` (`x-hefl-parties` then lists the members that had submitted, possibly none) |
+//! | `POST /v1/rounds/{r}/rejoin` | strict secure aggregation: a party left out of round r's set asks to rejoin; `x-hefl-round` in the answer names the first round whose set holds it |
 //! | `POST /v1/rounds/{r}/skipped` | the party skipped round r: its sum could not be a sum of valid updates (body: the reason, at most 4 KiB); the server logs it |
 //! | `PUT /v1/snapshot/{r}` | a party's sealed model snapshot of the model before round r (body: wire bytes); kept if newer than the one kept |
 //! | `GET /v1/snapshot` | the latest model snapshot (`404` if none yet); header `x-hefl-round` names its round |
@@ -16,8 +18,8 @@
 //! token `401`, and the connection is closed with the body unread. A `Content-Length` above
 //! the largest valid message gets `413` at once. Refusals keep the round intact and say why
 //! in the body: `409` wrong round or duplicate (with `x-hefl-refusal: late` and the open
-//! round in `x-hefl-round` when the round already closed, `duplicate` when the party's update
-//! is already in), `410` an aggregate no longer kept, `413` a body above the limit, `422` a
+//! round in `x-hefl-round` when the round already closed, `not-in-set` with the open round
+//! when the party is not in its party set, `duplicate` when the party's update is already in), `410` an aggregate no longer kept, `413` a body above the limit, `422` a
 //! malformed update or one of another key id, parameter set or length, `408` an upload
 //! slower than the floor rate. [`Limits`] bounds what any peer can hold: time to send
 //! headers, pauses in a body, upload rate, and open connections in total and per address.
@@ -30,6 +32,7 @@
 //! side for [`run_party`](crate::fl::run_party).
 
 use super::limits::{Limits, PeerCaps};
+use super::metrics::{Answered, Metrics};
 use super::tokens::Tokens;
 use crate::fl::{
     Hub, MalformedAnswer, ModelSnapshot, PartyId, Plan, Published, Refusal, RefusalKind, Round,
@@ -39,7 +42,9 @@ use crate::secret_file::{self, SecretFileError};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Extension, Path as UrlPath, Query, Request, State};
+use axum::extract::{
+    ConnectInfo, DefaultBodyLimit, Extension, Path as UrlPath, Query, Request, State,
+};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -48,6 +53,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,11 +64,16 @@ use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutError, TimeoutLayer};
 pub const PARTY_HEADER: &str = "x-hefl-party";
 /// Header listing the parties in a published sum, comma-separated.
 pub const PARTIES_HEADER: &str = "x-hefl-parties";
-/// Header set on a `409`: `late` when the update's round already closed, `duplicate` when
-/// the party's update for the round is already in.
+/// Header set on a refusal a party acts on: `late` (`409`) when the update's round already
+/// closed, `duplicate` (`409`) when the party's update for the round is already in,
+/// `seed-taken` (`422`) when a copy of the upload got in first (the party reseals).
 pub const REFUSAL_HEADER: &str = "x-hefl-refusal";
 /// Header naming a round: the open round on a `late` refusal, a model snapshot's round.
 pub const ROUND_HEADER: &str = "x-hefl-round";
+/// Header listing the next round's party set (strict secure aggregation), comma-separated.
+pub const NEXT_SET_HEADER: &str = "x-hefl-next-set";
+/// Header marking a void round (strict secure aggregation): `1`.
+pub const VOID_HEADER: &str = "x-hefl-void";
 /// Longest a single aggregate request waits before answering `204 No Content`.
 const MAX_WAIT: Duration = Duration::from_secs(10);
 
@@ -156,6 +167,12 @@ fn kind_of(status: StatusCode) -> RefusalKind {
 struct Shared {
     hub: Arc<Hub>,
     tokens: Tokens,
+    /// The connection caps, told which connections authenticated.
+    caps: PeerCaps,
+    /// Notified whenever the hub's state changes ([`Hub::watch`]): long polls wait on it.
+    changed: Arc<tokio::sync::Notify>,
+    /// What `GET /metrics` reports.
+    metrics: Metrics,
 }
 
 fn refusal_response(refusal: &Refusal) -> Response {
@@ -168,6 +185,13 @@ fn refusal_response(refusal: &Refusal) -> Response {
         }
         Some(Submitted::AlreadyIn) => {
             headers.insert(REFUSAL_HEADER, HeaderValue::from_static("duplicate"));
+        }
+        Some(Submitted::NotInSet { open }) => {
+            headers.insert(REFUSAL_HEADER, HeaderValue::from_static("not-in-set"));
+            headers.insert(ROUND_HEADER, HeaderValue::from(open.0));
+        }
+        Some(Submitted::Taken) => {
+            headers.insert(REFUSAL_HEADER, HeaderValue::from_static("seed-taken"));
         }
         Some(Submitted::Accepted) | None => {}
     }
@@ -192,10 +216,7 @@ fn authenticate(st: &Shared, headers: &HeaderMap) -> Result<PartyId, (RefusalKin
             ),
         ));
     }
-    let token = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+    let token = bearer(headers)
         .ok_or_else(|| unauthorized("missing authorization: Bearer <token> header".to_owned()))?;
     if !st.tokens.check(party, token) {
         return Err(unauthorized(format!("wrong token for party {party}")));
@@ -203,16 +224,93 @@ fn authenticate(st: &Shared, headers: &HeaderMap) -> Result<PartyId, (RefusalKin
     Ok(PartyId(party))
 }
 
+/// The token of an `authorization: Bearer <token>` header.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+}
+
+/// Lets a request through only with the operator's token (no party's token, no party header
+/// needed); refused like any unauthenticated request otherwise.
+async fn require_operator(
+    State(st): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match bearer(request.headers()) {
+        Some(token) if st.tokens.check_operator(token) => {
+            st.caps.authenticated(peer);
+            next.run(request).await
+        }
+        _ => (
+            StatusCode::UNAUTHORIZED,
+            "GET /v1/status and /metrics take the operator's token (the .operator file beside the tokens file)",
+        )
+            .into_response(),
+    }
+}
+
+/// What the operator sees ([`Hub::status`]): JSON.
+async fn status_handler(State(st): State<Arc<Shared>>) -> Response {
+    axum::Json(st.hub.status()).into_response()
+}
+
+/// The server's metrics in Prometheus's text format ([`Metrics`]).
+async fn metrics_handler(State(st): State<Arc<Shared>>) -> Response {
+    let text = st.metrics.render(&st.hub, st.caps.open());
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// Counts every answered request (authenticated or not) by status and refusal tag, and the
+/// body bytes each way by `Content-Length`: two atomic adds per request.
+async fn count_requests(State(st): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    let length = |headers: &HeaderMap| {
+        headers
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let received = length(request.headers());
+    let response = next.run(request).await;
+    let refusal = response
+        .headers()
+        .get(REFUSAL_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let answered = Answered {
+        status: response.status().as_u16(),
+        refusal,
+    };
+    st.metrics
+        .answered(answered, received, length(response.headers()));
+    response
+}
+
 /// Runs before any handler and before a byte of the body is read: a request that does not
 /// authenticate is answered at once (and its connection closed with the body unread), so
 /// an unauthenticated peer costs the server one parsed header block.
 async fn require_party(
     State(st): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     mut request: Request,
     next: Next,
 ) -> Response {
     match authenticate(&st, request.headers()) {
         Ok(party) => {
+            // A party's connection: never closed to make room for strangers.
+            st.caps.authenticated(peer);
             request.extensions_mut().insert(party);
             next.run(request).await
         }
@@ -227,6 +325,15 @@ async fn plan_handler(
 ) -> Response {
     st.hub.join(party);
     axum::Json(Plan::clone(st.hub.plan())).into_response()
+}
+
+/// The party has loaded its data: round 0's clock may start ([`Hub::ready`]).
+async fn ready_handler(
+    State(st): State<Arc<Shared>>,
+    Extension(party): Extension<PartyId>,
+) -> Response {
+    st.hub.ready(party);
+    (StatusCode::OK, "noted: ready").into_response()
 }
 
 async fn update_handler(
@@ -265,6 +372,15 @@ fn body_refusal(rejection: BytesRejection) -> Response {
     }
 }
 
+/// A published sum as a response body: every party's response reads the same bytes.
+struct SharedBody(Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for SharedBody {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 #[derive(Deserialize)]
 struct WaitQuery {
     wait_ms: Option<u64>,
@@ -279,22 +395,51 @@ async fn aggregate_handler(
     Query(query): Query<WaitQuery>,
 ) -> Response {
     let wait = Duration::from_millis(query.wait_ms.unwrap_or(0)).min(MAX_WAIT);
-    let hub = Arc::clone(&st.hub);
     let keep_from = query.keep_from.map(Round);
-    let found =
-        tokio::task::spawn_blocking(move || hub.fetch(party, Round(round), wait, keep_from)).await;
+    // A long poll holds no thread: it asks the hub without waiting, and waits here for the
+    // hub's next change (a round closing, the run ending), at most a second at a time (the
+    // round's own deadline passes by the hub's clock, which `serve` keeps ticking).
+    let until = tokio::time::Instant::now() + wait;
+    let found = loop {
+        let changed = st.changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        match st.hub.fetch(party, Round(round), Duration::ZERO, keep_from) {
+            Ok(None) if tokio::time::Instant::now() < until => {}
+            other => break other,
+        }
+        let tick = until.min(tokio::time::Instant::now() + Duration::from_secs(1));
+        tokio::select! {
+            () = changed => {}
+            () = tokio::time::sleep_until(tick) => {}
+        }
+    };
     match found {
-        Ok(Ok(Some(published))) => {
-            let parties: Vec<String> = published.parties.iter().map(|p| p.0.to_string()).collect();
-            let mut response = (StatusCode::OK, published.bytes.to_vec()).into_response();
-            if let Ok(value) = HeaderValue::from_str(&parties.join(",")) {
-                response.headers_mut().insert(PARTIES_HEADER, value);
+        Ok(Some(published)) => {
+            let list = |ids: &[PartyId]| {
+                let ids: Vec<String> = ids.iter().map(|p| p.0.to_string()).collect();
+                HeaderValue::from_str(&ids.join(","))
+            };
+            let parties = list(&published.parties);
+            let next_set = published.next_set.as_deref().map(list);
+            let void = published.void;
+            // The sum's bytes are shared with every other response, not copied per party.
+            let body = Bytes::from_owner(SharedBody(published.bytes));
+            let mut response = (StatusCode::OK, body).into_response();
+            let headers = response.headers_mut();
+            if let Ok(value) = parties {
+                headers.insert(PARTIES_HEADER, value);
+            }
+            if let Some(Ok(value)) = next_set {
+                headers.insert(NEXT_SET_HEADER, value);
+            }
+            if void {
+                headers.insert(VOID_HEADER, HeaderValue::from_static("1"));
             }
             response
         }
-        Ok(Ok(None)) => StatusCode::NO_CONTENT.into_response(),
-        Ok(Err(refusal)) => refusal_response(&refusal),
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        Ok(None) => StatusCode::NO_CONTENT.into_response(),
+        Err(refusal) => refusal_response(&refusal),
     }
 }
 
@@ -308,6 +453,28 @@ async fn skipped_handler(
 ) -> Response {
     match st.hub.skipped(party, Round(round), &reason) {
         Ok(()) => (StatusCode::OK, format!("noted: {round} skipped")).into_response(),
+        Err(refusal) => refusal_response(&refusal),
+    }
+}
+
+/// Strict secure aggregation: a party left out of the open round's set asks to rejoin; the
+/// first round whose set holds it in [`ROUND_HEADER`].
+async fn rejoin_handler(
+    State(st): State<Arc<Shared>>,
+    Extension(party): Extension<PartyId>,
+) -> Response {
+    match st.hub.rejoin(party) {
+        Ok(from) => {
+            let mut response = (
+                StatusCode::OK,
+                format!("{party} is in the party set from {from} on"),
+            )
+                .into_response();
+            response
+                .headers_mut()
+                .insert(ROUND_HEADER, HeaderValue::from(from.0));
+            response
+        }
         Err(refusal) => refusal_response(&refusal),
     }
 }
@@ -441,6 +608,7 @@ fn router(shared: Arc<Shared>, limits: &Limits) -> Router {
     let upload_deadline = limits.upload_deadline(body_limit);
     Router::new()
         .route("/v1/plan", get(plan_handler))
+        .route("/v1/ready", post(ready_handler))
         .route(
             "/v1/rounds/{round}/update",
             post(update_handler)
@@ -452,6 +620,10 @@ fn router(shared: Arc<Shared>, limits: &Limits) -> Router {
                 .layer::<_, Infallible>(RequestBodyLimitLayer::new(body_limit)),
         )
         .route("/v1/rounds/{round}/aggregate", get(aggregate_handler))
+        .route(
+            "/v1/rounds/{round}/rejoin",
+            post(rejoin_handler).layer(DefaultBodyLimit::max(0)),
+        )
         .route(
             "/v1/rounds/{round}/skipped",
             post(skipped_handler).layer(DefaultBodyLimit::max(MAX_SKIP_REASON)),
@@ -471,6 +643,19 @@ fn router(shared: Arc<Shared>, limits: &Limits) -> Router {
             Arc::clone(&shared),
             require_party,
         ))
+        .merge(
+            Router::new()
+                .route("/v1/status", get(status_handler))
+                .route("/metrics", get(metrics_handler))
+                .route_layer(middleware::from_fn_with_state(
+                    Arc::clone(&shared),
+                    require_operator,
+                )),
+        )
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&shared),
+            count_requests,
+        ))
         .layer(RequestBodyTimeoutLayer::new(limits.body_timeout))
         .layer(DefaultBodyLimit::max(body_limit.max(snapshot_limit)))
         .layer(RequestBodyLimitLayer::new(body_limit.max(snapshot_limit)))
@@ -488,27 +673,37 @@ pub fn serve(
     limits: &Limits,
     log: impl Fn(&str) + Send + Sync + 'static,
 ) -> Result<ServeReport, TransportError> {
+    let caps = PeerCaps::new(limits, log);
+    let changed = Arc::new(tokio::sync::Notify::new());
+    hub.watch({
+        let changed = Arc::clone(&changed);
+        move || changed.notify_waiters()
+    });
     let shared = Arc::new(Shared {
         hub: Arc::clone(&hub),
         tokens,
+        caps: caps.clone(),
+        changed,
+        metrics: Metrics::new(),
     });
     let app = router(shared, limits);
-    let caps = PeerCaps::new(limits, log);
     listener.set_nonblocking(true)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     runtime.block_on(async {
+        let sweeper = tokio::spawn(caps.clone().sweep_every());
         let handle = axum_server::Handle::new();
         let stopper = {
-            let (hub, handle) = (Arc::clone(&hub), handle.clone());
+            let (hub, handle, caps) = (Arc::clone(&hub), handle.clone(), caps.clone());
             tokio::spawn(async move {
                 let _ = tokio::task::spawn_blocking(move || hub.wait_finished()).await;
+                caps.close_strangers();
                 handle.graceful_shutdown(Some(Duration::from_secs(5)));
             })
         };
-        let service = app.into_make_service();
+        let service = app.into_make_service_with_connect_info::<SocketAddr>();
         let server = axum_server::from_tcp(listener)?.handle(handle);
         match tls {
             None => {
@@ -528,6 +723,7 @@ pub fn serve(
             }
         }
         stopper.abort();
+        sweeper.abort();
         Ok::<(), std::io::Error>(())
     })?;
     // The serving loop ended (finished, or the listener failed): release any waiter.
@@ -744,6 +940,10 @@ impl Uplink for HttpUplink {
                 Ok(Submitted::Late { open: Round(open) })
             }
             (StatusCode::CONFLICT, Some(b"duplicate"), _) => Ok(Submitted::AlreadyIn),
+            (StatusCode::CONFLICT, Some(b"not-in-set"), Some(open)) => {
+                Ok(Submitted::NotInSet { open: Round(open) })
+            }
+            (StatusCode::UNPROCESSABLE_ENTITY, Some(b"seed-taken"), _) => Ok(Submitted::Taken),
             (status, _, _) => Err(Self::refused(status, &answer.body)),
         }
     }
@@ -773,17 +973,32 @@ impl Uplink for HttpUplink {
             keep_from.map_or(String::new(), |k| format!("&keep_from={}", k.0))
         );
         let (_, headers, body) = self.get(&path)?;
-        let parties = headers
-            .get(PARTIES_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| {
-                v.split(',')
-                    .filter(|s| !s.is_empty())
-                    .map(|s| s.trim().parse().map(PartyId))
-                    .collect::<Result<Vec<_>, _>>()
-            });
-        let parties = match parties {
-            Some(Ok(p)) if !p.is_empty() => p,
+        let list = |header: &'static str| {
+            headers.get(header).map(|v| {
+                v.to_str()
+                    .ok()
+                    .and_then(|v| {
+                        v.split(',')
+                            .filter(|s| !s.is_empty())
+                            .map(|s| s.trim().parse().map(PartyId).ok())
+                            .collect::<Option<Vec<_>>>()
+                    })
+                    .ok_or(MalformedAnswer::Header { round, header })
+            })
+        };
+        let void = match headers.get(VOID_HEADER) {
+            None => false,
+            Some(v) if v == "1" && body.is_empty() => true,
+            Some(_) => {
+                return Err(MalformedAnswer::Header {
+                    round,
+                    header: VOID_HEADER,
+                }
+                .into());
+            }
+        };
+        let parties = match list(PARTIES_HEADER) {
+            Some(Ok(p)) if void || !p.is_empty() => p,
             _ => {
                 return Err(MalformedAnswer::Header {
                     round,
@@ -792,16 +1007,41 @@ impl Uplink for HttpUplink {
                 .into());
             }
         };
+        let next_set = list(NEXT_SET_HEADER).transpose()?;
         Ok(Published {
             round,
             parties,
             bytes: Arc::new(body),
+            void,
+            next_set,
         })
+    }
+
+    fn rejoin(&mut self, round: Round) -> Result<Round, UplinkError> {
+        let path = format!("/v1/rounds/{}/rejoin", round.0);
+        let answer = self.send("POST", &path, "text/plain; charset=utf-8", b"")?;
+        match (answer.status, answer.round) {
+            (StatusCode::OK, Some(from)) => Ok(Round(from)),
+            (StatusCode::OK, None) => Err(MalformedAnswer::Header {
+                round,
+                header: ROUND_HEADER,
+            }
+            .into()),
+            (status, _) => Err(Self::refused(status, &answer.body)),
+        }
     }
 
     fn put_snapshot(&mut self, round: Round, bytes: &[u8]) -> Result<(), UplinkError> {
         let path = format!("/v1/snapshot/{}", round.0);
         let answer = self.send("PUT", &path, "application/octet-stream", bytes)?;
+        if answer.status == StatusCode::OK {
+            return Ok(());
+        }
+        Err(Self::refused(answer.status, &answer.body))
+    }
+
+    fn ready(&mut self) -> Result<(), UplinkError> {
+        let answer = self.send("POST", "/v1/ready", "text/plain; charset=utf-8", b"")?;
         if answer.status == StatusCode::OK {
             return Ok(());
         }

@@ -12,6 +12,8 @@
 pub mod http;
 #[cfg(feature = "net")]
 mod limits;
+#[cfg(feature = "net")]
+mod metrics;
 mod tokens;
 
 #[cfg(feature = "net")]

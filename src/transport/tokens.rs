@@ -8,6 +8,9 @@ use std::path::Path;
 /// Shortest token accepted from a tokens file (issued tokens have 64 hex characters).
 pub const MIN_TOKEN_LEN: usize = 16;
 
+/// Longest token accepted from a tokens file.
+pub const MAX_TOKEN_LEN: usize = 256;
+
 /// Largest tokens file read (a million parties' tokens fit).
 const MAX_TOKENS_FILE: u64 = 128 << 20;
 
@@ -45,6 +48,8 @@ pub enum TokensError {
 #[derive(Clone)]
 pub struct Tokens {
     digests: Vec<[u8; 32]>,
+    /// The operator's token (`GET /v1/status`), if the server has one.
+    operator: Option<[u8; 32]>,
 }
 
 impl Tokens {
@@ -64,7 +69,33 @@ impl Tokens {
     pub fn from_issued(issued: &[String]) -> Self {
         Self {
             digests: issued.iter().map(|t| digest(t)).collect(),
+            operator: None,
         }
+    }
+
+    /// These tokens, and `operator` as the operator's (the only token `GET /v1/status`
+    /// takes; no party's token does).
+    pub fn with_operator(mut self, operator: &str) -> Self {
+        self.operator = Some(digest(operator));
+        self
+    }
+
+    /// Whether `presented` is the operator's token (never when the server has none).
+    pub fn check_operator(&self, presented: &str) -> bool {
+        self.operator.is_some_and(|d| d == digest(presented))
+    }
+
+    /// Where the operator's token is kept beside the tokens file at `tokens`:
+    /// `tokens.json` -> `tokens.operator`.
+    pub fn operator_path(tokens: &Path) -> std::path::PathBuf {
+        tokens.with_extension("operator")
+    }
+
+    /// Reads the operator's token from `path` (a JSON list of one token, as a tokens file),
+    /// or creates it with a fresh token (mode 0600) if there is none.
+    pub fn load_or_create_operator(path: &Path) -> Result<String, TokensError> {
+        let mut one = Self::load_or_create(path, 1)?;
+        Ok(one.remove(0))
     }
 
     /// Whether `presented` is party `party`'s token.
@@ -92,11 +123,7 @@ impl Tokens {
             return Ok(issued);
         }
         let (_, issued) = Self::generate(parties)?;
-        let json = serde_json::to_string_pretty(&issued).map_err(|e| TokensError::Invalid {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-        crate::secret_file::write_private_atomic(path, json.as_bytes(), false)?;
+        crate::secret_file::write_private_json(path, &issued, false)?;
         Ok(issued)
     }
 
@@ -128,6 +155,9 @@ fn read_tokens(path: &Path) -> Result<Vec<String>, TokensError> {
 /// let tokens = parse_tokens(br#"["0123456789abcdef0123"]"#, Path::new("tokens.json"))?;
 /// assert_eq!(tokens.len(), 1);
 /// assert!(parse_tokens(b"{}", Path::new("tokens.json")).is_err());
+/// // A token a header cannot carry is refused, not kept to fail every request.
+/// assert!(parse_tokens(br#"["0123456789abcdef 0123"]"#, Path::new("t")).is_err());
+/// assert!(parse_tokens(b"[\"0123456789abcdef0123\\r\\n\"]", Path::new("t")).is_err());
 /// # Ok::<(), hefl::transport::TokensError>(())
 /// ```
 pub fn parse_tokens(bytes: &[u8], path: &Path) -> Result<Vec<String>, TokensError> {
@@ -137,10 +167,25 @@ pub fn parse_tokens(bytes: &[u8], path: &Path) -> Result<Vec<String>, TokensErro
     };
     let tokens: Vec<String> = serde_json::from_slice(bytes)
         .map_err(|e| invalid(format!("expected a JSON list of tokens: {e}")))?;
-    if let Some(party) = tokens.iter().position(|t| t.len() < MIN_TOKEN_LEN) {
+    if let Some(party) = tokens
+        .iter()
+        .position(|t| !(MIN_TOKEN_LEN..=MAX_TOKEN_LEN).contains(&t.len()))
+    {
         return Err(invalid(format!(
-            "party {party}'s token has {} characters, expected at least {MIN_TOKEN_LEN}",
+            "party {party}'s token has {} characters, expected {MIN_TOKEN_LEN} to {MAX_TOKEN_LEN}",
             tokens[party].len()
+        )));
+    }
+    // What an `authorization: Bearer` header can carry as it is (RFC 6750's token68 without
+    // padding): a token with spaces, CR/LF or non-ASCII could never authenticate.
+    let usable = |c: char| c.is_ascii_alphanumeric() || "-._~+/".contains(c);
+    if let Some((party, bad)) = tokens
+        .iter()
+        .enumerate()
+        .find_map(|(p, t)| t.chars().find(|&c| !usable(c)).map(|c| (p, c)))
+    {
+        return Err(invalid(format!(
+            "party {party}'s token has the character {bad:?}, expected letters, digits and - . _ ~ + / only (a header cannot carry it)"
         )));
     }
     // A shared token would let one party submit as another.

@@ -118,6 +118,7 @@ fn bench_report_quick_writes_tables_csv_and_plots() {
         "Server aggregation latency",
         "Bytes per party per round",
         "Encryption throughput",
+        "Secure aggregation (strict): blinds per client round",
     ] {
         assert!(stdout.contains(heading), "missing {heading:?}:\n{stdout}");
     }
@@ -132,6 +133,7 @@ fn bench_report_quick_writes_tables_csv_and_plots() {
         "aggregation.csv",
         "bytes.csv",
         "he_throughput.csv",
+        "secagg_blinds.csv",
         "aggregation.png",
         "client_round.png",
         "bytes.png",
@@ -165,7 +167,8 @@ fn bench_report_quick_writes_tables_csv_and_plots() {
         let n: f64 = row.split(',').nth(3).unwrap().parse().unwrap();
         n / 407_080.0
     };
-    assert_eq!(size("plain", 3, "upload"), 814_188.0 / 407_080.0);
+    // 64 header bytes (magic, length, summands, run, round, party) and 101,770 words.
+    assert_eq!(size("plain", 3, "upload"), 814_232.0 / 407_080.0);
     // The compact format's targets: uploads at most 1.0, 1.15 and 1.35 times the f32
     // update at 3, 100 and 1000 parties; the 3-party seeds download at most 1.0 plus 16
     // bytes per party.
@@ -295,6 +298,241 @@ fn serve_validates_before_it_listens() {
 }
 
 /// `keygen --force` replaces a key file, never a device, a named pipe or a link.
+/// A plan file passes the same gate as the flags: what a flag may not say, a plan file may
+/// not either (each refused before listening, exit 2, one line naming the setting), and a
+/// plan "file" that is a device is refused without reading it; so are the flags whose runs
+/// could never finish (more layers than a model file holds, an idle timeout within a
+/// round's) and tokens a header cannot carry.
+#[test]
+fn plan_files_flags_and_tokens_that_cannot_finish_are_refused_up_front() {
+    use hefl::fl::{RoundRules, TrainConfig, plan_for};
+    use serde_json::json;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = TrainConfig {
+        parties: 3,
+        ..TrainConfig::default()
+    };
+    let good = plan_for(&config, 60_000, None, None, RoundRules::default()).expect("plan");
+    let good = serde_json::to_value(&*good).expect("json");
+    let edited = |pointer: &str, value: serde_json::Value| {
+        let mut plan = good.clone();
+        *plan.pointer_mut(pointer).expect(pointer) = value;
+        plan
+    };
+    let layers: Vec<usize> = std::iter::once(784)
+        .chain(std::iter::repeat_n(2, 300))
+        .chain([10])
+        .collect();
+    let dirichlet = |alpha: f64| json!({"kind": "dirichlet", "alpha": alpha});
+    let plans = [
+        (
+            "alpha 0",
+            edited("/config/partition", dirichlet(0.0)),
+            "partition",
+        ),
+        (
+            "alpha -1",
+            edited("/config/partition", dirichlet(-1.0)),
+            "partition",
+        ),
+        (
+            "alpha 1e-300",
+            edited("/config/partition", dirichlet(1e-300)),
+            "partition",
+        ),
+        (
+            "2 images, 3 parties",
+            edited("/config/train_subset", json!(2)),
+            "train",
+        ),
+        (
+            "302 layers",
+            edited("/config/layers", json!(layers)),
+            "layers",
+        ),
+        (
+            "idle within a round",
+            edited("/idle_timeout_ms", json!(5_000)),
+            "idle",
+        ),
+    ];
+    std::fs::write(dir.path().join("good.json"), good.to_string()).expect("write");
+    let mut cases: Vec<(String, Vec<String>, i32, &str)> = plans
+        .into_iter()
+        .map(|(what, plan, says)| {
+            let path = dir.path().join(format!("{what}.json"));
+            std::fs::write(&path, plan.to_string()).expect("write");
+            let args = owned(&["--plan", path.to_str().expect("utf-8")]);
+            (format!("plan file: {what}"), args, 2, says)
+        })
+        .collect();
+    let many = vec!["2"; 300].join(",");
+    for (what, flags, says) in [
+        (
+            "--hidden with 300 layers",
+            vec!["--hidden", many.as_str()],
+            "layers",
+        ),
+        (
+            "--partition dirichlet:1e-300",
+            vec!["--partition", "dirichlet:1e-300"],
+            "partition",
+        ),
+        (
+            "idle within a round",
+            vec!["--idle-timeout", "5s", "--round-timeout", "20s"],
+            "idle",
+        ),
+        (
+            "subset below the parties",
+            vec!["--parties", "3", "--train-subset", "2"],
+            "train-subset",
+        ),
+    ] {
+        cases.push((what.to_owned(), owned(&flags), 2, says));
+    }
+    cases.push((
+        "--plan /dev/zero".to_owned(),
+        owned(&["--plan", "/dev/zero"]),
+        1,
+        "/dev/zero",
+    ));
+    for (what, extra, code, says) in &cases {
+        let mut args = owned(&["serve", "--bind", "127.0.0.1:0", "--tokens", "tokens.json"]);
+        args.extend(extra.iter().cloned());
+        let run = crate::util::hefl_bounded(
+            &args,
+            dir.path(),
+            std::time::Duration::from_secs(10),
+            Some("listening on"),
+        );
+        assert!(!run.stopped, "{what}: the server listened: {}", run.stdout);
+        assert_eq!(
+            run.status.and_then(|s| s.code()),
+            Some(*code),
+            "{what}: {}",
+            run.stderr
+        );
+        let message = run.stderr.trim();
+        assert!(
+            message.starts_with("error: ") && message.lines().count() == 1,
+            "{what}: {message}"
+        );
+        assert!(
+            message.contains(says),
+            "{what}: {message:?} should say {says:?}"
+        );
+    }
+    // The untouched plan file is served (the negative control).
+    let serve_good = ["serve", "--bind", "127.0.0.1:0", "--tokens", "tokens.json"];
+    let run = crate::util::hefl_bounded(
+        &owned(&[&serve_good[..], &["--plan", "good.json"]].concat()),
+        dir.path(),
+        std::time::Duration::from_secs(20),
+        Some("listening on"),
+    );
+    assert!(run.stopped, "the good plan: {}", run.stderr);
+
+    // Tokens a header cannot carry.
+    for (what, token) in [
+        ("CRLF", "0123456789abcdef0123\\r\\n"),
+        ("a trailing space", "0123456789abcdef0123 "),
+        ("non-ASCII", "0123456789abcdef0123\u{e9}"),
+    ] {
+        let json = format!(r#"["{token}", "1123456789abcdef0123", "2123456789abcdef0123"]"#);
+        let path = dir.path().join("bad-tokens.json");
+        std::fs::write(&path, json).expect("write");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let args = ["serve", "--bind", "127.0.0.1:0", "--parties", "3"];
+        let run = crate::util::hefl_bounded(
+            &owned(&[&args[..], &["--tokens", "bad-tokens.json"]].concat()),
+            dir.path(),
+            std::time::Duration::from_secs(10),
+            Some("listening on"),
+        );
+        assert!(!run.stopped, "{what}: the server listened");
+        assert!(
+            run.stderr.contains("party 0's token has the character"),
+            "{what}: {}",
+            run.stderr
+        );
+    }
+}
+
+/// Each cause of an error is printed once: `evaluate` on a file that is not a model, a file
+/// that is not there, and a model of another input width each fail with one line that says
+/// its cause once.
+#[test]
+fn evaluate_errors_say_each_cause_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    crate::util::write_tiny_mnist(dir.path());
+    std::fs::write(dir.path().join("garbage.safetensors"), b"not a model").expect("write");
+    let narrow = hefl::model::Mlp::new(&[5, 3, 10], 1).expect("a model");
+    hefl::model::write_model(&dir.path().join("narrow.safetensors"), &narrow).expect("write");
+    for (file, cause) in [
+        ("garbage.safetensors", "not a valid safetensors file"),
+        ("missing.safetensors", "No such file or directory"),
+        (
+            "narrow.safetensors",
+            "the model takes 5 inputs per example, the data has 784",
+        ),
+    ] {
+        let out = crate::util::hefl(
+            &["evaluate", "--model", file, "--data-dir", "."],
+            dir.path(),
+        );
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{file}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{file}: {stderr}");
+        assert!(stderr.starts_with("error: "), "{file}: {stderr}");
+        assert_eq!(stderr.matches(cause).count(), 1, "{file}: {stderr}");
+    }
+}
+
+/// `bench-network` runs federations over loopback and writes its table and CSV; an unknown
+/// mode is refused before anything starts.
+#[test]
+fn bench_network_writes_its_table_and_csv() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let args = [
+        "bench-network",
+        "--parties",
+        "3,5",
+        "--modes",
+        "he-seeds,plain",
+        "--rounds",
+        "2",
+        "--out-dir",
+        "out",
+    ];
+    let out = crate::util::hefl(&args, dir.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let csv = std::fs::read_to_string(dir.path().join("out/network.csv")).expect("csv");
+    for row in ["he-seeds,3,2,", "he-seeds,5,2,", "plain,3,2,", "plain,5,2,"] {
+        assert!(csv.contains(row), "{csv}");
+    }
+    let md = std::fs::read_to_string(dir.path().join("out/network.md")).expect("md");
+    assert!(
+        md.contains("ms per party") && md.contains("he-seeds fold in memory"),
+        "{md}"
+    );
+    // No token file is left behind.
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("out"))
+        .expect("out")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(left.len(), 3, "{left:?}");
+    assert!(dir.path().join("out/network.png").exists());
+    let bad = crate::util::hefl(&["bench-network", "--modes", "ckks"], dir.path());
+    assert!(!bad.status.success());
+    assert!(
+        text(&bad.stderr).contains("unknown mode \"ckks\""),
+        "{}",
+        text(&bad.stderr)
+    );
+}
+
 #[test]
 fn keygen_refuses_to_replace_what_is_not_a_regular_file() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -533,5 +771,108 @@ fn tuned_dp_settings_feed_the_comparison() {
         text(&bad.stderr).contains("missing.json"),
         "{}",
         text(&bad.stderr)
+    );
+}
+
+/// `hefl identity` writes a private identity and prints its public line; `hefl roster`
+/// assembles the roster from public lines and prints its fingerprint, refusing a missing
+/// party id; `hefl serve` refuses secure aggregation without a roster, with another key's,
+/// and with `--min-parties` below the party count.
+#[test]
+fn identity_roster_and_serve_refuse_what_does_not_fit() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = hefl(&["keygen"], dir.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let key_id = KeyFile::load(&dir.path().join("keys/hefl.key"))
+        .unwrap()
+        .key_id()
+        .to_string();
+    for p in 0..3 {
+        let id = format!("p{p}.id");
+        let out = hefl(&["identity", "--out", &id], dir.path());
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let mode = std::fs::metadata(dir.path().join(&id))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        std::fs::write(dir.path().join(format!("p{p}.pub")), &out.stdout).unwrap();
+        let again = hefl(&["identity", "--out", &id], dir.path());
+        assert!(
+            !again.status.success(),
+            "an identity is never replaced without --force"
+        );
+    }
+    let missing = hefl(
+        &[
+            "roster", "--key-id", &key_id, "--party", "0=p0.pub", "--party", "2=p2.pub",
+        ],
+        dir.path(),
+    );
+    assert!(!missing.status.success());
+    assert!(
+        text(&missing.stderr).contains("not party 1"),
+        "{}",
+        text(&missing.stderr)
+    );
+    let out = hefl(
+        &[
+            "roster",
+            "--key",
+            "keys/hefl.key",
+            "--party",
+            "0=p0.pub",
+            "--party",
+            "1=p1.pub",
+            "--party",
+            "2=p2.pub",
+            "--out",
+            "roster.json",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("roster fingerprint: "),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let serve = |extra: &[&str]| {
+        let mut args = vec![
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--parties",
+            "3",
+            "--privacy",
+            "he",
+            "--secure-agg",
+            "strict",
+            "--tokens",
+            "tokens.json",
+        ];
+        args.extend_from_slice(extra);
+        let out = hefl(&args, dir.path());
+        assert!(!out.status.success(), "serve {extra:?} should refuse");
+        text(&out.stderr)
+    };
+    let other_key = KeyFile::from_seed([1; 32]).key_id().to_string();
+    assert!(serve(&["--key-id", &key_id]).contains("--roster"));
+    let log = serve(&["--key-id", &other_key, "--roster", "roster.json"]);
+    assert!(log.contains(&other_key) && log.contains(&key_id), "{log}");
+    let log = serve(&[
+        "--key-id",
+        &key_id,
+        "--roster",
+        "roster.json",
+        "--min-parties",
+        "2",
+    ]);
+    // A roster of min_parties 3 (every party): a plan of 2 would weaken it.
+    assert!(
+        log.contains("weakens the roster's policy")
+            && log.contains("the roster says 3, the plan 2"),
+        "{log}"
     );
 }

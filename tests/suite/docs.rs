@@ -274,12 +274,12 @@ fn links(prose: &[String]) -> Vec<(usize, String)> {
     for (n, line) in prose.iter().enumerate() {
         let trimmed = line.trim_start();
         // A reference definition: the label's first `]` is followed by `:`.
-        if let Some(label) = trimmed.strip_prefix('[') {
-            if let Some(target) = label.split_once(']').and_then(|(_, r)| r.strip_prefix(':')) {
-                let target = target.split_whitespace().next().unwrap_or("");
-                found.push((n + 1, target.to_owned()));
-                continue;
-            }
+        if let Some(label) = trimmed.strip_prefix('[')
+            && let Some(target) = label.split_once(']').and_then(|(_, r)| r.strip_prefix(':'))
+        {
+            let target = target.split_whitespace().next().unwrap_or("");
+            found.push((n + 1, target.to_owned()));
+            continue;
         }
         let mut rest = line.as_str();
         while let Some(at) = rest.find("](") {

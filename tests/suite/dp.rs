@@ -740,8 +740,17 @@ impl hefl::fl::Uplink for NoUplink {
     ) -> Result<(), hefl::fl::UplinkError> {
         unreachable!("no round runs")
     }
+    fn rejoin(
+        &mut self,
+        _round: hefl::fl::Round,
+    ) -> Result<hefl::fl::Round, hefl::fl::UplinkError> {
+        unreachable!("no round runs")
+    }
     fn snapshot(&mut self) -> Result<hefl::fl::ModelSnapshot, hefl::fl::UplinkError> {
         unreachable!("no round runs")
+    }
+    fn ready(&mut self) -> Result<(), hefl::fl::UplinkError> {
+        unreachable!("the projection is refused before the party is ready")
     }
 }
 

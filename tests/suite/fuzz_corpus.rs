@@ -106,11 +106,14 @@ fn write_seeds() {
     write("plain", "sum-all", &sum.to_bytes());
 
     // The hub: [mode | party << 1, round] then the update.
-    for (name, prefix, message) in [
+    for (name, prefix, mut message) in [
         ("plain-party0", [0u8, 0], submission.clone()),
         ("plain-party2", [4, 0], submission),
         ("he-party0", [1, 0], fresh[0].to_bytes()),
     ] {
+        // Stamped as the party's round-0 update of the fuzz plan's run.
+        let (he, party) = (prefix[0] & 1 == 1, u32::from(prefix[0] >> 1));
+        checks::restamp(he, &mut message, checks::upload_context(he, party));
         write("hub", name, &[prefix.as_slice(), &message].concat());
     }
 

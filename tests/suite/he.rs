@@ -8,8 +8,8 @@ use hefl::fl::Summable;
 use hefl::he::keys::{KeyError, KeyFile, KeyId, SecretKey};
 use hefl::he::params::PARAMS;
 use hefl::he::{
-    CompactVector, DownloadForm, EncryptedVector, Expected, HeError, MAX_PLAINTEXT_LEN, Widths,
-    WireError,
+    CompactVector, Context, DownloadForm, EncryptedVector, Expected, HeError, MAX_PLAINTEXT_LEN,
+    Widths, WireError,
 };
 use hefl::quant::FixedPoint;
 use proptest::prelude::*;
@@ -606,7 +606,7 @@ fn wire_refuses_the_old_full_ciphertext_version() {
         matches!(
             err,
             WireError::Version {
-                expected: 2,
+                expected: 3,
                 found: 1
             }
         ),
@@ -614,7 +614,7 @@ fn wire_refuses_the_old_full_ciphertext_version() {
     );
     assert_eq!(
         err.to_string(),
-        "wire format version 1, this hefl reads version 2"
+        "wire format version 1, this hefl reads version 3"
     );
 }
 
@@ -655,9 +655,12 @@ fn wire_refuses_too_many_summands_and_the_wrong_form() {
     assert!(CompactVector::parse_aggregate(&switched_sum, &expect(10), 3).is_err());
 }
 
-/// Offset of the header's last three u32 fields (body_bits, mask_bits, seed_count).
+/// Bytes of the header's context (run, round, party), its last field.
+const CONTEXT_BYTES: usize = 32 + 8 + 4;
+
+/// Offset of the three u32 fields before the context (body_bits, mask_bits, seed_count).
 fn width_fields(ct: &CompactVector, bytes: &[u8]) -> usize {
-    header_end(ct, bytes) - 12
+    header_end(ct, bytes) - CONTEXT_BYTES - 12
 }
 
 #[test]
@@ -766,14 +769,25 @@ fn wire_refuses_every_truncation() {
 fn wire_refuses_every_tampered_header_byte() {
     let (ct, bytes) = sample_message(3000);
     let expected = expect(3000);
+    let context = header_end(&ct, &bytes) - CONTEXT_BYTES;
     for at in 0..header_end(&ct, &bytes) {
         for flip in [0x01u8, 0x80, 0xff] {
             let mut tampered = bytes.clone();
             tampered[at] ^= flip;
-            assert!(
-                CompactVector::parse_submission(&tampered, &expected).is_err(),
-                "flipping {flip:#04x} at byte {at} went unnoticed"
-            );
+            if at < context {
+                assert!(
+                    CompactVector::parse_submission(&tampered, &expected).is_err(),
+                    "flipping {flip:#04x} at byte {at} went unnoticed"
+                );
+            } else {
+                // The context parses whatever it names; the receiver compares it with the
+                // context it expects, so an edited one names another party, round or run.
+                assert_ne!(
+                    CompactVector::context_of(&tampered).expect("parses"),
+                    ct.context(),
+                    "flipping {flip:#04x} at byte {at} went unnoticed"
+                );
+            }
         }
     }
     let mut magic = bytes.clone();
@@ -994,10 +1008,16 @@ fn envelope_refuses_aggregates_with_a_tampered_seed_or_party_count() {
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let mut cost = EnvelopeCost::default();
     let update: Vec<f32> = (0..500).map(|i| (i as f32 - 250.0) / 1000.0).collect();
+    let run = [0x5a; 32];
     let uploads: Vec<Vec<u8>> = (0..3)
-        .map(|_| {
+        .map(|party| {
+            let context = Context {
+                run,
+                round: 7,
+                party,
+            };
             envelope
-                .seal(&update, 1, None, &mut rng, &mut cost)
+                .seal(&update, 1, context, None, &mut rng, &mut cost)
                 .unwrap()
                 .bytes
         })
@@ -1006,9 +1026,20 @@ fn envelope_refuses_aggregates_with_a_tampered_seed_or_party_count() {
     for upload in &uploads[1..] {
         sum.add_submission(upload, &expect).unwrap();
     }
+    sum.set_context(Context::sum(run, 7));
     let bytes = sum.to_bytes();
-    let mean = envelope.open(&bytes, &three, &mut cost).unwrap();
+    let context = Context::sum(run, 7);
+    let mean = envelope.open(&bytes, &three, context, &mut cost).unwrap();
     assert!(mean.iter().zip(&update).all(|(m, u)| (m - u).abs() < 1e-4));
+
+    // The sum of round 7 opened as round 8's, or as another run's: refused before decryption.
+    for other in [Context::sum(run, 8), Context::sum([0xa5; 32], 7)] {
+        let err = envelope.open(&bytes, &three, other, &mut cost).unwrap_err();
+        assert!(
+            matches!(err, EnvelopeError::Context { .. }),
+            "{other}: {err}"
+        );
+    }
 
     // One bit of one seed: the masks no longer cancel; the sum decodes to garbage, which
     // the decoder's range checks refuse (the round is skipped, not applied).
@@ -1016,7 +1047,9 @@ fn envelope_refuses_aggregates_with_a_tampered_seed_or_party_count() {
     for seed in 0..3 {
         let mut tampered = bytes.clone();
         tampered[seeds_at + 16 * seed + 5] ^= 0x10;
-        let err = envelope.open(&tampered, &three, &mut cost).unwrap_err();
+        let err = envelope
+            .open(&tampered, &three, context, &mut cost)
+            .unwrap_err();
         assert!(
             matches!(err, EnvelopeError::Decode(_)),
             "seed {seed}: {err}"
@@ -1024,9 +1057,13 @@ fn envelope_refuses_aggregates_with_a_tampered_seed_or_party_count() {
     }
     // A sum of three opened as a sum of two: refused before decryption; as a sum of four,
     // more than the envelope's parties, refused before parsing.
-    let err = envelope.open(&bytes, &three[..2], &mut cost).unwrap_err();
+    let err = envelope
+        .open(&bytes, &three[..2], context, &mut cost)
+        .unwrap_err();
     assert!(matches!(err, EnvelopeError::Payload(_)), "2: {err}");
     let four: Vec<PartyId> = (0..4).map(PartyId).collect();
-    let err = envelope.open(&bytes, &four, &mut cost).unwrap_err();
+    let err = envelope
+        .open(&bytes, &four, context, &mut cost)
+        .unwrap_err();
     assert!(matches!(err, EnvelopeError::Parties { .. }), "4: {err}");
 }

@@ -14,6 +14,7 @@ mod model_file;
 mod network;
 mod party;
 mod quant;
+mod secagg;
 mod server;
 mod train;
 mod util;

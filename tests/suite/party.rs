@@ -14,8 +14,8 @@ use hefl::fl::{
     Strategy, Submitted, Summable, TrainConfig, Uplink, UplinkError, ValidPlan, Weighting,
     plan_for, run_party,
 };
-use hefl::he::CompactVector;
 use hefl::he::keys::{KeyFile, SecretKey};
+use hefl::he::{CompactVector, Context};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use std::collections::{BTreeMap, BTreeSet};
@@ -75,7 +75,18 @@ fn make_sums(plan: &ValidPlan, key: &Arc<SecretKey>) -> Sums {
             let update: Vec<f32> = (0..len).map(|_| rng.random_range(-0.05..0.05)).collect();
             let mut bytes = parties[party.0 as usize]
                 .envelope()
-                .seal(&update, 32, None, &mut rng, &mut Default::default())
+                .seal(
+                    &update,
+                    32,
+                    Context {
+                        run: plan.fingerprint(),
+                        round: r,
+                        party: party.0,
+                    },
+                    None,
+                    &mut rng,
+                    &mut Default::default(),
+                )
                 .expect("seal")
                 .bytes;
             if round == GARBAGE && party.0 == 1 {
@@ -92,7 +103,9 @@ fn make_sums(plan: &ValidPlan, key: &Arc<SecretKey>) -> Sums {
                 }
             }
         }
-        let bytes = Summable::to_bytes(&sum.expect("a sum"));
+        let mut sum = sum.expect("a sum");
+        sum.set_context(Context::sum(plan.fingerprint(), r));
+        let bytes = Summable::to_bytes(&sum);
         sums.insert(round, (members, Arc::new(bytes)));
     }
     sums
@@ -121,17 +134,19 @@ impl Uplink for Scripted<'_> {
             return Err(UplinkError::Stopped);
         }
         let (parties, bytes) = self.sums.get(&round).ok_or(UplinkError::Stopped)?;
-        Ok(Published {
-            round,
-            parties: parties.clone(),
-            bytes: Arc::clone(bytes),
-        })
+        Ok(Published::sum(round, parties.clone(), Arc::clone(bytes)))
     }
     fn skipped(&mut self, round: Round, _reason: &str) -> Result<(), UplinkError> {
         self.skipped.insert(round.0);
         Ok(())
     }
+    fn rejoin(&mut self, round: Round) -> Result<Round, UplinkError> {
+        Ok(round)
+    }
     fn put_snapshot(&mut self, _round: Round, _bytes: &[u8]) -> Result<(), UplinkError> {
+        Ok(())
+    }
+    fn ready(&mut self) -> Result<(), UplinkError> {
         Ok(())
     }
     fn snapshot(&mut self) -> Result<ModelSnapshot, UplinkError> {
@@ -310,24 +325,36 @@ fn plain_federation(party: u32, parties: u32, snapshot_every: Option<u64>) -> Fe
             lr: 0.1,
         },
         snapshot_every,
-        run: [7; 32],
+        run: PLAIN_RUN,
     }
 }
 
-fn plain_sum(updates: &[[f32; 3]], parties: u32) -> Vec<u8> {
+/// The run id of [`plain_federation`].
+const PLAIN_RUN: [u8; 32] = [7; 32];
+
+/// The published sum of `round` (of [`plain_federation`]'s run) of parties 0, 1, ...
+/// sending `updates`.
+fn plain_sum(round: u64, updates: &[[f32; 3]], parties: u32) -> Vec<u8> {
     let encoding =
         Encoding::new(8.0, 16, parties, Weighting::Fraction { nominal: 1 }).expect("encoding");
     let mut rng = ChaCha20Rng::seed_from_u64(1);
     let mut sum: Option<PlainSum> = None;
-    for update in updates {
+    for (party, update) in (0..).zip(updates) {
         let words = encoding.encode(update, 1, &mut rng).expect("encode").words;
-        let bytes = PlainSum::fresh(words).to_bytes();
+        let context = Context {
+            run: PLAIN_RUN,
+            round,
+            party,
+        };
+        let bytes = PlainSum::sealed(words, context).to_bytes();
         match sum.as_mut() {
             Some(sum) => sum.add_submission(&bytes, &4).expect("add"),
             None => sum = Some(PlainSum::parse_submission(&bytes, &4).expect("parse")),
         }
     }
-    sum.expect("a sum").to_bytes()
+    let mut sum = sum.expect("a sum");
+    sum.set_context(Context::sum(PLAIN_RUN, round));
+    sum.to_bytes()
 }
 
 fn plain_party(party: u32, snapshot_every: Option<u64>) -> Party {
@@ -346,12 +373,15 @@ fn plain_party(party: u32, snapshot_every: Option<u64>) -> Party {
 fn the_party_refuses_sums_out_of_order_and_party_lists_the_rules_forbid() {
     let mut party = plain_party(0, None);
     let ids = |ids: &[u32]| ids.iter().map(|&p| PartyId(p)).collect::<Vec<_>>();
-    let sum = plain_sum(&[[0.1, 0.2, 0.3], [0.1, 0.2, 0.3]], 3);
+    let sum = plain_sum(0, &[[0.1, 0.2, 0.3], [0.1, 0.2, 0.3]], 3);
     let mut cost = Default::default();
     let refuse = |party: &mut Party, round: u64, parties: &[u32], bytes: &[u8]| {
         let before = party.model().to_vec();
         let err = party
-            .receive(Round(round), &ids(parties), bytes, &mut Default::default())
+            .receive(
+                &Published::sum(Round(round), ids(parties).to_vec(), bytes.to_vec().into()),
+                &mut Default::default(),
+            )
             .expect_err("refused");
         assert!(
             party.model() == before.as_slice(),
@@ -377,23 +407,38 @@ fn the_party_refuses_sums_out_of_order_and_party_lists_the_rules_forbid() {
         PublishedError::Parties { .. }
     ));
     assert!(matches!(
-        refuse(&mut party, 0, &[1], &plain_sum(&[[0.1, 0.2, 0.3]], 3)),
+        refuse(&mut party, 0, &[1], &plain_sum(0, &[[0.1, 0.2, 0.3]], 3)),
         PublishedError::TooFew { min: 2, .. }
     ));
     // Two parties named, three summed: the envelope refuses it.
-    let three = plain_sum(&[[0.1; 3], [0.1; 3], [0.1; 3]], 3);
+    let three = plain_sum(0, &[[0.1; 3], [0.1; 3], [0.1; 3]], 3);
     assert!(matches!(
         refuse(&mut party, 0, &[0, 1], &three),
         PublishedError::Open { .. }
     ));
+    // Round 1's sum served as round 0's (a replay): the envelope refuses it, naming both.
+    let replayed = plain_sum(1, &[[0.1, 0.2, 0.3], [0.1, 0.2, 0.3]], 3);
+    let err = refuse(&mut party, 0, &[0, 1], &replayed);
+    assert!(matches!(err, PublishedError::Open { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("the sum of round 1, run 070707070707"),
+        "{err}"
+    );
     // The valid sum is applied once; the same round again changes nothing.
     let got = party
-        .receive(Round(0), &ids(&[0, 1]), &sum, &mut cost)
+        .receive(
+            &Published::sum(Round(0), ids(&[0, 1]), sum.clone().into()),
+            &mut cost,
+        )
         .expect("applied");
     assert!(matches!(got, Received::Applied { .. }));
     let after = party.model().to_vec();
     let again = party
-        .receive(Round(0), &ids(&[0, 1]), &sum, &mut cost)
+        .receive(
+            &Published::sum(Round(0), ids(&[0, 1]), sum.clone().into()),
+            &mut cost,
+        )
         .expect("stale");
     assert!(matches!(again, Received::Stale { .. }));
     assert!(party.model() == after.as_slice());
@@ -408,9 +453,12 @@ fn a_snapshot_resyncs_a_party_bit_for_bit_and_others_are_refused() {
     let ids = [PartyId(0), PartyId(1)];
     let mut ahead = plain_party(0, Some(2));
     for r in 0..4 {
-        let sum = plain_sum(&[[0.1 * r as f32, -0.2, 0.3], [0.05, 0.4, -0.1]], 3);
+        let sum = plain_sum(r, &[[0.1 * r as f32, -0.2, 0.3], [0.05, 0.4, -0.1]], 3);
         ahead
-            .receive(Round(r), &ids, &sum, &mut cost)
+            .receive(
+                &Published::sum(Round(r), ids.to_vec(), sum.to_vec().into()),
+                &mut cost,
+            )
             .expect("applied");
     }
     assert_eq!(ahead.snapshot_due(&ids), Some(Round(4)));
@@ -424,12 +472,18 @@ fn a_snapshot_resyncs_a_party_bit_for_bit_and_others_are_refused() {
     let bits = |p: &Party| p.model().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&behind), bits(&ahead));
     // The optimizer came along too: the next step is the same.
-    let sum = plain_sum(&[[0.3, 0.3, 0.3], [0.1, 0.1, 0.1]], 3);
+    let sum = plain_sum(4, &[[0.3, 0.3, 0.3], [0.1, 0.1, 0.1]], 3);
     ahead
-        .receive(Round(4), &ids, &sum, &mut cost)
+        .receive(
+            &Published::sum(Round(4), ids.to_vec(), sum.to_vec().into()),
+            &mut cost,
+        )
         .expect("applied");
     behind
-        .receive(Round(4), &ids, &sum, &mut cost)
+        .receive(
+            &Published::sum(Round(4), ids.to_vec(), sum.to_vec().into()),
+            &mut cost,
+        )
         .expect("applied");
     assert_eq!(bits(&behind), bits(&ahead));
 

@@ -1,8 +1,9 @@
 """ClientApp: plain numpy training; ``HeflMod`` encrypts what leaves the node.
 
 The train function sees the decrypted global model and returns its trained model with
-``num-examples``; the mod turns that into one ciphertext (the weighted difference to the
-global model). Only ``train-loss`` and ``eval-acc`` reach the server in plaintext."""
+``num-examples``; the mod turns that into one ciphertext (the difference to the global model,
+times ``num-examples``, and ``num-examples``). Only ``train-loss`` and ``eval-acc`` reach the
+server in plaintext."""
 
 from __future__ import annotations
 

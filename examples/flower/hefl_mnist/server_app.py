@@ -21,6 +21,7 @@ def main(grid: Grid, context: Context) -> None:
     strategy = HeFedAvg(
         key_id=key_id,
         max_examples=task.MAX_EXAMPLES,
+        max_parties=3,  # three nodes: the fewest bits per value
         min_available_nodes=3,
         min_train_nodes=3,
         min_evaluate_nodes=3,

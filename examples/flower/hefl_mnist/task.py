@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 SIZES = (784, 128, 10)
-# Bound on any node's examples (its FedAvg weight is examples / MAX_EXAMPLES): MNIST's size.
+# Bound on any node's examples (its integer FedAvg weight): MNIST's size.
 MAX_EXAMPLES = 60_000
 
 

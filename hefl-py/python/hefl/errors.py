@@ -27,6 +27,12 @@ __all__ = [
     "DecodeError",
     "SumFullError",
     "ConfigError",
+    "ProtocolError",
+    "OutOfOrderError",
+    "SnapshotError",
+    "StateError",
+    "SecureAggError",
+    "RosterError",
 ]
 
 
@@ -44,7 +50,8 @@ class KeyFileExistsError(KeyFileError, FileExistsError):
 
 
 class InsecureKeyFileError(KeyFileError, PermissionError):
-    """The key file is readable or writable by group or others; ``chmod 600`` it."""
+    """The key file (or a secure-aggregation identity file) is readable or writable by group
+    or others; ``chmod 600`` it."""
 
 
 class MessageError(HeflError, ValueError):
@@ -66,7 +73,8 @@ class EncodeError(HeflError, ValueError):
 
 class DecodeError(HeflError, ValueError):
     """An aggregate that decrypts to something no valid set of updates sums to (a total
-    weight out of range, a value beyond the parties' clip bound)."""
+    example count out of range, a value beyond the parties' clip bound). :meth:`Party.receive`
+    does not raise it: it skips such a round, as every party does."""
 
 
 class SumFullError(HeflError, ValueError):
@@ -74,4 +82,40 @@ class SumFullError(HeflError, ValueError):
 
 
 class ConfigError(HeflError, ValueError):
-    """A setting no fixed-point encoding can honour (e.g. ``max_parties=0``)."""
+    """A setting that cannot work: bounds no fixed-point encoding or GLWE noise budget fits
+    (the message names the settings nearby that do, e.g. the largest ``frac_bits`` for these
+    bounds), ``max_parties=0``, a plan that does not validate."""
+
+
+class ProtocolError(HeflError, ValueError):
+    """A published sum a party refuses, changing nothing: a party list that is empty,
+    unsorted or repeated, fewer parties than the federation's minimum, or a sum out of order.
+    The server broke the protocol, or the party lost its place."""
+
+
+class OutOfOrderError(ProtocolError):
+    """A sum for a later round than the party's next: the sums in between are missing (apply
+    them first, or resync from a model snapshot)."""
+
+
+class SnapshotError(HeflError, ValueError):
+    """A model snapshot a party cannot resync from: not a snapshot under this key, another
+    run's, another round than announced, older than the party, or a run without snapshots."""
+
+
+class StateError(HeflError, ValueError):
+    """Party state bytes that do not restore into this party: not a party state, another
+    format version, another run, another party, another model shape, or too large."""
+
+
+class SecureAggError(HeflError, ValueError):
+    """``strict`` secure aggregation refused to seal: a second seal of a round (a blind is
+    never applied to two inputs: resend the sealed bytes instead), or a party not in its
+    round's party set (it asks to rejoin)."""
+
+
+class RosterError(SecureAggError):
+    """The roster refused: a fingerprint other than the one compared out of band, a party it
+    does not list, an identity that is not its entry for the party, another HE key, a server
+    whose settings weaken its policy (no secure aggregation, another party count, a smaller
+    minimum), or a malformed roster. The message names what was expected and what came."""

@@ -21,7 +21,10 @@ def train(msg: Message, context: Context) -> Message:
     index = int(context.node_config["partition-id"])
     steps = int(context.run_config["local-steps"])
     model, loss = task.train(_model(msg), index, steps)
-    metrics = MetricRecord({"num-examples": task.EXAMPLES[index], "train-loss": loss})
+    # A run config "examples-scale" above 1 makes every node exceed max_examples (a run
+    # that must fail).
+    examples = task.EXAMPLES[index] * int(context.run_config.get("examples-scale", 1))
+    metrics = MetricRecord({"num-examples": examples, "train-loss": loss})
     content = RecordDict({"arrays": ArrayRecord({k: Array(v) for k, v in model.items()}), "metrics": metrics})
     return Message(content, reply_to=msg)
 

@@ -19,23 +19,26 @@ app = ServerApp()
 
 
 def _key_files_visible(context: Context) -> list[str]:
-    """Every string this process was configured with that names a loadable hefl key file."""
+    """Every string this process was configured with that names a loadable hefl key file or
+    identity file."""
     values = [*os.environ.values(), *map(str, context.run_config.values())]
     values += map(str, context.node_config.values())
     found = []
     for value in values:
         for candidate in {value, *value.split(os.pathsep)}:
-            try:
-                if os.path.isfile(candidate):
-                    hefl.key_id(candidate)
-                    found.append(candidate)
-            except (hefl.HeflError, OSError):
-                pass
+            for load in (hefl.key_id, hefl.Identity.load):
+                try:
+                    if os.path.isfile(candidate):
+                        load(candidate)
+                        found.append(candidate)
+                except (hefl.HeflError, OSError):
+                    pass
     return found
 
 
 class CheckedHeFedAvg(HeFedAvg):
-    """HeFedAvg that asserts every array it receives or keeps is ciphertext."""
+    """HeFedAvg that asserts every array it receives or keeps is ciphertext (in a run that
+    must succeed)."""
 
     def __init__(self, result_dir: Path, wait_nodes: int, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
@@ -53,22 +56,22 @@ class CheckedHeFedAvg(HeFedAvg):
         return super().configure_train(server_round, arrays, config, grid)
 
     def synchronize(self, grid, timeout=600):  # type: ignore[no-untyped-def]
-        current = len(self._aggregates)
-        self.synchronized = [n for n in grid.get_node_ids() if self._applied.get(n) != current]
+        self.synchronized = [
+            n for n in grid.get_node_ids() if self._view(n).confirmed != self._round
+        ]
         return super().synchronize(grid, timeout)
 
     def aggregate_train(self, server_round, replies):  # type: ignore[no-untyped-def]
         replies = list(replies)
         for reply in replies:
             assert not reply.has_error(), reply.error.reason
+            assert "arrays" not in reply.content
             for record in reply.content.array_records.values():
                 for array in record.values():
                     assert array.stype == hefl.STYPE, array.stype
                     self.checked_arrays += 1
         arrays, metrics = super().aggregate_train(server_round, replies)
-        assert arrays is not None
-        for array in arrays.values():
-            assert array.stype == hefl.STYPE
+        assert arrays is None  # the server holds no model
         (self.result_dir / f"round-{server_round}.done").write_text(str(len(replies)))
         return arrays, metrics
 
@@ -82,18 +85,41 @@ def main(grid: Grid, context: Context) -> None:
     assert "hefl-key" not in context.run_config and "hefl-key" not in context.node_config
 
     initial = ArrayRecord({k: Array(v) for k, v in task.initial_model().items()})
+    if int(context.run_config["examples-scale"]) != 1:
+        # A run that must fail: every node's num-examples exceeds max_examples, so round 1
+        # has no valid update and the strategy raises (the ServerApp exits non-zero).
+        failing = HeFedAvg(
+            key_id=str(context.run_config["hefl-key-id"]),
+            max_examples=task.MAX_EXAMPLES,
+            min_available_nodes=3,
+            min_train_nodes=3,
+        )
+        failing.start(grid=grid, initial_arrays=initial, num_rounds=1, timeout=120)
+        return
+    # Strict secure aggregation: the roster is public, the ServerApp may read it from its
+    # run config (nodes never take theirs from there).
+    strict = str(context.run_config.get("secure-agg", "")) == "strict"
+    secure: dict = {}
+    if strict:
+        secure = dict(
+            secure_agg="strict",
+            roster=str(context.run_config["hefl-roster"]),
+            roster_fingerprint=str(context.run_config["hefl-roster-fingerprint"]),
+            min_available_nodes=3,  # round 1's set is the whole roster
+            min_train_nodes=3,
+        )
+    else:
+        secure = dict(max_parties=10, min_available_nodes=2, min_train_nodes=2)
     strategy = CheckedHeFedAvg(
         result_dir,
         int(context.run_config["wait-nodes"]),
         frac_bits=24,  # the acceptance: within 1e-5 of plaintext FedAvg
         key_id=str(context.run_config["hefl-key-id"]),
         max_examples=task.MAX_EXAMPLES,
-        max_parties=10,
-        min_available_nodes=2,
-        min_train_nodes=2,
         # One node evaluates per round; the others get the last aggregate from synchronize.
         fraction_evaluate=0.34,
         min_evaluate_nodes=1,
+        **secure,
     )
     result = strategy.start(
         grid=grid,
@@ -101,13 +127,15 @@ def main(grid: Grid, context: Context) -> None:
         num_rounds=int(context.run_config["num-server-rounds"]),
         timeout=120,
     )
-    assert all(a.stype == hefl.STYPE for a in result.arrays.values())
+    assert len(result.arrays) == 0  # the model lives on the nodes
     summary = {
-        "aggregates": len(strategy._aggregates),
-        "parties": [count for _, count in strategy._aggregates],
+        "aggregates": strategy._round,
+        "parties": [len(strategy._kept[r][0]) for r in sorted(strategy._kept)],
+        "voids": [strategy._kept[r].void for r in sorted(strategy._kept)],
+        "numbering": {str(node): view.party for node, view in strategy._nodes.items()},
         "checked_arrays": strategy.checked_arrays,
         "synchronized": len(strategy.synchronized),
-        "applied": {str(node): n for node, n in strategy._applied.items()},
+        "applied": {str(node): view.confirmed for node, view in strategy._nodes.items()},
         "train_metrics": {
             str(r): dict(m) for r, m in result.train_metrics_clientapp.items()
         },
