@@ -49,7 +49,7 @@ fn aggregation(c: &mut Criterion) {
     sweep(
         c,
         "plain",
-        &Submissions::<PlainSum>::plain().expect("plain submissions"),
+        &Submissions::<PlainSum>::plain(largest).expect("plain submissions"),
     );
 }
 

@@ -160,14 +160,15 @@ pub fn wire(data: &[u8]) -> bool {
 }
 
 /// The plain wire format: [`PlainSum`] as a submission, as an aggregate and added into a
-/// sum, for the plain plan's slot count.
+/// sum, for the plain plan's slot count and width.
 pub fn plain(data: &[u8]) -> bool {
-    let slots = plan(false).wire_slots();
-    let submission = PlainSum::parse_submission(data, &slots);
-    let aggregate = PlainSum::parse_aggregate(data, &slots, PARTIES as u32);
-    let start = PlainSum::fresh(vec![1; slots]);
+    let shape = plan(false).expected_plain();
+    let submission = PlainSum::parse_submission(data, &shape);
+    let aggregate = PlainSum::parse_aggregate(data, &shape, PARTIES as u32);
+    let one = 1u64 << (64 - shape.bits);
+    let start = PlainSum::fresh(vec![one; shape.len], shape.bits);
     let mut sum = start.clone();
-    let added = sum.add_submission(data, &slots);
+    let added = sum.add_submission(data, &shape);
     assert_eq!(
         submission.is_ok(),
         added.is_ok(),
@@ -183,11 +184,16 @@ pub fn plain(data: &[u8]) -> bool {
         return false;
     };
     assert_eq!(parsed.to_bytes(), data, "re-encoding changed the message");
-    assert!(data.len() <= PlainSum::max_wire_len(&slots));
+    assert!(data.len() <= PlainSum::max_wire_len(&shape));
     assert!(data.len() <= plan(false).max_message_len());
-    assert_eq!(parsed.words().len(), slots);
-    if let Ok(one) = submission {
-        let expected: Vec<u64> = one.words().iter().map(|w| w.wrapping_add(1)).collect();
+    assert_eq!(parsed.words().len(), shape.len);
+    assert_eq!(parsed.bits(), shape.bits);
+    if let Ok(submitted) = submission {
+        let expected: Vec<u64> = submitted
+            .words()
+            .iter()
+            .map(|w| w.wrapping_add(one))
+            .collect();
         assert_eq!(sum.words(), expected.as_slice());
     }
     true
@@ -220,10 +226,11 @@ pub fn plan_json(data: &[u8]) -> bool {
         assert_eq!(e.widths.parties() as usize, valid.config().parties);
     }
     let max_len = valid.max_message_len();
-    // At least 2 bytes per slot (`he` bodies have 21 bits or more, plain words 64).
+    // At least the packed values: `he` bodies or plain words of the encoding's t bits.
+    let bits = expected.map_or(valid.expected_plain().bits, |e| e.widths.body_bits());
     assert!(
-        max_len > slots * 2 && max_len < usize::MAX,
-        "bound {max_len}"
+        max_len >= slots * bits as usize / 8 && max_len < usize::MAX,
+        "bound {max_len} for {slots} values of {bits} bits"
     );
     let json = serde_json::to_vec(&plan).expect("a plan serializes");
     let back: Plan = serde_json::from_slice(&json).expect("a serialized plan parses");
@@ -288,8 +295,8 @@ pub fn hub(data: &[u8]) -> bool {
             .expect("the published sum parses");
         assert_eq!(sum.summands(), parties);
     } else {
-        let slots = hub.plan().wire_slots();
-        PlainSum::parse_aggregate(bytes, &slots, parties).expect("the published sum parses");
+        let shape = hub.plan().expected_plain();
+        PlainSum::parse_aggregate(bytes, &shape, parties).expect("the published sum parses");
     }
     true
 }

@@ -2,7 +2,7 @@
 
 use super::output::{create_dir, write_file};
 use anyhow::{Context, Result, bail};
-use hefl::perf::network::{NetMode, NetworkOptions};
+use hefl::perf::network::{NetMode, NetworkOptions, Transport};
 use std::path::Path;
 use std::time::Instant;
 
@@ -46,21 +46,52 @@ pub fn run(quick: bool, out_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Runs `hefl bench-network`: federations of `parties` in each of `modes` over loopback.
+/// Every value of the list flag `flag` parsed by `parse`, or an error naming the first unknown
+/// one and what was `expected`.
+fn parse_each<T>(
+    flag: &str,
+    what: &str,
+    values: &[String],
+    parse: fn(&str) -> Option<T>,
+    expected: &str,
+) -> Result<Vec<T>> {
+    values
+        .iter()
+        .map(|v| match parse(v) {
+            Some(value) => Ok(value),
+            None => bail!("{flag}: unknown {what} {v:?}, expected {expected}"),
+        })
+        .collect()
+}
+
+/// Runs `hefl bench-network`: federations of `parties` in each of `modes` over each of
+/// `transports` on loopback.
 pub fn network(
     parties: &[u32],
     modes: &[String],
+    transports: &[String],
     rounds: u64,
     quick: bool,
     out_dir: &Path,
 ) -> Result<()> {
-    let modes = modes
-        .iter()
-        .map(|m| match NetMode::parse(m) {
-            Some(mode) => Ok(mode),
-            None => bail!("--modes: unknown mode {m:?}, expected plain, he-seeds or he-switched"),
-        })
-        .collect::<Result<Vec<_>>>()?;
+    // A thread per party, each freeing and allocating a download a round: no huge pages, and
+    // freed pages kept (see the functions).
+    hefl::alloc::avoid_huge_pages();
+    hefl::alloc::never_return_freed_pages();
+    let modes = parse_each(
+        "--modes",
+        "mode",
+        modes,
+        NetMode::parse,
+        "plain, he-seeds or he-switched",
+    )?;
+    let transports = parse_each(
+        "--transports",
+        "transport",
+        transports,
+        Transport::parse,
+        "http or https",
+    )?;
     if let Some(p) = parties.iter().find(|&&p| !(1..=10_000).contains(&p)) {
         bail!("--parties: {p} parties, expected 1 to 10000");
     }
@@ -80,23 +111,23 @@ pub fn network(
             parties.to_vec()
         },
         modes: if quick { vec![NetMode::HeSeeds] } else { modes },
+        transports: if quick {
+            vec![Transport::Http, Transport::Https]
+        } else {
+            transports
+        },
         rounds: if quick { 3 } else { rounds },
     };
     let start = Instant::now();
     let rows = hefl::perf::network::run(&options, &mut |step| {
         eprintln!("[{:6.1} s] {step}", start.elapsed().as_secs_f64());
     })?;
-    let command = if quick {
-        "hefl bench-network --quick".to_owned()
-    } else {
-        "hefl bench-network".to_owned()
-    };
-    eprintln!(
-        "[{:6.1} s] the in-memory fold at the same party counts",
-        start.elapsed().as_secs_f64()
-    );
-    let fold = hefl::perf::network::fold_seconds(&options.parties)?;
-    let markdown = hefl::perf::network::markdown(&rows, &fold);
+    // The command as typed, so that the page says how to reproduce it.
+    let command = std::iter::once("hefl".to_owned())
+        .chain(std::env::args().skip(1))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let markdown = hefl::perf::network::markdown(&rows);
     let machine = hefl::perf::Machine::detect();
     let md_path = out_dir.join("network.md");
     write_file(
@@ -109,7 +140,7 @@ pub fn network(
     let csv_path = out_dir.join("network.csv");
     write_file(&csv_path, hefl::perf::network::csv(&rows))?;
     let png_path = out_dir.join("network.png");
-    hefl::perf::network::plot(&rows, &fold, &png_path)?;
+    hefl::perf::network::plot(&rows, &png_path)?;
     println!("\n{markdown}");
     println!(
         "wrote {}, {}, {}",

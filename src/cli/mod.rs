@@ -209,13 +209,24 @@ pub enum Command {
             value_name = "MODE,..."
         )]
         modes: Vec<String>,
-        /// Rounds timed per federation (after one that warms the connections).
+        /// Transports, comma-separated: http, https (a throwaway self-signed certificate
+        /// made for the run, which every party verifies).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "http,https",
+            value_name = "TRANSPORT,..."
+        )]
+        transports: Vec<String>,
+        /// Rounds timed per federation, at least (after one that warms the connections;
+        /// federations of P < 60 parties time 300 / P rounds, up to 100).
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1000), value_name = "R")]
         rounds: u64,
-        /// About a minute: parties 3, 30 and 300, he-seeds only, 3 rounds.
+        /// About a minute: parties 3, 30 and 300, he-seeds only, over http and https, at
+        /// least 3 rounds.
         #[arg(long)]
         quick: bool,
-        /// Folder for network.md and network.csv.
+        /// Folder for network.md, network.csv and network.png.
         #[arg(long, default_value = "runs/bench", value_name = "DIR")]
         out_dir: PathBuf,
     },
@@ -289,10 +300,11 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::BenchNetwork {
             parties,
             modes,
+            transports,
             rounds,
             quick,
             out_dir,
-        } => bench::network(&parties, &modes, rounds, quick, &out_dir),
+        } => bench::network(&parties, &modes, &transports, rounds, quick, &out_dir),
         Command::DpEpsilon { args } => dp::epsilon(&args),
         Command::Serve(args) => serve::run(*args),
         Command::Join(args) => join::run(args),

@@ -222,6 +222,8 @@ fn check_roster(plan: &ValidPlan, roster: Option<&std::path::Path>) -> Result<()
 /// Validates everything (plan, limits, tokens, TLS files), then listens and serves the run
 /// until it is over.
 pub fn run(args: ServeArgs) -> Result<()> {
+    // A task per connection, up to thousands: no huge pages (see the function).
+    hefl::alloc::avoid_huge_pages();
     let plan = plan(&args)?;
     check_roster(&plan, args.roster.as_deref())?;
     let limits = args.limits.limits()?;

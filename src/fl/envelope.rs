@@ -3,7 +3,7 @@
 
 use super::config::Privacy;
 use super::encoding::{DecodeError, EncodeError, Encoding};
-use super::payload::{PayloadError, PlainSum, Summable};
+use super::payload::{PayloadError, PlainShape, PlainSum, Summable};
 use super::server::{PartyId, Round};
 use crate::he::keys::SecretKey;
 use crate::he::{
@@ -323,6 +323,15 @@ impl Envelope {
         })
     }
 
+    /// What a server checks plain (and `dp`) submissions against: the wire length, each word
+    /// kept to the encoding's t bits.
+    pub fn expected_plain(&self) -> PlainShape {
+        PlainShape {
+            len: self.wire_len(),
+            bits: self.encoding.total_bits(),
+        }
+    }
+
     /// An encryption of zero for the next update (`he`; `None` in plain mode): the offline
     /// part of sealing, counted in `cost.prepare_seconds`.
     pub fn prepare(
@@ -414,7 +423,9 @@ impl Envelope {
         cost: &mut EnvelopeCost,
     ) -> Result<Vec<u8>, EnvelopeError> {
         let bytes = match &self.he {
-            None => PlainSum::sealed(words.to_vec(), context).to_bytes(),
+            None => {
+                PlainSum::sealed(words.to_vec(), self.encoding.total_bits(), context).to_bytes()
+            }
             Some((key, widths)) => {
                 let prepared = match prepared {
                     Some(prepared) => prepared,
@@ -478,7 +489,7 @@ impl Envelope {
             };
             let (words, summands) = match self.he.as_ref().zip(self.expected_he()) {
                 None => {
-                    let sum = PlainSum::parse_aggregate(bytes, &self.wire_len(), count)?;
+                    let sum = PlainSum::parse_aggregate(bytes, &self.expected_plain(), count)?;
                     if let Some(error) = wrong_context(sum.context()) {
                         return Err(error);
                     }

@@ -14,7 +14,7 @@
 use super::checkpoint::{CheckpointError, ServerStore};
 use super::config::ConfigError;
 use super::error::{RefusalKind, UplinkError};
-use super::payload::{PlainSum, Summable};
+use super::payload::PlainSum;
 use super::plan::{RunId, ValidPlan};
 use super::rules::RoundRules;
 use super::server::{ModelSnapshot, PartyId, Published, Refusal, Round, Server};
@@ -361,7 +361,8 @@ impl Hub {
     /// let plan = plan_for(&config, 100, Some(1), None, RoundRules::default())?;
     /// let run = plan.fingerprint();
     /// // Party `party`'s update for round 0: 795 parameters and the weight.
-    /// let update = |party| PlainSum::sealed(vec![1; plan.wire_slots()], Context { run, round: 0, party }).to_bytes();
+    /// let shape = plan.expected_plain();
+    /// let update = |party| PlainSum::sealed(vec![1 << 50; shape.len], shape.bits, Context { run, round: 0, party }).to_bytes();
     /// let (a, b) = (update(0), update(1));
     /// let hub = Hub::new(plan, |_: &hefl::fl::HubEvent| {})?;
     /// hub.submit(PartyId(0), Round(0), &a)?;
@@ -393,16 +394,13 @@ impl Hub {
                 })
             }
             None => AnyServer::Plain(
-                Server::waiting(parties, rules, plan.wire_slots())?
+                Server::waiting(parties, rules, plan.expected_plain())?
                     .with_run(plan.fingerprint())
-                    .with_snapshots(plan.snapshot_len()?),
+                    .with_snapshots(plan.snapshot_expected_plain()?),
             ),
         };
         let max_submission_len = plan.max_message_len();
-        let max_snapshot_len = match plan.snapshot_expected_he()? {
-            Some(expect) => <crate::he::CompactVector as Summable>::max_wire_len(&expect),
-            None => <PlainSum as Summable>::max_wire_len(&plan.snapshot_len()?),
-        };
+        let max_snapshot_len = plan.max_snapshot_len()?;
         let now = Instant::now();
         Ok(Self {
             plan,

@@ -82,7 +82,7 @@ pub use party::{
     Federation, GlobalModel, Party, PartyState, PublishedError, Received, SealError, SetupError,
     SnapshotError, StateError,
 };
-pub use payload::{PayloadError, PlainError, PlainSum, Summable};
+pub use payload::{PayloadError, PlainError, PlainShape, PlainSum, Summable};
 pub use plan::{MAX_ROUNDS, Plan, PlanPartyError, RunId, ValidPlan, plan_for};
 pub use rules::{
     DEFAULT_ABSENT_AFTER, DEFAULT_KEEP_ROUNDS, DEFAULT_SNAPSHOT_EVERY, MAX_ROUND_TIMEOUT,

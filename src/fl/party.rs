@@ -42,7 +42,7 @@
 use super::config::Privacy;
 use super::encoding::{DecodeError, Encoding};
 use super::envelope::{Envelope, EnvelopeCost, EnvelopeError, Sealed};
-use super::payload::{PayloadError, PlainSum, Summable};
+use super::payload::{PayloadError, PlainShape, PlainSum, Summable};
 use super::seeds::RngState;
 use super::server::{PartyId, Published, Round};
 pub use super::strategy::Step;
@@ -202,8 +202,18 @@ impl Federation {
         SNAPSHOT_HEADER + 1 + self.length * (1 + moments)
     }
 
+    /// What a server checks this federation's model snapshots against in the clear modes:
+    /// [`Federation::snapshot_len`] words of 32 bits (one f32 or header word each).
+    pub fn snapshot_expected_plain(&self) -> PlainShape {
+        PlainShape {
+            len: self.snapshot_len(),
+            bits: SNAPSHOT_BITS,
+        }
+    }
+
     /// What a server checks this federation's `he` model snapshots against (`None` in the
-    /// clear modes, where a snapshot is [`PlainSum`] words of [`Federation::snapshot_len`]).
+    /// clear modes, where a snapshot is [`PlainSum`] words of
+    /// [`Federation::snapshot_expected_plain`]).
     pub fn snapshot_expected_he(&self) -> Result<Option<Expected>, HeadroomError> {
         let Some((key_id, _)) = self.he else {
             return Ok(None);
@@ -529,8 +539,9 @@ impl PartyState {
 /// let a = me.seal(Round(0), &[1.0, 2.0], 1, None, &mut cost)?;
 /// let b = other.seal(Round(0), &[3.0, 4.0], 1, None, &mut cost)?;
 /// // The server's sum:
-/// let mut sum = PlainSum::parse_submission(&a.bytes, &3)?;
-/// sum.add_submission(&b.bytes, &3)?;
+/// let shape = me.envelope().expected_plain(); // 2 values and the weight, packed
+/// let mut sum = PlainSum::parse_submission(&a.bytes, &shape)?;
+/// sum.add_submission(&b.bytes, &shape)?;
 /// sum.set_context(hefl::he::Context::sum(federation_run, 0)); // the server stamps its sums
 /// let published = hefl::fl::Published::sum(Round(0), vec![PartyId(0), PartyId(1)], sum.to_bytes().into());
 /// let got = me.receive(&published, &mut cost)?;
@@ -939,7 +950,7 @@ impl Party {
                 sealed.set_context(context);
                 sealed.to_bytes()
             }
-            _ => PlainSum::sealed(words, context).to_bytes(),
+            _ => PlainSum::sealed(words, SNAPSHOT_BITS, context).to_bytes(),
         };
         Ok((self.next_round, bytes))
     }
@@ -982,7 +993,6 @@ impl Party {
         if self.federation.snapshot_every.is_none() {
             return Err(SnapshotError::Disabled);
         }
-        let len = self.federation.snapshot_len();
         // The header's context, checked after the parse (another key or shape is the more
         // telling refusal) and before decryption.
         let check = |named: Context| {
@@ -1005,7 +1015,8 @@ impl Party {
                 key.decrypt_compact(sum, &expect.widths, None)?
             }
             _ => {
-                let sum = PlainSum::parse_submission(bytes, &len)?;
+                let shape = self.federation.snapshot_expected_plain();
+                let sum = PlainSum::parse_submission(bytes, &shape)?;
                 check(sum.context())?;
                 sum.into_words()
             }

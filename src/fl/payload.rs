@@ -2,14 +2,16 @@
 //!
 //! Both modes send the same thing in different envelopes: the client weights its update,
 //! appends its weight and quantizes the vector ([`Encoding`](super::Encoding)). In `he` mode the words are encrypted
-//! ([`CompactVector`]); in `plain` mode they travel as they are ([`PlainSum`]). The server
+//! ([`CompactVector`]); in `plain` (and `dp`) mode they travel as they are, packed to the bits
+//! a sum needs ([`PlainSum`]). The server
 //! adds the vectors (integer addition modulo 2^64, exact and independent of arrival order), and
 //! each client divides the sum by the summed weight in the last slot. So the total weight,
 //! and hence each party's data size, travels encrypted in `he` mode, and the two modes differ
 //! by encryption alone: fed the same updates they produce bit-identical models (tested).
 
+use crate::he::pack::{pack_into, packed_len, padding_is_zero, unpack_add, unpack_to};
 use crate::he::wire::le_word;
-use crate::he::{CompactVector, Context, Expected, WireError};
+use crate::he::{CompactVector, Context, Expected, MAX_PLAINTEXT_LEN, WireError};
 use rayon::prelude::*;
 
 /// A vector a server can parse from untrusted bytes, add up and send back, without a key.
@@ -86,9 +88,22 @@ pub enum PlainError {
         /// The header's length.
         expected: usize,
     },
-    /// The first eight bytes are not the plain format's magic.
-    #[error("magic is not HEFLPLN2 (an older hefl, or not a plain message)")]
-    Magic,
+    /// The first eight bytes are not a plain message's magic at all.
+    #[error("not a hefl plain message: magic {found:02x?}, expected \"HEFLPLN3\"")]
+    Magic {
+        /// The first eight bytes.
+        found: [u8; 8],
+    },
+    /// A plain message of another version of the format (`HEFLPLN2`: 64-bit words, before
+    /// hefl packed them).
+    #[error(
+        "plain message of wire format version {found:?}, this hefl reads version '3' \
+         (magic \"HEFLPLN3\"): the sender runs another hefl release"
+    )]
+    Version {
+        /// The version character after `HEFLPLN`.
+        found: char,
+    },
     /// Another number of values.
     #[error("{found} values, expected {expected}")]
     Length {
@@ -96,6 +111,14 @@ pub enum PlainError {
         found: u64,
         /// Values expected.
         expected: u64,
+    },
+    /// Words of another width than the federation's.
+    #[error("words of {found} bits, expected {expected} (the federation's encoding)")]
+    Width {
+        /// Bits the header announces (or the sum holds).
+        found: u32,
+        /// Bits expected.
+        expected: u32,
     },
     /// A summand count of 0 or above the bound.
     #[error("sums {found} updates, expected between 1 and {max}")]
@@ -106,58 +129,94 @@ pub enum PlainError {
         max: u32,
     },
     /// A body of another size than the header announces.
-    #[error("body of {found} bytes, expected {expected}")]
+    #[error("body of {found} bytes, expected {expected} ({len} values of {bits} bits, packed)")]
     Body {
         /// Bytes after the header.
         found: usize,
-        /// 8 per value.
+        /// The packed size of the header's values.
         expected: usize,
+        /// Values.
+        len: usize,
+        /// Bits per value.
+        bits: u32,
     },
+    /// Nonzero bits after the last packed value.
+    #[error("nonzero padding after the last packed value")]
+    Padding,
 }
 
-/// Fixed-point words sent in the clear (the `plain` privacy mode), with the number of
+/// What a plain message is checked against: its exact number of words and the bits each
+/// word keeps on the wire (its top bits; the federation's sums need no more).
+///
+/// A federation's updates and sums keep the t bits of its encoding
+/// ([`Encoding::total_bits`](super::Encoding::total_bits): a sum of every party fits them
+/// without wrapping), model snapshots 32 (one f32 per word).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlainShape {
+    /// Words per message.
+    pub len: usize,
+    /// Bits kept of every word, 1 to 64.
+    pub bits: u32,
+}
+
+/// Fixed-point words in the clear (the `plain` and `dp` privacy modes), with the number of
 /// submissions summed into them.
 ///
-/// Wire format: `HEFLPLN2`, then `len: u64 LE`, `summands: u32 LE`, the [`Context`] (`run`:
-/// 32 bytes, `round: u64 LE`, `party: u32 LE`), then `len` u64 LE words.
+/// Each word is a value in its top `bits` bits (a torus word, as `he` plaintexts are), and
+/// travels as those bits alone, packed as `he` bodies are (see [`crate::he::wire`]): 64
+/// values per block of `bits` little-endian u64 words. Sums add modulo 2^64, which on these
+/// words is addition modulo 2^bits: the packed sum is exact and as wide as an update.
+///
+/// Wire format (version 3): `HEFLPLN3`, then `len: u64 LE`, `summands: u32 LE`,
+/// `bits: u32 LE`, the [`Context`] (`run`: 32 bytes, `round: u64 LE`, `party: u32 LE`), then
+/// `len` values of `bits` bits, packed, the last block zero-padded.
 ///
 /// ```
-/// use hefl::fl::{PlainSum, Summable};
+/// use hefl::fl::{PlainShape, PlainSum, Summable};
 ///
-/// let bytes = PlainSum::fresh(vec![1, 2, 3]).to_bytes();
-/// let mut sum = PlainSum::parse_submission(&bytes, &3)?;
-/// sum.add_submission(&bytes, &3)?;
-/// assert_eq!(sum.words(), [2, 4, 6]);
-/// assert!(PlainSum::parse_submission(&bytes, &4).is_err());
-/// assert!(sum.add_submission(&bytes[..30], &3).is_err());
-/// assert_eq!(sum.words(), [2, 4, 6]);
+/// let shape = PlainShape { len: 3, bits: 8 };
+/// let bytes = PlainSum::fresh(vec![1 << 56, 2 << 56, 3 << 56], 8).to_bytes();
+/// let mut sum = PlainSum::parse_submission(&bytes, &shape)?;
+/// sum.add_submission(&bytes, &shape)?;
+/// assert_eq!(sum.words(), [2 << 56, 4 << 56, 6 << 56]);
+/// assert!(PlainSum::parse_submission(&bytes, &PlainShape { len: 4, ..shape }).is_err());
+/// assert!(PlainSum::parse_submission(&bytes, &PlainShape { bits: 16, ..shape }).is_err());
+/// assert!(sum.add_submission(&bytes[..30], &shape).is_err());
+/// assert_eq!(sum.words(), [2 << 56, 4 << 56, 6 << 56]);
 /// # Ok::<(), hefl::fl::PayloadError>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PlainSum {
     words: Vec<u64>,
+    bits: u32,
     summands: u32,
     context: Context,
 }
 
-const PLAIN_MAGIC: &[u8; 8] = b"HEFLPLN2";
-const PLAIN_HEADER: usize = 8 + 8 + 4 + 32 + 8 + 4;
+/// The magic of this version; earlier versions differ in the last character.
+const PLAIN_MAGIC: &[u8; 8] = b"HEFLPLN3";
+const PLAIN_HEADER: usize = 8 + 8 + 4 + 4 + 32 + 8 + 4;
+/// Where the [`Context`] starts in the header.
+const CONTEXT_AT: usize = 24;
 
 impl PlainSum {
-    /// One party's words (in the default context; see [`Summable::set_context`]).
-    pub fn fresh(words: Vec<u64>) -> Self {
-        Self {
-            words,
-            summands: 1,
-            context: Context::default(),
-        }
+    /// One party's words, each kept to its top `bits` bits (the rest zeroed; `bits` is
+    /// taken within 1 to 64), in the default context (see [`Summable::set_context`]).
+    pub fn fresh(words: Vec<u64>, bits: u32) -> Self {
+        Self::sealed(words, bits, Context::default())
     }
 
-    /// One party's words for `context`.
-    pub fn sealed(words: Vec<u64>, context: Context) -> Self {
+    /// One party's words for `context`, each kept to its top `bits` bits (the rest zeroed;
+    /// `bits` is taken within 1 to 64).
+    pub fn sealed(mut words: Vec<u64>, bits: u32, context: Context) -> Self {
+        let bits = bits.clamp(1, 64);
+        let kept = u64::MAX << (64 - bits);
+        words.par_iter_mut().for_each(|w| *w &= kept);
         Self {
+            words,
+            bits,
+            summands: 1,
             context,
-            ..Self::fresh(words)
         }
     }
 
@@ -171,6 +230,11 @@ impl PlainSum {
         self.words
     }
 
+    /// Bits kept of every word.
+    pub fn bits(&self) -> u32 {
+        self.bits
+    }
+
     /// The context this message names.
     pub fn context(&self) -> Context {
         self.context
@@ -181,48 +245,71 @@ impl PlainSum {
         self.summands
     }
 
-    fn parse(bytes: &[u8], len: usize, max_summands: u32) -> Result<Self, PayloadError> {
-        let (summands, body) = Self::validate(bytes, len, max_summands)?;
+    fn parse(bytes: &[u8], shape: &PlainShape, max_summands: u32) -> Result<Self, PayloadError> {
+        let (summands, body) = Self::validate(bytes, shape, max_summands)?;
+        let mut words = vec![0u64; shape.len];
+        unpack_to(body, shape.bits, shape.len, &mut words);
         Ok(Self {
-            words: body.chunks_exact(8).map(le_word).collect(),
+            words,
+            bits: shape.bits,
             summands,
             context: Self::header_context(bytes)?,
         })
     }
 
-    /// A message's header, its size and magic checked.
+    /// A message's header, its size, magic and version checked.
     fn header(bytes: &[u8]) -> Result<&[u8], PlainError> {
         let header = bytes.get(..PLAIN_HEADER).ok_or(PlainError::Short {
             found: bytes.len(),
             expected: PLAIN_HEADER,
         })?;
-        if &header[..8] != PLAIN_MAGIC {
-            return Err(PlainError::Magic);
+        let (magic, version) = (&header[..7], header[7]);
+        if magic != &PLAIN_MAGIC[..7] {
+            let mut found = [0u8; 8];
+            found.copy_from_slice(&header[..8]);
+            return Err(PlainError::Magic { found });
+        }
+        if version != PLAIN_MAGIC[7] {
+            return Err(PlainError::Version {
+                found: char::from(version),
+            });
         }
         Ok(header)
     }
 
-    /// The context in a message's header (magic and size checked).
+    /// The context in a message's header (magic, version and size checked).
     fn header_context(bytes: &[u8]) -> Result<Context, PlainError> {
-        let header = Self::header(bytes)?;
+        let header = &Self::header(bytes)?[CONTEXT_AT..];
         let mut run = [0u8; 32];
-        run.copy_from_slice(&header[20..52]);
+        run.copy_from_slice(&header[..32]);
         Ok(Context {
             run,
-            round: le_word(&header[52..60]),
-            party: u32::from_le_bytes([header[60], header[61], header[62], header[63]]),
+            round: le_word(&header[32..40]),
+            party: u32::from_le_bytes([header[40], header[41], header[42], header[43]]),
         })
     }
 
-    /// Checks a message's header and length; returns its summand count and body.
-    fn validate(bytes: &[u8], len: usize, max_summands: u32) -> Result<(u32, &[u8]), PlainError> {
+    /// Checks a message's header, shape and padding; returns its summand count and body.
+    fn validate<'a>(
+        bytes: &'a [u8],
+        shape: &PlainShape,
+        max_summands: u32,
+    ) -> Result<(u32, &'a [u8]), PlainError> {
         let header = Self::header(bytes)?;
-        let found_len = le_word(&header[8..16]);
-        let summands = u32::from_le_bytes([header[16], header[17], header[18], header[19]]);
-        if found_len != len as u64 {
+        let u32_at = |at: usize| {
+            u32::from_le_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
+        };
+        let (found_len, summands, bits) = (le_word(&header[8..16]), u32_at(16), u32_at(20));
+        if found_len != shape.len as u64 || shape.len > MAX_PLAINTEXT_LEN {
             return Err(PlainError::Length {
                 found: found_len,
-                expected: len as u64,
+                expected: shape.len as u64,
+            });
+        }
+        if bits != shape.bits || !(1..=64).contains(&bits) {
+            return Err(PlainError::Width {
+                found: bits,
+                expected: shape.bits,
             });
         }
         if summands == 0 || summands > max_summands {
@@ -232,68 +319,77 @@ impl PlainSum {
             });
         }
         let body = &bytes[PLAIN_HEADER..];
-        if body.len() != len * 8 {
+        let expected = packed_len(shape.len, bits);
+        if body.len() != expected {
             return Err(PlainError::Body {
                 found: body.len(),
-                expected: len * 8,
+                expected,
+                len: shape.len,
+                bits,
             });
+        }
+        if !padding_is_zero(body, bits, shape.len) {
+            return Err(PlainError::Padding);
         }
         Ok((summands, body))
     }
 }
 
 impl Summable for PlainSum {
-    /// The exact number of words.
-    type Expect = usize;
+    /// The exact number of words and their width.
+    type Expect = PlainShape;
     const MODE: &'static str = "plain";
 
-    fn parse_submission(bytes: &[u8], len: &usize) -> Result<Self, PayloadError> {
-        Self::parse(bytes, *len, 1)
+    fn parse_submission(bytes: &[u8], shape: &PlainShape) -> Result<Self, PayloadError> {
+        Self::parse(bytes, shape, 1)
     }
 
-    fn parse_aggregate(bytes: &[u8], len: &usize, max_parties: u32) -> Result<Self, PayloadError> {
-        Self::parse(bytes, *len, max_parties)
+    fn parse_aggregate(
+        bytes: &[u8],
+        shape: &PlainShape,
+        max_parties: u32,
+    ) -> Result<Self, PayloadError> {
+        Self::parse(bytes, shape, max_parties)
     }
 
-    fn add_submission(&mut self, bytes: &[u8], len: &usize) -> Result<(), PayloadError> {
-        if self.words.len() != *len {
+    fn add_submission(&mut self, bytes: &[u8], shape: &PlainShape) -> Result<(), PayloadError> {
+        if self.words.len() != shape.len {
             return Err(PlainError::Length {
                 found: self.words.len() as u64,
-                expected: *len as u64,
+                expected: shape.len as u64,
+            }
+            .into());
+        }
+        if self.bits != shape.bits {
+            return Err(PlainError::Width {
+                found: self.bits,
+                expected: shape.bits,
             }
             .into());
         }
         let room = u32::MAX - self.summands;
-        let (summands, body) = Self::validate(bytes, *len, room.min(1))?;
-        const CHUNK: usize = 4096;
-        self.words
-            .par_chunks_mut(CHUNK)
-            .zip(body.par_chunks(CHUNK * 8))
-            .for_each(|(acc, add)| {
-                for (a, b) in acc.iter_mut().zip(add.chunks_exact(8)) {
-                    *a = a.wrapping_add(le_word(b));
-                }
-            });
+        let (summands, body) = Self::validate(bytes, shape, room.min(1))?;
+        unpack_add(body, self.bits, shape.len, &mut self.words);
         self.summands += summands;
         Ok(())
     }
 
     fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(PLAIN_HEADER + self.words.len() * 8);
+        let mut out = Vec::with_capacity(PLAIN_HEADER + packed_len(self.words.len(), self.bits));
         out.extend_from_slice(PLAIN_MAGIC);
         out.extend_from_slice(&(self.words.len() as u64).to_le_bytes());
         out.extend_from_slice(&self.summands.to_le_bytes());
+        out.extend_from_slice(&self.bits.to_le_bytes());
         out.extend_from_slice(&self.context.run);
         out.extend_from_slice(&self.context.round.to_le_bytes());
         out.extend_from_slice(&self.context.party.to_le_bytes());
-        for w in &self.words {
-            out.extend_from_slice(&w.to_le_bytes());
-        }
+        pack_into(&self.words, self.bits, &mut out);
         out
     }
 
-    fn max_wire_len(len: &usize) -> usize {
-        PLAIN_HEADER + len.saturating_mul(8)
+    fn max_wire_len(shape: &PlainShape) -> usize {
+        let len = shape.len.min(MAX_PLAINTEXT_LEN);
+        PLAIN_HEADER + packed_len(len, shape.bits.clamp(1, 64))
     }
 
     fn context_of(bytes: &[u8]) -> Result<Context, PayloadError> {
@@ -306,9 +402,10 @@ impl Summable for PlainSum {
 
     fn restamp(bytes: &mut [u8], context: Context) -> Result<(), PayloadError> {
         Self::header_context(bytes)?;
-        bytes[20..52].copy_from_slice(&context.run);
-        bytes[52..60].copy_from_slice(&context.round.to_le_bytes());
-        bytes[60..64].copy_from_slice(&context.party.to_le_bytes());
+        let at = CONTEXT_AT;
+        bytes[at..at + 32].copy_from_slice(&context.run);
+        bytes[at + 32..at + 40].copy_from_slice(&context.round.to_le_bytes());
+        bytes[at + 40..at + 44].copy_from_slice(&context.party.to_le_bytes());
         Ok(())
     }
 }

@@ -2,7 +2,7 @@
 
 use super::config::{ConfigError, Field, Mode, Privacy, TrainConfig, ValidConfig, check_range};
 use super::party::{Federation, Party, SetupError};
-use super::payload::{PlainSum, Summable};
+use super::payload::{PlainShape, PlainSum, Summable};
 use super::rules::RoundRules;
 use super::seeds::rounding_rng;
 use super::server::PartyId;
@@ -258,13 +258,41 @@ impl ValidPlan {
         })
     }
 
+    /// What the server checks `plain` and `dp` submissions against: the wire slots, each
+    /// sent as the encoding's t bits ([`Encoding::total_bits`](super::Encoding::total_bits),
+    /// what a sum of every party needs).
+    pub fn expected_plain(&self) -> PlainShape {
+        // A valid configuration has an encoding (`TrainConfig::validate` builds it); 64 bits
+        // would only be a looser bound.
+        let bits = self.config.encoding().map_or(64, |e| e.total_bits());
+        PlainShape {
+            len: self.wire_slots(),
+            bits,
+        }
+    }
+
     /// An upper bound on any valid message of this run, a submission or an aggregate (the
     /// transports' body limit).
     pub fn max_message_len(&self) -> usize {
         match self.expected_he() {
             Some(expect) => <CompactVector as Summable>::max_wire_len(&expect),
-            None => <PlainSum as Summable>::max_wire_len(&self.wire_slots()),
+            None => <PlainSum as Summable>::max_wire_len(&self.expected_plain()),
         }
+    }
+
+    /// What a server checks plain model snapshots against
+    /// ([`Federation::snapshot_expected_plain`](super::Federation::snapshot_expected_plain)).
+    pub fn snapshot_expected_plain(&self) -> Result<PlainShape, ConfigError> {
+        Ok(self.federation(PartyId(0))?.snapshot_expected_plain())
+    }
+
+    /// An upper bound on any valid model snapshot of this run (the transports' body limit for
+    /// snapshots).
+    pub fn max_snapshot_len(&self) -> Result<usize, ConfigError> {
+        Ok(match self.snapshot_expected_he()? {
+            Some(expect) => <CompactVector as Summable>::max_wire_len(&expect),
+            None => <PlainSum as Summable>::max_wire_len(&self.snapshot_expected_plain()?),
+        })
     }
 }
 

@@ -332,20 +332,21 @@ pub struct PartySets {
 /// ciphertext: no field, argument or method lets a plaintext vector or a key reach it.
 ///
 /// ```
-/// use hefl::fl::{PartyId, PlainSum, Round, RoundRules, Server, Summable};
+/// use hefl::fl::{PartyId, PlainShape, PlainSum, Round, RoundRules, Server, Summable};
 /// use hefl::he::Context;
 /// use std::time::Instant;
 ///
 /// let now = Instant::now();
 /// // A server's run id is all zeros until `Server::with_run` names one.
-/// let upload = |party, words| PlainSum::sealed(words, Context { run: [0; 32], round: 0, party }).to_bytes();
-/// let mut server = Server::<PlainSum>::new(2, RoundRules::default(), 3, now)?;
+/// let shape = PlainShape { len: 3, bits: 64 };
+/// let upload = |party, words| PlainSum::sealed(words, 64, Context { run: [0; 32], round: 0, party }).to_bytes();
+/// let mut server = Server::<PlainSum>::new(2, RoundRules::default(), shape, now)?;
 /// server.submit(PartyId(0), Round(0), &upload(0, vec![1, 2, 3]), now)?;
 /// assert!(server.aggregate(Round(0))?.is_none()); // still waiting for party 1
 /// server.submit(PartyId(1), Round(0), &upload(1, vec![10, 20, 30]), now)?;
 /// let published = server.aggregate(Round(0))?.expect("both parties in");
 /// assert_eq!(published.parties, [PartyId(0), PartyId(1)]);
-/// let sum = PlainSum::parse_aggregate(&published.bytes, &3, 2)?;
+/// let sum = PlainSum::parse_aggregate(&published.bytes, &shape, 2)?;
 /// assert_eq!(sum.words(), [11, 22, 33]);
 /// assert_eq!(server.current_round(), Round(1));
 /// # Ok::<(), Box<dyn std::error::Error>>(())

@@ -133,12 +133,7 @@ fn pack_group<const W: usize>(words: &[u64], out: &mut [u8]) {
 /// Calls `f(value, index)` for each of the `count` packed values of `bytes` (exactly
 /// [`packed_len`] bytes), values as torus words. Returns whether every padding value after
 /// `count` is zero (a canonical message).
-pub(crate) fn unpack_each(
-    bytes: &[u8],
-    width: u32,
-    count: usize,
-    mut f: impl FnMut(usize, u64),
-) -> bool {
+fn unpack_each(bytes: &[u8], width: u32, count: usize, mut f: impl FnMut(usize, u64)) -> bool {
     let shift = 64 - width;
     let block_bytes = width as usize * size_of::<u64>();
     let mut words = [0u64; 64];
@@ -160,6 +155,17 @@ pub(crate) fn unpack_each(
         }
     }
     canonical
+}
+
+/// Whether the values after `count` in the last block of `bytes` (exactly [`packed_len`]
+/// bytes) are zero: a canonical message (only that block is read).
+pub(crate) fn padding_is_zero(bytes: &[u8], width: u32, count: usize) -> bool {
+    if count.is_multiple_of(BLOCK) {
+        return true;
+    }
+    let block_bytes = width as usize * size_of::<u64>();
+    let last = &bytes[bytes.len() - block_bytes..];
+    unpack_each(last, width, count % BLOCK, |_, _| {})
 }
 
 /// Writes the `count` packed values of `bytes` into `out` as torus words, in parallel.

@@ -41,7 +41,7 @@ use super::context::Context;
 use super::keys::KeyId;
 pub(crate) use super::pack::le_word;
 use super::pack::round_to;
-use super::pack::{pack_into, packed_len, unpack_add, unpack_each, unpack_to};
+use super::pack::{pack_into, packed_len, padding_is_zero, unpack_add, unpack_to};
 use super::params::PARAMS;
 use super::widths::{DownloadForm, Widths};
 
@@ -609,18 +609,6 @@ fn validate_body<'a>(
         mask,
         bodies,
     })
-}
-
-/// Whether the values after `count` in the last block of `bytes` are zero (only that block
-/// is read).
-fn padding_is_zero(bytes: &[u8], bits: u32, count: usize) -> bool {
-    let block = super::pack::BLOCK;
-    if count.is_multiple_of(block) {
-        return true;
-    }
-    let block_bytes = bits as usize * size_of::<u64>();
-    let last = &bytes[bytes.len() - block_bytes..];
-    unpack_each(last, bits, count % block, |_, _| {})
 }
 
 /// Why a ciphertext header does not parse.

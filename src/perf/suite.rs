@@ -175,12 +175,13 @@ pub fn run(options: Options, progress: &mut dyn FnMut(&str)) -> Result<Report, P
         aggregation_fixture_bytes = aggregation_fixture_bytes.max(he.fixture_bytes());
         aggregate_sweep(mode, &he, options, &mut aggregation, progress)?;
     }
-    let plain = Submissions::<PlainSum>::plain()?;
+    let plain = Submissions::<PlainSum>::plain(largest)?;
     aggregate_sweep("plain", &plain, options, &mut aggregation, progress)?;
 
     progress("bytes: sealing uploads for 3, 100 and 1000 parties");
     let mut bytes = Vec::new();
     for parties in BYTES_PARTIES {
+        let plain = Submissions::<PlainSum>::plain(parties)?;
         let plain_download = plain.round(parties)?.bytes.len();
         for mode in ["plain", "dp"] {
             bytes.push(BytesRow {

@@ -15,8 +15,8 @@
 use super::PerfError;
 use crate::dp::{DpSgd, Sampling};
 use crate::fl::{
-    Client, Encoding, Envelope, EnvelopeCost, GlobalModel, PartyId, PlainSum, Published, Round,
-    RoundRules, Server, Step, Strategy, Summable, Weighting,
+    Client, Encoding, Envelope, EnvelopeCost, GlobalModel, PartyId, PlainShape, PlainSum,
+    Published, Round, RoundRules, Server, Step, Strategy, Summable, Weighting,
 };
 use crate::he::keys::SecretKey;
 use crate::he::{CompactVector, Context, DownloadForm, Expected, SecureRng, Widths};
@@ -305,7 +305,7 @@ fn round_trip(
     let server = Instant::now();
     let aggregate = match envelope.expected_he() {
         Some(expect) => fold::<CompactVector>(&sealed.bytes, others, &expect)?,
-        None => fold::<PlainSum>(&sealed.bytes, others, &envelope.wire_len())?,
+        None => fold::<PlainSum>(&sealed.bytes, others, &envelope.expected_plain())?,
     };
     let server = server.elapsed();
     let parties: Vec<PartyId> = (0..DEMO_PARTIES).map(PartyId).collect();
@@ -464,16 +464,20 @@ impl Submissions<CompactVector> {
 }
 
 impl Submissions<PlainSum> {
-    /// Fixed-point words in the clear, as a server in `plain` (or `dp`) mode receives them.
-    pub fn plain() -> Result<Self, PerfError> {
-        let parties = PARTY_COUNTS[PARTY_COUNTS.len() - 1];
+    /// Fixed-point words in the clear, as a server in `plain` (or `dp`) mode of `parties`
+    /// receives them (packed to the encoding's t bits for that many parties).
+    pub fn plain(parties: u32) -> Result<Self, PerfError> {
+        let expect = PlainShape {
+            len: submission_len(),
+            bits: FixedPoint::for_parties(parties)?.params().total_bits,
+        };
         Ok(Self {
-            expect: submission_len(),
+            expect,
             messages: (0..DISTINCT_MESSAGES)
                 .map(|i| {
-                    let words = vector_to_encrypt(submission_len(), parties, i as u64)?;
+                    let words = vector_to_encrypt(expect.len, parties, i as u64)?;
                     Ok(std::sync::Mutex::new(
-                        PlainSum::sealed(words, DEMO).to_bytes(),
+                        PlainSum::sealed(words, expect.bits, DEMO).to_bytes(),
                     ))
                 })
                 .collect::<Result<_, PerfError>>()?,

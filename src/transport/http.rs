@@ -836,10 +836,7 @@ impl HttpUplink {
         }
         let plan: Plan = serde_json::from_str(&body).map_err(MalformedAnswer::from)?;
         let plan = plan.validate().map_err(UplinkError::Plan)?;
-        let snapshot = match plan.snapshot_expected_he().map_err(UplinkError::Plan)? {
-            Some(expect) => crate::he::CompactVector::max_wire_len(&expect),
-            None => 20 + plan.snapshot_len().map_err(UplinkError::Plan)? * 8,
-        };
+        let snapshot = plan.max_snapshot_len().map_err(UplinkError::Plan)?;
         self.max_body = plan.max_message_len().max(snapshot) as u64;
         Ok(plan)
     }

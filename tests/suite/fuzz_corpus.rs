@@ -64,6 +64,82 @@ fn every_regression_input_is_handled_cleanly() {
     }
 }
 
+/// Plain messages of the old format (version 2: 64-bit words), truncated, padded, of another
+/// width, length or count, or not plain at all: each refused by the plain target and by the
+/// parser with an error naming what was expected.
+#[test]
+fn damaged_plain_messages_are_refused_naming_what_was_expected() {
+    let shape = checks::plan(false).expected_plain();
+    let read = |path: &str| std::fs::read(fuzz_dir().join(path)).expect("read a fuzz input");
+    let fresh = read("seeds/plain/fresh");
+    let body = fresh.len() - 68;
+    let edited = |at: usize, bytes: &[u8]| {
+        let mut edited = fresh.clone();
+        edited[at..at + bytes.len()].copy_from_slice(bytes);
+        edited
+    };
+    let mut padded = fresh.clone();
+    *padded.last_mut().expect("a body") |= 0x80;
+    let cases: [(&str, Vec<u8>, String); 9] = [
+        (
+            "version 2",
+            read("regressions/plain/version-2-words-of-64-bits"),
+            "plain message of wire format version '2', this hefl reads version '3' \
+             (magic \"HEFLPLN3\")"
+                .into(),
+        ),
+        (
+            "not plain",
+            b"HEFLGLWE and more than a header's worth of bytes after it, 68 in all.....".to_vec(),
+            "not a hefl plain message".into(),
+        ),
+        (
+            "a truncated header",
+            fresh[..40].to_vec(),
+            "40 bytes, shorter than the 68-byte header".into(),
+        ),
+        (
+            "a truncated body",
+            fresh[..fresh.len() - 1].to_vec(),
+            format!(
+                "body of {} bytes, expected {body} ({} values of {} bits, packed)",
+                body - 1,
+                shape.len,
+                shape.bits
+            ),
+        ),
+        (
+            "a trailing byte",
+            [fresh.as_slice(), &[0]].concat(),
+            format!("body of {} bytes, expected {body}", body + 1),
+        ),
+        (
+            "64-bit words",
+            edited(20, &64u32.to_le_bytes()),
+            format!("words of 64 bits, expected {}", shape.bits),
+        ),
+        (
+            "another length",
+            edited(8, &(shape.len as u64 + 1).to_le_bytes()),
+            format!("{} values, expected {}", shape.len + 1, shape.len),
+        ),
+        (
+            "no summand",
+            edited(16, &0u32.to_le_bytes()),
+            "sums 0 updates, expected between 1 and 1".into(),
+        ),
+        ("nonzero padding", padded, "nonzero padding".into()),
+    ];
+    assert!(checks::plain(&fresh), "the seed is valid");
+    for (what, bytes, expected) in cases {
+        assert!(!checks::plain(&bytes), "{what}: accepted");
+        let error = PlainSum::parse_submission(&bytes, &shape)
+            .expect_err(what)
+            .to_string();
+        assert!(error.contains(&expected), "{what}: {error}");
+    }
+}
+
 /// Rewrites `fuzz/seeds/`: a few small valid inputs per target.
 #[test]
 #[ignore = "writes fuzz/seeds; run by hand when a format changes"]
@@ -96,12 +172,15 @@ fn write_seeds() {
     write("wire", "sum-all", &sum_all.to_bytes());
 
     // Plain messages: a submission and the sum of every party's.
-    let slots = checks::plan(false).wire_slots();
-    let submission = PlainSum::fresh((0..slots as u64).collect()).to_bytes();
+    let shape = checks::plan(false).expected_plain();
+    let words = (0..shape.len as u64)
+        .map(|i| i << (64 - shape.bits))
+        .collect();
+    let submission = PlainSum::fresh(words, shape.bits).to_bytes();
     write("plain", "fresh", &submission);
-    let mut sum = PlainSum::parse_submission(&submission, &slots).expect("parse");
+    let mut sum = PlainSum::parse_submission(&submission, &shape).expect("parse");
     for _ in 1..checks::PARTIES {
-        sum.add_submission(&submission, &slots).expect("add");
+        sum.add_submission(&submission, &shape).expect("add");
     }
     write("plain", "sum-all", &sum.to_bytes());
 

@@ -947,7 +947,7 @@ fn tls_serves_parties_that_trust_the_certificate() {
         ..Default::default()
     };
     let plan = plan_for(&config, 600, Some(1), None, rules).expect("plan");
-    let slots = hefl::model::param_count(&config.layers) + 1;
+    let shape = plan.expected_plain();
     let hub = Arc::new(Hub::new(plan, |_: &HubEvent| {}).expect("hub"));
     let run = hub.plan().fingerprint();
     let (tokens, issued) = Tokens::generate(1).expect("tokens");
@@ -1001,7 +1001,8 @@ fn tls_serves_parties_that_trust_the_certificate() {
         round: 0,
         party,
     };
-    let update = hefl::fl::PlainSum::sealed(vec![5; slots], stamp(0));
+    let words = vec![5 << (64 - shape.bits); shape.len];
+    let update = hefl::fl::PlainSum::sealed(words.clone(), shape.bits, stamp(0));
     use hefl::fl::Summable;
     assert_eq!(
         uplink.submit(Round(0), &update.to_bytes()).expect("submit"),
@@ -1010,7 +1011,7 @@ fn tls_serves_parties_that_trust_the_certificate() {
     let published = uplink.fetch(Round(0), None).expect("fetch");
     assert_eq!(published.parties, [PartyId(0)]);
     // The one update, published as the sum of round 0.
-    let sum = hefl::fl::PlainSum::sealed(vec![5; slots], stamp(hefl::he::Context::SUM));
+    let sum = hefl::fl::PlainSum::sealed(words, shape.bits, stamp(hefl::he::Context::SUM));
     assert_eq!(*published.bytes, sum.to_bytes());
     let report = serving.join().expect("thread").expect("serve");
     assert_eq!(report.rounds, 1);
@@ -1558,16 +1559,17 @@ fn a_party_that_cannot_write_its_outputs_says_so_before_its_first_round() {
 /// party holding every round's complete sum.
 #[test]
 fn two_hundred_parties_from_one_address_complete_rounds_with_the_default_limits() {
-    use hefl::perf::network::{NetMode, NetworkOptions, measure};
+    use hefl::perf::network::{NetMode, NetworkOptions, Transport, measure};
     let dir = tempfile::tempdir().expect("temp dir");
     let options = NetworkOptions {
         hefl: std::path::PathBuf::from(env!("CARGO_BIN_EXE_hefl")),
         work_dir: dir.path().to_path_buf(),
         parties: vec![200],
         modes: vec![NetMode::HeSeeds],
+        transports: vec![Transport::Http],
         rounds: 3,
     };
-    let row = measure(&options, NetMode::HeSeeds, 200).expect("200 parties, 3 rounds");
+    let row = measure(&options, NetMode::HeSeeds, 200, None).expect("200 parties, 3 rounds");
     assert_eq!((row.parties, row.rounds), (200, 3));
     // The seeds form: the summed bodies and a 16-byte seed per party.
     assert_eq!(row.download_bytes, row.upload_bytes + 199 * 16, "{row:?}");

@@ -9,9 +9,9 @@
 //! same rounds) with `HEFL_BLESS=1 cargo test --test suite party::transcript`.
 
 use hefl::fl::{
-    Encoding, Federation, ModelSnapshot, Party, PartyId, PartyOptions, PlainSum, Privacy,
-    Published, PublishedError, Received, RefusalKind, Round, RoundRules, SnapshotError, Step,
-    Strategy, Submitted, Summable, TrainConfig, Uplink, UplinkError, ValidPlan, Weighting,
+    Encoding, Federation, ModelSnapshot, Party, PartyId, PartyOptions, PlainShape, PlainSum,
+    Privacy, Published, PublishedError, Received, RefusalKind, Round, RoundRules, SnapshotError,
+    Step, Strategy, Submitted, Summable, TrainConfig, Uplink, UplinkError, ValidPlan, Weighting,
     plan_for, run_party,
 };
 use hefl::he::keys::{KeyFile, SecretKey};
@@ -346,10 +346,14 @@ fn plain_sum(round: u64, updates: &[[f32; 3]], parties: u32) -> Vec<u8> {
             round,
             party,
         };
-        let bytes = PlainSum::sealed(words, context).to_bytes();
+        let shape = PlainShape {
+            len: 4,
+            bits: encoding.total_bits(),
+        };
+        let bytes = PlainSum::sealed(words, shape.bits, context).to_bytes();
         match sum.as_mut() {
-            Some(sum) => sum.add_submission(&bytes, &4).expect("add"),
-            None => sum = Some(PlainSum::parse_submission(&bytes, &4).expect("parse")),
+            Some(sum) => sum.add_submission(&bytes, &shape).expect("add"),
+            None => sum = Some(PlainSum::parse_submission(&bytes, &shape).expect("parse")),
         }
     }
     let mut sum = sum.expect("a sum");

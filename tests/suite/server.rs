@@ -2,18 +2,22 @@
 //! refused request leaves the round's other submissions intact.
 
 use hefl::fl::Uplink as _;
-use hefl::fl::{PartyId, PayloadError, PlainSum, Refusal, Round, RoundRules, Server, Summable};
+use hefl::fl::{
+    PartyId, PayloadError, PlainShape, PlainSum, Refusal, Round, RoundRules, Server, Summable,
+};
 use hefl::he::keys::KeyFile;
 use hefl::he::keys::SecretKey;
 use hefl::he::{CompactVector, Context, DownloadForm, Expected, Widths, WireError};
 use std::time::{Duration, Instant};
 
 const LEN: usize = 5;
+/// The server tests' plain messages: [`LEN`] whole 64-bit words (small integers).
+const SHAPE: PlainShape = PlainShape { len: LEN, bits: 64 };
 
 /// Party `party`'s plain update of `words` for `round` (of the run with id zero, what
 /// [`Server::new`] serves).
 fn plain(party: u32, round: u64, words: [u64; LEN]) -> Vec<u8> {
-    PlainSum::sealed(words.to_vec(), stamp(party, round)).to_bytes()
+    PlainSum::sealed(words.to_vec(), SHAPE.bits, stamp(party, round)).to_bytes()
 }
 
 /// What party `party`'s message for `round` names (run zero).
@@ -46,7 +50,7 @@ fn server(
     (parties, rules): (u32, RoundRules),
     now: Instant,
 ) -> Result<Server<PlainSum>, hefl::fl::ConfigError> {
-    Server::<PlainSum>::new(parties, rules, LEN, now)
+    Server::<PlainSum>::new(parties, rules, SHAPE, now)
 }
 
 fn sum_of(server: &Server<PlainSum>, round: u64, parties: u32) -> (Vec<PartyId>, Vec<u64>) {
@@ -54,7 +58,7 @@ fn sum_of(server: &Server<PlainSum>, round: u64, parties: u32) -> (Vec<PartyId>,
         .aggregate(Round(round))
         .expect("kept")
         .expect("closed");
-    let sum = PlainSum::parse_aggregate(&published.bytes, &LEN, parties).expect("valid sum");
+    let sum = PlainSum::parse_aggregate(&published.bytes, &SHAPE, parties).expect("valid sum");
     (published.parties, sum.words().to_vec())
 }
 
@@ -74,7 +78,7 @@ fn refusals_leave_the_round_intact() {
         server.submit(
             PartyId(1),
             Round(0),
-            &PlainSum::fresh(vec![1; 4]).to_bytes(),
+            &PlainSum::fresh(vec![1; 4], 64).to_bytes(),
             t0,
         ),
         server.submit(PartyId(1), Round(0), b"not an update at all", t0),
@@ -86,7 +90,7 @@ fn refusals_leave_the_round_intact() {
             Round(0),
             &{
                 let mut other_run = plain(1, 0, [1; LEN]);
-                other_run[8 + 8 + 4] ^= 1; // the run id's first byte
+                other_run[8 + 8 + 4 + 4] ^= 1; // the run id's first byte
                 other_run
             },
             t0,
@@ -388,9 +392,14 @@ fn folded_he_submissions_decrypt_to_the_sum_and_refused_ones_change_nothing() {
 #[test]
 fn folded_plain_submissions_sum_exactly() {
     let t0 = Instant::now();
+    // Words of 31 bits (multiples of 2^33), packed.
+    let shape = PlainShape {
+        len: 10_000,
+        bits: 31,
+    };
     let mut server = {
         let (p, r) = config(3, 3);
-        Server::<PlainSum>::new(p, r, 10_000, t0).unwrap()
+        Server::<PlainSum>::new(p, r, shape, t0).unwrap()
     };
     let words = |p: u64| -> Vec<u64> {
         (0..10_000u64)
@@ -398,11 +407,11 @@ fn folded_plain_submissions_sum_exactly() {
             .collect()
     };
     for p in 0..3u64 {
-        let bytes = PlainSum::sealed(words(p), stamp(p as u32, 0)).to_bytes();
+        let bytes = PlainSum::sealed(words(p), shape.bits, stamp(p as u32, 0)).to_bytes();
         if p == 1 {
             // A sum posing as one update, and a truncated one, are refused mid-fold.
-            let mut two = PlainSum::parse_submission(&bytes, &10_000).unwrap();
-            two.add_submission(&bytes, &10_000).unwrap();
+            let mut two = PlainSum::parse_submission(&bytes, &shape).unwrap();
+            two.add_submission(&bytes, &shape).unwrap();
             assert!(
                 server
                     .submit(PartyId(1), Round(0), &two.to_bytes(), t0)
@@ -419,7 +428,7 @@ fn folded_plain_submissions_sum_exactly() {
             .unwrap();
     }
     let published = server.aggregate(Round(0)).unwrap().expect("closed");
-    let sum = PlainSum::parse_aggregate(&published.bytes, &10_000, 3).unwrap();
+    let sum = PlainSum::parse_aggregate(&published.bytes, &shape, 3).unwrap();
     let expected: Vec<u64> = (0..10_000)
         .map(|i| (0..3).fold(0u64, |acc, p| acc.wrapping_add(words(p)[i])))
         .collect();
@@ -921,9 +930,10 @@ fn damaged_or_edited_state_files_are_refused_naming_them() {
     let plan = plan_for(&config, 100, Some(3), None, Default::default()).expect("plan");
     let log = |_: &HubEvent| {};
     let (hub, _) = Hub::with_state_dir(plan.clone(), dir.path(), log).expect("fresh");
-    let (run, slots) = (hub.plan().fingerprint(), hub.plan().wire_slots());
+    let (run, shape) = (hub.plan().fingerprint(), hub.plan().expected_plain());
     let update = PlainSum::sealed(
-        vec![1; slots],
+        vec![1 << 50; shape.len],
+        shape.bits,
         Context {
             run,
             round: 0,
@@ -979,9 +989,14 @@ fn a_server_resumes_its_own_state_and_refuses_another_federations() {
     };
     let log = |_: &HubEvent| {};
     let (hub, resumed) = Hub::with_state_dir(plan(0.1), dir.path(), log).expect("fresh");
-    let (run, slots) = (hub.plan().fingerprint(), hub.plan().wire_slots());
+    let (run, shape) = (hub.plan().fingerprint(), hub.plan().expected_plain());
     let update = |party: u32, round: u64| {
-        PlainSum::sealed(vec![1; slots], Context { run, round, party }).to_bytes()
+        PlainSum::sealed(
+            vec![1 << 50; shape.len],
+            shape.bits,
+            Context { run, round, party },
+        )
+        .to_bytes()
     };
     assert_eq!(resumed, None);
     for p in 0..2 {
@@ -1033,14 +1048,14 @@ fn round_zero_waits_for_every_party_to_be_ready() {
         };
         let plan = plan_for(&config, 300, Some(3), None, rules).expect("plan");
         let hub = Hub::new(plan, |_: &HubEvent| {}).expect("hub");
-        let (run, slots) = (hub.plan().fingerprint(), hub.plan().wire_slots());
+        let (run, shape) = (hub.plan().fingerprint(), hub.plan().expected_plain());
         let update = |party| {
             let context = Context {
                 run,
                 round: 0,
                 party,
             };
-            PlainSum::sealed(vec![1; slots], context).to_bytes()
+            PlainSum::sealed(vec![1 << 50; shape.len], shape.bits, context).to_bytes()
         };
         for p in 0..3 {
             hub.join(PartyId(p));

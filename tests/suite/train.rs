@@ -171,7 +171,13 @@ fn he_and_plain_federated_runs_give_bit_identical_models() {
         // The parameters plus the weight slot, as a compact upload at the run's widths.
         let slots = hefl::model::param_count(&he.layers) + 1;
         assert_eq!(overhead.client_cpu.bytes_per_update, he_bytes(slots, &he));
-        assert_eq!(plain_run.overhead.unwrap().client_cpu.encrypt_seconds, 0.0);
+        let plain_cpu = plain_run.overhead.unwrap().client_cpu;
+        assert_eq!(plain_cpu.encrypt_seconds, 0.0);
+        // Plain words packed to the encoding's t bits: a 68-byte header, then blocks of 64
+        // values, each t u64 words.
+        let t = plain.encoding().unwrap().total_bits() as usize;
+        assert_eq!(plain_cpu.bytes_per_update, 68 + slots.div_ceil(64) * t * 8);
+        assert!(plain_cpu.bytes_per_update < overhead.client_cpu.bytes_per_update);
     }
 }
 
