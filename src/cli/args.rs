@@ -4,13 +4,13 @@
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use hefl::data::{Mnist, Partition};
-use hefl::dp::{Accountant, DpSgd, InputDp, Sampling};
+use hefl::dp::{Accountant, DpPca, DpSgd, InputDp, Sampling};
 use hefl::fl::{
     ConfigError, Field, Mode, Privacy, Strategy, TrainConfig, ValidConfig, check_positive,
 };
 use hefl::he::DownloadForm;
 use hefl::he::keys::{KeyFile, SecretKey};
-use hefl::model::OptimizerKind;
+use hefl::model::{Activation, Ema, LrSchedule, OptimizerKind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -187,9 +187,22 @@ pub struct TrainArgs {
     /// Seed for the initial model, the partition and batch orders.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Hidden layer widths, comma-separated (input 784 and output 10 are implied).
+    /// Hidden layer widths, comma-separated (input 784, or --dp-pca K, and output 10 are
+    /// implied).
     #[arg(long, value_delimiter = ',', default_value = "128")]
     pub hidden: Vec<usize>,
+    /// Hidden layers' activation: `relu`, or `tanh` (bounded, for DP-SGD: Papernot et al.
+    /// 2021). Saved in the model file.
+    #[arg(long, default_value = "relu", value_name = "relu|tanh")]
+    pub activation: Activation,
+    /// Learning-rate schedule over the run's optimizer steps: `constant`, `cosine` (down to
+    /// 0) or `step` (a tenth from half-way, a hundredth from three quarters).
+    #[arg(long, default_value = "constant", value_name = "SCHEDULE")]
+    pub lr_schedule: LrSchedule,
+    /// Evaluate and save an exponential moving average of the parameters with this decay
+    /// (e.g. 0.99) instead of the last iterate.
+    #[arg(long, value_name = "DECAY")]
+    pub ema: Option<f32>,
     /// Use only the first N training images (quick experiments).
     #[arg(long, value_name = "N")]
     pub train_subset: Option<usize>,
@@ -235,6 +248,16 @@ pub struct TrainArgs {
     /// `pld` (privacy loss distribution, tight) or `rdp` (Rényi DP, over-reports).
     #[arg(long, default_value = "pld", value_name = "pld|rdp")]
     pub accountant: Accountant,
+    /// --privacy dp: project the inputs on their first K principal components, computed
+    /// before training from a covariance released with Gaussian noise (DP-PCA, Abadi et al.
+    /// 2016, who used 60); its epsilon is composed with training's. In-process runs only
+    /// (train, dp-sweep, dp-compare), not serve/join.
+    #[arg(long, value_name = "K")]
+    pub dp_pca: Option<usize>,
+    /// --dp-pca: the noise multiplier of the covariance release (larger: less epsilon,
+    /// noisier components).
+    #[arg(long, default_value_t = 8.0, value_name = "SIGMA_P")]
+    pub dp_pca_noise: f64,
     /// Input perturbation baseline: L2-normalise every training image and add
     /// Gaussian noise for (EPS, --delta)-DP per image, before any training.
     #[arg(long, value_name = "EPS")]
@@ -260,7 +283,7 @@ pub struct TrainArgs {
 impl TrainArgs {
     /// The run these flags describe in `mode` (not validated yet: the library validates).
     pub fn config(&self, mode: Mode) -> TrainConfig {
-        let mut layers = vec![hefl::data::IMAGE_PIXELS];
+        let mut layers = vec![self.dp_pca.unwrap_or(hefl::data::IMAGE_PIXELS)];
         layers.extend(&self.hidden);
         layers.push(hefl::data::NUM_CLASSES);
         TrainConfig {
@@ -291,6 +314,9 @@ impl TrainArgs {
             layers,
             train_subset: self.train_subset,
             test_subset: self.test_subset,
+            activation: self.activation,
+            lr_schedule: self.lr_schedule,
+            ema: self.ema.map(|decay| Ema { decay }),
         }
     }
 
@@ -305,6 +331,10 @@ impl TrainArgs {
                 SamplingArg::Shuffle => Sampling::Shuffle,
             },
             accountant: self.accountant,
+            pca: self.dp_pca.map(|components| DpPca {
+                components,
+                noise_multiplier: self.dp_pca_noise,
+            }),
         }
     }
 
@@ -324,8 +354,18 @@ impl TrainArgs {
     /// on the configuration (once), and the flags it holds only in some modes (the DP-SGD
     /// flags without --privacy dp, --target-epsilon, --frac-bits and --download against
     /// `he`'s budget: the demo runs `he` whatever --privacy says), so that every flag has its
-    /// bound.
+    /// bound. --dp-pca is refused without --privacy dp.
     pub fn validated(&self, mode: Mode) -> Result<ValidConfig, ConfigError> {
+        if self.dp_pca.is_some() && self.privacy != Privacy::Dp {
+            return Err(ConfigError::Needs {
+                field: Field::DpPca,
+                needs: format!(
+                    "--privacy dp (DP-PCA's noise and epsilon belong to the DP variant; \
+                     this run is {})",
+                    self.privacy
+                ),
+            });
+        }
         hefl::fl::check_dp_sgd(&self.dp_sgd())?;
         if let Some(target) = self.target_epsilon {
             check_positive(Field::TargetEpsilon, target)?;

@@ -13,7 +13,7 @@ use hefl::fl::{
     check_positive,
 };
 use indicatif::{ProgressBar, ProgressStyle};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Prints the epsilon of a DP-SGD run; the bare number last (`inf` when the noise is too
@@ -219,14 +219,19 @@ impl TuneObserver for TuneProgress {
 }
 
 /// `dp-sweep --tune`: searches the grid per target epsilon on a validation split, writes the
-/// chosen settings (dp-tuned.json, what `dp-compare` reads) and the tables (dp-tuned.md).
+/// chosen settings (dp-tuned.json, or dp-tuned-centralized.json for the centralized
+/// variant: what `dp-compare` reads) and the tables (dp-tuned.md, dp-tuned-centralized.md).
 pub fn tune(
     args: &TrainArgs,
+    mode: Mode,
     epsilons: &[f64],
     validation_size: usize,
     out_dir: &Path,
 ) -> Result<()> {
-    args.validated(Mode::Federated)?;
+    if mode == Mode::Local {
+        anyhow::bail!("--mode local is not tuned: use federated or centralized");
+    }
+    args.validated(mode)?;
     for &target in epsilons {
         check_positive(Field::TargetEpsilon, target)?;
     }
@@ -238,11 +243,12 @@ pub fn tune(
             ..args.dp_sgd()
         }),
         input_dp: None,
-        ..args.config(Mode::Federated)
+        ..args.config(mode)
     };
     hefl::fl::validation_split(&data.train, validation_size, base.seed)?;
-    let grid = hefl::fl::default_grid();
-    let mut progress = TuneProgress::new(epsilons.len() * grid.len());
+    let grid = |target| hefl::fl::tuning_grid(mode, target);
+    let trials: usize = epsilons.iter().map(|&e| grid(e).len()).sum();
+    let mut progress = TuneProgress::new(trials);
     let started = std::time::Instant::now();
     let tuned = hefl::fl::tune(
         &base,
@@ -255,17 +261,36 @@ pub fn tune(
     progress.bar.finish_and_clear();
     let minutes = started.elapsed().as_secs_f64() / 60.0;
     create_dir(out_dir)?;
-    let json_path = out_dir.join("dp-tuned.json");
+    let stem = match mode {
+        Mode::Centralized => "dp-tuned-centralized",
+        _ => "dp-tuned",
+    };
+    let json_path = out_dir.join(format!("{stem}.json"));
     write_json(&json_path, &tuned)?;
     let (best, all) = (trial_table(&tuned.best), trial_table(&tuned.trials));
-    let md_path = out_dir.join("dp-tuned.md");
+    let md_path = out_dir.join(format!("{stem}.md"));
+    let who = match mode {
+        Mode::Centralized => {
+            "centralized DP-SGD (one trainer on all the training images".to_owned()
+        }
+        _ => format!(
+            "federated DP-SGD ({} parties, each adding its own noise",
+            base.parties
+        ),
+    };
+    let trial_seconds: f64 = tuned.trials.iter().map(|t| t.seconds).sum();
     write_file(
         &md_path,
         format!(
-            "# Tuned federated DP-SGD ({} parties, delta = {}, {} accountant)\n\n\
+            "# Tuned {who}, delta = {}, {} accountant)\n\n\
              Scored on {} training images held out for validation; the whole search took \
-             {minutes:.1} minutes.\n\n## Best per target epsilon\n\n{best}\n## Every trial\n\n{all}",
-            base.parties, args.delta, tuned.accountant, validation_size
+             {minutes:.1} minutes ({} trials, {:.0} s of training on average).\n\n\
+             ## Best per target epsilon\n\n{best}\n## Every trial\n\n{all}",
+            args.delta,
+            tuned.accountant,
+            validation_size,
+            tuned.trials.len(),
+            trial_seconds / tuned.trials.len().max(1) as f64
         ),
     )?;
     println!("\n{best}");
@@ -282,19 +307,20 @@ pub fn tune(
 /// Trials as a markdown table.
 fn trial_table(trials: &[TrialResult]) -> String {
     let mut md = String::from(
-        "| target epsilon | batch | optimizer | lr | C | epochs | noise multiplier | validation accuracy | test accuracy | time |\n\
-         |---:|---:|---|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| target epsilon | batch | optimizer | lr | C | epochs | model | noise multiplier | validation accuracy | test accuracy | time |\n\
+         |---:|---:|---|---:|---:|---:|---|---:|---:|---:|---:|\n",
     );
     for r in trials {
         let t = &r.trial;
         md.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {:.3} | {:.2}% | {:.2}% | {:.1} s |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {:.3} | {:.2}% | {:.2}% | {:.1} s |\n",
             r.target_epsilon,
             t.batch_size,
             t.optimizer,
             t.lr,
             t.max_grad_norm,
             t.epochs,
+            model_settings(t),
             r.noise_multiplier,
             100.0 * r.validation_accuracy,
             100.0 * r.test_accuracy,
@@ -304,22 +330,59 @@ fn trial_table(trials: &[TrialResult]) -> String {
     md
 }
 
-/// `hefl dp-compare`: plain and HE with the training flags, and DP-SGD with each setting of
-/// a `dp-sweep --tune` file (recalibrated to its target epsilon on the full training set);
-/// writes compare.md, compare.csv and compare.png.
-pub fn compare(args: &TrainArgs, settings: &Path, out_dir: &Path) -> Result<()> {
+/// A trial's model-side settings in a few words: `pca 60 (σp 16), 1000 tanh, cosine, ema 0.99`.
+fn model_settings(t: &DpTrial) -> String {
+    let mut parts = Vec::new();
+    if let Some(pca) = t.pca {
+        parts.push(format!(
+            "pca {} (σp {})",
+            pca.components, pca.noise_multiplier
+        ));
+    }
+    parts.push(format!(
+        "{} {}",
+        t.hidden.map_or("base".to_owned(), |h| h.to_string()),
+        t.activation
+    ));
+    if t.lr_schedule != hefl::model::LrSchedule::Constant {
+        parts.push(t.lr_schedule.to_string());
+    }
+    if let Some(decay) = t.ema {
+        parts.push(format!("ema {decay}"));
+    }
+    parts.join(", ")
+}
+
+/// `hefl dp-compare`: plain and HE with the training flags (and the centralized
+/// non-private baseline when a centralized settings file is given), and DP-SGD with each
+/// setting of the `dp-sweep --tune` files (recalibrated to its target epsilon on the full
+/// training set); writes compare.md, compare.csv and compare.png.
+pub fn compare(args: &TrainArgs, settings: &[PathBuf], out_dir: &Path) -> Result<()> {
     args.validated(Mode::Federated)?;
-    let text = std::fs::read_to_string(settings)
-        .with_context(|| format!("reading {}", settings.display()))?;
-    let tuned: TunedDp = serde_json::from_str(&text).with_context(|| {
-        format!(
-            "{} is not a dp-sweep --tune settings file (dp-tuned.json)",
-            settings.display()
-        )
-    })?;
-    tuned.base.validate()?;
+    let mut files = Vec::new();
+    for path in settings {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let tuned: TunedDp = serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{} is not a dp-sweep --tune settings file (dp-tuned.json)",
+                path.display()
+            )
+        })?;
+        tuned.base.validate()?;
+        files.push(tuned);
+    }
     let data = args.load()?;
     let (base, mut runs) = plain_and_he(args, &data)?;
+    if files.iter().any(|t| t.base.mode == Mode::Centralized) {
+        let config = TrainConfig {
+            mode: Mode::Centralized,
+            privacy: Privacy::Plain,
+            ..base.clone()
+        };
+        let m = hefl::fl::run(&config, &data, None, &mut Progress::new())?;
+        runs.push((config.label(), m));
+    }
     let mut rows: Vec<_> = runs
         .iter()
         .map(|(name, m)| {
@@ -331,8 +394,11 @@ pub fn compare(args: &TrainArgs, settings: &Path, out_dir: &Path) -> Result<()> 
             comparison_row(name, settings, m, data.train.len())
         })
         .collect();
-    for best in &tuned.best {
-        let name = format!("federated-dp eps={}", best.target_epsilon);
+    for (tuned, best) in files
+        .iter()
+        .flat_map(|tuned| tuned.best.iter().map(move |best| (tuned, best)))
+    {
+        let name = format!("{}-dp eps={}", tuned.base.mode, best.target_epsilon);
         eprintln!("{name}: {}", best.trial);
         let (_, m) = hefl::fl::run_trial(
             &tuned.base,
@@ -357,7 +423,10 @@ pub fn compare(args: &TrainArgs, settings: &Path, out_dir: &Path) -> Result<()> 
         &format!(
             "HE vs plain vs tuned DP-SGD ({} parties, delta = {})",
             base.parties,
-            tuned.base.dp.map_or(args.delta, |dp| dp.delta)
+            files
+                .first()
+                .and_then(|t| t.base.dp)
+                .map_or(args.delta, |dp| dp.delta)
         ),
         (&md, &csv),
         &runs,
@@ -373,7 +442,7 @@ fn comparison_row(
 ) -> hefl::report::ComparisonRow {
     let epsilons = m.config.dp.map(|dp| {
         let (q, steps) = hefl::fl::sampling_rate_and_steps(&m.config, train_size);
-        Accountant::ALL.map(|a| a.epsilon(q, dp.noise_multiplier, steps, dp.delta))
+        Accountant::ALL.map(|accountant| DpSgd { accountant, ..dp }.epsilon(q, steps))
     });
     let cpu = m.overhead.as_ref().map(|o| &o.client_cpu);
     hefl::report::ComparisonRow {

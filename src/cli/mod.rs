@@ -126,12 +126,22 @@ pub enum Command {
         #[arg(long, default_value = "runs/dp-sweep", value_name = "DIR")]
         out_dir: PathBuf,
         /// Tune DP-SGD per target epsilon instead: search a small grid (expected batch,
-        /// optimizer and learning rate, clipping norm, epochs; see `hefl::fl::default_grid`)
-        /// scored on a validation split of the training data, never the test set. Writes
-        /// the best setting per epsilon to OUT_DIR/dp-tuned.json for `hefl dp-compare`.
-        /// The search itself spends privacy that the reported epsilon does not count.
+        /// learning rate, epochs, DP-PCA, hidden width, activation, learning-rate schedule,
+        /// EMA; see `hefl::fl::tuning_grid`) scored on a validation split of the training
+        /// data, never the test set. Writes the best setting per epsilon to
+        /// OUT_DIR/dp-tuned.json (OUT_DIR/dp-tuned-centralized.json with --mode
+        /// centralized) for `hefl dp-compare`. The search itself spends privacy that the
+        /// reported epsilon does not count.
         #[arg(long)]
         tune: bool,
+        /// With --tune: tune the federated DP variant (--parties parties, each adding its
+        /// own noise) or the centralized one (one trainer on all the training images).
+        #[arg(
+            long,
+            default_value = "federated",
+            value_name = "federated|centralized"
+        )]
+        mode: Mode,
         /// With --tune: training images held out to score the trials.
         #[arg(long, default_value_t = hefl::fl::DEFAULT_VALIDATION_SIZE, value_name = "N")]
         validation_size: usize,
@@ -145,13 +155,16 @@ pub enum Command {
     DpCompare {
         #[command(flatten)]
         train: TrainArgs,
-        /// The settings `dp-sweep --tune` wrote.
+        /// The settings `dp-sweep --tune` wrote, comma-separated: federated ones
+        /// (dp-tuned.json) and centralized ones (dp-tuned-centralized.json) alike; with a
+        /// centralized file the centralized non-private baseline runs too.
         #[arg(
             long,
+            value_delimiter = ',',
             default_value = "runs/dp-sweep/dp-tuned.json",
             value_name = "FILE.json"
         )]
-        dp_settings: PathBuf,
+        dp_settings: Vec<PathBuf>,
         /// Folder for the table, CSV and plot.
         #[arg(long, default_value = "runs/compare", value_name = "DIR")]
         out_dir: PathBuf,
@@ -276,7 +289,8 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             out_dir,
             tune: true,
             validation_size,
-        } => dp::tune(&train, &epsilons, validation_size, &out_dir),
+            mode,
+        } => dp::tune(&train, mode, &epsilons, validation_size, &out_dir),
         Command::DpCompare {
             train,
             dp_settings,

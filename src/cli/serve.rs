@@ -163,7 +163,7 @@ fn plan(args: &ServeArgs) -> Result<ValidPlan> {
     if args.train.key.is_some() {
         bail!("the server never holds the key: give --key-id (printed by `hefl keygen`)");
     }
-    match &args.plan {
+    let plan = match &args.plan {
         Some(path) => {
             // A regular file of bounded size (a plan is a few hundred bytes): not a device
             // or a pipe that never ends.
@@ -171,9 +171,9 @@ fn plan(args: &ServeArgs) -> Result<ValidPlan> {
                 .with_context(|| format!("reading the plan {}", path.display()))?;
             let plan: Plan = serde_json::from_slice(&bytes)
                 .with_context(|| format!("the plan {} does not parse", path.display()))?;
-            Ok(plan.validate()?)
+            plan.validate()?
         }
-        None => Ok(hefl::fl::plan_for(
+        None => hefl::fl::plan_for(
             &*args
                 .train
                 .calibrated(args.train.validated(Mode::Federated)?, args.train_size)?,
@@ -181,8 +181,15 @@ fn plan(args: &ServeArgs) -> Result<ValidPlan> {
             args.rounds_per_epoch,
             args.key_id,
             args.rules.rules(),
-        )?),
+        )?,
+    };
+    if plan.config.pca().is_some() {
+        bail!(
+            "--dp-pca needs every party's noisy covariance before the first round, which a \
+             server does not collect: run DP-PCA in one process (train, dp-sweep, dp-compare)"
+        );
     }
+    Ok(plan)
 }
 
 /// With secure aggregation, the roster must be given and fit the plan: its key, its party

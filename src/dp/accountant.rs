@@ -246,6 +246,31 @@ pub fn epsilon_at_orders(q: f64, sigma: f64, steps: u64, delta: f64, orders: &[f
         })
 }
 
+/// (ε, δ) of several mechanisms composed: their RDP added at every order of `orders`, then
+/// the conversion of the module docs at the best order. Returns ε and that order.
+pub(super) fn composed_epsilon(
+    mechanisms: &[super::SampledGaussian],
+    delta: f64,
+    orders: &[f64],
+) -> (f64, f64) {
+    orders
+        .iter()
+        .map(|&alpha| {
+            let rdp: f64 = mechanisms
+                .iter()
+                .filter(|m| m.steps > 0)
+                .map(|m| rdp_step(m.q, m.sigma, alpha) * m.steps as f64)
+                .sum();
+            let eps =
+                rdp + ((alpha - 1.0) / alpha).ln() - (delta.ln() + alpha.ln()) / (alpha - 1.0);
+            (eps.max(0.0), alpha)
+        })
+        .filter(|(eps, _)| !eps.is_nan())
+        .fold((f64::INFINITY, f64::NAN), |best, cur| {
+            if cur.0 < best.0 { cur } else { best }
+        })
+}
+
 /// The smallest noise multiplier (to within 1% of the target ε) for which `steps` steps at
 /// sampling rate `q` stay within `target_epsilon` at `delta`: a bisection, as Opacus's
 /// `get_noise_multiplier` does. `None` if the target cannot be met (σ above 10⁴).
@@ -263,7 +288,7 @@ pub fn noise_multiplier_for(target_epsilon: f64, delta: f64, q: f64, steps: u64)
 
 /// The bisection of [`noise_multiplier_for`] over any accountant's ε(σ), non-increasing in
 /// σ: the σ it returns gives an ε within 1% below `target_epsilon`; `None` above σ = 10⁴.
-pub(super) fn smallest_noise_for(target_epsilon: f64, eps: impl Fn(f64) -> f64) -> Option<f64> {
+pub(crate) fn smallest_noise_for(target_epsilon: f64, eps: impl Fn(f64) -> f64) -> Option<f64> {
     let (mut low, mut high) = (0.0f64, 10.0f64);
     let mut at_high = eps(high);
     while at_high > target_epsilon {

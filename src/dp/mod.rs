@@ -7,10 +7,15 @@
 //! dp-accounting and the tuning study are in the guide `docs/dp.md`.
 
 mod accountant;
+mod pca;
 mod pld;
 
+pub(crate) use accountant::smallest_noise_for;
 pub use accountant::{default_orders, epsilon, epsilon_at_orders, noise_multiplier_for, rdp_step};
-pub use pld::{GRID_INTERVAL, MAX_GRID, MIN_SIGMA, TRUNCATION, WINDOW_TAIL, pld_epsilon};
+pub use pca::{DpPca, MAX_PCA_COMPONENTS, noisy_covariance, principal_components};
+pub use pld::{
+    GRID_INTERVAL, MAX_GRID, MIN_SIGMA, TRUNCATION, WINDOW_TAIL, pld_epsilon, pld_epsilon_composed,
+};
 
 use std::fmt;
 use std::str::FromStr;
@@ -33,6 +38,20 @@ pub fn add_gaussian_noise<R: rand::Rng + ?Sized>(values: &mut [f32], std: f32, r
         let z: f64 = StandardNormal.sample(rng);
         *v += std * z as f32;
     }
+}
+
+/// One mechanism of a run, as the accountants see it: `steps` releases of the Gaussian
+/// mechanism with noise multiplier `sigma`, each on a Poisson sample of rate `q` (DP-SGD's
+/// steps), or, with `q = 1` and one step, a single Gaussian release of the whole data
+/// (DP-PCA's covariance).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SampledGaussian {
+    /// Sampling rate, in (0, 1].
+    pub q: f64,
+    /// Noise standard deviation as a multiple of the sensitivity.
+    pub sigma: f64,
+    /// Releases.
+    pub steps: u64,
 }
 
 /// Which accountant turns (q, σ, steps, δ) into ε.
@@ -70,6 +89,31 @@ impl Accountant {
         match self {
             Self::Pld => pld_epsilon(q, sigma, steps, delta),
             Self::Rdp => epsilon(q, sigma, steps, delta).0,
+        }
+    }
+
+    /// ε at `delta` of several mechanisms run one after the other on the same data:
+    /// composed exactly (PLD: their loss distributions convolved; RDP: their Rényi
+    /// divergences added at every order), not by adding ε's.
+    ///
+    /// ```
+    /// use hefl::dp::{Accountant, SampledGaussian};
+    ///
+    /// let sgd = SampledGaussian { q: 0.01, sigma: 1.0, steps: 1_000 };
+    /// let pca = SampledGaussian { q: 1.0, sigma: 8.0, steps: 1 };
+    /// for accountant in Accountant::ALL {
+    ///     assert_eq!(
+    ///         accountant.epsilon_composed(&[sgd], 1e-5),
+    ///         accountant.epsilon(0.01, 1.0, 1_000, 1e-5)
+    ///     );
+    ///     assert!(accountant.epsilon_composed(&[pca, sgd], 1e-5) > accountant.epsilon(0.01, 1.0, 1_000, 1e-5));
+    /// }
+    /// ```
+    pub fn epsilon_composed(self, mechanisms: &[SampledGaussian], delta: f64) -> f64 {
+        match (self, mechanisms) {
+            (Self::Rdp, [one]) => epsilon(one.q, one.sigma, one.steps, delta).0,
+            (Self::Rdp, _) => accountant::composed_epsilon(mechanisms, delta, &default_orders()).0,
+            (Self::Pld, _) => pld_epsilon_composed(mechanisms, delta),
         }
     }
 
@@ -150,13 +194,48 @@ pub struct DpSgd {
     /// The accountant that reports ε and calibrates σ (absent from older plans: PLD).
     #[serde(default)]
     pub accountant: Accountant,
+    /// A DP-PCA projection of the inputs computed before training, whose Gaussian release
+    /// the accountant composes with the steps' (absent from older plans: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pca: Option<DpPca>,
 }
 
 impl DpSgd {
-    /// ε after `steps` steps at sampling rate `q`, by this run's accountant.
+    /// ε after `steps` steps at sampling rate `q`, by this run's accountant: the steps
+    /// composed with the DP-PCA release when the run has one.
+    ///
+    /// ```
+    /// use hefl::dp::{Accountant, DpPca, DpSgd, Sampling};
+    ///
+    /// let dp = DpSgd {
+    ///     noise_multiplier: 1.0,
+    ///     max_grad_norm: 1.0,
+    ///     delta: 1e-5,
+    ///     sampling: Sampling::Poisson,
+    ///     accountant: Accountant::Pld,
+    ///     pca: None,
+    /// };
+    /// let with_pca = DpSgd { pca: Some(DpPca { components: 60, noise_multiplier: 8.0 }), ..dp };
+    /// assert!(with_pca.epsilon(0.01, 1_000) > dp.epsilon(0.01, 1_000));
+    /// assert!(with_pca.epsilon(0.01, 0) > 0.0); // the projection alone
+    /// ```
     pub fn epsilon(&self, q: f64, steps: u64) -> f64 {
         self.accountant
-            .epsilon(q, self.noise_multiplier, steps, self.delta)
+            .epsilon_composed(&self.mechanisms(q, steps), self.delta)
+    }
+
+    /// The mechanisms of a run of `steps` steps at rate `q`: the DP-PCA release (if any),
+    /// then the steps.
+    pub fn mechanisms(&self, q: f64, steps: u64) -> Vec<SampledGaussian> {
+        let sgd = SampledGaussian {
+            q,
+            sigma: self.noise_multiplier,
+            steps,
+        };
+        match self.pca {
+            Some(pca) => vec![pca.mechanism(), sgd],
+            None => vec![sgd],
+        }
     }
 }
 

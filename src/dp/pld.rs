@@ -31,6 +31,7 @@
 //! Checked against dp-accounting's `PLDAccountant` and the PRV accountant that Opacus uses,
 //! on the cases of `tests/reference/pld_reference.py`.
 
+use super::SampledGaussian;
 use super::accountant::{log_add, log_sub};
 use realfft::RealFftPlanner;
 use realfft::num_complex::Complex;
@@ -236,26 +237,53 @@ impl Discrete {
         top + sum.ln()
     }
 
-    /// Grid indices [lo, hi] that hold all but [`WINDOW_TAIL`] of the `steps`-fold
-    /// composition on each side (Chernoff: P[S ≥ u] ≤ e^{T·Λ(t) − t·u} for every t > 0);
-    /// `None` when they are beyond this grid's indices.
-    fn composed_window(&self, steps: u64) -> Option<(i64, i64)> {
-        let t_steps = steps as f64;
-        let (min_k, max_k) = (self.k_lo, self.k_lo + self.mass.len() as i64 - 1);
-        let ln_tail = WINDOW_TAIL.ln();
-        let support: Vec<(f64, f64)> = self
-            .mass
+    /// The support of the finite part: (ln mass, loss) of every point with mass.
+    fn support(&self) -> Vec<(f64, f64)> {
+        self.mass
             .iter()
             .enumerate()
             .filter(|(_, m)| **m > 0.0)
             .map(|(i, m)| (m.ln(), (self.k_lo + i as i64) as f64 * self.h))
+            .collect()
+    }
+
+    /// The largest grid index of the finite part.
+    fn k_hi(&self) -> i64 {
+        self.k_lo + self.mass.len() as i64 - 1
+    }
+}
+
+/// Discrete PLDs on one grid, each composed with itself a number of times, then with each
+/// other: the loss of a run of several mechanisms (DP-PCA's one Gaussian release, then
+/// DP-SGD's steps).
+struct Composition<'a> {
+    h: f64,
+    parts: &'a [(Discrete, u64)],
+}
+
+impl Composition<'_> {
+    /// Grid indices [lo, hi] that hold all but [`WINDOW_TAIL`] of the composition on each
+    /// side (Chernoff: P[S ≥ u] ≤ e^{Σ T_i·Λ_i(t) − t·u} for every t > 0); `None` when they
+    /// are beyond this grid's indices.
+    fn window(&self) -> Option<(i64, i64)> {
+        let ln_tail = WINDOW_TAIL.ln();
+        let supports: Vec<(Vec<(f64, f64)>, f64)> = self
+            .parts
+            .iter()
+            .map(|(d, steps)| (d.support(), *steps as f64))
             .collect();
+        let log_mgf = |t: f64| {
+            supports
+                .iter()
+                .map(|(support, steps)| steps * Discrete::log_mgf(support, t))
+                .sum::<f64>()
+        };
         let (mut upper, mut lower) = (f64::INFINITY, f64::NEG_INFINITY);
         // t from 10⁻⁴ to 10⁹ (in 1/nats), five per decade.
         for j in 0..=65 {
             let t = 10f64.powf(-4.0 + f64::from(j) / 5.0);
-            upper = upper.min((t_steps * Self::log_mgf(&support, t) - ln_tail) / t);
-            lower = lower.max(-(t_steps * Self::log_mgf(&support, -t) - ln_tail) / t);
+            upper = upper.min((log_mgf(t) - ln_tail) / t);
+            lower = lower.max(-(log_mgf(-t) - ln_tail) / t);
         }
         let (hi, lo) = ((upper / self.h).ceil(), (lower / self.h).floor());
         // A window beyond i64 grid indices: this grid cannot hold the composition.
@@ -263,20 +291,30 @@ impl Discrete {
         if !(hi.abs() < limit && lo.abs() < limit) {
             return None;
         }
-        let steps = i64::try_from(steps).ok()?;
-        let hi = (hi as i64).min(max_k.checked_mul(steps)?);
-        let lo = (lo as i64).max(min_k.checked_mul(steps)?);
+        let (mut max_k, mut min_k) = (0i64, 0i64);
+        for (d, steps) in self.parts {
+            let steps = i64::try_from(*steps).ok()?;
+            max_k = max_k.checked_add(d.k_hi().checked_mul(steps)?)?;
+            min_k = min_k.checked_add(d.k_lo.checked_mul(steps)?)?;
+        }
+        let hi = (hi as i64).min(max_k);
+        let lo = (lo as i64).max(min_k);
         Some((lo, hi.max(lo)))
     }
 
-    /// ε for `delta` after `steps` self-compositions (+∞ when the infinite-loss mass alone
-    /// exceeds δ); `None` when the window needs more than [`MAX_GRID`] points.
-    fn epsilon(&self, steps: u64, delta: f64) -> Option<f64> {
-        let infinite = 1.0 - (1.0 - self.infinite).powf(steps as f64) + WINDOW_TAIL;
+    /// ε for `delta` (+∞ when the infinite-loss mass alone exceeds δ); `None` when the
+    /// window needs more than [`MAX_GRID`] points.
+    fn epsilon(&self, delta: f64) -> Option<f64> {
+        let finite: f64 = self
+            .parts
+            .iter()
+            .map(|(d, steps)| (1.0 - d.infinite).powf(*steps as f64))
+            .product();
+        let infinite = 1.0 - finite + WINDOW_TAIL;
         if infinite > delta {
             return Some(f64::INFINITY);
         }
-        let (lo, hi) = self.composed_window(steps)?;
+        let (lo, hi) = self.window()?;
         let span = hi
             .checked_sub(lo)
             .and_then(|d| d.checked_add(1))
@@ -284,16 +322,26 @@ impl Discrete {
         if span > MAX_GRID {
             return None;
         }
-        let n = span.max(self.mass.len()).max(2).next_power_of_two();
+        let longest = self
+            .parts
+            .iter()
+            .map(|(d, _)| d.mass.len())
+            .max()
+            .unwrap_or(0);
+        let n = span.max(longest).max(2).next_power_of_two();
         if n > MAX_GRID {
             return None;
         }
-        let composed = self_convolve(&self.mass, n, steps);
-        // Position j holds the sums S with S − T·k_lo ≡ j (mod n); inside the window that is
-        // S = lo + ((j + T·k_lo − lo) mod n).
+        let composed = convolve_powers(self.parts, n);
+        // Position j holds the sums S with S − Σ T_i·k_lo_i ≡ j (mod n); inside the window
+        // that is S = lo + ((j + Σ T_i·k_lo_i − lo) mod n).
         let n_i = n as i64;
-        let shift =
-            (self.k_lo as i128 * i128::from(steps) - i128::from(lo)).rem_euclid(n as i128) as i64;
+        let base: i128 = self
+            .parts
+            .iter()
+            .map(|(d, steps)| d.k_lo as i128 * i128::from(*steps))
+            .sum();
+        let shift = (base - i128::from(lo)).rem_euclid(n as i128) as i64;
         let mut by_loss = vec![0.0; n];
         for (j, m) in composed.iter().enumerate() {
             by_loss[(j as i64 + shift).rem_euclid(n_i) as usize] = m.max(0.0);
@@ -302,23 +350,37 @@ impl Discrete {
     }
 }
 
-/// The `steps`-fold self-convolution of `mass` modulo `n`: real FFT, powers, inverse FFT.
-fn self_convolve(mass: &[f64], n: usize, steps: u64) -> Vec<f64> {
+/// The convolution of every part's mass with itself `steps` times, and of the results with
+/// each other, modulo `n`: real FFTs, powers, their product, one inverse FFT.
+fn convolve_powers(parts: &[(Discrete, u64)], n: usize) -> Vec<f64> {
     let mut planner = RealFftPlanner::<f64>::new();
     let forward = planner.plan_fft_forward(n);
     let inverse = planner.plan_fft_inverse(n);
-    let mut input = vec![0.0; n];
-    for (i, m) in mass.iter().enumerate() {
-        input[i % n] += m;
+    let mut spectrum: Option<Vec<Complex<f64>>> = None;
+    for (d, steps) in parts {
+        let mut input = vec![0.0; n];
+        for (i, m) in d.mass.iter().enumerate() {
+            input[i % n] += m;
+        }
+        let mut part = forward.make_output_vec();
+        // Lengths come from the planner itself, so processing cannot fail.
+        if forward.process(&mut input, &mut part).is_err() {
+            return vec![0.0; n];
+        }
+        for z in &mut part {
+            *z = Pow::pow(&*z, *steps);
+        }
+        spectrum = Some(match spectrum {
+            None => part,
+            Some(mut product) => {
+                product.iter_mut().zip(&part).for_each(|(a, b)| *a *= b);
+                product
+            }
+        });
     }
-    let mut spectrum = forward.make_output_vec();
-    // Lengths come from the planner itself, so processing cannot fail.
-    if forward.process(&mut input, &mut spectrum).is_err() {
+    let Some(mut spectrum) = spectrum else {
         return vec![0.0; n];
-    }
-    for z in &mut spectrum {
-        *z = Pow::pow(&*z, steps);
-    }
+    };
     // The first and last bins of a real signal's spectrum are real.
     let last = spectrum.len() - 1;
     spectrum[0] = Complex::new(spectrum[0].re, 0.0);
@@ -373,31 +435,75 @@ fn epsilon_of(by_loss: &[f64], lo: i64, h: f64, infinite: f64, delta: f64) -> f6
 /// assert_eq!(pld_epsilon(0.01, 0.0, 10, 1e-5), f64::INFINITY);
 /// ```
 pub fn pld_epsilon(q: f64, sigma: f64, steps: u64, delta: f64) -> f64 {
-    if steps == 0 || q <= 0.0 {
+    pld_epsilon_composed(&[SampledGaussian { q, sigma, steps }], delta)
+}
+
+/// ε at `delta` of a run of several sampled Gaussian mechanisms one after the other (each
+/// repeated its number of steps), by PLD accounting: their privacy loss distributions are
+/// composed on one grid (one FFT each, the spectra raised to their step counts and
+/// multiplied), as dp-accounting composes different mechanisms. With one mechanism this is
+/// [`pld_epsilon`]; DP-PCA's Gaussian release composed with DP-SGD's steps is two.
+///
+/// ```
+/// use hefl::dp::{SampledGaussian, pld_epsilon, pld_epsilon_composed};
+///
+/// let sgd = SampledGaussian { q: 0.01, sigma: 1.0, steps: 1_000 };
+/// let pca = SampledGaussian { q: 1.0, sigma: 8.0, steps: 1 };
+/// let alone = pld_epsilon(0.01, 1.0, 1_000, 1e-5);
+/// let both = pld_epsilon_composed(&[pca, sgd], 1e-5);
+/// assert!(both > alone && both < alone + pld_epsilon(1.0, 8.0, 1, 1e-5), "{alone} {both}");
+/// ```
+pub fn pld_epsilon_composed(mechanisms: &[SampledGaussian], delta: f64) -> f64 {
+    let active: Vec<SampledGaussian> = mechanisms
+        .iter()
+        .filter(|m| m.steps > 0 && m.q > 0.0)
+        .map(|m| SampledGaussian {
+            q: m.q.min(1.0),
+            ..*m
+        })
+        .collect();
+    if active.is_empty() {
         return 0.0;
     }
     // Below σ = 10⁻⁶ the losses (μ²/2 > 5·10¹¹) are beyond the grid: report no finite ε,
     // which over-reports only when q·steps is below δ.
-    if sigma.is_nan() || sigma < MIN_SIGMA || delta.is_nan() || delta <= 0.0 {
+    if active
+        .iter()
+        .any(|m| m.sigma.is_nan() || m.sigma < MIN_SIGMA)
+        || delta.is_nan()
+        || delta <= 0.0
+    {
         return f64::INFINITY;
     }
-    let q = q.min(1.0);
     [true, false]
         .into_iter()
-        .map(|remove| pair_epsilon(Pair::new(q, sigma, remove), steps, delta))
+        .map(|remove| {
+            let pairs: Vec<(Pair, u64)> = active
+                .iter()
+                .map(|m| (Pair::new(m.q, m.sigma, remove), m.steps))
+                .collect();
+            pairs_epsilon(&pairs, delta)
+        })
         .fold(0.0, f64::max)
 }
 
-/// One pair's ε, on the finest grid (from [`GRID_INTERVAL`], doubling) whose single step
-/// fits [`MAX_GRID`] / 4 points and whose composed window fits [`MAX_GRID`].
-fn pair_epsilon(pair: Pair, steps: u64, delta: f64) -> f64 {
-    let (l_lo, l_hi) = pair.loss_range();
+/// One direction's ε for the composition of `pairs` (each its number of times), on the
+/// finest grid (from [`GRID_INTERVAL`], doubling) on which every single step fits
+/// [`MAX_GRID`] / 4 points and the composed window fits [`MAX_GRID`].
+fn pairs_epsilon(pairs: &[(Pair, u64)], delta: f64) -> f64 {
     let mut h = GRID_INTERVAL;
-    while (l_hi - l_lo) / h > (MAX_GRID / 4) as f64 {
-        h *= 2.0;
+    for (pair, _) in pairs {
+        let (l_lo, l_hi) = pair.loss_range();
+        while (l_hi - l_lo) / h > (MAX_GRID / 4) as f64 {
+            h *= 2.0;
+        }
     }
     while h <= MAX_INTERVAL {
-        if let Some(eps) = pair.discretise(h).epsilon(steps, delta) {
+        let parts: Vec<(Discrete, u64)> = pairs
+            .iter()
+            .map(|(pair, steps)| (pair.discretise(h), *steps))
+            .collect();
+        if let Some(eps) = (Composition { h, parts: &parts }).epsilon(delta) {
             return eps;
         }
         h *= 2.0;

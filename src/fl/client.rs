@@ -3,10 +3,10 @@
 use super::seeds::RngState;
 use super::server::PartyId;
 use super::strategy::Strategy;
-use crate::data::{Dataset, IMAGE_PIXELS};
+use crate::data::Dataset;
 use crate::dp::{DpSgd, Sampling, add_gaussian_noise};
 use crate::he::SecureRng;
-use crate::model::{Mlp, Optimizer, OptimizerKind};
+use crate::model::{LrSchedule, Mlp, Optimizer, OptimizerKind};
 use ndarray::Array2;
 use rand::Rng;
 use rand::SeedableRng;
@@ -81,18 +81,18 @@ impl Client {
         let mut client = Self {
             id,
             order: (0..data.len()).collect(),
-            data,
             optimizer: Optimizer::new(optimizer, lr, n),
             model,
             cursor: 0,
             rng: ChaCha20Rng::seed_from_u64(
                 seed ^ u64::from(id.0).wrapping_mul(0x9E37_79B9_7F4A_7C15),
             ),
-            batch_x: Array2::zeros((0, IMAGE_PIXELS)),
+            batch_x: Array2::zeros((0, data.images.ncols())),
             batch_y: Vec::new(),
             grad: vec![0.0; n],
             round_start: Vec::new(),
             dp: None,
+            data,
         };
         client.order.shuffle(&mut client.rng);
         client
@@ -116,6 +116,12 @@ impl Client {
             rng,
             steps: 0,
         });
+    }
+
+    /// Makes the local optimizer's learning rate (FedAvg's local steps) follow `schedule`
+    /// over `total_steps` local steps.
+    pub fn set_lr_schedule(&mut self, schedule: LrSchedule, total_steps: u64) {
+        self.optimizer = self.optimizer.clone().with_schedule(schedule, total_steps);
     }
 
     /// ε spent so far by this client's DP-SGD steps (`None` without DP), for a nominal
@@ -151,7 +157,7 @@ impl Client {
         let rows = &self.order[self.cursor..self.cursor + take];
         self.cursor += take;
         if self.batch_x.nrows() != take {
-            self.batch_x = Array2::zeros((take, IMAGE_PIXELS));
+            self.batch_x = Array2::zeros((take, self.data.images.ncols()));
         }
         for (mut dst, &i) in self.batch_x.rows_mut().into_iter().zip(rows) {
             dst.assign(&self.data.images.row(i));
@@ -168,7 +174,7 @@ impl Client {
         let rows: Vec<usize> = (0..self.data.len())
             .filter(|_| dp.rng.random::<f64>() < q)
             .collect();
-        self.batch_x = Array2::zeros((rows.len(), IMAGE_PIXELS));
+        self.batch_x = Array2::zeros((rows.len(), self.data.images.ncols()));
         for (mut dst, &i) in self.batch_x.rows_mut().into_iter().zip(&rows) {
             dst.assign(&self.data.images.row(i));
         }

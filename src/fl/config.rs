@@ -9,9 +9,9 @@
 use super::encoding::{Encoding, Weighting};
 use super::strategy::{Step, Strategy};
 use crate::data::{IMAGE_PIXELS, NUM_CLASSES, Partition};
-use crate::dp::{DpSgd, InputDp};
+use crate::dp::{DpSgd, InputDp, MAX_PCA_COMPONENTS};
 use crate::he::{DownloadForm, MAX_PLAINTEXT_LEN, Widths};
-use crate::model::OptimizerKind;
+use crate::model::{Activation, Ema, LrSchedule, OptimizerKind};
 use crate::quant::{DEFAULT_CLIP, DEFAULT_FRAC_BITS};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -164,6 +164,22 @@ pub struct TrainConfig {
     pub train_subset: Option<usize>,
     /// Evaluate on only the first N test images; `None` = all.
     pub test_subset: Option<usize>,
+    /// The hidden layers' activation (absent from older plans: ReLU).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub activation: Activation,
+    /// How the learning rate decays over the run's optimizer steps (absent: constant).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub lr_schedule: LrSchedule,
+    /// An exponential moving average of the parameters, evaluated and saved instead of the
+    /// last iterate (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema: Option<Ema>,
+}
+
+/// Whether a field holds its default (left out of plans and metrics, so that a run without
+/// the newer settings serializes as before).
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 /// Most fractional bits a run may ask for.
@@ -266,6 +282,24 @@ impl TrainConfig {
             Mode::Centralized => n,
             Mode::Local | Mode::Federated => n.div_ceil(self.parties.max(1)),
         }
+    }
+
+    /// The optimizer steps of the whole run when the largest shard has `largest_shard`
+    /// samples: one per round with FedSGD (the aggregate's step), `local_steps` per round with
+    /// FedAvg (each party's local optimizer). What a learning-rate schedule spans.
+    ///
+    /// ```
+    /// use hefl::fl::{Strategy, TrainConfig};
+    ///
+    /// let config = TrainConfig::default(); // FedSGD, batch 64, 10 epochs
+    /// assert_eq!(config.optimizer_steps(20_000), 3_130);
+    /// let fedavg = TrainConfig { strategy: Strategy::FedAvg { local_steps: 5 }, ..config };
+    /// assert_eq!(fedavg.optimizer_steps(20_000), 3_150);
+    /// ```
+    pub fn optimizer_steps(&self, largest_shard: usize) -> u64 {
+        (self.rounds_per_epoch(largest_shard) as u64)
+            .saturating_mul(self.epochs as u64)
+            .saturating_mul(self.strategy.steps_per_round() as u64)
     }
 
     /// Rounds in one epoch: enough for the party with `largest_shard` samples to pass over
@@ -381,6 +415,22 @@ impl TrainConfig {
         if let Some(input_dp) = self.input_dp {
             check_positive(Field::InputDp, input_dp.epsilon)?;
             check_probability(Field::Delta, input_dp.delta)?;
+            if self.pca().is_some() {
+                return Err(ConfigError::Invalid {
+                    field: Field::InputDp,
+                    expected: "no input perturbation with DP-PCA (both change the inputs)".into(),
+                    found: input_dp.epsilon.to_string(),
+                });
+            }
+        }
+        if let Some(ema) = self.ema
+            && !(0.0..1.0).contains(&ema.decay)
+        {
+            return Err(ConfigError::Invalid {
+                field: Field::Ema,
+                expected: "a decay in [0, 1)".into(),
+                found: ema.decay.to_string(),
+            });
         }
         self.check_layers()?;
         if self.mode == Mode::Federated {
@@ -390,6 +440,14 @@ impl TrainConfig {
             }
         }
         Ok(ValidConfig(self.clone()))
+    }
+
+    /// The run's DP-PCA settings, when it is a DP run with a DP-PCA projection.
+    pub fn pca(&self) -> Option<crate::dp::DpPca> {
+        match self.privacy {
+            Privacy::Dp => self.dp.and_then(|dp| dp.pca),
+            Privacy::Plain | Privacy::He => None,
+        }
     }
 
     fn check_layers(&self) -> Result<(), ConfigError> {
@@ -407,12 +465,16 @@ impl TrainConfig {
             expected,
             found: found.clone(),
         };
+        let (inputs, from) = match self.pca() {
+            Some(pca) => (pca.components, "the DP-PCA components"),
+            None => (IMAGE_PIXELS, "the pixels"),
+        };
         if self.layers.len() < 2
-            || self.layers.first() != Some(&IMAGE_PIXELS)
+            || self.layers.first() != Some(&inputs)
             || self.layers.last() != Some(&NUM_CLASSES)
         {
             return Err(invalid(format!(
-                "{IMAGE_PIXELS} inputs first and {NUM_CLASSES} classes last"
+                "{inputs} inputs ({from}) first and {NUM_CLASSES} classes last"
             )));
         }
         if self.layers.contains(&0) {
@@ -459,6 +521,9 @@ impl Default for TrainConfig {
             layers: crate::model::DEFAULT_LAYERS.to_vec(),
             train_subset: None,
             test_subset: None,
+            activation: Activation::Relu,
+            lr_schedule: LrSchedule::Constant,
+            ema: None,
         }
     }
 }
@@ -523,6 +588,11 @@ pub enum Field {
     Steps,
     FracBits,
     ValidationSize,
+    Activation,
+    LrSchedule,
+    Ema,
+    DpPca,
+    DpPcaNoise,
 }
 
 impl Field {
@@ -566,6 +636,11 @@ impl Field {
             Self::Steps => "steps",
             Self::FracBits => "frac_bits",
             Self::ValidationSize => "validation_size",
+            Self::Activation => "activation",
+            Self::LrSchedule => "lr_schedule",
+            Self::Ema => "ema",
+            Self::DpPca => "dp_pca",
+            Self::DpPcaNoise => "dp_pca_noise",
         }
     }
 }
@@ -636,14 +711,24 @@ impl ConfigError {
 /// use hefl::dp::{Accountant, DpSgd, Sampling};
 /// use hefl::fl::check_dp_sgd;
 ///
-/// let dp = DpSgd { noise_multiplier: 1.0, max_grad_norm: 1.0, delta: 1e-5, sampling: Sampling::Poisson, accountant: Accountant::Pld };
+/// let dp = DpSgd { noise_multiplier: 1.0, max_grad_norm: 1.0, delta: 1e-5, sampling: Sampling::Poisson, accountant: Accountant::Pld, pca: None };
 /// assert!(check_dp_sgd(&dp).is_ok());
 /// assert!(check_dp_sgd(&DpSgd { delta: 0.0, ..dp }).is_err());
 /// ```
 pub fn check_dp_sgd(dp: &DpSgd) -> Result<(), ConfigError> {
     check_positive(Field::NoiseMultiplier, dp.noise_multiplier)?;
     check_positive(Field::MaxGradNorm, f64::from(dp.max_grad_norm))?;
-    check_probability(Field::Delta, dp.delta)
+    check_probability(Field::Delta, dp.delta)?;
+    if let Some(pca) = dp.pca {
+        check_range(
+            Field::DpPca,
+            pca.components,
+            1,
+            MAX_PCA_COMPONENTS.min(IMAGE_PIXELS),
+        )?;
+        check_positive(Field::DpPcaNoise, pca.noise_multiplier)?;
+    }
+    Ok(())
 }
 
 /// Refuses `value` outside `min..=max`: the one range check of every count the library and

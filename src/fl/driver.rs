@@ -12,9 +12,9 @@
 
 use super::checkpoint::{Checkpoints, Progress};
 use super::client::{Client, Update};
-use super::config::{Privacy, ValidConfig};
+use super::config::{ConfigError, Field, Privacy, ValidConfig};
 use super::envelope::{Envelope, EnvelopeCost, EnvelopeError};
-use super::error::{PartyError, UplinkError};
+use super::error::{PartyError, TrainError, UplinkError};
 use super::metrics::{EpochMetrics, Observer, Overhead, RunMetrics};
 use super::party::{GlobalModel, Party, Received};
 use super::plan::{PlanPartyError, ValidPlan};
@@ -24,6 +24,7 @@ use super::uplink::{Retry, Submitted, Uplink};
 use crate::data::{Dataset, Mnist};
 use crate::he::PreparedEncryption;
 use crate::he::keys::SecretKey;
+use crate::model::EmaState;
 use crate::secagg::{Credentials, plan_policy};
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
@@ -147,6 +148,16 @@ impl Member<'_> {
             secure_agg,
         } = self;
         let config = plan.config();
+        if let (Some(ema), Some(_)) = (config.ema, &options.state_dir) {
+            // The average is not part of a checkpoint: a resumed run would report another.
+            return Err(PartyError::Train(TrainError::Config(
+                ConfigError::Invalid {
+                    field: Field::Ema,
+                    expected: "no EMA in a run that keeps checkpoints (--state-dir)".into(),
+                    found: ema.decay.to_string(),
+                },
+            )));
+        }
         let mut party = Party::for_plan(plan, client.id(), key.clone())?;
         if let Some(credentials) = secure_agg {
             let blinder = credentials.blinder(client.id(), party.federation().run)?;
@@ -179,6 +190,7 @@ impl Member<'_> {
             Privacy::He => Preparing::new(party.envelope().clone()),
             _ => Preparing::default(),
         };
+        let ema = config.ema.map(|ema| ema.start(party.model()));
         let mut member = Federated {
             keep_from: checkpoints.as_ref().map(|_| party.next_round()),
             party,
@@ -211,6 +223,7 @@ impl Member<'_> {
             test,
             started,
             progress,
+            ema,
         };
         training.run(&mut member, observer)?;
         let Federated {
@@ -234,13 +247,17 @@ pub(crate) fn run_alone(
     observer: &mut dyn Observer,
     started: Instant,
 ) -> Result<RunMetrics, PartyError> {
+    let rounds_per_epoch = config.rounds_per_epoch(client.num_samples());
+    let total_rounds = (rounds_per_epoch as u64).saturating_mul(config.epochs as u64);
     let mut alone = Alone {
-        model: GlobalModel::new(client.model().params().to_vec(), config.step()),
+        model: GlobalModel::new(client.model().params().to_vec(), config.step())
+            .with_schedule(config.lr_schedule, total_rounds),
         next_round: Round(0),
     };
     let mut training = Training {
         config,
-        rounds_per_epoch: config.rounds_per_epoch(client.num_samples()),
+        rounds_per_epoch,
+        ema: config.ema.map(|ema| ema.start(client.model().params())),
         client,
         test: Some(test),
         started,
@@ -689,6 +706,8 @@ struct Training<'a> {
     test: Option<&'a Dataset>,
     started: Instant,
     progress: Progress,
+    /// The moving average of the global model after every round, when the run reports it.
+    ema: Option<EmaState>,
 }
 
 impl Training<'_> {
@@ -726,13 +745,16 @@ impl Training<'_> {
                 update
             };
             rounds.exchange(round, &update, (&self.client, &self.progress), observer)?;
+            if let Some(ema) = self.ema.as_mut() {
+                ema.update(rounds.model());
+            }
             let next = rounds.next_round().0;
             observer.round(next as usize);
             // An epoch ended (a resync may jump past several: the last is reported).
             let epoch_end = next / per_epoch > round.0 / per_epoch;
             if epoch_end {
                 if let Some(test) = self.test {
-                    self.client.load(rounds.model());
+                    self.client.load(reported(&self.ema, rounds.model()));
                     let eval = self
                         .client
                         .model()
@@ -757,7 +779,8 @@ impl Training<'_> {
         }
     }
 
-    /// A finished trainer's metrics, with the final global model `params`.
+    /// A finished trainer's metrics, with the final global model `params` (as [`reported`]
+    /// says).
     fn metrics(&mut self, params: &[f32], overhead: Option<Overhead>) -> RunMetrics {
         RunMetrics {
             config: self.config.clone().into_inner(),
@@ -765,7 +788,14 @@ impl Training<'_> {
             epochs: std::mem::take(&mut self.progress.epochs),
             total_seconds: self.started.elapsed().as_secs_f64(),
             overhead,
-            final_params: params.to_vec(),
+            final_params: reported(&self.ema, params).to_vec(),
+            input_projection: None,
         }
     }
+}
+
+/// The parameters a trainer reports for the global model `params`: their moving average
+/// `ema` when the run keeps one.
+fn reported<'p>(ema: &'p Option<EmaState>, params: &'p [f32]) -> &'p [f32] {
+    ema.as_ref().map_or(params, EmaState::average)
 }

@@ -43,6 +43,13 @@ pub enum TrainError {
     /// `he` mode without the shared key.
     #[error("privacy he needs the shared key")]
     MissingKey,
+    /// DP-PCA in a party of a deployment: the projection needs every party's noisy
+    /// covariance, which only a federation run in one process has.
+    #[error(
+        "dp_pca needs every party's noisy covariance before training: it runs in one process \
+         (train, dp-sweep, dp-compare), not in a deployment's parties"
+    )]
+    PcaNeedsOneProcess,
     /// The server could not be set up.
     #[error("server: {0}")]
     Server(#[source] ConfigError),

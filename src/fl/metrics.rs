@@ -2,7 +2,7 @@
 
 use super::config::{Privacy, TrainConfig};
 use super::envelope::EnvelopeCost;
-use crate::model::{Mlp, ModelError};
+use crate::model::{InputProjection, Mlp, ModelError};
 use serde::{Deserialize, Serialize};
 
 /// Test-set results after one epoch.
@@ -46,6 +46,10 @@ pub struct RunMetrics {
     /// identical). Not written to metrics files.
     #[serde(skip)]
     pub final_params: Vec<f32>,
+    /// The DP-PCA projection the run's inputs went through (part of the final model). Not
+    /// written to metrics files.
+    #[serde(skip)]
+    pub input_projection: Option<InputProjection>,
 }
 
 impl RunMetrics {
@@ -54,11 +58,13 @@ impl RunMetrics {
         self.epochs.last().map(|e| e.test_accuracy)
     }
 
-    /// The run's final model (party 0's): the configuration's layers with
-    /// [`RunMetrics::final_params`]. Fails for metrics read back from a metrics file, which
-    /// does not hold the parameters.
+    /// The run's final model (party 0's): the configuration's layers and activation with
+    /// [`RunMetrics::final_params`], behind the run's input projection if it had one. Fails
+    /// for metrics read back from a metrics file, which does not hold the parameters.
     pub fn final_model(&self) -> Result<Mlp, ModelError> {
-        Mlp::from_params(&self.config.layers, self.final_params.clone())
+        Mlp::from_params(&self.config.layers, self.final_params.clone())?
+            .set_activation(self.config.activation)
+            .set_projection(self.input_projection.clone())
     }
 }
 

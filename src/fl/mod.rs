@@ -97,6 +97,6 @@ pub use setup::{calibrate_noise, sampling_rate_and_steps};
 pub use strategy::{Step, Strategy};
 pub use tune::{
     DEFAULT_VALIDATION_SIZE, DpTrial, TrialResult, TuneObserver, TunedDp, default_grid, run_trial,
-    tune, validation_split,
+    tune, tuning_grid, validation_split,
 };
 pub use uplink::{Retry, Submitted, Uplink};

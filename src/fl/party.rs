@@ -51,7 +51,7 @@ use crate::he::keys::{KeyId, SecretKey};
 use crate::he::{
     CompactVector, DownloadForm, Expected, HeError, HeadroomError, PreparedEncryption, Widths,
 };
-use crate::model::{Optimizer, OptimizerKind, OptimizerState};
+use crate::model::{LrSchedule, Optimizer, OptimizerKind, OptimizerState};
 use crate::secagg::{Attempt, Blinder, PartySet};
 use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};
@@ -81,6 +81,15 @@ impl GlobalModel {
             Step::Delta => None,
         };
         Self { params, optimizer }
+    }
+
+    /// This model with its FedSGD optimizer's learning rate following `schedule` over
+    /// `total_steps` steps (one per round); nothing changes for deltas.
+    pub fn with_schedule(mut self, schedule: LrSchedule, total_steps: u64) -> Self {
+        self.optimizer = self
+            .optimizer
+            .map(|optimizer| optimizer.with_schedule(schedule, total_steps));
+        self
     }
 
     /// The parameters.
@@ -662,6 +671,14 @@ impl Party {
             rounding,
             sealed: None,
         })
+    }
+
+    /// This party with its FedSGD optimizer's learning rate following `schedule` over
+    /// `total_rounds` rounds (one optimizer step per round; see
+    /// [`GlobalModel::with_schedule`]); nothing changes for deltas.
+    pub fn with_lr_schedule(mut self, schedule: LrSchedule, total_rounds: u64) -> Self {
+        self.model = self.model.with_schedule(schedule, total_rounds);
+        self
     }
 
     /// This party with `strict` secure aggregation (see [`crate::secagg`]): its updates are

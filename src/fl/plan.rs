@@ -365,23 +365,23 @@ mod key_id_hex {
 }
 
 impl Party {
-    /// Party `party` of `plan` at round 0: the plan's initial model (from its seed and
-    /// layers) and its rounding generator (from its seed and the party), as every driver of
-    /// the plan starts it.
+    /// Party `party` of `plan` at round 0: the plan's initial model (from its seed, layers
+    /// and activation) with its learning-rate schedule, and its rounding generator (from its
+    /// seed and the party), as every driver of the plan starts it.
     pub fn for_plan(
         plan: &ValidPlan,
         party: PartyId,
         key: Option<Arc<SecretKey>>,
     ) -> Result<Self, PlanPartyError> {
         let federation = plan.federation(party)?;
-        let initial = crate::model::Mlp::new(&plan.config.layers, plan.config.seed)?;
-        let rounding = rounding_rng(plan.config.seed, party);
-        Ok(Self::new(
-            federation,
-            initial.params().to_vec(),
-            key,
-            rounding,
-        )?)
+        let config = &plan.config;
+        let initial =
+            crate::model::Mlp::with_activation(&config.layers, config.activation, config.seed)?;
+        let rounding = rounding_rng(config.seed, party);
+        Ok(
+            Self::new(federation, initial.params().to_vec(), key, rounding)?
+                .with_lr_schedule(config.lr_schedule, plan.total_rounds()),
+        )
     }
 }
 

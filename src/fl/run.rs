@@ -52,8 +52,12 @@ pub fn run_with(
 ) -> Result<RunMetrics, TrainError> {
     let started = Instant::now();
     let config = config.clone();
-    let Setup { mut clients, test } = setup(&config, data, None)?;
-    match config.mode {
+    let Setup {
+        mut clients,
+        test,
+        projection,
+    } = setup(&config, data, None)?;
+    let mut metrics = match config.mode {
         Mode::Local | Mode::Centralized => {
             let client = clients
                 .pop()
@@ -61,7 +65,7 @@ pub fn run_with(
             let metrics = run_alone(&config, client, &test, observer, started)
                 .map_err(|e| party_error(PartyId(0), e))?;
             check_finite(PartyId(0), &metrics.final_params)?;
-            Ok(metrics)
+            metrics
         }
         Mode::Federated => {
             let key_id = match (config.privacy, &key) {
@@ -72,9 +76,11 @@ pub fn run_with(
             let largest = clients.iter().map(Client::num_samples).max().unwrap_or(0);
             let rounds_per_epoch = config.rounds_per_epoch(largest);
             let plan = ValidPlan::new(config, rounds_per_epoch, key_id, rules)?;
-            federate(&plan, clients, &test, key, observer, started)
+            federate(&plan, clients, &test, key, observer, started)?
         }
-    }
+    };
+    metrics.input_projection = projection;
+    Ok(metrics)
 }
 
 /// With secure aggregation, one fresh identity per party (made in memory) and their roster

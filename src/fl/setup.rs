@@ -6,16 +6,19 @@ use super::config::{ConfigError, Field, Mode, Privacy, TrainConfig, ValidConfig}
 use super::error::TrainError;
 use super::server::PartyId;
 use crate::data::{Dataset, Mnist, partition};
-use crate::dp::InputDp;
+use crate::dp::{DpSgd, InputDp};
 use crate::he::SecureRng;
-use crate::model::Mlp;
+use crate::model::{InputProjection, Mlp};
 
 /// The parties' clients (all on the seeded initial model) and the test set.
 pub(crate) struct Setup {
     /// One client per party trained here, in party order.
     pub clients: Vec<Client>,
-    /// The test set (normalised like the training images under input DP).
+    /// The test set (normalised like the training images under input DP, projected like
+    /// them under DP-PCA).
     pub test: Dataset,
+    /// The DP-PCA projection the data went through, which the final model takes with it.
+    pub projection: Option<InputProjection>,
 }
 
 /// The clients of `config`'s parties (only party `only` if given) and the test set.
@@ -43,7 +46,19 @@ pub(crate) fn setup(
             party: party_id(empty),
         });
     }
-    let initial = Mlp::new(&config.layers, config.seed)?;
+    let projection = match config.pca() {
+        None => None,
+        Some(_) if only.is_some() => return Err(TrainError::PcaNeedsOneProcess),
+        Some(pca) => {
+            let projection = dp_pca(pca, &train, &shards)?;
+            train.images = projection.project(train.images.view());
+            test.images = projection.project(test.images.view());
+            Some(projection)
+        }
+    };
+    let initial = Mlp::with_activation(&config.layers, config.activation, config.seed)?;
+    let largest = shards.iter().map(Vec::len).max().unwrap_or(0);
+    let total_steps = config.optimizer_steps(largest);
     let mut clients = Vec::with_capacity(shards.len());
     for (index, indices) in shards.iter().enumerate() {
         let id = party_id(index);
@@ -61,9 +76,35 @@ pub(crate) fn setup(
         if let (Privacy::Dp, Some(dp)) = (config.privacy, config.dp) {
             client.enable_dp(dp, SecureRng::from_os().map_err(TrainError::Entropy)?);
         }
+        client.set_lr_schedule(config.lr_schedule, total_steps);
         clients.push(client);
     }
-    Ok(Setup { clients, test })
+    Ok(Setup {
+        clients,
+        test,
+        projection,
+    })
+}
+
+/// DP-PCA's projection for a run whose parties hold `shards` of `train`: every party
+/// releases its shard's covariance with its own noise (drawn from its own
+/// [`SecureRng`]), and the projection is on the top eigenvectors of their sum (see
+/// [`crate::dp::noisy_covariance`]).
+fn dp_pca(
+    pca: crate::dp::DpPca,
+    train: &Dataset,
+    shards: &[Vec<usize>],
+) -> Result<InputProjection, TrainError> {
+    let d = train.images.ncols();
+    let mut sum = vec![0.0f64; d * d];
+    for indices in shards {
+        let shard = train.subset(indices);
+        let mut rng = SecureRng::from_os().map_err(TrainError::Entropy)?;
+        let released =
+            crate::dp::noisy_covariance(shard.images.view(), pca.noise_multiplier, &mut rng);
+        sum.iter_mut().zip(&released).for_each(|(s, r)| *s += r);
+    }
+    Ok(crate::dp::principal_components(&sum, d, pca.components)?)
 }
 
 /// Party index `index` of a validated configuration (at most `MAX_PARTIES`, so it fits).
@@ -108,7 +149,7 @@ pub fn calibrate_noise(
     train_size: usize,
     target_epsilon: f64,
 ) -> Result<f64, ConfigError> {
-    let Some((delta, accountant)) = config.dp.as_ref().map(|dp| (dp.delta, dp.accountant)) else {
+    let Some(dp) = config.dp else {
         return Err(ConfigError::Needs {
             field: Field::TargetEpsilon,
             needs: "privacy dp".into(),
@@ -116,13 +157,32 @@ pub fn calibrate_noise(
     };
     super::config::check_positive(Field::TargetEpsilon, target_epsilon)?;
     let (q, steps) = sampling_rate_and_steps(config, train_size);
-    let sigma = accountant
-        .noise_multiplier_for(target_epsilon, delta, q, steps)
-        .ok_or_else(|| ConfigError::Invalid {
-            field: Field::TargetEpsilon,
-            expected: format!("an epsilon reachable in {steps} steps at sampling rate {q}"),
-            found: target_epsilon.to_string(),
-        })?;
+    let sigma = match dp.pca {
+        None => dp
+            .accountant
+            .noise_multiplier_for(target_epsilon, dp.delta, q, steps),
+        // The DP-PCA release spends part of the budget: σ for the rest.
+        Some(_) => crate::dp::smallest_noise_for(target_epsilon, |sigma| {
+            DpSgd {
+                noise_multiplier: sigma,
+                ..dp
+            }
+            .epsilon(q, steps)
+        }),
+    }
+    .ok_or_else(|| ConfigError::Invalid {
+        field: Field::TargetEpsilon,
+        expected: match dp.pca {
+            None => format!("an epsilon reachable in {steps} steps at sampling rate {q}"),
+            Some(pca) => format!(
+                "an epsilon reachable in {steps} steps at sampling rate {q} after the DP-PCA \
+                 release (sigma_p {} alone spends {:.3})",
+                pca.noise_multiplier,
+                pca.epsilon(dp.accountant, dp.delta)
+            ),
+        },
+        found: target_epsilon.to_string(),
+    })?;
     if let Some(dp) = config.dp.as_mut() {
         dp.noise_multiplier = sigma;
     }

@@ -13,20 +13,30 @@
 //! | `layer{i}.bias`   | `[out]`       | `b_i`                                             |
 //!
 //! where `in = layers[i]` and `out = layers[i + 1]`. The weight's shape is PyTorch's
-//! `nn.Linear.weight` convention, so layer `i` computes `h @ weight.T + bias`, followed by a
-//! ReLU on every layer but the last (whose outputs are the logits of a softmax). In the flat
-//! parameter vector of [`Mlp`] the same matrix sits as `[in, out]`, row-major: the file
-//! transposes it. No other tensor is allowed.
+//! `nn.Linear.weight` convention, so layer `i` computes `h @ weight.T + bias`, followed by the
+//! `activation` (ReLU or tanh) on every layer but the last (whose outputs are the logits of a
+//! softmax). In the flat parameter vector of [`Mlp`] the same matrix sits as `[in, out]`,
+//! row-major: the file transposes it.
+//!
+//! A model with a fixed input projection (DP-PCA, [`super::InputProjection`]) has one more
+//! tensor, `projection.weight` of shape `[layers[0], input_width]`, and the raw input `x`
+//! first becomes `x @ projection.weight.T` (no bias, no activation). No other tensor is
+//! allowed.
 //!
 //! The header's `__metadata__` (strings only, as safetensors requires) holds:
 //!
 //! | key              | value                                   | checked on read |
 //! |------------------|-----------------------------------------|-----------------|
 //! | `format`         | `hefl-mlp` ([`MODEL_FORMAT`])            | must match      |
-//! | `format_version` | `1` ([`MODEL_FORMAT_VERSION`])           | must match      |
+//! | `format_version` | `1`, or `2` ([`MODEL_FORMAT_VERSION`]) for a model with tanh or a projection | must be one of them |
 //! | `layers`         | layer widths, input first: `784,128,10` | shapes follow from it |
-//! | `activation`     | `relu` (hidden layers; informative)     | no              |
+//! | `activation`     | `relu` or `tanh` (hidden layers)        | must be one of them; absent: `relu` (version 1 only) |
+//! | `input_width`    | raw input width of `projection.weight`: `784` (version 2, with a projection only) | its shape follows from it |
 //! | `hefl_version`   | the writing hefl's version              | no              |
+//!
+//! A ReLU model without a projection is written as version 1, byte-compatible with what
+//! hefl wrote before version 2 existed, so older readers still read it; anything else is
+//! version 2, which older readers refuse instead of computing it with the wrong activation.
 //!
 //! The order of the entries in the header is not fixed; the tensors' data is stored as the
 //! safetensors crate orders it (by name).
@@ -36,7 +46,9 @@
 //! [`read_model`] and [`model_from_bytes`] refuse, with an error naming what was expected:
 //! a file larger than [`MAX_MODEL_FILE_BYTES`]; anything the safetensors crate refuses (bad
 //! header, offsets that do not cover the data, sizes that overflow); a missing or different
-//! `format` or `format_version`; `layers` that do not parse, have fewer than 2 or more than
+//! `format` or `format_version`; an `activation` other than `relu` or `tanh` (or tanh in a
+//! version 1 file); an `input_width` that does not parse or bound the projection's size, or
+//! one without a `projection.weight` or the reverse; `layers` that do not parse, have fewer than 2 or more than
 //! [`MAX_MODEL_LAYERS`] entries, a zero width or [`MAX_MODEL_PARAMS`] parameters or more; a
 //! missing tensor, an extra tensor, a dtype other than `F32`, and any shape other than the one
 //! `layers` implies (which is how the chaining of one layer's output into the next one's input
@@ -52,7 +64,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use super::{LayerSpan, Mlp, spans};
+use super::{Activation, InputProjection, LayerSpan, Mlp, spans};
 use crate::secret_file::{self, Access, SecretFileError};
 use safetensors::{Dtype, SafeTensorError, SafeTensors, tensor::TensorView};
 use std::collections::HashMap;
@@ -61,8 +73,16 @@ use std::path::{Path, PathBuf};
 /// The `format` entry of a hefl model file's `__metadata__`.
 pub const MODEL_FORMAT: &str = "hefl-mlp";
 
-/// The `format_version` entry of a hefl model file's `__metadata__`.
-pub const MODEL_FORMAT_VERSION: &str = "1";
+/// The newest `format_version` of a hefl model file's `__metadata__`: `2` adds the tanh
+/// activation and the input projection. Files of ReLU models without a projection are still
+/// written as version `1` ([`MODEL_FORMAT_VERSIONS`]).
+pub const MODEL_FORMAT_VERSION: &str = "2";
+
+/// Every `format_version` this hefl reads, oldest first.
+pub const MODEL_FORMAT_VERSIONS: [&str; 2] = ["1", MODEL_FORMAT_VERSION];
+
+/// The tensor of a model's input projection.
+const PROJECTION_NAME: &str = "projection.weight";
 
 /// Parameters in all that a model file may hold: the largest vector hefl aggregates (the
 /// training configuration's bound, `hefl::he::MAX_PLAINTEXT_LEN`); a model must have fewer.
@@ -100,6 +120,16 @@ pub enum ModelFormatError {
     MissingMetadata {
         /// The missing key.
         key: &'static str,
+    },
+    /// A `__metadata__` entry that is not one of the values a hefl model file may hold.
+    #[error("__metadata__ `{key}` is {found:?}, expected {expected}")]
+    BadMetadata {
+        /// The key.
+        key: &'static str,
+        /// What would have been accepted.
+        expected: String,
+        /// What the file says (shortened when long).
+        found: String,
     },
     /// A `__metadata__` entry with a value other than the one required.
     #[error("__metadata__ `{key}` is {found:?}, expected {expected:?}")]
@@ -187,7 +217,7 @@ pub fn model_to_bytes(model: &Mlp) -> Result<Vec<u8>, ModelFormatError> {
         expected,
     })?;
     let params = model.params();
-    let data: Vec<(String, Vec<usize>, Vec<u8>)> = spans(layers)
+    let mut data: Vec<(String, Vec<usize>, Vec<u8>)> = spans(layers)
         .iter()
         .enumerate()
         .flat_map(|(i, span)| {
@@ -202,6 +232,24 @@ pub fn model_to_bytes(model: &Mlp) -> Result<Vec<u8>, ModelFormatError> {
             ]
         })
         .collect();
+    let projection = model.projection();
+    if let Some(p) = projection {
+        parse_input_width(&p.inputs().to_string(), layers)?;
+        let matrix = p.matrix();
+        // `[inputs, outputs]` row-major in the model, `[outputs, inputs]` in the file.
+        let transposed = (0..p.outputs())
+            .flat_map(|o| (0..p.inputs()).map(move |i| matrix[i * p.outputs() + o]));
+        data.push((
+            PROJECTION_NAME.to_owned(),
+            vec![p.outputs(), p.inputs()],
+            le_bytes(transposed),
+        ));
+    }
+    let version = if model.activation() == Activation::Relu && projection.is_none() {
+        MODEL_FORMAT_VERSIONS[0]
+    } else {
+        MODEL_FORMAT_VERSION
+    };
     let views = data
         .iter()
         .map(|(name, shape, bytes)| {
@@ -211,16 +259,22 @@ pub fn model_to_bytes(model: &Mlp) -> Result<Vec<u8>, ModelFormatError> {
             ))
         })
         .collect::<Result<Vec<_>, SafeTensorError>>()?;
-    let metadata = HashMap::from([
+    let mut metadata = HashMap::from([
         ("format".to_owned(), MODEL_FORMAT.to_owned()),
-        ("format_version".to_owned(), MODEL_FORMAT_VERSION.to_owned()),
+        ("format_version".to_owned(), version.to_owned()),
         ("layers".to_owned(), layers_text(layers)),
-        ("activation".to_owned(), "relu".to_owned()),
+        (
+            "activation".to_owned(),
+            model.activation().name().to_owned(),
+        ),
         (
             "hefl_version".to_owned(),
             env!("CARGO_PKG_VERSION").to_owned(),
         ),
     ]);
+    if let Some(p) = projection {
+        metadata.insert("input_width".to_owned(), p.inputs().to_string());
+    }
     Ok(safetensors::serialize(views, Some(metadata))?)
 }
 
@@ -252,24 +306,43 @@ pub fn model_from_bytes(bytes: &[u8]) -> Result<Mlp, ModelFormatError> {
             .get(key)
             .ok_or(ModelFormatError::MissingMetadata { key })
     };
-    for (key, expected) in [
-        ("format", MODEL_FORMAT),
-        ("format_version", MODEL_FORMAT_VERSION),
-    ] {
-        let found = entry(key)?;
-        if found != expected {
-            return Err(ModelFormatError::WrongMetadata {
-                key,
-                expected,
-                found: quote(found),
+    let format = entry("format")?;
+    if format != MODEL_FORMAT {
+        return Err(ModelFormatError::WrongMetadata {
+            key: "format",
+            expected: MODEL_FORMAT,
+            found: quote(format),
+        });
+    }
+    let version = entry("format_version")?;
+    if !MODEL_FORMAT_VERSIONS.contains(&version.as_str()) {
+        return Err(ModelFormatError::WrongMetadata {
+            key: "format_version",
+            expected: MODEL_FORMAT_VERSION,
+            found: quote(version),
+        });
+    }
+    let newest = version == MODEL_FORMAT_VERSION;
+    let activation = parse_activation(metadata.get("activation"), newest)?;
+    let layers = parse_layers(entry("layers")?)?;
+    let input_width = match metadata.get("input_width") {
+        Some(text) if newest => Some(parse_input_width(text, &layers)?),
+        Some(text) => {
+            return Err(ModelFormatError::BadMetadata {
+                key: "input_width",
+                expected: format!("no input_width in a version {version} file"),
+                found: quote(text),
             });
         }
-    }
-    let layers = parse_layers(entry("layers")?)?;
+        None => None,
+    };
     let spans = spans(&layers);
-    let expected_names: Vec<String> = (0..spans.len())
+    let mut expected_names: Vec<String> = (0..spans.len())
         .flat_map(|i| [weight_name(i), bias_name(i)])
         .collect();
+    if input_width.is_some() {
+        expected_names.push(PROJECTION_NAME.to_owned());
+    }
     for name in tensors.names() {
         if !expected_names.iter().any(|n| n == name) {
             return Err(ModelFormatError::UnexpectedTensor {
@@ -304,11 +377,86 @@ pub fn model_from_bytes(bytes: &[u8]) -> Result<Mlp, ModelFormatError> {
             *slot = value;
         }
     }
-    // The layers were checked and the params sized from them: this cannot fail.
-    Mlp::from_params(&layers, params).map_err(|e| ModelFormatError::BadLayers {
+    let projection = match input_width {
+        None => None,
+        Some(inputs) => {
+            let outputs = layers[0];
+            let values = f32_tensor(&tensors, PROJECTION_NAME, vec![outputs, inputs], || {
+                format!(
+                    "[layers[0], input_width] = [{outputs}, {inputs}] of layers {}",
+                    layers_text(&layers)
+                )
+            })?;
+            // `[outputs, inputs]` in the file, `[inputs, outputs]` row-major in the model.
+            let mut matrix = vec![0.0f32; inputs * outputs];
+            for (k, value) in values.enumerate() {
+                let (o, i) = (k / inputs, k % inputs);
+                matrix[i * outputs + o] = value;
+            }
+            Some(matrix)
+        }
+    };
+    // The layers and the projection's size were checked, and the params sized from them:
+    // none of this can fail.
+    let bad = |e: super::ModelError| ModelFormatError::BadLayers {
         found: layers_text(&layers),
         expected: e.to_string(),
-    })
+    };
+    let projection = match (projection, input_width) {
+        (Some(matrix), Some(inputs)) => {
+            Some(InputProjection::new(inputs, layers[0], matrix).map_err(bad)?)
+        }
+        _ => None,
+    };
+    Mlp::from_params(&layers, params)
+        .map(|mlp| mlp.set_activation(activation))
+        .and_then(|mlp| mlp.set_projection(projection))
+        .map_err(bad)
+}
+
+/// The hidden activation a file names: `relu` when absent (hefl's files before version 2
+/// wrote it as information only); `tanh` only in a version 2 file.
+fn parse_activation(text: Option<&String>, newest: bool) -> Result<Activation, ModelFormatError> {
+    let Some(text) = text else {
+        return Ok(Activation::Relu);
+    };
+    let expected = if newest {
+        "relu or tanh"
+    } else {
+        "relu in a version 1 file (tanh needs format_version 2)"
+    };
+    match text.parse::<Activation>() {
+        Ok(Activation::Relu) => Ok(Activation::Relu),
+        Ok(activation) if newest => Ok(activation),
+        _ => Err(ModelFormatError::BadMetadata {
+            key: "activation",
+            expected: expected.to_owned(),
+            found: quote(text),
+        }),
+    }
+}
+
+/// The raw input width of a model's projection, at least 1 and small enough that the
+/// projection and the layers together stay under [`MAX_MODEL_PARAMS`].
+fn parse_input_width(text: &str, layers: &[usize]) -> Result<usize, ModelFormatError> {
+    let params = super::param_count(layers);
+    let bad = || ModelFormatError::BadMetadata {
+        key: "input_width",
+        expected: format!(
+            "a width of at least 1 whose projection onto {} inputs keeps the model under \
+             {MAX_MODEL_PARAMS} values",
+            layers[0]
+        ),
+        found: quote(text),
+    };
+    let width = text.trim().parse::<usize>().map_err(|_| bad())?;
+    let size = width
+        .checked_mul(layers[0])
+        .and_then(|s| s.checked_add(params));
+    if width == 0 || size.is_none_or(|s| s >= MAX_MODEL_PARAMS) {
+        return Err(bad());
+    }
+    Ok(width)
 }
 
 /// Writes `model` to `path` in the format of the module docs, atomically (a temporary file

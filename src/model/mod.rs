@@ -24,16 +24,26 @@
 //! opt.step(mlp.params_mut(), &grad);
 //! ```
 
+mod activation;
+mod average;
 pub mod file;
 mod optim;
+mod projection;
+mod schedule;
 
+pub use activation::Activation;
+pub use average::{Ema, EmaState};
 pub use file::{
     MAX_MODEL_FILE_BYTES, MAX_MODEL_LAYERS, MAX_MODEL_PARAMS, MODEL_FORMAT, MODEL_FORMAT_VERSION,
     ModelFileError, ModelFormatError, model_from_bytes, model_to_bytes, read_model, write_model,
 };
 pub use optim::{Optimizer, OptimizerKind, OptimizerState, OptimizerStateError};
+pub use projection::InputProjection;
+pub use schedule::LrSchedule;
 
-use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut2, Axis, linalg::general_mat_mul};
+use ndarray::{
+    Array2, ArrayView1, ArrayView2, ArrayViewMut2, Axis, CowArray, Ix2, linalg::general_mat_mul,
+};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use rand_distr::{Distribution, Normal};
@@ -74,6 +84,26 @@ pub enum ModelError {
         /// Labels given.
         labels: usize,
     },
+    /// An input projection that does not fit the first layer.
+    #[error("an input projection to {outputs} values, the model's first layer takes {inputs}")]
+    ProjectionMismatch {
+        /// The projection's output width.
+        outputs: usize,
+        /// The first layer's width.
+        inputs: usize,
+    },
+    /// A projection matrix of another size than its widths imply.
+    #[error("a projection from {inputs} to {outputs} values has {expected} entries, got {found}")]
+    ProjectionSize {
+        /// Raw input width.
+        inputs: usize,
+        /// Projected width.
+        outputs: usize,
+        /// inputs x outputs.
+        expected: usize,
+        /// What was offered.
+        found: usize,
+    },
     /// A label that is not one of the model's classes.
     #[error("label {label} is not one of the model's {classes} classes")]
     LabelOutOfRange {
@@ -84,20 +114,28 @@ pub enum ModelError {
     },
 }
 
-/// A fully connected network with ReLU hidden layers and a softmax output,
-/// trained with cross-entropy.
+/// A fully connected network with ReLU (or tanh: [`Activation`]) hidden layers and a
+/// softmax output, trained with cross-entropy; optionally behind a fixed
+/// [`InputProjection`] of its raw inputs (DP-PCA's principal components), which is not a
+/// parameter.
 ///
 /// # Parameter layout
 ///
 /// For each layer `l` (from the input), the weight matrix `W_l` of shape
 /// `(fan_in, fan_out)` in row-major order, then the bias `b_l` of length
-/// `fan_out`. The forward pass computes `h_{l+1} = relu(h_l W_l + b_l)` (no
-/// ReLU on the last layer). For the default 784-128-10 network that is
-/// 784*128 + 128 + 128*10 + 10 = 101,770 values.
+/// `fan_out`. The forward pass computes `h_{l+1} = act(h_l W_l + b_l)` (no
+/// activation on the last layer), `h_0` being the input (projected, with a projection). For
+/// the default 784-128-10 network that is 784*128 + 128 + 128*10 + 10 = 101,770 values.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Mlp {
     layers: Vec<usize>,
     params: Vec<f32>,
+    /// The hidden layers' activation (absent from older serializations: ReLU).
+    #[serde(default)]
+    activation: Activation,
+    /// A fixed projection of the raw inputs onto the first layer's inputs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    projection: Option<InputProjection>,
 }
 
 /// Where one layer's weights and bias sit in the flat vector.
@@ -142,18 +180,39 @@ pub fn param_count(layers: &[usize]) -> usize {
 }
 
 impl Mlp {
-    /// A network with the given layer sizes (input first, classes last), weights
+    /// A ReLU network with the given layer sizes (input first, classes last), weights
     /// drawn with He initialisation (normal, variance 2 / fan_in) from `seed` and
     /// zero biases. The same seed gives the same network on every machine.
     pub fn new(layers: &[usize], seed: u64) -> Result<Self, ModelError> {
+        Self::with_activation(layers, Activation::Relu, seed)
+    }
+
+    /// A network with the given layer sizes and hidden activation, its weights drawn from
+    /// `seed` with the activation's initialisation ([`Activation::Relu`]: He, as
+    /// [`Mlp::new`]; [`Activation::Tanh`]: LeCun, variance 1 / fan_in), zero biases.
+    ///
+    /// ```
+    /// use hefl::model::{Activation, Mlp};
+    ///
+    /// let relu = Mlp::with_activation(&[4, 3], Activation::Relu, 1)?;
+    /// assert_eq!(relu, Mlp::new(&[4, 3], 1)?);
+    /// let tanh = Mlp::with_activation(&[4, 3], Activation::Tanh, 1)?;
+    /// assert_eq!(tanh.activation(), Activation::Tanh);
+    /// # Ok::<(), hefl::model::ModelError>(())
+    /// ```
+    pub fn with_activation(
+        layers: &[usize],
+        activation: Activation,
+        seed: u64,
+    ) -> Result<Self, ModelError> {
         if layers.len() < 2 || layers.contains(&0) {
             return Err(ModelError::BadLayers(layers.to_vec()));
         }
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
         let mut params = vec![0.0f32; param_count(layers)];
         for span in spans(layers) {
-            let std = (2.0 / span.fan_in as f32).sqrt();
-            let normal = Normal::new(0.0f32, std).expect("He std is finite and positive");
+            let std = activation.init_variance(span.fan_in).sqrt();
+            let normal = Normal::new(0.0f32, std).expect("init std is finite and positive");
             for w in &mut params[span.weights..span.bias] {
                 *w = normal.sample(&mut rng);
             }
@@ -161,7 +220,76 @@ impl Mlp {
         Ok(Self {
             layers: layers.to_vec(),
             params,
+            activation,
+            projection: None,
         })
+    }
+
+    /// This network with its hidden activation set to `activation` (parameters kept).
+    pub fn set_activation(mut self, activation: Activation) -> Self {
+        self.activation = activation;
+        self
+    }
+
+    /// This network behind `projection` (parameters kept): raw inputs are projected before
+    /// the first layer. Refused unless the projection's output width is the first layer's.
+    ///
+    /// ```
+    /// use hefl::model::{InputProjection, Mlp, ModelError};
+    /// use ndarray::Array2;
+    ///
+    /// // Keep the first two of four raw inputs.
+    /// let p = InputProjection::new(4, 2, vec![1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0])?;
+    /// let mlp = Mlp::new(&[2, 3], 1)?.set_projection(Some(p))?;
+    /// assert_eq!(mlp.input_width(), 4);
+    /// assert_eq!(mlp.logits(Array2::ones((5, 4)).view()).dim(), (5, 3));
+    /// let p = InputProjection::new(4, 3, vec![0.0; 12])?;
+    /// assert!(matches!(
+    ///     Mlp::new(&[2, 3], 1)?.set_projection(Some(p)),
+    ///     Err(ModelError::ProjectionMismatch { outputs: 3, inputs: 2 })
+    /// ));
+    /// # Ok::<(), ModelError>(())
+    /// ```
+    pub fn set_projection(
+        mut self,
+        projection: Option<InputProjection>,
+    ) -> Result<Self, ModelError> {
+        if let Some(p) = &projection
+            && p.outputs() != self.layers[0]
+        {
+            return Err(ModelError::ProjectionMismatch {
+                outputs: p.outputs(),
+                inputs: self.layers[0],
+            });
+        }
+        self.projection = projection;
+        Ok(self)
+    }
+
+    /// The hidden layers' activation.
+    pub fn activation(&self) -> Activation {
+        self.activation
+    }
+
+    /// The fixed input projection, if the model has one.
+    pub fn projection(&self) -> Option<&InputProjection> {
+        self.projection.as_ref()
+    }
+
+    /// The width of the raw inputs the model takes: the projection's input width, else the
+    /// first layer's.
+    pub fn input_width(&self) -> usize {
+        self.projection
+            .as_ref()
+            .map_or(self.layers[0], InputProjection::inputs)
+    }
+
+    /// `x` projected as the first layer expects it (borrowed unchanged without a projection).
+    fn projected<'a>(&self, x: ArrayView2<'a, f32>) -> CowArray<'a, f32, Ix2> {
+        match &self.projection {
+            None => CowArray::from(x),
+            Some(p) => CowArray::from(p.project(x)),
+        }
     }
 
     /// A network with the given layer sizes and parameters (in the flat layout of the type
@@ -193,6 +321,8 @@ impl Mlp {
         Ok(Self {
             layers: layers.to_vec(),
             params,
+            activation: Activation::Relu,
+            projection: None,
         })
     }
 
@@ -241,8 +371,9 @@ impl Mlp {
         ArrayView1::from(&self.params[span.bias..span.end()])
     }
 
-    /// Pre-activations of every layer for a batch (rows are examples); the last
-    /// entry is the logits. Hidden activations are `relu` of the entries before it.
+    /// Pre-activations of every layer for a batch of (projected) inputs (rows are
+    /// examples); the last entry is the logits. Hidden activations are the activation of the
+    /// entries before it.
     fn forward_all(&self, x: ArrayView2<'_, f32>) -> Vec<Array2<f32>> {
         assert_eq!(
             x.ncols(),
@@ -257,7 +388,7 @@ impl Mlp {
             match outs.last() {
                 None => general_mat_mul(1.0, &x, &self.weights(span), 1.0, &mut z),
                 Some(prev) => {
-                    let h = prev.mapv(relu);
+                    let h = self.activate(prev);
                     general_mat_mul(1.0, &h, &self.weights(span), 1.0, &mut z)
                 }
             }
@@ -267,9 +398,21 @@ impl Mlp {
         outs
     }
 
-    /// Logits for a batch of inputs (rows are examples).
+    /// The activation of every entry of a pre-activation.
+    fn activate(&self, z: &Array2<f32>) -> Array2<f32> {
+        match self.activation {
+            // The function itself, not `apply` through a match per value: the ReLU model's
+            // arithmetic stays as it always was.
+            Activation::Relu => z.mapv(relu),
+            Activation::Tanh => z.mapv(f32::tanh),
+        }
+    }
+
+    /// Logits for a batch of raw inputs (rows are examples; projected first if the model
+    /// has a projection).
     pub fn logits(&self, x: ArrayView2<'_, f32>) -> Array2<f32> {
-        self.forward_all(x)
+        let x = self.projected(x);
+        self.forward_all(x.view())
             .pop()
             .expect("an MLP has at least one layer")
     }
@@ -294,6 +437,8 @@ impl Mlp {
         grad: &mut [f32],
     ) -> f32 {
         assert_eq!(grad.len(), self.params.len(), "gradient buffer length");
+        let x = self.projected(x);
+        let x = x.view();
         let backward = self.backward(x, labels);
         self.write_gradient(x, &backward, grad);
         backward.loss
@@ -330,6 +475,8 @@ impl Mlp {
         grad: &mut [f32],
     ) -> ClippedBatch {
         assert_eq!(grad.len(), self.params.len(), "gradient buffer length");
+        let x = self.projected(x);
+        let x = x.view();
         let mut backward = self.backward(x, labels);
         let batch = x.nrows();
         // The deltas are those of the mean loss: each example's own is `batch` times larger.
@@ -357,8 +504,8 @@ impl Mlp {
         }
     }
 
-    /// One forward and one backward pass: the mean loss, the hidden activations and
-    /// every layer's output delta (for the mean loss).
+    /// One forward and one backward pass on (projected) inputs: the mean loss, the hidden
+    /// activations and every layer's output delta (for the mean loss).
     fn backward(&self, x: ArrayView2<'_, f32>, labels: &[u8]) -> Backward {
         let batch = x.nrows();
         assert_eq!(labels.len(), batch, "one label per example");
@@ -366,16 +513,22 @@ impl Mlp {
         let mut pre = self.forward_all(x);
         let logits = pre.pop().expect("an MLP has at least one layer");
         let (loss, mut delta) = softmax_cross_entropy(logits, labels);
+        let hidden: Vec<Array2<f32>> = pre.iter().map(|z| self.activate(z)).collect();
         let mut deltas = Vec::with_capacity(spans.len());
         for (l, span) in spans.iter().enumerate().rev() {
             let next = (l > 0).then(|| {
                 let mut back = Array2::<f32>::zeros((batch, span.fan_in));
                 general_mat_mul(1.0, &delta, &self.weights(span).t(), 0.0, &mut back);
-                back.zip_mut_with(&pre[l - 1], |d, &z| {
-                    if z <= 0.0 {
-                        *d = 0.0;
-                    }
-                });
+                match self.activation {
+                    Activation::Relu => back.zip_mut_with(&pre[l - 1], |d, &z| {
+                        if z <= 0.0 {
+                            *d = 0.0;
+                        }
+                    }),
+                    Activation::Tanh => back.zip_mut_with(&hidden[l - 1], |d, &h| {
+                        *d *= 1.0 - h * h;
+                    }),
+                }
                 back
             });
             deltas.push(delta);
@@ -385,7 +538,6 @@ impl Mlp {
             }
         }
         deltas.reverse();
-        let hidden = pre.iter().map(|z| z.mapv(relu)).collect();
         Backward {
             loss,
             hidden,
@@ -437,7 +589,7 @@ impl Mlp {
         x: ArrayView2<'_, f32>,
         labels: &[u8],
     ) -> Result<Evaluation, ModelError> {
-        let (inputs, classes) = (self.layers[0], self.layers[self.layers.len() - 1]);
+        let (inputs, classes) = (self.input_width(), self.layers[self.layers.len() - 1]);
         if x.ncols() != inputs {
             return Err(ModelError::WrongInputWidth {
                 inputs,
@@ -494,7 +646,7 @@ pub struct ClippedBatch {
 /// A batch's backward pass.
 struct Backward {
     loss: f32,
-    /// `relu` of each hidden layer's pre-activation: the input of layers 1, 2, ...
+    /// The activation of each hidden layer's pre-activation: the input of layers 1, 2, ...
     hidden: Vec<Array2<f32>>,
     /// Each layer's output delta for the mean loss.
     deltas: Vec<Array2<f32>>,
@@ -611,13 +763,36 @@ mod tests {
     /// hidden layers.
     #[test]
     fn gradient_matches_finite_differences() {
+        for activation in Activation::ALL {
+            gradient_matches_finite_differences_with(activation, None);
+        }
+        // Behind a projection the gradient is that of the projected inputs.
+        let projection = InputProjection::new(
+            8,
+            6,
+            (0..48)
+                .map(|i| ((i * 7) % 11) as f32 / 11.0 - 0.5)
+                .collect(),
+        )
+        .unwrap();
+        gradient_matches_finite_differences_with(Activation::Tanh, Some(projection));
+    }
+
+    fn gradient_matches_finite_differences_with(
+        activation: Activation,
+        projection: Option<InputProjection>,
+    ) {
         let layers = [6, 5, 4, 3];
-        let mut mlp = Mlp::new(&layers, 3).unwrap();
+        let inputs = projection.as_ref().map_or(6, InputProjection::inputs);
+        let mut mlp = Mlp::with_activation(&layers, activation, 3)
+            .unwrap()
+            .set_projection(projection)
+            .unwrap();
         // Move biases off zero so every ReLU is well inside one side.
         for (i, p) in mlp.params_mut().iter_mut().enumerate() {
             *p += 0.01 * ((i % 7) as f32 - 3.0);
         }
-        let (x, y) = random_batch(5, 6, 3, 9);
+        let (x, y) = random_batch(5, inputs, 3, 9);
         let (_, grad) = mlp.loss_and_gradient(x.view(), &y);
         let h = 1e-2f32;
         let mut worst = 0.0f32;
@@ -632,7 +807,37 @@ mod tests {
             let err = (numeric - analytic).abs() / (numeric.abs() + analytic.abs()).max(1e-2);
             worst = worst.max(err);
         }
-        assert!(worst < 2e-2, "worst relative gradient error {worst}");
+        assert!(
+            worst < 2e-2,
+            "{activation}: worst relative gradient error {worst}"
+        );
+        // The clipped sum with a bound no example reaches is the batch's summed gradient.
+        let mut clipped = vec![0.0; mlp.num_params()];
+        mlp.clipped_gradient_sum_into(x.view(), &y, 1e6, &mut clipped);
+        for (c, g) in clipped.iter().zip(&grad) {
+            assert!(
+                (c - 5.0 * g).abs() < 1e-4,
+                "{activation}: {c} against {}",
+                5.0 * g
+            );
+        }
+    }
+
+    #[test]
+    fn tanh_clipped_norms_are_the_per_example_gradient_norms() {
+        let (x, y) = random_batch(4, 6, 3, 2);
+        let mlp = Mlp::with_activation(&[6, 5, 3], Activation::Tanh, 4).unwrap();
+        let mut sum = vec![0.0; mlp.num_params()];
+        let clipped = mlp.clipped_gradient_sum_into(x.view(), &y, 1e6, &mut sum);
+        for (b, norm) in clipped.norms.iter().enumerate() {
+            let one = x.slice(ndarray::s![b..b + 1, ..]);
+            let (_, g) = mlp.loss_and_gradient(one, &y[b..b + 1]);
+            let expected = g.iter().map(|v| v * v).sum::<f32>().sqrt();
+            assert!(
+                (norm - expected).abs() < 1e-4 * expected.max(1.0),
+                "{norm} {expected}"
+            );
+        }
     }
 
     #[test]

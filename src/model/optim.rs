@@ -1,5 +1,6 @@
 //! Optimizers that step a flat parameter vector with a flat gradient.
 
+use super::LrSchedule;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
@@ -89,6 +90,9 @@ pub struct Optimizer {
     /// Adam's second moment.
     v: Vec<f32>,
     steps: i32,
+    /// The learning rate's schedule over `total_steps` steps.
+    schedule: LrSchedule,
+    total_steps: u64,
 }
 
 impl Optimizer {
@@ -101,6 +105,43 @@ impl Optimizer {
             m: state(kind != OptimizerKind::Sgd),
             v: state(kind == OptimizerKind::Adam),
             steps: 0,
+            schedule: LrSchedule::Constant,
+            total_steps: 0,
+        }
+    }
+
+    /// This optimizer with its learning rate following `schedule` over a run of
+    /// `total_steps` steps (the step count survives [`Optimizer::state`] and
+    /// [`Optimizer::restore`], so a resumed run picks the schedule up where it was).
+    ///
+    /// ```
+    /// use hefl::model::{LrSchedule, Optimizer, OptimizerKind};
+    ///
+    /// let mut p = vec![0.0f32];
+    /// let mut sgd = Optimizer::new(OptimizerKind::Sgd, 1.0, 1).with_schedule(LrSchedule::Step, 4);
+    /// for _ in 0..4 {
+    ///     sgd.step(&mut p, &[1.0]);
+    /// }
+    /// // 1 + 1 + 0.1 + 0.01
+    /// assert!((p[0] + 2.11).abs() < 1e-6, "{p:?}");
+    /// assert_eq!(sgd.lr(), 0.01);
+    /// ```
+    pub fn with_schedule(mut self, schedule: LrSchedule, total_steps: u64) -> Self {
+        self.schedule = schedule;
+        self.total_steps = total_steps;
+        self
+    }
+
+    /// The learning rate of the step taken last (the base rate before any step).
+    pub fn lr(&self) -> f32 {
+        self.lr_at(u64::try_from(self.steps.max(1) - 1).unwrap_or(0))
+    }
+
+    /// The learning rate of 0-based step `step`.
+    fn lr_at(&self, step: u64) -> f32 {
+        match self.schedule {
+            LrSchedule::Constant => self.lr,
+            schedule => (f64::from(self.lr) * schedule.factor(step, self.total_steps)) as f32,
         }
     }
 
@@ -139,8 +180,8 @@ impl Optimizer {
     /// Panics if the lengths differ from the one given to [`Optimizer::new`].
     pub fn step(&mut self, params: &mut [f32], grad: &[f32]) {
         assert_eq!(params.len(), grad.len(), "params and gradient lengths");
+        let lr = self.lr_at(u64::try_from(self.steps).unwrap_or(0));
         self.steps = self.steps.saturating_add(1);
-        let lr = self.lr;
         match self.kind {
             OptimizerKind::Sgd => {
                 for (p, g) in params.iter_mut().zip(grad) {

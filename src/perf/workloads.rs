@@ -65,6 +65,7 @@ pub fn dp_settings(sampling: Sampling) -> DpSgd {
         delta: 1e-5,
         sampling,
         accountant: crate::dp::Accountant::Pld,
+        pca: None,
     }
 }
 

@@ -751,7 +751,8 @@ fn tuned_dp_settings_feed_the_comparison() {
     let settings = dir.path().join("runs/dp-sweep/dp-tuned.json");
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&settings).expect("settings")).expect("json");
-    assert_eq!(json["trials"].as_array().map(Vec::len), Some(12));
+    let grid = hefl::fl::tuning_grid(hefl::fl::Mode::Federated, 4.0).len();
+    assert_eq!(json["trials"].as_array().map(Vec::len), Some(grid));
     assert_eq!(json["best"].as_array().map(Vec::len), Some(1));
 
     let compare = hefl(

@@ -208,6 +208,7 @@ fn write_seeds() {
             delta: 1e-5,
             sampling: Sampling::Poisson,
             accountant: hefl::dp::Accountant::Pld,
+            pca: None,
         }),
         strategy: Strategy::FedAvg { local_steps: 5 },
         ..TrainConfig::default()

@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 
 use hefl::model::{
-    MAX_MODEL_FILE_BYTES, MAX_MODEL_LAYERS, Mlp, ModelError, ModelFileError, ModelFormatError,
-    model_from_bytes, model_to_bytes, read_model, write_model,
+    Activation, InputProjection, MAX_MODEL_FILE_BYTES, MAX_MODEL_LAYERS, Mlp, ModelError,
+    ModelFileError, ModelFormatError, model_from_bytes, model_to_bytes, read_model, write_model,
 };
 use hefl::secret_file::SecretFileError;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
@@ -276,7 +276,7 @@ fn model_file_refuses_missing_or_foreign_metadata() {
     );
     let newer = [
         ("format", "hefl-mlp"),
-        ("format_version", "2"),
+        ("format_version", "3"),
         ("layers", "4,3,2"),
     ];
     assert!(matches!(
@@ -393,4 +393,170 @@ fn try_evaluate_refuses_data_that_does_not_fit_the_model() {
         mlp.try_evaluate(data.test.images.view(), &data.test.labels),
         Ok(mlp.evaluate(data.test.images.view(), &data.test.labels))
     );
+}
+
+/// A tanh model behind a 7-to-4 projection with distinct entries (a transposition mistake
+/// would show).
+fn projected_tanh_model() -> Mlp {
+    let matrix = (0..28).map(|i| i as f32 / 7.0 - 2.0).collect();
+    let projection = InputProjection::new(7, 4, matrix).expect("sizes match");
+    Mlp::with_activation(&[4, 3, 2], Activation::Tanh, 5)
+        .expect("valid layers")
+        .set_projection(Some(projection))
+        .expect("projection fits")
+}
+
+fn metadata_of(bytes: &[u8]) -> HashMap<String, String> {
+    let (_, header) = SafeTensors::read_metadata(bytes).expect("valid safetensors");
+    header.metadata().clone().expect("__metadata__")
+}
+
+#[test]
+fn model_file_round_trips_activation_and_projection() {
+    let mlp = projected_tanh_model();
+    let bytes = model_to_bytes(&mlp).expect("serialize");
+    let metadata = metadata_of(&bytes);
+    assert_eq!(metadata["format_version"], "2");
+    assert_eq!(metadata["activation"], "tanh");
+    assert_eq!(metadata["input_width"], "7");
+    let back = model_from_bytes(&bytes).expect("read back");
+    assert_eq!(back, mlp);
+    assert_eq!(back.activation(), Activation::Tanh);
+    assert_eq!(back.input_width(), 7);
+
+    // The projection is stored as PyTorch's Linear weight: [outputs, inputs].
+    let tensors = SafeTensors::deserialize(&bytes).expect("valid safetensors");
+    let weight = tensors
+        .tensor("projection.weight")
+        .expect("projection tensor");
+    assert_eq!(weight.shape(), &[4, 7]);
+    let values: Vec<f32> = weight
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let matrix = mlp.projection().expect("projection").matrix();
+    for o in 0..4 {
+        for i in 0..7 {
+            assert_eq!(values[o * 7 + i].to_bits(), matrix[i * 4 + o].to_bits());
+        }
+    }
+
+    // Evaluation reads raw inputs through the projection.
+    let x = ndarray::Array2::from_shape_fn((3, 7), |(r, c)| (r * 7 + c) as f32 / 21.0);
+    assert_eq!(back.logits(x.view()), mlp.logits(x.view()));
+
+    // A ReLU model without projection stays a version 1 file, as before.
+    let relu = model_to_bytes(&Mlp::new(&[4, 3, 2], 5).expect("valid")).expect("serialize");
+    assert_eq!(metadata_of(&relu)["format_version"], "1");
+    assert_eq!(metadata_of(&relu)["activation"], "relu");
+    // tanh alone is version 2 too (an older reader must not run it with ReLU).
+    let tanh = Mlp::with_activation(&[4, 3, 2], Activation::Tanh, 5).expect("valid");
+    let tanh_bytes = model_to_bytes(&tanh).expect("serialize");
+    assert_eq!(metadata_of(&tanh_bytes)["format_version"], "2");
+    assert_eq!(
+        model_from_bytes(&tanh_bytes).expect("read").activation(),
+        Activation::Tanh
+    );
+}
+
+#[test]
+fn model_file_refuses_unknown_or_misplaced_activation_and_projection() {
+    let tensors = tensors_4_3_2(|_| {});
+    let with = |version: &'static str, extra: &[(&'static str, &'static str)]| {
+        let mut meta = vec![
+            ("format", "hefl-mlp"),
+            ("format_version", version),
+            ("layers", "4,3,2"),
+        ];
+        meta.extend_from_slice(extra);
+        meta
+    };
+    // No activation entry: ReLU (files written by hand from the version 1 docs).
+    let plain = model_from_bytes(&hand_made(&tensors, &with("1", &[]))).expect("read");
+    assert_eq!(plain.activation(), Activation::Relu);
+    let err = refused(&hand_made(
+        &tensors,
+        &with("2", &[("activation", "sigmoid")]),
+    ));
+    assert!(
+        matches!(&err, ModelFormatError::BadMetadata { key: "activation", found, .. } if found == "sigmoid"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("relu or tanh"), "{err}");
+    let err = refused(&hand_made(&tensors, &with("1", &[("activation", "tanh")])));
+    assert!(
+        matches!(
+            err,
+            ModelFormatError::BadMetadata {
+                key: "activation",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // input_width without its tensor, a tensor without input_width, a bad width.
+    let err = refused(&hand_made(&tensors, &with("2", &[("input_width", "5")])));
+    assert!(
+        matches!(&err, ModelFormatError::MissingTensor { name, shape } if name == "projection.weight" && shape == &vec![4, 5]),
+        "{err}"
+    );
+    let projected = tensors_4_3_2(|t| {
+        t.push(Tensor {
+            name: "projection.weight",
+            dtype: Dtype::F32,
+            shape: vec![4, 5],
+        })
+    });
+    assert!(matches!(
+        refused(&hand_made(&projected, &with("2", &[]))),
+        ModelFormatError::UnexpectedTensor { .. }
+    ));
+    for width in ["0", "x", "-3", "99999999999999999999"] {
+        let meta = [
+            ("format", "hefl-mlp"),
+            ("format_version", "2"),
+            ("layers", "4,3,2"),
+            ("input_width", width),
+        ];
+        let err = refused(&hand_made(&projected, &meta));
+        assert!(
+            matches!(
+                err,
+                ModelFormatError::BadMetadata {
+                    key: "input_width",
+                    ..
+                }
+            ),
+            "{width}: {err}"
+        );
+    }
+    let err = refused(&hand_made(&projected, &with("1", &[("input_width", "5")])));
+    assert!(
+        matches!(
+            err,
+            ModelFormatError::BadMetadata {
+                key: "input_width",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let wrong_shape = tensors_4_3_2(|t| {
+        t.push(Tensor {
+            name: "projection.weight",
+            dtype: Dtype::F32,
+            shape: vec![5, 4],
+        })
+    });
+    assert!(matches!(
+        refused(&hand_made(
+            &wrong_shape,
+            &with("2", &[("input_width", "5")])
+        )),
+        ModelFormatError::WrongShape { .. }
+    ));
+    let fine = model_from_bytes(&hand_made(&projected, &with("2", &[("input_width", "5")])))
+        .expect("a valid projected model");
+    assert_eq!(fine.input_width(), 5);
 }
