@@ -106,6 +106,7 @@ mod widths;
 pub mod wire;
 
 pub use ciphertext::{EncryptedVector, HeError, MAX_PLAINTEXT_LEN};
+pub(crate) use ciphertext::add_public_words;
 pub use compact::CompactVector;
 pub use context::Context;
 pub use csprng::SecureRng;

@@ -98,7 +98,7 @@ impl PartySet {
     }
 
     /// SHA-256("hefl/v1/party-set" ‖ 0 ‖ ids as 4-byte big-endian), bound into every blind key.
-    fn digest(&self) -> [u8; 32] {
+    pub(super) fn digest(&self) -> [u8; 32] {
         let mut hash = Sha256::new().chain_update(PARTY_SET_LABEL);
         for id in &self.0 {
             hash.update(id.0.to_be_bytes());
@@ -254,7 +254,7 @@ const BLIND_CHUNK: usize = 8192;
 /// of `words`: the chunks in parallel, each chunk once through every blind. The result is
 /// that of one pass per blind over the whole vector (the additions commute, and each word
 /// meets the same keystream bytes).
-fn apply_blinds(words: &mut [u64], total_bits: u32, blinds: &[(&BlindKey, bool)]) {
+pub(super) fn apply_blinds(words: &mut [u64], total_bits: u32, blinds: &[(&BlindKey, bool)]) {
     let blocks = KeyStream::blind_blocks(BLIND_CHUNK, total_bits);
     words
         .par_chunks_mut(BLIND_CHUNK)
@@ -268,6 +268,16 @@ fn apply_blinds(words: &mut [u64], total_bits: u32, blinds: &[(&BlindKey, bool)]
 }
 
 impl BlindKey {
+    /// HKDF-SHA256(salt, ikm, info = the concatenation of `info`), its first 16 bytes.
+    pub(super) fn derive(salt: &[u8; 32], ikm: &[u8], info: &[&[u8]]) -> Self {
+        let mut key = Zeroizing::new([0u8; 16]);
+        let hk = hkdf::Hkdf::<Sha256>::new(Some(salt), ikm);
+        // 16 bytes is far below HKDF-SHA256's limit of 8160.
+        let expanded = hk.expand_multi_info(info, &mut key[..]);
+        debug_assert!(expanded.is_ok());
+        Self(key)
+    }
+
     fn stream(&self) -> KeyStream {
         KeyStream::new(u128::from_le_bytes(*self.0))
     }
@@ -414,7 +424,7 @@ impl fmt::Debug for Blinder {
 }
 
 /// The session salt of the run of fingerprint `run` under the roster `fingerprint`.
-fn session_salt(run: [u8; 32], fingerprint: Fingerprint) -> [u8; 32] {
+pub(super) fn session_salt(run: [u8; 32], fingerprint: Fingerprint) -> [u8; 32] {
     Sha256::new()
         .chain_update(SESSION_LABEL)
         .chain_update(run)
@@ -524,8 +534,6 @@ impl Blinder {
             last: self.policy.parties.saturating_sub(1),
         })?;
         let (low, high) = (self.party.min(partner), self.party.max(partner));
-        let mut key = Zeroizing::new([0u8; 16]);
-        let hk = hkdf::Hkdf::<Sha256>::new(Some(&self.salt), &secret[..]);
         let info: [&[u8]; 6] = [
             PAIR_LABEL,
             &round.0.to_be_bytes(),
@@ -534,10 +542,7 @@ impl Blinder {
             &high.0.to_be_bytes(),
             &set.digest(),
         ];
-        // 16 bytes is far below HKDF-SHA256's limit of 8160.
-        let expanded = hk.expand_multi_info(&info, &mut key[..]);
-        debug_assert!(expanded.is_ok());
-        Ok(BlindKey(key))
+        Ok(BlindKey::derive(&self.salt, &secret[..], &info))
     }
 
     /// Every blind key this party uses in (`round`, `attempt`) over `set`, with its partner

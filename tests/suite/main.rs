@@ -15,6 +15,7 @@ mod network;
 mod party;
 mod quant;
 mod secagg;
+mod robust;
 mod server;
 mod train;
 mod util;
