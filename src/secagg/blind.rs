@@ -31,7 +31,8 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use super::identity::Identity;
-use super::roster::{Fingerprint, Policy, Roster, RosterError};
+use super::policy::Policy;
+use super::roster::{Fingerprint, Roster, RosterError};
 use crate::fl::{PartyId, Round};
 use crate::he::csprng::KeyStream;
 use crate::he::keys::SecretKey;

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use super::blind::{Blinder, SecAggError};
 use super::identity::Identity;
-use super::roster::{Fingerprint, Mode, Policy, Roster, RosterError};
+use super::policy::{Mode, Policy};
+use super::roster::{Fingerprint, Roster, RosterError};
 use crate::fl::PartyId;
 use crate::he::keys::KeyId;
 

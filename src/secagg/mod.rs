@@ -12,11 +12,14 @@
 //! `docs/security.md#secure-aggregation-strict`.
 //!
 //! Pieces, bottom-up:
-//! - [`Identity`]: a party's X25519 static key pair, in a file of mode 0600 (refused if group
-//!   or others can read it), and its public line;
+//! - [`Identity`]: a party's X25519 static key pair and the Ed25519 signing key derived from
+//!   it, in a file of mode 0600 (refused if group or others can read it), and its public
+//!   lines;
+//! - [`Policy`]: the mode (`strict`, or `robust` with its [`RobustPolicy`]: colluders,
+//!   dropouts, neighbours, threshold), the parties and the fewest in a sum;
 //! - [`Roster`]: the trust anchor, compared out of band by its [`Fingerprint`]: the HE key id,
-//!   every party's public key, and the [`Policy`] (mode, parties, the fewest in a sum), which
-//!   a server's plan may tighten but never weaken;
+//!   every party's public keys, and the policy, which a server's plan may tighten but never
+//!   weaken;
 //! - [`Blinder`]: the key schedule (pair secrets, per-round blind keys by HKDF-SHA256, the
 //!   secret canary tag), sealing (canaries and blinds, each (round, attempt) at most once)
 //!   and opening (party list and canaries checked, else [`AggregateRefused`]).
@@ -47,6 +50,7 @@
 mod blind;
 mod credentials;
 mod identity;
+mod policy;
 mod roster;
 
 pub use blind::{
@@ -54,8 +58,10 @@ pub use blind::{
     canary_words, check_canaries,
 };
 pub use credentials::{Credentials, plan_policy};
-pub use identity::{IDENTITY_FILE_VERSION, Identity, IdentityError, PartyPublicKey};
+pub use identity::{
+    IDENTITY_FILE_VERSION, Identity, IdentityError, PartyPublicKey, PublicLines, SigningPublicKey,
+};
+pub use policy::{Mode, ModeName, Policy, RobustPolicy};
 pub use roster::{
-    Fingerprint, MAX_ROSTER_BYTES, MAX_ROSTER_PARTIES, Mode, Policy, ROSTER_VERSION, Roster,
-    RosterError,
+    Fingerprint, MAX_ROSTER_BYTES, MAX_ROSTER_PARTIES, ROSTER_VERSION, Roster, RosterError,
 };
