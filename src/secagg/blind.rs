@@ -31,7 +31,7 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use super::identity::Identity;
-use super::policy::Policy;
+use super::policy::{Mode, Policy};
 use super::roster::{Fingerprint, Roster, RosterError};
 use crate::fl::{PartyId, Round};
 use crate::he::csprng::KeyStream;
@@ -131,6 +131,13 @@ pub enum SecAggError {
         party: PartyId,
         /// The partner whose key is refused.
         partner: PartyId,
+    },
+    /// A strict blinder asked of a roster of another mode (robust runs its own protocol,
+    /// [`RobustParty`](super::RobustParty)).
+    #[error("the roster's secure aggregation mode is {found}; strict blinds need a strict roster")]
+    NotStrict {
+        /// The roster's mode.
+        found: Mode,
     },
     /// This party is not in the round's set.
     #[error("round {round}: {party} is not in the round's party set {set}")]
@@ -444,6 +451,10 @@ impl Blinder {
         roster: &Roster,
         run: [u8; 32],
     ) -> Result<Self, SecAggError> {
+        let found = roster.policy().mode;
+        if found != Mode::Strict {
+            return Err(SecAggError::NotStrict { found });
+        }
         let expected = roster.public_key(party)?;
         if expected != identity.public() {
             return Err(RosterError::WrongIdentity {

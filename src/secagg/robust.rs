@@ -66,7 +66,8 @@ use super::blind::{
 };
 use super::graph::{GraphError, MaskGraph};
 use super::identity::Identity;
-use super::roster::{Mode, Roster, RosterError, RobustPolicy};
+use super::policy::{Mode, RobustPolicy};
+use super::roster::{Roster, RosterError};
 use super::shamir::{self, Share, ShamirError};
 use crate::fl::{PartyId, Round};
 use crate::he::csprng::{EntropyError, SecureRng};
@@ -1631,7 +1632,7 @@ mod tests {
     use super::*;
     use crate::fl::{Encoding, Weighting};
     use crate::he::keys::KeyFile;
-    use crate::secagg::roster::Policy;
+    use crate::secagg::Policy;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
     use std::sync::Arc;
