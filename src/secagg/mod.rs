@@ -21,6 +21,10 @@
 //!   secret canary tag), sealing (canaries and blinds, each (round, attempt) at most once)
 //!   and opening (party list and canaries checked, else [`AggregateRefused`]).
 //!
+//! Building blocks of `--secure-agg robust` (issue 27; design note §1.5), not yet wired in:
+//! - [`MaskGraph`]: a round's Harary neighbour graph, its labels permuted by a public function
+//!   of the session salt, the round and the set.
+//!
 //! # Threat model (`strict`)
 //!
 //! hefl defends against a server that may collude with a set C of clients.
@@ -46,6 +50,7 @@
 
 mod blind;
 mod credentials;
+mod graph;
 mod identity;
 mod roster;
 
@@ -54,6 +59,7 @@ pub use blind::{
     canary_words, check_canaries,
 };
 pub use credentials::{Credentials, plan_policy};
+pub use graph::{GraphError, MaskGraph};
 pub use identity::{IDENTITY_FILE_VERSION, Identity, IdentityError, PartyPublicKey};
 pub use roster::{
     Fingerprint, MAX_ROSTER_BYTES, MAX_ROSTER_PARTIES, Mode, Policy, ROSTER_VERSION, Roster,
