@@ -23,7 +23,9 @@
 //!
 //! Building blocks of `--secure-agg robust` (issue 27; design note §1.5), not yet wired in:
 //! - [`MaskGraph`]: a round's Harary neighbour graph, its labels permuted by a public function
-//!   of the session salt, the round and the set.
+//!   of the session salt, the round and the set;
+//! - [`split`] and [`recover_checked`]: T-of-k Shamir [`Share`]s of short secrets over
+//!   GF(256) (vsss-rs), recovery retrying other subsets when a holder sent a bad share.
 //!
 //! # Threat model (`strict`)
 //!
@@ -52,7 +54,9 @@ mod blind;
 mod credentials;
 mod graph;
 mod identity;
+mod reed_solomon;
 mod roster;
+mod shamir;
 
 pub use blind::{
     AggregateRefused, Attempt, BlindKey, Blinder, CANARY_SLOTS, CanaryTag, PartySet, SecAggError,
@@ -64,4 +68,7 @@ pub use identity::{IDENTITY_FILE_VERSION, Identity, IdentityError, PartyPublicKe
 pub use roster::{
     Fingerprint, MAX_ROSTER_BYTES, MAX_ROSTER_PARTIES, Mode, Policy, ROSTER_VERSION, Roster,
     RosterError,
+};
+pub use shamir::{
+    MAX_HOLDERS, MAX_SECRET_LEN, ShamirError, Share, recover_checked, split, split_with_rng,
 };
