@@ -380,7 +380,11 @@ impl Summable for PlainSum {
     }
 
     fn add_public(&mut self, words: &[u64]) -> Result<(), PayloadError> {
-        Ok(crate::he::add_public_words(&mut self.words, words, self.bits)?)
+        Ok(crate::he::add_public_words(
+            &mut self.words,
+            words,
+            self.bits,
+        )?)
     }
 
     fn to_bytes(&self) -> Vec<u8> {

@@ -23,8 +23,8 @@
 use rayon::prelude::*;
 
 use super::ciphertext::{
-    EncryptedVector, HeError, add_public_words, add_summands, check_same_vector,
-    task_ciphertexts, wrapping_add_assign,
+    EncryptedVector, HeError, add_public_words, add_summands, check_same_vector, task_ciphertexts,
+    wrapping_add_assign,
 };
 use super::csprng::KeyStream;
 use super::keys::KeyId;

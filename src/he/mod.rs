@@ -105,8 +105,8 @@ pub mod params;
 mod widths;
 pub mod wire;
 
-pub use ciphertext::{EncryptedVector, HeError, MAX_PLAINTEXT_LEN};
 pub(crate) use ciphertext::add_public_words;
+pub use ciphertext::{EncryptedVector, HeError, MAX_PLAINTEXT_LEN};
 pub use compact::CompactVector;
 pub use context::Context;
 pub use csprng::SecureRng;

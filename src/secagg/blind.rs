@@ -98,7 +98,13 @@ impl PartySet {
         self.0.binary_search(&party).is_ok()
     }
 
-    /// SHA-256("hefl/v1/party-set" ‖ 0 ‖ ids as 4-byte big-endian), bound into every blind key.
+    /// The parties, in increasing order, as a slice (to find a party's position).
+    pub(super) fn ids(&self) -> &[PartyId] {
+        &self.0
+    }
+
+    /// SHA-256("hefl/v1/party-set" ‖ 0 ‖ ids as 4-byte big-endian), bound into every blind key
+    /// and into the mask graph's permutation.
     pub(super) fn digest(&self) -> [u8; 32] {
         let mut hash = Sha256::new().chain_update(PARTY_SET_LABEL);
         for id in &self.0 {

@@ -24,6 +24,12 @@
 //!   secret canary tag), sealing (canaries and blinds, each (round, attempt) at most once)
 //!   and opening (party list and canaries checked, else [`AggregateRefused`]).
 //!
+//! Building blocks of `--secure-agg robust` (issue 27; design note §1.5), not yet wired in:
+//! - [`MaskGraph`]: a round's Harary neighbour graph, its labels permuted by a public function
+//!   of the session salt, the round and the set;
+//! - [`split`] and [`recover_checked`]: T-of-k Shamir [`Share`]s of short secrets over
+//!   GF(256) (vsss-rs), recovery retrying other subsets when a holder sent a bad share.
+//!
 //! # Threat model (`strict`)
 //!
 //! hefl defends against a server that may collude with a set C of clients.
@@ -49,19 +55,31 @@
 
 mod blind;
 mod credentials;
+mod graph;
 mod identity;
 mod policy;
+mod reed_solomon;
+mod robust;
 mod roster;
+mod shamir;
 
 pub use blind::{
     AggregateRefused, Attempt, BlindKey, Blinder, CANARY_SLOTS, CanaryTag, PartySet, SecAggError,
     canary_words, check_canaries,
 };
 pub use credentials::{Credentials, plan_policy};
+pub use graph::{GraphError, MaskGraph};
 pub use identity::{
     IDENTITY_FILE_VERSION, Identity, IdentityError, PartyPublicKey, PublicLines, SigningPublicKey,
 };
 pub use policy::{Mode, ModeName, Policy, RobustPolicy};
+pub use robust::{
+    ADVERT_BYTES, Advert, MAX_RECOVERY_TRIES, Reveal, RobustError, RobustParty, RoundUnmask,
+    SEALED_SHARES_BYTES, SealedShares, UnmaskRequest, UnmaskResponse,
+};
 pub use roster::{
     Fingerprint, MAX_ROSTER_BYTES, MAX_ROSTER_PARTIES, ROSTER_VERSION, Roster, RosterError,
+};
+pub use shamir::{
+    MAX_HOLDERS, MAX_SECRET_LEN, ShamirError, Share, recover_checked, split, split_with_rng,
 };

@@ -68,7 +68,7 @@ use super::graph::{GraphError, MaskGraph};
 use super::identity::Identity;
 use super::policy::{Mode, RobustPolicy};
 use super::roster::{Roster, RosterError};
-use super::shamir::{self, Share, ShamirError};
+use super::shamir::{self, ShamirError, Share};
 use crate::fl::{PartyId, Round};
 use crate::he::csprng::{EntropyError, SecureRng};
 use crate::he::keys::SecretKey;
@@ -192,7 +192,9 @@ pub enum RobustError {
         found: Round,
     },
     /// An advert whose signature does not verify under its party's roster key.
-    #[error("{round}: the advert of {party} does not verify under its roster Ed25519 key (rule: signed keys)")]
+    #[error(
+        "{round}: the advert of {party} does not verify under its roster Ed25519 key (rule: signed keys)"
+    )]
     BadSignature {
         /// The round.
         round: Round,
@@ -218,7 +220,9 @@ pub enum RobustError {
         set: PartySet,
     },
     /// This party's own advert is missing from, or differs in, the adverts it was handed.
-    #[error("{round}: the adverts handed to {party} do not carry its own advert unchanged (rule: own keys)")]
+    #[error(
+        "{round}: the adverts handed to {party} do not carry its own advert unchanged (rule: own keys)"
+    )]
     OwnAdvert {
         /// The round.
         round: Round,
@@ -250,7 +254,9 @@ pub enum RobustError {
         needs: &'static str,
     },
     /// The round's secrets were forgotten (published, void, or never drawn here).
-    #[error("{round}: {party} holds no secrets of this round (published, void, or before a restart)")]
+    #[error(
+        "{round}: {party} holds no secrets of this round (published, void, or before a restart)"
+    )]
     RoundForgotten {
         /// The round.
         round: Round,
@@ -268,7 +274,9 @@ pub enum RobustError {
         last: Round,
     },
     /// The set of parties is smaller than the roster's minimum.
-    #[error("{round}: {found} parties in the {what}, the roster requires at least {min} (rule: minimum parties)")]
+    #[error(
+        "{round}: {found} parties in the {what}, the roster requires at least {min} (rule: minimum parties)"
+    )]
     BelowMinParties {
         /// The round.
         round: Round,
@@ -280,7 +288,9 @@ pub enum RobustError {
         min: u32,
     },
     /// Fewer neighbours than the threshold: this party's secrets could never be rebuilt.
-    #[error("{round}: {party} has {found} neighbours in the set, the threshold is {threshold} (rule: enough holders)")]
+    #[error(
+        "{round}: {party} has {found} neighbours in the set, the threshold is {threshold} (rule: enough holders)"
+    )]
     TooFewNeighbours {
         /// The round.
         round: Round,
@@ -314,7 +324,9 @@ pub enum RobustError {
         to: PartyId,
     },
     /// An X25519 result that is all zero: the other key is a low-order point.
-    #[error("{round}: the X25519 secret of {party} with {partner}'s advertised key is non-contributory, refused")]
+    #[error(
+        "{round}: the X25519 secret of {party} with {partner}'s advertised key is non-contributory, refused"
+    )]
     NonContributory {
         /// The round.
         round: Round,
@@ -324,7 +336,9 @@ pub enum RobustError {
         partner: PartyId,
     },
     /// An unmask request that lists this party itself as dropped (FCP's check).
-    #[error("{round}: the unmask request lists {party} itself as dropped; it never reveals shares then (rule: listed dead)")]
+    #[error(
+        "{round}: the unmask request lists {party} itself as dropped; it never reveals shares then (rule: listed dead)"
+    )]
     ListedDead {
         /// The round.
         round: Round,
@@ -332,7 +346,9 @@ pub enum RobustError {
         party: PartyId,
     },
     /// Fewer alive neighbours than the threshold (FCP's check).
-    #[error("{round}: {party} has {alive} alive neighbours in the unmask request, the threshold is {threshold} (rule: enough alive)")]
+    #[error(
+        "{round}: {party} has {alive} alive neighbours in the unmask request, the threshold is {threshold} (rule: enough alive)"
+    )]
     TooFewAlive {
         /// The round.
         round: Round,
@@ -344,7 +360,9 @@ pub enum RobustError {
         threshold: u32,
     },
     /// A second, different unmask request for a round already answered.
-    #[error("{round}: {party} already answered a different unmask request for this round (rule: answer once)")]
+    #[error(
+        "{round}: {party} already answered a different unmask request for this round (rule: answer once)"
+    )]
     AlreadyAnswered {
         /// The round.
         round: Round,
@@ -352,7 +370,9 @@ pub enum RobustError {
         party: PartyId,
     },
     /// A request that would reveal, for one neighbour, the other kind of share than before.
-    #[error("{round}: {party} already revealed {revealed} of {target}; asked now for {asked} (rule: never both)")]
+    #[error(
+        "{round}: {party} already revealed {revealed} of {target}; asked now for {asked} (rule: never both)"
+    )]
     ConflictingReveal {
         /// The round.
         round: Round,
@@ -503,7 +523,12 @@ impl Advert {
 
     /// Checks that the advert is for `round` and signed by its party's roster key under the
     /// session `salt`.
-    pub fn verify(&self, roster: &Roster, salt: &[u8; 32], round: Round) -> Result<(), RobustError> {
+    pub fn verify(
+        &self,
+        roster: &Roster,
+        salt: &[u8; 32],
+        round: Round,
+    ) -> Result<(), RobustError> {
         if self.round != round {
             return Err(RobustError::WrongRound {
                 what: "advert",
@@ -728,7 +753,7 @@ impl UnmaskRequest {
                 reason: format!("{count} parties announced, {} bytes follow", f.bytes.len()),
             });
         }
-        let mut ids = Vec::with_capacity(count);
+        let mut ids: Vec<PartyId> = Vec::with_capacity(count);
         for _ in 0..count {
             let id = f.party()?;
             match ids.last() {
@@ -809,12 +834,11 @@ impl UnmaskResponse {
                 reason: format!("share kind {byte}, expected 1 or 2"),
             })?;
             let len = kind.secret_len();
-            let share = Share::from_bytes(f.take(len + 1)?, len).map_err(|e| {
-                RobustError::Malformed {
+            let share =
+                Share::from_bytes(f.take(len + 1)?, len).map_err(|e| RobustError::Malformed {
                     what,
                     reason: e.to_string(),
-                }
-            })?;
+                })?;
             shares.push((target, kind, share));
         }
         f.end()?;
@@ -826,6 +850,20 @@ impl UnmaskResponse {
     }
 }
 
+/// What a party keeps of a round once it shared its keys: the graph over the advertisers,
+/// their adverts, and the messages it sent (resent verbatim if asked again).
+struct Shared {
+    graph: MaskGraph,
+    adverts: BTreeMap<PartyId, Advert>,
+    sent: Vec<SealedShares>,
+}
+
+/// The round's set S_r and the shares this party holds, by neighbour (of β, of s).
+struct Held {
+    set: PartySet,
+    shares: BTreeMap<PartyId, (Share, Share)>,
+}
+
 /// One round's secrets and what a party learnt in it.
 struct RoundState {
     channel: StaticSecret,
@@ -834,9 +872,9 @@ struct RoundState {
     advert: Advert,
     /// After [`RobustParty::share_keys`]: the graph over the advertisers, their adverts and
     /// the messages sent (resent verbatim if asked again).
-    graph: Option<(MaskGraph, BTreeMap<PartyId, Advert>, Vec<SealedShares>)>,
-    /// After [`RobustParty::receive_shares`]: the set S_r and the shares held, by neighbour.
-    held: Option<(PartySet, BTreeMap<PartyId, (Share, Share)>)>,
+    graph: Option<Shared>,
+    /// After [`RobustParty::receive_shares`]: the set S_r and the shares held.
+    held: Option<Held>,
     /// The unmask request answered, with the answer.
     answered: Option<(UnmaskRequest, UnmaskResponse)>,
     /// What was revealed of each neighbour.
@@ -861,7 +899,10 @@ impl fmt::Debug for RobustParty {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RobustParty")
             .field("party", &self.party)
-            .field("rounds", &self.rounds.keys().map(|r| r.0).collect::<Vec<_>>())
+            .field(
+                "rounds",
+                &self.rounds.keys().map(|r| r.0).collect::<Vec<_>>(),
+            )
             .field("last_sealed", &self.last_sealed)
             .finish_non_exhaustive()
     }
@@ -1002,8 +1043,8 @@ impl RobustParty {
         let (neighbours_k, min) = (self.policy.neighbours, self.min_parties);
         let roster = std::sync::Arc::clone(&self.roster);
         let state = self.state_mut(round)?;
-        if let Some((_, _, sent)) = &state.graph {
-            return Ok(sent.clone());
+        if let Some(shared) = &state.graph {
+            return Ok(shared.sent.clone());
         }
         let (by_party, set) = verified_adverts(adverts, &roster, &salt, round, min)?;
         if by_party.get(&party) != Some(&state.advert) {
@@ -1026,8 +1067,7 @@ impl RobustParty {
             party,
             source,
         };
-        let seed_shares =
-            shamir::split(&state.seed[..], threshold, holders).map_err(shamir_err)?;
+        let seed_shares = shamir::split(&state.seed[..], threshold, holders).map_err(shamir_err)?;
         let blind_shares =
             shamir::split(state.blind.as_bytes(), threshold, holders).map_err(shamir_err)?;
         let mut sent = Vec::with_capacity(neighbours.len());
@@ -1038,8 +1078,14 @@ impl RobustParty {
                 neighbour: *to,
                 set: set.clone(),
             })?;
-            let (cipher, ad) =
-                share_cipher(&salt, &state.channel, &advert.channel, round, (party, *to), party)?;
+            let (cipher, ad) = share_cipher(
+                &salt,
+                &state.channel,
+                &advert.channel,
+                round,
+                (party, *to),
+                party,
+            )?;
             let mut plain = Zeroizing::new(q.to_bytes());
             plain.extend_from_slice(&s.to_bytes());
             // One key per (run, round, sender, receiver), used once: a fixed nonce is safe.
@@ -1064,7 +1110,11 @@ impl RobustParty {
                 ciphertext,
             });
         }
-        state.graph = Some((graph, by_party, sent.clone()));
+        state.graph = Some(Shared {
+            graph,
+            adverts: by_party,
+            sent: sent.clone(),
+        });
         Ok(sent)
     }
 
@@ -1079,7 +1129,7 @@ impl RobustParty {
     ) -> Result<(), RobustError> {
         let (party, salt, min) = (self.party, self.salt, self.min_parties);
         let state = self.state_mut(round)?;
-        let Some((graph, adverts, _)) = &state.graph else {
+        let Some(Shared { graph, adverts, .. }) = &state.graph else {
             return Err(RobustError::OutOfOrder {
                 round,
                 party,
@@ -1152,8 +1202,14 @@ impl RobustParty {
                 reason,
             };
             let advert = adverts.get(from).ok_or(bad("no advert of the sender"))?;
-            let (cipher, ad) =
-                share_cipher(&salt, &state.channel, &advert.channel, round, (*from, party), party)?;
+            let (cipher, ad) = share_cipher(
+                &salt,
+                &state.channel,
+                &advert.channel,
+                round,
+                (*from, party),
+                party,
+            )?;
             let plain = Zeroizing::new(
                 cipher
                     .decrypt(
@@ -1183,7 +1239,10 @@ impl RobustParty {
             }
             held.insert(*from, (q, s));
         }
-        state.held = Some((set.clone(), held));
+        state.held = Some(Held {
+            set: set.clone(),
+            shares: held,
+        });
         Ok(())
     }
 
@@ -1206,7 +1265,9 @@ impl RobustParty {
         }
         let (party, salt, run) = (self.party, self.salt, self.run);
         let state = self.state(round)?;
-        let (Some((graph, adverts, _)), Some((set, _))) = (&state.graph, &state.held) else {
+        let (Some(Shared { graph, adverts, .. }), Some(Held { set, .. })) =
+            (&state.graph, &state.held)
+        else {
             return Err(RobustError::OutOfOrder {
                 round,
                 party,
@@ -1223,7 +1284,14 @@ impl RobustParty {
                 neighbour: *partner,
                 set: set.clone(),
             })?;
-            let key = pair_blind(&salt, &state.blind, &advert.blind, round, (party, *partner), &digest)?;
+            let key = pair_blind(
+                &salt,
+                &state.blind,
+                &advert.blind,
+                round,
+                (party, *partner),
+                &digest,
+            )?;
             // Added toward a larger id, subtracted toward a smaller one.
             keys.push((key, *partner < party));
         }
@@ -1240,7 +1308,9 @@ impl RobustParty {
         let (party, min, threshold) = (self.party, self.min_parties, self.policy.threshold);
         let round = request.round;
         let state = self.state_mut(round)?;
-        let (Some((graph, _, _)), Some((set, held))) = (&state.graph, &state.held) else {
+        let (Some(Shared { graph, .. }), Some(Held { set, shares: held })) =
+            (&state.graph, &state.held)
+        else {
             return Err(RobustError::OutOfOrder {
                 round,
                 party,
@@ -1349,7 +1419,7 @@ impl RobustParty {
     ) -> Result<&'s [u64], AggregateRefused> {
         let state = self.rounds.get(&round);
         let answered = state.and_then(|s| s.answered.as_ref().map(|(r, _)| &r.alive));
-        let known = state.and_then(|s| s.held.as_ref().map(|(set, _)| set));
+        let known = state.and_then(|s| s.held.as_ref().map(|held| &held.set));
         let refuse = |expected: &PartySet| AggregateRefused::PartyList {
             round,
             expected: expected.clone(),
@@ -1366,7 +1436,9 @@ impl RobustParty {
             return Err(refuse(set));
         }
         if published.len() < self.min_parties
-            || published.iter().any(|p| p.0 >= self.roster.policy().parties)
+            || published
+                .iter()
+                .any(|p| p.0 >= self.roster.policy().parties)
         {
             return Err(refuse(known.unwrap_or(published)));
         }
@@ -1474,7 +1546,11 @@ impl RoundUnmask {
 
     /// Takes `from`'s response: it must be alive, answer for this round, and hold exactly one
     /// share per neighbour in the set, of the kind the request asked. A repeat is ignored.
-    pub fn add_response(&mut self, from: PartyId, response: UnmaskResponse) -> Result<(), RobustError> {
+    pub fn add_response(
+        &mut self,
+        from: PartyId,
+        response: UnmaskResponse,
+    ) -> Result<(), RobustError> {
         let round = self.round;
         let bad = |reason: String| RobustError::BadResponse {
             round,
@@ -1602,18 +1678,30 @@ impl RoundUnmask {
         for (target, kind, secret) in &rebuilt {
             match kind {
                 // The alive party added its self-blind: subtract it.
-                Reveal::SelfSeed => keys.push((self_blind(&self.salt, secret, round, *target), true)),
+                Reveal::SelfSeed => {
+                    keys.push((self_blind(&self.salt, secret, round, *target), true))
+                }
                 Reveal::BlindSecret => {
                     let mut bytes = Zeroizing::new([0u8; 32]);
                     bytes.copy_from_slice(secret);
                     let dead = StaticSecret::from(*bytes);
-                    for alive in self.neighbours_in_set(*target).filter(|p| self.alive.contains(*p)) {
+                    for alive in self
+                        .neighbours_in_set(*target)
+                        .filter(|p| self.alive.contains(*p))
+                    {
                         let advert = self.adverts.get(&alive).ok_or(RobustError::UnknownParty {
                             round,
                             party: alive,
                             set: self.set.clone(),
                         })?;
-                        let key = pair_blind(&self.salt, &dead, &advert.blind, round, (*target, alive), &digest)?;
+                        let key = pair_blind(
+                            &self.salt,
+                            &dead,
+                            &advert.blind,
+                            round,
+                            (*target, alive),
+                            &digest,
+                        )?;
                         // The alive party added this blind if its id is the smaller: undo it.
                         keys.push((key, alive < *target));
                     }
@@ -1679,27 +1767,41 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, id)| {
-                RobustParty::new(Arc::clone(id), PartyId(i as u32), Arc::clone(&roster), [1; 32])
-                    .unwrap()
+                RobustParty::new(
+                    Arc::clone(id),
+                    PartyId(i as u32),
+                    Arc::clone(&roster),
+                    [1; 32],
+                )
+                .unwrap()
             })
             .collect();
         let round = Round(2);
-        let adverts: Vec<Advert> = sides.iter_mut().map(|s| s.advertise(round).unwrap()).collect();
+        let adverts: Vec<Advert> = sides
+            .iter_mut()
+            .map(|s| s.advertise(round).unwrap())
+            .collect();
         let shares: Vec<SealedShares> = sides
             .iter_mut()
             .flat_map(|s| s.share_keys(round, &adverts).unwrap())
             .collect();
         let set = PartySet::new((0..parties).map(PartyId));
-        let encoding = Encoding::new(8.0, 16, parties, Weighting::Fraction { nominal: 64 }).unwrap();
+        let encoding =
+            Encoding::new(8.0, 16, parties, Weighting::Fraction { nominal: 64 }).unwrap();
         let fp = *encoding.fixed_point();
         let mut rng = ChaCha8Rng::seed_from_u64(9);
         // A realistic update: small values, far from uniform.
-        let values: Vec<f32> = (0..102_400).map(|_| rng.random_range(-0.05f32..0.05)).collect();
+        let values: Vec<f32> = (0..102_400)
+            .map(|_| rng.random_range(-0.05f32..0.05))
+            .collect();
         let words = encoding.encode(&values, 64, &mut rng).unwrap().words;
         let mut late = Vec::new();
         for (i, side) in sides.iter_mut().enumerate() {
-            let mine: Vec<SealedShares> =
-                shares.iter().filter(|m| m.to.0 == i as u32).cloned().collect();
+            let mine: Vec<SealedShares> = shares
+                .iter()
+                .filter(|m| m.to.0 == i as u32)
+                .cloned()
+                .collect();
             side.receive_shares(round, &set, &mine).unwrap();
             let sealed = side.seal(words.clone(), &fp, &key, round).unwrap();
             if PartyId(i as u32) == victim {
@@ -1709,9 +1811,15 @@ mod tests {
         // The victim's upload arrives after the round closed: it is dead, every alive
         // holder reveals a share of its blind secret, and the server rebuilds it.
         let alive = PartySet::new(set.iter().filter(|p| *p != victim));
-        let mut unmask =
-            RoundUnmask::new(&roster, sides[0].salt(), round, &adverts, set.clone(), alive.clone())
-                .unwrap();
+        let mut unmask = RoundUnmask::new(
+            &roster,
+            sides[0].salt(),
+            round,
+            &adverts,
+            set.clone(),
+            alive.clone(),
+        )
+        .unwrap();
         for p in alive.iter() {
             let answer = sides[p.0 as usize].unmask(&unmask.request()).unwrap();
             unmask.add_response(p, answer).unwrap();
@@ -1729,12 +1837,16 @@ mod tests {
         let mut stripped = late.clone();
         for &j in graph.neighbours(victim) {
             let advert = adverts[j.0 as usize];
-            let key = pair_blind(&salt, &rebuilt, &advert.blind, round, (victim, j), &digest).unwrap();
+            let key =
+                pair_blind(&salt, &rebuilt, &advert.blind, round, (victim, j), &digest).unwrap();
             // The victim added the blind toward a larger id: take it off.
             apply_blinds(&mut stripped, t, &[(&key, victim < j)]);
         }
         let chi2 = chi_square_top_bits(&fp, &stripped);
-        assert!(chi2 < 400.0, "self-blind on, pair blinds stripped: χ² = {chi2}");
+        assert!(
+            chi2 < 400.0,
+            "self-blind on, pair blinds stripped: χ² = {chi2}"
+        );
         // Negative control: without its self-blind the coalition would hold the update.
         let seed = &sides[victim.0 as usize].state(round).unwrap().seed;
         let own = self_blind(&salt, &seed[..], round, victim);
