@@ -54,6 +54,7 @@
 //!   leakage through the aggregate itself.
 
 mod blind;
+mod coordinator;
 mod credentials;
 mod graph;
 mod identity;
@@ -67,6 +68,7 @@ pub use blind::{
     AggregateRefused, Attempt, BlindKey, Blinder, CANARY_SLOTS, CanaryTag, PartySet, SecAggError,
     canary_words, check_canaries,
 };
+pub use coordinator::Coordinator;
 pub use credentials::{Credentials, plan_policy};
 pub use graph::{GraphError, MaskGraph};
 pub use identity::{

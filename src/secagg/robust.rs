@@ -241,13 +241,24 @@ pub enum RobustError {
         /// The round's set.
         set: PartySet,
     },
-    /// A step before the one it needs (sealing before the shares arrived, ...).
-    #[error("{round}: {party} cannot {step} before it has {needs}")]
+    /// A step out of its order (sealing before the shares arrived, advertising after the
+    /// adverts closed, ...).
+    #[error("{round}: {party} cannot {step}: {needs}")]
     OutOfOrder {
         /// The round.
         round: Round,
         /// This party.
         party: PartyId,
+        /// The step asked for.
+        step: &'static str,
+        /// What it needs first.
+        needs: &'static str,
+    },
+    /// A server-side step before the phase it needs closed.
+    #[error("{round}: cannot {step} before {needs}")]
+    NotReady {
+        /// The round.
+        round: Round,
         /// The step asked for.
         step: &'static str,
         /// What it needs first.
@@ -550,7 +561,7 @@ impl Advert {
 
 /// Verifies `adverts` for `round` (one per party, each signed) and returns them by party,
 /// with their set; refuses a set below `min`.
-fn verified_adverts(
+pub(super) fn verified_adverts(
     adverts: &[Advert],
     roster: &Roster,
     salt: &[u8; 32],
@@ -909,7 +920,7 @@ impl fmt::Debug for RobustParty {
 }
 
 /// The robust policy of a roster, or why there is none.
-fn robust_policy(roster: &Roster) -> Result<RobustPolicy, RobustError> {
+pub(super) fn robust_policy(roster: &Roster) -> Result<RobustPolicy, RobustError> {
     match roster.policy().mode {
         Mode::Robust(policy) => Ok(policy),
         found => Err(RobustError::NotRobust { found }),
@@ -1134,7 +1145,7 @@ impl RobustParty {
                 round,
                 party,
                 step: "receive shares",
-                needs: "shared its own keys",
+                needs: "it has not shared its own keys",
             });
         };
         if state.held.is_some() {
@@ -1272,7 +1283,7 @@ impl RobustParty {
                 round,
                 party,
                 step: "seal",
-                needs: "received the round's set and shares",
+                needs: "it has not received the round's set and shares",
             });
         };
         let digest = set.digest();
@@ -1315,7 +1326,7 @@ impl RobustParty {
                 round,
                 party,
                 step: "unmask",
-                needs: "received the round's set and shares",
+                needs: "it has not received the round's set and shares",
             });
         };
         let alive = &request.alive;
@@ -1499,6 +1510,19 @@ impl RoundUnmask {
         let (adverts, advertisers) = verified_adverts(adverts, roster, &salt, round, min)?;
         let graph = MaskGraph::harary(&advertisers, policy.neighbours, &salt, round)
             .map_err(|source| RobustError::Graph { round, source })?;
+        Self::from_verified((policy, min), salt, round, (adverts, graph), set, alive)
+    }
+
+    /// As [`RoundUnmask::new`], from adverts already verified and their graph.
+    pub(super) fn from_verified(
+        (policy, min): (RobustPolicy, u32),
+        salt: [u8; 32],
+        round: Round,
+        (adverts, graph): (BTreeMap<PartyId, Advert>, MaskGraph),
+        set: PartySet,
+        alive: PartySet,
+    ) -> Result<Self, RobustError> {
+        let advertisers = graph.set().clone();
         for (what, inner, outer) in [("set", &set, &advertisers), ("alive", &alive, &set)] {
             if let Some(party) = inner.iter().find(|p| !outer.contains(*p)) {
                 return Err(RobustError::UnknownParty {

@@ -11,8 +11,8 @@ use hefl::he::keys::{KeyFile, SecretKey};
 use hefl::he::{CompactVector, DownloadForm, Widths};
 use hefl::quant::FixedPoint;
 use hefl::secagg::{
-    Advert, Identity, Mode, PartySet, Policy, Reveal, RobustError, RobustParty, RobustPolicy,
-    Roster, RoundUnmask, SealedShares, UnmaskRequest, UnmaskResponse,
+    Advert, Coordinator, Identity, Mode, PartySet, Policy, Reveal, RobustError, RobustParty,
+    RobustPolicy, Roster, RoundUnmask, SealedShares, UnmaskRequest, UnmaskResponse,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -102,11 +102,12 @@ struct Outcome {
     sum: Result<Vec<u64>, RobustError>,
 }
 
-/// Runs `round` with every party's `drops`, in memory: the server relays adverts and shares,
-/// folds the uploads as compact ciphertexts, unmasks and corrects them without a key.
+/// Runs `round` with every party's `drops`, in memory, through the server's
+/// [`Coordinator`]: it relays adverts and shares, the uploads are folded as compact
+/// ciphertexts, and it unmasks and corrects the sum without a key.
 fn run_round(
     sides: &mut [RobustParty],
-    roster: &Roster,
+    roster: &Arc<Roster>,
     round: Round,
     drops: &[Drop],
     encoding: &Encoding,
@@ -114,20 +115,23 @@ fn run_round(
     len: usize,
 ) -> Outcome {
     let fp = *encoding.fixed_point();
-    let adverts: Vec<Advert> = sides
-        .iter_mut()
-        .map(|s| s.advertise(round).expect("advertise"))
-        .collect();
-    let mut shares: Vec<SealedShares> = Vec::new();
-    let mut set = Vec::new();
+    let mut coordinator =
+        Coordinator::new(Arc::clone(roster), sides[0].salt()).expect("coordinator");
+    for side in sides.iter_mut() {
+        coordinator
+            .add_advert(side.advertise(round).expect("advertise"))
+            .expect("advert taken");
+    }
+    let adverts = coordinator.close_adverts(round).expect("adverts closed");
     for (i, side) in sides.iter_mut().enumerate() {
         let sent = side.share_keys(round, &adverts).expect("share keys");
         if drops[i] != Drop::BeforeSharing {
-            shares.extend(sent);
-            set.push(PartyId(i as u32));
+            coordinator
+                .add_shares(round, PartyId(i as u32), sent)
+                .expect("shares taken");
         }
     }
-    let set = PartySet::new(set);
+    let set = coordinator.close_shares(round).expect("shares closed");
     let widths = Widths::new(
         fp.params().total_bits,
         roster.policy().parties,
@@ -139,7 +143,7 @@ fn run_round(
     let mut alive = Vec::new();
     for party in set.iter() {
         let side = &mut sides[party.0 as usize];
-        let mine: Vec<SealedShares> = shares.iter().filter(|m| m.to == party).cloned().collect();
+        let mine = coordinator.mailbox(round, party).expect("mailbox");
         side.receive_shares(round, &set, &mine)
             .expect("receive shares");
         let values: Vec<f32> = (0..len).map(|_| rng.random_range(-9.0f32..9.0)).collect();
@@ -164,10 +168,9 @@ fn run_round(
         alive.push(party);
     }
     let alive = PartySet::new(alive);
-    let salt = sides[0].salt();
-    let mut unmask = RoundUnmask::new(roster, salt, round, &adverts, set.clone(), alive.clone())
-        .expect("unmask");
-    let request = unmask.request();
+    let request = coordinator
+        .start_unmask(round, alive.clone())
+        .expect("unmask started");
     for party in alive.iter() {
         if drops[party.0 as usize] == Drop::AtUnmask {
             continue;
@@ -175,13 +178,17 @@ fn run_round(
         let answer = sides[party.0 as usize].unmask(&request).expect("answer");
         let bytes = answer.to_bytes();
         let parsed = UnmaskResponse::from_bytes(&bytes).expect("parse response");
-        unmask
-            .add_response(party, parsed)
+        coordinator
+            .add_response(round, party, parsed)
             .expect("response accepted");
     }
     let mut sum = sum.expect("someone submitted");
-    let corrected = unmask
-        .correction(len + 1 + hefl::secagg::CANARY_SLOTS, fp.params().total_bits)
+    let corrected = coordinator
+        .correction(
+            round,
+            len + 1 + hefl::secagg::CANARY_SLOTS,
+            fp.params().total_bits,
+        )
         .map(|c| {
             sum.add_public(&c).expect("on the grid");
             key().decrypt(&sum.expand()).expect("decrypt")
@@ -758,4 +765,133 @@ fn fixed_point_decodes_the_count_canary_as_alive_parties() {
     let sum = out.sum.expect("exact");
     let count = fp.from_plaintext(sum[64 + 1]);
     assert_eq!(count, 9);
+}
+
+#[test]
+fn the_coordinator_refuses_what_does_not_fit_the_round() {
+    let (roster, mut sides) = federation(10, 3, 3);
+    let salt = sides[0].salt();
+    let mut coordinator = Coordinator::new(Arc::clone(&roster), salt).unwrap();
+    let round = Round(5);
+    // Too few adverts to close.
+    for side in sides.iter_mut().take(6) {
+        coordinator
+            .add_advert(side.advertise(round).unwrap())
+            .unwrap();
+    }
+    let err = coordinator.close_adverts(round).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RobustError::BelowMinParties {
+                found: 6,
+                min: 7,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // Shares before the adverts closed.
+    let err = coordinator
+        .add_shares(round, PartyId(0), vec![])
+        .unwrap_err();
+    assert!(matches!(err, RobustError::NotReady { .. }), "{err}");
+    for side in sides.iter_mut().skip(6).take(3) {
+        coordinator
+            .add_advert(side.advertise(round).unwrap())
+            .unwrap();
+    }
+    // The same advert again is fine; another advert of the same party is refused.
+    coordinator
+        .add_advert(sides[0].advertise(round).unwrap())
+        .unwrap();
+    let mut other = sides[0].advertise(round).unwrap();
+    other.blind[0] ^= 1;
+    let err = coordinator.add_advert(other).unwrap_err();
+    assert!(matches!(err, RobustError::BadSignature { .. }), "{err}");
+    // A second, validly signed advert of party 0 (another process with its identity): its
+    // round keys are drawn once, so it is refused.
+    let twin = identities(10).swap_remove(0);
+    let mut twin = RobustParty::new(twin, PartyId(0), Arc::clone(&roster), RUN).unwrap();
+    let err = coordinator
+        .add_advert(twin.advertise(round).unwrap())
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RobustError::DuplicateParty {
+                party: PartyId(0),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let adverts = coordinator.close_adverts(round).unwrap();
+    assert_eq!(adverts.len(), 9);
+    // A late advert (party 9) is refused: it joins a later round.
+    let err = coordinator
+        .add_advert(sides[9].advertise(round).unwrap())
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RobustError::OutOfOrder {
+                party: PartyId(9),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // Shares to the wrong receivers, or on behalf of another party, are refused.
+    let sent = sides[0].share_keys(round, &adverts).unwrap();
+    let err = coordinator
+        .add_shares(round, PartyId(0), sent[1..].to_vec())
+        .unwrap_err();
+    assert!(matches!(err, RobustError::BadResponse { .. }), "{err}");
+    let err = coordinator
+        .add_shares(round, PartyId(1), sent.clone())
+        .unwrap_err();
+    assert!(matches!(err, RobustError::BadResponse { .. }), "{err}");
+    coordinator
+        .add_shares(round, PartyId(0), sent.clone())
+        .unwrap();
+    coordinator.add_shares(round, PartyId(0), sent).unwrap();
+    // The mailbox opens only once the shares closed, and then only with enough sharers.
+    let err = coordinator.mailbox(round, PartyId(1)).unwrap_err();
+    assert!(matches!(err, RobustError::OutOfOrder { .. }), "{err}");
+    let err = coordinator.close_shares(round).unwrap_err();
+    assert!(
+        matches!(err, RobustError::BelowMinParties { found: 1, .. }),
+        "{err}"
+    );
+    for (i, side) in sides.iter_mut().enumerate().skip(1).take(8) {
+        let sent = side.share_keys(round, &adverts).unwrap();
+        coordinator
+            .add_shares(round, PartyId(i as u32), sent)
+            .unwrap();
+    }
+    let set = coordinator.close_shares(round).unwrap();
+    assert_eq!(set.len(), 9);
+    // Every member's mailbox holds one message from each of its neighbours in the set.
+    let graph = hefl::secagg::MaskGraph::harary(&set, 8, &salt, round).unwrap();
+    for p in set.iter() {
+        let mail = coordinator.mailbox(round, p).unwrap();
+        assert_eq!(mail.len(), graph.neighbours(p).len());
+    }
+    // An unmask over a party outside the set is refused; forgetting drops the round.
+    let err = coordinator
+        .start_unmask(round, PartySet::new((0..10).map(PartyId)))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RobustError::UnknownParty {
+                party: PartyId(9),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    coordinator.forget_through(round);
+    assert!(coordinator.set(round).is_none());
 }
