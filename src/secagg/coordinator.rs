@@ -29,6 +29,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroize;
+
 use super::blind::PartySet;
 use super::graph::MaskGraph;
 use super::policy::RobustPolicy;
@@ -347,8 +350,143 @@ impl Coordinator {
             .correction(len, total_bits)
     }
 
+    /// What the coordinator keeps, for the server's checkpoint (see
+    /// [`CoordinatorCheckpoint`]).
+    pub fn checkpoint(&self) -> CoordinatorCheckpoint {
+        let rounds = self
+            .rounds
+            .iter()
+            .map(|(round, book)| BookRecord {
+                round: round.0,
+                adverts: book
+                    .adverts
+                    .values()
+                    .map(|a| a.to_bytes().to_vec())
+                    .collect(),
+                adverts_closed: book.graph.is_some(),
+                shares: book
+                    .shares
+                    .iter()
+                    .map(|(p, m)| (p.0, m.iter().map(SealedShares::to_bytes).collect()))
+                    .collect(),
+                set: book.set.as_ref().map(|s| s.iter().map(|p| p.0).collect()),
+                alive: book
+                    .unmask
+                    .as_ref()
+                    .map(|u| u.alive().iter().map(|p| p.0).collect()),
+                responses: book
+                    .unmask
+                    .as_ref()
+                    .map(|u| {
+                        u.responses()
+                            .iter()
+                            .map(|(p, r)| (p.0, r.to_bytes()))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            })
+            .collect();
+        CoordinatorCheckpoint {
+            salt: self.salt,
+            rounds,
+        }
+    }
+
+    /// The coordinator of a checkpoint, every message checked again as when it first came
+    /// (a checkpoint of another run or roster, or altered, is refused).
+    pub fn restore(
+        roster: Arc<Roster>,
+        salt: [u8; 32],
+        checkpoint: &CoordinatorCheckpoint,
+    ) -> Result<Self, RobustError> {
+        if checkpoint.salt != salt {
+            return Err(RobustError::Malformed {
+                what: "coordinator checkpoint",
+                reason: "it is of another run or roster".into(),
+            });
+        }
+        let mut coordinator = Self::new(roster, salt)?;
+        for record in &checkpoint.rounds {
+            let round = Round(record.round);
+            for advert in &record.adverts {
+                coordinator.add_advert(Advert::from_bytes(advert)?)?;
+            }
+            if record.adverts_closed {
+                coordinator.close_adverts(round)?;
+            }
+            for (from, messages) in &record.shares {
+                let messages = messages
+                    .iter()
+                    .map(|m| SealedShares::from_bytes(m))
+                    .collect::<Result<_, _>>()?;
+                coordinator.add_shares(round, PartyId(*from), messages)?;
+            }
+            if let Some(set) = &record.set {
+                let closed = coordinator.close_shares(round)?;
+                if closed != PartySet::new(set.iter().copied().map(PartyId)) {
+                    return Err(RobustError::Malformed {
+                        what: "coordinator checkpoint",
+                        reason: format!("{round}: its set is not the parties that shared"),
+                    });
+                }
+            }
+            if let Some(alive) = &record.alive {
+                coordinator
+                    .start_unmask(round, PartySet::new(alive.iter().copied().map(PartyId)))?;
+                for (from, response) in &record.responses {
+                    let response = UnmaskResponse::from_bytes(response)?;
+                    coordinator.add_response(round, PartyId(*from), response)?;
+                }
+            }
+        }
+        Ok(coordinator)
+    }
+
     /// Drops everything kept of rounds up to `round` (published or void).
     pub fn forget_through(&mut self, round: Round) {
         self.rounds.retain(|r, _| *r > round);
+    }
+}
+
+/// One round of a [`CoordinatorCheckpoint`].
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct BookRecord {
+    round: u64,
+    adverts: Vec<Vec<u8>>,
+    adverts_closed: bool,
+    shares: Vec<(u32, Vec<Vec<u8>>)>,
+    set: Option<Vec<u32>>,
+    alive: Option<Vec<u32>>,
+    responses: Vec<(u32, Vec<u8>)>,
+}
+
+impl Drop for BookRecord {
+    fn drop(&mut self) {
+        // Revealed shares: the server rebuilds secrets from them, and needs them no longer
+        // once the round is published or void.
+        for (_, response) in &mut self.responses {
+            response.zeroize();
+        }
+    }
+}
+
+/// What a [`Coordinator`] keeps, for the server's checkpoint: every round's adverts, share
+/// messages (sealed to their receivers), set, alive parties and unmask responses, so that a
+/// restarted server finishes an open round's unmask step. The responses hold revealed
+/// shares (wiped on drop): write it only to a private file.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoordinatorCheckpoint {
+    salt: [u8; 32],
+    rounds: Vec<BookRecord>,
+}
+
+impl fmt::Debug for CoordinatorCheckpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CoordinatorCheckpoint")
+            .field(
+                "rounds",
+                &self.rounds.iter().map(|r| r.round).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
     }
 }

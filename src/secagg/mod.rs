@@ -68,7 +68,7 @@ pub use blind::{
     AggregateRefused, Attempt, BlindKey, Blinder, CANARY_SLOTS, CanaryTag, PartySet, SecAggError,
     canary_words, check_canaries,
 };
-pub use coordinator::Coordinator;
+pub use coordinator::{Coordinator, CoordinatorCheckpoint};
 pub use credentials::{Credentials, plan_policy};
 pub use graph::{GraphError, MaskGraph};
 pub use identity::{
@@ -76,8 +76,8 @@ pub use identity::{
 };
 pub use policy::{Mode, ModeName, Policy, RobustPolicy};
 pub use robust::{
-    ADVERT_BYTES, Advert, MAX_RECOVERY_TRIES, Reveal, RobustError, RobustParty, RoundUnmask,
-    SEALED_SHARES_BYTES, SealedShares, UnmaskRequest, UnmaskResponse,
+    ADVERT_BYTES, Advert, MAX_RECOVERY_TRIES, Reveal, RobustCheckpoint, RobustError, RobustParty,
+    RoundUnmask, SEALED_SHARES_BYTES, SealedShares, UnmaskRequest, UnmaskResponse,
 };
 pub use roster::{
     Fingerprint, MAX_ROSTER_BYTES, MAX_ROSTER_PARTIES, ROSTER_VERSION, Roster, RosterError,

@@ -56,9 +56,10 @@ use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use rand::RngCore;
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use x25519_dalek::{PublicKey, StaticSecret};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use super::blind::{
     AggregateRefused, BlindKey, CanaryTag, PartySet, SecAggError, apply_blinds, canary_words,
@@ -1469,6 +1470,229 @@ impl RobustParty {
     }
 }
 
+/// One round of a [`RobustCheckpoint`]: the round's secrets and what the party learnt.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct RoundRecord {
+    round: u64,
+    channel: [u8; 32],
+    blind: [u8; 32],
+    seed: [u8; SEED_BYTES],
+    advert: Vec<u8>,
+    /// After sharing keys: every advert of the round, and the messages sent.
+    shared: Option<(Vec<Vec<u8>>, Vec<Vec<u8>>)>,
+    /// After receiving shares: the round's set, and per neighbour its two shares.
+    held: Option<(Vec<u32>, Vec<(u32, Vec<u8>, Vec<u8>)>)>,
+    /// The unmask request answered and the answer.
+    answered: Option<(Vec<u8>, Vec<u8>)>,
+    /// Per neighbour, the kind revealed (1: seed share, 2: blind-secret share).
+    revealed: Vec<(u32, u8)>,
+}
+
+impl Drop for RoundRecord {
+    fn drop(&mut self) {
+        self.channel.zeroize();
+        self.blind.zeroize();
+        self.seed.zeroize();
+        if let Some((_, shares)) = &mut self.held {
+            for (_, q, s) in shares.iter_mut() {
+                q.zeroize();
+                s.zeroize();
+            }
+        }
+        if let Some((_, answer)) = &mut self.answered {
+            answer.zeroize();
+        }
+    }
+}
+
+/// What a [`RobustParty`] keeps in its checkpoint: every secret and share a restart needs
+/// for the rounds not yet published or void (ephemeral keys, self-blind seeds, the shares it
+/// holds, what it revealed). It holds secrets: write it only to a private file (the party
+/// checkpoint is one); its secret bytes are wiped when it is dropped.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RobustCheckpoint {
+    party: u32,
+    salt: [u8; 32],
+    last_sealed: Option<u64>,
+    rounds: Vec<RoundRecord>,
+}
+
+impl fmt::Debug for RobustCheckpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RobustCheckpoint")
+            .field("party", &self.party)
+            .field("last_sealed", &self.last_sealed)
+            .field(
+                "rounds",
+                &self.rounds.iter().map(|r| r.round).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl RobustParty {
+    /// This party's checkpoint (see [`RobustCheckpoint`]).
+    pub fn checkpoint(&self) -> RobustCheckpoint {
+        let rounds = self
+            .rounds
+            .iter()
+            .map(|(round, state)| RoundRecord {
+                round: round.0,
+                channel: state.channel.to_bytes(),
+                blind: state.blind.to_bytes(),
+                seed: *state.seed,
+                advert: state.advert.to_bytes().to_vec(),
+                shared: state.graph.as_ref().map(|shared| {
+                    (
+                        shared
+                            .adverts
+                            .values()
+                            .map(|a| a.to_bytes().to_vec())
+                            .collect(),
+                        shared.sent.iter().map(SealedShares::to_bytes).collect(),
+                    )
+                }),
+                held: state.held.as_ref().map(|held| {
+                    (
+                        held.set.iter().map(|p| p.0).collect(),
+                        held.shares
+                            .iter()
+                            .map(|(p, (q, s))| (p.0, q.to_bytes(), s.to_bytes()))
+                            .collect(),
+                    )
+                }),
+                answered: state
+                    .answered
+                    .as_ref()
+                    .map(|(request, answer)| (request.to_bytes(), answer.to_bytes())),
+                revealed: state
+                    .revealed
+                    .iter()
+                    .map(|(p, k)| (p.0, k.byte()))
+                    .collect(),
+            })
+            .collect();
+        RobustCheckpoint {
+            party: self.party.0,
+            salt: self.salt,
+            last_sealed: self.last_sealed.map(|r| r.0),
+            rounds,
+        }
+    }
+
+    /// Restores a checkpoint of this party in this run: everything is checked again (the
+    /// adverts' signatures, that the secrets are the ones advertised, the shares' form), and
+    /// a checkpoint of another party or run is refused. Nothing at or below its last sealed
+    /// round is ever sealed again.
+    pub fn restore(&mut self, checkpoint: &RobustCheckpoint) -> Result<(), RobustError> {
+        let bad = |reason: String| RobustError::Malformed {
+            what: "robust checkpoint",
+            reason,
+        };
+        if checkpoint.party != self.party.0 || checkpoint.salt != self.salt {
+            return Err(bad(format!(
+                "it is party {}'s in another run or roster, this is {} of this run",
+                checkpoint.party, self.party
+            )));
+        }
+        let mut rounds = BTreeMap::new();
+        for record in &checkpoint.rounds {
+            let round = Round(record.round);
+            let state = self.restore_round(round, record)?;
+            rounds.insert(round, state);
+        }
+        self.rounds = rounds;
+        self.last_sealed = self.last_sealed.max(checkpoint.last_sealed.map(Round));
+        Ok(())
+    }
+
+    fn restore_round(&self, round: Round, record: &RoundRecord) -> Result<RoundState, RobustError> {
+        let (party, salt) = (self.party, self.salt);
+        let bad = |reason: &str| RobustError::Malformed {
+            what: "robust checkpoint",
+            reason: format!("{round}: {reason}"),
+        };
+        let channel = StaticSecret::from(record.channel);
+        let blind = StaticSecret::from(record.blind);
+        let seed = Zeroizing::new(record.seed);
+        let advert = Advert::from_bytes(&record.advert)?;
+        advert.verify(&self.roster, &salt, round)?;
+        if advert.party != party
+            || advert.channel != PublicKey::from(&channel).to_bytes()
+            || advert.blind != PublicKey::from(&blind).to_bytes()
+            || advert.self_digest != seed_digest(&salt, round, party, &seed[..])
+        {
+            return Err(bad("its secrets are not the ones its advert names"));
+        }
+        let graph = match &record.shared {
+            None => None,
+            Some((adverts, sent)) => {
+                let adverts: Vec<Advert> = adverts
+                    .iter()
+                    .map(|a| Advert::from_bytes(a))
+                    .collect::<Result<_, _>>()?;
+                let (by_party, set) = verified_adverts(&adverts, &self.roster, &salt, round, 0)?;
+                let graph = MaskGraph::harary(&set, self.policy.neighbours, &salt, round)
+                    .map_err(|source| RobustError::Graph { round, source })?;
+                let sent = sent
+                    .iter()
+                    .map(|m| SealedShares::from_bytes(m))
+                    .collect::<Result<_, _>>()?;
+                Some(Shared {
+                    graph,
+                    adverts: by_party,
+                    sent,
+                })
+            }
+        };
+        let held = match &record.held {
+            None => None,
+            Some((set, shares)) => {
+                let mut held = BTreeMap::new();
+                for (p, q, s) in shares {
+                    let q = Share::from_bytes(q, SEED_BYTES).map_err(|_| bad("a seed share"))?;
+                    let s =
+                        Share::from_bytes(s, SECRET_BYTES).map_err(|_| bad("a secret share"))?;
+                    held.insert(PartyId(*p), (q, s));
+                }
+                Some(Held {
+                    set: PartySet::new(set.iter().copied().map(PartyId)),
+                    shares: held,
+                })
+            }
+        };
+        let answered = match &record.answered {
+            None => None,
+            Some((request, answer)) => Some((
+                UnmaskRequest::from_bytes(request)?,
+                UnmaskResponse::from_bytes(answer)?,
+            )),
+        };
+        let revealed = record
+            .revealed
+            .iter()
+            .map(|(p, k)| {
+                Reveal::from_byte(*k)
+                    .map(|k| (PartyId(*p), k))
+                    .ok_or_else(|| bad("a reveal kind"))
+            })
+            .collect::<Result<_, _>>()?;
+        if graph.is_none() && (held.is_some() || answered.is_some()) {
+            return Err(bad("shares held without keys shared"));
+        }
+        Ok(RoundState {
+            channel,
+            blind,
+            seed,
+            advert,
+            graph,
+            held,
+            answered,
+            revealed,
+        })
+    }
+}
+
 /// The server's unmask step of one round: the adverts, the graph, who is alive, and the
 /// responses; it rebuilds the secrets it needs and computes the public correction.
 pub struct RoundUnmask {
@@ -1617,6 +1841,11 @@ impl RoundUnmask {
         self.needed()
             .iter()
             .all(|(target, kind)| self.shares_of(*target, *kind).len() as u32 >= self.threshold)
+    }
+
+    /// The responses taken, by responder.
+    pub(super) fn responses(&self) -> &BTreeMap<PartyId, UnmaskResponse> {
+        &self.responses
     }
 
     /// The parties that have answered.

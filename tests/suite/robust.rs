@@ -895,3 +895,158 @@ fn the_coordinator_refuses_what_does_not_fit_the_round() {
     coordinator.forget_through(round);
     assert!(coordinator.set(round).is_none());
 }
+
+/// Every party and the coordinator restarted from their checkpoints (through bincode, as a
+/// checkpoint file holds them).
+fn restart_all(sides: &mut [RobustParty], roster: &Arc<Roster>, coordinator: &mut Coordinator) {
+    let ids = identities(sides.len() as u32);
+    for (i, side) in sides.iter_mut().enumerate() {
+        let bytes = bincode::serialize(&side.checkpoint()).expect("serialize");
+        let checkpoint: hefl::secagg::RobustCheckpoint =
+            bincode::deserialize(&bytes).expect("deserialize");
+        let mut fresh = RobustParty::new(
+            Arc::clone(&ids[i]),
+            PartyId(i as u32),
+            Arc::clone(roster),
+            RUN,
+        )
+        .expect("party");
+        fresh.restore(&checkpoint).expect("restore");
+        *side = fresh;
+    }
+    let bytes = bincode::serialize(&coordinator.checkpoint()).expect("serialize");
+    let checkpoint: hefl::secagg::CoordinatorCheckpoint =
+        bincode::deserialize(&bytes).expect("deserialize");
+    *coordinator = Coordinator::restore(Arc::clone(roster), sides[0].salt(), &checkpoint)
+        .expect("restore coordinator");
+}
+
+#[test]
+fn parties_and_the_coordinator_restarted_at_every_phase_finish_the_round_exactly() {
+    let (roster, mut sides) = federation(10, 3, 3);
+    let enc = encoding(10);
+    let fp = *enc.fixed_point();
+    let (len, round) = (300, Round(4));
+    let mut rng = ChaCha8Rng::seed_from_u64(17);
+    let mut coordinator = Coordinator::new(Arc::clone(&roster), sides[0].salt()).unwrap();
+    for side in sides.iter_mut() {
+        coordinator
+            .add_advert(side.advertise(round).unwrap())
+            .unwrap();
+    }
+    restart_all(&mut sides, &roster, &mut coordinator);
+    let adverts = coordinator.close_adverts(round).unwrap();
+    // Party 6 shares, then restarts: it resends the same messages.
+    let before = sides[6].share_keys(round, &adverts).unwrap();
+    for (i, side) in sides.iter_mut().enumerate() {
+        let sent = side.share_keys(round, &adverts).unwrap();
+        coordinator
+            .add_shares(round, PartyId(i as u32), sent)
+            .unwrap();
+    }
+    restart_all(&mut sides, &roster, &mut coordinator);
+    assert_eq!(sides[6].share_keys(round, &adverts).unwrap(), before);
+    let set = coordinator.close_shares(round).unwrap();
+    for p in set.iter() {
+        let mail = coordinator.mailbox(round, p).unwrap();
+        sides[p.0 as usize]
+            .receive_shares(round, &set, &mail)
+            .unwrap();
+    }
+    restart_all(&mut sides, &roster, &mut coordinator);
+    let widths = Widths::new(fp.params().total_bits, 10, DownloadForm::Seeds).unwrap();
+    let mut expected = vec![0u64; len + 1];
+    let mut sum: Option<CompactVector> = None;
+    for (i, side) in sides.iter_mut().enumerate() {
+        let values: Vec<f32> = (0..len).map(|_| rng.random_range(-3.0f32..3.0)).collect();
+        let words = enc.encode(&values, 64, &mut rng).unwrap().words;
+        let sealed = side.seal(words.clone(), &fp, key(), round).unwrap();
+        if i == 8 {
+            continue; // dead: its upload never arrives
+        }
+        expected
+            .iter_mut()
+            .zip(&words)
+            .for_each(|(e, w)| *e = e.wrapping_add(*w));
+        let ct = key()
+            .prepare(sealed.len())
+            .unwrap()
+            .seal(&sealed, &widths)
+            .unwrap();
+        match sum.as_mut() {
+            None => sum = Some(ct),
+            Some(s) => s.add_assign(&ct).unwrap(),
+        }
+    }
+    restart_all(&mut sides, &roster, &mut coordinator);
+    // A restarted party never seals the round again.
+    let err = sides[3]
+        .seal(vec![0; len + 1], &fp, key(), round)
+        .unwrap_err();
+    assert!(matches!(err, RobustError::AlreadySealed { .. }), "{err}");
+    let alive = PartySet::new((0..10).filter(|&i| i != 8).map(PartyId));
+    let request = coordinator.start_unmask(round, alive.clone()).unwrap();
+    let first = sides[1].unmask(&request).unwrap();
+    for p in alive.iter().take(5) {
+        let answer = sides[p.0 as usize].unmask(&request).unwrap();
+        coordinator.add_response(round, p, answer).unwrap();
+    }
+    restart_all(&mut sides, &roster, &mut coordinator);
+    // The answer survives the restart byte for byte, and so does the never-both record.
+    assert_eq!(
+        sides[1].unmask(&request).unwrap().to_bytes(),
+        first.to_bytes()
+    );
+    let err = sides[1]
+        .unmask(&UnmaskRequest {
+            round,
+            alive: PartySet::new((0..10).map(PartyId)),
+        })
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RobustError::ConflictingReveal { .. } | RobustError::AlreadyAnswered { .. }
+        ),
+        "{err}"
+    );
+    for p in alive.iter().skip(5) {
+        let answer = sides[p.0 as usize].unmask(&request).unwrap();
+        coordinator.add_response(round, p, answer).unwrap();
+    }
+    let correction = coordinator
+        .correction(round, len + 3, fp.params().total_bits)
+        .unwrap();
+    let mut sum = sum.unwrap();
+    sum.add_public(&correction).unwrap();
+    let plain = key().decrypt(&sum.expand()).unwrap();
+    let opened = sides[0].open(&plain, &fp, key(), round, &alive).unwrap();
+    assert_eq!(fp.decode_integers(opened), fp.decode_integers(&expected));
+
+    // A checkpoint of another party, or with a secret that is not the advertised one, is
+    // refused.
+    let ids = identities(10);
+    let mut other =
+        RobustParty::new(Arc::clone(&ids[2]), PartyId(2), Arc::clone(&roster), RUN).unwrap();
+    let err = other.restore(&sides[3].checkpoint()).unwrap_err();
+    assert!(matches!(err, RobustError::Malformed { .. }), "{err}");
+    let mut bytes = bincode::serialize(&sides[2].checkpoint()).unwrap();
+    // The first round record's channel secret starts after party (4), salt (32), the
+    // last sealed option (1 + 8), the rounds' length (8) and the round (8); its second byte
+    // (X25519 clamps bits of the first and last).
+    bytes[4 + 32 + 9 + 8 + 8 + 1] ^= 1;
+    let tampered: hefl::secagg::RobustCheckpoint = bincode::deserialize(&bytes).unwrap();
+    let err = other.restore(&tampered).unwrap_err();
+    assert!(matches!(err, RobustError::Malformed { .. }), "{err}");
+    other
+        .restore(&sides[2].checkpoint())
+        .expect("its own checkpoint");
+    // Forgetting the round wipes its secrets from the checkpoint too.
+    sides[2].forget_through(round);
+    let bytes = bincode::serialize(&sides[2].checkpoint()).unwrap();
+    assert!(
+        bytes.len() < 64,
+        "{} bytes left after forgetting",
+        bytes.len()
+    );
+}
