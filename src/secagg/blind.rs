@@ -31,8 +31,7 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use super::identity::Identity;
-use super::policy::{Mode, Policy};
-use super::roster::{Fingerprint, Roster, RosterError};
+use super::roster::{Fingerprint, Mode, Policy, Roster, RosterError};
 use crate::fl::{PartyId, Round};
 use crate::he::csprng::KeyStream;
 use crate::he::keys::SecretKey;

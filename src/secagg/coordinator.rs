@@ -34,11 +34,10 @@ use zeroize::Zeroize;
 
 use super::blind::PartySet;
 use super::graph::MaskGraph;
-use super::policy::RobustPolicy;
 use super::robust::{
     Advert, RobustError, RoundUnmask, SealedShares, UnmaskRequest, UnmaskResponse, robust_policy,
 };
-use super::roster::Roster;
+use super::roster::{RobustPolicy, Roster};
 use crate::fl::{PartyId, Round};
 
 /// What the coordinator keeps of one round.

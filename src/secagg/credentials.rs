@@ -6,8 +6,7 @@ use std::sync::Arc;
 
 use super::blind::{Blinder, SecAggError};
 use super::identity::Identity;
-use super::policy::{Mode, Policy};
-use super::roster::{Fingerprint, Roster, RosterError};
+use super::roster::{Fingerprint, Mode, Policy, Roster, RosterError};
 use crate::fl::PartyId;
 use crate::he::keys::KeyId;
 

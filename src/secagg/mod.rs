@@ -58,7 +58,6 @@ mod coordinator;
 mod credentials;
 mod graph;
 mod identity;
-mod policy;
 mod reed_solomon;
 mod robust;
 mod roster;
@@ -74,13 +73,13 @@ pub use graph::{GraphError, MaskGraph};
 pub use identity::{
     IDENTITY_FILE_VERSION, Identity, IdentityError, PartyPublicKey, PublicLines, SigningPublicKey,
 };
-pub use policy::{Mode, ModeName, Policy, RobustPolicy};
 pub use robust::{
     ADVERT_BYTES, Advert, MAX_RECOVERY_TRIES, Reveal, RobustCheckpoint, RobustError, RobustParty,
     RoundUnmask, SEALED_SHARES_BYTES, SealedShares, UnmaskRequest, UnmaskResponse,
 };
 pub use roster::{
-    Fingerprint, MAX_ROSTER_BYTES, MAX_ROSTER_PARTIES, ROSTER_VERSION, Roster, RosterError,
+    Fingerprint, MAX_ROSTER_BYTES, MAX_ROSTER_PARTIES, Mode, ModeName, Policy, ROSTER_VERSION,
+    RobustPolicy, Roster, RosterError,
 };
 pub use shamir::{
     MAX_HOLDERS, MAX_SECRET_LEN, ShamirError, Share, recover_checked, split, split_with_rng,

@@ -67,8 +67,7 @@ use super::blind::{
 };
 use super::graph::{GraphError, MaskGraph};
 use super::identity::Identity;
-use super::policy::{Mode, RobustPolicy};
-use super::roster::{Roster, RosterError};
+use super::roster::{Mode, RobustPolicy, Roster, RosterError};
 use super::shamir::{self, ShamirError, Share};
 use crate::fl::{PartyId, Round};
 use crate::he::csprng::{EntropyError, SecureRng};
@@ -1470,6 +1469,12 @@ impl RobustParty {
     }
 }
 
+/// A checkpoint's [`Shared`]: every advert of the round, and the messages sent (wire bytes).
+type SharedRecord = (Vec<Vec<u8>>, Vec<Vec<u8>>);
+
+/// A checkpoint's [`Held`]: the round's set, and per neighbour its two shares (wire bytes).
+type HeldRecord = (Vec<u32>, Vec<(u32, Vec<u8>, Vec<u8>)>);
+
 /// One round of a [`RobustCheckpoint`]: the round's secrets and what the party learnt.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct RoundRecord {
@@ -1479,9 +1484,9 @@ struct RoundRecord {
     seed: [u8; SEED_BYTES],
     advert: Vec<u8>,
     /// After sharing keys: every advert of the round, and the messages sent.
-    shared: Option<(Vec<Vec<u8>>, Vec<Vec<u8>>)>,
+    shared: Option<SharedRecord>,
     /// After receiving shares: the round's set, and per neighbour its two shares.
-    held: Option<(Vec<u32>, Vec<(u32, Vec<u8>, Vec<u8>)>)>,
+    held: Option<HeldRecord>,
     /// The unmask request answered and the answer.
     answered: Option<(Vec<u8>, Vec<u8>)>,
     /// Per neighbour, the kind revealed (1: seed share, 2: blind-secret share).
