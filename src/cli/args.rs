@@ -48,6 +48,29 @@ pub fn explain(error: &anyhow::Error) -> (String, u8) {
     (message, 1)
 }
 
+/// Why a command refuses secure aggregation `robust`: its identities, roster and policy exist
+/// (`hefl roster --secure-agg robust`), its rounds do not yet.
+const ROBUST_NOT_WIRED: &str = "secure aggregation mode robust: the protocol is not wired into \
+     this command yet (`hefl roster --secure-agg robust` makes its roster; run with \
+     --secure-agg strict meanwhile)";
+
+/// Parses a `--secure-agg` flag of a command that runs rounds: `strict`; `robust` is refused
+/// ([`check_wired`]).
+pub fn parse_secure_agg(text: &str) -> Result<hefl::secagg::Mode, String> {
+    match text.parse::<hefl::secagg::ModeName>()? {
+        hefl::secagg::ModeName::Strict => Ok(hefl::secagg::Mode::Strict),
+        hefl::secagg::ModeName::Robust => Err(ROBUST_NOT_WIRED.to_owned()),
+    }
+}
+
+/// Refuses a mode (of a plan or a roster) whose rounds this build does not run: `robust`.
+pub fn check_wired(mode: hefl::secagg::Mode) -> Result<()> {
+    match mode {
+        hefl::secagg::Mode::Strict => Ok(()),
+        hefl::secagg::Mode::Robust(_) => Err(anyhow::anyhow!(ROBUST_NOT_WIRED)),
+    }
+}
+
 /// Checks a probability-like flag.
 pub fn parse_rate(text: &str) -> Result<f64, String> {
     let v: f64 = text
@@ -222,8 +245,9 @@ pub struct TrainArgs {
     /// pairwise blinds from X25519 keys (made in memory for runs in one process), so
     /// that no holder of the shared key can read one party's update from its
     /// ciphertext; every party is in every sum. Without it, any key holder who
-    /// obtains one party's ciphertext reads its update (docs/security.md).
-    #[arg(long, value_name = "MODE")]
+    /// obtains one party's ciphertext reads its update (docs/security.md). `robust`
+    /// (rounds that survive dropouts) has its roster (`hefl roster`) but no rounds yet.
+    #[arg(long, value_name = "strict", value_parser = parse_secure_agg)]
     pub secure_agg: Option<hefl::secagg::Mode>,
     /// DP-SGD: noise standard deviation as a multiple of --max-grad-norm.
     #[arg(long, default_value_t = 1.0, value_name = "SIGMA")]

@@ -1,6 +1,6 @@
 //! `hefl join`: one party of a federation whose server runs elsewhere.
 
-use super::args::{load_mnist, parse_duration};
+use super::args::{check_wired, load_mnist, parse_duration};
 use super::output::{write_json, write_model};
 use super::progress::Progress;
 use anyhow::{Context, Result, bail};
@@ -89,6 +89,7 @@ fn credentials(args: &JoinArgs) -> Result<Option<Credentials>> {
     };
     let identity = Identity::load(identity)?;
     let roster = super::roster::load(roster)?;
+    check_wired(roster.policy().mode)?;
     Ok(Some(Credentials::new(
         identity,
         roster,
@@ -121,6 +122,9 @@ pub fn run(args: JoinArgs) -> Result<()> {
     let plan = options
         .retry
         .call("fetching the plan", &mut progress, || uplink.plan())?;
+    if let Some(mode) = plan.config.secure_agg {
+        check_wired(mode)?;
+    }
     let key = match (plan.config.privacy, &args.key) {
         (Privacy::He, Some(path)) => Some(Arc::new(KeyFile::load(path)?.secret_key()?)),
         (Privacy::He, None) => bail!("the server runs privacy he: pass the shared key with --key"),

@@ -93,9 +93,10 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Create a party's identity for secure aggregation (--secure-agg strict): an
-    /// X25519 key pair in a file of mode 0600. Prints the public line: send it to
-    /// the coordinator, who lists it in the roster (`hefl roster`). Keep the file.
+    /// Create a party's identity for secure aggregation (--secure-agg): an X25519 key
+    /// pair in a file of mode 0600, and the Ed25519 signing key derived from it.
+    /// Prints the two public lines: save them to a file (`> party.pub`) and send it to
+    /// the coordinator, who lists it in the roster (`hefl roster`). Keep the identity.
     Identity {
         /// Where to write the identity file (parent folders are created).
         #[arg(long, default_value = "keys/party.id", value_name = "FILE")]
@@ -105,8 +106,9 @@ pub enum Command {
         force: bool,
     },
     /// Assemble the roster of a secure-aggregation federation from the HE key id
-    /// and every party's public line, with the policy; prints its fingerprint,
-    /// which every party compares out of band and gives to `hefl join`.
+    /// and every party's public lines, with the policy (robust: its parameters by
+    /// rule (a), printed with why); prints its fingerprint, which every party
+    /// compares out of band and gives to `hefl join`.
     Roster(roster::RosterArgs),
     /// Run a federation's server: it holds no key and no model, only sums what
     /// the parties send. Validates the whole run before it listens, then prints

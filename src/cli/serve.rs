@@ -1,6 +1,6 @@
 //! `hefl serve`: one federation's server over HTTP.
 
-use super::args::{TrainArgs, parse_byte_rate, parse_duration};
+use super::args::{TrainArgs, check_wired, parse_byte_rate, parse_duration};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use hefl::fl::{Hub, HubEvent, Mode, Plan, RoundRules, RunId, ValidPlan};
@@ -183,6 +183,9 @@ fn plan(args: &ServeArgs) -> Result<ValidPlan> {
             args.rules.rules(),
         )?,
     };
+    if let Some(mode) = plan.config.secure_agg {
+        check_wired(mode)?;
+    }
     if plan.config.pca().is_some() {
         bail!(
             "--dp-pca needs every party's noisy covariance before the first round, which a \

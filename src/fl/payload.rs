@@ -40,6 +40,11 @@ pub trait Summable: Sized + Send + 'static {
     /// once, holding only the running sum). On any error `self` is unchanged.
     fn add_submission(&mut self, bytes: &[u8], expect: &Self::Expect) -> Result<(), PayloadError>;
 
+    /// Adds a public plaintext (one word per value, on this sum's grid) without a key:
+    /// secure aggregation's correction (`--secure-agg robust`), exact, adding no noise. On
+    /// any error `self` is unchanged.
+    fn add_public(&mut self, words: &[u64]) -> Result<(), PayloadError>;
+
     /// The wire bytes.
     fn to_bytes(&self) -> Vec<u8>;
 
@@ -374,6 +379,14 @@ impl Summable for PlainSum {
         Ok(())
     }
 
+    fn add_public(&mut self, words: &[u64]) -> Result<(), PayloadError> {
+        Ok(crate::he::add_public_words(
+            &mut self.words,
+            words,
+            self.bits,
+        )?)
+    }
+
     fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(PLAIN_HEADER + packed_len(self.words.len(), self.bits));
         out.extend_from_slice(PLAIN_MAGIC);
@@ -435,6 +448,10 @@ impl Summable for CompactVector {
 
     fn add_submission(&mut self, bytes: &[u8], expect: &Expected) -> Result<(), PayloadError> {
         Ok(CompactVector::add_submission(self, bytes, expect)?)
+    }
+
+    fn add_public(&mut self, words: &[u64]) -> Result<(), PayloadError> {
+        Ok(CompactVector::add_public(self, words)?)
     }
 
     fn to_bytes(&self) -> Vec<u8> {

@@ -64,6 +64,20 @@ pub enum HeError {
     /// The same seeded encryption added twice.
     #[error("the same encryption (seed) is already in the sum")]
     DuplicateSeed,
+    /// A public plaintext word that does not sit on the compact bodies' grid.
+    #[error(
+        "public plaintext word {index} is {word:#018x}: its low {free} bits must be zero (bodies keep {body_bits} bits)"
+    )]
+    OffGrid {
+        /// The word's index.
+        index: usize,
+        /// The word.
+        word: u64,
+        /// Bits the bodies keep.
+        body_bits: u32,
+        /// 64 minus `body_bits`.
+        free: u32,
+    },
     /// A switched sum added into a sum of seeds (the server switches, clients do not add).
     #[error("cannot add a switched sum into a sum that keeps seeds")]
     FormMismatch,
@@ -369,6 +383,29 @@ pub(crate) fn wrapping_add_assign(acc: &mut [u64], add: &[u64]) {
     acc.iter_mut()
         .zip(add)
         .for_each(|(a, b)| *a = a.wrapping_add(*b));
+}
+
+/// Adds public plaintext `words` to `acc`, words kept to their top `bits` bits (1 to 64):
+/// refuses another length and any word with a low bit set; on error `acc` is unchanged.
+pub(crate) fn add_public_words(acc: &mut [u64], words: &[u64], bits: u32) -> Result<(), HeError> {
+    if words.len() != acc.len() {
+        return Err(HeError::LengthMismatch {
+            expected: acc.len(),
+            found: words.len(),
+        });
+    }
+    let free = 64 - bits.clamp(1, 64);
+    let low = (1u64 << free) - 1;
+    if let Some((index, &word)) = words.iter().enumerate().find(|(_, w)| *w & low != 0) {
+        return Err(HeError::OffGrid {
+            index,
+            word,
+            body_bits: bits,
+            free,
+        });
+    }
+    wrapping_add_assign(acc, words);
+    Ok(())
 }
 
 /// The summand count of a sum of `left` and `right` summands, refused past u32.

@@ -23,7 +23,7 @@
 use rayon::prelude::*;
 
 use super::ciphertext::{
-    EncryptedVector, HeError, add_summands, check_same_vector, task_ciphertexts,
+    EncryptedVector, HeError, add_public_words, add_summands, check_same_vector, task_ciphertexts,
     wrapping_add_assign,
 };
 use super::csprng::KeyStream;
@@ -312,6 +312,36 @@ impl CompactVector {
         wrapping_add_assign(&mut self.bodies, &other.bodies);
         self.summands = summands;
         Ok(())
+    }
+
+    /// Adds the public plaintext `words` (one torus word per value) without a key: the
+    /// trivial GLWE encryption (mask 0, body `words`) added homomorphically, so the vector
+    /// decrypts to its old plaintext plus `words`, exactly, with no noise added and the mask
+    /// (seeds or summed words) untouched. This is how a server applies secure aggregation's
+    /// public correction (`--secure-agg robust`). Every word must be on the bodies' grid (its
+    /// low 64 − `body_bits` bits zero, as a plaintext of t < `body_bits` bits is); on any error
+    /// `self` is unchanged.
+    ///
+    /// ```
+    /// use hefl::he::{DownloadForm, Widths, keys::KeyFile};
+    ///
+    /// let key = KeyFile::from_seed([1; 32]).secret_key()?;
+    /// let widths = Widths::new(22, 3, DownloadForm::Seeds)?;
+    /// let delta = 1u64 << (64 - 22);
+    /// let mut sum = key.prepare(2)?.seal(&[3 * delta, 5 * delta], &widths)?;
+    /// sum.add_public(&[delta.wrapping_neg(), 2 * delta])?;
+    /// let plain: Vec<i64> = key
+    ///     .decrypt(&sum.expand())?
+    ///     .iter()
+    ///     .map(|&w| (w.wrapping_add(delta / 2) as i64) >> (64 - 22))
+    ///     .collect();
+    /// assert_eq!(plain, [2, 7]);
+    /// assert!(sum.add_public(&[1, 0]).is_err()); // off the grid
+    /// assert!(sum.add_public(&[0]).is_err()); // wrong length
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn add_public(&mut self, words: &[u64]) -> Result<(), HeError> {
+        add_public_words(&mut self.bodies, words, self.body_bits)
     }
 
     /// Homomorphic sum of one or more vectors (see [`CompactVector::add_assign`]).

@@ -315,7 +315,9 @@ impl SecureRng {
         Ok(Self::from_key(fresh_key()?))
     }
 
-    /// A generator under a known key: reproducible, for tests only.
+    /// A generator under a known key: reproducible, for tests and for public derivations
+    /// (the mask graph's permutation, [`crate::secagg::MaskGraph`]), never for secrets. Its
+    /// `next_u64` reads the keystream from counter 0 on as consecutive little-endian words.
     pub fn from_key(key: u128) -> Self {
         Self {
             stream: KeyStream::new(key),

@@ -105,6 +105,7 @@ pub mod params;
 mod widths;
 pub mod wire;
 
+pub(crate) use ciphertext::add_public_words;
 pub use ciphertext::{EncryptedVector, HeError, MAX_PLAINTEXT_LEN};
 pub use compact::CompactVector;
 pub use context::Context;

@@ -31,7 +31,7 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use super::identity::Identity;
-use super::roster::{Fingerprint, Policy, Roster, RosterError};
+use super::roster::{Fingerprint, Mode, Policy, Roster, RosterError};
 use crate::fl::{PartyId, Round};
 use crate::he::csprng::KeyStream;
 use crate::he::keys::SecretKey;
@@ -97,8 +97,14 @@ impl PartySet {
         self.0.binary_search(&party).is_ok()
     }
 
-    /// SHA-256("hefl/v1/party-set" ‖ 0 ‖ ids as 4-byte big-endian), bound into every blind key.
-    fn digest(&self) -> [u8; 32] {
+    /// The parties, in increasing order, as a slice (to find a party's position).
+    pub(super) fn ids(&self) -> &[PartyId] {
+        &self.0
+    }
+
+    /// SHA-256("hefl/v1/party-set" ‖ 0 ‖ ids as 4-byte big-endian), bound into every blind key
+    /// and into the mask graph's permutation.
+    pub(super) fn digest(&self) -> [u8; 32] {
         let mut hash = Sha256::new().chain_update(PARTY_SET_LABEL);
         for id in &self.0 {
             hash.update(id.0.to_be_bytes());
@@ -130,6 +136,13 @@ pub enum SecAggError {
         party: PartyId,
         /// The partner whose key is refused.
         partner: PartyId,
+    },
+    /// A strict blinder asked of a roster of another mode (robust runs its own protocol,
+    /// [`RobustParty`](super::RobustParty)).
+    #[error("the roster's secure aggregation mode is {found}; strict blinds need a strict roster")]
+    NotStrict {
+        /// The roster's mode.
+        found: Mode,
     },
     /// This party is not in the round's set.
     #[error("round {round}: {party} is not in the round's party set {set}")]
@@ -254,7 +267,7 @@ const BLIND_CHUNK: usize = 8192;
 /// of `words`: the chunks in parallel, each chunk once through every blind. The result is
 /// that of one pass per blind over the whole vector (the additions commute, and each word
 /// meets the same keystream bytes).
-fn apply_blinds(words: &mut [u64], total_bits: u32, blinds: &[(&BlindKey, bool)]) {
+pub(super) fn apply_blinds(words: &mut [u64], total_bits: u32, blinds: &[(&BlindKey, bool)]) {
     let blocks = KeyStream::blind_blocks(BLIND_CHUNK, total_bits);
     words
         .par_chunks_mut(BLIND_CHUNK)
@@ -268,6 +281,16 @@ fn apply_blinds(words: &mut [u64], total_bits: u32, blinds: &[(&BlindKey, bool)]
 }
 
 impl BlindKey {
+    /// HKDF-SHA256(salt, ikm, info = the concatenation of `info`), its first 16 bytes.
+    pub(super) fn derive(salt: &[u8; 32], ikm: &[u8], info: &[&[u8]]) -> Self {
+        let mut key = Zeroizing::new([0u8; 16]);
+        let hk = hkdf::Hkdf::<Sha256>::new(Some(salt), ikm);
+        // 16 bytes is far below HKDF-SHA256's limit of 8160.
+        let expanded = hk.expand_multi_info(info, &mut key[..]);
+        debug_assert!(expanded.is_ok());
+        Self(key)
+    }
+
     fn stream(&self) -> KeyStream {
         KeyStream::new(u128::from_le_bytes(*self.0))
     }
@@ -414,7 +437,7 @@ impl fmt::Debug for Blinder {
 }
 
 /// The session salt of the run of fingerprint `run` under the roster `fingerprint`.
-fn session_salt(run: [u8; 32], fingerprint: Fingerprint) -> [u8; 32] {
+pub(super) fn session_salt(run: [u8; 32], fingerprint: Fingerprint) -> [u8; 32] {
     Sha256::new()
         .chain_update(SESSION_LABEL)
         .chain_update(run)
@@ -433,6 +456,10 @@ impl Blinder {
         roster: &Roster,
         run: [u8; 32],
     ) -> Result<Self, SecAggError> {
+        let found = roster.policy().mode;
+        if found != Mode::Strict {
+            return Err(SecAggError::NotStrict { found });
+        }
         let expected = roster.public_key(party)?;
         if expected != identity.public() {
             return Err(RosterError::WrongIdentity {
@@ -524,8 +551,6 @@ impl Blinder {
             last: self.policy.parties.saturating_sub(1),
         })?;
         let (low, high) = (self.party.min(partner), self.party.max(partner));
-        let mut key = Zeroizing::new([0u8; 16]);
-        let hk = hkdf::Hkdf::<Sha256>::new(Some(&self.salt), &secret[..]);
         let info: [&[u8]; 6] = [
             PAIR_LABEL,
             &round.0.to_be_bytes(),
@@ -534,10 +559,7 @@ impl Blinder {
             &high.0.to_be_bytes(),
             &set.digest(),
         ];
-        // 16 bytes is far below HKDF-SHA256's limit of 8160.
-        let expanded = hk.expand_multi_info(&info, &mut key[..]);
-        debug_assert!(expanded.is_ok());
-        Ok(BlindKey(key))
+        Ok(BlindKey::derive(&self.salt, &secret[..], &info))
     }
 
     /// Every blind key this party uses in (`round`, `attempt`) over `set`, with its partner

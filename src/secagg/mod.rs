@@ -12,14 +12,23 @@
 //! `docs/security.md#secure-aggregation-strict`.
 //!
 //! Pieces, bottom-up:
-//! - [`Identity`]: a party's X25519 static key pair, in a file of mode 0600 (refused if group
-//!   or others can read it), and its public line;
+//! - [`Identity`]: a party's X25519 static key pair and the Ed25519 signing key derived from
+//!   it, in a file of mode 0600 (refused if group or others can read it), and its public
+//!   lines;
+//! - [`Policy`]: the mode (`strict`, or `robust` with its [`RobustPolicy`]: colluders,
+//!   dropouts, neighbours, threshold), the parties and the fewest in a sum;
 //! - [`Roster`]: the trust anchor, compared out of band by its [`Fingerprint`]: the HE key id,
-//!   every party's public key, and the [`Policy`] (mode, parties, the fewest in a sum), which
-//!   a server's plan may tighten but never weaken;
+//!   every party's public keys, and the policy, which a server's plan may tighten but never
+//!   weaken;
 //! - [`Blinder`]: the key schedule (pair secrets, per-round blind keys by HKDF-SHA256, the
 //!   secret canary tag), sealing (canaries and blinds, each (round, attempt) at most once)
 //!   and opening (party list and canaries checked, else [`AggregateRefused`]).
+//!
+//! Building blocks of `--secure-agg robust` (issue 27; design note §1.5), not yet wired in:
+//! - [`MaskGraph`]: a round's Harary neighbour graph, its labels permuted by a public function
+//!   of the session salt, the round and the set;
+//! - [`split`] and [`recover_checked`]: T-of-k Shamir [`Share`]s of short secrets over
+//!   GF(256) (vsss-rs), recovery retrying other subsets when a holder sent a bad share.
 //!
 //! # Threat model (`strict`)
 //!
@@ -45,17 +54,33 @@
 //!   leakage through the aggregate itself.
 
 mod blind;
+mod coordinator;
 mod credentials;
+mod graph;
 mod identity;
+mod reed_solomon;
+mod robust;
 mod roster;
+mod shamir;
 
 pub use blind::{
     AggregateRefused, Attempt, BlindKey, Blinder, CANARY_SLOTS, CanaryTag, PartySet, SecAggError,
     canary_words, check_canaries,
 };
+pub use coordinator::{Coordinator, CoordinatorCheckpoint};
 pub use credentials::{Credentials, plan_policy};
-pub use identity::{IDENTITY_FILE_VERSION, Identity, IdentityError, PartyPublicKey};
+pub use graph::{GraphError, MaskGraph};
+pub use identity::{
+    IDENTITY_FILE_VERSION, Identity, IdentityError, PartyPublicKey, PublicLines, SigningPublicKey,
+};
+pub use robust::{
+    ADVERT_BYTES, Advert, MAX_RECOVERY_TRIES, Reveal, RobustCheckpoint, RobustError, RobustParty,
+    RoundUnmask, SEALED_SHARES_BYTES, SealedShares, UnmaskRequest, UnmaskResponse,
+};
 pub use roster::{
-    Fingerprint, MAX_ROSTER_BYTES, MAX_ROSTER_PARTIES, Mode, Policy, ROSTER_VERSION, Roster,
-    RosterError,
+    Fingerprint, MAX_ROSTER_BYTES, MAX_ROSTER_PARTIES, Mode, ModeName, Policy, ROSTER_VERSION,
+    RobustPolicy, Roster, RosterError,
+};
+pub use shamir::{
+    MAX_HOLDERS, MAX_SECRET_LEN, ShamirError, Share, recover_checked, split, split_with_rng,
 };

@@ -12,6 +12,13 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// Asserts that a run of `hefl` failed with `needle` in its error output.
+fn assert_refused(out: &std::process::Output, needle: &str) {
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "should have failed: {stderr}");
+    assert!(stderr.contains(needle), "{needle:?} missing from\n{stderr}");
+}
+
 #[test]
 fn keygen_writes_a_private_key_and_refuses_to_overwrite_it() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -889,4 +896,189 @@ fn identity_roster_and_serve_refuse_what_does_not_fit() {
             && log.contains("the roster says 3, the plan 2"),
         "{log}"
     );
+}
+
+/// `hefl identity` prints two public lines (X25519, Ed25519); `hefl roster --secure-agg
+/// robust` reads them, prints rule (a)'s parameters with why and the fingerprint, and refuses
+/// a policy that cannot hold (three parties with a colluder and a dropout: use strict), a
+/// public file without its Ed25519 line, and robust's flags under strict. Commands that run
+/// rounds refuse robust until its protocol is wired in.
+#[test]
+fn robust_roster_prints_rule_a_and_refuses_what_cannot_hold() {
+    use hefl::secagg::{Identity, Mode, PublicLines, RobustPolicy, Roster};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key_id = KeyFile::from_seed([3; 32]).key_id().to_string();
+    let out = hefl(&["identity", "--out", "p0.id"], dir.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let printed = text(&out.stdout);
+    let lines: Vec<&str> = printed.lines().collect();
+    assert!(
+        lines.len() == 2
+            && lines[0].starts_with("hefl-x25519-v1 ")
+            && lines[1].starts_with("hefl-ed25519-v1 "),
+        "{printed}"
+    );
+    let id = Identity::load(&dir.path().join("p0.id")).unwrap();
+    assert_eq!(
+        PublicLines::parse(&printed).unwrap(),
+        (id.public(), Some(id.signing_public()))
+    );
+    std::fs::write(dir.path().join("p0.pub"), &out.stdout).unwrap();
+    // The other nine parties' public files, as `hefl identity` prints them.
+    for p in 1..10u8 {
+        let lines = Identity::from_secret_bytes([p; 32]).public_lines();
+        std::fs::write(dir.path().join(format!("p{p}.pub")), lines + "\n").unwrap();
+    }
+    let roster = |parties: u32, extra: &[&str]| {
+        let mut args = vec!["roster".to_owned(), "--key-id".into(), key_id.clone()];
+        for p in 0..parties {
+            args.extend(["--party".into(), format!("{p}=p{p}.pub")]);
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        hefl(&args, dir.path())
+    };
+
+    let robust = [
+        "--secure-agg",
+        "robust",
+        "--max-colluders",
+        "3",
+        "--max-dropouts",
+        "3",
+        "--out",
+        "robust.json",
+    ];
+    let out = roster(10, &robust);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for line in [
+        "robust secure aggregation, 10 parties, up to 3 colluders and 3 dropouts per round:",
+        "  threshold T = 4 (c + 1: 3 colluders never hold enough shares)",
+        "  neighbours k = 8 (c + d + 1 rounded up to even; 5 share holders stay alive after 3 dropouts)",
+        "  min parties 7 (P - d)",
+        "  consistency check off",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l == line),
+            "{line:?} missing from\n{stdout}"
+        );
+    }
+    let written = Roster::parse(&std::fs::read(dir.path().join("robust.json")).unwrap()).unwrap();
+    let (expected, _) = RobustPolicy::rule_a(10, 3, 3, None, None, false).unwrap();
+    assert_eq!(written.policy().mode, Mode::Robust(expected));
+    assert_eq!(written.policy().min_parties, 7);
+    assert!(
+        stdout.contains(&format!("roster fingerprint: {}", written.fingerprint())),
+        "{stdout}"
+    );
+
+    // Overrides, named as such; a weaker one is refused.
+    let out = roster(
+        10,
+        &[
+            &robust[..],
+            &[
+                "--threshold",
+                "5",
+                "--min-parties",
+                "8",
+                "--consistency-check",
+                "--force",
+            ],
+        ]
+        .concat(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("threshold T = 5 (--threshold; rule (a) gives c + 1 = 4)")
+            && stdout.contains("min parties 8 (--min-parties; rule (a) gives P - d = 7)")
+            && stdout.contains("consistency check on"),
+        "{stdout}"
+    );
+    let out = roster(
+        10,
+        &[&robust[..], &["--neighbours", "6", "--force"]].concat(),
+    );
+    assert_refused(&out, "only 3 share holders may be alive");
+
+    // Three parties cannot withstand a colluder and a dropout: the message says strict.
+    let out = roster(
+        3,
+        &[
+            "--secure-agg",
+            "robust",
+            "--max-colluders",
+            "1",
+            "--max-dropouts",
+            "1",
+        ],
+    );
+    assert_refused(&out, "fewer than the threshold T = 2");
+    assert_refused(&out, "use `--secure-agg strict`");
+    // Robust without its numbers, and robust's flags under strict.
+    let out = roster(3, &["--secure-agg", "robust", "--max-colluders", "1"]);
+    assert_refused(&out, "--max-dropouts");
+    let out = roster(3, &["--max-colluders", "1", "--out", "strict.json"]);
+    assert_refused(&out, "are for --secure-agg robust");
+
+    // An old one-line public file: strict takes it (no signing keys); robust names the party.
+    let old = format!(
+        "{}\n",
+        Identity::from_secret_bytes([1; 32]).public().to_line()
+    );
+    std::fs::write(dir.path().join("p1.pub"), old).unwrap();
+    let out = roster(3, &["--out", "strict.json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let strict = Roster::parse(&std::fs::read(dir.path().join("strict.json")).unwrap()).unwrap();
+    assert_eq!(strict.signing_keys(), None);
+    let out = roster(10, &[&robust[..], &["--force"]].concat());
+    assert_refused(&out, "no Ed25519 key for party 1");
+    assert_refused(&out, "`hefl-ed25519-v1` line");
+
+    // Every flag is explained.
+    let help = text(&hefl(&["roster", "--help"], dir.path()).stdout);
+    for flag in [
+        "--max-colluders",
+        "--max-dropouts",
+        "--neighbours",
+        "--threshold",
+        "--consistency-check",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from\n{help}");
+    }
+
+    // Commands that run rounds refuse robust for now: its flag, and a party's robust roster.
+    let not_wired =
+        "secure aggregation mode robust: the protocol is not wired into this command yet";
+    let out = hefl(
+        &["train", "--privacy", "he", "--secure-agg", "robust"],
+        dir.path(),
+    );
+    assert_refused(&out, not_wired);
+    let current = Roster::parse(&std::fs::read(dir.path().join("robust.json")).unwrap()).unwrap();
+    let fingerprint = current.fingerprint().to_string();
+    let out = hefl(
+        &[
+            "join",
+            "--server",
+            "http://127.0.0.1:9",
+            "--party",
+            "0",
+            "--token",
+            "t",
+            "--identity",
+            "p0.id",
+            "--roster",
+            "robust.json",
+            "--roster-fingerprint",
+            &fingerprint,
+            "--retry-for",
+            "1s",
+        ],
+        dir.path(),
+    );
+    assert_refused(&out, not_wired);
 }

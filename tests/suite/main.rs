@@ -14,6 +14,7 @@ mod model_file;
 mod network;
 mod party;
 mod quant;
+mod robust;
 mod secagg;
 mod server;
 mod train;
