@@ -80,6 +80,9 @@ impl Coordinator {
     /// `salt` every party derives ([`RobustParty::salt`](super::RobustParty::salt)).
     pub fn new(roster: Arc<Roster>, salt: [u8; 32]) -> Result<Self, RobustError> {
         let policy = robust_policy(&roster)?;
+        if policy.consistency_check {
+            return Err(RobustError::ConsistencyCheckUnsupported);
+        }
         Ok(Self {
             min_parties: roster.policy().min_parties,
             roster,

@@ -144,6 +144,12 @@ pub enum RobustError {
     /// Sealing or opening refused as in `strict`.
     #[error(transparent)]
     SecAgg(#[from] SecAggError),
+    /// The roster asks for the consistency round, which this release does not run: a party
+    /// refuses rather than run without the protection its roster pinned.
+    #[error(
+        "the roster's policy asks for the consistency check (--consistency-check), which this release does not run yet; make the roster without it"
+    )]
+    ConsistencyCheckUnsupported,
     /// The roster's policy is not `robust`.
     #[error("the roster's secure aggregation mode is {found}, not robust")]
     NotRobust {
@@ -937,6 +943,9 @@ impl RobustParty {
         run: [u8; 32],
     ) -> Result<Self, RobustError> {
         let policy = robust_policy(&roster)?;
+        if policy.consistency_check {
+            return Err(RobustError::ConsistencyCheckUnsupported);
+        }
         let expected = roster.public_key(party)?;
         if expected != identity.public() {
             return Err(RosterError::WrongIdentity {

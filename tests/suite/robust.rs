@@ -1050,3 +1050,34 @@ fn parties_and_the_coordinator_restarted_at_every_phase_finish_the_round_exactly
         bytes.len()
     );
 }
+
+#[test]
+fn a_roster_asking_for_the_consistency_round_is_refused_until_it_is_built() {
+    let ids = identities(10);
+    let (robust, min_parties) = RobustPolicy::rule_a(10, 3, 3, None, None, true).unwrap();
+    let policy = Policy {
+        mode: Mode::Robust(robust),
+        parties: 10,
+        min_parties,
+    };
+    let roster = Arc::new(
+        Roster::new_signed(
+            key().key_id(),
+            ids.iter().map(|id| id.public()).collect(),
+            ids.iter().map(|id| id.signing_public()).collect(),
+            policy,
+        )
+        .unwrap(),
+    );
+    let err =
+        RobustParty::new(Arc::clone(&ids[0]), PartyId(0), Arc::clone(&roster), RUN).unwrap_err();
+    assert!(
+        matches!(err, RobustError::ConsistencyCheckUnsupported),
+        "{err}"
+    );
+    let err = Coordinator::new(roster, [0; 32]).unwrap_err();
+    assert!(
+        matches!(err, RobustError::ConsistencyCheckUnsupported),
+        "{err}"
+    );
+}
