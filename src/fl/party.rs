@@ -52,7 +52,7 @@ use crate::he::{
     CompactVector, DownloadForm, Expected, HeError, HeadroomError, PreparedEncryption, Widths,
 };
 use crate::model::{LrSchedule, Optimizer, OptimizerKind, OptimizerState};
-use crate::secagg::{Attempt, Blinder, PartySet};
+use crate::secagg::{Attempt, Blinder, PartySet, RobustParty};
 use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -701,6 +701,28 @@ impl Party {
         Ok(self)
     }
 
+    /// This party with `robust` secure aggregation (see [`crate::secagg::RobustParty`]): its
+    /// updates carry canaries, its self-blind and the pair blinds of each round's graph, for
+    /// the round's set (every party in round 0, then the set announced with each outcome),
+    /// once the driver has exchanged the round's keys and shares through
+    /// [`Envelope::robust`]; it accepts only sums over the parties it answered the unmask
+    /// step for, whose canaries hold. Refuses a robust party of another id and a federation
+    /// without `he`.
+    pub fn with_robust(mut self, robust: RobustParty) -> Result<Self, SetupError> {
+        if self.federation.he.is_none() {
+            return Err(SetupError::SecureAggNeedsHe);
+        }
+        if robust.party() != self.id() {
+            return Err(SetupError::BlinderParty {
+                expected: self.id(),
+                found: robust.party(),
+            });
+        }
+        let set = PartySet::new((0..self.federation.parties).map(PartyId));
+        self.envelope = self.envelope.with_robust(robust, set);
+        Ok(self)
+    }
+
     /// The federation.
     pub fn federation(&self) -> &Federation {
         &self.federation
@@ -924,6 +946,8 @@ impl Party {
         if next_set.is_some() {
             self.envelope.set_party_set(next_set);
         }
+        // Robust: the round is published, void or skipped; its secrets are needed no more.
+        self.envelope.robust(|robust| robust.forget_through(round));
     }
 
     /// The round of a snapshot this party should upload now, if any: when the rounds

@@ -352,6 +352,21 @@ pub enum RobustError {
         /// The partner.
         partner: PartyId,
     },
+    /// The round's set as announced with the previous round is not the set whose shares
+    /// this party received.
+    #[error(
+        "{round}: the announced set {announced} is not the set {held} whose shares {party} holds"
+    )]
+    SetMismatch {
+        /// The round.
+        round: Round,
+        /// This party.
+        party: PartyId,
+        /// The set announced.
+        announced: PartySet,
+        /// The set of the shares received.
+        held: PartySet,
+    },
     /// An unmask request that lists this party itself as dropped (FCP's check).
     #[error(
         "{round}: the unmask request lists {party} itself as dropped; it never reveals shares then (rule: listed dead)"
@@ -982,6 +997,49 @@ impl RobustParty {
     /// The last round sealed.
     pub fn last_sealed(&self) -> Option<Round> {
         self.last_sealed
+    }
+
+    /// Refuses an announced party set of `round` with a party outside the roster or fewer
+    /// than its minimum (as `strict`'s [`Blinder::check_announced`](super::Blinder::check_announced)).
+    pub fn check_announced(&self, round: Round, set: &PartySet) -> Result<(), SecAggError> {
+        let parties = self.roster.policy().parties;
+        if let Some(party) = set.iter().find(|p| p.0 >= parties) {
+            return Err(RosterError::UnknownParty {
+                party,
+                last: parties.saturating_sub(1),
+            }
+            .into());
+        }
+        if set.len() < self.min_parties {
+            return Err(SecAggError::BelowMinParties {
+                round,
+                set: set.clone(),
+                found: set.len(),
+                min: self.min_parties,
+            });
+        }
+        Ok(())
+    }
+
+    /// Refuses to seal `round` for `set` unless `set` is the round's set whose shares this
+    /// party received (the set announced and the shares must agree).
+    pub fn check_set(&self, round: Round, set: &PartySet) -> Result<(), RobustError> {
+        let state = self.state(round)?;
+        match &state.held {
+            Some(held) if held.set == *set => Ok(()),
+            Some(held) => Err(RobustError::SetMismatch {
+                round,
+                party: self.party,
+                announced: set.clone(),
+                held: held.set.clone(),
+            }),
+            None => Err(RobustError::OutOfOrder {
+                round,
+                party: self.party,
+                step: "seal",
+                needs: "it has not received the round's set and shares",
+            }),
+        }
     }
 
     /// Rounds whose secrets this party still holds.

@@ -1081,3 +1081,162 @@ fn a_roster_asking_for_the_consistency_round_is_refused_until_it_is_built() {
         "{err}"
     );
 }
+
+/// Party `i` of a 4-party `he` federation of 6 values (at least 3 in a sum), without
+/// secure aggregation.
+fn he_party(i: u32) -> hefl::fl::Party {
+    use hefl::fl::{Federation, Party, Privacy, Step};
+    let federation = Federation {
+        party: PartyId(i),
+        parties: 4,
+        id_limit: 4,
+        min_parties: 3,
+        length: 6,
+        encoding: Encoding::new(8.0, 16, 4, Weighting::Fraction { nominal: 1 }).unwrap(),
+        privacy: Privacy::He,
+        he: Some((key().key_id(), DownloadForm::Seeds)),
+        step: Step::Delta,
+        snapshot_every: None,
+        run: RUN,
+    };
+    let key = Arc::new(KeyFile::from_seed([12; 32]).secret_key().unwrap());
+    let rounding = ChaCha8Rng::seed_from_u64(u64::from(i));
+    let rounding = rand_chacha::ChaCha20Rng::from_seed(rounding.get_seed());
+    Party::new(federation, vec![0.0; 6], Some(key), rounding).unwrap()
+}
+
+/// The server's sum of `uploads` for `round`, stamped, with `correction` added (robust).
+fn server_sum(
+    party: &hefl::fl::Party,
+    uploads: &[Vec<u8>],
+    round: Round,
+    correction: Option<&[u64]>,
+) -> Vec<u8> {
+    use hefl::fl::Summable;
+    let expect = party.envelope().expected_he().unwrap();
+    let mut sum = CompactVector::parse_submission(&uploads[0], &expect).unwrap();
+    for upload in &uploads[1..] {
+        sum.add_submission(upload, &expect).unwrap();
+    }
+    if let Some(correction) = correction {
+        Summable::add_public(&mut sum, correction).unwrap();
+    }
+    sum.set_context(hefl::he::Context::sum(RUN, round.0));
+    sum.to_bytes()
+}
+
+#[test]
+fn robust_parties_end_with_the_models_of_he_parties_bit_for_bit() {
+    use hefl::fl::{EnvelopeCost, Published, Received};
+    let (roster, sides) = federation(4, 1, 1);
+    let salt = sides[0].salt();
+    let mut robust: Vec<hefl::fl::Party> = sides
+        .into_iter()
+        .enumerate()
+        .map(|(i, side)| he_party(i as u32).with_robust(side).unwrap())
+        .collect();
+    let mut plain: Vec<hefl::fl::Party> = (0..4).map(he_party).collect();
+    let mut coordinator = Coordinator::new(Arc::clone(&roster), salt).unwrap();
+    let all: Vec<PartyId> = (0..4).map(PartyId).collect();
+    let mut cost = EnvelopeCost::default();
+    let mut rng = ChaCha8Rng::seed_from_u64(99);
+    for r in 0..3u64 {
+        let round = Round(r);
+        let updates: Vec<Vec<f32>> = (0..4)
+            .map(|_| (0..6).map(|_| rng.random_range(-2.0f32..2.0)).collect())
+            .collect();
+        // The round's keys and shares, through each party's envelope.
+        for party in &robust {
+            let advert = party
+                .envelope()
+                .robust(|p| p.advertise(round))
+                .unwrap()
+                .unwrap();
+            coordinator.add_advert(advert).unwrap();
+        }
+        let adverts = coordinator.close_adverts(round).unwrap();
+        for party in &robust {
+            let sent = party
+                .envelope()
+                .robust(|p| p.share_keys(round, &adverts))
+                .unwrap()
+                .unwrap();
+            coordinator.add_shares(round, party.id(), sent).unwrap();
+        }
+        let set = coordinator.close_shares(round).unwrap();
+        for party in &robust {
+            let mail = coordinator.mailbox(round, party.id()).unwrap();
+            party
+                .envelope()
+                .robust(|p| p.receive_shares(round, &set, &mail))
+                .unwrap()
+                .unwrap();
+        }
+        let seal = |parties: &mut [hefl::fl::Party], cost: &mut EnvelopeCost| -> Vec<Vec<u8>> {
+            parties
+                .iter_mut()
+                .zip(&updates)
+                .map(|(p, u)| p.seal(round, u, 1, None, cost).unwrap().bytes)
+                .collect()
+        };
+        let robust_uploads = seal(&mut robust, &mut cost);
+        let plain_uploads = seal(&mut plain, &mut cost);
+        let request = coordinator.start_unmask(round, set.clone()).unwrap();
+        for party in &robust {
+            let answer = party
+                .envelope()
+                .robust(|p| p.unmask(&request))
+                .unwrap()
+                .unwrap();
+            coordinator.add_response(round, party.id(), answer).unwrap();
+        }
+        let len = robust[0].envelope().wire_len();
+        let t = robust[0].envelope().encoding().total_bits();
+        let correction = coordinator.correction(round, len, t).unwrap();
+        let published = |bytes: Vec<u8>, next_set: Option<Vec<PartyId>>| Published {
+            round,
+            parties: all.clone(),
+            bytes: Arc::new(bytes),
+            void: false,
+            next_set,
+        };
+        // Negative control: the sum without the correction (the blinds still on it) is
+        // refused by the canaries.
+        let uncorrected = server_sum(&robust[0], &robust_uploads, round, None);
+        let err = robust[1]
+            .envelope()
+            .open(
+                &uncorrected,
+                &all,
+                hefl::he::Context::sum(RUN, r),
+                &mut cost,
+            )
+            .unwrap_err();
+        assert!(matches!(err, hefl::fl::EnvelopeError::Decode(_)), "{err}");
+        let robust_sum = published(
+            server_sum(&robust[0], &robust_uploads, round, Some(&correction)),
+            Some(all.clone()),
+        );
+        let plain_sum = published(server_sum(&plain[0], &plain_uploads, round, None), None);
+        for party in &mut robust {
+            let received = party.receive(&robust_sum, &mut cost).unwrap();
+            assert!(matches!(received, Received::Applied { .. }), "{received:?}");
+            assert!(
+                party
+                    .envelope()
+                    .robust(|p| p.held_rounds())
+                    .unwrap()
+                    .is_empty()
+            );
+        }
+        for party in &mut plain {
+            party.receive(&plain_sum, &mut cost).unwrap();
+        }
+        coordinator.forget_through(round);
+    }
+    for (r, p) in robust.iter().zip(&plain) {
+        let bits = |m: &[f32]| m.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(r.model()), bits(p.model()), "{}", r.id());
+    }
+    assert_ne!(robust[0].model(), &[0.0; 6][..]);
+}
