@@ -309,6 +309,11 @@ impl Envelope {
         }
     }
 
+    /// Whether updates are blinded by robust secure aggregation.
+    pub fn is_robust(&self) -> bool {
+        self.robust(|_| ()).is_some()
+    }
+
     /// Whether updates are blinded (`strict` secure aggregation).
     pub fn is_blinded(&self) -> bool {
         self.secure_agg.is_some()

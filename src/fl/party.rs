@@ -52,7 +52,7 @@ use crate::he::{
     CompactVector, DownloadForm, Expected, HeError, HeadroomError, PreparedEncryption, Widths,
 };
 use crate::model::{LrSchedule, Optimizer, OptimizerKind, OptimizerState};
-use crate::secagg::{Attempt, Blinder, PartySet, RobustParty};
+use crate::secagg::{Attempt, Blinder, PartySet, RobustCheckpoint, RobustParty};
 use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -383,6 +383,9 @@ pub enum StateError {
     /// A party set this roster refuses.
     #[error("its party set: {0}")]
     Sets(String),
+    /// Robust secure aggregation's part does not restore.
+    #[error("its robust secure aggregation state: {0}")]
+    Robust(String),
 }
 
 /// Why a model snapshot could not be made or resynced from.
@@ -461,6 +464,9 @@ pub struct PartyState {
     set: Option<Vec<u32>>,
     /// Secure aggregation: the rounds that were void.
     voided: Vec<u64>,
+    /// Robust secure aggregation: the secrets and shares of the rounds not yet published
+    /// or void (the checkpoint file is private; see [`RobustCheckpoint`]).
+    robust: Option<RobustCheckpoint>,
 }
 
 /// The last update a blinded party sealed: the (round, attempt) it never seals again, and
@@ -475,8 +481,8 @@ struct SealedRecord {
 }
 
 /// The format of [`PartyState`] (4: with the party set and the void rounds of secure
-/// aggregation).
-const STATE_FORMAT: u32 = 4;
+/// aggregation; 5: with robust secure aggregation's round secrets).
+const STATE_FORMAT: u32 = 5;
 
 impl PartyState {
     /// The next round to run.
@@ -1108,6 +1114,7 @@ impl Party {
                 .party_set()
                 .map(|set| set.iter().map(|p| p.0).collect()),
             voided: self.voided.clone(),
+            robust: self.envelope.robust(|robust| robust.checkpoint()),
         }
     }
 
@@ -1132,6 +1139,20 @@ impl Party {
             self.envelope
                 .check_announced(Round(state.next_round), set)
                 .map_err(|e| StateError::Sets(e.to_string()))?;
+        }
+        match (&state.robust, self.envelope.is_robust()) {
+            (Some(checkpoint), true) => {
+                if let Some(restored) = self.envelope.robust(|robust| robust.restore(checkpoint)) {
+                    restored.map_err(|e| StateError::Robust(e.to_string()))?;
+                }
+            }
+            (Some(_), false) => {
+                return Err(StateError::Robust(
+                    "it holds robust secure aggregation's secrets, and this party runs without it"
+                        .into(),
+                ));
+            }
+            (None, _) => {}
         }
         self.model.set(state.params, state.optimizer)?;
         self.next_round = Round(state.next_round);

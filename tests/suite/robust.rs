@@ -1240,3 +1240,66 @@ fn robust_parties_end_with_the_models_of_he_parties_bit_for_bit() {
     }
     assert_ne!(robust[0].model(), &[0.0; 6][..]);
 }
+
+#[test]
+fn a_robust_partys_checkpoint_carries_its_round_secrets() {
+    let (roster, sides) = federation(4, 1, 1);
+    let salt = sides[0].salt();
+    let mut parties: Vec<hefl::fl::Party> = sides
+        .into_iter()
+        .enumerate()
+        .map(|(i, side)| he_party(i as u32).with_robust(side).unwrap())
+        .collect();
+    let mut coordinator = Coordinator::new(Arc::clone(&roster), salt).unwrap();
+    let round = Round(0);
+    for party in &parties {
+        let advert = party
+            .envelope()
+            .robust(|p| p.advertise(round))
+            .unwrap()
+            .unwrap();
+        coordinator.add_advert(advert).unwrap();
+    }
+    let adverts = coordinator.close_adverts(round).unwrap();
+    for party in &parties {
+        let sent = party
+            .envelope()
+            .robust(|p| p.share_keys(round, &adverts))
+            .unwrap()
+            .unwrap();
+        coordinator.add_shares(round, party.id(), sent).unwrap();
+    }
+    let set = coordinator.close_shares(round).unwrap();
+    for party in &parties {
+        let mail = coordinator.mailbox(round, party.id()).unwrap();
+        party
+            .envelope()
+            .robust(|p| p.receive_shares(round, &set, &mail))
+            .unwrap()
+            .unwrap();
+    }
+    let mut cost = hefl::fl::EnvelopeCost::default();
+    let sealed = parties[2]
+        .seal(round, &[0.5; 6], 1, None, &mut cost)
+        .unwrap();
+    // Party 2 restarts from its checkpoint: it resends the same bytes, and still holds the
+    // shares it must reveal at the unmask step.
+    let bytes = parties[2].state().to_bytes();
+    let state = hefl::fl::PartyState::from_bytes(&bytes, 1 << 20).unwrap();
+    let ids = identities(4);
+    let fresh =
+        RobustParty::new(Arc::clone(&ids[2]), PartyId(2), Arc::clone(&roster), RUN).unwrap();
+    let mut restarted = he_party(2).with_robust(fresh).unwrap();
+    restarted.restore(state.clone()).unwrap();
+    assert_eq!(restarted.sealed_upload(round), Some(&sealed.bytes[..]));
+    let request = coordinator.start_unmask(round, set.clone()).unwrap();
+    let answer = restarted
+        .envelope()
+        .robust(|p| p.unmask(&request))
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer.shares.len(), 3);
+    // A party without robust secure aggregation refuses that state.
+    let err = he_party(2).restore(state).unwrap_err();
+    assert!(matches!(err, hefl::fl::StateError::Robust(_)), "{err}");
+}
