@@ -2067,6 +2067,49 @@ mod tests {
     }
 
     #[test]
+    fn every_blind_key_of_a_round_is_distinct_and_bound_to_round_pair_and_set() {
+        use std::collections::HashSet;
+        let salt = [5; 32];
+        let secrets: Vec<StaticSecret> = (1..=6u8).map(|i| StaticSecret::from([i; 32])).collect();
+        let publics: Vec<[u8; 32]> = secrets
+            .iter()
+            .map(|s| PublicKey::from(s).to_bytes())
+            .collect();
+        let full = PartySet::new((0..6).map(PartyId));
+        let fewer = PartySet::new((0..5).map(PartyId));
+        let mut seen = HashSet::new();
+        let mut count = 0;
+        for round in [Round(0), Round(1)] {
+            for set in [&full, &fewer] {
+                let digest = set.digest();
+                for i in set.iter() {
+                    // The self-blind: one per party and round (the set does not enter it).
+                    if set == &full {
+                        let key = self_blind(&salt, &[i.0 as u8; SEED_BYTES], round, i);
+                        assert!(seen.insert(key.digest()), "self {i} {round}");
+                        count += 1;
+                    }
+                    for j in set.iter().filter(|j| *j > i) {
+                        let (a, b) = (i.0 as usize, j.0 as usize);
+                        let key =
+                            pair_blind(&salt, &secrets[a], &publics[b], round, (i, j), &digest)
+                                .unwrap();
+                        // Both ends derive the same key.
+                        let other =
+                            pair_blind(&salt, &secrets[b], &publics[a], round, (j, i), &digest)
+                                .unwrap();
+                        assert_eq!(key.digest(), other.digest());
+                        assert!(seen.insert(key.digest()), "pair {i} {j} {round} {set}");
+                        count += 1;
+                    }
+                }
+            }
+        }
+        // 2 rounds x (6 self + 15 + 10 pairs): every (AES key, counter 0..) stream is used once.
+        assert_eq!(count, 2 * (6 + 15 + 10));
+    }
+
+    #[test]
     fn a_late_partys_ciphertext_stays_uniform_after_its_pair_secrets_are_rebuilt() {
         let (parties, victim) = (10u32, PartyId(4));
         let key = KeyFile::from_seed([3; 32]).secret_key().unwrap();
