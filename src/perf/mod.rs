@@ -9,6 +9,7 @@
 //! the machine ([`Machine`] goes with every table); ratios are measured in the same run.
 //! The measured tables, and how to reproduce each, are in the guide `docs/performance.md`.
 
+pub mod flower;
 #[cfg(feature = "net")]
 pub mod network;
 pub mod suite;
