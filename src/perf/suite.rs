@@ -737,16 +737,27 @@ impl Report {
                     .map(|f| format!("{} at P = {}", ms(f.client.encode), f.parties))
                     .collect(),
             );
+            let runs: Vec<usize> = self
+                .flower
+                .iter()
+                .flat_map(|f| f.server.iter().map(|s| s.runs))
+                .collect();
+            let (fewest, most) = (runs.iter().min(), runs.iter().max());
+            let server_runs = match (fewest, most) {
+                (Some(a), Some(b)) if a != b => format!("{a} to {b}"),
+                _ => most.map_or("no".into(), usize::to_string),
+            };
             let _ = writeln!(
                 md,
                 "- Flower {} (Python {}, numpy {}), measured in this run by \
                  `benches/flower_secaggplus.py`: its client mod's stages and its server's \
                  unmask with its own functions (`flwr.common.secure_aggregation`), \
                  `num_shares` = k + 1 (its neighbourhood counts the node), threshold T, on the \
-                 same {values} values; client process CPU time, server wall time, medians of {} \
-                 runs. Its encoding (weighting and quantization: {encode}) is left out as \
-                 hefl's is. Its bytes per value: the masked int64 vector and the extra \
-                 messages' payloads (PEM keys, Fernet tokens, shares), without framing.",
+                 same {values} values. Client: process CPU time, median of {} rounds after a \
+                 warm-up; its encoding (weighting and quantization: {encode}) is left out as \
+                 hefl's is. Server: wall time, median of {server_runs} runs (fewer once a \
+                 dropout count has taken 3 s). Bytes per value: the masked int64 vector and the \
+                 extra messages' payloads (PEM keys, Fernet tokens, shares), without framing.",
                 f.flower, f.python, f.numpy, f.client_runs,
             );
         }
