@@ -594,9 +594,9 @@ pub fn dropouts_at(parties: u32, percent: u32) -> u32 {
 pub struct RobustBytes {
     /// Up: its advert, its share message to each neighbour, its unmask response.
     pub up: usize,
-    /// Down: every other party's advert (a party needs the round's adverts, at least the
-    /// roster's minimum, to compute the round's graph), each neighbour's share message to
-    /// it, the unmask request.
+    /// Down: the round's advertisers (4 bytes an id, and a count), its neighbours' adverts
+    /// (the graph is a function of the ids: a party needs no other advert), each
+    /// neighbour's share message to it, the unmask request.
     pub down: usize,
 }
 
@@ -610,10 +610,18 @@ impl RobustBytes {
         response: &UnmaskResponse,
     ) -> Self {
         let (mut up, mut down) = (response.to_bytes().len(), request.to_bytes().len());
+        // The advertisers' ids, as an unmask request lists parties: a count and 4 bytes each.
+        down += 4 + 4 * adverts.len();
+        let neighbours: Vec<PartyId> = shares
+            .iter()
+            .filter(|m| m.to == party)
+            .map(|m| m.from)
+            .collect();
         for advert in adverts {
-            match advert.party == party {
-                true => up += advert.to_bytes().len(),
-                false => down += advert.to_bytes().len(),
+            if advert.party == party {
+                up += advert.to_bytes().len();
+            } else if neighbours.contains(&advert.party) {
+                down += advert.to_bytes().len();
             }
         }
         for message in shares {
@@ -631,8 +639,8 @@ impl RobustBytes {
 /// One client's round of `robust` secure aggregation, timed on one thread.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RobustClientCost {
-    /// Advertising (two X25519 key pairs, an Ed25519 signature), sharing keys (every
-    /// advert's signature checked, two Shamir splits, k X25519 agreements and AEAD
+    /// Advertising (two X25519 key pairs, an Ed25519 signature), sharing keys (its k
+    /// neighbours' advert signatures checked, two Shamir splits, k X25519 agreements and AEAD
     /// encryptions), receiving shares (k agreements and AEAD decryptions) and answering the
     /// unmask request.
     pub keys_and_shares: Duration,
@@ -759,12 +767,13 @@ impl RobustFederation {
                 .map(|side| side.advertise(round))
                 .collect::<Result<Vec<_>, _>>()?,
         );
+        let advertisers = PartySet::new(adverts.iter().map(|a| a.party));
         let mut shares = on_clock(pool, &mut cost.keys_and_shares, || {
-            me.share_keys(round, &adverts)
+            me.share_keys(round, &advertisers, &adverts)
         })?;
         let theirs = others
             .par_iter_mut()
-            .map(|side| side.share_keys(round, &adverts))
+            .map(|side| side.share_keys(round, &advertisers, &adverts))
             .collect::<Result<Vec<_>, _>>()?;
         shares.extend(theirs.into_iter().flatten());
         let addressed = |party: PartyId| -> Vec<SealedShares> {

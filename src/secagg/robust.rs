@@ -8,8 +8,9 @@
 //!    H_β = SHA-256("hefl/v1/self-seed" ‖ s ‖ r ‖ i ‖ β_i) (s the run's session salt). The
 //!    [`Advert`] (172 bytes) is signed with i's roster Ed25519 key over "hefl/v1/adv" ‖ s ‖
 //!    the advert, so a server that relays it cannot substitute a key.
-//! 2. **Shares keys** ([`RobustParty::share_keys`]): from the adverts of the round it
-//!    computes the round's [`MaskGraph`] (the same for every party), splits β_i and s_i
+//! 2. **Shares keys** ([`RobustParty::share_keys`]): from the round's advertisers it
+//!    computes the round's [`MaskGraph`] (the same for every party; of the adverts it
+//!    needs only its neighbours'), splits β_i and s_i
 //!    T-of-k with Shamir over GF(256), one share of each per neighbour, and encrypts each
 //!    neighbour's pair under ChaCha20-Poly1305 with the key HKDF(s, X25519(c_i, c_j),
 //!    "hefl/v1/share" ‖ r ‖ i ‖ j) ([`SealedShares`], 82 bytes).
@@ -883,7 +884,7 @@ impl UnmaskResponse {
 }
 
 /// What a party keeps of a round once it shared its keys: the graph over the advertisers,
-/// their adverts, and the messages it sent (resent verbatim if asked again).
+/// its neighbours' adverts, and the messages it sent (resent verbatim if asked again).
 struct Shared {
     graph: MaskGraph,
     adverts: BTreeMap<PartyId, Advert>,
@@ -1109,27 +1110,62 @@ impl RobustParty {
         Ok(advert)
     }
 
-    /// R1: given every advert of `round` (this party's own among them, unchanged), checks
-    /// each signature against the roster, computes the round's graph over the advertisers,
-    /// and returns one [`SealedShares`] per neighbour (the same messages if asked again).
+    /// R1: given the round's advertisers `set` (this party among them; at least the roster's
+    /// minimum, all in the roster) and the adverts of at least its neighbours in the round's
+    /// graph over `set` (others are ignored; its own, if given, must be unchanged), checks
+    /// each neighbour's signature against the roster and returns one [`SealedShares`] per
+    /// neighbour (the same messages if asked again). A party needs only its k neighbours'
+    /// adverts, not all P: the graph is a function of the ids alone.
     pub fn share_keys(
         &mut self,
         round: Round,
+        set: &PartySet,
         adverts: &[Advert],
     ) -> Result<Vec<SealedShares>, RobustError> {
         let (party, salt, threshold) = (self.party, self.salt, self.policy.threshold);
         let (neighbours_k, min) = (self.policy.neighbours, self.min_parties);
+        let parties = self.roster.policy().parties;
         let roster = std::sync::Arc::clone(&self.roster);
         let state = self.state_mut(round)?;
         if let Some(shared) = &state.graph {
             return Ok(shared.sent.clone());
         }
-        let (by_party, set) = verified_adverts(adverts, &roster, &salt, round, min)?;
-        if by_party.get(&party) != Some(&state.advert) {
+        if let Some(unknown) = set.iter().find(|p| p.0 >= parties) {
+            return Err(RosterError::UnknownParty {
+                party: unknown,
+                last: parties.saturating_sub(1),
+            }
+            .into());
+        }
+        if set.len() < min {
+            return Err(RobustError::BelowMinParties {
+                round,
+                what: "advertisers",
+                found: set.len(),
+                min,
+            });
+        }
+        if !set.contains(party) {
             return Err(RobustError::OwnAdvert { round, party });
         }
-        let graph = MaskGraph::harary(&set, neighbours_k, &salt, round)
+        let graph = MaskGraph::harary(set, neighbours_k, &salt, round)
             .map_err(|source| RobustError::Graph { round, source })?;
+        let mut by_party = BTreeMap::new();
+        for advert in adverts {
+            if advert.party == party && *advert != state.advert {
+                return Err(RobustError::OwnAdvert { round, party });
+            }
+            if !graph.linked(party, advert.party) {
+                continue;
+            }
+            advert.verify(&roster, &salt, round)?;
+            if by_party.insert(advert.party, *advert).is_some() {
+                return Err(RobustError::DuplicateParty {
+                    round,
+                    party: advert.party,
+                });
+            }
+        }
         let neighbours = graph.neighbours(party).to_vec();
         let holders = neighbours.len() as u32;
         if holders < threshold {
@@ -1536,8 +1572,9 @@ impl RobustParty {
     }
 }
 
-/// A checkpoint's [`Shared`]: every advert of the round, and the messages sent (wire bytes).
-type SharedRecord = (Vec<Vec<u8>>, Vec<Vec<u8>>);
+/// A checkpoint's [`Shared`]: the round's advertisers, the neighbours' adverts, and the
+/// messages sent (wire bytes).
+type SharedRecord = (Vec<u32>, Vec<Vec<u8>>, Vec<Vec<u8>>);
 
 /// A checkpoint's [`Held`]: the round's set, and per neighbour its two shares (wire bytes).
 type HeldRecord = (Vec<u32>, Vec<(u32, Vec<u8>, Vec<u8>)>);
@@ -1616,6 +1653,7 @@ impl RobustParty {
                 advert: state.advert.to_bytes().to_vec(),
                 shared: state.graph.as_ref().map(|shared| {
                     (
+                        shared.graph.set().iter().map(|p| p.0).collect(),
                         shared
                             .adverts
                             .values()
@@ -1698,14 +1736,18 @@ impl RobustParty {
         }
         let graph = match &record.shared {
             None => None,
-            Some((adverts, sent)) => {
+            Some((set, adverts, sent)) => {
                 let adverts: Vec<Advert> = adverts
                     .iter()
                     .map(|a| Advert::from_bytes(a))
                     .collect::<Result<_, _>>()?;
-                let (by_party, set) = verified_adverts(&adverts, &self.roster, &salt, round, 0)?;
+                let (by_party, _) = verified_adverts(&adverts, &self.roster, &salt, round, 0)?;
+                let set = PartySet::new(set.iter().copied().map(PartyId));
                 let graph = MaskGraph::harary(&set, self.policy.neighbours, &salt, round)
                     .map_err(|source| RobustError::Graph { round, source })?;
+                if by_party.keys().any(|p| !graph.linked(party, *p)) {
+                    return Err(bad("an advert of a party that is not a neighbour"));
+                }
                 let sent = sent
                     .iter()
                     .map(|m| SealedShares::from_bytes(m))
@@ -2151,7 +2193,10 @@ mod tests {
             .collect();
         let shares: Vec<SealedShares> = sides
             .iter_mut()
-            .flat_map(|s| s.share_keys(round, &adverts).unwrap())
+            .flat_map(|s| {
+                let set = PartySet::new(adverts.iter().map(|a| a.party));
+                s.share_keys(round, &set, &adverts).unwrap()
+            })
             .collect();
         let set = PartySet::new((0..parties).map(PartyId));
         let encoding =

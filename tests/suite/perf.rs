@@ -26,11 +26,17 @@ fn a_robust_round_counts_its_messages_and_its_correction_makes_the_sum_exact() {
         assert!(cost.keys_and_shares > std::time::Duration::ZERO);
         assert_eq!(round.dropouts(), dropouts);
         // Up: the advert, k share messages, a response with (at most, for the party beside
-        // the dropout) one share of a blind secret. Down: the other adverts, k share
-        // messages, and a request naming the alive parties.
+        // the dropout) one share of a blind secret. Down: the advertisers' ids (a count and
+        // 4 bytes each), its k neighbours' adverts, k share messages, and a request naming
+        // the alive parties.
         let dead = dropouts as usize;
         let up = ADVERT_BYTES + k * SEALED_SHARES_BYTES + response_bytes(k - dead, dead);
-        let down = others * ADVERT_BYTES + k * SEALED_SHARES_BYTES + 12 + 4 * (others + 1 - dead);
+        let down = 4
+            + 4 * (others + 1)
+            + k * ADVERT_BYTES
+            + k * SEALED_SHARES_BYTES
+            + 12
+            + 4 * (others + 1 - dead);
         assert_eq!(
             (round.bytes.up, round.bytes.down),
             (up, down),

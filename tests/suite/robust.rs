@@ -79,6 +79,23 @@ fn federation_with_min(
     (roster, sides)
 }
 
+/// The parties of `adverts`: the advertisers every party computes a round's graph from.
+fn advertisers(adverts: &[Advert]) -> PartySet {
+    PartySet::new(adverts.iter().map(|a| a.party))
+}
+
+/// Every advert of a round whose adverts closed, from the coordinator's hand-outs (each
+/// party's neighbours' adverts).
+fn all_adverts(coordinator: &Coordinator, round: Round, set: &PartySet) -> Vec<Advert> {
+    let mut by_party = std::collections::BTreeMap::new();
+    for party in set.iter() {
+        for advert in coordinator.adverts_for(round, party).expect("adverts") {
+            by_party.insert(advert.party, advert);
+        }
+    }
+    by_party.into_values().collect()
+}
+
 /// Where a party drops out of a round.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Drop {
@@ -122,9 +139,15 @@ fn run_round(
             .add_advert(side.advertise(round).expect("advertise"))
             .expect("advert taken");
     }
-    let adverts = coordinator.close_adverts(round).expect("adverts closed");
+    let advertisers = coordinator.close_adverts(round).expect("adverts closed");
     for (i, side) in sides.iter_mut().enumerate() {
-        let sent = side.share_keys(round, &adverts).expect("share keys");
+        // Each party gets the advertisers and its neighbours' adverts only.
+        let theirs = coordinator
+            .adverts_for(round, PartyId(i as u32))
+            .expect("neighbours' adverts");
+        let sent = side
+            .share_keys(round, &advertisers, &theirs)
+            .expect("share keys");
         if drops[i] != Drop::BeforeSharing {
             coordinator
                 .add_shares(round, PartyId(i as u32), sent)
@@ -364,7 +387,10 @@ fn ready_to_unmask(sides: &mut [RobustParty], len: usize) -> (Vec<Advert>, Party
         .collect();
     let shares: Vec<SealedShares> = sides
         .iter_mut()
-        .flat_map(|s| s.share_keys(Round(0), &adverts).unwrap())
+        .flat_map(|s| {
+            s.share_keys(Round(0), &advertisers(&adverts), &adverts)
+                .unwrap()
+        })
         .collect();
     let set = PartySet::new((0..sides.len() as u32).map(PartyId));
     for (i, side) in sides.iter_mut().enumerate() {
@@ -527,7 +553,9 @@ fn adverts_and_shares_that_are_not_the_rounds_are_refused() {
     // A tampered advert (a key swapped by a relaying server) fails its signature.
     let mut tampered = adverts.clone();
     tampered[2].blind = adverts[1].blind;
-    let err = sides[0].share_keys(Round(3), &tampered).unwrap_err();
+    let err = sides[0]
+        .share_keys(Round(3), &advertisers(&tampered), &tampered)
+        .unwrap_err();
     assert!(
         matches!(
             err,
@@ -552,7 +580,9 @@ fn adverts_and_shares_that_are_not_the_rounds_are_refused() {
     let mut swapped = adverts.clone();
     swapped[0] = adverts[0];
     swapped.remove(0);
-    let err = sides[0].share_keys(Round(3), &swapped).unwrap_err();
+    let err = sides[0]
+        .share_keys(Round(3), &advertisers(&swapped), &swapped)
+        .unwrap_err();
     assert!(
         matches!(
             err,
@@ -563,7 +593,10 @@ fn adverts_and_shares_that_are_not_the_rounds_are_refused() {
     // Shares: a flipped byte fails authentication.
     let shares: Vec<SealedShares> = sides
         .iter_mut()
-        .flat_map(|s| s.share_keys(Round(3), &adverts).unwrap())
+        .flat_map(|s| {
+            s.share_keys(Round(3), &advertisers(&adverts), &adverts)
+                .unwrap()
+        })
         .collect();
     let set = PartySet::new((0..4).map(PartyId));
     let mut mine: Vec<SealedShares> = shares
@@ -620,7 +653,10 @@ fn a_bad_share_is_detected_and_another_subset_recovers() {
         .collect();
     let shares: Vec<SealedShares> = sides
         .iter_mut()
-        .flat_map(|s| s.share_keys(Round(0), &adverts).unwrap())
+        .flat_map(|s| {
+            s.share_keys(Round(0), &advertisers(&adverts), &adverts)
+                .unwrap()
+        })
         .collect();
     let set = PartySet::new((0..10).map(PartyId));
     let widths = Widths::new(fp.params().total_bits, 10, DownloadForm::Seeds).unwrap();
@@ -826,8 +862,17 @@ fn the_coordinator_refuses_what_does_not_fit_the_round() {
         ),
         "{err}"
     );
-    let adverts = coordinator.close_adverts(round).unwrap();
+    let closed = coordinator.close_adverts(round).unwrap();
+    let adverts = all_adverts(&coordinator, round, &closed);
     assert_eq!(adverts.len(), 9);
+    // Each party is handed its k = 8 neighbours' adverts; one missing is refused, and the
+    // refusal changes nothing.
+    let theirs = coordinator.adverts_for(round, PartyId(1)).unwrap();
+    assert_eq!(theirs.len(), 8);
+    let err = sides[1]
+        .share_keys(round, &closed, &theirs[1..])
+        .unwrap_err();
+    assert!(matches!(err, RobustError::MissingAdvert { .. }), "{err}");
     // A late advert (party 9) is refused: it joins a later round.
     let err = coordinator
         .add_advert(sides[9].advertise(round).unwrap())
@@ -843,7 +888,9 @@ fn the_coordinator_refuses_what_does_not_fit_the_round() {
         "{err}"
     );
     // Shares to the wrong receivers, or on behalf of another party, are refused.
-    let sent = sides[0].share_keys(round, &adverts).unwrap();
+    let sent = sides[0]
+        .share_keys(round, &advertisers(&adverts), &adverts)
+        .unwrap();
     let err = coordinator
         .add_shares(round, PartyId(0), sent[1..].to_vec())
         .unwrap_err();
@@ -865,7 +912,9 @@ fn the_coordinator_refuses_what_does_not_fit_the_round() {
         "{err}"
     );
     for (i, side) in sides.iter_mut().enumerate().skip(1).take(8) {
-        let sent = side.share_keys(round, &adverts).unwrap();
+        let sent = side
+            .share_keys(round, &advertisers(&adverts), &adverts)
+            .unwrap();
         coordinator
             .add_shares(round, PartyId(i as u32), sent)
             .unwrap();
@@ -935,17 +984,27 @@ fn parties_and_the_coordinator_restarted_at_every_phase_finish_the_round_exactly
             .unwrap();
     }
     restart_all(&mut sides, &roster, &mut coordinator);
-    let adverts = coordinator.close_adverts(round).unwrap();
+    let closed = coordinator.close_adverts(round).unwrap();
+    let adverts = all_adverts(&coordinator, round, &closed);
     // Party 6 shares, then restarts: it resends the same messages.
-    let before = sides[6].share_keys(round, &adverts).unwrap();
+    let before = sides[6]
+        .share_keys(round, &advertisers(&adverts), &adverts)
+        .unwrap();
     for (i, side) in sides.iter_mut().enumerate() {
-        let sent = side.share_keys(round, &adverts).unwrap();
+        let sent = side
+            .share_keys(round, &advertisers(&adverts), &adverts)
+            .unwrap();
         coordinator
             .add_shares(round, PartyId(i as u32), sent)
             .unwrap();
     }
     restart_all(&mut sides, &roster, &mut coordinator);
-    assert_eq!(sides[6].share_keys(round, &adverts).unwrap(), before);
+    assert_eq!(
+        sides[6]
+            .share_keys(round, &advertisers(&adverts), &adverts)
+            .unwrap(),
+        before
+    );
     let set = coordinator.close_shares(round).unwrap();
     for p in set.iter() {
         let mail = coordinator.mailbox(round, p).unwrap();
@@ -1154,11 +1213,12 @@ fn robust_parties_end_with_the_models_of_he_parties_bit_for_bit() {
                 .unwrap();
             coordinator.add_advert(advert).unwrap();
         }
-        let adverts = coordinator.close_adverts(round).unwrap();
+        let closed = coordinator.close_adverts(round).unwrap();
+        let adverts = all_adverts(&coordinator, round, &closed);
         for party in &robust {
             let sent = party
                 .envelope()
-                .robust(|p| p.share_keys(round, &adverts))
+                .robust(|p| p.share_keys(round, &advertisers(&adverts), &adverts))
                 .unwrap()
                 .unwrap();
             coordinator.add_shares(round, party.id(), sent).unwrap();
@@ -1260,11 +1320,12 @@ fn a_robust_partys_checkpoint_carries_its_round_secrets() {
             .unwrap();
         coordinator.add_advert(advert).unwrap();
     }
-    let adverts = coordinator.close_adverts(round).unwrap();
+    let closed = coordinator.close_adverts(round).unwrap();
+    let adverts = all_adverts(&coordinator, round, &closed);
     for party in &parties {
         let sent = party
             .envelope()
-            .robust(|p| p.share_keys(round, &adverts))
+            .robust(|p| p.share_keys(round, &advertisers(&adverts), &adverts))
             .unwrap()
             .unwrap();
         coordinator.add_shares(round, party.id(), sent).unwrap();
