@@ -179,7 +179,7 @@ pub enum Command {
     /// aggregation latency for 2 to 1000 parties with a fitted slope and peak memory, bytes
     /// per party per round, and encryption throughput against threads and vector length
     /// (10^4 to 10^7 values). Prints markdown tables; writes report.md, CSV files and PNG
-    /// plots. Takes about 4 minutes on two cores, 3 of them robust's 1000-party rounds and
+    /// plots. Takes about 3 minutes on two cores, 2 of them robust's 1000-party rounds and
     /// Flower (--quick: about 20 s, without them). Build with --release: `cargo run
     /// --release -- bench-report`. The criterion benches (`cargo bench`) measure the same
     /// operations with full statistics.

@@ -649,15 +649,15 @@ impl Report {
              Rule (a) with c = d = ⌈P/10⌉ colluders and dropouts tolerated: k neighbours, \
              threshold T. The default MLP's update ({} slots with the weight, plus 2 \
              canaries). **Client**: one party's round on one thread (its CPU time), medians of \
-             rounds ({rounds}): advertise, share keys (every advert's Ed25519 signature \
+             rounds ({rounds}): advertise, share keys (its k neighbours' Ed25519 signatures \
              checked, two Shamir splits, k X25519 and ChaCha20-Poly1305), receive shares, seal \
              (k pair keys and k + 1 AES-CTR blinds; the HE encryption is not counted) and \
              answer the unmask request; *seal* is the blinds' part; *strict* is \
              `--secure-agg strict`'s blinds against all P − 1 others, also on one thread. \
              **Extra bytes**, from the messages' wire bytes, the most any alive party sent and \
              received: up its advert, k share messages and unmask response; down the round's \
-             other adverts (a party needs them all to compute the round's graph), k share \
-             messages and the unmask request. **Bytes per value**: (HE upload + extra up) / \
+             advertisers' ids (the graph is a function of them), its k neighbours' adverts, \
+             k share messages and the unmask request. **Bytes per value**: (HE upload + extra up) / \
              {values}. **Server unmask**: `RoundUnmask::new` (every advert verified), \
              `add_response` per alive party and the correction, on all {} threads, medians; \
              the dropped parties shared their keys and never submitted, so their blind \
