@@ -1946,6 +1946,23 @@ impl RoundUnmask {
                 "it holds shares for {found:?}, expected {expected:?}"
             )));
         }
+        // Each holder's share sits at its own x (its place among the target's neighbours,
+        // from 1): a responder can spoil only its own share, which the rebuild routes around,
+        // never take another holder's x and so void the round.
+        for (target, _, share) in &response.shares {
+            let x = self
+                .graph
+                .neighbours(*target)
+                .iter()
+                .position(|p| *p == from)
+                .map(|i| i + 1);
+            if x != Some(usize::from(share.x())) {
+                return Err(bad(format!(
+                    "its share of {target}'s secret has x = {}, its place is {x:?}",
+                    share.x()
+                )));
+            }
+        }
         self.responses.entry(from).or_insert(response);
         Ok(())
     }

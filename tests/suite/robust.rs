@@ -722,6 +722,24 @@ fn a_bad_share_is_detected_and_another_subset_recovers() {
     let plain = key().decrypt(&sum.expand()).unwrap();
     let opened = sides[0].open(&plain, &fp, key(), Round(0), &alive).unwrap();
     assert_eq!(fp.decode_integers(opened), fp.decode_integers(&expected));
+    // A response whose share takes another holder's x is refused (it could not otherwise
+    // spoil more than its own share).
+    let mut unmask2 = RoundUnmask::new(
+        &roster,
+        sides[0].salt(),
+        Round(0),
+        &adverts,
+        PartySet::new((0..10).map(PartyId)),
+        alive.clone(),
+    )
+    .unwrap();
+    let mut answer = sides[1].unmask(&unmask2.request()).unwrap();
+    let mut bytes = answer.shares[0].2.to_bytes();
+    bytes[0] = if bytes[0] == 1 { 2 } else { 1 };
+    answer.shares[0].2 =
+        hefl::secagg::Share::from_bytes(&bytes, answer.shares[0].2.to_bytes().len() - 1).unwrap();
+    let err = unmask2.add_response(PartyId(1), answer).unwrap_err();
+    assert!(matches!(err, RobustError::BadResponse { .. }), "{err}");
     // A response for another round or from a dead party is refused.
     let err = unmask
         .add_response(
