@@ -1200,8 +1200,9 @@ impl RobustParty {
                 (party, *to),
                 party,
             )?;
-            let mut plain = Zeroizing::new(q.to_bytes());
-            plain.extend_from_slice(&s.to_bytes());
+            let mut plain = Zeroizing::new(Vec::with_capacity(SHARES_PLAIN));
+            plain.extend_from_slice(&Zeroizing::new(q.to_bytes()));
+            plain.extend_from_slice(&Zeroizing::new(s.to_bytes()));
             // One key per (run, round, sender, receiver), used once: a fixed nonce is safe.
             let ciphertext = cipher
                 .encrypt(
