@@ -187,6 +187,7 @@ fn envelope_error(error: EnvelopeError, what: &str) -> PyErr {
         e @ EnvelopeError::Context { .. } => MessageError::new_err(format!("{what} refused: {e}")),
         e @ EnvelopeError::NothingSealed => PyValueError::new_err(e.to_string()),
         EnvelopeError::SecAgg(e) => secagg_error(e),
+        e @ EnvelopeError::Robust(_) => SecureAggError::new_err(e.to_string()),
     }
 }
 

@@ -16,7 +16,11 @@ pub fn run(quick: bool, out_dir: &Path) -> Result<()> {
         );
     }
     let start = Instant::now();
-    let report = hefl::perf::suite::run(hefl::perf::suite::Options { quick }, &mut |step| {
+    let options = hefl::perf::suite::Options {
+        quick,
+        flower_python: hefl::perf::flower::flower_python(),
+    };
+    let report = hefl::perf::suite::run(options, &mut |step| {
         eprintln!("[{:6.1} s] {step}", start.elapsed().as_secs_f64());
     })?;
     let markdown = report.markdown();

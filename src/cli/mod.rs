@@ -172,15 +172,20 @@ pub enum Command {
         out_dir: PathBuf,
     },
     /// Measure what privacy costs on this machine: one client's round in each mode
-    /// (plaintext, DP-SGD, HE) as a multiple of the plaintext step, server aggregation
-    /// latency for 2 to 1000 parties with a fitted slope and peak memory, bytes per
-    /// party per round, and encryption throughput against threads and vector length
-    /// (10^4 to 10^7 values). Prints markdown tables; writes report.md, CSV files and
-    /// PNG plots. Takes under a minute on two cores (--quick: about 10 s). Build with --release:
-    /// `cargo run --release -- bench-report`. The criterion benches (`cargo bench`)
-    /// measure the same operations with full statistics.
+    /// (plaintext, DP-SGD, HE) as a multiple of the plaintext step, secure aggregation's
+    /// costs (strict's blinds; robust's client CPU, extra bytes and server unmask at 10, 100
+    /// and 1000 parties with 0, 1 and 10% dropouts, beside Flower's SecAgg+ measured under
+    /// the Python named by HEFL_FLOWER_PYTHON, else python3, when it has flwr), server
+    /// aggregation latency for 2 to 1000 parties with a fitted slope and peak memory, bytes
+    /// per party per round, and encryption throughput against threads and vector length
+    /// (10^4 to 10^7 values). Prints markdown tables; writes report.md, CSV files and PNG
+    /// plots. Takes about 3 minutes on two cores, 2 of them robust's 1000-party rounds and
+    /// Flower (--quick: about 20 s, without them). Build with --release: `cargo run
+    /// --release -- bench-report`. The criterion benches (`cargo bench`) measure the same
+    /// operations with full statistics.
     BenchReport {
-        /// Fewer and shorter repetitions: rough medians in about 10 seconds.
+        /// Fewer and shorter repetitions, robust secure aggregation up to 100 parties, Flower
+        /// at 10: rough medians in about 20 seconds.
         #[arg(long)]
         quick: bool,
         /// Folder for report.md, the CSV files and the plots.

@@ -59,7 +59,8 @@ pub struct RosterArgs {
     pub threshold: Option<u32>,
     /// Robust: before unmasking a round, every alive party signs the set of alive parties,
     /// and refuses to unmask without T of its neighbours' signatures on the same set (one
-    /// more round trip; stops a server that shows parties different sets).
+    /// more round trip; stops a server that shows parties different sets). Recorded in the
+    /// policy, but not run yet: parties of this release refuse a roster that asks for it.
     #[arg(long)]
     pub consistency_check: bool,
     /// Where to write the roster (public; parent folders are created).

@@ -9,7 +9,9 @@ use crate::he::keys::SecretKey;
 use crate::he::{
     CompactVector, Context, Expected, HeError, OwnMask, PreparedEncryption, Widths, WireError,
 };
-use crate::secagg::{Attempt, Blinder, CANARY_SLOTS, PartySet, SecAggError};
+use crate::secagg::{
+    Attempt, Blinder, CANARY_SLOTS, PartySet, RobustError, RobustParty, SecAggError,
+};
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
@@ -104,6 +106,10 @@ pub enum EnvelopeError {
     /// Secure aggregation refused to seal (a round sealed before, a set without this party).
     #[error(transparent)]
     SecAgg(#[from] SecAggError),
+    /// Robust secure aggregation refused to seal (the round's shares not received, a round
+    /// sealed before).
+    #[error(transparent)]
+    Robust(#[from] RobustError),
     /// A party list that does not fit the envelope: empty, unsorted, repeated, or longer
     /// than the encoding's party count.
     #[error(
@@ -175,11 +181,20 @@ pub struct Envelope {
     secure_agg: Option<Arc<Mutex<SecureAgg>>>,
 }
 
-/// An envelope's secure aggregation: the party's blinder and the party set of the round it
+/// An envelope's secure aggregation: the party's blinds and the party set of the round it
 /// seals and opens next (`None`: not known, after a resync from a model snapshot).
 struct SecureAgg {
-    blinder: Blinder,
+    blinds: Blinds,
     set: Option<PartySet>,
+}
+
+/// Whose blinds an envelope adds.
+enum Blinds {
+    /// `strict`: pairwise blinds from the roster's static keys.
+    Strict(Blinder),
+    /// `robust`: the self-blind and the pair blinds of the round's graph; its round keys and
+    /// shares come through the driver ([`Envelope::robust`]).
+    Robust(Box<RobustParty>),
 }
 
 impl Clone for Envelope {
@@ -232,11 +247,36 @@ impl Envelope {
     pub fn with_secure_agg(mut self, blinder: Blinder, set: PartySet) -> Self {
         if self.he.is_some() {
             self.secure_agg = Some(Arc::new(Mutex::new(SecureAgg {
-                blinder,
+                blinds: Blinds::Strict(blinder),
                 set: Some(set),
             })));
         }
         self
+    }
+
+    /// This `he` envelope with `robust` secure aggregation: every update sealed gets the
+    /// canary slots, `party`'s self-blind and its pair blinds over the round's set (whose keys
+    /// and shares the driver exchanges first, through [`Envelope::robust`]); every sum opened
+    /// must list the parties `party` answered the unmask step for and carry the canaries. A
+    /// plain envelope stays as it is.
+    pub fn with_robust(mut self, party: RobustParty, set: PartySet) -> Self {
+        if self.he.is_some() {
+            self.secure_agg = Some(Arc::new(Mutex::new(SecureAgg {
+                blinds: Blinds::Robust(Box::new(party)),
+                set: Some(set),
+            })));
+        }
+        self
+    }
+
+    /// Robust secure aggregation: runs `step` on this party's [`RobustParty`] (its adverts,
+    /// shares, unmask answers and checkpoint); `None` without robust secure aggregation.
+    pub fn robust<T>(&self, step: impl FnOnce(&mut RobustParty) -> T) -> Option<T> {
+        let mut secure = self.secure_agg()?;
+        match &mut secure.blinds {
+            Blinds::Robust(party) => Some(step(party)),
+            Blinds::Strict(_) => None,
+        }
     }
 
     /// Secure aggregation: the party set of the round this envelope seals and opens next
@@ -256,10 +296,22 @@ impl Envelope {
     /// Secure aggregation: refuses an announced party set of `round` with a party outside the
     /// roster or fewer than its minimum (nothing to check without secure aggregation).
     pub fn check_announced(&self, round: Round, set: &PartySet) -> Result<(), SecAggError> {
-        match self.secure_agg() {
-            Some(secure) => secure.blinder.check_announced(round, set),
+        match self.secure_agg().as_deref() {
+            Some(SecureAgg {
+                blinds: Blinds::Strict(blinder),
+                ..
+            }) => blinder.check_announced(round, set),
+            Some(SecureAgg {
+                blinds: Blinds::Robust(party),
+                ..
+            }) => party.check_announced(round, set),
             None => Ok(()),
         }
+    }
+
+    /// Whether updates are blinded by robust secure aggregation.
+    pub fn is_robust(&self) -> bool {
+        self.robust(|_| ()).is_some()
     }
 
     /// Whether updates are blinded (`strict` secure aggregation).
@@ -270,8 +322,10 @@ impl Envelope {
     /// Restores the last (round, attempt) the blinder sealed, from a checkpoint: nothing at
     /// or below it is sealed again (nothing happens without secure aggregation).
     pub fn restore_last_sealed(&self, round: Round, attempt: Attempt) {
-        if let Some(mut secure) = self.secure_agg() {
-            secure.blinder.restore_last_sealed(Some((round, attempt)));
+        if let Some(mut secure) = self.secure_agg()
+            && let Blinds::Strict(blinder) = &mut secure.blinds
+        {
+            blinder.restore_last_sealed(Some((round, attempt)));
         }
     }
 
@@ -381,11 +435,19 @@ impl Envelope {
             let start = Instant::now();
             let mut encoded = self.encoding.encode(values, samples, rng)?;
             if let (Some(mut secure), Some((key, _))) = (self.secure_agg(), &self.he) {
-                let SecureAgg { blinder, set } = &mut *secure;
+                let SecureAgg { blinds, set } = &mut *secure;
                 let round = Round(context.round);
                 let fp = self.encoding.fixed_point();
                 let set = set.as_ref().ok_or(SecAggError::SetUnknown { round })?;
-                encoded.words = blinder.seal(encoded.words, fp, key, round, Attempt(0), set)?;
+                encoded.words = match blinds {
+                    Blinds::Strict(blinder) => {
+                        blinder.seal(encoded.words, fp, key, round, Attempt(0), set)?
+                    }
+                    Blinds::Robust(party) => {
+                        party.check_set(round, set)?;
+                        party.seal(encoded.words, fp, key, round)?
+                    }
+                };
             }
             cost.encode_seconds += start.elapsed().as_secs_f64();
             let bytes = self.encrypt(&encoded.words, context, prepared, cost)?;
@@ -521,18 +583,17 @@ impl Envelope {
             let opened = Instant::now();
             cost.decrypt_seconds += (opened - start).as_secs_f64();
             let mean = match (self.secure_agg(), &self.he) {
-                (Some(secure), Some((key, _))) => {
-                    let values = secure
-                        .blinder
-                        .open(
-                            &words,
-                            self.encoding.fixed_point(),
-                            key,
-                            Round(context.round),
-                            secure.set.as_ref(),
-                            &PartySet::new(parties.iter().copied()),
-                        )
-                        .map_err(DecodeError::from)?;
+                (Some(mut secure), Some((key, _))) => {
+                    let (fp, round) = (self.encoding.fixed_point(), Round(context.round));
+                    let published = PartySet::new(parties.iter().copied());
+                    let SecureAgg { blinds, set } = &mut *secure;
+                    let values = match blinds {
+                        Blinds::Strict(blinder) => {
+                            blinder.open(&words, fp, key, round, set.as_ref(), &published)
+                        }
+                        Blinds::Robust(party) => party.open(&words, fp, key, round, &published),
+                    }
+                    .map_err(DecodeError::from)?;
                     self.encoding.decode(values, count)?
                 }
                 _ => self.encoding.decode(&words, count)?,

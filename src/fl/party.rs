@@ -52,7 +52,7 @@ use crate::he::{
     CompactVector, DownloadForm, Expected, HeError, HeadroomError, PreparedEncryption, Widths,
 };
 use crate::model::{LrSchedule, Optimizer, OptimizerKind, OptimizerState};
-use crate::secagg::{Attempt, Blinder, PartySet};
+use crate::secagg::{Attempt, Blinder, PartySet, RobustCheckpoint, RobustParty};
 use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -383,6 +383,9 @@ pub enum StateError {
     /// A party set this roster refuses.
     #[error("its party set: {0}")]
     Sets(String),
+    /// Robust secure aggregation's part does not restore.
+    #[error("its robust secure aggregation state: {0}")]
+    Robust(String),
 }
 
 /// Why a model snapshot could not be made or resynced from.
@@ -461,6 +464,9 @@ pub struct PartyState {
     set: Option<Vec<u32>>,
     /// Secure aggregation: the rounds that were void.
     voided: Vec<u64>,
+    /// Robust secure aggregation: the secrets and shares of the rounds not yet published
+    /// or void (the checkpoint file is private; see [`RobustCheckpoint`]).
+    robust: Option<RobustCheckpoint>,
 }
 
 /// The last update a blinded party sealed: the (round, attempt) it never seals again, and
@@ -475,8 +481,8 @@ struct SealedRecord {
 }
 
 /// The format of [`PartyState`] (4: with the party set and the void rounds of secure
-/// aggregation).
-const STATE_FORMAT: u32 = 4;
+/// aggregation; 5: with robust secure aggregation's round secrets).
+const STATE_FORMAT: u32 = 5;
 
 impl PartyState {
     /// The next round to run.
@@ -698,6 +704,28 @@ impl Party {
         }
         let set = PartySet::new((0..self.federation.parties).map(PartyId));
         self.envelope = self.envelope.with_secure_agg(blinder, set);
+        Ok(self)
+    }
+
+    /// This party with `robust` secure aggregation (see [`crate::secagg::RobustParty`]): its
+    /// updates carry canaries, its self-blind and the pair blinds of each round's graph, for
+    /// the round's set (every party in round 0, then the set announced with each outcome),
+    /// once the driver has exchanged the round's keys and shares through
+    /// [`Envelope::robust`]; it accepts only sums over the parties it answered the unmask
+    /// step for, whose canaries hold. Refuses a robust party of another id and a federation
+    /// without `he`.
+    pub fn with_robust(mut self, robust: RobustParty) -> Result<Self, SetupError> {
+        if self.federation.he.is_none() {
+            return Err(SetupError::SecureAggNeedsHe);
+        }
+        if robust.party() != self.id() {
+            return Err(SetupError::BlinderParty {
+                expected: self.id(),
+                found: robust.party(),
+            });
+        }
+        let set = PartySet::new((0..self.federation.parties).map(PartyId));
+        self.envelope = self.envelope.with_robust(robust, set);
         Ok(self)
     }
 
@@ -924,6 +952,8 @@ impl Party {
         if next_set.is_some() {
             self.envelope.set_party_set(next_set);
         }
+        // Robust: the round is published, void or skipped; its secrets are needed no more.
+        self.envelope.robust(|robust| robust.forget_through(round));
     }
 
     /// The round of a snapshot this party should upload now, if any: when the rounds
@@ -1084,6 +1114,7 @@ impl Party {
                 .party_set()
                 .map(|set| set.iter().map(|p| p.0).collect()),
             voided: self.voided.clone(),
+            robust: self.envelope.robust(|robust| robust.checkpoint()),
         }
     }
 
@@ -1108,6 +1139,20 @@ impl Party {
             self.envelope
                 .check_announced(Round(state.next_round), set)
                 .map_err(|e| StateError::Sets(e.to_string()))?;
+        }
+        match (&state.robust, self.envelope.is_robust()) {
+            (Some(checkpoint), true) => {
+                if let Some(restored) = self.envelope.robust(|robust| robust.restore(checkpoint)) {
+                    restored.map_err(|e| StateError::Robust(e.to_string()))?;
+                }
+            }
+            (Some(_), false) => {
+                return Err(StateError::Robust(
+                    "it holds robust secure aggregation's secrets, and this party runs without it"
+                        .into(),
+                ));
+            }
+            (None, _) => {}
         }
         self.model.set(state.params, state.optimizer)?;
         self.next_round = Round(state.next_round);

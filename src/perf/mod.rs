@@ -9,6 +9,7 @@
 //! the machine ([`Machine`] goes with every table); ratios are measured in the same run.
 //! The measured tables, and how to reproduce each, are in the guide `docs/performance.md`.
 
+pub mod flower;
 #[cfg(feature = "net")]
 pub mod network;
 pub mod suite;
@@ -64,6 +65,23 @@ pub enum PerfError {
     /// A party could not seal its update.
     #[error(transparent)]
     Seal(#[from] crate::fl::SealError),
+    /// A step of `robust` secure aggregation failed (a fixture bug).
+    #[error(transparent)]
+    Robust(#[from] crate::secagg::RobustError),
+    /// A party refused the corrected sum of a robust round.
+    #[error(transparent)]
+    Aggregate(#[from] crate::secagg::AggregateRefused),
+    /// The corrected sum of a robust round is not the sum of the alive parties' updates.
+    #[error(
+        "the corrected sum of {parties} parties with {dropouts} dropouts is not the sum of \
+         the alive parties' updates"
+    )]
+    InexactSum {
+        /// Parties in the round's set.
+        parties: u32,
+        /// Parties that never submitted.
+        dropouts: u32,
+    },
 }
 
 /// The machine a measurement ran on: absolute times mean little without it.
@@ -242,18 +260,32 @@ pub fn measure_parts<E>(
     {
         seconds.push(f()?.as_secs_f64());
     }
-    seconds.sort_by(f64::total_cmp);
-    let n = seconds.len();
-    Ok(Timing {
-        median: if n % 2 == 1 {
-            seconds[n / 2]
-        } else {
-            (seconds[n / 2 - 1] + seconds[n / 2]) / 2.0
-        },
-        min: seconds[0],
-        max: seconds[n - 1],
-        runs: n,
-    })
+    Ok(Timing::of(seconds).expect("the loop times at least one run"))
+}
+
+impl Timing {
+    /// The median and spread of `seconds` (one entry per run); `None` if empty.
+    ///
+    /// ```
+    /// let t = hefl::perf::Timing::of(vec![3.0, 1.0, 2.0, 10.0]).unwrap();
+    /// assert_eq!((t.median, t.min, t.max, t.runs), (2.5, 1.0, 10.0, 4));
+    /// assert!(hefl::perf::Timing::of(Vec::new()).is_none());
+    /// ```
+    pub fn of(mut seconds: Vec<f64>) -> Option<Self> {
+        seconds.sort_by(f64::total_cmp);
+        let n = seconds.len();
+        let (&min, &max) = (seconds.first()?, seconds.last()?);
+        Some(Self {
+            median: if n % 2 == 1 {
+                seconds[n / 2]
+            } else {
+                (seconds[n / 2 - 1] + seconds[n / 2]) / 2.0
+            },
+            min,
+            max,
+            runs: n,
+        })
+    }
 }
 
 /// A least-squares line y = intercept + slope * x.

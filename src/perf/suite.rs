@@ -1,9 +1,10 @@
 //! `hefl bench-report`: every measurement of the criterion benches, timed with a short
 //! loop ([`measure`]), then written as markdown tables, CSV and PNG plots.
 
+use super::flower::{self, FlowerError, FlowerRow, FlowerShape};
 use super::workloads::{
     self, BLIND_PARTIES, BYTES_PARTIES, BlindRound, ClientRound, ClientWork, PARTY_COUNTS,
-    Submissions,
+    ROBUST_DROPOUT_PERCENTS, ROBUST_PARTIES, RobustBytes, RobustFederation, Submissions,
 };
 use super::{
     LinearFit, Machine, PerfError, Timing, current_memory_bytes, measure, measure_parts,
@@ -18,21 +19,51 @@ use crate::report::{Axis, LinePlot, PlotError, Scale, Series, SeriesStyle, plot_
 use plotters::prelude::SeriesLabelPosition;
 use std::fmt::Write as _;
 #[cfg(feature = "plot")]
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Vector lengths of the encryption throughput measurements: 10^4 to 10^7 values, with the
 /// default MLP's 101,770 in place of 10^5.
 pub const VECTOR_LENGTHS: [usize; 4] = [10_000, 101_770, 1_000_000, 10_000_000];
 
-/// How long to measure.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How long to measure, and with what.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Options {
     /// Fewer and shorter repetitions (about 10 seconds on two cores).
     pub quick: bool,
+    /// The Python interpreter to measure Flower's SecAgg+ with ([`flower::flower_python`]).
+    pub flower_python: PathBuf,
 }
 
 impl Options {
+    /// The party counts of the robust rows: without P = 1000 in a quick run (its fixture,
+    /// every party's keys and shares, takes minutes).
+    fn robust_parties(&self) -> &'static [u32] {
+        match self.quick {
+            true => &ROBUST_PARTIES[..2],
+            false => &ROBUST_PARTIES,
+        }
+    }
+
+    /// One client's robust rounds to time at `parties`: every round of the dropout rows,
+    /// and more while they are cheap.
+    fn robust_client_rounds(&self, parties: u32) -> usize {
+        match (self.quick, parties <= ROBUST_CHECKED_UP_TO) {
+            (true, _) => 3,
+            (false, true) => 7,
+            (false, false) => 3,
+        }
+    }
+
+    /// The party counts at which Flower's SecAgg+ runs, and its repetitions.
+    fn flower_runs(&self) -> (&'static [u32], usize) {
+        match self.quick {
+            true => (&FLOWER_PARTIES[..1], 1),
+            false => (&FLOWER_PARTIES, 3),
+        }
+    }
+
     /// Time budget, minimum and maximum runs for an operation that takes about `expected`.
     fn runs(&self, expected: Duration) -> (Duration, usize, usize) {
         if self.quick {
@@ -94,6 +125,52 @@ pub struct BlindRow {
     pub timing: Timing,
 }
 
+/// `robust` secure aggregation's client side at one party count (rule (a), c = d = ⌈P/10⌉).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RobustClientRow {
+    /// Parties in the federation.
+    pub parties: u32,
+    /// k: neighbours per party.
+    pub neighbours: u32,
+    /// T: shares that rebuild a secret.
+    pub threshold: u32,
+    /// One client's round on one thread: keys, shares, seal, unmask answer.
+    pub total: Timing,
+    /// Of it: advertising, sharing and receiving keys, answering the unmask request.
+    pub keys_and_shares: Timing,
+    /// Of it: sealing (the pair keys and the k + 1 blinds).
+    pub seal: Timing,
+    /// `strict`'s blinds against the P − 1 others, on one thread too.
+    pub strict_blinds: Timing,
+    /// Bytes of one HE upload at this party count.
+    pub upload_bytes: usize,
+}
+
+/// `robust` secure aggregation at one party count and dropout count: bytes and the server's
+/// unmask step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RobustRow {
+    /// Parties in the round's set.
+    pub parties: u32,
+    /// Parties that shared their keys but never submitted.
+    pub dropouts: u32,
+    /// The most any alive party sent and received beyond its upload and the sum.
+    pub bytes: RobustBytes,
+    /// The server's unmask step (both cores).
+    pub unmask: Timing,
+    /// Adding the correction to the sum without a key.
+    pub add_public: Duration,
+    /// Whether the corrected sum was decrypted and found exact.
+    pub checked: bool,
+}
+
+/// The robust rows check the corrected sum up to this party count (every alive party seals);
+/// above it, only the measured client seals.
+pub const ROBUST_CHECKED_UP_TO: u32 = 100;
+/// The party counts at which Flower's SecAgg+ is measured (its pure-Python Shamir makes
+/// P = 1000 take many minutes).
+pub const FLOWER_PARTIES: [u32; 2] = [10, 100];
+
 /// Encryption or decryption of one vector length at one thread count.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ThroughputRow {
@@ -128,6 +205,16 @@ pub struct Report {
     pub throughput: Vec<ThroughputRow>,
     /// Secure aggregation (strict): one client's blinds per round, at P = 3, 10, 100.
     pub blinds: Vec<BlindRow>,
+    /// Secure aggregation (robust): one client's round per party count.
+    pub robust_clients: Vec<RobustClientRow>,
+    /// Secure aggregation (robust): bytes and the server's unmask per party and dropout count.
+    pub robust: Vec<RobustRow>,
+    /// Flower's SecAgg+ at the same sizes, where it ran.
+    pub flower: Vec<FlowerRow>,
+    /// The party counts at which Flower was not measured, and why.
+    pub flower_missing: Vec<(u32, String)>,
+    /// Seconds the robust rows (hefl's and Flower's) took to measure.
+    pub robust_seconds: f64,
 }
 
 /// Runs every measurement, reporting each step through `progress`.
@@ -162,6 +249,11 @@ pub fn run(options: Options, progress: &mut dyn FnMut(&str)) -> Result<Report, P
         blinds.push(BlindRow { parties, timing });
     }
 
+    let robust_start = std::time::Instant::now();
+    let (robust_clients, robust) = robust_rows(&options, progress)?;
+    let (flower, flower_missing) = flower_rows(&options, &robust_clients, &robust, progress);
+    let robust_seconds = robust_start.elapsed().as_secs_f64();
+
     let key = KeyFile::generate()?.secret_key()?;
     let largest = PARTY_COUNTS[PARTY_COUNTS.len() - 1];
     let mut aggregation = Vec::new();
@@ -173,10 +265,10 @@ pub fn run(options: Options, progress: &mut dyn FnMut(&str)) -> Result<Report, P
         progress(&format!("aggregation: sealing {largest} {mode} uploads"));
         let he = Submissions::<CompactVector>::he(&key, largest, form)?;
         aggregation_fixture_bytes = aggregation_fixture_bytes.max(he.fixture_bytes());
-        aggregate_sweep(mode, &he, options, &mut aggregation, progress)?;
+        aggregate_sweep(mode, &he, &options, &mut aggregation, progress)?;
     }
     let plain = Submissions::<PlainSum>::plain(largest)?;
-    aggregate_sweep("plain", &plain, options, &mut aggregation, progress)?;
+    aggregate_sweep("plain", &plain, &options, &mut aggregation, progress)?;
 
     progress("bytes: sealing uploads for 3, 100 and 1000 parties");
     let mut bytes = Vec::new();
@@ -258,13 +350,166 @@ pub fn run(options: Options, progress: &mut dyn FnMut(&str)) -> Result<Report, P
         aggregation_fixture_bytes,
         throughput,
         blinds,
+        robust_clients,
+        robust,
+        flower,
+        flower_missing,
+        robust_seconds,
     })
+}
+
+/// The robust rows: per party count, one round per dropout count (party 0's side timed on
+/// one thread, the server's unmask step timed on all cores, the correction applied and, up
+/// to [`ROBUST_CHECKED_UP_TO`], checked), more client rounds while cheap, and `strict`'s
+/// blinds at the same P on one thread.
+fn robust_rows(
+    options: &Options,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(Vec<RobustClientRow>, Vec<RobustRow>), PerfError> {
+    let (mut clients, mut rows) = (Vec::new(), Vec::new());
+    let one_thread = thread_pool(1)?;
+    for &parties in options.robust_parties() {
+        progress(&format!(
+            "secure aggregation (robust): P={parties}: setting up"
+        ));
+        let mut federation = RobustFederation::new(parties, workloads::submission_len())?;
+        let check = parties <= ROBUST_CHECKED_UP_TO;
+        let mut dropouts: Vec<u32> = ROBUST_DROPOUT_PERCENTS
+            .iter()
+            .map(|&percent| workloads::dropouts_at(parties, percent))
+            .collect();
+        dropouts.dedup();
+        let (mut keys, mut seals, mut totals) = (Vec::new(), Vec::new(), Vec::new());
+        let mut upload_bytes = 0;
+        let mut client_rounds = 0;
+        while client_rounds < options.robust_client_rounds(parties).max(dropouts.len()) {
+            let dropped = dropouts.get(client_rounds).copied();
+            let (cost, prepared) =
+                federation.round(dropped.unwrap_or(0), check && dropped.is_some())?;
+            client_rounds += 1;
+            keys.push(cost.keys_and_shares.as_secs_f64());
+            seals.push(cost.seal.as_secs_f64());
+            totals.push((cost.keys_and_shares + cost.seal).as_secs_f64());
+            let Some(dropped) = dropped else { continue };
+            let (budget, min, max) = options.runs(Duration::from_micros(500) * parties);
+            let mut correction = Vec::new();
+            let unmask = measure_parts(budget, min, max, || {
+                let (words, time) = federation.unmask(&prepared)?;
+                correction = words;
+                Ok::<_, PerfError>(time)
+            })?;
+            let applied = federation.apply_correction(&prepared, &correction)?;
+            upload_bytes = applied.upload_bytes;
+            progress(&format!(
+                "secure aggregation (robust): P={parties}, dropouts {dropped}: client {:.2} ms, \
+                 server unmask {:.2} ms{}",
+                totals[totals.len() - 1] * 1e3,
+                unmask.median * 1e3,
+                if applied.checked { ", sum exact" } else { "" }
+            ));
+            rows.push(RobustRow {
+                parties,
+                dropouts: dropped,
+                bytes: prepared.bytes,
+                unmask,
+                add_public: applied.add_public,
+                checked: applied.checked,
+            });
+        }
+        let policy = federation.policy();
+        drop(federation);
+        let mut strict = BlindRound::new(parties)?;
+        let (budget, min, max) = options.runs(Duration::from_micros(200) * parties);
+        let strict_blinds =
+            one_thread.install(|| measure_parts(budget, min, max, || strict.run()))?;
+        let timing = |samples| Timing::of(samples).expect("at least one round per party count");
+        clients.push(RobustClientRow {
+            parties,
+            neighbours: policy.neighbours,
+            threshold: policy.threshold,
+            total: timing(totals),
+            keys_and_shares: timing(keys),
+            seal: timing(seals),
+            strict_blinds,
+            upload_bytes,
+        });
+    }
+    Ok((clients, rows))
+}
+
+/// Flower's SecAgg+ at the robust rows' shapes where it runs ([`FLOWER_PARTIES`]), and the
+/// party counts it was not measured at, with the reason (every one if Flower cannot run).
+fn flower_rows(
+    options: &Options,
+    clients: &[RobustClientRow],
+    rows: &[RobustRow],
+    progress: &mut dyn FnMut(&str),
+) -> (Vec<FlowerRow>, Vec<(u32, String)>) {
+    let (parties_run, repeats) = options.flower_runs();
+    let (mut measured, mut missing) = (Vec::new(), Vec::new());
+    // Set when the interpreter cannot run Flower at all: the same reason for every row.
+    let mut unavailable: Option<String> = None;
+    for client in clients {
+        let parties = client.parties;
+        if let Some(why) = &unavailable {
+            missing.push((parties, why.clone()));
+            continue;
+        }
+        if !parties_run.contains(&parties) {
+            let why = match FLOWER_PARTIES.contains(&parties) {
+                true => "not run with --quick",
+                false => {
+                    "not run: Flower's Shamir sharing (PyCryptodome, pure Python) takes \
+                     seconds per secret at this T, and its server rebuilds one per node"
+                }
+            };
+            missing.push((parties, why.to_owned()));
+            continue;
+        }
+        let shape = FlowerShape {
+            parties,
+            neighbours: client.neighbours,
+            threshold: client.threshold,
+            dropouts: rows
+                .iter()
+                .filter(|r| r.parties == parties)
+                .map(|r| r.dropouts)
+                .collect(),
+        };
+        progress(&format!(
+            "Flower SecAgg+: P={parties} under {}",
+            options.flower_python.display()
+        ));
+        match flower::measure(
+            &options.flower_python,
+            &shape,
+            workloads::model_len(),
+            repeats,
+        ) {
+            Ok(row) => {
+                progress(&format!(
+                    "Flower SecAgg+: P={parties}: client {:.2} ms",
+                    row.client.total() * 1e3
+                ));
+                measured.push(row);
+            }
+            Err(e) => {
+                let why = format!("not measured: {e}");
+                if matches!(e, FlowerError::Spawn { .. } | FlowerError::NoFlower { .. }) {
+                    unavailable = Some(why.clone());
+                }
+                progress(&format!("Flower SecAgg+: P={parties}: {why}"));
+                missing.push((parties, why));
+            }
+        }
+    }
+    (measured, missing)
 }
 
 fn aggregate_sweep<S: Summable>(
     mode: &'static str,
     submissions: &Submissions<S>,
-    options: Options,
+    options: &Options,
     rows: &mut Vec<AggregationRow>,
     progress: &mut dyn FnMut(&str),
 ) -> Result<(), PerfError> {
@@ -344,6 +589,7 @@ impl Report {
         }
         md.push_str(&self.client_markdown());
         md.push_str(&self.blinds_markdown());
+        md.push_str(&self.robust_markdown());
         md.push_str(&self.aggregation_markdown());
         md.push_str(&self.bytes_markdown());
         md.push_str(&self.throughput_markdown());
@@ -376,6 +622,153 @@ impl Report {
                 row.timing.median * 1e3
             );
         }
+        md
+    }
+
+    /// The robust rows at `parties`, by dropout count.
+    fn robust_at(&self, parties: u32) -> impl Iterator<Item = &RobustRow> {
+        self.robust.iter().filter(move |r| r.parties == parties)
+    }
+
+    /// Flower's row at `parties`, if measured.
+    fn flower_at(&self, parties: u32) -> Option<&FlowerRow> {
+        self.flower.iter().find(|f| f.parties == parties)
+    }
+
+    fn robust_markdown(&self) -> String {
+        let values = workloads::model_len();
+        let listed = |items: Vec<String>| items.join(", ");
+        let rounds = listed(
+            self.robust_clients
+                .iter()
+                .map(|c| format!("{} at P = {}", c.total.runs, c.parties))
+                .collect(),
+        );
+        let mut md = format!(
+            "\n### Secure aggregation (robust): costs per round, beside Flower's SecAgg+\n\n\
+             Rule (a) with c = d = ⌈P/10⌉ colluders and dropouts tolerated: k neighbours, \
+             threshold T. The default MLP's update ({} slots with the weight, plus 2 \
+             canaries). **Client**: one party's round on one thread (its CPU time), medians of \
+             rounds ({rounds}): advertise, share keys (its k neighbours' Ed25519 signatures \
+             checked, two Shamir splits, k X25519 and ChaCha20-Poly1305), receive shares, seal \
+             (k pair keys and k + 1 AES-CTR blinds; the HE encryption is not counted) and \
+             answer the unmask request; *seal* is the blinds' part; *strict* is \
+             `--secure-agg strict`'s blinds against all P − 1 others, also on one thread. \
+             **Extra bytes**, from the messages' wire bytes, the most any alive party sent and \
+             received: up its advert, k share messages and unmask response; down the round's \
+             advertisers' ids (the graph is a function of them), its k neighbours' adverts, \
+             k share messages and the unmask request. **Bytes per value**: (HE upload + extra up) / \
+             {values}. **Server unmask**: `RoundUnmask::new` (every advert verified), \
+             `add_response` per alive party and the correction, on all {} threads, medians; \
+             the dropped parties shared their keys and never submitted, so their blind \
+             secrets are rebuilt.\n\n\
+             | P | k | T | dropouts | client CPU | of it seal | strict | extra up | extra down | \
+             bytes / value | server unmask | Flower client CPU | Flower bytes / value | \
+             Flower server unmask |\n\
+             |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+            workloads::submission_len(),
+            self.machine.cores,
+        );
+        let ms = |seconds: f64| format!("{:.2} ms", seconds * 1e3);
+        let kb = |bytes: usize| format!("{:.1} KB", bytes as f64 / 1e3);
+        for client in &self.robust_clients {
+            let flower = self.flower_at(client.parties);
+            for (i, row) in self.robust_at(client.parties).enumerate() {
+                // Per party count: on its first row only.
+                let first = |cell: String| if i == 0 { cell } else { String::new() };
+                let per_value = (client.upload_bytes + row.bytes.up) as f64 / values as f64;
+                let flower_unmask = flower.map_or("–".into(), |f| {
+                    f.server
+                        .iter()
+                        .find(|s| s.dropouts == row.dropouts)
+                        .map_or("–".into(), |s| ms(s.unmask))
+                });
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {per_value:.2} | {} | {} | \
+                     {} | {flower_unmask} |",
+                    first(client.parties.to_string()),
+                    first(client.neighbours.to_string()),
+                    first(client.threshold.to_string()),
+                    row.dropouts,
+                    first(ms(client.total.median)),
+                    first(ms(client.seal.median)),
+                    first(ms(client.strict_blinds.median)),
+                    kb(row.bytes.up),
+                    kb(row.bytes.down),
+                    ms(row.unmask.median),
+                    first(flower.map_or("–".into(), |f| ms(f.client.total()))),
+                    first(flower.map_or("–".into(), |f| format!("{:.2}", f.bytes_per_value()))),
+                );
+            }
+        }
+        md.push('\n');
+        let (checked, unchecked): (Vec<u32>, Vec<u32>) = self
+            .robust_clients
+            .iter()
+            .map(|c| c.parties)
+            .partition(|&p| self.robust_at(p).all(|r| r.checked));
+        let parties = |list: Vec<u32>| listed(list.iter().map(u32::to_string).collect());
+        let add_public = self
+            .robust
+            .iter()
+            .map(|r| r.add_public.as_secs_f64())
+            .fold(0.0, f64::max);
+        let _ = writeln!(
+            md,
+            "- The corrected sums were decrypted and found exact (party list and canaries \
+             checked as a party does) in every row at P = {}{}. Adding a correction to the \
+             summed ciphertext without a key (`Summable::add_public`) took at most {}.",
+            parties(checked),
+            match unchecked.is_empty() {
+                true => String::new(),
+                false => format!(
+                    "; not at P = {} (there only the measured client seals: the others' blinds \
+                     would add minutes to the fixture)",
+                    parties(unchecked)
+                ),
+            },
+            ms(add_public)
+        );
+        if let Some(f) = self.flower.first() {
+            let encode = listed(
+                self.flower
+                    .iter()
+                    .map(|f| format!("{} at P = {}", ms(f.client.encode), f.parties))
+                    .collect(),
+            );
+            let runs: Vec<usize> = self
+                .flower
+                .iter()
+                .flat_map(|f| f.server.iter().map(|s| s.runs))
+                .collect();
+            let (fewest, most) = (runs.iter().min(), runs.iter().max());
+            let server_runs = match (fewest, most) {
+                (Some(a), Some(b)) if a != b => format!("{a} to {b}"),
+                _ => most.map_or("no".into(), usize::to_string),
+            };
+            let _ = writeln!(
+                md,
+                "- Flower {} (Python {}, numpy {}), measured in this run by \
+                 `benches/flower_secaggplus.py`: its client mod's stages and its server's \
+                 unmask with its own functions (`flwr.common.secure_aggregation`), \
+                 `num_shares` = k + 1 (its neighbourhood counts the node), threshold T, on the \
+                 same {values} values. Client: process CPU time, median of {} rounds after a \
+                 warm-up; its encoding (weighting and quantization: {encode}) is left out as \
+                 hefl's is. Server: wall time, median of {server_runs} runs (fewer once a \
+                 dropout count has taken 3 s). Bytes per value: the masked int64 vector and the \
+                 extra messages' payloads (PEM keys, Fernet tokens, shares), without framing.",
+                f.flower, f.python, f.numpy, f.client_runs,
+            );
+        }
+        for (parties, why) in &self.flower_missing {
+            let _ = writeln!(md, "- Flower's SecAgg+ at P = {parties}: {why}.");
+        }
+        let _ = writeln!(
+            md,
+            "- These rows took {:.0} s to measure (hefl's fixtures and Flower's).",
+            self.robust_seconds
+        );
         md
     }
 
@@ -549,6 +942,65 @@ impl Report {
         md
     }
 
+    /// The robust rows and Flower's, one line per system, party count and dropout count
+    /// (client columns repeat per party count), after the `machine` comment line.
+    fn robust_csv(&self, machine: &str) -> String {
+        let mut csv = format!(
+            "{machine}system,parties,neighbours,threshold,dropouts,client_seconds,\
+             client_keys_and_shares_seconds,client_seal_seconds,client_runs,strict_blinds_seconds,\
+             extra_up_bytes,extra_down_bytes,upload_bytes,bytes_per_value,\
+             server_unmask_seconds,server_runs,sum_checked\n"
+        );
+        let values = workloads::model_len() as f64;
+        for c in &self.robust_clients {
+            for r in self.robust_at(c.parties) {
+                let _ = writeln!(
+                    csv,
+                    "hefl,{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                    c.parties,
+                    c.neighbours,
+                    c.threshold,
+                    r.dropouts,
+                    c.total.median,
+                    c.keys_and_shares.median,
+                    c.seal.median,
+                    c.total.runs,
+                    c.strict_blinds.median,
+                    r.bytes.up,
+                    r.bytes.down,
+                    c.upload_bytes,
+                    (c.upload_bytes + r.bytes.up) as f64 / values,
+                    r.unmask.median,
+                    r.unmask.runs,
+                    r.checked
+                );
+            }
+        }
+        for f in &self.flower {
+            for s in &f.server {
+                let _ = writeln!(
+                    csv,
+                    "flower,{},{},{},{},{},{},{},{},,{},{},{},{},{},{},",
+                    f.parties,
+                    f.neighbours,
+                    f.threshold,
+                    s.dropouts,
+                    f.client.total(),
+                    f.client.keys_and_shares,
+                    f.client.mask,
+                    f.client_runs,
+                    f.bytes.extra_up,
+                    f.bytes.extra_down,
+                    f.bytes.masked_vector,
+                    f.bytes_per_value(),
+                    s.unmask,
+                    s.runs
+                );
+            }
+        }
+        csv
+    }
+
     /// The measurements as CSV files: (file name, contents).
     pub fn csv(&self) -> Vec<(&'static str, String)> {
         let machine = format!(
@@ -620,6 +1072,7 @@ impl Report {
         vec![
             ("client_round.csv", client),
             ("secagg_blinds.csv", blinds),
+            ("secagg_robust.csv", self.robust_csv(&machine)),
             ("aggregation.csv", aggregation),
             ("bytes.csv", bytes),
             ("he_throughput.csv", throughput),

@@ -22,9 +22,14 @@ use crate::he::keys::SecretKey;
 use crate::he::{CompactVector, Context, DownloadForm, Expected, SecureRng, Widths};
 use crate::model::{DEFAULT_LAYERS, Mlp, OptimizerKind, param_count};
 use crate::quant::FixedPoint;
-use crate::secagg::{Attempt, Blinder, Identity, Mode, PartySet, Policy, Roster, SecAggError};
+use crate::secagg::{
+    Advert, Attempt, Blinder, CANARY_SLOTS, Identity, Mode, PartySet, Policy, RobustError,
+    RobustParty, RobustPolicy, Roster, RoundUnmask, SealedShares, SecAggError, UnmaskRequest,
+    UnmaskResponse,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
+use rayon::prelude::*;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -378,14 +383,8 @@ pub struct BlindRound {
 impl BlindRound {
     /// Party 0 of a strict federation of `parties` (identities from fixed seeds).
     pub fn new(parties: u32) -> Result<Self, PerfError> {
-        let key = crate::he::keys::KeyFile::from_seed([5; 32]).secret_key()?;
-        let identities: Vec<Identity> = (0..parties)
-            .map(|i| {
-                let mut bytes = [0x42u8; 32];
-                bytes[4..8].copy_from_slice(&i.to_le_bytes());
-                Identity::from_secret_bytes(bytes)
-            })
-            .collect();
+        let key = bench_key()?;
+        let identities = identities(parties);
         let policy = Policy {
             mode: Mode::Strict,
             parties,
@@ -419,6 +418,22 @@ impl BlindRound {
         drop(std::hint::black_box(sealed));
         Ok(elapsed)
     }
+}
+
+/// The HE key of the secure-aggregation fixtures (fixed seed).
+fn bench_key() -> Result<SecretKey, PerfError> {
+    Ok(crate::he::keys::KeyFile::from_seed([5; 32]).secret_key()?)
+}
+
+/// The roster identities of a federation of `parties`, from fixed seeds (party i's at i).
+fn identities(parties: u32) -> Vec<Identity> {
+    (0..parties)
+        .map(|i| {
+            let mut bytes = [0x42u8; 32];
+            bytes[4..8].copy_from_slice(&i.to_le_bytes());
+            Identity::from_secret_bytes(bytes)
+        })
+        .collect()
 }
 
 /// Slots of every submission: the model's parameters and the weight.
@@ -534,4 +549,415 @@ impl<S: Summable> Submissions<S> {
             .aggregate(Round(0))?
             .ok_or(PerfError::RoundOpen { parties })
     }
+}
+
+/// The party counts of the robust secure-aggregation rows.
+pub const ROBUST_PARTIES: [u32; 3] = [10, 100, 1000];
+/// The dropout rates of the robust rows, in percent of the round's set.
+pub const ROBUST_DROPOUT_PERCENTS: [u32; 3] = [0, 1, 10];
+
+/// The colluders and dropouts the robust rows tolerate (rule (a), c = d = ⌈P/10⌉): with
+/// [`RobustPolicy::rule_a`], k = 4 and T = 2 at P = 10, k = 22 and T = 11 at P = 100, k =
+/// 202 and T = 101 at P = 1000 (within GF(256) Shamir's 255 shares).
+///
+/// ```
+/// use hefl::perf::workloads::robust_tolerance;
+/// use hefl::secagg::RobustPolicy;
+///
+/// let c = robust_tolerance(1000);
+/// let (policy, _) = RobustPolicy::rule_a(1000, c, c, None, None, false)?;
+/// assert_eq!((c, policy.neighbours, policy.threshold), (100, 202, 101));
+/// # Ok::<(), hefl::secagg::RosterError>(())
+/// ```
+pub fn robust_tolerance(parties: u32) -> u32 {
+    parties.div_ceil(10)
+}
+
+/// Parties that drop out of a round of `parties` at `percent` percent: ⌈P · percent / 100⌉
+/// (at least one for any positive rate).
+///
+/// ```
+/// use hefl::perf::workloads::dropouts_at;
+///
+/// assert_eq!([dropouts_at(10, 0), dropouts_at(10, 1), dropouts_at(100, 1)], [0, 1, 1]);
+/// assert_eq!(dropouts_at(1000, 10), 100);
+/// ```
+pub fn dropouts_at(parties: u32, percent: u32) -> u32 {
+    let dropped = (u64::from(parties) * u64::from(percent)).div_ceil(100);
+    // At most `parties` for a rate up to 100%.
+    u32::try_from(dropped).unwrap_or(parties)
+}
+
+/// Bytes one party sends and receives for `robust` secure aggregation in one round, beyond
+/// its HE upload and the published sum: counted from the messages' wire bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RobustBytes {
+    /// Up: its advert, its share message to each neighbour, its unmask response.
+    pub up: usize,
+    /// Down: the round's advertisers (4 bytes an id, and a count), its neighbours' adverts
+    /// (the graph is a function of the ids: a party needs no other advert), each
+    /// neighbour's share message to it, the unmask request.
+    pub down: usize,
+}
+
+impl RobustBytes {
+    /// What `party` sent and received in a round with these messages.
+    fn of(
+        party: PartyId,
+        adverts: &[Advert],
+        shares: &[SealedShares],
+        request: &UnmaskRequest,
+        response: &UnmaskResponse,
+    ) -> Self {
+        let (mut up, mut down) = (response.to_bytes().len(), request.to_bytes().len());
+        // The advertisers' ids, as an unmask request lists parties: a count and 4 bytes each.
+        down += 4 + 4 * adverts.len();
+        let neighbours: Vec<PartyId> = shares
+            .iter()
+            .filter(|m| m.to == party)
+            .map(|m| m.from)
+            .collect();
+        for advert in adverts {
+            if advert.party == party {
+                up += advert.to_bytes().len();
+            } else if neighbours.contains(&advert.party) {
+                down += advert.to_bytes().len();
+            }
+        }
+        for message in shares {
+            if message.from == party {
+                up += message.to_bytes().len();
+            }
+            if message.to == party {
+                down += message.to_bytes().len();
+            }
+        }
+        Self { up, down }
+    }
+}
+
+/// One client's round of `robust` secure aggregation, timed on one thread.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RobustClientCost {
+    /// Advertising (two X25519 key pairs, an Ed25519 signature), sharing keys (its k
+    /// neighbours' advert signatures checked, two Shamir splits, k X25519 agreements and AEAD
+    /// encryptions), receiving shares (k agreements and AEAD decryptions) and answering the
+    /// unmask request.
+    pub keys_and_shares: Duration,
+    /// Sealing the update: k pair keys (X25519 and HKDF), the canaries, and k + 1 AES-CTR
+    /// keystreams added into the words.
+    pub seal: Duration,
+}
+
+/// A federation of P parties in `robust` secure aggregation under rule (a) with c = d =
+/// ⌈P/10⌉ ([`robust_tolerance`]), run in memory. [`RobustFederation::round`] runs one round
+/// with some parties dropped: it times party 0's side (the client's cost) and leaves the
+/// round ready for the server's unmask step, which [`RobustFederation::unmask`] times.
+pub struct RobustFederation {
+    key: SecretKey,
+    roster: Arc<Roster>,
+    policy: RobustPolicy,
+    sides: Vec<RobustParty>,
+    fp: FixedPoint,
+    len: usize,
+    /// Party 0's encoded update.
+    words: Vec<u64>,
+    /// The one-thread pool party 0's steps run in (their time is the client's CPU).
+    client_pool: rayon::ThreadPool,
+    next_round: u64,
+}
+
+/// The run fingerprint of the robust fixtures.
+const ROBUST_RUN: [u8; 32] = [0x3c; 32];
+
+impl RobustFederation {
+    /// `parties` parties (identities from fixed seeds) whose updates have `len` slots.
+    pub fn new(parties: u32, len: usize) -> Result<Self, PerfError> {
+        let key = bench_key()?;
+        let tolerance = robust_tolerance(parties);
+        let (policy, min_parties) =
+            RobustPolicy::rule_a(parties, tolerance, tolerance, None, None, false)
+                .map_err(RobustError::from)?;
+        let ids: Vec<Arc<Identity>> = identities(parties).into_iter().map(Arc::new).collect();
+        let roster = Arc::new(
+            Roster::new_signed(
+                key.key_id(),
+                ids.iter().map(|id| id.public()).collect(),
+                ids.iter().map(|id| id.signing_public()).collect(),
+                Policy {
+                    mode: Mode::Robust(policy),
+                    parties,
+                    min_parties,
+                },
+            )
+            .map_err(RobustError::from)?,
+        );
+        let sides = ids
+            .into_iter()
+            .enumerate()
+            .map(|(i, id)| RobustParty::new(id, PartyId(i as u32), Arc::clone(&roster), ROBUST_RUN))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            key,
+            roster,
+            policy,
+            sides,
+            fp: FixedPoint::for_parties(parties)?,
+            len,
+            words: vector_to_encrypt(len, parties, 11)?,
+            client_pool: super::thread_pool(1)?,
+            next_round: 0,
+        })
+    }
+
+    /// The parameters of rule (a) in use (k, T, ...).
+    pub fn policy(&self) -> RobustPolicy {
+        self.policy
+    }
+
+    /// Parties in the federation.
+    pub fn parties(&self) -> u32 {
+        self.sides.len() as u32
+    }
+
+    /// One round in which `dropouts` parties other than party 0 (a seeded random choice)
+    /// share their keys but never submit. Every party advertises and shares its keys; the
+    /// alive ones take the shares addressed to them and answer the unmask request. Party 0's
+    /// steps run first, alone, on one thread, and are timed; the others run in parallel
+    /// outside the clock. With `check`, every alive party seals a distinct update, and their
+    /// sealed sum is kept for [`RobustFederation::apply_correction`] to check; without, only
+    /// party 0 seals (the others' blinds cost the fixture much time at large P).
+    pub fn round(
+        &mut self,
+        dropouts: u32,
+        check: bool,
+    ) -> Result<(RobustClientCost, UnmaskRound), PerfError> {
+        let round = Round(self.next_round);
+        self.next_round += 1;
+        let parties = self.parties();
+        let set = PartySet::new(self.roster.parties());
+        let mut rng = ChaCha20Rng::seed_from_u64(u64::from(parties) << 32 | round.0);
+        let others_count = parties.saturating_sub(1) as usize;
+        let dead: Vec<PartyId> = rand::seq::index::sample(
+            &mut rng,
+            others_count,
+            (dropouts as usize).min(others_count),
+        )
+        .into_iter()
+        .map(|i| PartyId(i as u32 + 1))
+        .collect();
+        let alive = PartySet::new(set.iter().filter(|p| !dead.contains(p)));
+        let request = UnmaskRequest {
+            round,
+            alive: alive.clone(),
+        };
+        let (fp, key, len) = (self.fp, &self.key, self.len);
+        let (me, others) = self.sides.split_at_mut(1);
+        let (me, pool) = (&mut me[0], &self.client_pool);
+        let mut cost = RobustClientCost {
+            keys_and_shares: Duration::ZERO,
+            seal: Duration::ZERO,
+        };
+        let mut adverts = vec![on_clock(pool, &mut cost.keys_and_shares, || {
+            me.advertise(round)
+        })?];
+        adverts.extend(
+            others
+                .par_iter_mut()
+                .map(|side| side.advertise(round))
+                .collect::<Result<Vec<_>, _>>()?,
+        );
+        let advertisers = PartySet::new(adverts.iter().map(|a| a.party));
+        let mut shares = on_clock(pool, &mut cost.keys_and_shares, || {
+            me.share_keys(round, &advertisers, &adverts)
+        })?;
+        let theirs = others
+            .par_iter_mut()
+            .map(|side| side.share_keys(round, &advertisers, &adverts))
+            .collect::<Result<Vec<_>, _>>()?;
+        shares.extend(theirs.into_iter().flatten());
+        let addressed = |party: PartyId| -> Vec<SealedShares> {
+            shares.iter().filter(|m| m.to == party).cloned().collect()
+        };
+        let mine = addressed(me.party());
+        on_clock(pool, &mut cost.keys_and_shares, || {
+            me.receive_shares(round, &set, &mine)
+        })?;
+        let words = self.words.clone();
+        let sealed = on_clock(pool, &mut cost.seal, || me.seal(words, &fp, key, round))?;
+        let mut responses = vec![(
+            me.party(),
+            on_clock(pool, &mut cost.keys_and_shares, || me.unmask(&request))?,
+        )];
+        let mut expected = self.words.clone();
+        expected.resize(len, 0);
+        let mut sealed_sum = sealed;
+        let answered: Vec<AliveAnswer> = others
+            .par_iter_mut()
+            .filter(|side| alive.contains(side.party()))
+            .map(|side| {
+                let party = side.party();
+                side.receive_shares(round, &set, &addressed(party))?;
+                let update = match check {
+                    true => {
+                        let words = vector_to_encrypt(len, parties, 1000 + u64::from(party.0))?;
+                        let sealed = side.seal(words.clone(), &fp, key, round)?;
+                        Some((words, sealed))
+                    }
+                    false => None,
+                };
+                Ok((party, update, side.unmask(&request)?))
+            })
+            .collect::<Result<_, PerfError>>()?;
+        for (party, update, response) in answered {
+            if let Some((words, sealed)) = update {
+                wrapping_add_into(&mut expected, &words);
+                wrapping_add_into(&mut sealed_sum, &sealed);
+            }
+            responses.push((party, response));
+        }
+        let mut bytes = RobustBytes::default();
+        for (party, response) in &responses {
+            let mine = RobustBytes::of(*party, &adverts, &shares, &request, response);
+            bytes.up = bytes.up.max(mine.up);
+            bytes.down = bytes.down.max(mine.down);
+        }
+        let salt = me.salt();
+        let prepared = UnmaskRound {
+            round,
+            salt,
+            adverts,
+            set,
+            alive,
+            responses,
+            bytes,
+            expected: check.then_some(expected),
+            sealed: sealed_sum,
+        };
+        Ok((cost, prepared))
+    }
+
+    /// Times the server's unmask step of `prepared`: [`RoundUnmask::new`] (every advert
+    /// verified, the graph), one [`RoundUnmask::add_response`] per alive party, and the
+    /// correction over the update's slots and canaries. Returns the correction and the time.
+    pub fn unmask(&self, prepared: &UnmaskRound) -> Result<(Vec<u64>, Duration), PerfError> {
+        let responses = prepared.responses.clone();
+        let start = Instant::now();
+        let mut unmask = RoundUnmask::new(
+            &self.roster,
+            prepared.salt,
+            prepared.round,
+            &prepared.adverts,
+            prepared.set.clone(),
+            prepared.alive.clone(),
+        )?;
+        for (party, response) in responses {
+            unmask.add_response(party, response)?;
+        }
+        let correction = unmask.correction(self.len + CANARY_SLOTS, self.fp.params().total_bits)?;
+        Ok((correction, start.elapsed()))
+    }
+
+    /// Adds `correction` without a key (timed) to an encryption of `prepared`'s sealed sum
+    /// (of party 0's sealed update alone if the round was not checked) at this party count's
+    /// widths. If the round was checked, decrypts and checks as an alive party does (the
+    /// party list and the canaries) that the result is exactly the sum of the alive parties'
+    /// updates.
+    pub fn apply_correction(
+        &self,
+        prepared: &UnmaskRound,
+        correction: &[u64],
+    ) -> Result<AppliedCorrection, PerfError> {
+        let widths = Widths::new(
+            self.fp.params().total_bits,
+            self.parties(),
+            DownloadForm::Seeds,
+        )?;
+        let mut sum = self
+            .key
+            .prepare(prepared.sealed.len())?
+            .seal(&prepared.sealed, &widths)?;
+        let upload_bytes = sum.to_bytes().len();
+        let start = Instant::now();
+        Summable::add_public(&mut sum, correction)?;
+        let add_public = start.elapsed();
+        let Some(expected) = &prepared.expected else {
+            return Ok(AppliedCorrection {
+                add_public,
+                upload_bytes,
+                checked: false,
+            });
+        };
+        let plain = self.key.decrypt_compact(sum, &widths, None)?;
+        let opened =
+            self.sides[0].open(&plain, &self.fp, &self.key, prepared.round, &prepared.alive)?;
+        if self.fp.decode_integers(opened) != self.fp.decode_integers(expected) {
+            return Err(PerfError::InexactSum {
+                parties: self.parties(),
+                dropouts: prepared.dropouts(),
+            });
+        }
+        Ok(AppliedCorrection {
+            add_public,
+            upload_bytes,
+            checked: true,
+        })
+    }
+}
+
+/// An alive party of a fixture round: its id, its update and sealed words (if the round is
+/// checked), its unmask response.
+type AliveAnswer = (PartyId, Option<(Vec<u64>, Vec<u64>)>, UnmaskResponse);
+
+/// Runs `step` in `pool` and adds its time to `clock`.
+fn on_clock<T: Send>(
+    pool: &rayon::ThreadPool,
+    clock: &mut Duration,
+    step: impl FnOnce() -> Result<T, RobustError> + Send,
+) -> Result<T, PerfError> {
+    let start = Instant::now();
+    let out = pool.install(step)?;
+    *clock += start.elapsed();
+    Ok(out)
+}
+
+/// `words` added into `sum`, word by word, mod 2^64.
+fn wrapping_add_into(sum: &mut [u64], words: &[u64]) {
+    sum.iter_mut()
+        .zip(words)
+        .for_each(|(s, w)| *s = s.wrapping_add(*w));
+}
+
+/// A round ready for the server's unmask step ([`RobustFederation::round`]).
+pub struct UnmaskRound {
+    round: Round,
+    salt: [u8; 32],
+    adverts: Vec<Advert>,
+    set: PartySet,
+    alive: PartySet,
+    responses: Vec<(PartyId, UnmaskResponse)>,
+    /// The most any alive party sent and received (each direction on its own).
+    pub bytes: RobustBytes,
+    /// The sum of the alive parties' sealed words, or party 0's alone if not checked.
+    sealed: Vec<u64>,
+    /// If checked: the plaintext sum of the alive parties' updates.
+    expected: Option<Vec<u64>>,
+}
+
+impl UnmaskRound {
+    /// Parties of the set that never submitted.
+    pub fn dropouts(&self) -> u32 {
+        self.set.len() - self.alive.len()
+    }
+}
+
+/// The correction added to a sum ([`RobustFederation::apply_correction`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AppliedCorrection {
+    /// [`Summable::add_public`] of the correction.
+    pub add_public: Duration,
+    /// Bytes of one party's HE upload at this party count (the encryption's wire size).
+    pub upload_bytes: usize,
+    /// Whether the corrected sum was decrypted and found exact.
+    pub checked: bool,
 }

@@ -9,7 +9,8 @@
 //!    arrival (a party that sends a different advert for the same round is refused: its
 //!    keys are drawn once). [`Coordinator::close_adverts`] fixes the advertisers (at least the
 //!    roster's minimum) and the round's [`MaskGraph`] over them; every party gets the same
-//!    adverts, so every party computes the same graph.
+//!    set of advertisers, so every party computes the same graph, and its neighbours'
+//!    adverts ([`Coordinator::adverts_for`]).
 //! 2. **Shares** ([`Coordinator::add_shares`]): each advertiser's [`SealedShares`], exactly
 //!    one to each of its neighbours. [`Coordinator::close_shares`] fixes the round's set S_r
 //!    (the advertisers that shared; at least the minimum), and [`Coordinator::mailbox`] hands
@@ -80,6 +81,9 @@ impl Coordinator {
     /// `salt` every party derives ([`RobustParty::salt`](super::RobustParty::salt)).
     pub fn new(roster: Arc<Roster>, salt: [u8; 32]) -> Result<Self, RobustError> {
         let policy = robust_policy(&roster)?;
+        if policy.consistency_check {
+            return Err(RobustError::ConsistencyCheckUnsupported);
+        }
         Ok(Self {
             min_parties: roster.policy().min_parties,
             roster,
@@ -142,9 +146,10 @@ impl Coordinator {
     }
 
     /// Closes `round`'s adverts: fixes the advertisers (at least the roster's minimum) and
-    /// the graph over them, and returns the adverts every party shares keys against (the
-    /// same again if already closed).
-    pub fn close_adverts(&mut self, round: Round) -> Result<Vec<Advert>, RobustError> {
+    /// the graph over them, and returns the advertisers, the set every party computes the
+    /// graph from (the same again if already closed). Each party then gets its neighbours'
+    /// adverts ([`Coordinator::adverts_for`]).
+    pub fn close_adverts(&mut self, round: Round) -> Result<PartySet, RobustError> {
         let (neighbours, min, salt) = (self.policy.neighbours, self.min_parties, self.salt);
         let book = self.rounds.entry(round).or_default();
         if book.graph.is_none() {
@@ -162,7 +167,19 @@ impl Coordinator {
                 .map_err(|source| RobustError::Graph { round, source })?;
             book.graph = Some(graph);
         }
-        Ok(book.adverts.values().copied().collect())
+        Ok(PartySet::new(book.adverts.keys().copied()))
+    }
+
+    /// The adverts `party` shares keys against: its neighbours' in the round's graph (after
+    /// [`Coordinator::close_adverts`]).
+    pub fn adverts_for(&self, round: Round, party: PartyId) -> Result<Vec<Advert>, RobustError> {
+        let graph = self.closed_graph(round, "hand out adverts")?;
+        let book = self.book(round)?;
+        Ok(graph
+            .neighbours(party)
+            .iter()
+            .filter_map(|p| book.adverts.get(p).copied())
+            .collect())
     }
 
     /// Takes an advertiser's share messages for `round`: exactly one to each of its

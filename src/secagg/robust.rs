@@ -8,8 +8,9 @@
 //!    H_β = SHA-256("hefl/v1/self-seed" ‖ s ‖ r ‖ i ‖ β_i) (s the run's session salt). The
 //!    [`Advert`] (172 bytes) is signed with i's roster Ed25519 key over "hefl/v1/adv" ‖ s ‖
 //!    the advert, so a server that relays it cannot substitute a key.
-//! 2. **Shares keys** ([`RobustParty::share_keys`]): from the adverts of the round it
-//!    computes the round's [`MaskGraph`] (the same for every party), splits β_i and s_i
+//! 2. **Shares keys** ([`RobustParty::share_keys`]): from the round's advertisers it
+//!    computes the round's [`MaskGraph`] (the same for every party; of the adverts it
+//!    needs only its neighbours'), splits β_i and s_i
 //!    T-of-k with Shamir over GF(256), one share of each per neighbour, and encrypts each
 //!    neighbour's pair under ChaCha20-Poly1305 with the key HKDF(s, X25519(c_i, c_j),
 //!    "hefl/v1/share" ‖ r ‖ i ‖ j) ([`SealedShares`], 82 bytes).
@@ -144,6 +145,12 @@ pub enum RobustError {
     /// Sealing or opening refused as in `strict`.
     #[error(transparent)]
     SecAgg(#[from] SecAggError),
+    /// The roster asks for the consistency round, which this release does not run: a party
+    /// refuses rather than run without the protection its roster pinned.
+    #[error(
+        "the roster's policy asks for the consistency check (--consistency-check), which this release does not run yet; make the roster without it"
+    )]
+    ConsistencyCheckUnsupported,
     /// The roster's policy is not `robust`.
     #[error("the roster's secure aggregation mode is {found}, not robust")]
     NotRobust {
@@ -345,6 +352,21 @@ pub enum RobustError {
         party: PartyId,
         /// The partner.
         partner: PartyId,
+    },
+    /// The round's set as announced with the previous round is not the set whose shares
+    /// this party received.
+    #[error(
+        "{round}: the announced set {announced} is not the set {held} whose shares {party} holds"
+    )]
+    SetMismatch {
+        /// The round.
+        round: Round,
+        /// This party.
+        party: PartyId,
+        /// The set announced.
+        announced: PartySet,
+        /// The set of the shares received.
+        held: PartySet,
     },
     /// An unmask request that lists this party itself as dropped (FCP's check).
     #[error(
@@ -862,7 +884,7 @@ impl UnmaskResponse {
 }
 
 /// What a party keeps of a round once it shared its keys: the graph over the advertisers,
-/// their adverts, and the messages it sent (resent verbatim if asked again).
+/// its neighbours' adverts, and the messages it sent (resent verbatim if asked again).
 struct Shared {
     graph: MaskGraph,
     adverts: BTreeMap<PartyId, Advert>,
@@ -937,6 +959,9 @@ impl RobustParty {
         run: [u8; 32],
     ) -> Result<Self, RobustError> {
         let policy = robust_policy(&roster)?;
+        if policy.consistency_check {
+            return Err(RobustError::ConsistencyCheckUnsupported);
+        }
         let expected = roster.public_key(party)?;
         if expected != identity.public() {
             return Err(RosterError::WrongIdentity {
@@ -973,6 +998,49 @@ impl RobustParty {
     /// The last round sealed.
     pub fn last_sealed(&self) -> Option<Round> {
         self.last_sealed
+    }
+
+    /// Refuses an announced party set of `round` with a party outside the roster or fewer
+    /// than its minimum (as `strict`'s [`Blinder::check_announced`](super::Blinder::check_announced)).
+    pub fn check_announced(&self, round: Round, set: &PartySet) -> Result<(), SecAggError> {
+        let parties = self.roster.policy().parties;
+        if let Some(party) = set.iter().find(|p| p.0 >= parties) {
+            return Err(RosterError::UnknownParty {
+                party,
+                last: parties.saturating_sub(1),
+            }
+            .into());
+        }
+        if set.len() < self.min_parties {
+            return Err(SecAggError::BelowMinParties {
+                round,
+                set: set.clone(),
+                found: set.len(),
+                min: self.min_parties,
+            });
+        }
+        Ok(())
+    }
+
+    /// Refuses to seal `round` for `set` unless `set` is the round's set whose shares this
+    /// party received (the set announced and the shares must agree).
+    pub fn check_set(&self, round: Round, set: &PartySet) -> Result<(), RobustError> {
+        let state = self.state(round)?;
+        match &state.held {
+            Some(held) if held.set == *set => Ok(()),
+            Some(held) => Err(RobustError::SetMismatch {
+                round,
+                party: self.party,
+                announced: set.clone(),
+                held: held.set.clone(),
+            }),
+            None => Err(RobustError::OutOfOrder {
+                round,
+                party: self.party,
+                step: "seal",
+                needs: "it has not received the round's set and shares",
+            }),
+        }
     }
 
     /// Rounds whose secrets this party still holds.
@@ -1042,27 +1110,62 @@ impl RobustParty {
         Ok(advert)
     }
 
-    /// R1: given every advert of `round` (this party's own among them, unchanged), checks
-    /// each signature against the roster, computes the round's graph over the advertisers,
-    /// and returns one [`SealedShares`] per neighbour (the same messages if asked again).
+    /// R1: given the round's advertisers `set` (this party among them; at least the roster's
+    /// minimum, all in the roster) and the adverts of at least its neighbours in the round's
+    /// graph over `set` (others are ignored; its own, if given, must be unchanged), checks
+    /// each neighbour's signature against the roster and returns one [`SealedShares`] per
+    /// neighbour (the same messages if asked again). A party needs only its k neighbours'
+    /// adverts, not all P: the graph is a function of the ids alone.
     pub fn share_keys(
         &mut self,
         round: Round,
+        set: &PartySet,
         adverts: &[Advert],
     ) -> Result<Vec<SealedShares>, RobustError> {
         let (party, salt, threshold) = (self.party, self.salt, self.policy.threshold);
         let (neighbours_k, min) = (self.policy.neighbours, self.min_parties);
+        let parties = self.roster.policy().parties;
         let roster = std::sync::Arc::clone(&self.roster);
         let state = self.state_mut(round)?;
         if let Some(shared) = &state.graph {
             return Ok(shared.sent.clone());
         }
-        let (by_party, set) = verified_adverts(adverts, &roster, &salt, round, min)?;
-        if by_party.get(&party) != Some(&state.advert) {
+        if let Some(unknown) = set.iter().find(|p| p.0 >= parties) {
+            return Err(RosterError::UnknownParty {
+                party: unknown,
+                last: parties.saturating_sub(1),
+            }
+            .into());
+        }
+        if set.len() < min {
+            return Err(RobustError::BelowMinParties {
+                round,
+                what: "advertisers",
+                found: set.len(),
+                min,
+            });
+        }
+        if !set.contains(party) {
             return Err(RobustError::OwnAdvert { round, party });
         }
-        let graph = MaskGraph::harary(&set, neighbours_k, &salt, round)
+        let graph = MaskGraph::harary(set, neighbours_k, &salt, round)
             .map_err(|source| RobustError::Graph { round, source })?;
+        let mut by_party = BTreeMap::new();
+        for advert in adverts {
+            if advert.party == party && *advert != state.advert {
+                return Err(RobustError::OwnAdvert { round, party });
+            }
+            if !graph.linked(party, advert.party) {
+                continue;
+            }
+            advert.verify(&roster, &salt, round)?;
+            if by_party.insert(advert.party, *advert).is_some() {
+                return Err(RobustError::DuplicateParty {
+                    round,
+                    party: advert.party,
+                });
+            }
+        }
         let neighbours = graph.neighbours(party).to_vec();
         let holders = neighbours.len() as u32;
         if holders < threshold {
@@ -1097,8 +1200,9 @@ impl RobustParty {
                 (party, *to),
                 party,
             )?;
-            let mut plain = Zeroizing::new(q.to_bytes());
-            plain.extend_from_slice(&s.to_bytes());
+            let mut plain = Zeroizing::new(Vec::with_capacity(SHARES_PLAIN));
+            plain.extend_from_slice(&Zeroizing::new(q.to_bytes()));
+            plain.extend_from_slice(&Zeroizing::new(s.to_bytes()));
             // One key per (run, round, sender, receiver), used once: a fixed nonce is safe.
             let ciphertext = cipher
                 .encrypt(
@@ -1469,8 +1573,9 @@ impl RobustParty {
     }
 }
 
-/// A checkpoint's [`Shared`]: every advert of the round, and the messages sent (wire bytes).
-type SharedRecord = (Vec<Vec<u8>>, Vec<Vec<u8>>);
+/// A checkpoint's [`Shared`]: the round's advertisers, the neighbours' adverts, and the
+/// messages sent (wire bytes).
+type SharedRecord = (Vec<u32>, Vec<Vec<u8>>, Vec<Vec<u8>>);
 
 /// A checkpoint's [`Held`]: the round's set, and per neighbour its two shares (wire bytes).
 type HeldRecord = (Vec<u32>, Vec<(u32, Vec<u8>, Vec<u8>)>);
@@ -1549,6 +1654,7 @@ impl RobustParty {
                 advert: state.advert.to_bytes().to_vec(),
                 shared: state.graph.as_ref().map(|shared| {
                     (
+                        shared.graph.set().iter().map(|p| p.0).collect(),
                         shared
                             .adverts
                             .values()
@@ -1631,14 +1737,18 @@ impl RobustParty {
         }
         let graph = match &record.shared {
             None => None,
-            Some((adverts, sent)) => {
+            Some((set, adverts, sent)) => {
                 let adverts: Vec<Advert> = adverts
                     .iter()
                     .map(|a| Advert::from_bytes(a))
                     .collect::<Result<_, _>>()?;
-                let (by_party, set) = verified_adverts(&adverts, &self.roster, &salt, round, 0)?;
+                let (by_party, _) = verified_adverts(&adverts, &self.roster, &salt, round, 0)?;
+                let set = PartySet::new(set.iter().copied().map(PartyId));
                 let graph = MaskGraph::harary(&set, self.policy.neighbours, &salt, round)
                     .map_err(|source| RobustError::Graph { round, source })?;
+                if by_party.keys().any(|p| !graph.linked(party, *p)) {
+                    return Err(bad("an advert of a party that is not a neighbour"));
+                }
                 let sent = sent
                     .iter()
                     .map(|m| SealedShares::from_bytes(m))
@@ -1837,6 +1947,23 @@ impl RoundUnmask {
                 "it holds shares for {found:?}, expected {expected:?}"
             )));
         }
+        // Each holder's share sits at its own x (its place among the target's neighbours,
+        // from 1): a responder can spoil only its own share, which the rebuild routes around,
+        // never take another holder's x and so void the round.
+        for (target, _, share) in &response.shares {
+            let x = self
+                .graph
+                .neighbours(*target)
+                .iter()
+                .position(|p| *p == from)
+                .map(|i| i + 1);
+            if x != Some(usize::from(share.x())) {
+                return Err(bad(format!(
+                    "its share of {target}'s secret has x = {}, its place is {x:?}",
+                    share.x()
+                )));
+            }
+        }
         self.responses.entry(from).or_insert(response);
         Ok(())
     }
@@ -2000,6 +2127,49 @@ mod tests {
     }
 
     #[test]
+    fn every_blind_key_of_a_round_is_distinct_and_bound_to_round_pair_and_set() {
+        use std::collections::HashSet;
+        let salt = [5; 32];
+        let secrets: Vec<StaticSecret> = (1..=6u8).map(|i| StaticSecret::from([i; 32])).collect();
+        let publics: Vec<[u8; 32]> = secrets
+            .iter()
+            .map(|s| PublicKey::from(s).to_bytes())
+            .collect();
+        let full = PartySet::new((0..6).map(PartyId));
+        let fewer = PartySet::new((0..5).map(PartyId));
+        let mut seen = HashSet::new();
+        let mut count = 0;
+        for round in [Round(0), Round(1)] {
+            for set in [&full, &fewer] {
+                let digest = set.digest();
+                for i in set.iter() {
+                    // The self-blind: one per party and round (the set does not enter it).
+                    if set == &full {
+                        let key = self_blind(&salt, &[i.0 as u8; SEED_BYTES], round, i);
+                        assert!(seen.insert(key.digest()), "self {i} {round}");
+                        count += 1;
+                    }
+                    for j in set.iter().filter(|j| *j > i) {
+                        let (a, b) = (i.0 as usize, j.0 as usize);
+                        let key =
+                            pair_blind(&salt, &secrets[a], &publics[b], round, (i, j), &digest)
+                                .unwrap();
+                        // Both ends derive the same key.
+                        let other =
+                            pair_blind(&salt, &secrets[b], &publics[a], round, (j, i), &digest)
+                                .unwrap();
+                        assert_eq!(key.digest(), other.digest());
+                        assert!(seen.insert(key.digest()), "pair {i} {j} {round} {set}");
+                        count += 1;
+                    }
+                }
+            }
+        }
+        // 2 rounds x (6 self + 15 + 10 pairs): every (AES key, counter 0..) stream is used once.
+        assert_eq!(count, 2 * (6 + 15 + 10));
+    }
+
+    #[test]
     fn a_late_partys_ciphertext_stays_uniform_after_its_pair_secrets_are_rebuilt() {
         let (parties, victim) = (10u32, PartyId(4));
         let key = KeyFile::from_seed([3; 32]).secret_key().unwrap();
@@ -2041,7 +2211,10 @@ mod tests {
             .collect();
         let shares: Vec<SealedShares> = sides
             .iter_mut()
-            .flat_map(|s| s.share_keys(round, &adverts).unwrap())
+            .flat_map(|s| {
+                let set = PartySet::new(adverts.iter().map(|a| a.party));
+                s.share_keys(round, &set, &adverts).unwrap()
+            })
             .collect();
         let set = PartySet::new((0..parties).map(PartyId));
         let encoding =

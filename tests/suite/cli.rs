@@ -6,7 +6,7 @@ use std::process::Command;
 
 use hefl::he::keys::KeyFile;
 
-use crate::util::{hefl, write_tiny_mnist};
+use crate::util::{hefl, hefl_with_env, write_tiny_mnist};
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -114,9 +114,14 @@ fn dp_epsilon_prints_a_bare_number_last() {
 #[test]
 fn bench_report_quick_writes_tables_csv_and_plots() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let out = hefl(
+    // No Flower here: the robust section says so instead of measuring it.
+    let out = hefl_with_env(
         &["bench-report", "--quick", "--out-dir", "bench"],
         dir.path(),
+        &[(
+            hefl::perf::flower::FLOWER_PYTHON_ENV,
+            "/nonexistent/python3",
+        )],
     );
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{}\n{}", stdout, text(&out.stderr));
@@ -126,6 +131,8 @@ fn bench_report_quick_writes_tables_csv_and_plots() {
         "Bytes per party per round",
         "Encryption throughput",
         "Secure aggregation (strict): blinds per client round",
+        "Secure aggregation (robust): costs per round, beside Flower's SecAgg+",
+        "Flower's SecAgg+ at P = 10: not measured: cannot run /nonexistent/python3",
     ] {
         assert!(stdout.contains(heading), "missing {heading:?}:\n{stdout}");
     }
@@ -141,6 +148,7 @@ fn bench_report_quick_writes_tables_csv_and_plots() {
         "bytes.csv",
         "he_throughput.csv",
         "secagg_blinds.csv",
+        "secagg_robust.csv",
         "aggregation.png",
         "client_round.png",
         "bytes.png",
@@ -160,6 +168,29 @@ fn bench_report_quick_writes_tables_csv_and_plots() {
     for mode in ["he-seeds", "he-switched", "plain"] {
         assert!(rows.iter().any(|r| r.starts_with(&format!("{mode},1000,"))));
     }
+    // The quick robust rows: P = 10 with 0 and 1 dropouts, P = 100 with 0, 1 and 10, every
+    // corrected sum checked; hefl's rows only (no Flower).
+    let robust = std::fs::read_to_string(bench.join("secagg_robust.csv")).unwrap();
+    let rows: Vec<Vec<&str>> = robust
+        .lines()
+        .filter(|l| l.starts_with("hefl,") || l.starts_with("flower,"))
+        .map(|l| l.split(',').collect())
+        .collect();
+    let keys: Vec<(&str, &str, &str, &str, &str)> = rows
+        .iter()
+        .map(|r| (r[0], r[1], r[2], r[4], r[16]))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("hefl", "10", "4", "0", "true"),
+            ("hefl", "10", "4", "1", "true"),
+            ("hefl", "100", "22", "0", "true"),
+            ("hefl", "100", "22", "1", "true"),
+            ("hefl", "100", "22", "10", "true"),
+        ],
+        "{robust}"
+    );
     let bytes = std::fs::read_to_string(bench.join("bytes.csv")).unwrap();
     assert!(
         bytes.contains("mode,parties,direction,bytes,f32_update_bytes"),

@@ -13,6 +13,7 @@ mod model_file;
 #[cfg(feature = "net")]
 mod network;
 mod party;
+mod perf;
 mod quant;
 mod robust;
 mod secagg;

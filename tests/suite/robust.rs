@@ -79,6 +79,23 @@ fn federation_with_min(
     (roster, sides)
 }
 
+/// The parties of `adverts`: the advertisers every party computes a round's graph from.
+fn advertisers(adverts: &[Advert]) -> PartySet {
+    PartySet::new(adverts.iter().map(|a| a.party))
+}
+
+/// Every advert of a round whose adverts closed, from the coordinator's hand-outs (each
+/// party's neighbours' adverts).
+fn all_adverts(coordinator: &Coordinator, round: Round, set: &PartySet) -> Vec<Advert> {
+    let mut by_party = std::collections::BTreeMap::new();
+    for party in set.iter() {
+        for advert in coordinator.adverts_for(round, party).expect("adverts") {
+            by_party.insert(advert.party, advert);
+        }
+    }
+    by_party.into_values().collect()
+}
+
 /// Where a party drops out of a round.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Drop {
@@ -122,9 +139,15 @@ fn run_round(
             .add_advert(side.advertise(round).expect("advertise"))
             .expect("advert taken");
     }
-    let adverts = coordinator.close_adverts(round).expect("adverts closed");
+    let advertisers = coordinator.close_adverts(round).expect("adverts closed");
     for (i, side) in sides.iter_mut().enumerate() {
-        let sent = side.share_keys(round, &adverts).expect("share keys");
+        // Each party gets the advertisers and its neighbours' adverts only.
+        let theirs = coordinator
+            .adverts_for(round, PartyId(i as u32))
+            .expect("neighbours' adverts");
+        let sent = side
+            .share_keys(round, &advertisers, &theirs)
+            .expect("share keys");
         if drops[i] != Drop::BeforeSharing {
             coordinator
                 .add_shares(round, PartyId(i as u32), sent)
@@ -364,7 +387,10 @@ fn ready_to_unmask(sides: &mut [RobustParty], len: usize) -> (Vec<Advert>, Party
         .collect();
     let shares: Vec<SealedShares> = sides
         .iter_mut()
-        .flat_map(|s| s.share_keys(Round(0), &adverts).unwrap())
+        .flat_map(|s| {
+            s.share_keys(Round(0), &advertisers(&adverts), &adverts)
+                .unwrap()
+        })
         .collect();
     let set = PartySet::new((0..sides.len() as u32).map(PartyId));
     for (i, side) in sides.iter_mut().enumerate() {
@@ -527,7 +553,9 @@ fn adverts_and_shares_that_are_not_the_rounds_are_refused() {
     // A tampered advert (a key swapped by a relaying server) fails its signature.
     let mut tampered = adverts.clone();
     tampered[2].blind = adverts[1].blind;
-    let err = sides[0].share_keys(Round(3), &tampered).unwrap_err();
+    let err = sides[0]
+        .share_keys(Round(3), &advertisers(&tampered), &tampered)
+        .unwrap_err();
     assert!(
         matches!(
             err,
@@ -552,7 +580,9 @@ fn adverts_and_shares_that_are_not_the_rounds_are_refused() {
     let mut swapped = adverts.clone();
     swapped[0] = adverts[0];
     swapped.remove(0);
-    let err = sides[0].share_keys(Round(3), &swapped).unwrap_err();
+    let err = sides[0]
+        .share_keys(Round(3), &advertisers(&swapped), &swapped)
+        .unwrap_err();
     assert!(
         matches!(
             err,
@@ -563,7 +593,10 @@ fn adverts_and_shares_that_are_not_the_rounds_are_refused() {
     // Shares: a flipped byte fails authentication.
     let shares: Vec<SealedShares> = sides
         .iter_mut()
-        .flat_map(|s| s.share_keys(Round(3), &adverts).unwrap())
+        .flat_map(|s| {
+            s.share_keys(Round(3), &advertisers(&adverts), &adverts)
+                .unwrap()
+        })
         .collect();
     let set = PartySet::new((0..4).map(PartyId));
     let mut mine: Vec<SealedShares> = shares
@@ -620,7 +653,10 @@ fn a_bad_share_is_detected_and_another_subset_recovers() {
         .collect();
     let shares: Vec<SealedShares> = sides
         .iter_mut()
-        .flat_map(|s| s.share_keys(Round(0), &adverts).unwrap())
+        .flat_map(|s| {
+            s.share_keys(Round(0), &advertisers(&adverts), &adverts)
+                .unwrap()
+        })
         .collect();
     let set = PartySet::new((0..10).map(PartyId));
     let widths = Widths::new(fp.params().total_bits, 10, DownloadForm::Seeds).unwrap();
@@ -686,6 +722,24 @@ fn a_bad_share_is_detected_and_another_subset_recovers() {
     let plain = key().decrypt(&sum.expand()).unwrap();
     let opened = sides[0].open(&plain, &fp, key(), Round(0), &alive).unwrap();
     assert_eq!(fp.decode_integers(opened), fp.decode_integers(&expected));
+    // A response whose share takes another holder's x is refused (it could not otherwise
+    // spoil more than its own share).
+    let mut unmask2 = RoundUnmask::new(
+        &roster,
+        sides[0].salt(),
+        Round(0),
+        &adverts,
+        PartySet::new((0..10).map(PartyId)),
+        alive.clone(),
+    )
+    .unwrap();
+    let mut answer = sides[1].unmask(&unmask2.request()).unwrap();
+    let mut bytes = answer.shares[0].2.to_bytes();
+    bytes[0] = if bytes[0] == 1 { 2 } else { 1 };
+    answer.shares[0].2 =
+        hefl::secagg::Share::from_bytes(&bytes, answer.shares[0].2.to_bytes().len() - 1).unwrap();
+    let err = unmask2.add_response(PartyId(1), answer).unwrap_err();
+    assert!(matches!(err, RobustError::BadResponse { .. }), "{err}");
     // A response for another round or from a dead party is refused.
     let err = unmask
         .add_response(
@@ -826,8 +880,17 @@ fn the_coordinator_refuses_what_does_not_fit_the_round() {
         ),
         "{err}"
     );
-    let adverts = coordinator.close_adverts(round).unwrap();
+    let closed = coordinator.close_adverts(round).unwrap();
+    let adverts = all_adverts(&coordinator, round, &closed);
     assert_eq!(adverts.len(), 9);
+    // Each party is handed its k = 8 neighbours' adverts; one missing is refused, and the
+    // refusal changes nothing.
+    let theirs = coordinator.adverts_for(round, PartyId(1)).unwrap();
+    assert_eq!(theirs.len(), 8);
+    let err = sides[1]
+        .share_keys(round, &closed, &theirs[1..])
+        .unwrap_err();
+    assert!(matches!(err, RobustError::MissingAdvert { .. }), "{err}");
     // A late advert (party 9) is refused: it joins a later round.
     let err = coordinator
         .add_advert(sides[9].advertise(round).unwrap())
@@ -843,7 +906,9 @@ fn the_coordinator_refuses_what_does_not_fit_the_round() {
         "{err}"
     );
     // Shares to the wrong receivers, or on behalf of another party, are refused.
-    let sent = sides[0].share_keys(round, &adverts).unwrap();
+    let sent = sides[0]
+        .share_keys(round, &advertisers(&adverts), &adverts)
+        .unwrap();
     let err = coordinator
         .add_shares(round, PartyId(0), sent[1..].to_vec())
         .unwrap_err();
@@ -865,7 +930,9 @@ fn the_coordinator_refuses_what_does_not_fit_the_round() {
         "{err}"
     );
     for (i, side) in sides.iter_mut().enumerate().skip(1).take(8) {
-        let sent = side.share_keys(round, &adverts).unwrap();
+        let sent = side
+            .share_keys(round, &advertisers(&adverts), &adverts)
+            .unwrap();
         coordinator
             .add_shares(round, PartyId(i as u32), sent)
             .unwrap();
@@ -935,17 +1002,27 @@ fn parties_and_the_coordinator_restarted_at_every_phase_finish_the_round_exactly
             .unwrap();
     }
     restart_all(&mut sides, &roster, &mut coordinator);
-    let adverts = coordinator.close_adverts(round).unwrap();
+    let closed = coordinator.close_adverts(round).unwrap();
+    let adverts = all_adverts(&coordinator, round, &closed);
     // Party 6 shares, then restarts: it resends the same messages.
-    let before = sides[6].share_keys(round, &adverts).unwrap();
+    let before = sides[6]
+        .share_keys(round, &advertisers(&adverts), &adverts)
+        .unwrap();
     for (i, side) in sides.iter_mut().enumerate() {
-        let sent = side.share_keys(round, &adverts).unwrap();
+        let sent = side
+            .share_keys(round, &advertisers(&adverts), &adverts)
+            .unwrap();
         coordinator
             .add_shares(round, PartyId(i as u32), sent)
             .unwrap();
     }
     restart_all(&mut sides, &roster, &mut coordinator);
-    assert_eq!(sides[6].share_keys(round, &adverts).unwrap(), before);
+    assert_eq!(
+        sides[6]
+            .share_keys(round, &advertisers(&adverts), &adverts)
+            .unwrap(),
+        before
+    );
     let set = coordinator.close_shares(round).unwrap();
     for p in set.iter() {
         let mail = coordinator.mailbox(round, p).unwrap();
@@ -1049,4 +1126,259 @@ fn parties_and_the_coordinator_restarted_at_every_phase_finish_the_round_exactly
         "{} bytes left after forgetting",
         bytes.len()
     );
+}
+
+#[test]
+fn a_roster_asking_for_the_consistency_round_is_refused_until_it_is_built() {
+    let ids = identities(10);
+    let (robust, min_parties) = RobustPolicy::rule_a(10, 3, 3, None, None, true).unwrap();
+    let policy = Policy {
+        mode: Mode::Robust(robust),
+        parties: 10,
+        min_parties,
+    };
+    let roster = Arc::new(
+        Roster::new_signed(
+            key().key_id(),
+            ids.iter().map(|id| id.public()).collect(),
+            ids.iter().map(|id| id.signing_public()).collect(),
+            policy,
+        )
+        .unwrap(),
+    );
+    let err =
+        RobustParty::new(Arc::clone(&ids[0]), PartyId(0), Arc::clone(&roster), RUN).unwrap_err();
+    assert!(
+        matches!(err, RobustError::ConsistencyCheckUnsupported),
+        "{err}"
+    );
+    let err = Coordinator::new(roster, [0; 32]).unwrap_err();
+    assert!(
+        matches!(err, RobustError::ConsistencyCheckUnsupported),
+        "{err}"
+    );
+}
+
+/// Party `i` of a 4-party `he` federation of 6 values (at least 3 in a sum), without
+/// secure aggregation.
+fn he_party(i: u32) -> hefl::fl::Party {
+    use hefl::fl::{Federation, Party, Privacy, Step};
+    let federation = Federation {
+        party: PartyId(i),
+        parties: 4,
+        id_limit: 4,
+        min_parties: 3,
+        length: 6,
+        encoding: Encoding::new(8.0, 16, 4, Weighting::Fraction { nominal: 1 }).unwrap(),
+        privacy: Privacy::He,
+        he: Some((key().key_id(), DownloadForm::Seeds)),
+        step: Step::Delta,
+        snapshot_every: None,
+        run: RUN,
+    };
+    let key = Arc::new(KeyFile::from_seed([12; 32]).secret_key().unwrap());
+    let rounding = ChaCha8Rng::seed_from_u64(u64::from(i));
+    let rounding = rand_chacha::ChaCha20Rng::from_seed(rounding.get_seed());
+    Party::new(federation, vec![0.0; 6], Some(key), rounding).unwrap()
+}
+
+/// The server's sum of `uploads` for `round`, stamped, with `correction` added (robust).
+fn server_sum(
+    party: &hefl::fl::Party,
+    uploads: &[Vec<u8>],
+    round: Round,
+    correction: Option<&[u64]>,
+) -> Vec<u8> {
+    use hefl::fl::Summable;
+    let expect = party.envelope().expected_he().unwrap();
+    let mut sum = CompactVector::parse_submission(&uploads[0], &expect).unwrap();
+    for upload in &uploads[1..] {
+        sum.add_submission(upload, &expect).unwrap();
+    }
+    if let Some(correction) = correction {
+        Summable::add_public(&mut sum, correction).unwrap();
+    }
+    sum.set_context(hefl::he::Context::sum(RUN, round.0));
+    sum.to_bytes()
+}
+
+#[test]
+fn robust_parties_end_with_the_models_of_he_parties_bit_for_bit() {
+    use hefl::fl::{EnvelopeCost, Published, Received};
+    let (roster, sides) = federation(4, 1, 1);
+    let salt = sides[0].salt();
+    let mut robust: Vec<hefl::fl::Party> = sides
+        .into_iter()
+        .enumerate()
+        .map(|(i, side)| he_party(i as u32).with_robust(side).unwrap())
+        .collect();
+    let mut plain: Vec<hefl::fl::Party> = (0..4).map(he_party).collect();
+    let mut coordinator = Coordinator::new(Arc::clone(&roster), salt).unwrap();
+    let all: Vec<PartyId> = (0..4).map(PartyId).collect();
+    let mut cost = EnvelopeCost::default();
+    let mut rng = ChaCha8Rng::seed_from_u64(99);
+    for r in 0..3u64 {
+        let round = Round(r);
+        let updates: Vec<Vec<f32>> = (0..4)
+            .map(|_| (0..6).map(|_| rng.random_range(-2.0f32..2.0)).collect())
+            .collect();
+        // The round's keys and shares, through each party's envelope.
+        for party in &robust {
+            let advert = party
+                .envelope()
+                .robust(|p| p.advertise(round))
+                .unwrap()
+                .unwrap();
+            coordinator.add_advert(advert).unwrap();
+        }
+        let closed = coordinator.close_adverts(round).unwrap();
+        let adverts = all_adverts(&coordinator, round, &closed);
+        for party in &robust {
+            let sent = party
+                .envelope()
+                .robust(|p| p.share_keys(round, &advertisers(&adverts), &adverts))
+                .unwrap()
+                .unwrap();
+            coordinator.add_shares(round, party.id(), sent).unwrap();
+        }
+        let set = coordinator.close_shares(round).unwrap();
+        for party in &robust {
+            let mail = coordinator.mailbox(round, party.id()).unwrap();
+            party
+                .envelope()
+                .robust(|p| p.receive_shares(round, &set, &mail))
+                .unwrap()
+                .unwrap();
+        }
+        let seal = |parties: &mut [hefl::fl::Party], cost: &mut EnvelopeCost| -> Vec<Vec<u8>> {
+            parties
+                .iter_mut()
+                .zip(&updates)
+                .map(|(p, u)| p.seal(round, u, 1, None, cost).unwrap().bytes)
+                .collect()
+        };
+        let robust_uploads = seal(&mut robust, &mut cost);
+        let plain_uploads = seal(&mut plain, &mut cost);
+        let request = coordinator.start_unmask(round, set.clone()).unwrap();
+        for party in &robust {
+            let answer = party
+                .envelope()
+                .robust(|p| p.unmask(&request))
+                .unwrap()
+                .unwrap();
+            coordinator.add_response(round, party.id(), answer).unwrap();
+        }
+        let len = robust[0].envelope().wire_len();
+        let t = robust[0].envelope().encoding().total_bits();
+        let correction = coordinator.correction(round, len, t).unwrap();
+        let published = |bytes: Vec<u8>, next_set: Option<Vec<PartyId>>| Published {
+            round,
+            parties: all.clone(),
+            bytes: Arc::new(bytes),
+            void: false,
+            next_set,
+        };
+        // Negative control: the sum without the correction (the blinds still on it) is
+        // refused by the canaries.
+        let uncorrected = server_sum(&robust[0], &robust_uploads, round, None);
+        let err = robust[1]
+            .envelope()
+            .open(
+                &uncorrected,
+                &all,
+                hefl::he::Context::sum(RUN, r),
+                &mut cost,
+            )
+            .unwrap_err();
+        assert!(matches!(err, hefl::fl::EnvelopeError::Decode(_)), "{err}");
+        let robust_sum = published(
+            server_sum(&robust[0], &robust_uploads, round, Some(&correction)),
+            Some(all.clone()),
+        );
+        let plain_sum = published(server_sum(&plain[0], &plain_uploads, round, None), None);
+        for party in &mut robust {
+            let received = party.receive(&robust_sum, &mut cost).unwrap();
+            assert!(matches!(received, Received::Applied { .. }), "{received:?}");
+            assert!(
+                party
+                    .envelope()
+                    .robust(|p| p.held_rounds())
+                    .unwrap()
+                    .is_empty()
+            );
+        }
+        for party in &mut plain {
+            party.receive(&plain_sum, &mut cost).unwrap();
+        }
+        coordinator.forget_through(round);
+    }
+    for (r, p) in robust.iter().zip(&plain) {
+        let bits = |m: &[f32]| m.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(r.model()), bits(p.model()), "{}", r.id());
+    }
+    assert_ne!(robust[0].model(), &[0.0; 6][..]);
+}
+
+#[test]
+fn a_robust_partys_checkpoint_carries_its_round_secrets() {
+    let (roster, sides) = federation(4, 1, 1);
+    let salt = sides[0].salt();
+    let mut parties: Vec<hefl::fl::Party> = sides
+        .into_iter()
+        .enumerate()
+        .map(|(i, side)| he_party(i as u32).with_robust(side).unwrap())
+        .collect();
+    let mut coordinator = Coordinator::new(Arc::clone(&roster), salt).unwrap();
+    let round = Round(0);
+    for party in &parties {
+        let advert = party
+            .envelope()
+            .robust(|p| p.advertise(round))
+            .unwrap()
+            .unwrap();
+        coordinator.add_advert(advert).unwrap();
+    }
+    let closed = coordinator.close_adverts(round).unwrap();
+    let adverts = all_adverts(&coordinator, round, &closed);
+    for party in &parties {
+        let sent = party
+            .envelope()
+            .robust(|p| p.share_keys(round, &advertisers(&adverts), &adverts))
+            .unwrap()
+            .unwrap();
+        coordinator.add_shares(round, party.id(), sent).unwrap();
+    }
+    let set = coordinator.close_shares(round).unwrap();
+    for party in &parties {
+        let mail = coordinator.mailbox(round, party.id()).unwrap();
+        party
+            .envelope()
+            .robust(|p| p.receive_shares(round, &set, &mail))
+            .unwrap()
+            .unwrap();
+    }
+    let mut cost = hefl::fl::EnvelopeCost::default();
+    let sealed = parties[2]
+        .seal(round, &[0.5; 6], 1, None, &mut cost)
+        .unwrap();
+    // Party 2 restarts from its checkpoint: it resends the same bytes, and still holds the
+    // shares it must reveal at the unmask step.
+    let bytes = parties[2].state().to_bytes();
+    let state = hefl::fl::PartyState::from_bytes(&bytes, 1 << 20).unwrap();
+    let ids = identities(4);
+    let fresh =
+        RobustParty::new(Arc::clone(&ids[2]), PartyId(2), Arc::clone(&roster), RUN).unwrap();
+    let mut restarted = he_party(2).with_robust(fresh).unwrap();
+    restarted.restore(state.clone()).unwrap();
+    assert_eq!(restarted.sealed_upload(round), Some(&sealed.bytes[..]));
+    let request = coordinator.start_unmask(round, set.clone()).unwrap();
+    let answer = restarted
+        .envelope()
+        .robust(|p| p.unmask(&request))
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer.shares.len(), 3);
+    // A party without robust secure aggregation refuses that state.
+    let err = he_party(2).restore(state).unwrap_err();
+    assert!(matches!(err, hefl::fl::StateError::Robust(_)), "{err}");
 }

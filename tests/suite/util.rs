@@ -31,8 +31,14 @@ pub fn real_mnist() -> Option<Mnist> {
 
 /// Runs `hefl args` in `cwd` to the end and returns what it printed and its status.
 pub fn hefl(args: &[&str], cwd: &Path) -> std::process::Output {
+    hefl_with_env(args, cwd, &[])
+}
+
+/// Runs `hefl args` in `cwd` with the environment variables `env` set.
+pub fn hefl_with_env(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_hefl"))
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(cwd)
         .output()
         .expect("run hefl")
