@@ -384,6 +384,31 @@ pub fn check_canaries<'s>(
     Ok(values)
 }
 
+/// Refuses a party set of `round` with a party outside `policy`'s roster or fewer parties
+/// than its minimum: the check every mode runs on an announced set.
+pub(super) fn check_announced(
+    policy: &Policy,
+    round: Round,
+    set: &PartySet,
+) -> Result<(), SecAggError> {
+    if let Some(party) = set.iter().find(|p| p.0 >= policy.parties) {
+        return Err(RosterError::UnknownParty {
+            party,
+            last: policy.parties.saturating_sub(1),
+        }
+        .into());
+    }
+    if set.len() < policy.min_parties {
+        return Err(SecAggError::BelowMinParties {
+            round,
+            set: set.clone(),
+            found: set.len(),
+            min: policy.min_parties,
+        });
+    }
+    Ok(())
+}
+
 /// A party's side of `strict` secure aggregation for one run: its pair secrets with every
 /// other party of the roster, the session salt, and the last (round, attempt) it sealed.
 /// Secrets are wiped on drop and never printed.
@@ -460,15 +485,7 @@ impl Blinder {
         if found != Mode::Strict {
             return Err(SecAggError::NotStrict { found });
         }
-        let expected = roster.public_key(party)?;
-        if expected != identity.public() {
-            return Err(RosterError::WrongIdentity {
-                party,
-                expected,
-                found: identity.public(),
-            }
-            .into());
-        }
+        roster.check_identity(party, identity)?;
         let mut pairs = BTreeMap::new();
         for partner in roster.parties().filter(|&p| p != party) {
             let public = roster.public_key(partner)?.as_dalek();
@@ -520,22 +537,7 @@ impl Blinder {
     /// Refuses an announced party set (of a round this party may be left out of) with a
     /// party outside the roster or fewer parties than the roster allows.
     pub fn check_announced(&self, round: Round, set: &PartySet) -> Result<(), SecAggError> {
-        if let Some(party) = set.iter().find(|p| p.0 >= self.policy.parties) {
-            return Err(RosterError::UnknownParty {
-                party,
-                last: self.policy.parties.saturating_sub(1),
-            }
-            .into());
-        }
-        if set.len() < self.policy.min_parties {
-            return Err(SecAggError::BelowMinParties {
-                round,
-                set: set.clone(),
-                found: set.len(),
-                min: self.policy.min_parties,
-            });
-        }
-        Ok(())
+        check_announced(&self.policy, round, set)
     }
 
     /// The blind key this party shares with `partner` for (`round`, `attempt`) over `set`.

@@ -111,15 +111,7 @@ impl Credentials {
         };
         self.roster.check_key(key_id)?;
         self.roster.check_policy(&policy)?;
-        let expected = self.roster.public_key(party)?;
-        if expected != self.identity.public() {
-            return Err(RosterError::WrongIdentity {
-                party,
-                expected,
-                found: self.identity.public(),
-            });
-        }
-        Ok(())
+        self.roster.check_identity(party, &self.identity)
     }
 
     /// Party `party`'s blinder for the run of fingerprint `run`.

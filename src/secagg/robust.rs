@@ -64,7 +64,7 @@ use zeroize::{Zeroize, Zeroizing};
 
 use super::blind::{
     AggregateRefused, BlindKey, CanaryTag, PartySet, SecAggError, apply_blinds, canary_words,
-    check_canaries, session_salt,
+    check_announced, check_canaries, session_salt,
 };
 use super::graph::{GraphError, MaskGraph};
 use super::identity::Identity;
@@ -962,15 +962,7 @@ impl RobustParty {
         if policy.consistency_check {
             return Err(RobustError::ConsistencyCheckUnsupported);
         }
-        let expected = roster.public_key(party)?;
-        if expected != identity.public() {
-            return Err(RosterError::WrongIdentity {
-                party,
-                expected,
-                found: identity.public(),
-            }
-            .into());
-        }
+        roster.check_identity(party, &identity)?;
         roster.signing_key(party)?;
         Ok(Self {
             party,
@@ -1003,23 +995,7 @@ impl RobustParty {
     /// Refuses an announced party set of `round` with a party outside the roster or fewer
     /// than its minimum (as `strict`'s [`Blinder::check_announced`](super::Blinder::check_announced)).
     pub fn check_announced(&self, round: Round, set: &PartySet) -> Result<(), SecAggError> {
-        let parties = self.roster.policy().parties;
-        if let Some(party) = set.iter().find(|p| p.0 >= parties) {
-            return Err(RosterError::UnknownParty {
-                party,
-                last: parties.saturating_sub(1),
-            }
-            .into());
-        }
-        if set.len() < self.min_parties {
-            return Err(SecAggError::BelowMinParties {
-                round,
-                set: set.clone(),
-                found: set.len(),
-                min: self.min_parties,
-            });
-        }
-        Ok(())
+        check_announced(&self.roster.policy(), round, set)
     }
 
     /// Refuses to seal `round` for `set` unless `set` is the round's set whose shares this

@@ -439,6 +439,23 @@ impl Roster {
         }
     }
 
+    /// Refuses `identity` unless its public key is this roster's entry for `party`.
+    pub fn check_identity(
+        &self,
+        party: PartyId,
+        identity: &super::identity::Identity,
+    ) -> Result<(), RosterError> {
+        let expected = self.public_key(party)?;
+        if expected != identity.public() {
+            return Err(RosterError::WrongIdentity {
+                party,
+                expected,
+                found: identity.public(),
+            });
+        }
+        Ok(())
+    }
+
     /// The compact JSON the fingerprint hashes: fields in a fixed order, parties by id.
     fn canonical_json(&self) -> Vec<u8> {
         // Serializing plain strings, integers and maps cannot fail.
